@@ -1,0 +1,1 @@
+"""The Litestar control API: an app factory, one controller per resource, auth and error handling."""

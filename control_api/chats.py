@@ -1,0 +1,71 @@
+"""What the workers wrote about chats: messages and unread counters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from control_api.auth import requires
+from control_api.errors import ApiError
+from core.chats import ChatMessage, list_messages
+from core.db import transaction
+from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.unread import mark_read, unread_for_user
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class MessageList(msgspec.Struct):
+    items: list[ChatMessage]
+    next_cursor: str | None
+
+
+class UnreadItem(msgspec.Struct):
+    chat_id: str
+    unread: int
+
+
+class UnreadOut(msgspec.Struct):
+    items: list[UnreadItem]
+    total: int
+
+
+class ReadIn(msgspec.Struct, forbid_unknown_fields=True):
+    user_id: Id
+
+
+class ChatsController(Controller):
+    path = "/v1"
+    tags = ["chats"]
+
+    @get("/chats/{chat_id:str}/messages", guards=[requires("jobs:read")], sync_to_thread=True)
+    def messages(
+        self,
+        state: State,
+        chat_id: str,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> MessageList:
+        try:
+            with transaction(state.settings) as conn:
+                items, next_cursor = list_messages(conn, chat_id, limit, cursor)
+        except BadCursor as exc:
+            raise ApiError(400, "bad_cursor", str(exc)) from None
+        return MessageList(items, next_cursor)
+
+    @get("/unread", guards=[requires("jobs:read")], sync_to_thread=True)
+    def unread(
+        self, state: State, user_id: Annotated[str, Parameter(min_length=1, max_length=200)]
+    ) -> UnreadOut:
+        with transaction(state.settings) as conn:
+            found: dict[str, Any] = unread_for_user(conn, user_id)
+        return msgspec.convert(found, UnreadOut)
+
+    @post("/chats/{chat_id:str}/read", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
+    def read(self, state: State, chat_id: str, data: ReadIn) -> UnreadItem:
+        with transaction(state.settings) as conn:
+            return msgspec.convert(mark_read(conn, chat_id, data.user_id), UnreadItem)

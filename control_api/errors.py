@@ -1,0 +1,91 @@
+"""One error shape for every failure: {"error": {"code", "message", "details"}} with the right status."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy.exc
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+log = structlog.get_logger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "dependency_down",
+}
+
+
+class ApiError(HTTPException):
+    """An error a handler raises on purpose, with its code and details."""
+
+    def __init__(self, status_code: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(status_code=status_code, detail=message)
+        self.code = code
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> Response[Any]:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return Response(body, status_code=status)
+
+
+_MISSING = re.compile(r"field `([^`]+)`")
+
+
+def _validation_details(extra: Any) -> list[dict[str, str]]:
+    details = []
+    for item in extra if isinstance(extra, list) else []:
+        field = str(item.get("key", "body"))
+        message = str(item.get("message", "invalid"))
+        if field == "data":  # Litestar names the whole body "data"; point at the field instead
+            found = _MISSING.search(message)
+            field = found.group(1) if found else "body"
+        details.append({"field": field, "message": message})
+    return details
+
+
+def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, ApiError):
+        return error_response(exc.status_code, exc.code, exc.detail, exc.details)
+    if isinstance(exc, ValidationException):
+        details = _validation_details(exc.extra)
+        if details:
+            return error_response(422, "validation_error", "the request has invalid fields", details)
+        if "malformed" in exc.detail.lower() or "json" in exc.detail.lower():
+            return error_response(400, "malformed_json", exc.detail)
+    status = exc.status_code
+    response = error_response(status, _CODES.get(status, "http_error"), exc.detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("database_unavailable", error=str(exc))
+    return error_response(503, "dependency_down", "Postgres is unavailable", {"postgres": "down"})
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled_error", path=request.url.path)
+    return error_response(500, "internal_error", "an unexpected error occurred; see the server log")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    HTTPException: _http_exception,
+    sqlalchemy.exc.OperationalError: _database_down,
+    sqlalchemy.exc.InterfaceError: _database_down,
+    Exception: _unexpected,
+}

@@ -1,0 +1,145 @@
+"""/v1/jobs: enqueue (one or a batch), read, list, attempts, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from control_api.auth import requires
+from control_api.errors import ApiError
+from control_api.request_id import request_id_of
+from control_api.schemas import (
+    AttemptList,
+    BatchIn,
+    BatchOut,
+    CancelByKeyIn,
+    CancelledCount,
+    JobIn,
+    JobList,
+)
+from core.db import transaction
+from core.jobs import IdempotencyConflict, Job, JobStatus, NewJob, enqueue
+from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.queries import (
+    JobFilter,
+    JobNotFound,
+    NotCancellable,
+    cancel_by_business_key,
+    cancel_job,
+    get_job,
+    list_attempts,
+    list_jobs,
+)
+
+Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="Page size.")]
+
+
+def _invalid(errors: list[dict[str, Any]]) -> ApiError:
+    return ApiError(422, "validation_error", "the request has invalid fields", errors)
+
+
+def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Any]:
+    try:
+        return enqueue(new_jobs, state.broker, state.settings)
+    except IdempotencyConflict as exc:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            str(exc),
+            {"index": exc.index, "idempotency_key": exc.key, "existing_job_id": str(exc.existing_id)},
+        ) from None
+
+
+def _not_found(job_id: uuid.UUID) -> ApiError:
+    return ApiError(404, "job_not_found", f"no job {job_id}")
+
+
+class JobsController(Controller):
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @post("/", guards=[requires("jobs:write")], sync_to_thread=True, summary="Enqueue a job")
+    def create(self, request: Request[Any, Any, Any], state: State, data: JobIn) -> Response[Job]:
+        new_job, errors = data.to_new_job(request_id_of(request.scope))
+        if new_job is None:
+            raise _invalid([e.as_dict() for e in errors])
+        (result,) = _enqueue(state, [new_job])
+        return Response(result.job, status_code=201 if result.created else 200)
+
+    @post("/batch", guards=[requires("jobs:write")], sync_to_thread=True, summary="Enqueue up to 1000 jobs")
+    def create_batch(
+        self, request: Request[Any, Any, Any], state: State, data: BatchIn
+    ) -> Response[BatchOut]:
+        request_id = request_id_of(request.scope)
+        new_jobs: list[NewJob | None] = []
+        errors: list[dict[str, Any]] = []
+        for index, item in enumerate(data.jobs):
+            new_job, item_errors = item.to_new_job(request_id, prefix=f"jobs[{index}].")
+            new_jobs.append(new_job)
+            errors.extend({"index": index, **e.as_dict()} for e in item_errors)
+        if errors:
+            raise _invalid(errors)
+        results = _enqueue(state, [j for j in new_jobs if j is not None])
+        return Response(BatchOut([r.job for r in results]), status_code=201)
+
+    @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="List jobs, newest first")
+    def list(
+        self,
+        state: State,
+        type: str | None = None,
+        status: JobStatus | None = None,
+        business_key: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> JobList:
+        f = JobFilter(
+            type=type,
+            status=status.value if status else None,
+            business_key=business_key,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        try:
+            with transaction(state.settings) as conn:
+                items, next_cursor = list_jobs(conn, f, limit, cursor)
+        except BadCursor as exc:
+            raise ApiError(400, "bad_cursor", str(exc)) from None
+        return JobList(items, next_cursor)
+
+    @get("/{job_id:uuid}", guards=[requires("jobs:read")], sync_to_thread=True, summary="Get a job")
+    def read(self, state: State, job_id: uuid.UUID) -> Job:
+        try:
+            with transaction(state.settings) as conn:
+                return get_job(conn, job_id)
+        except JobNotFound:
+            raise _not_found(job_id) from None
+
+    @get("/{job_id:uuid}/attempts", guards=[requires("jobs:read")], sync_to_thread=True, summary="Attempts")
+    def attempts(self, state: State, job_id: uuid.UUID) -> AttemptList:
+        try:
+            with transaction(state.settings) as conn:
+                return AttemptList(list_attempts(conn, job_id))
+        except JobNotFound:
+            raise _not_found(job_id) from None
+
+    @post("/{job_id:uuid}/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
+    def cancel(self, state: State, job_id: uuid.UUID) -> Job:
+        try:
+            with transaction(state.settings) as conn:
+                return cancel_job(conn, job_id)
+        except JobNotFound:
+            raise _not_found(job_id) from None
+        except NotCancellable as exc:
+            raise ApiError(409, "not_cancellable", str(exc), {"status": exc.status}) from None
+
+    @post("/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
+    def cancel_by_key(self, state: State, data: CancelByKeyIn) -> CancelledCount:
+        with transaction(state.settings) as conn:
+            return CancelledCount(cancel_by_business_key(conn, data.business_key))

@@ -1,0 +1,87 @@
+"""Request and response bodies of the control API (msgspec Structs, validated at the edge)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+
+from core.jobs import FieldError, Job, NewJob, UnknownJobType, get_job_type, utcnow, validate_payload
+from core.queries import Attempt
+
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+#: Ten years: further than any business reason to wait, near enough to catch unit mistakes.
+MAX_DELAY_S = 10 * 365 * 86400
+
+
+class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    payload: dict[str, Any]
+    idempotency_key: Key | None = None
+    business_key: Key | None = None
+    run_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    delay_seconds: Annotated[int, msgspec.Meta(ge=0, le=MAX_DELAY_S)] | None = None
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
+
+    def to_new_job(self, request_id: str | None, prefix: str = "") -> tuple[NewJob | None, list[FieldError]]:
+        """Check the payload against the type's schema; every bad field is listed."""
+        try:
+            job_type = get_job_type(self.type)
+        except UnknownJobType:
+            return None, [FieldError(f"{prefix}type", f"unknown job type {self.type!r}")]
+        payload, errors = validate_payload(job_type, self.payload, prefix=f"{prefix}payload")
+        if self.run_at is not None and self.delay_seconds is not None:
+            errors.append(FieldError(f"{prefix}delay_seconds", "give run_at or delay_seconds, not both"))
+        if errors:
+            return None, errors
+        run_at = self.run_at
+        if self.delay_seconds:
+            run_at = utcnow() + timedelta(seconds=self.delay_seconds)
+        return (
+            NewJob(
+                type=self.type,
+                payload=payload,
+                idempotency_key=self.idempotency_key,
+                business_key=self.business_key,
+                run_at=run_at,
+                max_retries=self.max_retries,
+                request_id=request_id,
+            ),
+            [],
+        )
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    jobs: Annotated[list[JobIn], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class JobList(msgspec.Struct):
+    items: list[Job]
+    next_cursor: str | None
+
+
+class BatchOut(msgspec.Struct):
+    items: list[Job]
+
+
+class AttemptList(msgspec.Struct):
+    items: list[Attempt]
+
+
+class CancelByKeyIn(msgspec.Struct, forbid_unknown_fields=True):
+    business_key: Key
+
+
+class CancelledCount(msgspec.Struct):
+    cancelled: int
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(msgspec.Struct):
+    error: ErrorBody

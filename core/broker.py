@@ -1,0 +1,117 @@
+"""The Dramatiq Redis broker, built from settings at process start, and how jobs are published on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+
+from core.settings import Settings, get_settings
+
+
+class RedisNotConfigured(RuntimeError):
+    """REDIS_URL is not set and no embedded Redis was started."""
+
+
+def redis_client(settings: Settings | None = None, *, socket_timeout: float | None = None) -> redis.Redis:
+    """A Redis client for the configured URL.
+
+    Dramatiq's consumers block on Redis, so its client gets ``socket_timeout=None``: redis-py 8
+    defaults to 5 s, which cuts those calls short.
+    """
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        raise RedisNotConfigured("REDIS_URL is not set (run `jobyard up` to get embedded services)")
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
+
+class JobyardRedisBroker(RedisBroker):
+    """RedisBroker whose idle consumers poll at most every ``idle_poll_ms``.
+
+    Dramatiq backs an idle consumer off to ``worker_timeout`` (1000 ms, not settable from its CLI),
+    which puts up to a second between an enqueue and the job starting.
+    """
+
+    def __init__(self, *, idle_poll_ms: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self.idle_poll_ms = idle_poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
+
+
+def build_broker(settings: Settings | None = None, middleware: Sequence[Middleware] = ()) -> RedisBroker:
+    """A broker for this process; call once at process start (never at import)."""
+    settings = settings or get_settings()
+    return JobyardRedisBroker(
+        client=redis_client(settings),
+        namespace=settings.redis_namespace,
+        middleware=list(middleware),
+        idle_poll_ms=settings.worker_idle_poll_ms,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message to put on a queue: the job it carries and the Redis id recorded on the job row."""
+
+    job_id: uuid.UUID
+    type: str
+    queue: str
+    message_id: str
+    request_id: str | None = None
+
+
+def new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def message_for(pub: Publication) -> dramatiq.Message[Any]:
+    options: dict[str, Any] = {"redis_message_id": pub.message_id, "job_id": str(pub.job_id)}
+    if pub.request_id:
+        options["request_id"] = pub.request_id
+    return dramatiq.Message(
+        queue_name=pub.queue,
+        actor_name=pub.type,
+        args=(str(pub.job_id),),
+        kwargs={},
+        options=options,
+        message_id=pub.message_id,
+    )
+
+
+def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
+    """Put each job's message on its queue under the Redis id already committed on the job row.
+
+    ``RedisBroker.enqueue`` would pick a fresh Redis id; keeping ours lets the sweeper ask Redis
+    whether the exact message a job row points at still exists.
+    """
+    count = 0
+    for pub in publications:
+        message = message_for(pub)
+        broker.emit_before("enqueue", message, None)
+        broker.do_enqueue(pub.queue, pub.message_id, message.encode())
+        broker.emit_after("enqueue", message, None)
+        count += 1
+    return count
+
+
+def messages_present(broker: RedisBroker, pubs: Sequence[Publication]) -> list[bool]:
+    """For each publication, whether its message is still in Redis (queued or fetched, not acked)."""
+    if not pubs:
+        return []
+    pipe = broker.client.pipeline(transaction=False)
+    for pub in pubs:
+        pipe.hexists(f"{broker.namespace}:{pub.queue}.msgs", pub.message_id)
+    return [bool(found) for found in pipe.execute()]

@@ -1,0 +1,269 @@
+"""The `jobyard` command.
+
+The long-running roles (api, worker, scheduler) are started by module name in their own process, so
+this module never imports `control_api` or `workers` (core imports neither).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import click
+import msgspec
+
+from core.settings import Settings, get_settings
+
+
+def _settings() -> Settings:
+    from core.embedded import with_running_services
+
+    return with_running_services(get_settings())
+
+
+def _exec(argv: list[str], settings: Settings | None = None) -> None:
+    env = dict(os.environ)
+    if settings is not None:
+        env.update(_service_env(settings))
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+def _service_env(settings: Settings) -> dict[str, str]:
+    env = {}
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    return env
+
+
+def _worker_argv(processes: int, threads: int, queues: tuple[str, ...]) -> list[str]:
+    argv = [sys.executable, "-m", "dramatiq", "workers.entrypoint", "--processes", str(processes)]
+    argv += ["--threads", str(threads), "--skip-logging"]
+    if queues:
+        argv += ["--queues", *queues]
+    return argv
+
+
+@click.group()
+def main() -> None:
+    """Jobyard: a job-queue worker farm. Postgres is the truth, Redis is the transport."""
+
+
+@main.command()
+@click.option("--host", default=None, help="API interface [JOBYARD_API_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="API port [JOBYARD_API_PORT, 8000].")
+@click.option("--processes", type=int, default=None, help="Worker processes [JOBYARD_WORKER_PROCESSES].")
+@click.option("--threads", type=int, default=None, help="Threads per worker [JOBYARD_WORKER_THREADS].")
+def up(host: str | None, port: int | None, processes: int | None, threads: int | None) -> None:
+    """Run the whole farm: services, migrations, API, workers and scheduler, until Ctrl-C."""
+    from core.stack import run_stack
+
+    settings = get_settings()
+    settings = settings.replace(
+        api_host=host or settings.api_host,
+        api_port=port or settings.api_port,
+        worker_processes=processes or settings.worker_processes,
+        worker_threads=threads or settings.worker_threads,
+    )
+    sys.exit(run_stack(settings))
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--workers", type=int, default=1, help="API processes.")
+def api(host: str | None, port: int | None, workers: int) -> None:
+    """Serve the control API."""
+    settings = _settings()
+    argv = [sys.executable, "-m", "control_api", "--host", host or settings.api_host]
+    argv += ["--port", str(port or settings.api_port), "--workers", str(workers)]
+    _exec(argv, settings)
+
+
+@main.command()
+@click.option("--processes", type=int, default=None)
+@click.option("--threads", type=int, default=None)
+@click.option("--queues", multiple=True, help="Queues to consume (repeat); default all.")
+def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
+    """Run Dramatiq worker processes for the job types."""
+    settings = _settings()
+    argv = _worker_argv(
+        processes or settings.worker_processes,
+        threads or settings.worker_threads,
+        queues or settings.worker_queues,
+    )
+    _exec(argv, settings)
+
+
+@main.command()
+def scheduler() -> None:
+    """Publish due jobs and re-publish jobs whose message Redis lost."""
+    settings = _settings()
+    _exec([sys.executable, "-m", "workers.scheduler"], settings)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    from core.migrate import upgrade
+
+    upgrade(_settings())
+    click.echo("database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option(
+    "--scope", "scopes", multiple=True, required=True, help="jobs:write, jobs:read or ops (repeat)."
+)
+@click.option("--expires-in-days", type=float, default=None)
+def keys_create(name: str, scopes: tuple[str, ...], expires_in_days: float | None) -> None:
+    """Create a key; its secret is printed once and never stored."""
+    from core.db import transaction
+    from core.jobs import utcnow
+    from core.keys import UnknownScope, create_key
+
+    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    try:
+        with transaction(_settings()) as conn:
+            key, secret = create_key(conn, name, scopes, expires)
+    except UnknownScope as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from None
+    click.echo(f"created key {key.name} ({key.id}) with scopes {', '.join(key.scopes)}")
+    click.echo(secret)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    from core.db import transaction
+    from core.keys import list_keys
+
+    with transaction(_settings()) as conn:
+        found = list_keys(conn)
+    for k in found:
+        state = "revoked" if k.revoked_at else "active"
+        click.echo(f"{k.id}  {k.prefix}…  {k.name:<20} {','.join(k.scopes):<28} {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id_or_prefix")
+def keys_revoke(key_id_or_prefix: str) -> None:
+    from core.db import transaction
+    from core.keys import revoke_key
+
+    with transaction(_settings()) as conn:
+        n = revoke_key(conn, key_id_or_prefix)
+    if not n:
+        raise click.ClickException(f"no active key matches {key_id_or_prefix!r}")
+    click.echo(f"revoked {n} key(s)")
+
+
+@main.group()
+def jobs() -> None:
+    """Enqueue and inspect jobs."""
+
+
+@jobs.command("enqueue")
+@click.argument("job_type")
+@click.argument("payload")
+@click.option("--delay-seconds", type=int, default=None)
+@click.option("--business-key", default=None)
+@click.option("--idempotency-key", default=None)
+def jobs_enqueue(
+    job_type: str,
+    payload: str,
+    delay_seconds: int | None,
+    business_key: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """Enqueue a job of JOB_TYPE with a JSON PAYLOAD."""
+    from core.broker import build_broker
+    from core.jobs import (
+        NewJob,
+        UnknownJobType,
+        enqueue,
+        get_job_type,
+        load_job_modules,
+        utcnow,
+        validate_payload,
+    )
+
+    settings = _settings()
+    load_job_modules(settings)
+    try:
+        data = json.loads(payload)
+        jt = get_job_type(job_type)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from None
+    except UnknownJobType:
+        raise click.BadParameter(f"unknown job type {job_type!r}", param_hint="JOB_TYPE") from None
+    normalized, errors = validate_payload(jt, data)
+    if errors:
+        raise click.BadParameter("; ".join(f"{e.field}: {e.message}" for e in errors), param_hint="PAYLOAD")
+    run_at = utcnow() + timedelta(seconds=delay_seconds) if delay_seconds else None
+    new = NewJob(
+        type=job_type,
+        payload=normalized,
+        run_at=run_at,
+        business_key=business_key,
+        idempotency_key=idempotency_key,
+    )
+    broker = build_broker(settings)
+    (result,) = enqueue([new], broker, settings)
+    click.echo(msgspec.json.encode(result.job).decode())
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--wait", type=float, default=0.0, help="Seconds to wait for the job to finish.")
+def jobs_show(job_id: str, wait: float) -> None:
+    """Print a job as JSON."""
+    from core.db import transaction
+    from core.jobs import FINAL
+    from core.queries import JobNotFound, get_job
+
+    settings = _settings()
+    try:
+        ident = uuid.UUID(job_id)
+    except ValueError:
+        raise click.BadParameter("not a job id", param_hint="JOB_ID") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with transaction(settings) as conn:
+                job = get_job(conn, ident)
+        except JobNotFound:
+            raise click.ClickException(f"no job {job_id}") from None
+        if job.status in FINAL or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    click.echo(msgspec.json.encode(job).decode())
+
+
+def wait_for_http(url: str, timeout_s: float, alive: Any = None) -> bool:
+    """Poll ``url`` until it answers 200, the timeout passes, or ``alive()`` turns false."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own local URL
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False

@@ -1,0 +1,63 @@
+"""Engine factory: SQLAlchemy 2 Core over psycopg 3, one pool per process and URL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from core.settings import Settings, get_settings
+
+_engines: dict[tuple[str, int], Engine] = {}
+_lock = threading.Lock()
+
+
+class DatabaseNotConfigured(RuntimeError):
+    """DATABASE_URL is not set and no embedded Postgres was started."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Point a plain postgres:// URL at the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process's engine for the configured database, created on first use."""
+    settings = settings or get_settings()
+    if not settings.database_url:
+        raise DatabaseNotConfigured("DATABASE_URL is not set (run `jobyard up` to get embedded services)")
+    key = (settings.database_url, settings.db_pool_size)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = sa.create_engine(
+                sqlalchemy_url(settings.database_url),
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_pool_size,
+                pool_pre_ping=True,
+                # Short-lived statements only; a stuck query must not hold a worker thread forever.
+                connect_args={"connect_timeout": 10, "application_name": "jobyard"},
+            )
+            _engines[key] = engine
+        return engine
+
+
+@contextmanager
+def transaction(settings: Settings | None = None) -> Iterator[Connection]:
+    """A connection in a transaction that commits on success and rolls back on error."""
+    with get_engine(settings).begin() as conn:
+        yield conn
+
+
+def dispose_engines() -> None:
+    """Close every pool; called after fork and in tests."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

@@ -1,0 +1,71 @@
+"""One error tree for everything a job can raise. Retry policy reads the class, never the text."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+
+class JobyardError(Exception):
+    """Something went wrong in Jobyard."""
+
+    #: Stable snake_case code stored on the job and shown to API clients.
+    code = "jobyard_error"
+    #: Whether another attempt may succeed.
+    retryable = True
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or self.code).strip())
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RetryableError(JobyardError):
+    """A transient failure; another attempt may succeed."""
+
+    code = "retryable"
+
+
+class PermanentError(JobyardError):
+    """Retrying cannot help (bad input, a 4xx from a provider); the job goes to the dead letters."""
+
+    code = "permanent"
+    retryable = False
+
+
+class RateLimitedError(RetryableError):
+    """The provider asked us to slow down."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str | None = None, *, retry_after: float = 1.0, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class UnknownOutcomeError(JobyardError):
+    """An outside effect may or may not have happened; a human must decide before it is repeated."""
+
+    code = "unknown_outcome"
+    retryable = False
+
+
+#: Frames of traceback kept on a stored error: enough to find the line, small enough for a row.
+TRACEBACK_FRAMES = 8
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """The JSON stored on a job and an attempt for an exception."""
+    if isinstance(exc, JobyardError):
+        code, retryable, message = exc.code, exc.retryable, exc.message
+    else:
+        # Anything unexpected counts as retryable: a bug fixed by a deploy, or a blip we did not map.
+        code, retryable, message = "unexpected_error", True, f"{type(exc).__name__}: {exc}"
+    excerpt = "".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))
+    return {"code": code, "message": message[:2000], "retryable": retryable, "traceback": excerpt[-4000:]}

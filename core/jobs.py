@@ -1,0 +1,324 @@
+"""Job types, their payload schemas, the job states, and enqueue: commit the row, then publish."""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import random
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import redis
+import sqlalchemy as sa
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection, Row
+
+from core.broker import Publication, new_message_id, publish
+from core.db import transaction
+from core.models import jobs
+from core.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+
+class JobStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  # waiting in Postgres for run_at
+    QUEUED = "queued"  # published to Redis, waiting for a worker
+    RUNNING = "running"  # claimed by a worker
+    RETRYING = "retrying"  # failed, waiting in Postgres for its next attempt
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"  # in the dead letters
+    CANCELLED = "cancelled"
+
+
+#: A worker may start a job only from these states; anything else means another copy already did.
+CLAIMABLE = (JobStatus.QUEUED, JobStatus.RETRYING)
+#: A job can be cancelled until a worker claims it.
+CANCELLABLE = (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RETRYING)
+FINAL = (JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED)
+
+
+# -- job types ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobType:
+    """What the farm knows about one kind of job; each type is one Dramatiq actor on its own queue."""
+
+    name: str
+    payload: type[msgspec.Struct]
+    queue: str = ""
+    #: Retries after the first attempt. Dramatiq's default (20, backing off up to 7 days) is far too many.
+    max_retries: int = 3
+    min_backoff_s: float = 1.0
+    max_backoff_s: float = 300.0
+    description: str = ""
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue or self.name
+
+
+class UnknownJobType(LookupError):
+    pass
+
+
+_registry: dict[str, JobType] = {}
+_registry_lock = threading.Lock()
+#: Modules that define the built-in job types; JOBYARD_JOB_MODULES adds a deployment's own.
+BUILTIN_JOB_MODULES = ("core.unread",)
+
+
+def register_job_type(job_type: JobType) -> JobType:
+    with _registry_lock:
+        existing = _registry.get(job_type.name)
+        if existing is not None and existing != job_type:
+            raise ValueError(f"job type {job_type.name!r} is already registered differently")
+        _registry[job_type.name] = job_type
+    return job_type
+
+
+def get_job_type(name: str) -> JobType:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownJobType(name) from None
+
+
+def job_types() -> dict[str, JobType]:
+    return dict(_registry)
+
+
+def load_job_modules(settings: Settings | None = None) -> list[str]:
+    """Import the modules that register job types: the built-ins, then JOBYARD_JOB_MODULES."""
+    settings = settings or get_settings()
+    modules = [*BUILTIN_JOB_MODULES, *settings.job_modules]
+    for name in modules:
+        importlib.import_module(name)
+    return modules
+
+
+# -- payload validation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> tuple[Any, list[FieldError]]:
+    """Check ``data`` against the type's schema and list every bad field, not only the first.
+
+    Returns the normalised payload (defaults filled in, as stored and compared for idempotency).
+    """
+    if not isinstance(data, dict):
+        return None, [FieldError(prefix, "must be an object")]
+    schema = job_type.payload
+    errors: list[FieldError] = []
+    fields = msgspec.structs.fields(schema)
+    known = {f.encode_name for f in fields}
+    for f in fields:
+        if f.encode_name not in data:
+            if f.required:
+                errors.append(FieldError(f"{prefix}.{f.encode_name}", "is required"))
+            continue
+        try:
+            msgspec.convert(data[f.encode_name], f.type)
+        except msgspec.ValidationError as exc:
+            errors.append(FieldError(f"{prefix}.{f.encode_name}", str(exc)))
+    if schema.__struct_config__.forbid_unknown_fields:
+        errors.extend(
+            FieldError(f"{prefix}.{key}", "is not a known field") for key in data if key not in known
+        )
+    if errors:
+        return None, errors
+    try:
+        value = msgspec.convert(data, schema)
+    except msgspec.ValidationError as exc:  # cross-field checks in __post_init__
+        return None, [FieldError(prefix, str(exc))]
+    return msgspec.to_builtins(value), []
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+class NewJob(msgspec.Struct, kw_only=True):
+    """A validated request to run a job (see ``validate_payload``)."""
+
+    type: str
+    payload: dict[str, Any]
+    idempotency_key: str | None = None
+    business_key: str | None = None
+    run_at: datetime | None = None
+    max_retries: int | None = None
+    request_id: str | None = None
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """A job as the API shows it."""
+
+    id: uuid.UUID
+    type: str
+    queue: str
+    status: str
+    payload: dict[str, Any]
+    business_key: str | None
+    idempotency_key: str | None
+    attempts: int
+    max_retries: int
+    result: Any
+    error: dict[str, Any] | None
+    created_at: datetime
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    request_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Job:
+        m = row._mapping
+        error = m["error"]
+        if error is not None:
+            # The traceback stays in the attempt history; the job shows what a caller can act on.
+            error = {k: v for k, v in error.items() if k != "traceback"}
+        return cls(
+            id=m["id"],
+            type=m["type"],
+            queue=m["queue"],
+            status=m["status"],
+            payload=m["payload"],
+            business_key=m["business_key"],
+            idempotency_key=m["idempotency_key"],
+            attempts=m["attempts"],
+            max_retries=m["max_retries"],
+            result=m["result"],
+            error=error,
+            created_at=m["created_at"],
+            run_at=m["run_at"],
+            started_at=m["started_at"],
+            finished_at=m["finished_at"],
+            request_id=m["request_id"],
+        )
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was first used with a different type or payload."""
+
+    def __init__(self, index: int, key: str, existing_id: uuid.UUID) -> None:
+        super().__init__(f"idempotency key {key!r} was used for a different job ({existing_id})")
+        self.index, self.key, self.existing_id = index, key, existing_id
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job: Job
+    created: bool
+    #: The Redis id committed on a new job that is due now; None when nothing is to be published.
+    message_id: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def enqueue(
+    new_jobs: Sequence[NewJob], broker: RedisBroker, settings: Settings | None = None
+) -> list[Enqueued]:
+    """Commit the jobs (all or none), then publish the ones due now.
+
+    A job is accepted once its row is committed. If publishing fails after that, the sweeper
+    publishes it later; the caller still gets its job back.
+    """
+    settings = settings or get_settings()
+    with transaction(settings) as conn:
+        results = insert_jobs(conn, new_jobs)
+    to_publish = [
+        Publication(e.job.id, e.job.type, e.job.queue, e.message_id, e.job.request_id)
+        for e in results
+        if e.message_id is not None
+    ]
+    _publish_after_commit(broker, to_publish)
+    return results
+
+
+def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
+    """Insert the jobs in one statement; a repeated idempotency key returns the first job instead."""
+    if not new_jobs:
+        return []
+    now = utcnow()
+    values: list[dict[str, Any]] = []
+    for nj in new_jobs:
+        job_type = get_job_type(nj.type)
+        run_at = nj.run_at or now
+        due = run_at <= now
+        job_id = uuid.uuid4()
+        message_id = new_message_id() if due else None
+        values.append(
+            {
+                "id": job_id,
+                "type": nj.type,
+                "queue": job_type.queue_name,
+                "status": JobStatus.QUEUED if due else JobStatus.SCHEDULED,
+                "payload": nj.payload,
+                "idempotency_key": nj.idempotency_key,
+                "business_key": nj.business_key,
+                "run_at": run_at,
+                "max_retries": job_type.max_retries if nj.max_retries is None else nj.max_retries,
+                "request_id": nj.request_id,
+                "message_id": message_id,
+                "published_at": now if due else None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    stmt = (
+        pg_insert(jobs)
+        .values(values)
+        .on_conflict_do_nothing(
+            index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.isnot(None)
+        )
+        .returning(*jobs.c)
+    )
+    inserted = {row.id: row for row in conn.execute(stmt)}
+    keys = [v["idempotency_key"] for v in values if v["id"] not in inserted]
+    existing: dict[str, Row[Any]] = {}
+    if keys:
+        found = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
+        existing = {row.idempotency_key: row for row in found}
+    results = []
+    for index, v in enumerate(values):
+        row = inserted.get(v["id"])
+        if row is not None:
+            results.append(Enqueued(Job.from_row(row), created=True, message_id=v["message_id"]))
+            continue
+        first = existing[v["idempotency_key"]]
+        if first.type != v["type"] or first.payload != v["payload"]:
+            raise IdempotencyConflict(index, v["idempotency_key"], first.id)
+        results.append(Enqueued(Job.from_row(first), created=False))
+    return results
+
+
+def _publish_after_commit(broker: RedisBroker, pubs: list[Publication]) -> None:
+    try:
+        publish(broker, pubs)
+    except (redis.RedisError, OSError) as exc:
+        # The rows are committed: the sweeper will find the missing messages and publish them.
+        log.warning("publish_failed_will_sweep", jobs=len(pubs), error=str(exc))
+
+
+def next_retry_at(job_type: JobType, attempt: int, now: datetime | None = None) -> datetime:
+    """When attempt ``attempt + 1`` may start: exponential backoff with full jitter above the minimum."""
+    base = min(job_type.max_backoff_s, job_type.min_backoff_s * 2 ** max(attempt - 1, 0))
+    delay = job_type.min_backoff_s + random.uniform(0, max(base - job_type.min_backoff_s, 0))  # noqa: S311
+    return (now or utcnow()) + timedelta(seconds=delay)

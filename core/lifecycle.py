@@ -1,0 +1,125 @@
+"""A job's life in a worker: claim it, then record success or failure, fenced by the attempt number.
+
+Claiming is one committed transaction (the job shows `running`). The job's own Postgres effects and
+its success are written in a second transaction that only commits if this worker still holds the
+claim, so an effect in Postgres happens exactly once even when a message is delivered twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from core.jobs import CLAIMABLE, JobStatus, get_job_type, next_retry_at, utcnow
+from core.models import job_attempts, jobs
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job this worker moved to `running`; ``attempt`` fences every later write."""
+
+    job_id: uuid.UUID
+    type: str
+    payload: dict[str, Any]
+    attempt: int
+    max_retries: int
+    request_id: str | None
+    business_key: str | None
+
+
+class ClaimLost(Exception):
+    """Another worker or a recovery took the job over; this worker's writes must be dropped."""
+
+
+def claim(conn: Connection, job_id: uuid.UUID, worker: str) -> Claim | None:
+    """Move a queued or retrying job to running; None when it is finished, cancelled or held elsewhere."""
+    now = utcnow()
+    row = conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status.in_(CLAIMABLE))
+        .values(
+            status=JobStatus.RUNNING,
+            attempts=jobs.c.attempts + 1,
+            started_at=now,
+            updated_at=now,
+            worker=worker,
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.type,
+            jobs.c.payload,
+            jobs.c.attempts,
+            jobs.c.max_retries,
+            jobs.c.request_id,
+            jobs.c.business_key,
+        )
+    ).first()
+    if row is None:
+        return None
+    conn.execute(
+        sa.insert(job_attempts).values(job_id=job_id, number=row.attempts, worker=worker, started_at=now)
+    )
+    return Claim(
+        job_id=row.id,
+        type=row.type,
+        payload=row.payload,
+        attempt=row.attempts,
+        max_retries=row.max_retries,
+        request_id=row.request_id,
+        business_key=row.business_key,
+    )
+
+
+def _fenced(c: Claim) -> Any:
+    return sa.and_(jobs.c.id == c.job_id, jobs.c.status == JobStatus.RUNNING, jobs.c.attempts == c.attempt)
+
+
+def _finish_attempt(
+    conn: Connection, c: Claim, outcome: str, error: dict[str, Any] | None, now: datetime
+) -> None:
+    conn.execute(
+        sa.update(job_attempts)
+        .where(job_attempts.c.job_id == c.job_id, job_attempts.c.number == c.attempt)
+        .values(finished_at=now, outcome=outcome, error=error)
+    )
+
+
+def mark_succeeded(conn: Connection, c: Claim, result: Any) -> None:
+    """Record success in the caller's transaction; raises ClaimLost if the claim is no longer ours."""
+    now = utcnow()
+    done = conn.execute(
+        sa.update(jobs)
+        .where(_fenced(c))
+        .values(status=JobStatus.SUCCEEDED, result=result, error=None, finished_at=now, updated_at=now)
+    )
+    if done.rowcount != 1:
+        raise ClaimLost(str(c.job_id))
+    _finish_attempt(conn, c, "succeeded", None, now)
+
+
+def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
+    """Record a failed attempt: back to Postgres to wait for a retry, or to the dead letters.
+
+    Returns the job's new status; raises ClaimLost if the claim is no longer ours.
+    """
+    now = utcnow()
+    job_type = get_job_type(c.type)
+    retry = error.get("retryable", True) and c.attempt <= c.max_retries
+    values: dict[str, Any] = {"error": error, "updated_at": now, "worker": None}
+    if retry:
+        # The retry waits in Postgres; the scheduler publishes it when run_at comes.
+        status = JobStatus.RETRYING
+        values.update(status=status, run_at=next_retry_at(job_type, c.attempt, now), message_id=None)
+    else:
+        status = JobStatus.DEAD
+        values.update(status=status, finished_at=now)
+    done = conn.execute(sa.update(jobs).where(_fenced(c)).values(**values))
+    if done.rowcount != 1:
+        raise ClaimLost(str(c.job_id))
+    _finish_attempt(conn, c, "failed", error, now)
+    return status

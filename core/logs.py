@@ -1,0 +1,64 @@
+"""structlog set-up, called once at process start: JSON lines, or console rendering on a terminal.
+
+Context bound with ``structlog.contextvars`` (request_id, job_id, attempt, type) lands on every line,
+including lines from the standard library's loggers (Dramatiq, uvicorn), which are routed here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from core.settings import Settings, get_settings
+
+
+def _renderer(settings: Settings) -> Any:
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+def configure_logging(settings: Settings | None = None, *, process: str = "jobyard") -> None:
+    settings = settings or get_settings()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _add_process(process),
+            _renderer(settings),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for noisy in ("alembic.runtime.migration", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _add_process(process: str) -> Any:
+    def add(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("process", process)
+        return event
+
+    return add

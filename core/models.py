@@ -1,0 +1,162 @@
+"""Postgres tables. Alembic's revisions must produce exactly this schema (a test checks)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+JOB_STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "dead", "cancelled")
+
+_now = sa.text("now()")
+
+
+def _ts(name: str, *, nullable: bool = True, default_now: bool = False) -> sa.Column[object]:
+    return sa.Column(
+        name, sa.DateTime(timezone=True), nullable=nullable, server_default=_now if default_now else None
+    )
+
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Column("business_key", sa.Text),
+    sa.Column("run_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("result", JSONB),
+    sa.Column("error", JSONB),
+    sa.Column("request_id", sa.Text),
+    # Id of the Redis message that carries the job; NULL until published. The sweeper looks it up
+    # in Redis to tell a message that is still queued from one Redis lost.
+    sa.Column("message_id", sa.Text),
+    sa.Column("worker", sa.Text),
+    _ts("created_at", nullable=False, default_now=True),
+    _ts("updated_at", nullable=False, default_now=True),
+    _ts("published_at"),
+    _ts("started_at"),
+    _ts("finished_at"),
+    sa.CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status"),
+    sa.CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
+)
+# The list endpoint: newest first, with and without filters.
+sa.Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
+sa.Index("ix_jobs_type_created", jobs.c.type, jobs.c.created_at.desc())
+sa.Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at.desc())
+sa.Index(
+    "ix_jobs_business_key",
+    jobs.c.business_key,
+    postgresql_where=jobs.c.business_key.isnot(None),
+)
+sa.Index(
+    "uq_jobs_idempotency_key",
+    jobs.c.idempotency_key,
+    unique=True,
+    postgresql_where=jobs.c.idempotency_key.isnot(None),
+)
+# The scheduler: jobs waiting for their time (first runs and retries), oldest due first.
+sa.Index(
+    "ix_jobs_due",
+    jobs.c.run_at,
+    postgresql_where=jobs.c.status.in_(("scheduled", "retrying")),
+)
+# The sweeper: queued jobs whose message may have been lost, least recently published first.
+sa.Index(
+    "ix_jobs_queued_published",
+    jobs.c.published_at,
+    postgresql_where=jobs.c.status == "queued",
+)
+
+job_attempts = sa.Table(
+    "job_attempts",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("worker", sa.Text, nullable=False),
+    _ts("started_at", nullable=False, default_now=True),
+    _ts("finished_at"),
+    # running | succeeded | failed | lost
+    sa.Column("outcome", sa.Text, nullable=False, server_default="running"),
+    sa.Column("error", JSONB),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    # The first characters of the key, shown in listings so people can tell keys apart.
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("scopes", ARRAY(sa.Text), nullable=False),
+    _ts("created_at", nullable=False, default_now=True),
+    _ts("expires_at"),
+    _ts("revoked_at"),
+    _ts("last_used_at"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    _ts("at", nullable=False, default_now=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("selection", JSONB, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("counts", JSONB, nullable=False),
+    sa.Column("payload_patch", JSONB),
+)
+sa.Index("ix_audit_log_at", audit_log.c.at.desc())
+
+chats = sa.Table(
+    "chats",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    _ts("created_at", nullable=False, default_now=True),
+)
+
+chat_messages = sa.Table(
+    "chat_messages",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("chat_id", sa.Text, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    # Who wrote it: a user id for role "user"; NULL for the assistant and the system.
+    sa.Column("author_id", sa.Text),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("model", sa.Text),
+    sa.Column("provider", sa.Text),
+    sa.Column("usage", JSONB),
+    sa.Column("job_id", UUID(as_uuid=True)),
+    _ts("created_at", nullable=False, default_now=True),
+    sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
+)
+sa.Index("ix_chat_messages_chat_created", chat_messages.c.chat_id, chat_messages.c.created_at.desc())
+
+unread_counters = sa.Table(
+    "unread_counters",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("chat_id", sa.Text, sa.ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("unread", sa.Integer, nullable=False, server_default="0"),
+    # Messages after this time, not written by the user, are unread (what `recount` counts).
+    _ts("last_read_at"),
+    _ts("updated_at", nullable=False, default_now=True),
+    sa.CheckConstraint("unread >= 0", name="unread"),
+)

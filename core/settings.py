@@ -1,0 +1,136 @@
+"""Typed settings read from the environment, built on first use.
+
+Every knob is a field below with the environment variable that sets it, its
+default and a one-line reason. The README's settings table is checked against
+this list by a test, so a new knob cannot go undocumented.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = _setting(
+        "DATABASE_URL", None, "Postgres URL. Unset: `jobyard up` starts an embedded Postgres in JOBYARD_HOME."
+    )
+    redis_url: str | None = _setting(
+        "REDIS_URL", None, "Redis URL. Unset: `jobyard up` starts an embedded Redis in JOBYARD_HOME."
+    )
+    home: Path = _setting(
+        "JOBYARD_HOME", Path(".jobyard"), "Where the embedded servers, logs and the admin key live."
+    )
+    api_host: str = _setting("JOBYARD_API_HOST", "127.0.0.1", "Interface the control API binds to.")
+    api_port: int = _setting("JOBYARD_API_PORT", 8000, "Port the control API listens on.")
+    job_modules: tuple[str, ...] = _setting(
+        "JOBYARD_JOB_MODULES",
+        (),
+        "Comma-separated modules imported at start that register extra job types and their handlers.",
+    )
+    log_level: str = _setting("JOBYARD_LOG_LEVEL", "INFO", "Lowest log level written.")
+    log_format: str = _setting(
+        "JOBYARD_LOG_FORMAT", "auto", "`json`, `console`, or `auto` (console on a terminal, else JSON)."
+    )
+    db_pool_size: int = _setting(
+        "JOBYARD_DB_POOL_SIZE", 10, "Postgres connections kept per process (workers need one per thread)."
+    )
+    redis_namespace: str = _setting(
+        "JOBYARD_REDIS_NAMESPACE", "jobyard", "Prefix of every Redis key, so farms can share one Redis."
+    )
+    worker_processes: int = _setting(
+        "JOBYARD_WORKER_PROCESSES", 1, "Worker processes started by `jobyard worker` and `jobyard up`."
+    )
+    worker_threads: int = _setting(
+        "JOBYARD_WORKER_THREADS", 8, "Threads per worker process; jobs mostly wait on I/O."
+    )
+    worker_queues: tuple[str, ...] = _setting(
+        "JOBYARD_WORKER_QUEUES", (), "Comma-separated queues a worker consumes; empty means all."
+    )
+    worker_idle_poll_ms: int = _setting(
+        "JOBYARD_WORKER_IDLE_POLL_MS",
+        100,
+        "Longest pause of an idle worker between polls of Redis (Dramatiq's default of 1000 ms is slow).",
+    )
+    scheduler_interval_s: float = _setting(
+        "JOBYARD_SCHEDULER_INTERVAL", 0.5, "Longest sleep of the scheduler between looks for due jobs."
+    )
+    scheduler_batch: int = _setting(
+        "JOBYARD_SCHEDULER_BATCH", 500, "Due jobs published per scheduler transaction."
+    )
+    republish_after_s: float = _setting(
+        "JOBYARD_REPUBLISH_AFTER",
+        15.0,
+        "A queued job not picked up this long is checked in Redis and re-published if its message is gone.",
+    )
+    api_key_cache_s: float = _setting(
+        "JOBYARD_API_KEY_CACHE_SECONDS", 0.5, "How long an API process trusts a key lookup (revocation lag)."
+    )
+    max_body_bytes: int = _setting(
+        "JOBYARD_MAX_BODY_BYTES", 8 * 1024 * 1024, "Largest request body the API accepts (413 above)."
+    )
+    shutdown_timeout_s: float = _setting(
+        "JOBYARD_SHUTDOWN_TIMEOUT",
+        30.0,
+        "How long `jobyard up` waits for children to stop before killing them.",
+    )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.metadata["env"], raw, f.default)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    @property
+    def home_path(self) -> Path:
+        return self.home.expanduser().resolve()
+
+
+def _parse(env: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{env}={raw!r}: {exc}") from None
+    return raw
+
+
+def documented_settings() -> list[tuple[str, Any, str]]:
+    """(environment variable, default, description) for every setting, for docs and tests."""
+    return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(Settings)]
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment the first time they are needed."""
+    return Settings.from_env()

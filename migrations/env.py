@@ -1,0 +1,37 @@
+"""Alembic environment: runs revisions against the connection core.migrate hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from core.db import sqlalchemy_url
+from core.models import metadata
+from core.settings import get_settings
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    if not url:
+        raise RuntimeError("DATABASE_URL is not set")
+    engine = create_engine(sqlalchemy_url(url))
+    with engine.connect() as conn:
+        _run(conn)
+    engine.dispose()
+
+
+def _run(connection: object) -> None:
+    context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise RuntimeError("offline migrations are not supported; run `jobyard migrate`")
+run_migrations_online()

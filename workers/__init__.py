@@ -1,0 +1,1 @@
+"""Dramatiq actors (one module per job family), the job lifecycle middleware and the scheduler."""

@@ -1,0 +1,102 @@
+"""The job lifecycle around every message: claim in Postgres, bind log context, record the outcome.
+
+Delivery from Redis is at-least-once; the claim makes execution once-per-attempt. A message whose
+job is finished, cancelled or running elsewhere is skipped and acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+import dramatiq
+import structlog
+from dramatiq.middleware import Middleware, SkipMessage
+
+from core.db import transaction
+from core.errors import error_record
+from core.lifecycle import Claim, ClaimLost, claim, mark_failed
+from core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_local = threading.local()
+
+
+def current_claim() -> Claim:
+    """The job this worker thread is running (set by JobLifecycle before the actor is called)."""
+    found: Claim | None = getattr(_local, "claim", None)
+    if found is None:
+        raise RuntimeError("no job is being processed on this thread")
+    return found
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+class JobLifecycle(Middleware):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        job_id = uuid.UUID(message.args[0])
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            job_id=str(job_id), type=message.actor_name, request_id=message.options.get("request_id")
+        )
+        with transaction(self.settings) as conn:
+            claimed = claim(conn, job_id, worker_name())
+        if claimed is None:
+            # Finished, cancelled or running elsewhere: a duplicate delivery or a stale message.
+            raise SkipMessage(f"job {job_id} is not claimable")
+        _local.claim = claimed
+        structlog.contextvars.bind_contextvars(attempt=claimed.attempt, request_id=claimed.request_id)
+        log.info("job_started")
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        log.info("job_skipped", reason="not claimable")
+        self._reset()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        claimed: Claim | None = getattr(_local, "claim", None)
+        try:
+            if claimed is None:
+                # The claim itself failed (Postgres unreachable): the job is still queued in
+                # Postgres and the sweeper publishes it again.
+                if exception is not None:
+                    log.error("claim_failed", error=str(exception))
+                return
+            if exception is None:
+                log.info("job_succeeded")
+                return
+            if isinstance(exception, ClaimLost):
+                log.warning("claim_lost", detail="another worker or a recovery owns this job now")
+                return
+            self._record_failure(claimed, exception)
+        finally:
+            self._reset()
+
+    def _record_failure(self, claimed: Claim, exception: BaseException) -> None:
+        error = error_record(exception)
+        try:
+            with transaction(self.settings) as conn:
+                status = mark_failed(conn, claimed, error)
+        except ClaimLost:
+            log.warning("claim_lost", detail="failure not recorded; another worker owns this job now")
+            return
+        log.warning("job_failed", status=status, error_code=error["code"], error_message=error["message"])
+
+    def _reset(self) -> None:
+        _local.claim = None
+        structlog.contextvars.clear_contextvars()

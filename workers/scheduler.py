@@ -1,0 +1,78 @@
+"""The scheduler process: publishes due jobs and re-publishes jobs whose message Redis lost.
+
+Any number of schedulers may run; row locks keep them from publishing the same job twice.
+Run it with `jobyard scheduler` (or `python -m workers.scheduler`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+
+import redis
+import sqlalchemy.exc
+import structlog
+
+from core.broker import build_broker
+from core.dispatch import publish_due, republish_lost
+from core.jobs import load_job_modules
+from core.logs import configure_logging
+from core.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+#: After an error (Postgres or Redis down), wait this long before the next try instead of spinning.
+ERROR_BACKOFF_S = 2.0
+
+
+class Scheduler:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = build_broker(settings)
+        self.stopping = threading.Event()
+        self._next_sweep = 0.0
+
+    def tick(self) -> int:
+        """One pass: publish what is due, and now and then look for lost messages. Returns jobs published."""
+        published = publish_due(self.settings, self.broker)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            # Checking every republish_after_s / 3 bounds the time a lost job waits to ~1.3x that.
+            self._next_sweep = now + max(self.settings.republish_after_s / 3, 0.2)
+            published += republish_lost(self.settings, self.broker)
+        return published
+
+    def run(self) -> None:
+        log.info("scheduler_started", interval_s=self.settings.scheduler_interval_s)
+        while not self.stopping.is_set():
+            try:
+                published = self.tick()
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.RedisError) as exc:
+                log.error("scheduler_tick_failed", error=str(exc))
+                self.stopping.wait(ERROR_BACKOFF_S)
+                continue
+            if published:
+                log.info("published", jobs=published)
+            if published < self.settings.scheduler_batch:
+                # A full batch means more may be due: go again at once.
+                self.stopping.wait(self.settings.scheduler_interval_s)
+        log.info("scheduler_stopped")
+
+    def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self.stopping.set()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings, process="scheduler")
+    load_job_modules(settings)
+    scheduler = Scheduler(settings)
+    signal.signal(signal.SIGTERM, scheduler.stop)
+    signal.signal(signal.SIGINT, scheduler.stop)
+    scheduler.run()
+
+
+if __name__ == "__main__":
+    main()

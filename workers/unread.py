@@ -1,0 +1,13 @@
+"""The `unread_count` actor: parse, apply in the job's transaction, return the count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.unread import UnreadCountPayload, apply_unread
+from workers.handlers import JobContext, handler
+
+
+@handler("unread_count")
+def unread_count(ctx: JobContext, payload: UnreadCountPayload) -> dict[str, Any]:
+    return apply_unread(ctx.conn, payload)
