@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         openapi_config=OpenAPIConfig(
             title="Jobyard control API", version="1", path="/schema", description=__doc__
         ),
+        # Logging is set up by configure_logging (structlog); Litestar must not install its own.
+        logging_config=None,
         on_app_init=[_no_debug],
     )
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
@@ -46,9 +46,9 @@ class ChatsController(Controller):
     def messages(
         self,
         state: State,
-        chat_id: str,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-        cursor: str | None = None,
+        chat_id: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
     ) -> MessageList:
         try:
             with transaction(state.settings) as conn:
@@ -59,13 +59,13 @@ class ChatsController(Controller):
 
     @get("/unread", guards=[requires("jobs:read")], sync_to_thread=True)
     def unread(
-        self, state: State, user_id: Annotated[str, Parameter(min_length=1, max_length=200)]
+        self, state: State, user_id: Annotated[str, QueryParameter(min_length=1, max_length=200)]
     ) -> UnreadOut:
         with transaction(state.settings) as conn:
             found: dict[str, Any] = unread_for_user(conn, user_id)
         return msgspec.convert(found, UnreadOut)
 
     @post("/chats/{chat_id:str}/read", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def read(self, state: State, chat_id: str, data: ReadIn) -> UnreadItem:
+    def read(self, state: State, chat_id: FromPath[str], data: JSONBody[ReadIn]) -> UnreadItem:
         with transaction(state.settings) as conn:
             return msgspec.convert(mark_read(conn, chat_id, data.user_id), UnreadItem)

@@ -64,8 +64,9 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
         details = _validation_details(exc.extra)
         if details:
             return error_response(422, "validation_error", "the request has invalid fields", details)
-        if "malformed" in exc.detail.lower() or "json" in exc.detail.lower():
-            return error_response(400, "malformed_json", exc.detail)
+    if exc.status_code == 400 and not exc.extra and request.method in {"POST", "PUT", "PATCH"}:
+        # Litestar reports a body it could not decode as a bare 400 ("JSON is malformed", "truncated").
+        return error_response(400, "malformed_json", f"the body is not valid JSON: {exc.detail}")
     status = exc.status_code
     response = error_response(status, _CODES.get(status, "http_error"), exc.detail)
     if exc.headers:

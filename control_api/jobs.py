@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
@@ -36,7 +36,7 @@ from core.queries import (
     list_jobs,
 )
 
-Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="Page size.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 
 
 def _invalid(errors: list[dict[str, Any]]) -> ApiError:
@@ -64,7 +64,7 @@ class JobsController(Controller):
     tags = ["jobs"]
 
     @post("/", guards=[requires("jobs:write")], sync_to_thread=True, summary="Enqueue a job")
-    def create(self, request: Request[Any, Any, Any], state: State, data: JobIn) -> Response[Job]:
+    def create(self, request: Request[Any, Any, Any], state: State, data: JSONBody[JobIn]) -> Response[Job]:
         new_job, errors = data.to_new_job(request_id_of(request.scope))
         if new_job is None:
             raise _invalid([e.as_dict() for e in errors])
@@ -73,7 +73,7 @@ class JobsController(Controller):
 
     @post("/batch", guards=[requires("jobs:write")], sync_to_thread=True, summary="Enqueue up to 1000 jobs")
     def create_batch(
-        self, request: Request[Any, Any, Any], state: State, data: BatchIn
+        self, request: Request[Any, Any, Any], state: State, data: JSONBody[BatchIn]
     ) -> Response[BatchOut]:
         request_id = request_id_of(request.scope)
         new_jobs: list[NewJob | None] = []
@@ -91,13 +91,13 @@ class JobsController(Controller):
     def list(
         self,
         state: State,
-        type: str | None = None,
-        status: JobStatus | None = None,
-        business_key: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
+        type: FromQuery[str | None] = None,
+        status: FromQuery[JobStatus | None] = None,
+        business_key: FromQuery[str | None] = None,
+        created_after: FromQuery[datetime | None] = None,
+        created_before: FromQuery[datetime | None] = None,
         limit: Limit = DEFAULT_LIMIT,
-        cursor: str | None = None,
+        cursor: FromQuery[str | None] = None,
     ) -> JobList:
         f = JobFilter(
             type=type,
@@ -114,7 +114,7 @@ class JobsController(Controller):
         return JobList(items, next_cursor)
 
     @get("/{job_id:uuid}", guards=[requires("jobs:read")], sync_to_thread=True, summary="Get a job")
-    def read(self, state: State, job_id: uuid.UUID) -> Job:
+    def read(self, state: State, job_id: FromPath[uuid.UUID]) -> Job:
         try:
             with transaction(state.settings) as conn:
                 return get_job(conn, job_id)
@@ -122,7 +122,7 @@ class JobsController(Controller):
             raise _not_found(job_id) from None
 
     @get("/{job_id:uuid}/attempts", guards=[requires("jobs:read")], sync_to_thread=True, summary="Attempts")
-    def attempts(self, state: State, job_id: uuid.UUID) -> AttemptList:
+    def attempts(self, state: State, job_id: FromPath[uuid.UUID]) -> AttemptList:
         try:
             with transaction(state.settings) as conn:
                 return AttemptList(list_attempts(conn, job_id))
@@ -130,7 +130,7 @@ class JobsController(Controller):
             raise _not_found(job_id) from None
 
     @post("/{job_id:uuid}/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def cancel(self, state: State, job_id: uuid.UUID) -> Job:
+    def cancel(self, state: State, job_id: FromPath[uuid.UUID]) -> Job:
         try:
             with transaction(state.settings) as conn:
                 return cancel_job(conn, job_id)
@@ -140,6 +140,6 @@ class JobsController(Controller):
             raise ApiError(409, "not_cancellable", str(exc), {"status": exc.status}) from None
 
     @post("/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def cancel_by_key(self, state: State, data: CancelByKeyIn) -> CancelledCount:
+    def cancel_by_key(self, state: State, data: JSONBody[CancelByKeyIn]) -> CancelledCount:
         with transaction(state.settings) as conn:
             return CancelledCount(cancel_by_business_key(conn, data.business_key))

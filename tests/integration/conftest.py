@@ -1,0 +1,159 @@
+"""Integration fixtures: real Postgres and Redis, real worker and scheduler processes."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from litestar.testing import TestClient
+
+from core.broker import build_broker, redis_client
+from core.db import transaction
+from core.keys import SCOPES, create_key
+from core.settings import Settings
+from tests.services import Process, TestServices, scheduler_argv, settings_env, wait_for, worker_argv, workers_alive
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]:
+    started = TestServices.start(tmp_path_factory.mktemp("services"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def settings(services: TestServices) -> Iterator[Settings]:
+    """Settings pointing at a fresh database and a Redis namespace of this test's own."""
+    with services.database() as url:
+        yield Settings(
+            database_url=url,
+            redis_url=services.redis_url,
+            redis_namespace=f"jyt{uuid.uuid4().hex[:8]}",
+            job_modules=("tests.jobtypes",),
+            republish_after_s=1.0,
+            scheduler_interval_s=0.05,
+        )
+
+
+@pytest.fixture
+def redis_conn(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis_client(settings, socket_timeout=5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[Any]:
+    b = build_broker(settings)
+    yield b
+    b.client.close()
+
+
+def make_key(settings: Settings, *scopes: str, name: str = "test") -> str:
+    with transaction(settings) as conn:
+        _, secret = create_key(conn, name, scopes or SCOPES)
+    return secret
+
+
+@pytest.fixture
+def admin_key(settings: Settings) -> str:
+    return make_key(settings, *SCOPES, name="admin")
+
+
+@pytest.fixture
+def api(settings: Settings, admin_key: str) -> Iterator[TestClient[Any]]:
+    """The app in-process, against the real services, authenticated with an all-scopes key."""
+    from control_api.app import create_app
+
+    with TestClient(create_app(settings, configure_logs=False)) as client:
+        client.headers["Authorization"] = f"Bearer {admin_key}"
+        yield client
+
+
+class Farm:
+    """Starts worker, scheduler and API processes for a test and stops them all at the end."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.processes: list[Process] = []
+        self.redis = redis_client(settings, socket_timeout=5)
+
+    def _start(self, name: str, argv: list[str], **env: str) -> Process:
+        path = self.logs / f"{name}-{len(self.processes)}.log"
+        proc = Process(argv, settings_env(self.settings, **env), path)
+        self.processes.append(proc)
+        return proc
+
+    def worker(self, processes: int = 1, threads: int = 4) -> Process:
+        before = workers_alive(self.redis, self.settings.redis_namespace)
+        proc = self._start("worker", worker_argv(processes, threads))
+        wait_for(
+            lambda: workers_alive(self.redis, self.settings.redis_namespace) >= before + processes
+            or not proc.alive(),
+            timeout=30,
+            what="worker heartbeat",
+        )
+        assert proc.alive(), proc.log()
+        return proc
+
+    def scheduler(self) -> Process:
+        proc = self._start("scheduler", scheduler_argv())
+        wait_for(lambda: "scheduler_started" in proc.log() or not proc.alive(), timeout=30, what="scheduler")
+        assert proc.alive(), proc.log()
+        return proc
+
+    def api(self) -> tuple[Process, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = self._start("api", [sys.executable, "-m", "control_api", "--port", str(port)])
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.alive(), proc.log()
+            try:
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=30, what="API")
+        return proc, base
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.redis.close()
+
+
+@pytest.fixture
+def farm(settings: Settings, tmp_path: Path) -> Iterator[Farm]:
+    f = Farm(settings, tmp_path)
+    yield f
+    f.stop()
+
+
+JobWaiter = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def wait_job(api: TestClient[Any]) -> JobWaiter:
+    """Wait until a job reaches one of ``statuses`` and return it."""
+
+    def wait(job_id: str, *statuses: str, timeout: float = 15.0) -> dict[str, Any]:
+        wanted = statuses or ("succeeded",)
+
+        def check() -> dict[str, Any] | None:
+            job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
+            return job if job["status"] in wanted else None
+
+        return wait_for(check, timeout=timeout, what=f"job {job_id} to be {wanted}")  # type: ignore[no-any-return]
+
+    return wait

@@ -1,0 +1,185 @@
+"""Real Postgres and Redis for the tests: the embedded servers, or the URLs given by
+JOBYARD_TEST_DATABASE_URL / JOBYARD_TEST_REDIS_URL. Each test gets its own database, cloned from a
+migrated template, and its own Redis key namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from psycopg import sql
+
+from core.db import dispose_engines
+from core.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.migrate import upgrade
+from core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DB = "jobyard_test_template"
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll until ``condition()`` is truthy and return its value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def _with_db(url: str, database: str) -> str:
+    """Swap the database name in a postgres URL (socket or TCP form)."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = database
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def _as_url(conninfo: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    user = info.get("user", "postgres")
+    password = info.get("password", "")
+    host = info.get("host", "")
+    port = info.get("port")
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{info['dbname']}?host={host}" + (f"&port={port}" if port else "")
+    return f"postgresql://{auth}{host}{':' + str(port) if port else ''}/{info['dbname']}"
+
+
+@dataclass
+class TestServices:
+    admin_url: str  # a Postgres URL with the right to create databases
+    redis_url: str
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, home: Path) -> TestServices:
+        stops: list[Callable[[], None]] = []
+        db_url = os.environ.get("JOBYARD_TEST_DATABASE_URL")
+        if not db_url:
+            pg = EmbeddedPostgres(home / "pg", database="postgres")
+            pg.start()
+            db_url = pg.admin_url()
+            stops.append(pg.stop)
+        redis_url = os.environ.get("JOBYARD_TEST_REDIS_URL")
+        if not redis_url:
+            rd = EmbeddedRedis(home / "redis")
+            redis_url = rd.start()
+            stops.append(rd.stop)
+        services = cls(admin_url=db_url, redis_url=redis_url, _stops=stops)
+        services._make_template()
+        return services
+
+    def _admin(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.admin_url, autocommit=True)
+
+    def _make_template(self) -> None:
+        with self._admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE_DB)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
+        settings = Settings(database_url=_as_url(_with_db(self.admin_url, TEMPLATE_DB)), redis_url=self.redis_url)
+        upgrade(settings)
+        dispose_engines()  # a template must have no open connections to be cloned
+
+    def template_url(self) -> str:
+        return _as_url(_with_db(self.admin_url, TEMPLATE_DB))
+
+    @contextmanager
+    def database(self) -> Iterator[str]:
+        """A fresh, migrated database for one test; dropped afterwards."""
+        name = f"jobyard_t_{uuid.uuid4().hex[:10]}"
+        with self._admin() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
+                )
+            )
+        try:
+            yield _as_url(_with_db(self.admin_url, name))
+        finally:
+            dispose_engines()
+            with self._admin() as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def stop(self) -> None:
+        for stop in reversed(self._stops):
+            stop()
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a child process needs to join the test's farm."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(
+        DATABASE_URL=settings.database_url or "",
+        REDIS_URL=settings.redis_url or "",
+        JOBYARD_REDIS_NAMESPACE=settings.redis_namespace,
+        JOBYARD_REPUBLISH_AFTER=str(settings.republish_after_s),
+        JOBYARD_SCHEDULER_INTERVAL=str(settings.scheduler_interval_s),
+        JOBYARD_JOB_MODULES=",".join(settings.job_modules),
+        JOBYARD_LOG_FORMAT="json",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A child process of the farm (worker, scheduler, API) that a test starts and stops."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def worker_argv(processes: int = 1, threads: int = 4) -> list[str]:
+    return [sys.executable, "-m", "dramatiq", "workers.entrypoint", "--processes", str(processes),
+            "--threads", str(threads), "--skip-logging"]  # fmt: skip
+
+
+def scheduler_argv() -> list[str]:
+    return [sys.executable, "-m", "workers.scheduler"]
+
+
+def workers_alive(client: redis.Redis, namespace: str) -> int:
+    """Worker consumers seen by Redis (each polls its queues and leaves a heartbeat)."""
+    return int(client.zcard(f"{namespace}:__heartbeats__"))
