@@ -267,3 +267,7 @@ def wait_for_http(url: str, timeout_s: float, alive: Any = None) -> bool:
             pass
         time.sleep(0.1)
     return False
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,9 @@ class FlakyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     error: Literal["retryable", "permanent", "unexpected"] = "retryable"
 
 
-register_job_type(JobType(name="test_flaky", payload=FlakyPayload, max_retries=2, min_backoff_s=0.1, max_backoff_s=0.3))
+register_job_type(
+    JobType(name="test_flaky", payload=FlakyPayload, max_retries=2, min_backoff_s=0.1, max_backoff_s=0.3)
+)
 
 
 @handler("test_flaky")

@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "jobyard_test_template"
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
     """Poll until ``condition()`` is truthy and return its value; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -90,9 +92,13 @@ class TestServices:
 
     def _make_template(self) -> None:
         with self._admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE_DB)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE_DB))
+            )
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
-        settings = Settings(database_url=_as_url(_with_db(self.admin_url, TEMPLATE_DB)), redis_url=self.redis_url)
+        settings = Settings(
+            database_url=_as_url(_with_db(self.admin_url, TEMPLATE_DB)), redis_url=self.redis_url
+        )
         upgrade(settings)
         dispose_engines()  # a template must have no open connections to be cloned
 
@@ -123,7 +129,11 @@ class TestServices:
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a child process needs to join the test's farm."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_") and k not in {"DATABASE_URL", "REDIS_URL"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("JOBYARD_") and k not in {"DATABASE_URL", "REDIS_URL"}
+    }
     env.update(
         DATABASE_URL=settings.database_url or "",
         REDIS_URL=settings.redis_url or "",

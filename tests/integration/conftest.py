@@ -18,7 +18,15 @@ from core.broker import build_broker, redis_client
 from core.db import transaction
 from core.keys import SCOPES, create_key
 from core.settings import Settings
-from tests.services import Process, TestServices, scheduler_argv, settings_env, wait_for, worker_argv, workers_alive
+from tests.services import (
+    Process,
+    TestServices,
+    scheduler_argv,
+    settings_env,
+    wait_for,
+    worker_argv,
+    workers_alive,
+)
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +104,10 @@ class Farm:
         before = workers_alive(self.redis, self.settings.redis_namespace)
         proc = self._start("worker", worker_argv(processes, threads))
         wait_for(
-            lambda: workers_alive(self.redis, self.settings.redis_namespace) >= before + processes
-            or not proc.alive(),
+            lambda: (
+                workers_alive(self.redis, self.settings.redis_namespace) >= before + processes
+                or not proc.alive()
+            ),
             timeout=30,
             what="worker heartbeat",
         )

@@ -13,7 +13,9 @@ from tests.integration.conftest import make_key
 UNREAD = {"type": "unread_count", "payload": {"chat_id": "c1", "user_id": "u1"}}
 
 
-def test_enqueue_returns_the_committed_job_and_publishes_it(api: TestClient[Any], redis_conn: Any, settings: Settings) -> None:
+def test_enqueue_returns_the_committed_job_and_publishes_it(
+    api: TestClient[Any], redis_conn: Any, settings: Settings
+) -> None:
     r = api.post("/v1/jobs", json=UNREAD, headers={"X-Request-ID": "req-123"})
     assert r.status_code == 201, r.text
     job = r.json()
@@ -69,7 +71,9 @@ def test_unknown_type_and_bad_payload_are_422_listing_every_field(api: TestClien
 
 
 def test_envelope_errors(api: TestClient[Any]) -> None:
-    r = api.post("/v1/jobs", content=b'{"type": "unread_count", ', headers={"content-type": "application/json"})
+    r = api.post(
+        "/v1/jobs", content=b'{"type": "unread_count", ', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "malformed_json"
 
@@ -101,7 +105,9 @@ def test_keys_and_scopes(api: TestClient[Any], settings: Settings) -> None:
     assert api.get("/healthz", headers={"Authorization": ""}).status_code == 200
 
 
-def test_scheduled_jobs_wait_in_postgres_not_redis(api: TestClient[Any], redis_conn: Any, settings: Settings) -> None:
+def test_scheduled_jobs_wait_in_postgres_not_redis(
+    api: TestClient[Any], redis_conn: Any, settings: Settings
+) -> None:
     later = (datetime.now(UTC) + timedelta(days=14)).isoformat()
     r = api.post("/v1/jobs", json={**UNREAD, "run_at": later, "business_key": "order-9"})
     assert r.status_code == 201
