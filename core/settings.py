@@ -31,7 +31,9 @@ class Settings:
         "REDIS_URL", None, "Redis URL. Unset: `jobyard up` starts an embedded Redis in JOBYARD_HOME."
     )
     home: Path = _setting(
-        "JOBYARD_HOME", Path(".jobyard"), "Where the embedded servers, logs and the admin key live."
+        "JOBYARD_HOME",
+        Path(".jobyard"),
+        "Where the embedded servers keep their data, and where the admin key is saved.",
     )
     api_host: str = _setting("JOBYARD_API_HOST", "127.0.0.1", "Interface the control API binds to.")
     api_port: int = _setting("JOBYARD_API_PORT", 8000, "Port the control API listens on.")

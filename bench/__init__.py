@@ -1,0 +1,1 @@
+"""Reproducible benchmarks. Each starts what it needs and prints what it measured."""
