@@ -28,6 +28,8 @@ class Claim:
     payload: dict[str, Any]
     attempt: int
     max_retries: int
+    #: Attempts that do not count against max_retries (see models.jobs.retry_base).
+    retry_base: int
     request_id: str | None
     business_key: str | None
 
@@ -55,6 +57,7 @@ def claim(conn: Connection, job_id: uuid.UUID, worker: str) -> Claim | None:
             jobs.c.payload,
             jobs.c.attempts,
             jobs.c.max_retries,
+            jobs.c.retry_base,
             jobs.c.request_id,
             jobs.c.business_key,
         )
@@ -70,6 +73,7 @@ def claim(conn: Connection, job_id: uuid.UUID, worker: str) -> Claim | None:
         payload=row.payload,
         attempt=row.attempts,
         max_retries=row.max_retries,
+        retry_base=row.retry_base,
         request_id=row.request_id,
         business_key=row.business_key,
     )
@@ -109,7 +113,7 @@ def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
     """
     now = utcnow()
     job_type = get_job_type(c.type)
-    retry = error.get("retryable", True) and c.attempt <= c.max_retries
+    retry = error.get("retryable", True) and c.attempt - c.retry_base <= c.max_retries
     values: dict[str, Any] = {"error": error, "updated_at": now, "worker": None}
     if retry:
         # The retry waits in Postgres; the scheduler publishes it when run_at comes.

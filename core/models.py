@@ -45,7 +45,14 @@ jobs = sa.Table(
     # Id of the Redis message that carries the job; NULL until published. The sweeper looks it up
     # in Redis to tell a message that is still queued from one Redis lost.
     sa.Column("message_id", sa.Text),
+    # The worker process (workers.id) running the job, and the time after which a run is presumed
+    # stuck (started_at + the type's time limit + a grace period): recovery reads both.
     sa.Column("worker", sa.Text),
+    sa.Column("worker_id", sa.Text),
+    sa.Column("deadline_at", sa.DateTime(timezone=True)),
+    # Attempts that do not count against max_retries: rate-limited waits, runs handed back at a
+    # worker's shutdown, and every attempt before the latest redrive (which grants a fresh budget).
+    sa.Column("retry_base", sa.Integer, nullable=False, server_default="0"),
     _ts("created_at", nullable=False, default_now=True),
     _ts("updated_at", nullable=False, default_now=True),
     _ts("published_at"),
@@ -82,6 +89,23 @@ sa.Index(
     postgresql_where=jobs.c.status == "queued",
 )
 
+# Recovery: running jobs of a given worker process, and running jobs past their deadline.
+sa.Index("ix_jobs_running_worker", jobs.c.worker_id, postgresql_where=jobs.c.status == "running")
+sa.Index("ix_jobs_running_deadline", jobs.c.deadline_at, postgresql_where=jobs.c.status == "running")
+
+# Worker processes and their heartbeats. Kept in Postgres, not Redis: a Redis restart must not make
+# every worker look dead.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queues", ARRAY(sa.Text), nullable=False),
+    _ts("started_at", nullable=False, default_now=True),
+    _ts("last_seen_at", nullable=False, default_now=True),
+)
+
 job_attempts = sa.Table(
     "job_attempts",
     metadata,
@@ -90,7 +114,7 @@ job_attempts = sa.Table(
     sa.Column("worker", sa.Text, nullable=False),
     _ts("started_at", nullable=False, default_now=True),
     _ts("finished_at"),
-    # running | succeeded | failed | lost
+    # running | succeeded | failed | rate_limited | lost | timed_out | interrupted
     sa.Column("outcome", sa.Text, nullable=False, server_default="running"),
     sa.Column("error", JSONB),
 )
