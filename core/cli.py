@@ -44,9 +44,13 @@ def _service_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _worker_argv(processes: int, threads: int, queues: tuple[str, ...]) -> list[str]:
+def _worker_argv(
+    processes: int, threads: int, queues: tuple[str, ...], shutdown_timeout_s: float
+) -> list[str]:
     argv = [sys.executable, "-m", "dramatiq", "workers.entrypoint", "--processes", str(processes)]
     argv += ["--threads", str(threads), "--skip-logging"]
+    # Dramatiq takes milliseconds; past this, running jobs are handed back (see core/recovery.py).
+    argv += ["--worker-shutdown-timeout", str(int(shutdown_timeout_s * 1000))]
     if queues:
         argv += ["--queues", *queues]
     return argv
@@ -99,6 +103,7 @@ def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) 
         processes or settings.worker_processes,
         threads or settings.worker_threads,
         queues or settings.worker_queues,
+        settings.worker_shutdown_timeout_s,
     )
     _exec(argv, settings)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
 
 class JobyardError(Exception):
     """Something went wrong in Jobyard."""
@@ -62,10 +64,21 @@ TRACEBACK_FRAMES = 8
 
 def error_record(exc: BaseException) -> dict[str, Any]:
     """The JSON stored on a job and an attempt for an exception."""
+    extra: dict[str, Any] = {}
     if isinstance(exc, JobyardError):
         code, retryable, message = exc.code, exc.retryable, exc.message
+        if isinstance(exc, RateLimitedError):
+            extra["retry_after"] = exc.retry_after
+    elif isinstance(exc, TimeLimitExceeded):
+        code, retryable, message = "time_limit_exceeded", True, "the attempt ran past its time limit"
     else:
         # Anything unexpected counts as retryable: a bug fixed by a deploy, or a blip we did not map.
         code, retryable, message = "unexpected_error", True, f"{type(exc).__name__}: {exc}"
     excerpt = "".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))
-    return {"code": code, "message": message[:2000], "retryable": retryable, "traceback": excerpt[-4000:]}
+    return {
+        "code": code,
+        "message": message[:2000],
+        "retryable": retryable,
+        **extra,
+        "traceback": excerpt[-4000:],
+    }

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import enum
 import importlib
-import random
 import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -59,6 +58,12 @@ class JobType:
     max_retries: int = 3
     min_backoff_s: float = 1.0
     max_backoff_s: float = 300.0
+    #: Longest run of one attempt; Dramatiq's TimeLimit interrupts Python code at this point, and the
+    #: scheduler recovers runs stuck in C code or blocking calls a grace period later.
+    timeout_s: float = 300.0
+    #: Rate-limited attempts do not spend the retry budget, but they are bounded so a job cannot
+    #: wait forever: past this many it goes to the dead letters.
+    max_rate_limit_waits: int = 20
     description: str = ""
 
     @property
@@ -315,10 +320,3 @@ def _publish_after_commit(broker: RedisBroker, pubs: list[Publication]) -> None:
     except (redis.RedisError, OSError) as exc:
         # The rows are committed: the sweeper will find the missing messages and publish them.
         log.warning("publish_failed_will_sweep", jobs=len(pubs), error=str(exc))
-
-
-def next_retry_at(job_type: JobType, attempt: int, now: datetime | None = None) -> datetime:
-    """When attempt ``attempt + 1`` may start: exponential backoff with full jitter above the minimum."""
-    base = min(job_type.max_backoff_s, job_type.min_backoff_s * 2 ** max(attempt - 1, 0))
-    delay = job_type.min_backoff_s + random.uniform(0, max(base - job_type.min_backoff_s, 0))  # noqa: S311
-    return (now or utcnow()) + timedelta(seconds=delay)

@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.jobs import CLAIMABLE, JobStatus, get_job_type, next_retry_at, utcnow
+from core.jobs import CLAIMABLE, JobStatus, get_job_type, utcnow
 from core.models import job_attempts, jobs
+from core.retry import decide
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +39,14 @@ class ClaimLost(Exception):
     """Another worker or a recovery took the job over; this worker's writes must be dropped."""
 
 
-def claim(conn: Connection, job_id: uuid.UUID, worker: str) -> Claim | None:
-    """Move a queued or retrying job to running; None when it is finished, cancelled or held elsewhere."""
+def claim(
+    conn: Connection, job_id: uuid.UUID, worker: str, worker_id: str, deadline_at: datetime
+) -> Claim | None:
+    """Move a queued or retrying job to running; None when it is finished, cancelled or held elsewhere.
+
+    ``worker_id`` names the worker process (its heartbeat row); ``deadline_at`` is when the run is
+    presumed stuck and recovered.
+    """
     now = utcnow()
     row = conn.execute(
         sa.update(jobs)
@@ -50,6 +57,8 @@ def claim(conn: Connection, job_id: uuid.UUID, worker: str) -> Claim | None:
             started_at=now,
             updated_at=now,
             worker=worker,
+            worker_id=worker_id,
+            deadline_at=deadline_at,
         )
         .returning(
             jobs.c.id,
@@ -99,7 +108,15 @@ def mark_succeeded(conn: Connection, c: Claim, result: Any) -> None:
     done = conn.execute(
         sa.update(jobs)
         .where(_fenced(c))
-        .values(status=JobStatus.SUCCEEDED, result=result, error=None, finished_at=now, updated_at=now)
+        .values(
+            status=JobStatus.SUCCEEDED,
+            result=result,
+            error=None,
+            finished_at=now,
+            updated_at=now,
+            worker_id=None,
+            deadline_at=None,
+        )
     )
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
@@ -112,18 +129,30 @@ def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
     Returns the job's new status; raises ClaimLost if the claim is no longer ours.
     """
     now = utcnow()
-    job_type = get_job_type(c.type)
-    retry = error.get("retryable", True) and c.attempt - c.retry_base <= c.max_retries
-    values: dict[str, Any] = {"error": error, "updated_at": now, "worker": None}
-    if retry:
+    rate_limit_waits = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(job_attempts)
+        .where(job_attempts.c.job_id == c.job_id, job_attempts.c.outcome == "rate_limited")
+    ).scalar_one()
+    decision = decide(
+        get_job_type(c.type),
+        attempt=c.attempt,
+        retry_base=c.retry_base,
+        max_retries=c.max_retries,
+        error=error,
+        rate_limit_waits=rate_limit_waits,
+        now=now,
+    )
+    values: dict[str, Any] = {"error": error, "updated_at": now, "worker_id": None, "deadline_at": None}
+    if decision.free:
+        values["retry_base"] = jobs.c.retry_base + 1
+    if decision.status == JobStatus.RETRYING:
         # The retry waits in Postgres; the scheduler publishes it when run_at comes.
-        status = JobStatus.RETRYING
-        values.update(status=status, run_at=next_retry_at(job_type, c.attempt, now), message_id=None)
+        values.update(status=decision.status, run_at=decision.run_at, message_id=None)
     else:
-        status = JobStatus.DEAD
-        values.update(status=status, finished_at=now)
+        values.update(status=decision.status, finished_at=now)
     done = conn.execute(sa.update(jobs).where(_fenced(c)).values(**values))
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
-    _finish_attempt(conn, c, "failed", error, now)
-    return status
+    _finish_attempt(conn, c, decision.outcome, error, now)
+    return decision.status

@@ -66,6 +66,24 @@ class Settings:
         100,
         "Longest pause of an idle worker between polls of Redis (Dramatiq's default of 1000 ms is slow).",
     )
+    worker_shutdown_timeout_s: float = _setting(
+        "JOBYARD_WORKER_SHUTDOWN_TIMEOUT",
+        30.0,
+        "On SIGTERM a worker finishes running jobs for this long, then hands the rest back to the queue.",
+    )
+    worker_heartbeat_s: float = _setting(
+        "JOBYARD_WORKER_HEARTBEAT", 5.0, "How often each worker process records in Postgres that it is alive."
+    )
+    worker_dead_after_s: float = _setting(
+        "JOBYARD_WORKER_DEAD_AFTER",
+        30.0,
+        "A worker silent this long is presumed dead (SIGKILL, OOM); its running jobs are recovered.",
+    )
+    stuck_grace_s: float = _setting(
+        "JOBYARD_STUCK_GRACE",
+        30.0,
+        "A job still running this long past its type's time limit is recovered as timed out.",
+    )
     scheduler_interval_s: float = _setting(
         "JOBYARD_SCHEDULER_INTERVAL", 0.5, "Longest sleep of the scheduler between looks for due jobs."
     )

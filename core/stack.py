@@ -89,7 +89,13 @@ def _children(settings: Settings) -> list[Child]:
             "api", [py, "-m", "control_api", "--host", settings.api_host, "--port", str(settings.api_port)]
         ),
         Child(
-            "worker", _worker_argv(settings.worker_processes, settings.worker_threads, settings.worker_queues)
+            "worker",
+            _worker_argv(
+                settings.worker_processes,
+                settings.worker_threads,
+                settings.worker_queues,
+                settings.worker_shutdown_timeout_s,
+            ),
         ),
         Child("scheduler", [py, "-m", "workers.scheduler"]),
     ]

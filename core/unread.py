@@ -30,6 +30,7 @@ UNREAD_COUNT = register_job_type(
         max_retries=5,
         min_backoff_s=0.5,
         max_backoff_s=60.0,
+        timeout_s=30.0,
         description="Apply an unread delta, reset, or recount a chat for a user, exactly once per job.",
     )
 )

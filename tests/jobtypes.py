@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from typing import Any, Literal
 
+import httpx
 import msgspec
 
 from core.errors import PermanentError, RetryableError
 from core.jobs import JobType, register_job_type
+from core.providers.http import request
 from workers.handlers import JobContext, handler
 
 
@@ -30,4 +35,66 @@ def flaky(ctx: JobContext, payload: FlakyPayload) -> dict[str, Any]:
         if payload.error == "unexpected":
             raise ZeroDivisionError("the test asked for an unexpected error")
         raise RetryableError(f"failing attempt {ctx.claim.attempt}", code="test_retryable")
+    return {"attempt": ctx.claim.attempt}
+
+
+class ProviderPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str
+    key: str
+    timeout_s: float = 5.0
+
+
+register_job_type(
+    JobType(
+        name="test_provider", payload=ProviderPayload, max_retries=2, min_backoff_s=0.2, max_backoff_s=0.5
+    )
+)
+
+
+@handler("test_provider")
+def call_provider(ctx: JobContext, payload: ProviderPayload) -> dict[str, Any]:
+    with httpx.Client(timeout=payload.timeout_s) as client:
+        response = request(client, "POST", f"{payload.url}/call/{payload.key}", provider="fake provider")
+    return {"status": response.status_code, "body": response.json()}
+
+
+class SleepPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    seconds: float
+    #: One C-level sleep that Dramatiq's TimeLimit cannot interrupt, instead of short Python sleeps.
+    blocking: bool = False
+
+
+register_job_type(JobType(name="test_sleep", payload=SleepPayload, max_retries=2, timeout_s=60))
+#: The same with a one-second time limit.
+register_job_type(
+    JobType(name="test_slow", payload=SleepPayload, max_retries=1, timeout_s=1, min_backoff_s=0.1)
+)
+
+
+def _sleep(ctx: JobContext, payload: SleepPayload) -> dict[str, Any]:
+    if payload.blocking:
+        time.sleep(payload.seconds)
+    else:
+        deadline = time.monotonic() + payload.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    return {"slept": payload.seconds, "attempt": ctx.claim.attempt}
+
+
+handler("test_sleep")(_sleep)
+handler("test_slow")(_sleep)
+
+
+class CrashPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Attempts that kill their worker process before one survives.
+    times: int = 1_000_000
+
+
+register_job_type(JobType(name="test_crash", payload=CrashPayload, max_retries=2))
+
+
+@handler("test_crash")
+def crash(ctx: JobContext, payload: CrashPayload) -> dict[str, Any]:
+    if ctx.claim.attempt <= payload.times:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
     return {"attempt": ctx.claim.attempt}

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -134,16 +134,11 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("JOBYARD_") and k not in {"DATABASE_URL", "REDIS_URL"}
     }
-    env.update(
-        DATABASE_URL=settings.database_url or "",
-        REDIS_URL=settings.redis_url or "",
-        JOBYARD_REDIS_NAMESPACE=settings.redis_namespace,
-        JOBYARD_REPUBLISH_AFTER=str(settings.republish_after_s),
-        JOBYARD_SCHEDULER_INTERVAL=str(settings.scheduler_interval_s),
-        JOBYARD_JOB_MODULES=",".join(settings.job_modules),
-        JOBYARD_LOG_FORMAT="json",
-        PYTHONPATH=str(ROOT),
-    )
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            env[f.metadata["env"]] = ",".join(value) if isinstance(value, tuple) else str(value)
+    env.update(JOBYARD_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
     env.update(extra)
     return env
 

@@ -73,8 +73,10 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings) -> list[str]:
         def fn(job_id: str, _name: str = name) -> Any:
             return run(_name, settings)
 
+        # TimeLimit interrupts Python code at the type's limit; recovery covers code it cannot stop.
+        options = {"time_limit": int(job_type.timeout_s * 1000)}
         dramatiq.Actor(
-            fn, broker=broker, actor_name=name, queue_name=job_type.queue_name, priority=0, options={}
+            fn, broker=broker, actor_name=name, queue_name=job_type.queue_name, priority=0, options=options
         )
         queues.append(job_type.queue_name)
     return queues

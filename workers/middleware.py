@@ -10,15 +10,20 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
 import dramatiq
+import sqlalchemy.exc
 import structlog
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
 from core.db import transaction
 from core.errors import error_record
+from core.jobs import get_job_type, utcnow
 from core.lifecycle import Claim, ClaimLost, claim, mark_failed
+from core.recovery import beat, hand_back, new_worker_id, register_worker, unregister_worker
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -41,6 +46,27 @@ def worker_name() -> str:
 class JobLifecycle(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.worker_id = new_worker_id()
+        self._stop_beating = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        register_worker(self.settings, self.worker_id, sorted(broker.get_declared_queues()))
+        threading.Thread(target=self._beat, name="jobyard-heartbeat", daemon=True).start()
+        log.info("worker_registered", worker_id=self.worker_id)
+
+    def _beat(self) -> None:
+        while not self._stop_beating.wait(self.settings.worker_heartbeat_s):
+            try:
+                beat(self.settings, self.worker_id)
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                log.error("heartbeat_failed", worker_id=self.worker_id, error=str(exc))
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Jobs still running here outlived the shutdown deadline: give them back unspent.
+        handed_back = hand_back(self.settings, cast(RedisBroker, broker), self.worker_id)
+        self._stop_beating.set()
+        unregister_worker(self.settings, self.worker_id)
+        log.info("worker_unregistered", worker_id=self.worker_id, handed_back=handed_back)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         job_id = uuid.UUID(message.args[0])
@@ -48,8 +74,11 @@ class JobLifecycle(Middleware):
         structlog.contextvars.bind_contextvars(
             job_id=str(job_id), type=message.actor_name, request_id=message.options.get("request_id")
         )
+        deadline = utcnow() + timedelta(
+            seconds=get_job_type(message.actor_name).timeout_s + self.settings.stuck_grace_s
+        )
         with transaction(self.settings) as conn:
-            claimed = claim(conn, job_id, worker_name())
+            claimed = claim(conn, job_id, worker_name(), self.worker_id, deadline)
         if claimed is None:
             # Finished, cancelled or running elsewhere: a duplicate delivery or a stale message.
             raise SkipMessage(f"job {job_id} is not claimable")

@@ -1,4 +1,5 @@
-"""The scheduler process: publishes due jobs and re-publishes jobs whose message Redis lost.
+"""The scheduler process: publishes due jobs, re-publishes jobs whose message Redis lost, and
+recovers jobs from dead or hung workers.
 
 Any number of schedulers may run; row locks keep them from publishing the same job twice.
 Run it with `jobyard scheduler` (or `python -m workers.scheduler`).
@@ -19,6 +20,7 @@ from core.broker import build_broker
 from core.dispatch import publish_due, republish_lost
 from core.jobs import load_job_modules
 from core.logs import configure_logging
+from core.recovery import recover_lost_jobs
 from core.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,7 @@ class Scheduler:
         self.broker = build_broker(settings)
         self.stopping = threading.Event()
         self._next_sweep = 0.0
+        self._next_recovery = 0.0
 
     def tick(self) -> int:
         """One pass: publish what is due, and now and then look for lost messages. Returns jobs published."""
@@ -42,6 +45,10 @@ class Scheduler:
             # Checking every republish_after_s / 3 bounds the time a lost job waits to ~1.3x that.
             self._next_sweep = now + max(self.settings.republish_after_s / 3, 0.2)
             published += republish_lost(self.settings, self.broker)
+        if now >= self._next_recovery:
+            # A fifth of the dead-after time: a dead worker's jobs run again within ~1.2x of it.
+            self._next_recovery = now + max(min(self.settings.worker_dead_after_s / 5, 5.0), 0.2)
+            published += recover_lost_jobs(self.settings, self.broker)
         return published
 
     def run(self) -> None:

@@ -47,6 +47,8 @@ def settings(services: TestServices) -> Iterator[Settings]:
             job_modules=("tests.jobtypes",),
             republish_after_s=1.0,
             scheduler_interval_s=0.05,
+            worker_heartbeat_s=1.0,
+            worker_shutdown_timeout_s=10.0,
         )
 
 

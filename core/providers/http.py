@@ -1,0 +1,94 @@
+"""HTTP calls to providers: quick retries of a blip inside the call, then one error tree outside it.
+
+Two layers, each with one job: tenacity retries a connection reset or a lone 502/503/504 within a
+second or so; anything that outlives that becomes a RetryableError, RateLimitedError or
+PermanentError, and the job's retry policy takes over across attempts.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import httpx
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random
+
+from core.errors import PermanentError, RateLimitedError, RetryableError
+
+#: In-call retries of a blip: total tries, and the pause between them.
+BLIP_TRIES = 3
+BLIP_WAIT_S = (0.05, 0.3)
+_BLIP_STATUSES = {502, 503, 504}
+
+
+class _Blip(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _is_blip(exc: BaseException) -> bool:
+    # Timeouts are not blips: retrying them inside the call would multiply the job's wait.
+    return isinstance(exc, _Blip) or (
+        isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
+    )
+
+
+def parse_retry_after(value: str | None, default: float = 1.0) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return default
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def request(client: httpx.Client, method: str, url: str, *, provider: str, **kwargs: Any) -> httpx.Response:
+    """Send a request; return a 2xx/3xx response or raise an error from core.errors."""
+
+    @retry(
+        retry=retry_if_exception(_is_blip),
+        stop=stop_after_attempt(BLIP_TRIES),
+        wait=wait_random(*BLIP_WAIT_S),
+        reraise=True,
+    )
+    def send() -> httpx.Response:
+        response = client.request(method, url, **kwargs)
+        if response.status_code in _BLIP_STATUSES:
+            raise _Blip(response)
+        return response
+
+    try:
+        response = send()
+    except _Blip as blip:
+        response = blip.response
+    except httpx.TimeoutException as exc:
+        raise RetryableError(f"{provider} did not answer in time: {exc}", code="provider_timeout") from exc
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{provider} is unreachable: {exc}", code="provider_unreachable") from exc
+    raise_for_status(response, provider)
+    return response
+
+
+def raise_for_status(response: httpx.Response, provider: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    detail = response.text[:300]
+    if status == 429:
+        raise RateLimitedError(
+            f"{provider} rate-limited the request: {detail}",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    if status >= 500:
+        raise RetryableError(f"{provider} answered {status}: {detail}", code="provider_unavailable")
+    if status in (408, 409, 425):  # timeouts and conflicts a later attempt may get past
+        raise RetryableError(f"{provider} answered {status}: {detail}", code="provider_retry_later")
+    raise PermanentError(f"{provider} rejected the request with {status}: {detail}", code="provider_rejected")
