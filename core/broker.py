@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import redis
@@ -107,11 +107,37 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     return count
 
 
-def messages_present(broker: RedisBroker, pubs: Sequence[Publication]) -> list[bool]:
-    """For each publication, whether its message is still in Redis (queued or fetched, not acked)."""
+#: Where a published message is: waiting in its queue, fetched by a consumer (and not acked yet),
+#: or gone from Redis.
+WAITING, MISSING = "waiting", "missing"
+
+
+def locate_messages(broker: RedisBroker, pubs: Sequence[Publication]) -> list[str]:
+    """For each publication: WAITING, MISSING, or the Dramatiq broker id of the consumer holding it."""
     if not pubs:
         return []
+    ns = broker.namespace
     pipe = broker.client.pipeline(transaction=False)
     for pub in pubs:
-        pipe.hexists(f"{broker.namespace}:{pub.queue}.msgs", pub.message_id)
-    return [bool(found) for found in pipe.execute()]
+        pipe.hexists(f"{ns}:{pub.queue}.msgs", pub.message_id)
+    present = [bool(found) for found in pipe.execute()]
+    where = [WAITING if ok else MISSING for ok in present]
+    queues = {pub.queue for pub, ok in zip(pubs, present, strict=True) if ok}
+    waiting: set[bytes] = set()
+    for queue in queues:
+        waiting.update(cast(list[bytes], broker.client.lrange(f"{ns}:{queue}", 0, -1)))
+    fetched = [i for i, pub in enumerate(pubs) if present[i] and pub.message_id.encode() not in waiting]
+    if not fetched:
+        return where
+    # Fetched messages sit in their consumer's ack set: namespace:__acks__.<broker id>.<queue>.
+    holders: dict[int, str] = {}
+    for queue in {pubs[i].queue for i in fetched}:
+        for key in broker.client.scan_iter(match=f"{ns}:__acks__.*.{queue}", count=1000):
+            broker_id = key.decode()[len(f"{ns}:__acks__.") : -len(f".{queue}")]
+            members = broker.client.smembers(key)
+            for i in fetched:
+                if pubs[i].queue == queue and pubs[i].message_id.encode() in members:
+                    holders[i] = broker_id
+    for i in fetched:
+        where[i] = holders.get(i, MISSING)
+    return where

@@ -44,7 +44,7 @@ def _service_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _worker_argv(
+def worker_argv(
     processes: int, threads: int, queues: tuple[str, ...], shutdown_timeout_s: float
 ) -> list[str]:
     argv = [sys.executable, "-m", "dramatiq", "workers.entrypoint", "--processes", str(processes)]
@@ -99,7 +99,7 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
     """Run Dramatiq worker processes for the job types."""
     settings = _settings()
-    argv = _worker_argv(
+    argv = worker_argv(
         processes or settings.worker_processes,
         threads or settings.worker_threads,
         queues or settings.worker_queues,

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
-from core.broker import Publication, messages_present, publish
+from core.broker import MISSING, WAITING, Publication, locate_messages, publish
 from core.db import transaction
 from core.jobs import JobStatus, utcnow
 from core.models import jobs
+from core.recovery import live_broker_ids
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -68,13 +69,20 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         pubs = _publications(candidates)
-        # Jobs whose message still sits in Redis are only waiting behind others: mark them checked.
-        present = messages_present(broker, pubs)
+        locations = locate_messages(broker, pubs)
+        # A message fetched by a consumer that stopped beating will only come back after Dramatiq's
+        # heartbeat timeout and a chance maintenance run: treat it as lost.
+        live = (
+            live_broker_ids(conn, settings) if any(w not in (WAITING, MISSING) for w in locations) else set()
+        )
+        fine = [
+            p.job_id for p, where in zip(pubs, locations, strict=True) if where == WAITING or where in live
+        ]
         now = utcnow()
-        still_there = [p.job_id for p, ok in zip(pubs, present, strict=True) if ok]
-        if still_there:
-            conn.execute(sa.update(jobs).where(jobs.c.id.in_(still_there)).values(published_at=now))
-        lost = [p.job_id for p, ok in zip(pubs, present, strict=True) if not ok]
+        if fine:
+            # Only waiting behind others (or held by a live worker): mark them checked.
+            conn.execute(sa.update(jobs).where(jobs.c.id.in_(fine)).values(published_at=now))
+        lost = [p.job_id for p in pubs if p.job_id not in set(fine)]
         if lost:
             republished = conn.execute(
                 sa.update(jobs)

@@ -102,6 +102,8 @@ workers = sa.Table(
     sa.Column("hostname", sa.Text, nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("queues", ARRAY(sa.Text), nullable=False),
+    # Dramatiq's id for this process's consumers: its unacked messages sit in Redis under this id.
+    sa.Column("broker_id", sa.Text),
     _ts("started_at", nullable=False, default_now=True),
     _ts("last_seen_at", nullable=False, default_now=True),
 )

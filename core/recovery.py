@@ -37,13 +37,29 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def register_worker(settings: Settings, worker_id: str, queues: Sequence[str]) -> None:
+def register_worker(settings: Settings, worker_id: str, queues: Sequence[str], broker_id: str) -> None:
     with transaction(settings) as conn:
         conn.execute(
             sa.insert(workers).values(
-                id=worker_id, hostname=socket.gethostname(), pid=os.getpid(), queues=list(queues)
+                id=worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                queues=list(queues),
+                broker_id=broker_id,
             )
         )
+
+
+def live_broker_ids(conn: Connection, settings: Settings) -> set[str]:
+    """Dramatiq broker ids of worker processes that beat recently."""
+    silent_since = utcnow() - timedelta(seconds=settings.worker_dead_after_s)
+    return set(
+        conn.execute(
+            sa.select(workers.c.broker_id).where(
+                workers.c.last_seen_at >= silent_since, workers.c.broker_id.isnot(None)
+            )
+        ).scalars()
+    )
 
 
 def beat(settings: Settings, worker_id: str) -> None:

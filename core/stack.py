@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import structlog
 
-from core.cli import _service_env, _worker_argv, wait_for_http
+from core.cli import _service_env, wait_for_http, worker_argv
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, remove_services_file, write_services_file
 from core.logs import configure_logging
 from core.settings import Settings
@@ -90,7 +90,7 @@ def _children(settings: Settings) -> list[Child]:
         ),
         Child(
             "worker",
-            _worker_argv(
+            worker_argv(
                 settings.worker_processes,
                 settings.worker_threads,
                 settings.worker_queues,

@@ -21,6 +21,7 @@ import psycopg
 import redis
 from psycopg import sql
 
+from core import cli
 from core.db import dispose_engines
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.migrate import upgrade
@@ -176,9 +177,9 @@ class Process:
             self.proc.wait()
 
 
-def worker_argv(processes: int = 1, threads: int = 4) -> list[str]:
-    return [sys.executable, "-m", "dramatiq", "workers.entrypoint", "--processes", str(processes),
-            "--threads", str(threads), "--skip-logging"]  # fmt: skip
+def worker_argv(settings: Settings, processes: int = 1, threads: int = 4) -> list[str]:
+    """The command `jobyard worker` runs."""
+    return cli.worker_argv(processes, threads, settings.worker_queues, settings.worker_shutdown_timeout_s)
 
 
 def scheduler_argv() -> list[str]:

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("hostname", sa.Text(), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
         sa.Column("queues", postgresql.ARRAY(sa.Text()), nullable=False),
+        sa.Column("broker_id", sa.Text(), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column(
             "last_seen_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False

@@ -104,7 +104,7 @@ class Farm:
 
     def worker(self, processes: int = 1, threads: int = 4) -> Process:
         before = workers_alive(self.redis, self.settings.redis_namespace)
-        proc = self._start("worker", worker_argv(processes, threads))
+        proc = self._start("worker", worker_argv(self.settings, processes, threads))
         wait_for(
             lambda: (
                 workers_alive(self.redis, self.settings.redis_namespace) >= before + processes

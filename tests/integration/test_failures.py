@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -83,7 +84,7 @@ def test_rate_limits_wait_retry_after_without_spending_the_budget(
     assert done["attempts"] == 4 and done["max_retries"] == 1
     assert [a["outcome"] for a in _attempts(api, job_id)] == ["rate_limited"] * 3 + ["succeeded"]
     calls = provider.calls("busy")
-    gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
     assert len(gaps) == 3
     assert all(gap >= 2.0 for gap in gaps), gaps
 
@@ -109,9 +110,9 @@ def test_time_limits_stop_python_code_and_recover_blocking_code(
     worker = farm.worker(threads=4)
     farm.scheduler()
     python_loop = api.post("/v1/jobs", json={"type": "test_slow", "payload": {"seconds": 30}}).json()["id"]
-    blocking = api.post("/v1/jobs", json={"type": "test_slow", "payload": {"seconds": 6, "blocking": True}}).json()[
-        "id"
-    ]
+    blocking = api.post(
+        "/v1/jobs", json={"type": "test_slow", "payload": {"seconds": 6, "blocking": True}}
+    ).json()["id"]
 
     # Dramatiq's TimeLimit interrupts the Python loop at 1 s; max_retries=1 gives two attempts.
     dead = wait_job(python_loop, "dead", timeout=30)
@@ -126,4 +127,6 @@ def test_time_limits_stop_python_code_and_recover_blocking_code(
     # When the stuck threads finally return, their success is refused: the job stays dead.
     wait_for(lambda: worker.log().count('"claim_lost"') >= 2, timeout=20, what="late threads fenced out")
     assert api.get(f"/v1/jobs/{blocking}").json()["status"] == "dead"
-    assert all(json.loads(line)["level"] != "critical" for line in worker.log().splitlines() if line.startswith("{"))
+    assert all(
+        json.loads(line)["level"] != "critical" for line in worker.log().splitlines() if line.startswith("{")
+    )
