@@ -186,3 +186,70 @@ unread_counters = sa.Table(
     _ts("updated_at", nullable=False, default_now=True),
     sa.CheckConstraint("unread >= 0", name="unread"),
 )
+
+# Recurring schedules: each firing creates a normal job (retries, dead letters, history).
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("every_seconds", sa.Integer),
+    sa.Column("cron", sa.Text),
+    sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+    sa.Column("business_key", sa.Text),
+    sa.Column("max_retries", sa.Integer),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    _ts("start_at", nullable=False, default_now=True),
+    _ts("next_run_at", nullable=False),
+    _ts("last_run_at"),
+    sa.Column("last_job_id", UUID(as_uuid=True)),
+    _ts("created_at", nullable=False, default_now=True),
+    _ts("updated_at", nullable=False, default_now=True),
+    sa.CheckConstraint("(every_seconds IS NULL) <> (cron IS NULL)", name="one_rule"),
+    sa.CheckConstraint("every_seconds IS NULL OR every_seconds > 0", name="every_positive"),
+)
+# The scheduler: enabled schedules that are due.
+sa.Index("ix_schedules_due", schedules.c.next_run_at, postgresql_where=schedules.c.enabled)
+sa.Index("ix_schedules_created", schedules.c.created_at.desc(), schedules.c.id.desc())
+
+# Outbound messages: written before the provider call and completed after it, so a send whose
+# outcome is unknown (the worker died in between) is never repeated automatically.
+outbound_messages = sa.Table(
+    "outbound_messages",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="SET NULL")),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("channel", sa.Text, nullable=False, server_default="whatsapp"),
+    sa.Column("to_number", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # template | text
+    sa.Column("body", JSONB, nullable=False),
+    # pending (call about to be made) | sent | dry_run | failed | delivered | read | unknown
+    sa.Column("status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("provider_message_id", sa.Text),
+    sa.Column("error", JSONB),
+    _ts("created_at", nullable=False, default_now=True),
+    _ts("updated_at", nullable=False, default_now=True),
+    _ts("sent_at"),
+    _ts("delivered_at"),
+    _ts("read_at"),
+    sa.UniqueConstraint("job_id", "attempt", name="uq_outbound_messages_job_attempt"),
+)
+# Delivery-status webhooks find the message by the provider's id.
+sa.Index(
+    "ix_outbound_messages_provider_id",
+    outbound_messages.c.provider_message_id,
+    postgresql_where=outbound_messages.c.provider_message_id.isnot(None),
+)
+
+# Recipients who asked not to be messaged (by API or by writing STOP).
+opt_outs = sa.Table(
+    "opt_outs",
+    metadata,
+    sa.Column("channel", sa.Text, primary_key=True),
+    sa.Column("address", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),  # api | webhook
+    sa.Column("reason", sa.Text),
+    _ts("created_at", nullable=False, default_now=True),
+)
