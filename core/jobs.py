@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -234,7 +234,13 @@ class Enqueued:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """The time as Jobyard sees it: the wall clock plus JOBYARD_CLOCK_OFFSET_S (zero outside drills).
+
+    Every due-time decision goes through here, so moving the offset moves the whole farm's clock.
+    """
+    offset = get_settings().clock_offset_s
+    now = datetime.now(UTC)
+    return now + timedelta(seconds=offset) if offset else now
 
 
 def enqueue(

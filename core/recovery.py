@@ -46,6 +46,8 @@ def register_worker(settings: Settings, worker_id: str, queues: Sequence[str], b
                 pid=os.getpid(),
                 queues=list(queues),
                 broker_id=broker_id,
+                started_at=utcnow(),
+                last_seen_at=utcnow(),
             )
         )
 

@@ -84,6 +84,11 @@ class Settings:
         30.0,
         "A job still running this long past its type's time limit is recovered as timed out.",
     )
+    clock_offset_s: float = _setting(
+        "JOBYARD_CLOCK_OFFSET_S",
+        0.0,
+        "Seconds added to the wall clock wherever Jobyard reads the time; for drills and tests only.",
+    )
     scheduler_interval_s: float = _setting(
         "JOBYARD_SCHEDULER_INTERVAL", 0.5, "Longest sleep of the scheduler between looks for due jobs."
     )
