@@ -61,3 +61,15 @@ def requires(scope: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRo
 
     guard.__name__ = f"requires_{scope.replace(':', '_')}"
     return guard
+
+
+def requires_any(*scopes: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """A guard that lets through keys holding at least one of ``scopes``."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        key: ApiKey = connection.user
+        if not set(scopes) & set(key.scopes):
+            raise PermissionDeniedException(f"this API key needs one of the scopes {', '.join(scopes)}")
+
+    guard.__name__ = "requires_any_" + "_".join(s.replace(":", "_") for s in scopes)
+    return guard

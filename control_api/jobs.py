@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,19 +22,22 @@ from control_api.schemas import (
     CancelledCount,
     JobIn,
     JobList,
+    RescheduleIn,
 )
 from core.db import transaction
-from core.jobs import IdempotencyConflict, Job, JobStatus, NewJob, enqueue
+from core.jobs import Enqueued, IdempotencyConflict, Job, JobStatus, NewJob, enqueue
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 from core.queries import (
     JobFilter,
     JobNotFound,
     NotCancellable,
+    NotReschedulable,
     cancel_by_business_key,
     cancel_job,
     get_job,
     list_attempts,
     list_jobs,
+    reschedule_job,
 )
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
@@ -43,7 +47,7 @@ def _invalid(errors: list[dict[str, Any]]) -> ApiError:
     return ApiError(422, "validation_error", "the request has invalid fields", errors)
 
 
-def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Any]:
+def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Enqueued]:
     try:
         return enqueue(new_jobs, state.broker, state.settings)
     except IdempotencyConflict as exc:
@@ -53,6 +57,22 @@ def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Any]:
             str(exc),
             {"index": exc.index, "idempotency_key": exc.key, "existing_job_id": str(exc.existing_id)},
         ) from None
+
+
+def enqueue_checked(
+    state: State, items: Sequence[JobIn], request_id: str | None, prefix: str
+) -> list[Enqueued]:
+    """Validate every item (422 naming each bad item's index and fields), then enqueue all or none."""
+    new_jobs: list[NewJob] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        new_job, item_errors = item.to_new_job(request_id, prefix=f"{prefix}[{index}].")
+        if new_job is not None:
+            new_jobs.append(new_job)
+        errors.extend({"index": index, **e.as_dict()} for e in item_errors)
+    if errors:
+        raise _invalid(errors)
+    return _enqueue(state, new_jobs)
 
 
 def _not_found(job_id: uuid.UUID) -> ApiError:
@@ -75,16 +95,7 @@ class JobsController(Controller):
     def create_batch(
         self, request: Request[Any, Any, Any], state: State, data: JSONBody[BatchIn]
     ) -> Response[BatchOut]:
-        request_id = request_id_of(request.scope)
-        new_jobs: list[NewJob | None] = []
-        errors: list[dict[str, Any]] = []
-        for index, item in enumerate(data.jobs):
-            new_job, item_errors = item.to_new_job(request_id, prefix=f"jobs[{index}].")
-            new_jobs.append(new_job)
-            errors.extend({"index": index, **e.as_dict()} for e in item_errors)
-        if errors:
-            raise _invalid(errors)
-        results = _enqueue(state, [j for j in new_jobs if j is not None])
+        results = enqueue_checked(state, data.jobs, request_id_of(request.scope), prefix="jobs")
         return Response(BatchOut([r.job for r in results]), status_code=201)
 
     @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="List jobs, newest first")
@@ -138,6 +149,16 @@ class JobsController(Controller):
             raise _not_found(job_id) from None
         except NotCancellable as exc:
             raise ApiError(409, "not_cancellable", str(exc), {"status": exc.status}) from None
+
+    @post("/{job_id:uuid}/reschedule", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
+    def reschedule(self, state: State, job_id: FromPath[uuid.UUID], data: JSONBody[RescheduleIn]) -> Job:
+        try:
+            with transaction(state.settings) as conn:
+                return reschedule_job(conn, job_id, data.run_at)
+        except JobNotFound:
+            raise _not_found(job_id) from None
+        except NotReschedulable as exc:
+            raise ApiError(409, "not_reschedulable", str(exc), {"status": exc.status}) from None
 
     @post("/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
     def cancel_by_key(self, state: State, data: JSONBody[CancelByKeyIn]) -> CancelledCount:

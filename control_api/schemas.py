@@ -56,6 +56,43 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     jobs: Annotated[list[JobIn], msgspec.Meta(min_length=1, max_length=1000)]
 
 
+class RescheduleIn(msgspec.Struct, forbid_unknown_fields=True):
+    run_at: Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class StepIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    after_seconds: Annotated[int, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    payload: dict[str, Any]
+    idempotency_key: Key | None = None
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
+
+
+class SequenceIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    business_key: Key
+    anchor_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    steps: Annotated[list[StepIn], msgspec.Meta(min_length=1, max_length=100)]
+
+    def to_job_ins(self) -> list[JobIn]:
+        """Each step as a job due at anchor + after_seconds, all sharing the business key."""
+        return [
+            JobIn(
+                type=step.type,
+                payload=step.payload,
+                business_key=self.business_key,
+                idempotency_key=step.idempotency_key,
+                run_at=self.anchor_at + timedelta(seconds=step.after_seconds),
+                max_retries=step.max_retries,
+            )
+            for step in self.steps
+        ]
+
+
+class SequenceOut(msgspec.Struct):
+    business_key: str
+    jobs: list[Job]
+
+
 class JobList(msgspec.Struct):
     items: list[Job]
     next_cursor: str | None

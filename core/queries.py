@@ -110,3 +110,22 @@ def cancel_by_business_key(conn: Connection, business_key: str) -> int:
         .values(**_cancel_values())
     )
     return int(result.rowcount)
+
+
+class NotReschedulable(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"only a scheduled job can be rescheduled; this one is {status}")
+        self.status = status
+
+
+def reschedule_job(conn: Connection, job_id: uuid.UUID, run_at: datetime) -> Job:
+    """Move a job that is still waiting for its time; the scheduler publishes it when run_at comes."""
+    row = conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.SCHEDULED)
+        .values(run_at=run_at, updated_at=utcnow())
+        .returning(*jobs.c)
+    ).first()
+    if row is not None:
+        return Job.from_row(row)
+    raise NotReschedulable(get_job(conn, job_id).status)

@@ -1,5 +1,5 @@
-"""The scheduler process: publishes due jobs, re-publishes jobs whose message Redis lost, and
-recovers jobs from dead or hung workers.
+"""The scheduler process: publishes due jobs, fires recurring schedules, re-publishes jobs whose
+message Redis lost, and recovers jobs from dead or hung workers.
 
 Any number of schedulers may run; row locks keep them from publishing the same job twice.
 Run it with `jobyard scheduler` (or `python -m workers.scheduler`).
@@ -21,6 +21,7 @@ from core.dispatch import publish_due, republish_lost
 from core.jobs import load_job_modules
 from core.logs import configure_logging
 from core.recovery import recover_lost_jobs
+from core.schedules import fire_due_schedules
 from core.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -40,6 +41,7 @@ class Scheduler:
     def tick(self) -> int:
         """One pass: publish what is due, and now and then look for lost messages. Returns jobs published."""
         published = publish_due(self.settings, self.broker)
+        published += fire_due_schedules(self.settings, self.broker)
         now = time.monotonic()
         if now >= self._next_sweep:
             # Checking every republish_after_s / 3 bounds the time a lost job waits to ~1.3x that.
