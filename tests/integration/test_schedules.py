@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from litestar.testing import TestClient
 
@@ -99,7 +101,7 @@ def test_schedule_validation_and_scopes(api: TestClient[Any], settings: Settings
     schedule = ok.json()
     next_run = datetime.fromisoformat(schedule["next_run_at"])
     assert next_run > datetime.now(UTC)
-    assert next_run.astimezone(__import__("zoneinfo").ZoneInfo("Europe/London")).hour == 10
+    assert next_run.astimezone(ZoneInfo("Europe/London")).hour == 10
     assert api.get("/v1/schedules", headers=writer).status_code == 403
 
     for bad in (
@@ -129,7 +131,7 @@ def test_a_recurring_schedule_fires_stops_and_catches_up_once(
     wait_for(lambda: len(_jobs(api, business_key="daily")) >= 3, timeout=20, what="three firings")
     jobs = _jobs(api, business_key="daily")
     created = sorted(datetime.fromisoformat(j["created_at"]) for j in jobs)
-    gaps = [(b - a).total_seconds() for a, b in zip(created, created[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(created)]
     assert all(1.5 <= gap <= 3.5 for gap in gaps), gaps
 
     disabled = api.patch(f"/v1/schedules/{schedule['id']}", json={"enabled": False}).json()
