@@ -94,17 +94,24 @@ def message_for(pub: Publication) -> dramatiq.Message[Any]:
 def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     """Put each job's message on its queue under the Redis id already committed on the job row.
 
-    ``RedisBroker.enqueue`` would pick a fresh Redis id; keeping ours lets the sweeper ask Redis
-    whether the exact message a job row points at still exists.
+    ``RedisBroker.enqueue`` would pick a fresh Redis id and make one round trip per message; this
+    writes Dramatiq's queue layout directly (the message in ``<ns>:<queue>.msgs``, its id pushed on
+    ``<ns>:<queue>``, as its dispatch script does) in one pipeline, under ids the sweeper can look up.
     """
-    count = 0
+    pipe = broker.client.pipeline(transaction=False)
+    messages = []
     for pub in publications:
         message = message_for(pub)
         broker.emit_before("enqueue", message, None)
-        broker.do_enqueue(pub.queue, pub.message_id, message.encode())
+        pipe.hset(f"{broker.namespace}:{pub.queue}.msgs", pub.message_id, message.encode())
+        pipe.rpush(f"{broker.namespace}:{pub.queue}", pub.message_id)
+        messages.append(message)
+    if not messages:
+        return 0
+    pipe.execute()
+    for message in messages:
         broker.emit_after("enqueue", message, None)
-        count += 1
-    return count
+    return len(messages)
 
 
 #: Where a published message is: waiting in its queue, fetched by a consumer (and not acked yet),

@@ -97,3 +97,16 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
     if republished:
         log.warning("republishing_lost_messages", jobs=len(republished))
     return publish(broker, _publications(republished))
+
+
+def seconds_until_due(settings: Settings) -> float | None:
+    """How long until the next scheduled job or retry comes due (None when nothing waits)."""
+    with transaction(settings) as conn:
+        next_due = conn.execute(
+            sa.select(sa.func.min(jobs.c.run_at)).where(
+                jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING))
+            )
+        ).scalar_one()
+    if next_due is None:
+        return None
+    return max(float((next_due - utcnow()).total_seconds()), 0.0)

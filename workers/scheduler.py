@@ -17,7 +17,7 @@ import sqlalchemy.exc
 import structlog
 
 from core.broker import build_broker
-from core.dispatch import publish_due, republish_lost
+from core.dispatch import publish_due, republish_lost, seconds_until_due
 from core.jobs import load_job_modules
 from core.logs import configure_logging
 from core.recovery import recover_lost_jobs
@@ -65,9 +65,19 @@ class Scheduler:
             if published:
                 log.info("published", jobs=published)
             if published < self.settings.scheduler_batch:
-                # A full batch means more may be due: go again at once.
-                self.stopping.wait(self.settings.scheduler_interval_s)
+                # A full batch means more may be due: go again at once. Otherwise sleep until the
+                # next job comes due, but no longer than the interval (new jobs and schedules).
+                self.stopping.wait(self._pause())
         log.info("scheduler_stopped")
+
+    def _pause(self) -> float:
+        try:
+            until_due = seconds_until_due(self.settings)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
+            return self.settings.scheduler_interval_s
+        if until_due is None:
+            return self.settings.scheduler_interval_s
+        return min(until_due, self.settings.scheduler_interval_s)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self.stopping.set()
