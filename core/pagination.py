@@ -44,9 +44,12 @@ def page(query: Any, created_col: Any, id_col: Any, limit: int, cursor: str | No
     return query.order_by(created_col.desc(), id_col.desc()).limit(limit + 1)
 
 
-def split_page(rows: Sequence[Any], limit: int) -> tuple[list[Any], str | None]:
+def split_page(
+    rows: Sequence[Any], limit: int, created_key: str = "created_at"
+) -> tuple[list[Any], str | None]:
+    """Drop the extra row of ``page`` and make the next cursor; ``created_key`` names the time column."""
     if len(rows) <= limit:
         return list(rows), None
     rows = list(rows[:limit])
     last = rows[-1]._mapping
-    return rows, encode_cursor(last["created_at"], last["id"])
+    return rows, encode_cursor(last[created_key], last["id"])
