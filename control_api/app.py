@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from control_api.chats import ChatsController
+from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
@@ -43,7 +44,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             app.state.health_redis.close()
 
     return Litestar(
-        route_handlers=[JobsController, ChatsController, healthz, readyz],
+        route_handlers=[
+            JobsController,
+            ChatsController,
+            DeadLettersController,
+            AuditController,
+            healthz,
+            readyz,
+        ],
         lifespan=[services],
         middleware=[
             RequestIdMiddleware,
