@@ -18,6 +18,7 @@ from typing import Any
 import click
 import msgspec
 
+from core.cli_dlq import dlq
 from core.settings import Settings, get_settings
 
 
@@ -273,6 +274,8 @@ def wait_for_http(url: str, timeout_s: float, alive: Any = None) -> bool:
         time.sleep(0.1)
     return False
 
+
+main.add_command(dlq)
 
 if __name__ == "__main__":
     main()
