@@ -17,6 +17,7 @@ from control_api.errors import EXCEPTION_HANDLERS
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
 from control_api.request_id import RequestIdMiddleware
+from control_api.schedules import SchedulesController, SequencesController
 from core.broker import build_broker, redis_client
 from core.jobs import load_job_modules
 from core.keys import KeyCache
@@ -49,6 +50,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             ChatsController,
             DeadLettersController,
             AuditController,
+            SchedulesController,
+            SequencesController,
             healthz,
             readyz,
         ],
