@@ -41,7 +41,9 @@ def _rate(settings: Settings, broker: object, jobs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--jobs", type=int, default=2000)
     args = parser.parse_args()
@@ -61,7 +63,9 @@ def main() -> None:
             conn.execute(sa.text("ANALYZE jobs"))
         loaded = _rate(settings, broker, args.jobs)
         print(f"enqueue, empty table:                {empty:8.0f} jobs/s")
-        print(f"enqueue, {args.backlog:>9,} scheduled rows: {loaded:8.0f} jobs/s   ratio {loaded / empty:.2f}")
+        print(
+            f"enqueue, {args.backlog:>9,} scheduled rows: {loaded:8.0f} jobs/s   ratio {loaded / empty:.2f}"
+        )
     finally:
         redis_server.stop()
         postgres.stop()

@@ -110,6 +110,13 @@ class JobsController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> JobList:
+        naive = [
+            n
+            for n, v in (("created_after", created_after), ("created_before", created_before))
+            if v and not v.tzinfo
+        ]
+        if naive:
+            raise _invalid([{"field": n, "message": "needs a time zone (e.g. Z or +01:00)"} for n in naive])
         f = JobFilter(
             type=type,
             status=status.value if status else None,

@@ -18,6 +18,8 @@ metadata = sa.MetaData(
 JOB_STATUSES = ("scheduled", "queued", "running", "retrying", "succeeded", "dead", "cancelled")
 
 _now = sa.text("now()")
+#: JSONB that stores Python None as SQL NULL, not JSON null, so `error IS NULL` means "no error".
+Json = JSONB(none_as_null=True)
 
 
 def _ts(name: str, *, nullable: bool = True, default_now: bool = False) -> sa.Column[object]:
@@ -33,14 +35,14 @@ jobs = sa.Table(
     sa.Column("type", sa.Text, nullable=False),
     sa.Column("queue", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
-    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("payload", Json, nullable=False),
     sa.Column("idempotency_key", sa.Text),
     sa.Column("business_key", sa.Text),
     sa.Column("run_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("max_retries", sa.Integer, nullable=False),
-    sa.Column("result", JSONB),
-    sa.Column("error", JSONB),
+    sa.Column("result", Json),
+    sa.Column("error", Json),
     sa.Column("request_id", sa.Text),
     # Id of the Redis message that carries the job; NULL until published. The sweeper looks it up
     # in Redis to tell a message that is still queued from one Redis lost.
@@ -118,7 +120,7 @@ job_attempts = sa.Table(
     _ts("finished_at"),
     # running | succeeded | failed | rate_limited | lost | timed_out | interrupted
     sa.Column("outcome", sa.Text, nullable=False, server_default="running"),
-    sa.Column("error", JSONB),
+    sa.Column("error", Json),
 )
 
 api_keys = sa.Table(
@@ -143,10 +145,10 @@ audit_log = sa.Table(
     _ts("at", nullable=False, default_now=True),
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("action", sa.Text, nullable=False),
-    sa.Column("selection", JSONB, nullable=False),
+    sa.Column("selection", Json, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("counts", JSONB, nullable=False),
-    sa.Column("payload_patch", JSONB),
+    sa.Column("counts", Json, nullable=False),
+    sa.Column("payload_patch", Json),
 )
 sa.Index("ix_audit_log_at", audit_log.c.at.desc())
 
@@ -168,7 +170,7 @@ chat_messages = sa.Table(
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("model", sa.Text),
     sa.Column("provider", sa.Text),
-    sa.Column("usage", JSONB),
+    sa.Column("usage", Json),
     sa.Column("job_id", UUID(as_uuid=True)),
     _ts("created_at", nullable=False, default_now=True),
     sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
@@ -193,7 +195,7 @@ schedules = sa.Table(
     metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
     sa.Column("type", sa.Text, nullable=False),
-    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("payload", Json, nullable=False),
     sa.Column("every_seconds", sa.Integer),
     sa.Column("cron", sa.Text),
     sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
@@ -224,11 +226,11 @@ outbound_messages = sa.Table(
     sa.Column("channel", sa.Text, nullable=False, server_default="whatsapp"),
     sa.Column("to_number", sa.Text, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),  # template | text
-    sa.Column("body", JSONB, nullable=False),
+    sa.Column("body", Json, nullable=False),
     # pending (call about to be made) | sent | dry_run | failed | delivered | read | unknown
     sa.Column("status", sa.Text, nullable=False, server_default="pending"),
     sa.Column("provider_message_id", sa.Text),
-    sa.Column("error", JSONB),
+    sa.Column("error", Json),
     _ts("created_at", nullable=False, default_now=True),
     _ts("updated_at", nullable=False, default_now=True),
     _ts("sent_at"),

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 from psycopg import sql
 
 from core import cli
@@ -184,8 +183,3 @@ def worker_argv(settings: Settings, processes: int = 1, threads: int = 4) -> lis
 
 def scheduler_argv() -> list[str]:
     return [sys.executable, "-m", "workers.scheduler"]
-
-
-def workers_alive(client: redis.Redis, namespace: str) -> int:
-    """Worker consumers seen by Redis (each polls its queues and leaves a heartbeat)."""
-    return int(client.zcard(f"{namespace}:__heartbeats__"))

@@ -6,17 +6,20 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from core.broker import build_broker, redis_client
 from core.db import transaction
 from core.keys import SCOPES, create_key
+from core.models import workers
 from core.settings import Settings
 from tests.services import (
     Process,
@@ -25,7 +28,6 @@ from tests.services import (
     settings_env,
     wait_for,
     worker_argv,
-    workers_alive,
 )
 
 
@@ -103,16 +105,19 @@ class Farm:
         return proc
 
     def worker(self, processes: int = 1, threads: int = 4) -> Process:
-        before = workers_alive(self.redis, self.settings.redis_namespace)
+        """Start `jobyard worker` and wait until each of its processes registered in Postgres."""
+        launched = datetime.now(UTC) + timedelta(seconds=self.settings.clock_offset_s)
         proc = self._start("worker", worker_argv(self.settings, processes, threads))
-        wait_for(
-            lambda: (
-                workers_alive(self.redis, self.settings.redis_namespace) >= before + processes
-                or not proc.alive()
-            ),
-            timeout=30,
-            what="worker heartbeat",
-        )
+
+        def registered() -> bool:
+            with transaction(self.settings) as conn:
+                count = conn.execute(
+                    sa.select(sa.func.count()).select_from(workers).where(workers.c.started_at >= launched)
+                ).scalar_one()
+            return count >= processes or not proc.alive()
+
+        # Generous: a loaded 2-core machine can take a while to boot Python processes.
+        wait_for(registered, timeout=90, interval=0.1, what="worker registration")
         assert proc.alive(), proc.log()
         return proc
 
