@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from datetime import datetime
 from typing import Any
 
 from dramatiq.middleware.time_limit import TimeLimitExceeded
@@ -58,6 +59,19 @@ class UnknownOutcomeError(JobyardError):
     retryable = False
 
 
+class Postponed(JobyardError):
+    """The job may not run yet (the recipient's quiet hours); it waits until ``until`` for free.
+
+    Not a failure: the attempt is recorded as `postponed` and does not spend the retry budget.
+    """
+
+    code = "postponed"
+
+    def __init__(self, until: datetime, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message or f"postponed until {until.isoformat()}", code=code)
+        self.until = until
+
+
 #: Frames of traceback kept on a stored error: enough to find the line, small enough for a row.
 TRACEBACK_FRAMES = 8
 
@@ -69,6 +83,8 @@ def error_record(exc: BaseException) -> dict[str, Any]:
         code, retryable, message = exc.code, exc.retryable, exc.message
         if isinstance(exc, RateLimitedError):
             extra["retry_after"] = exc.retry_after
+        if isinstance(exc, Postponed):
+            extra["postponed_until"] = exc.until.isoformat()
     elif isinstance(exc, TimeLimitExceeded):
         code, retryable, message = "time_limit_exceeded", True, "the attempt ran past its time limit"
     else:

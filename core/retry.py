@@ -51,6 +51,13 @@ def decide(
 
     ``rate_limit_waits`` is how many earlier attempts of this job were rate limited.
     """
+    if "postponed_until" in error:
+        # Not a failure (quiet hours): wait until then, free. Never earlier than the type's minimum
+        # backoff, so a postponement to a time already past cannot spin.
+        until = max(
+            datetime.fromisoformat(error["postponed_until"]), now + timedelta(seconds=job_type.min_backoff_s)
+        )
+        return Decision(JobStatus.RETRYING, until, free=True, outcome="postponed")
     if not error.get("retryable", True):
         return Decision(JobStatus.DEAD, None, free=False, outcome="failed")
     if "retry_after" in error:
