@@ -26,23 +26,46 @@ class JobContext:
     """What a handler gets besides its payload: the claim and the transaction its effects go in."""
 
     claim: Claim
-    conn: Connection
     settings: Settings
+    #: The job's transaction; None for a handler registered with transactional=False.
+    job_conn: Connection | None
+
+    @property
+    def conn(self) -> Connection:
+        """The job's transaction, which commits with its success."""
+        if self.job_conn is None:
+            raise RuntimeError(
+                "this handler runs outside the job's transaction (transactional=False): "
+                "open short transactions of its own with core.db.transaction"
+            )
+        return self.job_conn
 
 
 Handler = Callable[[JobContext, Any], Any]
 _handlers: dict[str, Handler] = {}
+#: Types whose handler runs outside the job's transaction (see ``handler``).
+_outside_transaction: set[str] = set()
 
 
-def handler(type_name: str) -> Callable[[Handler], Handler]:
+def handler(type_name: str, *, transactional: bool = True) -> Callable[[Handler], Handler]:
     """Register the function that runs jobs of ``type_name``.
 
-    It runs inside the transaction that marks the job succeeded, so its Postgres effects commit
-    together with the success, or not at all.
+    By default it runs inside the transaction that marks the job succeeded, so its Postgres effects
+    commit together with the success, or not at all.
+
+    ``transactional=False`` is for a handler with an effect outside Postgres (sending a message): it
+    must not hold a transaction open across a slow outside call, and it has to record what it is
+    about to do in a commit of its own *before* the call, so a crash mid-call is visible to the next
+    attempt. Such a handler gets no ``ctx.conn``, opens its own short transactions, and the job's
+    success is then marked in a final short transaction, fenced by the attempt number as usual.
     """
 
     def register(fn: Handler) -> Handler:
         _handlers[type_name] = fn
+        if transactional:
+            _outside_transaction.discard(type_name)
+        else:
+            _outside_transaction.add(type_name)
         return fn
 
     return register
@@ -57,8 +80,14 @@ def run(type_name: str, settings: Settings) -> Any:
     claim = middleware.current_claim()
     job_type = get_job_type(type_name)
     payload = msgspec.convert(claim.payload, job_type.payload)
+    fn = _handlers[type_name]
+    if type_name in _outside_transaction:
+        result = fn(JobContext(claim=claim, settings=settings, job_conn=None), payload)
+        with transaction(settings) as conn:
+            mark_succeeded(conn, claim, result)
+        return None
     with transaction(settings) as conn:
-        result = _handlers[type_name](JobContext(claim=claim, conn=conn, settings=settings), payload)
+        result = fn(JobContext(claim=claim, settings=settings, job_conn=conn), payload)
         mark_succeeded(conn, claim, result)
     return None
 
