@@ -18,8 +18,9 @@ class SettingsError(ValueError):
     """An environment variable holds a value its setting cannot take."""
 
 
-def _setting(env: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc})
+def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
+    # A secret stays out of the settings' repr, so it cannot leak into a log line or a traceback.
+    return field(default=default, repr=not secret, metadata={"env": env, "doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,50 @@ class Settings:
         "JOBYARD_SHUTDOWN_TIMEOUT",
         30.0,
         "How long `jobyard up` waits for children to stop before killing them.",
+    )
+    whatsapp_api_base_url: str = _setting(
+        "WHATSAPP_API_BASE_URL",
+        "https://graph.facebook.com",
+        "Base URL of the WhatsApp Cloud API (Graph API).",
+    )
+    whatsapp_api_version: str = _setting(
+        "WHATSAPP_API_VERSION",
+        "v21.0",
+        "Graph API version in the send URL (`{base}/{version}/{id}/messages`).",
+    )
+    whatsapp_token: str | None = _setting(
+        "WHATSAPP_TOKEN",
+        None,
+        "Cloud API access token. Unset: `whatsapp_message` jobs run as an explicit dry run and send nothing.",
+        secret=True,
+    )
+    whatsapp_phone_number_id: str | None = _setting(
+        "WHATSAPP_PHONE_NUMBER_ID", None, "The sending business phone number's id (not the number itself)."
+    )
+    whatsapp_app_secret: str | None = _setting(
+        "WHATSAPP_APP_SECRET",
+        None,
+        "Meta app secret that signs webhooks (`X-Hub-Signature-256`). Unset: the webhook answers 503.",
+        secret=True,
+    )
+    whatsapp_verify_token: str | None = _setting(
+        "WHATSAPP_VERIFY_TOKEN",
+        None,
+        "Token Meta echoes in the webhook's GET verification handshake (`hub.verify_token`).",
+        secret=True,
+    )
+    whatsapp_rate_per_s: float = _setting(
+        "JOBYARD_WHATSAPP_RATE_PER_S",
+        80.0,
+        "Sends per second per business number, shared by all workers through Redis (Cloud API default: 80).",
+    )
+    quiet_hours: str = _setting(
+        "JOBYARD_QUIET_HOURS",
+        "21:00-09:00",
+        "Recipient-local hours when no WhatsApp message goes out (`HH:MM-HH:MM`, may cross midnight; `off`).",
+    )
+    default_timezone: str = _setting(
+        "JOBYARD_DEFAULT_TIMEZONE", "UTC", "Recipient time zone for quiet hours when the payload names none."
     )
 
     @classmethod

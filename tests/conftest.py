@@ -10,7 +10,7 @@ import structlog
 
 from core.settings import get_settings
 
-_OURS = ("JOBYARD_", "DATABASE_URL", "REDIS_URL")
+_OURS = ("JOBYARD_", "DATABASE_URL", "REDIS_URL", "WHATSAPP_")
 
 
 @pytest.fixture(autouse=True)
