@@ -16,8 +16,10 @@ from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
+from control_api.messaging import OptOutsController, OutboundMessagesController
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
+from control_api.webhooks import WhatsAppWebhookController
 from core.broker import build_broker, redis_client
 from core.jobs import load_job_modules
 from core.keys import KeyCache
@@ -52,6 +54,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             AuditController,
             SchedulesController,
             SequencesController,
+            OptOutsController,
+            OutboundMessagesController,
+            WhatsAppWebhookController,
             healthz,
             readyz,
         ],

@@ -15,8 +15,9 @@ from core.db import transaction
 from core.keys import ApiKey, KeyCache, lookup_key
 from core.settings import Settings
 
-#: Routes anyone may call: liveness, readiness and the API's own description.
-PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/schema"]
+#: Routes anyone may call: liveness, readiness, the API's own description, and provider webhooks
+#: (each checks its provider's signature or token itself).
+PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/schema", "^/webhooks/"]
 
 
 def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:

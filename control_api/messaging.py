@@ -1,0 +1,151 @@
+"""/v1/opt-outs (who must not be messaged) and /v1/outbound-messages (what was sent, and resolving
+sends whose outcome is unknown)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from control_api.auth import requires
+from control_api.errors import ApiError
+from core import outbound
+from core.db import transaction
+from core.keys import ApiKey
+from core.optouts import E164_PATTERN, OptOut, add_opt_out, e164, list_opt_outs, remove_opt_out
+from core.outbound import NotResolvable, OutboundMessage
+from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
+Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class OptOutIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    to: Annotated[str, msgspec.Meta(pattern=E164_PATTERN, description="E.164, e.g. +14155550100")]
+    reason: Note | None = None
+
+
+class OptOutList(msgspec.Struct):
+    items: list[OptOut]
+    next_cursor: str | None
+
+
+class OutboundList(msgspec.Struct):
+    items: list[OutboundMessage]
+    next_cursor: str | None
+
+
+class ResolveIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: What the human found out: the message reached WhatsApp (true) or it did not (false).
+    sent: bool
+    note: Note | None = None
+
+
+def _number(value: str) -> str:
+    try:
+        return e164(value)
+    except ValueError as exc:
+        raise ApiError(
+            422,
+            "validation_error",
+            "the request has invalid fields",
+            [{"field": "number", "message": str(exc)}],
+        ) from None
+
+
+def _bad_cursor(exc: BadCursor) -> ApiError:
+    return ApiError(400, "bad_cursor", str(exc))
+
+
+class OptOutsController(Controller):
+    path = "/v1/opt-outs"
+    tags = ["messaging"]
+
+    @post("/", guards=[requires("jobs:write")], sync_to_thread=True, summary="Record an opt-out")
+    def create(self, state: State, data: JSONBody[OptOutIn]) -> Response[OptOut]:
+        with transaction(state.settings) as conn:
+            opt_out, created = add_opt_out(conn, data.to, "api", data.reason)
+        return Response(opt_out, status_code=201 if created else 200)
+
+    @get("/", guards=[requires("ops")], sync_to_thread=True, summary="List opt-outs, newest first")
+    def list(
+        self, state: State, limit: Limit = DEFAULT_LIMIT, cursor: FromQuery[str | None] = None
+    ) -> OptOutList:
+        try:
+            with transaction(state.settings) as conn:
+                return OptOutList(*list_opt_outs(conn, limit, cursor))
+        except BadCursor as exc:
+            raise _bad_cursor(exc) from None
+
+    @delete("/{number:str}", guards=[requires("ops")], sync_to_thread=True, summary="Remove an opt-out")
+    def remove(self, state: State, number: FromPath[str]) -> None:
+        address = _number(number)
+        with transaction(state.settings) as conn:
+            if not remove_opt_out(conn, address):
+                raise ApiError(404, "opt_out_not_found", f"{address} has not opted out")
+
+
+class OutboundMessagesController(Controller):
+    path = "/v1/outbound-messages"
+    tags = ["messaging"]
+
+    @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="Outbound messages, newest first")
+    def list(
+        self,
+        state: State,
+        job_id: FromQuery[uuid.UUID | None] = None,
+        to: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> OutboundList:
+        number = _number(to) if to is not None else None
+        try:
+            with transaction(state.settings) as conn:
+                items, next_cursor = outbound.list_outbound(
+                    conn, job_id=job_id, to=number, status=status, limit=limit, cursor=cursor
+                )
+        except BadCursor as exc:
+            raise _bad_cursor(exc) from None
+        return OutboundList(items, next_cursor)
+
+    @get(
+        "/{outbound_id:uuid}",
+        guards=[requires("jobs:read")],
+        sync_to_thread=True,
+        summary="An outbound message",
+    )
+    def read(self, state: State, outbound_id: FromPath[uuid.UUID]) -> OutboundMessage:
+        with transaction(state.settings) as conn:
+            found = outbound.get(conn, outbound_id)
+        if found is None:
+            raise ApiError(404, "outbound_message_not_found", f"no outbound message {outbound_id}")
+        return found
+
+    @post(
+        "/{outbound_id:uuid}/resolve",
+        guards=[requires("ops")],
+        sync_to_thread=True,
+        status_code=200,
+        summary="Settle a send whose outcome is unknown",
+    )
+    def resolve(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        outbound_id: FromPath[uuid.UUID],
+        data: JSONBody[ResolveIn],
+    ) -> OutboundMessage:
+        key: ApiKey = request.user
+        try:
+            with transaction(state.settings) as conn:
+                found = outbound.resolve(conn, outbound_id, sent=data.sent, actor=key.name, note=data.note)
+        except NotResolvable as exc:
+            raise ApiError(409, "not_resolvable", str(exc), {"status": exc.status}) from None
+        if found is None:
+            raise ApiError(404, "outbound_message_not_found", f"no outbound message {outbound_id}")
+        return found
