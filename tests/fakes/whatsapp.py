@@ -1,0 +1,144 @@
+"""A fake WhatsApp Cloud API: `POST /{version}/{phone_number_id}/messages` on 127.0.0.1, speaking the
+real protocol (bearer token, Graph error bodies), recording every request it receives, and failing
+on demand per recipient: scripted Graph errors, or a stall after the request was recorded (the
+message "accepted" while the sender waits for an answer that comes late or never)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TOKEN = "test-whatsapp-token"
+PHONE_NUMBER_ID = "106540352242922"
+VERSION = "v21.0"
+
+
+@dataclass(frozen=True)
+class GraphFail:
+    """Answer with a Graph API error body."""
+
+    status: int
+    code: int
+    message: str = "scripted failure"
+    subcode: int | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Record the request, then hold the answer this long before accepting the message."""
+
+    seconds: float
+
+
+Behavior = GraphFail | Stall
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float  # wall-clock time.time() when the server received it
+    path: str
+    authorization: str | None
+    body: dict[str, Any]
+    message_id: str | None  # the id answered, if the message was accepted
+
+
+class FakeWhatsApp:
+    def __init__(self, token: str = TOKEN, phone_number_id: str = PHONE_NUMBER_ID, version: str = VERSION):
+        self.token, self.phone_number_id, self.version = token, phone_number_id, version
+        self._scripts: dict[str, deque[Behavior]] = defaultdict(deque)
+        self._requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length)
+                status, body, headers = fake._handle(self.path, self.headers.get("authorization"), raw)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _handle(self, path: str, auth: str | None, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        to = str(body.get("to", ""))
+        with self._lock:
+            script = self._scripts[to]
+            behavior = script.popleft() if script else None
+        expected = f"/{self.version}/{self.phone_number_id}/messages"
+        if path != expected:
+            self._record(path, auth, body, None)
+            return 400, _graph_error(100, f"Unsupported post request to {path}"), {}
+        if auth != f"Bearer {self.token}":
+            self._record(path, auth, body, None)
+            return 401, _graph_error(190, "Invalid OAuth access token - Cannot parse access token"), {}
+        if isinstance(behavior, GraphFail):
+            self._record(path, auth, body, None)
+            headers = {} if behavior.retry_after is None else {"Retry-After": str(behavior.retry_after)}
+            return behavior.status, _graph_error(behavior.code, behavior.message, behavior.subcode), headers
+        message_id = "wamid." + secrets.token_hex(16)
+        self._record(path, auth, body, message_id)
+        if isinstance(behavior, Stall):
+            self._closing.wait(behavior.seconds)
+        accepted = {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
+            "messages": [{"id": message_id}],
+        }
+        return 200, accepted, {}
+
+    def _record(self, path: str, auth: str | None, body: dict[str, Any], message_id: str | None) -> None:
+        with self._lock:
+            self._requests.append(Request(time.time(), path, auth, body, message_id))
+
+    def script(self, to: str, *behaviors: Behavior) -> None:
+        """The next answers for messages to ``to``; afterwards every message to it is accepted."""
+        with self._lock:
+            self._scripts[to].extend(behaviors)
+
+    def requests(self, to: str | None = None) -> list[Request]:
+        with self._lock:
+            return [r for r in self._requests if to is None or r.body.get("to") == to]
+
+    def close(self) -> None:
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _graph_error(code: int, message: str, subcode: int | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "message": f"(#{code}) {message}",
+        "type": "OAuthException",
+        "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": message},
+        "fbtrace_id": "A" + secrets.token_hex(8),
+    }
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return {"error": error}
