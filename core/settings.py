@@ -85,6 +85,26 @@ class Settings:
         30.0,
         "A job still running this long past its type's time limit is recovered as timed out.",
     )
+    openai_api_key: str | None = _setting(
+        "OPENAI_API_KEY", None, "Key of the default LLM provider (the openai SDK's own variable)."
+    )
+    openai_base_url: str | None = _setting(
+        "OPENAI_BASE_URL", None, "Base URL of the default LLM provider; any OpenAI-compatible server."
+    )
+    llm_model: str = _setting("JOBYARD_LLM_MODEL", "gpt-4o-mini", "Model asked when a job or provider names none.")
+    llm_providers: str = _setting(
+        "JOBYARD_LLM_PROVIDERS",
+        "",
+        'JSON list of providers tried in order, e.g. [{"name": "groq", "base_url": "...", "api_key": "...", '
+        '"model": "..."}]; replaces the default provider.',
+    )
+    llm_timeout_s: float = _setting("JOBYARD_LLM_TIMEOUT", 30.0, "Timeout of one chat-completions call.")
+    llm_breaker_failures: int = _setting(
+        "JOBYARD_LLM_BREAKER_FAILURES", 3, "Failures in a row that open a provider's circuit breaker."
+    )
+    llm_breaker_cooldown_s: float = _setting(
+        "JOBYARD_LLM_BREAKER_COOLDOWN", 30.0, "How long an open breaker skips its provider before a trial call."
+    )
     clock_offset_s: float = _setting(
         "JOBYARD_CLOCK_OFFSET_S",
         0.0,

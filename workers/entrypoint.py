@@ -17,7 +17,7 @@ from core.settings import get_settings
 from workers.middleware import JobLifecycle
 
 #: Modules with the built-in handlers; JOBYARD_JOB_MODULES adds a deployment's own.
-BUILTIN_HANDLER_MODULES = ("workers.unread", "workers.whatsapp")
+BUILTIN_HANDLER_MODULES = ("workers.unread", "workers.whatsapp", "workers.ai")
 
 
 def boot() -> dramatiq.Broker:

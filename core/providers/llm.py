@@ -1,0 +1,198 @@
+"""OpenAI-compatible chat completions through an ordered chain of providers, each behind a breaker.
+
+Any server that speaks the chat-completions protocol works: OpenAI, Groq, a local Ollama, vLLM or
+llama.cpp. By default the chain is one provider built from the SDK's own OPENAI_API_KEY and
+OPENAI_BASE_URL with JOBYARD_LLM_MODEL; JOBYARD_LLM_PROVIDERS replaces it with a JSON list.
+
+A provider whose calls keep failing (timeouts, 5xx, refused connections) opens its breaker and the
+next provider in the chain takes the calls; after a cool-down one trial call is let through, and a
+success closes the breaker again. Breakers are per worker process: each process learns on its own,
+which costs at most ``failures`` calls per process and needs no shared state.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, cast
+
+import msgspec
+import openai
+import structlog
+from openai.types.chat import ChatCompletionMessageParam
+
+from core.errors import JobyardError, PermanentError, RateLimitedError, RetryableError
+from core.providers.http import parse_retry_after
+from core.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+
+
+class LlmNotConfigured(PermanentError):
+    """No LLM provider is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL) or JOBYARD_LLM_PROVIDERS."""
+
+    code = "llm_not_configured"
+
+
+def provider_chain(settings: Settings) -> tuple[ProviderConfig, ...]:
+    """The configured providers, in the order they are tried."""
+    if settings.llm_providers:
+        try:
+            return tuple(msgspec.json.decode(settings.llm_providers, type=list[ProviderConfig]))
+        except msgspec.DecodeError as exc:
+            raise LlmNotConfigured(f"JOBYARD_LLM_PROVIDERS is not a valid provider list: {exc}") from None
+    if settings.openai_api_key or settings.openai_base_url:
+        return (
+            ProviderConfig(
+                name="openai" if not settings.openai_base_url else "default",
+                base_url=settings.openai_base_url,
+                api_key=settings.openai_api_key,
+            ),
+        )
+    return ()
+
+
+@dataclass
+class Breaker:
+    """Opens after ``failures`` failures in a row; lets one trial call through after ``cooldown_s``."""
+
+    failures: int
+    cooldown_s: float
+    _count: int = 0
+    _opened_at: float | None = None
+    _trial_running: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._opened_at is None:
+                return True
+            if time.monotonic() - self._opened_at >= self.cooldown_s and not self._trial_running:
+                self._trial_running = True  # half-open: one call decides
+                return True
+            return False
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._count, self._opened_at, self._trial_running = 0, None, False
+
+    def failed(self) -> bool:
+        """Record a failure; True if this failure opened (or re-opened) the breaker."""
+        with self._lock:
+            self._count += 1
+            self._trial_running = False
+            if self._opened_at is not None or self._count >= self.failures:
+                self._opened_at = time.monotonic()
+                return True
+            return False
+
+    @property
+    def open(self) -> bool:
+        return self._opened_at is not None
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LlmChain:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.providers = provider_chain(settings)
+        self.breakers = {
+            p.name: Breaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)
+            for p in self.providers
+        }
+        self._clients: dict[str, openai.OpenAI] = {}
+
+    def _client(self, p: ProviderConfig) -> openai.OpenAI:
+        if p.name not in self._clients:
+            self._clients[p.name] = openai.OpenAI(
+                api_key=p.api_key or "not-needed",  # local servers (Ollama, llama.cpp) take any key
+                base_url=p.base_url,
+                timeout=self.settings.llm_timeout_s,
+                max_retries=0,  # retries are the job's business, across attempts
+            )
+        return self._clients[p.name]
+
+    def complete(
+        self, messages: list[dict[str, str]], *, model: str | None = None, **options: Any
+    ) -> Completion:
+        """Ask the first provider whose breaker is closed; fall through the chain on provider failures."""
+        if not self.providers:
+            raise LlmNotConfigured()
+        last_error: JobyardError | None = None
+        for p in self.providers:
+            breaker = self.breakers[p.name]
+            if not breaker.allow():
+                continue
+            try:
+                response = self._client(p).chat.completions.create(
+                    model=model or p.model or self.settings.llm_model,
+                    messages=cast(list[ChatCompletionMessageParam], messages),
+                    **options,
+                )
+            except openai.APIError as exc:
+                error = map_error(exc, p.name)
+                if not error.retryable:
+                    raise error from exc  # the request itself is wrong: another provider will not help
+                if not isinstance(error, RateLimitedError) and breaker.failed():
+                    log.warning("llm_breaker_open", provider=p.name, cooldown_s=breaker.cooldown_s)
+                last_error = error
+                continue
+            breaker.succeeded()
+            choice = response.choices[0]
+            usage = response.usage
+            return Completion(
+                content=choice.message.content or "",
+                model=response.model,
+                provider=p.name,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            )
+        if last_error is None:
+            raise RetryableError("every LLM provider's breaker is open", code="llm_unavailable")
+        raise last_error
+
+
+def map_error(exc: openai.APIError, provider: str) -> JobyardError:
+    """An SDK error as a Jobyard error: timeouts and 5xx retry, 429 waits, other 4xx are permanent."""
+    if isinstance(exc, openai.APITimeoutError):
+        return RetryableError(f"{provider} timed out", code="provider_timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return RetryableError(f"{provider} is unreachable: {exc}", code="provider_unreachable")
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after"))
+        return RateLimitedError(f"{provider} rate-limited the request", retry_after=retry_after)
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return RetryableError(f"{provider} answered {exc.status_code}", code="provider_unavailable")
+        if exc.status_code in (401, 403):
+            # A bad key is this provider's problem; the next one in the chain may work.
+            return RetryableError(
+                f"{provider} refused our credentials ({exc.status_code})", code="provider_auth"
+            )
+        return PermanentError(
+            f"{provider} rejected the request ({exc.status_code}): {exc.message}", code="provider_rejected"
+        )
+    return RetryableError(f"{provider} failed: {exc}", code="provider_error")
+
+
+@functools.cache
+def chain_for(settings: Settings) -> LlmChain:
+    """One chain (clients and breakers) per worker process and settings."""
+    return LlmChain(settings)
