@@ -91,7 +91,9 @@ class Settings:
     openai_base_url: str | None = _setting(
         "OPENAI_BASE_URL", None, "Base URL of the default LLM provider; any OpenAI-compatible server."
     )
-    llm_model: str = _setting("JOBYARD_LLM_MODEL", "gpt-4o-mini", "Model asked when a job or provider names none.")
+    llm_model: str = _setting(
+        "JOBYARD_LLM_MODEL", "gpt-4o-mini", "Model asked when a job or provider names none."
+    )
     llm_providers: str = _setting(
         "JOBYARD_LLM_PROVIDERS",
         "",
@@ -103,7 +105,9 @@ class Settings:
         "JOBYARD_LLM_BREAKER_FAILURES", 3, "Failures in a row that open a provider's circuit breaker."
     )
     llm_breaker_cooldown_s: float = _setting(
-        "JOBYARD_LLM_BREAKER_COOLDOWN", 30.0, "How long an open breaker skips its provider before a trial call."
+        "JOBYARD_LLM_BREAKER_COOLDOWN",
+        30.0,
+        "How long an open breaker skips its provider before a trial call.",
     )
     clock_offset_s: float = _setting(
         "JOBYARD_CLOCK_OFFSET_S",
