@@ -120,6 +120,29 @@ class Settings:
     scheduler_batch: int = _setting(
         "JOBYARD_SCHEDULER_BATCH", 500, "Due jobs published per scheduler transaction."
     )
+    embedding_model: str = _setting(
+        "JOBYARD_EMBEDDING_MODEL",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "The one embedding model the farm serves: a Hugging Face model id or a local directory.",
+    )
+    embedding_backend: str = _setting(
+        "JOBYARD_EMBEDDING_BACKEND",
+        "local",
+        "`local` (sentence-transformers in the embeddings workers) or `inference` (Hugging Face InferenceClient).",
+    )
+    embedding_inference_url: str | None = _setting(
+        "JOBYARD_EMBEDDING_INFERENCE_URL",
+        None,
+        "Base URL of a text-embeddings-inference server for the `inference` backend; unset: Hugging Face Inference.",
+    )
+    embedding_batch: int = _setting(
+        "JOBYARD_EMBEDDING_BATCH", 64, "Texts encoded per model call (and per inference request)."
+    )
+    embedding_query_timeout_s: float = _setting(
+        "JOBYARD_EMBEDDING_QUERY_TIMEOUT",
+        10.0,
+        "How long a search waits for an embeddings worker to embed its query (503 after).",
+    )
     republish_after_s: float = _setting(
         "JOBYARD_REPUBLISH_AFTER",
         15.0,

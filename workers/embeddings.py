@@ -1,0 +1,105 @@
+"""The `embed` actor, and the embeddings worker's boot.
+
+A worker process that consumes the embeddings queue loads the model once, at boot, before it takes a
+message (``before_worker_boot``), and runs a thread that embeds search queries for the API (see
+core/embedding_queries.py). A process that does not consume that queue loads nothing, so torch and
+sentence-transformers never enter it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dramatiq
+import redis
+import structlog
+from dramatiq.middleware import Middleware
+
+from core.broker import redis_client
+from core.embedding_queries import serve_one
+from core.embeddings import EMBEDDINGS_QUEUE, EmbedPayload, embed_documents
+from core.errors import JobyardError, RetryableError
+from core.providers.embeddings import EmbeddingBackend, Vector, build_backend
+from core.settings import Settings
+from workers.handlers import JobContext, handler
+
+log = structlog.get_logger(__name__)
+
+
+class _Model:
+    """This process's embedding backend, and why it is not usable if it is not."""
+
+    def __init__(self) -> None:
+        self.backend: EmbeddingBackend | None = None
+        self.error: JobyardError | None = None
+        self._lock = threading.Lock()
+
+    def load(self, settings: Settings) -> None:
+        with self._lock:
+            try:
+                if self.backend is None:
+                    self.backend = build_backend(settings)
+                self.backend.load()
+                self.error = None
+            except JobyardError as exc:
+                self.error = exc
+                log.error("embedding_model_unavailable", error_code=exc.code, error=exc.message)
+
+    def ready(self, settings: Settings) -> EmbeddingBackend:
+        """The loaded backend; a load that failed for a passing reason is tried again."""
+        if self.error is not None and self.error.retryable:
+            self.load(settings)
+        if self.error is not None:
+            raise self.error
+        if self.backend is None:
+            raise RetryableError(
+                "this worker process has not loaded an embedding model", code="embedding_model_not_loaded"
+            )
+        return self.backend
+
+
+_model = _Model()
+
+
+def consumes_embeddings(worker: dramatiq.Worker) -> bool:
+    whitelist = worker.consumer_whitelist
+    return not whitelist or EMBEDDINGS_QUEUE in whitelist
+
+
+class EmbeddingModel(Middleware):
+    """Loads the model at boot in processes that consume the embeddings queue, and serves queries."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = threading.Event()
+        self._client: redis.Redis | None = None
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if not consumes_embeddings(worker):
+            return
+        _model.load(self.settings)
+        if self.settings.embedding_backend == "local":
+            self._client = redis_client(self.settings)
+            threading.Thread(target=self._serve_queries, name="jobyard-embed-queries", daemon=True).start()
+
+    def _serve_queries(self) -> None:
+        assert self._client is not None
+
+        def embed(texts: list[str]) -> list[Vector]:
+            return _model.ready(self.settings).embed(texts)
+
+        while not self._stop.is_set():
+            try:
+                serve_one(self.settings, self._client, self.settings.embedding_model, embed)
+            except redis.RedisError as exc:
+                log.warning("embed_queries_redis_error", error=str(exc))
+                self._stop.wait(1.0)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+
+
+@handler("embed")
+def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
+    return embed_documents(ctx.conn, payload, _model.ready(ctx.settings), ctx.claim.job_id)
