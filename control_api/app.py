@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from control_api.chats import ChatsController
+from control_api.collections import CollectionsController
 from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
 from control_api.health import healthz, readyz
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         route_handlers=[
             JobsController,
             ChatsController,
+            CollectionsController,
             DeadLettersController,
             AuditController,
             SchedulesController,

@@ -59,7 +59,10 @@ def _validation_details(extra: Any) -> list[dict[str, str]]:
 
 def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if isinstance(exc, ApiError):
-        return error_response(exc.status_code, exc.code, exc.detail, exc.details)
+        response = error_response(exc.status_code, exc.code, exc.detail, exc.details)
+        if exc.headers:  # e.g. Retry-After on a 429
+            response.headers.update(exc.headers)
+        return response
     if isinstance(exc, ValidationException):
         details = _validation_details(exc.extra)
         if details:
