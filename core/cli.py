@@ -57,6 +57,21 @@ def worker_argv(
     return argv
 
 
+def queues_except(
+    settings: Settings, excluded: tuple[str, ...], among: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """``among`` (default: every registered job type's queue) less ``excluded``.
+
+    Dramatiq takes only a list of queues to consume; this is how a worker consumes "all but these".
+    """
+    if not among:
+        from core.jobs import job_types, load_job_modules
+
+        load_job_modules(settings)
+        among = tuple(sorted({t.queue_name for t in job_types().values()}))
+    return tuple(q for q in among if q not in excluded)
+
+
 @click.group()
 def main() -> None:
     """Jobyard: a job-queue worker farm. Postgres is the truth, Redis is the transport."""
@@ -97,13 +112,21 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 @click.option("--processes", type=int, default=None)
 @click.option("--threads", type=int, default=None)
 @click.option("--queues", multiple=True, help="Queues to consume (repeat); default all.")
-def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
+@click.option("--exclude-queues", "excluded", multiple=True, help="Queues not to consume (repeat).")
+def worker(
+    processes: int | None, threads: int | None, queues: tuple[str, ...], excluded: tuple[str, ...]
+) -> None:
     """Run Dramatiq worker processes for the job types."""
     settings = _settings()
+    queues = queues or settings.worker_queues
+    if excluded:
+        queues = queues_except(settings, excluded, queues)
+        if not queues:
+            raise click.UsageError("--exclude-queues leaves no queue to consume")
     argv = worker_argv(
         processes or settings.worker_processes,
         threads or settings.worker_threads,
-        queues or settings.worker_queues,
+        queues,
         settings.worker_shutdown_timeout_s,
     )
     _exec(argv, settings)

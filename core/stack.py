@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import structlog
 
-from core.cli import _service_env, wait_for_http, worker_argv
+from core.cli import _service_env, queues_except, wait_for_http, worker_argv
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, remove_services_file, write_services_file
 from core.logs import configure_logging
 from core.settings import Settings
@@ -58,7 +58,7 @@ def run_stack(settings: Settings) -> int:
     finally:
         if supervisor is not None:
             # No new work first (API, scheduler), then let workers finish what they hold.
-            supervisor.stop([["api", "scheduler"], ["worker"]])
+            supervisor.stop([["api", "scheduler"], ["worker", "worker_embeddings"]])
         remove_services_file(home)
         if redis_server:
             redis_server.stop()
@@ -83,22 +83,31 @@ def _urls(settings: Settings) -> dict[str, str]:
 
 
 def _children(settings: Settings) -> list[Child]:
+    from core.embeddings import EMBEDDINGS_QUEUE
+
     py = sys.executable
-    return [
+    children = [
         Child(
             "api", [py, "-m", "control_api", "--host", settings.api_host, "--port", str(settings.api_port)]
         ),
-        Child(
-            "worker",
-            worker_argv(
-                settings.worker_processes,
-                settings.worker_threads,
-                settings.worker_queues,
-                settings.worker_shutdown_timeout_s,
-            ),
-        ),
-        Child("scheduler", [py, "-m", "workers.scheduler"]),
     ]
+    # Embedding jobs get a worker of their own, the only process that imports torch and holds the
+    # model; the other worker consumes every other queue. One process: torch already spreads one
+    # model call over every core, and each process would hold its own copy of the model.
+    queues = settings.worker_queues or queues_except(settings, ())
+    light = queues_except(settings, (EMBEDDINGS_QUEUE,), queues)
+    if light:
+        worker = worker_argv(
+            settings.worker_processes, settings.worker_threads, light, settings.worker_shutdown_timeout_s
+        )
+        children.append(Child("worker", worker))
+    if EMBEDDINGS_QUEUE in queues:
+        embeddings = worker_argv(
+            1, settings.worker_threads, (EMBEDDINGS_QUEUE,), settings.worker_shutdown_timeout_s
+        )
+        children.append(Child("worker_embeddings", embeddings))
+    children.append(Child("scheduler", [py, "-m", "workers.scheduler"]))
+    return children
 
 
 def _ensure_admin_key(settings: Settings, home: Path) -> str | None:
