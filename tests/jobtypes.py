@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 import time
 from typing import Any, Literal
 
@@ -106,3 +107,23 @@ def crash(ctx: JobContext, payload: CrashPayload) -> dict[str, Any]:
     if ctx.claim.attempt <= payload.times:
         os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
     return {"attempt": ctx.claim.attempt}
+
+
+class ModulesPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    modules: list[str]
+
+
+#: Which modules the worker process that runs it has imported (`"torch" in sys.modules`): one type on
+#: a queue of its own, as any light job, and one on the embeddings queue, as the control.
+register_job_type(JobType(name="test_modules", payload=ModulesPayload, max_retries=0))
+register_job_type(
+    JobType(name="test_modules_embeddings", payload=ModulesPayload, queue="embeddings", max_retries=0)
+)
+
+
+def _imported(ctx: JobContext, payload: ModulesPayload) -> dict[str, bool]:
+    return {name: name in sys.modules for name in payload.modules}
+
+
+handler("test_modules")(_imported)
+handler("test_modules_embeddings")(_imported)
