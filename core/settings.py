@@ -143,6 +143,12 @@ class Settings:
         10.0,
         "How long a search waits for an embeddings worker to embed its query (503 after).",
     )
+    embedding_worker_threads: int = _setting(
+        "JOBYARD_EMBEDDING_WORKER_THREADS",
+        2,
+        "Threads of `jobyard up`'s embeddings worker: a local model runs one batch at a time, so a second "
+        "thread overlaps database writes with encoding; more help only the `inference` backend.",
+    )
     republish_after_s: float = _setting(
         "JOBYARD_REPUBLISH_AFTER",
         15.0,

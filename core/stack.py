@@ -103,7 +103,7 @@ def _children(settings: Settings) -> list[Child]:
         children.append(Child("worker", worker))
     if EMBEDDINGS_QUEUE in queues:
         embeddings = worker_argv(
-            1, settings.worker_threads, (EMBEDDINGS_QUEUE,), settings.worker_shutdown_timeout_s
+            1, settings.embedding_worker_threads, (EMBEDDINGS_QUEUE,), settings.worker_shutdown_timeout_s
         )
         children.append(Child("worker_embeddings", embeddings))
     children.append(Child("scheduler", [py, "-m", "workers.scheduler"]))

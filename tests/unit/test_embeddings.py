@@ -92,5 +92,6 @@ def test_up_gives_embedding_jobs_a_worker_of_their_own() -> None:
     embeddings = children["worker_embeddings"]
     assert embeddings[embeddings.index("--queues") + 1 :] == [EMBEDDINGS_QUEUE]
     assert embeddings[embeddings.index("--processes") + 1] == "1"
+    assert embeddings[embeddings.index("--threads") + 1] == "2"
     only_light = {c.name for c in _children(Settings(worker_queues=("unread_count",)))}
     assert only_light == {"api", "worker", "scheduler"}
