@@ -105,17 +105,19 @@ def _mismatch(collection: Collection, model: str) -> PermanentError:
 
 
 def _ensure_collection(conn: Connection, name: str, model: str, dim: int) -> Collection:
-    """The collection, created with this model and dimension if new.
+    """The collection, created with this model and dimension if new; its `updated_at` is bumped.
 
-    Two jobs creating it at once: the second insert waits for the first to commit and then sees its row.
+    Two jobs creating it at once: the second waits on the row until the first commits, then gets
+    the first one's model and dimension back and is checked against them.
     """
-    conn.execute(
-        pg_insert(embedding_collections)
-        .values(name=name, model=model, dim=dim)
-        .on_conflict_do_nothing(index_elements=[embedding_collections.c.name])
-    )
+    now = utcnow()
+    stmt = pg_insert(embedding_collections).values(name=name, model=model, dim=dim, updated_at=now)
     c = embedding_collections.c
-    row = conn.execute(sa.select(c.model, c.dim).where(c.name == name).with_for_update(read=True)).one()
+    row = conn.execute(
+        stmt.on_conflict_do_update(index_elements=[c.name], set_={"updated_at": now}).returning(
+            c.model, c.dim
+        )
+    ).one()
     collection = Collection(name, row.model, row.dim)
     if collection.model != model:
         raise _mismatch(collection, model)

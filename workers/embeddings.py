@@ -45,6 +45,12 @@ class _Model:
             except JobyardError as exc:
                 self.error = exc
                 log.error("embedding_model_unavailable", error_code=exc.code, error=exc.message)
+            except Exception as exc:  # a surprise must not crash-loop the worker: its jobs retry
+                self.error = RetryableError(
+                    f"the embedding model could not be loaded: {type(exc).__name__}: {exc}",
+                    code="embedding_model_load_failed",
+                )
+                log.exception("embedding_model_unavailable", error_code=self.error.code)
 
     def ready(self, settings: Settings) -> EmbeddingBackend:
         """The loaded backend; a load that failed for a passing reason is tried again."""
