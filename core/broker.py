@@ -12,6 +12,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
+from core.consumer import BATCH_SUFFIX, WAKE_TOKENS, JobyardConsumer, wake_key
 from core.settings import Settings, get_settings
 
 
@@ -37,18 +38,25 @@ def redis_client(settings: Settings | None = None, *, socket_timeout: float | No
 
 
 class JobyardRedisBroker(RedisBroker):
-    """RedisBroker whose idle consumers poll at most every ``idle_poll_ms``.
+    """RedisBroker whose consumers wake at once when a job is published (see core/consumer.py).
 
-    Dramatiq backs an idle consumer off to ``worker_timeout`` (1000 ms, not settable from its CLI),
-    which puts up to a second between an enqueue and the job starting.
+    An idle consumer blocks on its queue's wake list for at most ``idle_poll_ms`` before it looks
+    at the queue again, which bounds the wait for a message pushed without a wake token.
     """
 
-    def __init__(self, *, idle_poll_ms: int, **kwargs: Any) -> None:
+    def __init__(self, *, idle_poll_ms: int, batch_max: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.idle_poll_ms = idle_poll_ms
+        self.batch_max = batch_max
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-        return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
+        batched = any(
+            a.queue_name == queue_name and a.actor_name.endswith(BATCH_SUFFIX) for a in self.actors.values()
+        )
+        if batched:
+            # Room for a couple of full batches per worker thread keeps every thread fed.
+            prefetch = max(prefetch, self.batch_max * 2)
+        return JobyardConsumer(self, queue_name, prefetch, min(timeout, self.idle_poll_ms), self.batch_max)
 
 
 def build_broker(settings: Settings | None = None, middleware: Sequence[Middleware] = ()) -> RedisBroker:
@@ -59,6 +67,7 @@ def build_broker(settings: Settings | None = None, middleware: Sequence[Middlewa
         namespace=settings.redis_namespace,
         middleware=list(middleware),
         idle_poll_ms=settings.worker_idle_poll_ms,
+        batch_max=settings.worker_batch_max,
     )
 
 
@@ -96,18 +105,25 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
 
     ``RedisBroker.enqueue`` would pick a fresh Redis id and make one round trip per message; this
     writes Dramatiq's queue layout directly (the message in ``<ns>:<queue>.msgs``, its id pushed on
-    ``<ns>:<queue>``, as its dispatch script does) in one pipeline, under ids the sweeper can look up.
+    ``<ns>:<queue>``, as its dispatch script does) in one pipeline, under ids the sweeper can look up,
+    and pushes wake tokens for the queue's idle consumers.
     """
     pipe = broker.client.pipeline(transaction=False)
     messages = []
+    per_queue: dict[str, int] = {}
     for pub in publications:
         message = message_for(pub)
         broker.emit_before("enqueue", message, None)
         pipe.hset(f"{broker.namespace}:{pub.queue}.msgs", pub.message_id, message.encode())
         pipe.rpush(f"{broker.namespace}:{pub.queue}", pub.message_id)
         messages.append(message)
+        per_queue[pub.queue] = per_queue.get(pub.queue, 0) + 1
     if not messages:
         return 0
+    for queue, count in per_queue.items():
+        key = wake_key(broker.namespace, queue)
+        pipe.rpush(key, *(b"1" for _ in range(min(count, WAKE_TOKENS))))
+        pipe.ltrim(key, -WAKE_TOKENS, -1)
     pipe.execute()
     for message in messages:
         broker.emit_after("enqueue", message, None)
