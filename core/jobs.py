@@ -16,7 +16,6 @@ import redis
 import sqlalchemy as sa
 import structlog
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Row
 
 from core.broker import Publication, new_message_id, publish
@@ -130,6 +129,11 @@ def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> t
     if not isinstance(data, dict):
         return None, [FieldError(prefix, "must be an object")]
     schema = job_type.payload
+    try:
+        # The common case, valid input, in one call; the field-by-field walk below names every error.
+        return msgspec.to_builtins(msgspec.convert(data, schema)), []
+    except msgspec.ValidationError:
+        pass
     errors: list[FieldError] = []
     fields = msgspec.structs.fields(schema)
     known = {f.encode_name for f in fields}
@@ -263,6 +267,36 @@ def enqueue(
     return results
 
 
+#: Columns sent as one array each: one statement of fixed shape for any number of jobs, instead of
+#: a VALUES list whose parameters grow with the batch (14,000 for 1,000 jobs) and whose SQL
+#: SQLAlchemy compiles anew for each batch size.
+_UNNESTED = {
+    "id": "uuid",
+    "type": "text",
+    "queue": "text",
+    "status": "text",
+    "payload": "text",
+    "idempotency_key": "text",
+    "business_key": "text",
+    "run_at": "timestamptz",
+    "max_retries": "int",
+    "request_id": "text",
+    "message_id": "text",
+    "published_at": "timestamptz",
+}
+_INSERT_MANY = sa.text(
+    "INSERT INTO jobs ("
+    + ", ".join([*_UNNESTED, "created_at", "updated_at"])
+    + ") SELECT "
+    + ", ".join(f"{name}::jsonb" if name == "payload" else name for name in _UNNESTED)
+    + ", :now, :now FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _UNNESTED.items())
+    + ") AS j("
+    + ", ".join(_UNNESTED)
+    + ") ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING *"
+)
+
+
 def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     """Insert the jobs in one statement; a repeated idempotency key returns the first job instead."""
     if not new_jobs:
@@ -289,19 +323,12 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
                 "request_id": nj.request_id,
                 "message_id": message_id,
                 "published_at": now if due else None,
-                "created_at": now,
-                "updated_at": now,
             }
         )
-    stmt = (
-        pg_insert(jobs)
-        .values(values)
-        .on_conflict_do_nothing(
-            index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.isnot(None)
-        )
-        .returning(*jobs.c)
-    )
-    inserted = {row.id: row for row in conn.execute(stmt)}
+    columns = {name: [v[name] for v in values] for name in _UNNESTED}
+    columns["payload"] = [msgspec.json.encode(p).decode() for p in columns["payload"]]
+    stmt = _INSERT_MANY.columns(*jobs.c)
+    inserted = {row.id: row for row in conn.execute(stmt, {**columns, "now": now})}
     keys = [v["idempotency_key"] for v in values if v["id"] not in inserted]
     existing: dict[str, Row[Any]] = {}
     if keys:

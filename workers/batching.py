@@ -82,9 +82,15 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
     with transaction(settings) as conn:
         claims = claim_many(conn, job_ids, middleware.worker_name(), lifecycle.worker_id, deadline)
     if len(claims) < len(job_ids):
-        claimed = {c.job_id for c in claims}
-        skipped = [str(j) for j in job_ids if j not in claimed]
-        log.info("jobs_skipped", type=job_type.name, reason="not claimable", job_ids=skipped)
+        # Not claimable, or a second delivery of a job already in this batch.
+        unclaimed = {c.job_id for c in claims}
+        for job_id in job_ids:
+            if job_id in unclaimed:
+                unclaimed.discard(job_id)
+            else:
+                log.info("job_skipped", job_id=str(job_id), type=job_type.name, reason="not claimable")
+    for c in claims:
+        _log_job("job_started", c)
     if not claims:
         return
     try:
@@ -100,10 +106,16 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
             _run_single(lifecycle, claim, settings)
         return
     kept = {c.job_id for c in held}
-    lost = [str(c.job_id) for c in claims if c.job_id not in kept]
-    if lost:
-        log.warning("claim_lost", detail="another worker or a recovery owns these jobs now", job_ids=lost)
-    log.info("jobs_succeeded", type=job_type.name, job_ids=[str(c.job_id) for c in held])
+    for c in claims:
+        if c.job_id in kept:
+            _log_job("job_succeeded", c)
+        else:
+            log.warning("claim_lost", job_id=str(c.job_id), detail="another worker or a recovery owns it now")
+
+
+def _log_job(event: str, c: Claim) -> None:
+    # The fields JobLifecycle binds for a single job, so a job's log lines read the same either way.
+    log.info(event, job_id=str(c.job_id), type=c.type, attempt=c.attempt, request_id=c.request_id)
 
 
 def _run_single(lifecycle: middleware.JobLifecycle, claim: Claim, settings: Settings) -> None:
