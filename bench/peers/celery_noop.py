@@ -12,8 +12,7 @@ import time
 import redis
 from celery import Celery
 
-LATENCY_KEY = "peer:latency"
-QUEUE = "noop"
+from bench.peers import LATENCY_KEY, QUEUE
 
 
 def broker_url(redis_url: str) -> str:

@@ -13,9 +13,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-#: Where the actor puts its start delays (seconds, as strings).
-LATENCY_KEY = "peer:latency"
-QUEUE = "noop"
+from bench.peers import LATENCY_KEY, QUEUE
 
 broker = RedisBroker(url=os.environ["BENCH_PEER_REDIS_URL"], namespace="peer")
 dramatiq.set_broker(broker)

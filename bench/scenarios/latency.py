@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.harness import Bench, percentile, wait_until
-from bench.peers import celery_noop, dramatiq_noop
+from bench.peers import LATENCY_KEY
 from bench.peers.run import PEERS, peer, sender, start_worker, wait_ready
 
 WARMUP = 20
@@ -50,6 +50,7 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
     headers = {"Authorization": f"Bearer {bench.api_key}", "Content-Type": "application/json"}
     sent: dict[str, float] = {}
+    answered: list[float] = []
 
     def send(i: int) -> None:
         body = json.dumps({"type": "unread_count", "payload": {"chat_id": f"c{i % 10}", "user_id": "u"}})
@@ -61,6 +62,7 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
             raise RuntimeError(f"enqueue answered {response.status}: {data[:200]!r}")
         if i >= WARMUP:
             sent[json.loads(data)["id"]] = t
+            answered.append((time.time() - t) * 1000)
 
     _paced(rate, count + WARMUP, send)
     conn.close()
@@ -80,7 +82,7 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
     bench.stop_all()
     start_ms = [(float(s) - sent[i]) * 1000 for i, s, _ in rows if i in sent]
     done_ms = [(float(f) - sent[i]) * 1000 for i, _, f in rows if i in sent]
-    return {**_summary(start_ms), "finished": _summary(done_ms)}
+    return {**_summary(start_ms), "finished": _summary(done_ms), "http_answer": _summary(answered)}
 
 
 def peer_latency(bench: Bench, name: str, rate: float, count: int) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def peer_latency(bench: Bench, name: str, rate: float, count: int) -> dict[str, 
     send_one = sender(bench, p)
     proc = start_worker(bench, p)
     wait_ready(bench, p, proc, send_one)
-    key = dramatiq_noop.LATENCY_KEY if name == "dramatiq" else celery_noop.LATENCY_KEY
+    key = LATENCY_KEY
     _paced(rate, count + WARMUP, lambda i: send_one(time.time()))
     wait_until(lambda: p.client.llen(key) >= count + WARMUP, 60, f"{name}'s latency tasks", interval=0.05)
     values = [float(v) * 1000 for v in p.client.lrange(key, WARMUP, -1)]
