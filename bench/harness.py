@@ -155,6 +155,21 @@ class Bench:
         with transaction(self.settings) as conn:
             return conn.execute(sa.text(sql), params).scalar_one()
 
+    def server_processes(self) -> list[psutil.Process]:
+        """The embedded Postgres (postmaster and backends) and Redis, for CPU accounting; empty
+        for servers given by URL."""
+        found: list[psutil.Process] = []
+        for pidfile in (
+            self.workdir / "pg" / "postgres" / "postmaster.pid",
+            self.workdir / "redis" / "redis.pid",
+        ):
+            try:
+                root = psutil.Process(int(pidfile.read_text().split()[0]))
+                found += [root, *root.children(recursive=True)]
+            except (OSError, ValueError, IndexError, psutil.Error):
+                continue
+        return found
+
     # -- processes -------------------------------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:

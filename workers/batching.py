@@ -20,7 +20,7 @@ import msgspec
 import structlog
 from sqlalchemy.engine import Connection
 
-from core.batch_lifecycle import claim_many, hold_claims, mark_many_succeeded
+from core.batch_lifecycle import claim_many, mark_many_succeeded
 from core.consumer import batch_actor_name
 from core.db import transaction
 from core.jobs import JobType, utcnow
@@ -95,22 +95,18 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
         return
     try:
         with transaction(settings) as conn:
-            held = hold_claims(conn, claims)
-            payloads = [msgspec.convert(c.payload, job_type.payload) for c in held]
-            results = _batch_handlers[job_type.name](BatchContext(held, settings, conn), payloads)
-            mark_many_succeeded(conn, held, results)
+            payloads = [msgspec.convert(c.payload, job_type.payload) for c in claims]
+            results = _batch_handlers[job_type.name](BatchContext(claims, settings, conn), payloads)
+            mark_many_succeeded(conn, claims, results)
     except Exception as exc:
-        # Run each job alone: its own transaction, and its own failure record if it fails again.
+        # Run each job alone: its own transaction, fenced on its own (a claim taken over by recovery
+        # or another worker is dropped there), and its own failure record if it fails again.
         log.warning("batch_failed_running_singly", type=job_type.name, jobs=len(claims), error=str(exc))
         for claim in claims:
             _run_single(lifecycle, claim, settings)
         return
-    kept = {c.job_id for c in held}
     for c in claims:
-        if c.job_id in kept:
-            _log_job("job_succeeded", c)
-        else:
-            log.warning("claim_lost", job_id=str(c.job_id), detail="another worker or a recovery owns it now")
+        _log_job("job_succeeded", c)
 
 
 def _log_job(event: str, c: Claim) -> None:

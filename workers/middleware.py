@@ -60,7 +60,9 @@ class JobLifecycle(Middleware):
         global _lifecycle
         _lifecycle = self
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Registered before the consumers start: a job claimed by a worker that recovery does not
+        # know yet would look lost and be run a second time.
         register_worker(
             self.settings,
             self.worker_id,
