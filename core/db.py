@@ -59,6 +59,14 @@ def transaction(settings: Settings | None = None) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def autocommit(settings: Settings | None = None) -> Iterator[Connection]:
+    """A connection on which each statement commits on its own: one round trip for a write that is
+    one statement, where a transaction costs a second one for its COMMIT."""
+    with get_engine(settings).connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def dispose_engines() -> None:
     """Close every pool; called after fork and in tests."""
     with _lock:

@@ -20,7 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy.engine import Connection, Row
 
 from core.broker import Publication, publish
-from core.db import transaction
+from core.db import autocommit, transaction
 from core.models import jobs
 from core.settings import Settings, get_settings
 
@@ -257,7 +257,10 @@ def enqueue(
     publishes it later; the caller still gets its job back.
     """
     settings = settings or get_settings()
-    with transaction(settings) as conn:
+    # Without idempotency keys the insert is a single statement, atomic on its own: no separate
+    # COMMIT round trip. A repeated key needs a read after the insert, in the same transaction.
+    keyed = any(nj.idempotency_key for nj in new_jobs)
+    with transaction(settings) if keyed else autocommit(settings) as conn:
         results = insert_jobs(conn, new_jobs)
     to_publish = [
         Publication(e.job.id, e.job.type, e.job.queue, e.message_id, e.job.request_id)

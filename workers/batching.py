@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from core.batch_lifecycle import claim_many, mark_many_succeeded
 from core.consumer import batch_actor_name
-from core.db import transaction
+from core.db import autocommit, transaction
 from core.jobs import JobType, utcnow
 from core.lifecycle import Claim, ClaimLost
 from core.settings import Settings
@@ -79,7 +79,8 @@ def declare_batch_actor(
 def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -> None:
     lifecycle = middleware.current_lifecycle()
     deadline = utcnow() + timedelta(seconds=job_type.timeout_s + settings.stuck_grace_s)
-    with transaction(settings) as conn:
+    # One statement (claim and attempt records), committed on its own before any effect.
+    with autocommit(settings) as conn:
         claims = claim_many(conn, job_ids, middleware.worker_name(), lifecycle.worker_id, deadline)
     if len(claims) < len(job_ids):
         # Not claimable, or a second delivery of a job already in this batch.
