@@ -1,9 +1,9 @@
 """Group commit for enqueues: concurrent requests in one process share one transaction and one publish.
 
 Every accepted job must be committed before its request is answered, and a commit costs a round
-trip and a WAL flush. Requests that arrive while a commit is in flight wait for it to end and then
-go together in the next one: an idle API commits each request at once, a busy one commits many per
-flush, with no timer. The requests wait on the event loop; only the flush runs in a thread, so a
+trip and a WAL flush. Requests that arrive while every flush slot is busy wait and then go together
+in the next flush: an idle API commits each request at once, a busy one commits many per flush,
+with no timer. The requests wait on the event loop; only the flush runs in a thread, so a
 request costs no thread hand-off of its own.
 """
 
@@ -20,6 +20,8 @@ from core.settings import Settings
 
 #: Jobs in one flush at most: the size of the largest batch request, so no statement is larger.
 MAX_GROUP_JOBS = 1000
+#: Flushes under way at once per API process; well under the connection pool's size.
+MAX_FLUSHES_IN_FLIGHT = 4
 
 
 @dataclass(eq=False, slots=True)
@@ -58,49 +60,61 @@ def commit_together(
 
 
 class GroupCommit:
-    """Joins the enqueues of one event loop's requests (one per API process)."""
+    """Joins the enqueues of one event loop's requests (one per API process).
 
-    def __init__(self, settings: Settings, broker: RedisBroker, max_jobs: int = MAX_GROUP_JOBS) -> None:
+    Up to ``max_in_flight`` flushes run at once, so Python work on one overlaps Postgres's work on
+    another; requests that arrive while all are busy wait and share the next one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: RedisBroker,
+        max_jobs: int = MAX_GROUP_JOBS,
+        max_in_flight: int = MAX_FLUSHES_IN_FLIGHT,
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.max_jobs = max_jobs
+        self.max_in_flight = max_in_flight
         self._waiting: list[_Request] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def enqueue(self, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         request = _Request(new_jobs, asyncio.get_running_loop().create_future())
         self._waiting.append(request)
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_all())
+        self._start_flushes()
         return await request.future
 
-    async def _flush_all(self) -> None:
-        try:
-            while self._waiting:
-                await self._flush_next()
-        finally:
-            self._flusher = None
-
-    async def _flush_next(self) -> None:
-        if self._waiting:
+    def _start_flushes(self) -> None:
+        while self._waiting and len(self._in_flight) < self.max_in_flight:
             group: list[_Request] = []
             size = 0
             while self._waiting and (not group or size + len(self._waiting[0].jobs) <= self.max_jobs):
                 size += len(self._waiting[0].jobs)
                 group.append(self._waiting.pop(0))
-            try:
-                outcomes = await asyncio.to_thread(
-                    commit_together, [r.jobs for r in group], self.broker, self.settings
-                )
-            except BaseException as exc:  # cancelled, or a bug: no request may wait forever
-                for r in group:
-                    if not r.future.done():
-                        r.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-                raise
-            for r, outcome in zip(group, outcomes, strict=True):
-                if r.future.done():  # the client went away; its jobs are committed all the same
-                    continue
-                if isinstance(outcome, Exception):
-                    r.future.set_exception(outcome)
-                else:
-                    r.future.set_result(outcome)
+            task = asyncio.create_task(self._flush(group))
+            self._in_flight.add(task)
+            task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._start_flushes()
+
+    async def _flush(self, group: list[_Request]) -> None:
+        try:
+            outcomes = await asyncio.to_thread(
+                commit_together, [r.jobs for r in group], self.broker, self.settings
+            )
+        except BaseException as exc:  # cancelled, or a bug: no request may wait forever
+            for r in group:
+                if not r.future.done():
+                    r.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            raise
+        for r, outcome in zip(group, outcomes, strict=True):
+            if r.future.done():  # the client went away; its jobs are committed all the same
+                continue
+            if isinstance(outcome, Exception):
+                r.future.set_exception(outcome)
+            else:
+                r.future.set_result(outcome)

@@ -321,14 +321,16 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         return []
     now = utcnow()
     rows: list[_NewRow] = []
-    ids = _uuid4s(2 * len(new_jobs))
-    for i, nj in enumerate(new_jobs):
+    texts: list[str] = []
+    for job_id, nj in zip(_uuid4s(len(new_jobs)), new_jobs, strict=True):
+        text = str(job_id)
+        texts.append(text)
         job_type = get_job_type(nj.type)
         run_at = nj.run_at or now
         due = run_at <= now
         rows.append(
             _NewRow(
-                id=ids[2 * i],
+                id=job_id,
                 type=nj.type,
                 queue=job_type.queue_name,
                 status=JobStatus.QUEUED if due else JobStatus.SCHEDULED,
@@ -338,13 +340,15 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
                 run_at=run_at,
                 max_retries=job_type.max_retries if nj.max_retries is None else nj.max_retries,
                 request_id=nj.request_id,
-                message_id=str(ids[2 * i + 1]) if due else None,
+                # A first publication's Redis id is the job's own id (unique, and free to make);
+                # a re-publication gets a fresh one.
+                message_id=text if due else None,
                 published_at=now if due else None,
             )
         )
     # Ids compared as text: hashing uuid.UUID objects is slow Python.
     inserted = set(conn.execute(_INSERT_MANY, {"rows": _encode_rows(rows).decode(), "now": now}).scalars())
-    created = [str(r.id) in inserted for r in rows]
+    created = [text in inserted for text in texts]
     keys = [r.idempotency_key for r, new in zip(rows, created, strict=True) if not new]
     existing: dict[str, Row[Any]] = {}
     if keys:
