@@ -25,6 +25,7 @@ from core.db import dispose_engines, transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.keys import SCOPES, create_key
 from core.settings import Settings
+from tests.services import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBYARD = str(Path(sys.executable).parent / "jobyard")
@@ -43,14 +44,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(condition, timeout=timeout, interval=interval, what=what)
 
 
 def free_port() -> int:

@@ -114,9 +114,11 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             "",
             f"HTTP enqueue: `jobyard api --workers {e['api_workers']}`; load from wrk, which used "
             f"{e['single']['client_cpu_share']:.0%} (single) and {e['batch']['client_cpu_share']:.0%} "
-            f"(batch) of one CPU; the API used {e['single']['api_cpu_share']:.2f} and "
-            f"{e['batch']['api_cpu_share']:.2f} CPUs; non-2xx responses: {e['single']['non_2xx']} and "
-            f"{e['batch']['non_2xx']}.",
+            f"(batch) of one CPU. CPU per 1,000 jobs, single / batch: the API "
+            f"{e['single']['api_cpu_ms_per_1000_jobs']:,.0f} / {e['batch']['api_cpu_ms_per_1000_jobs']:,.0f} ms, "
+            f"Postgres and Redis {e['single']['server_cpu_ms_per_1000_jobs']:,.0f} / "
+            f"{e['batch']['server_cpu_ms_per_1000_jobs']:,.0f} ms. Non-2xx responses: "
+            f"{e['single']['non_2xx']} and {e['batch']['non_2xx']}.",
         ]
     return "\n".join(lines) + "\n"
 

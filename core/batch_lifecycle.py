@@ -78,20 +78,8 @@ def claim_many(
     if not rows:
         return []
     order = {job_id: i for i, job_id in enumerate(job_ids)}
-    return [
-        Claim(
-            job_id=r.id,
-            type=r.type,
-            payload=r.payload,
-            attempt=r.attempts,
-            max_retries=r.max_retries,
-            retry_base=r.retry_base,
-            request_id=r.request_id,
-            business_key=r.business_key,
-        )
-        # run them in the order they were queued
-        for r in sorted(rows, key=lambda r: order[r.id])
-    ]
+    # Run them in the order they were queued.
+    return [Claim.from_row(r) for r in sorted(rows, key=lambda r: order[r.id])]
 
 
 def _keys(claims: Sequence[Claim]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
@@ -76,42 +76,39 @@ class JobyardConsumer(_RedisConsumer):
             self.freed.notify()
 
     def ack(self, message: MessageProxy) -> None:
-        pairs = message.options.get(BATCH_OPTION)
-        if pairs is None:
-            try:
-                super().ack(message)  # type: ignore[no-untyped-call]
-            finally:
-                self._release(1)
-            return
-        ids = [redis_id for _, redis_id in pairs]
-        try:
-            # Dramatiq's ack, for many at once: drop from this consumer's ack set, then the message.
-            pipe = self.broker.client.pipeline(transaction=False)
-            pipe.srem(self.acks_key, *ids)
-            pipe.hdel(self.msgs_key, *ids)
-            pipe.execute()
-        except redis.ConnectionError as e:
-            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
-        finally:
-            self.queued_message_ids.discard(message.message_id)
-            self._release(len(ids))
+        self._settle(message, _RedisConsumer.ack, self._ack_many)
 
     def nack(self, message: MessageProxy) -> None:
+        self._settle(message, _RedisConsumer.nack, self._nack_many)
+
+    def _settle(
+        self,
+        message: MessageProxy,
+        one: Callable[[_RedisConsumer, MessageProxy], None],
+        many: Callable[[list[str]], None],
+    ) -> None:
         pairs = message.options.get(BATCH_OPTION)
-        if pairs is None:
-            try:
-                super().nack(message)  # type: ignore[no-untyped-call]
-            finally:
-                self._release(1)
-            return
         try:
-            for _, redis_id in pairs:
-                self.broker.do_nack(self.queue_name, redis_id)
+            if pairs is None:
+                one(self, message)
+            else:
+                many([redis_id for _, redis_id in pairs])
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         finally:
             self.queued_message_ids.discard(message.message_id)
-            self._release(len(pairs))
+            self._release(1 if pairs is None else len(pairs))
+
+    def _ack_many(self, ids: list[str]) -> None:
+        # Dramatiq's ack, for many at once: drop from this consumer's ack set, then the messages.
+        pipe = self.broker.client.pipeline(transaction=False)
+        pipe.srem(self.acks_key, *ids)
+        pipe.hdel(self.msgs_key, *ids)
+        pipe.execute()
+
+    def _nack_many(self, ids: list[str]) -> None:
+        for redis_id in ids:
+            self.broker.do_nack(self.queue_name, redis_id)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         ids: list[str] = []

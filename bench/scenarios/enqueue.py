@@ -34,6 +34,7 @@ def _wrk(bench: Bench, base: str, path: str, body: Any, connections: int, second
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     api_procs = [p for proc in bench.procs if proc.name == "api" for p in proc.tree()]
     api_cpu = cpu_seconds(api_procs)
+    servers = {p.pid: cpu_seconds([p]) for p in bench.server_processes()}
     out = subprocess.run(
         [
             "wrk",
@@ -51,6 +52,7 @@ def _wrk(bench: Bench, base: str, path: str, body: Any, connections: int, second
         check=True,
     ).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = sum(cpu_seconds([p]) - servers.get(p.pid, 0.0) for p in bench.server_processes())
     wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
@@ -69,7 +71,8 @@ def _wrk(bench: Bench, base: str, path: str, body: Any, connections: int, second
         "latency_p99_ms": _ms(p99),
         "client_cpu_s": round(wrk_cpu, 2),
         "client_cpu_share": round(wrk_cpu / duration, 3),
-        "api_cpu_share": round((cpu_seconds(api_procs) - api_cpu) / duration, 3),
+        "api_cpu_s": round(cpu_seconds(api_procs) - api_cpu, 2),
+        "server_cpu_s": round(server_cpu, 2),
     }
 
 
@@ -94,6 +97,10 @@ def _measure(
     bench.stop_all()
     result["jobs_committed"] = jobs
     result["jobs_per_s"] = round(jobs / result["duration_s"], 1)
+    # CPU per job of the API processes and of Postgres and Redis: the cost the machine's other load
+    # disturbs least.
+    result["api_cpu_ms_per_1000_jobs"] = round(result["api_cpu_s"] / max(jobs, 1) * 1e6, 1)
+    result["server_cpu_ms_per_1000_jobs"] = round(result["server_cpu_s"] / max(jobs, 1) * 1e6, 1)
     result["connections"] = connections
     return result
 
