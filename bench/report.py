@@ -129,34 +129,40 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        (k, t, u)
-        for k, t, u in (
-            ("latency", "idle latency p50 / p99 (ms)", "ms"),
-            ("drain", "drain throughput (jobs/s)", "jobs/s"),
-            ("memory", "idle worker RSS (MiB)", "MiB"),
-        )
-        if k in results
-    ]
-    if not panels:
+    keys = [k for k in ("latency", "drain", "enqueue", "memory") if k in results]
+    if not keys:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    names = ("jobyard", "dramatiq", "celery")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False)
+    names, labels = ("jobyard", "dramatiq", "celery"), ["Jobyard", "bare Dramatiq", "Celery"]
     colors = ("#2b6cb0", "#718096", "#a0aec0")
-    for ax, (key, title, unit) in zip(axes[0], panels, strict=True):
+    for ax, key in zip(axes[0], keys, strict=True):
         r = results[key]
         if key == "latency":
-            for i, (n, color) in enumerate(zip(names, colors, strict=True)):
-                ax.bar([i - 0.2, i + 0.2], [r[n]["p50_ms"], r[n]["p99_ms"]], width=0.4, color=color)
+            for i, n in enumerate(names):
+                ax.bar([i - 0.2, i + 0.2], [r[n]["p50_ms"], r[n]["p99_ms"]], width=0.38, color=colors[i])
             ax.set_yscale("log")
+            ax.axhline(5, color="#c53030", lw=1, ls="--", label="goal p50 5 ms")
+            ax.axhline(20, color="#dd6b20", lw=1, ls="--", label="goal p99 20 ms")
+            ax.set_xticks(range(3), labels)
+            ax.set_title("idle latency, left p50, right p99 (ms)")
+            ax.legend(fontsize=8)
+        elif key == "drain":
+            ax.bar(range(3), [r[n]["steady_per_s"] for n in names], color=colors)
+            ax.set_xticks(range(3), labels)
+            ax.set_title(f"drain of {r['jobs']:,} jobs (jobs/s)")
+        elif key == "enqueue":
+            ax.bar([0, 1], [r["single"]["jobs_per_s"], r["batch"]["jobs_per_s"]], color=colors[0])
+            ax.plot([-0.4, 0.4], [3000, 3000], color="#c53030", ls="--", lw=1, label="goals")
+            ax.plot([0.6, 1.4], [20000, 20000], color="#c53030", ls="--", lw=1)
+            ax.set_xticks([0, 1], ["single, 64 conn.", "batches of 1,000"])
+            ax.set_title("Jobyard HTTP enqueue (committed jobs/s)")
+            ax.legend(fontsize=8)
         else:
-            field = "steady_per_s" if key == "drain" else "worker_mib"
-            ax.bar(range(3), [r[n][field] for n in names], color=colors)
-        ax.set_xticks(range(3), ["Jobyard", "bare Dramatiq", "Celery"])
-        ax.set_title(title)
-        ax.set_ylabel(unit)
+            ax.bar(range(3), [r[n]["worker_mib"] for n in names], color=colors)
+            ax.set_xticks(range(3), labels)
+            ax.set_title("idle worker process RSS (MiB)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
