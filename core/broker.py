@@ -52,13 +52,16 @@ class JobyardRedisBroker(RedisBroker):
         self.batch_max = batch_max
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        # Only a queue whose actors have batch handlers is batched (never a delay queue, `<q>.DQ`,
+        # whose messages wait for their eta one by one).
         batched = any(
             a.queue_name == queue_name and a.actor_name.endswith(BATCH_SUFFIX) for a in self.actors.values()
         )
         if batched:
-            # Room for a couple of full batches per worker thread keeps every thread fed.
+            # A full batch being worked on and the next one ready.
             prefetch = max(prefetch, self.batch_max * 2)
-        return JobyardConsumer(self, queue_name, prefetch, min(timeout, self.idle_poll_ms), self.batch_max)
+        batch_max = self.batch_max if batched else 1
+        return JobyardConsumer(self, queue_name, prefetch, min(timeout, self.idle_poll_ms), batch_max)
 
 
 def build_broker(settings: Settings | None = None, middleware: Sequence[Middleware] = ()) -> RedisBroker:

@@ -79,10 +79,35 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
         rows = db.exec_driver_sql(
             "SELECT id::text, extract(epoch FROM started_at), extract(epoch FROM finished_at) FROM jobs"
         ).all()
+    commit = _commit_latency(bench, rate, count // 2)
     bench.stop_all()
     start_ms = [(float(s) - sent[i]) * 1000 for i, s, _ in rows if i in sent]
     done_ms = [(float(f) - sent[i]) * 1000 for i, _, f in rows if i in sent]
-    return {**_summary(start_ms), "finished": _summary(done_ms), "http_answer": _summary(answered)}
+    return {
+        **_summary(start_ms),
+        "finished": _summary(done_ms),
+        "http_answer": _summary(answered),
+        "postgres_commit": commit,
+    }
+
+
+def _commit_latency(bench: Bench, rate: float, count: int) -> dict[str, float]:
+    """The floor under every enqueue: one small durable commit (insert, WAL flush) on the same
+    Postgres and disk, at the same rate, right after the run."""
+    from core.db import autocommit
+
+    with autocommit(bench.settings) as db:
+        db.exec_driver_sql("CREATE TABLE IF NOT EXISTS bench_commit (at timestamptz)")
+        ms: list[float] = []
+
+        def insert(_: int) -> None:
+            t = time.perf_counter()
+            db.exec_driver_sql("INSERT INTO bench_commit VALUES (now())")
+            ms.append((time.perf_counter() - t) * 1000)
+
+        _paced(rate, count, insert)
+        db.exec_driver_sql("DROP TABLE bench_commit")
+    return _summary(ms)
 
 
 def peer_latency(bench: Bench, name: str, rate: float, count: int) -> dict[str, Any]:
