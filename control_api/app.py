@@ -22,7 +22,8 @@ from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
 from control_api.webhooks import WhatsAppWebhookController
 from core.broker import build_broker, redis_client
-from core.groupcommit import GroupCommit
+from core.fastenqueue import AsyncEnqueuer
+from core.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
 from core.jobs import load_job_modules
 from core.keys import KeyCache
 from core.logs import configure_logging
@@ -40,12 +41,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.settings = settings
         app.state.key_cache = KeyCache(settings.api_key_cache_s)
         app.state.broker = build_broker(settings)
-        app.state.group_commit = GroupCommit(settings, app.state.broker)
+        fast = AsyncEnqueuer(settings, connections=MAX_FLUSHES_IN_FLIGHT)
+        await fast.open()
+        app.state.group_commit = GroupCommit(settings, app.state.broker, fast)
         # Readiness must answer quickly even when Redis hangs, unlike the broker's blocking client.
         app.state.health_redis = redis_client(settings, socket_timeout=2)
         try:
             yield
         finally:
+            await fast.close()
             app.state.broker.client.close()
             app.state.health_redis.close()
 

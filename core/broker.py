@@ -128,6 +128,31 @@ def _encoded(pub: Publication, timestamp: int) -> bytes:
     return _encode_message(wire)
 
 
+def publish_commands(
+    namespace: str, pubs: Sequence[Publication], encoded: Sequence[bytes] | None = None
+) -> list[tuple[Any, ...]]:
+    """The Redis commands that publish ``pubs`` (messages encoded here unless given): per queue one
+    HSET of the messages and one RPUSH of their ids, whatever their number (per-command overhead in
+    redis-py, not Redis, is what a large publish spends its time on), then the wake tokens."""
+    timestamp = int(time.time() * 1000)
+    per_queue: dict[str, tuple[list[str | bytes], list[str]]] = {}
+    for i, pub in enumerate(pubs):
+        data = encoded[i] if encoded is not None else _encoded(pub, timestamp)
+        fields, ids = per_queue.setdefault(pub.queue, ([], []))
+        fields += (pub.message_id, data)
+        ids.append(pub.message_id)
+    commands: list[tuple[Any, ...]] = []
+    for queue, (fields, ids) in per_queue.items():
+        wake = wake_key(namespace, queue)
+        commands += [
+            ("HSET", f"{namespace}:{queue}.msgs", *fields),
+            ("RPUSH", f"{namespace}:{queue}", *ids),
+            ("RPUSH", wake, *(b"1" for _ in range(min(len(ids), WAKE_TOKENS)))),
+            ("LTRIM", wake, -WAKE_TOKENS, -1),
+        ]
+    return commands
+
+
 def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     """Put each job's message on its queue under the Redis id already committed on the job row.
 
@@ -136,37 +161,22 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     ``<ns>:<queue>``, as its dispatch script does) in one pipeline, under ids the sweeper can look up,
     and pushes wake tokens for the queue's idle consumers.
     """
+    pubs = list(publications)
+    if not pubs:
+        return 0
     # Middleware sees each message as a dramatiq.Message; without any, the messages are encoded
     # directly (the stdlib JSON encoder Dramatiq uses is most of a large batch's publish time).
-    messages = []
-    per_queue: dict[str, tuple[list[str | bytes], list[str]]] = {}
-    timestamp = int(time.time() * 1000)
-    for pub in publications:
-        if broker.middleware:
-            message = message_for(pub)
-            broker.emit_before("enqueue", message, None)
-            messages.append(message)
-            data = message.encode()
-        else:
-            data = _encoded(pub, timestamp)
-        fields, ids = per_queue.setdefault(pub.queue, ([], []))
-        fields += (pub.message_id, data)
-        ids.append(pub.message_id)
-    if not per_queue:
-        return 0
-    # One HSET and one RPUSH per queue, whatever the number of messages: per-command overhead in
-    # redis-py, not Redis, is what a large publish spends its time on.
+    messages = [message_for(pub) for pub in pubs] if broker.middleware else []
+    for message in messages:
+        broker.emit_before("enqueue", message, None)
     pipe = broker.client.pipeline(transaction=False)
-    for queue, (fields, ids) in per_queue.items():
-        pipe.execute_command("HSET", f"{broker.namespace}:{queue}.msgs", *fields)
-        pipe.rpush(f"{broker.namespace}:{queue}", *ids)
-        key = wake_key(broker.namespace, queue)
-        pipe.rpush(key, *(b"1" for _ in range(min(len(ids), WAKE_TOKENS))))
-        pipe.ltrim(key, -WAKE_TOKENS, -1)
+    encoded = [m.encode() for m in messages] if messages else None
+    for command in publish_commands(broker.namespace, pubs, encoded):
+        pipe.execute_command(*command)
     pipe.execute()
     for message in messages:
         broker.emit_after("enqueue", message, None)
-    return sum(len(ids) for _, ids in per_queue.values())
+    return len(pubs)
 
 
 #: Where a published message is: waiting in its queue, fetched by a consumer (and not acked yet),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from dramatiq.brokers.redis import RedisBroker
 
+from core.fastenqueue import AsyncEnqueuer
 from core.jobs import Enqueued, NewJob, enqueue
 from core.settings import Settings
 
@@ -44,12 +45,7 @@ def commit_together(
         except Exception:  # noqa: S110 - the one-by-one pass below finds whose error it was
             pass
         else:
-            out: list[list[Enqueued] | Exception] = []
-            start = 0
-            for g in groups:
-                out.append(results[start : start + len(g)])
-                start += len(g)
-            return out
+            return _split(results, groups)
     outcomes: list[list[Enqueued] | Exception] = []
     for g in groups:
         try:
@@ -70,11 +66,13 @@ class GroupCommit:
         self,
         settings: Settings,
         broker: RedisBroker,
+        fast: AsyncEnqueuer | None = None,
         max_jobs: int = MAX_GROUP_JOBS,
         max_in_flight: int = MAX_FLUSHES_IN_FLIGHT,
     ) -> None:
         self.settings = settings
         self.broker = broker
+        self.fast = fast
         self.max_jobs = max_jobs
         self.max_in_flight = max_in_flight
         self._waiting: list[_Request] = []
@@ -103,9 +101,7 @@ class GroupCommit:
 
     async def _flush(self, group: list[_Request]) -> None:
         try:
-            outcomes = await asyncio.to_thread(
-                commit_together, [r.jobs for r in group], self.broker, self.settings
-            )
+            outcomes = await self._commit(group)
         except BaseException as exc:  # cancelled, or a bug: no request may wait forever
             for r in group:
                 if not r.future.done():
@@ -118,3 +114,25 @@ class GroupCommit:
                 r.future.set_exception(outcome)
             else:
                 r.future.set_result(outcome)
+
+    async def _commit(self, group: list[_Request]) -> list[list[Enqueued] | Exception]:
+        jobs = [j for r in group for j in r.jobs]
+        if self.fast is None or not self.fast.takes(jobs):
+            return await asyncio.to_thread(
+                commit_together, [r.jobs for r in group], self.broker, self.settings
+            )
+        try:
+            results = await self.fast.enqueue(jobs)
+        except Exception as exc:
+            return [exc] * len(group)
+        return _split(results, [r.jobs for r in group])
+
+
+def _split(results: list[Enqueued], groups: Sequence[Sequence[NewJob]]) -> list[list[Enqueued] | Exception]:
+    """The joint results handed back to each request, in order."""
+    out: list[list[Enqueued] | Exception] = []
+    start = 0
+    for g in groups:
+        out.append(results[start : start + len(g)])
+        start += len(g)
+    return out

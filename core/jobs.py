@@ -288,16 +288,27 @@ _NEW_ROW_COLUMNS = {
     "message_id": "text",
     "published_at": "timestamptz",
 }
-_INSERT_MANY = sa.text(
-    f"INSERT INTO jobs ({', '.join(_NEW_ROW_COLUMNS)}, created_at, updated_at) "
-    f"SELECT {', '.join(_NEW_ROW_COLUMNS)}, :now, :now "
-    "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS j("
-    + ", ".join(f"{name} {kind}" for name, kind in _NEW_ROW_COLUMNS.items())
-    + ") ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id::text"
-)
 
 
-class _NewRow(msgspec.Struct):
+def _insert_many_sql(rows: str, now: str) -> str:
+    """The insert of new rows, with the driver's spelling of its two parameters."""
+    return (
+        f"INSERT INTO jobs ({', '.join(_NEW_ROW_COLUMNS)}, created_at, updated_at) "
+        f"SELECT {', '.join(_NEW_ROW_COLUMNS)}, {now}, {now} "
+        f"FROM jsonb_to_recordset(CAST({rows} AS jsonb)) AS j("
+        + ", ".join(f"{name} {kind}" for name, kind in _NEW_ROW_COLUMNS.items())
+        + ") ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id::text"
+    )
+
+
+_INSERT_MANY = sa.text(_insert_many_sql(":rows", ":now"))
+#: The same for psycopg used directly (the API's event-loop path, core/fastenqueue.py).
+INSERT_MANY_PSYCOPG = _insert_many_sql("%(rows)s", "%(now)s")
+
+
+class NewRow(msgspec.Struct):
+    """A job row as inserted, before Postgres has it."""
+
     id: uuid.UUID
     type: str
     queue: str
@@ -320,7 +331,31 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     if not new_jobs:
         return []
     now = utcnow()
-    rows: list[_NewRow] = []
+    rows, texts = new_rows(new_jobs, now)
+    # Ids compared as text: hashing uuid.UUID objects is slow Python.
+    inserted = set(conn.execute(_INSERT_MANY, {"rows": encode_rows(rows), "now": now}).scalars())
+    created = [text in inserted for text in texts]
+    keys = [r.idempotency_key for r, new in zip(rows, created, strict=True) if not new]
+    existing: dict[str, Row[Any]] = {}
+    if keys:
+        found = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
+        existing = {row.idempotency_key: row for row in found}
+    results = []
+    for index, (r, new) in enumerate(zip(rows, created, strict=True)):
+        if new:
+            results.append(Enqueued(new_job(r, now), created=True, message_id=r.message_id))
+            continue
+        assert r.idempotency_key is not None  # only a repeated key makes the insert skip a row
+        first = existing[r.idempotency_key]
+        if first.type != r.type or first.payload != r.payload:
+            raise IdempotencyConflict(index, r.idempotency_key, first.id)
+        results.append(Enqueued(Job.from_row(first), created=False))
+    return results
+
+
+def new_rows(new_jobs: Sequence[NewJob], now: datetime) -> tuple[list[NewRow], list[str]]:
+    """The rows to insert for ``new_jobs``, and their ids as text."""
+    rows: list[NewRow] = []
     texts: list[str] = []
     for job_id, nj in zip(_uuid4s(len(new_jobs)), new_jobs, strict=True):
         text = str(job_id)
@@ -329,7 +364,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         run_at = nj.run_at or now
         due = run_at <= now
         rows.append(
-            _NewRow(
+            NewRow(
                 id=job_id,
                 type=nj.type,
                 queue=job_type.queue_name,
@@ -346,25 +381,11 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
                 published_at=now if due else None,
             )
         )
-    # Ids compared as text: hashing uuid.UUID objects is slow Python.
-    inserted = set(conn.execute(_INSERT_MANY, {"rows": _encode_rows(rows).decode(), "now": now}).scalars())
-    created = [text in inserted for text in texts]
-    keys = [r.idempotency_key for r, new in zip(rows, created, strict=True) if not new]
-    existing: dict[str, Row[Any]] = {}
-    if keys:
-        found = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
-        existing = {row.idempotency_key: row for row in found}
-    results = []
-    for index, (r, new) in enumerate(zip(rows, created, strict=True)):
-        if new:
-            results.append(Enqueued(_new_job(r, now), created=True, message_id=r.message_id))
-            continue
-        assert r.idempotency_key is not None  # only a repeated key makes the insert skip a row
-        first = existing[r.idempotency_key]
-        if first.type != r.type or first.payload != r.payload:
-            raise IdempotencyConflict(index, r.idempotency_key, first.id)
-        results.append(Enqueued(Job.from_row(first), created=False))
-    return results
+    return rows, texts
+
+
+def encode_rows(rows: list[NewRow]) -> str:
+    return _encode_rows(rows).decode()
 
 
 def _uuid4s(n: int) -> list[uuid.UUID]:
@@ -373,7 +394,7 @@ def _uuid4s(n: int) -> list[uuid.UUID]:
     return [uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4) for i in range(n)]
 
 
-def _new_job(r: _NewRow, now: datetime) -> Job:
+def new_job(r: NewRow, now: datetime) -> Job:
     """The job as the row just inserted holds it, without reading it back."""
     return Job(
         id=r.id,
