@@ -34,7 +34,10 @@ class AsyncEnqueuer:
             settings.database_url,
             min_size=1,
             max_size=connections,
-            kwargs={"autocommit": True, "application_name": "jobyard"},
+            # As core/db.py's engine: a Postgres that does not answer fails the request (503) in
+            # seconds rather than holding it.
+            timeout=10,
+            kwargs={"autocommit": True, "application_name": "jobyard", "connect_timeout": 10},
             open=False,
         )
         self.redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
