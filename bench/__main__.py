@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from bench import report
 
     started = time.monotonic()
+    args.load_at_start = [round(x, 2) for x in os.getloadavg()]
     print(f"starting services ({'given URLs' if args.database_url else 'embedded'})...", flush=True)
     bench = Bench.start(args.database_url, args.redis_url, args.log_level)
     results: dict[str, Any] = {}

@@ -53,8 +53,9 @@ def _f(value: Any, digits: int = 1) -> str:
 
 def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
-        f"Run {meta['date']} at commit {meta['commit']}, {meta['cpus']} CPUs, load average at the end "
-        f"{meta['load_average_at_end']}, {meta['seconds']:.0f} s in all: `{meta['command']}`",
+        f"Run {meta['date']} at commit {meta['commit']}, {meta['cpus']} CPUs, load average (1, 5, 15 min) "
+        f"at the start {meta.get('load_average_at_start')} and at the end {meta['load_average_at_end']}, "
+        f"{meta['seconds']:.0f} s in all: `{meta['command']}`",
         "",
         "| scenario | Jobyard | bare Dramatiq | Celery | Jobyard / Dramatiq | Jobyard / Celery |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -86,6 +87,11 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         j, d, c = (r[k]["whole_per_s"] for k in ("jobyard", "dramatiq", "celery"))
         lines.append(
             f"| drain, whole run, jobs/s | {_f(j)} | {_f(d)} | {_f(c)} | {j / d:.2f} | {j / c:.2f} |"
+        )
+        j, d, c = (r[k]["cpu_ms_per_1000_jobs"] for k in ("jobyard", "dramatiq", "celery"))
+        lines.append(
+            f"| drain, CPU ms per 1,000 jobs (workers, Postgres, Redis; 10-90 %) | {_f(j)} | {_f(d)} "
+            f"| {_f(c)} | {j / d:.2f} | {j / c:.2f} |"
         )
     if "enqueue" in results:
         r = results["enqueue"]
@@ -171,7 +177,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 
 def write(results: dict[str, Any], args: argparse.Namespace, seconds: float, argv: list[str]) -> str:
-    meta = {**_machine(), "seconds": round(seconds, 1), "command": "python -m bench " + " ".join(argv[1:])}
+    meta = {
+        **_machine(),
+        "load_average_at_start": getattr(args, "load_at_start", None),
+        "seconds": round(seconds, 1),
+        "command": ("python -m bench " + " ".join(argv[1:])).strip(),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     doc = markdown(results, meta)
     (args.out / "latest.md").write_text(doc)
