@@ -28,6 +28,19 @@ def _settings() -> Settings:
     return with_running_services(get_settings())
 
 
+def _farm_settings() -> Settings:
+    """Settings for a long-running role, once Postgres (migrated) and Redis answer."""
+    from core.readiness import ServicesNotReady, wait_for_services
+
+    settings = get_settings()
+    try:
+        return wait_for_services(
+            settings, settings.services_wait_s, lambda why: click.echo(f"jobyard: waiting: {why}", err=True)
+        )
+    except ServicesNotReady as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _exec(argv: list[str], settings: Settings | None = None) -> None:
     env = dict(os.environ)
     if settings is not None:
@@ -57,6 +70,14 @@ def worker_argv(
     return argv
 
 
+def known_queues(settings: Settings) -> tuple[str, ...]:
+    """The queues of every registered job type (built-in and JOBYARD_JOB_MODULES)."""
+    from core.jobs import job_types, load_job_modules
+
+    load_job_modules(settings)
+    return tuple(sorted({t.queue_name for t in job_types().values()}))
+
+
 def queues_except(
     settings: Settings, excluded: tuple[str, ...], among: tuple[str, ...] = ()
 ) -> tuple[str, ...]:
@@ -64,12 +85,18 @@ def queues_except(
 
     Dramatiq takes only a list of queues to consume; this is how a worker consumes "all but these".
     """
-    if not among:
-        from core.jobs import job_types, load_job_modules
+    return tuple(q for q in among or known_queues(settings) if q not in excluded)
 
-        load_job_modules(settings)
-        among = tuple(sorted({t.queue_name for t in job_types().values()}))
-    return tuple(q for q in among if q not in excluded)
+
+def check_queues(settings: Settings, queues: tuple[str, ...]) -> None:
+    """Refuse a queue no job type uses: Dramatiq would start a worker that consumes nothing, quietly."""
+    known = known_queues(settings)
+    unknown = [q for q in queues if q not in known]
+    if unknown:
+        raise click.UsageError(
+            f"no job type uses the queue{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"known queues: {', '.join(known)} (a deployment's own job types come from JOBYARD_JOB_MODULES)"
+        )
 
 
 @click.group()
@@ -102,32 +129,49 @@ def up(host: str | None, port: int | None, processes: int | None, threads: int |
 @click.option("--workers", type=int, default=1, help="API processes.")
 def api(host: str | None, port: int | None, workers: int) -> None:
     """Serve the control API."""
-    settings = _settings()
+    settings = _farm_settings()
     argv = [sys.executable, "-m", "control_api", "--host", host or settings.api_host]
     argv += ["--port", str(port or settings.api_port), "--workers", str(workers)]
     _exec(argv, settings)
 
 
 @main.command()
-@click.option("--processes", type=int, default=None)
-@click.option("--threads", type=int, default=None)
+@click.option("--processes", type=int, default=None, help="Worker processes [JOBYARD_WORKER_PROCESSES].")
+@click.option("--threads", type=int, default=None, help="Threads per process [JOBYARD_WORKER_THREADS].")
 @click.option("--queues", multiple=True, help="Queues to consume (repeat); default all.")
-@click.option("--exclude-queues", "excluded", multiple=True, help="Queues not to consume (repeat).")
+@click.option(
+    "--exclude-queues",
+    "excluded",
+    multiple=True,
+    help="Queues not to consume (repeat); one no job type uses yet is simply not consumed.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to finish running jobs on SIGTERM before handing them back [JOBYARD_WORKER_SHUTDOWN_TIMEOUT].",
+)
 def worker(
-    processes: int | None, threads: int | None, queues: tuple[str, ...], excluded: tuple[str, ...]
+    processes: int | None,
+    threads: int | None,
+    queues: tuple[str, ...],
+    excluded: tuple[str, ...],
+    shutdown_timeout: float | None,
 ) -> None:
     """Run Dramatiq worker processes for the job types."""
-    settings = _settings()
+    settings = get_settings()
     queues = queues or settings.worker_queues
+    check_queues(settings, queues)
     if excluded:
         queues = queues_except(settings, excluded, queues)
         if not queues:
             raise click.UsageError("--exclude-queues leaves no queue to consume")
+    settings = _farm_settings()
     argv = worker_argv(
         processes or settings.worker_processes,
         threads or settings.worker_threads,
         queues,
-        settings.worker_shutdown_timeout_s,
+        settings.worker_shutdown_timeout_s if shutdown_timeout is None else shutdown_timeout,
     )
     _exec(argv, settings)
 
@@ -135,7 +179,7 @@ def worker(
 @main.command()
 def scheduler() -> None:
     """Publish due jobs and re-publish jobs whose message Redis lost."""
-    settings = _settings()
+    settings = _farm_settings()
     _exec([sys.executable, "-m", "workers.scheduler"], settings)
 
 
@@ -146,6 +190,24 @@ def migrate() -> None:
 
     upgrade(_settings())
     click.echo("database is up to date")
+
+
+@main.command()
+@click.option(
+    "--hold/--no-hold",
+    default=None,
+    help="Keep running after migrating [default: when it starts embedded services, or under honcho/foreman].",
+)
+def release(hold: bool | None) -> None:
+    """The Procfile's release step: migrate, starting embedded Postgres/Redis first when no URLs are set.
+
+    It exits when done (a PaaS release phase, a Kubernetes Job), except where the farm needs it to stay:
+    it holds the embedded services it started, and under honcho or foreman, which stop every process
+    when one exits, it stays until Ctrl-C.
+    """
+    from core.release import run_release
+
+    sys.exit(run_release(get_settings(), hold))
 
 
 @main.group()

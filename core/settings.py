@@ -165,6 +165,12 @@ class Settings:
         30.0,
         "How long `jobyard up` waits for children to stop before killing them.",
     )
+    services_wait_s: float = _setting(
+        "JOBYARD_SERVICES_WAIT",
+        120.0,
+        "How long `jobyard api|worker|scheduler` wait at start for Postgres (migrated) and Redis, or for "
+        "`jobyard release`'s embedded services, before giving up.",
+    )
     whatsapp_api_base_url: str = _setting(
         "WHATSAPP_API_BASE_URL",
         "https://graph.facebook.com",

@@ -127,3 +127,17 @@ def _imported(ctx: JobContext, payload: ModulesPayload) -> dict[str, bool]:
 
 handler("test_modules")(_imported)
 handler("test_modules_embeddings")(_imported)
+
+
+class ScrapeQueuePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# The Procfile's worker_scrape line consumes the `scrape` queue; a type of the tests' own on it lets
+# them run that line and see it take a job, whatever other type shares the queue.
+register_job_type(JobType(name="test_scrape_queue", payload=ScrapeQueuePayload, queue="scrape"))
+
+
+@handler("test_scrape_queue")
+def on_scrape_queue(ctx: JobContext, payload: ScrapeQueuePayload) -> dict[str, Any]:
+    return {"pid": os.getpid()}

@@ -27,6 +27,8 @@ from core.migrate import upgrade
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The installed console script, as a user runs it.
+JOBYARD = [str(Path(sys.executable).parent / "jobyard")]
 TEMPLATE_DB = "jobyard_test_template"
 
 
@@ -106,15 +108,18 @@ class TestServices:
         return _as_url(_with_db(self.admin_url, TEMPLATE_DB))
 
     @contextmanager
-    def database(self) -> Iterator[str]:
-        """A fresh, migrated database for one test; dropped afterwards."""
+    def database(self, *, migrated: bool = True) -> Iterator[str]:
+        """A fresh database for one test, migrated unless asked otherwise; dropped afterwards."""
         name = f"jobyard_t_{uuid.uuid4().hex[:10]}"
         with self._admin() as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
+            if migrated:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                        sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
+                    )
                 )
-            )
+            else:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
             yield _as_url(_with_db(self.admin_url, name))
         finally:

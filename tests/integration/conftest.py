@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from core.keys import SCOPES, create_key
 from core.models import workers
 from core.settings import Settings
 from tests.services import (
+    JOBYARD,
     Process,
     TestServices,
     scheduler_argv,
@@ -29,13 +30,6 @@ from tests.services import (
     wait_for,
     worker_argv,
 )
-
-
-@pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]:
-    started = TestServices.start(tmp_path_factory.mktemp("services"))
-    yield started
-    started.stop()
 
 
 @pytest.fixture
@@ -104,10 +98,17 @@ class Farm:
         self.processes.append(proc)
         return proc
 
-    def worker(self, processes: int = 1, threads: int = 4) -> Process:
-        """Start `jobyard worker` and wait until each of its processes registered in Postgres."""
+    def worker(self, processes: int = 1, threads: int = 4, *, cli: Sequence[str] = ()) -> Process:
+        """Start a worker and wait until each of its processes registered in Postgres.
+
+        With ``cli``, through the `jobyard worker` command with those options (e.g. ``--queues``);
+        otherwise the Dramatiq command it runs, for the settings' queues.
+        """
         launched = datetime.now(UTC) + timedelta(seconds=self.settings.clock_offset_s)
-        proc = self._start("worker", worker_argv(self.settings, processes, threads))
+        argv = worker_argv(self.settings, processes, threads)
+        if cli:
+            argv = [*JOBYARD, "worker", *cli, "--processes", str(processes), "--threads", str(threads)]
+        proc = self._start("worker", argv)
 
         def registered() -> bool:
             with transaction(self.settings) as conn:
