@@ -8,10 +8,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from click.testing import CliRunner
 from litestar.testing import TestClient
 
 from core.cli import main
+from core.readiness import schema_problem
 from core.settings import Settings, get_settings
 from tests.integration.conftest import Farm, JobWaiter
 from tests.services import JOBYARD, Process, TestServices, settings_env, wait_for
@@ -79,3 +81,14 @@ def test_a_queue_no_job_type_uses_is_refused_before_anything_starts() -> None:
     )
     assert everything.exit_code == 2
     assert "leaves no queue" in everything.output
+
+
+def test_a_database_ahead_of_this_code_is_served_and_one_behind_is_waited_for(services: TestServices) -> None:
+    with services.database() as url:
+        assert schema_problem(url) is None
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '9999_from_a_newer_release'")
+        assert schema_problem(url) is None  # a rolling deploy: old pods keep running
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '0001'")
+        assert "the database is at revision 0001, this code needs" in (schema_problem(url) or "")

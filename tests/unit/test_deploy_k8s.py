@@ -176,6 +176,8 @@ def test_every_deployment_has_a_disruption_budget_and_runs_as_non_root() -> None
         assert pod["securityContext"]["runAsUser"] != 0
         for container in pod["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            if container["securityContext"].get("readOnlyRootFilesystem"):
+                assert "/tmp" in {m["mountPath"] for m in container.get("volumeMounts", [])}, name
     autoscaled = {d["spec"]["scaleTargetRef"]["name"] for d in k8s_kind("ScaledObject").values()}
     autoscaled |= {d["spec"]["scaleTargetRef"]["name"] for d in k8s_kind("HorizontalPodAutoscaler").values()}
     for name in autoscaled:
