@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import dramatiq
 import redis
+import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
@@ -33,6 +34,15 @@ def redis_client(settings: Settings | None = None, *, socket_timeout: float | No
         socket_timeout=socket_timeout,
         socket_connect_timeout=5,
         health_check_interval=30,
+    )
+
+
+def async_redis_client(settings: Settings, *, socket_timeout: float) -> redis.asyncio.Redis:
+    """An asyncio Redis client for the API's own per-request calls (the rate limiter)."""
+    if not settings.redis_url:
+        raise RedisNotConfigured("REDIS_URL is not set (run `jobyard up` to get embedded services)")
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
     )
 
 

@@ -17,7 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import Connection
 
-from core.jobs import FieldError, Job, JobStatus, UnknownJobType, get_job_type, validate_payload
+from core.jobs import (
+    FieldError,
+    Job,
+    JobStatus,
+    UnknownJobType,
+    get_job_type,
+    open_payload,
+    validate_payload,
+)
 from core.models import jobs
 from core.pagination import page, split_page
 
@@ -188,7 +196,8 @@ def patched(
         jt = get_job_type(job_type)
     except UnknownJobType:
         return None, [FieldError("type", f"unknown job type {job_type!r}")]
-    return validate_payload(jt, payload if patch is None else merge_patch(payload, patch))
+    clear = open_payload(payload)  # a patch applies to what the caller sent, not to sealed text
+    return validate_payload(jt, clear if patch is None else merge_patch(clear, patch))
 
 
 def resolve(

@@ -22,6 +22,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.engine import Connection
 
 from core import outbound
+from core.crypto import mask_phone
 from core.db import transaction
 from core.errors import JobyardError, PermanentError, Postponed, UnknownOutcomeError, error_record
 from core.jobs import JobStatus, JobType, register_job_type, utcnow
@@ -81,6 +82,7 @@ WHATSAPP_MESSAGE = register_job_type(
         # A campaign far above the number's rate waits its turn many times; each wait is free.
         max_rate_limit_waits=50,
         description="Send a WhatsApp template or text message once, honouring opt-outs and quiet hours.",
+        sealed_fields=("to",),
     )
 )
 
@@ -123,7 +125,7 @@ def send_message(
         if already is not None:
             return already
         if is_opted_out(conn, payload.to):
-            raise PermanentError(f"{payload.to} opted out of WhatsApp messages", code="opted_out")
+            raise PermanentError(f"{mask_phone(payload.to)} opted out of WhatsApp messages", code="opted_out")
     if payload.respect_quiet_hours:
         _check_quiet_hours(payload, settings)
     kind = "template" if payload.template is not None else "text"
@@ -219,7 +221,7 @@ def _dry_run(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, 
         "whatsapp_dry_run",
         detail="DRY RUN: WHATSAPP_TOKEN is not set, so nothing was sent to WhatsApp",
         outbound_id=str(outbound_id),
-        to=payload.to,
+        to=mask_phone(payload.to),
     )
     return {"outbound_id": str(outbound_id), "status": "dry_run", "provider_message_id": None}
 

@@ -11,6 +11,7 @@ import click
 import structlog
 
 from core.cli import _service_env, queues_except, wait_for_http, worker_argv
+from core.crypto import DATA_KEY_FILE, ensure_data_key_file, resolve_data_key
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, remove_services_file, write_services_file
 from core.logs import configure_logging
 from core.settings import Settings
@@ -39,10 +40,12 @@ def run_stack(settings: Settings) -> int:
             settings = settings.replace(redis_url=redis_server.start())
             log.info("embedded_redis_started", socket=str(redis_server.socket_path))
         write_services_file(home, _urls(settings))
+        settings = _with_data_key(settings, home)
         from core.migrate import upgrade
 
         upgrade(settings)
         admin_key = _ensure_admin_key(settings, home)
+        # Children find the data key as this process did: JOBYARD_DATA_KEY, else the home's file.
         env = {**os.environ, **_service_env(settings)}
         supervisor = Supervisor(_children(settings), env, settings.shutdown_timeout_s)
         stop.supervisor = supervisor
@@ -108,6 +111,17 @@ def _children(settings: Settings) -> list[Child]:
         children.append(Child("worker_embeddings", embeddings))
     children.append(Child("scheduler", [py, "-m", "workers.scheduler"]))
     return children
+
+
+def _with_data_key(settings: Settings, home: Path) -> Settings:
+    """The data key: JOBYARD_DATA_KEY, else the home's own, made on its first start (mode 0600)."""
+    if not settings.data_key and ensure_data_key_file(home):
+        log.warning(
+            "data_key_generated",
+            path=str(home / DATA_KEY_FILE),
+            detail="phone numbers are encrypted with this key: back it up; without it they cannot be read",
+        )
+    return settings.replace(data_key=resolve_data_key(settings))
 
 
 def _ensure_admin_key(settings: Settings, home: Path) -> str | None:

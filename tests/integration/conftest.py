@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from core.broker import build_broker, redis_client
+from core.crypto import use_data_key
 from core.db import transaction
 from core.keys import SCOPES, create_key
 from core.models import workers
@@ -38,11 +39,15 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]
     started.stop()
 
 
+#: The tests' data key (phone numbers at rest); a real farm's comes from its secret store.
+TEST_DATA_KEY = "dGhlIGpvYnlhcmQgdGVzdHMnIGRhdGEga2V5ISEhISE="
+
+
 @pytest.fixture
 def settings(services: TestServices) -> Iterator[Settings]:
     """Settings pointing at a fresh database and a Redis namespace of this test's own."""
     with services.database() as url:
-        yield Settings(
+        test_settings = Settings(
             database_url=url,
             redis_url=services.redis_url,
             redis_namespace=f"jyt{uuid.uuid4().hex[:8]}",
@@ -51,7 +56,10 @@ def settings(services: TestServices) -> Iterator[Settings]:
             scheduler_interval_s=0.05,
             worker_heartbeat_s=1.0,
             worker_shutdown_timeout_s=10.0,
+            data_key=TEST_DATA_KEY,
         )
+        use_data_key(test_settings)  # what every farm process does at start
+        yield test_settings
 
 
 @pytest.fixture
