@@ -109,7 +109,8 @@ def guard_scopes(handler: BaseRouteHandler) -> tuple[str, ...]:
     """The scopes the handler's guards demand (any of them lets a key through); empty if none."""
     found: list[str] = []
     for guard in handler.resolve_guards():
-        found.extend(getattr(guard, "scopes", ()))
+        fn = getattr(guard, "func", guard)  # Litestar wraps guards in AsyncCallable
+        found.extend(getattr(fn, "scopes", ()))
     return tuple(found)
 
 
