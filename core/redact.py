@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from core.crypto import mask_phones_in
@@ -103,5 +103,5 @@ class Redactor:
             return value
         return self.text(str(value))
 
-    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-        return self.value(event)  # type: ignore[no-any-return]
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        return self.value(dict(event))  # type: ignore[no-any-return]
