@@ -14,7 +14,7 @@ from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
 from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
-from control_api.headers import SecurityHeadersMiddleware
+from control_api.headers import add_security_headers
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
 from control_api.keys import KeysController
@@ -78,12 +78,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=[services],
         middleware=[
             RequestIdMiddleware,
-            SecurityHeadersMiddleware,
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware,
             JsonDepthMiddleware,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(__doc__),
         # Logging is set up by configure_logging (structlog); Litestar must not install its own.

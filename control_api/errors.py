@@ -64,6 +64,8 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
             response.headers.update(exc.headers)
         return response
     if isinstance(exc, ValidationException):
+        if request.method in {"POST", "PUT", "PATCH"} and request.headers.get("content-length") == "0":
+            return error_response(400, "malformed_json", "the body is empty; send a JSON object")
         details = _validation_details(exc.extra)
         if details:
             return error_response(422, "validation_error", "the request has invalid fields", details)

@@ -9,7 +9,7 @@ bootstrap script; they get a policy that allows exactly that and nothing else.
 
 from __future__ import annotations
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 #: The policy of every HTML page we serve.
 STRICT_CSP = (
@@ -41,33 +41,19 @@ def _policy(path: str, content_type: bytes) -> bytes:
     return (DOCS_CSP if path == "/schema" or path.startswith("/schema/") else STRICT_CSP).encode()
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # type: ignore[comparison-overlap]
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # A handler's own policy is replaced: the app's pages get this one policy, no looser.
-                headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if bytes(k).lower() != b"content-security-policy"
-                ]
-                present = {bytes(k).lower() for k, _ in headers}
-                content_type = next(
-                    (bytes(v) for k, v in headers if bytes(k).lower() == b"content-type"), b""
-                )
-                extra = [h for h in _ALWAYS if h[0] not in present]
-                extra.append((b"content-security-policy", _policy(path, content_type.lower())))
-                if b"cache-control" not in present:
-                    extra.append((b"cache-control", b"no-store"))
-                message["headers"] = headers + extra
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+async def add_security_headers(message: Message, scope: Scope) -> None:
+    """A `before_send` hook: it sees every answer of the app, also the router's own 404 and 405 and
+    answers from exception handlers, which middleware does not."""
+    if message["type"] != "http.response.start":
+        return
+    # A handler's own policy is replaced: the app's pages get this one policy, no looser.
+    headers = [
+        (k, v) for k, v in message.get("headers", []) if bytes(k).lower() != b"content-security-policy"
+    ]
+    present = {bytes(k).lower() for k, _ in headers}
+    content_type = next((bytes(v) for k, v in headers if bytes(k).lower() == b"content-type"), b"")
+    extra = [h for h in _ALWAYS if h[0] not in present]
+    extra.append((b"content-security-policy", _policy(scope.get("path", ""), content_type.lower())))
+    if b"cache-control" not in present:
+        extra.append((b"cache-control", b"no-store"))
+    message["headers"] = headers + extra
