@@ -20,6 +20,7 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -115,6 +116,18 @@ def mask_phone(number: str) -> str:
 
 def mask_phones_in(text: str) -> str:
     return PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+def mask_phones_deep(value: Any) -> Any:
+    """``value`` (JSON-like) with every number inside its strings masked: for records kept as they
+    were written (errors, audit entries), where a number would sit in clear."""
+    if isinstance(value, str):
+        return mask_phones_in(value)
+    if isinstance(value, dict):
+        return {k: mask_phones_deep(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_phones_deep(v) for v in value]
+    return value
 
 
 # -- the process's key --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.crypto import data_cipher
+from core.crypto import data_cipher, mask_phones_in
 from core.jobs import utcnow
 from core.models import opt_outs
 from core.pagination import BadCursor
@@ -84,7 +84,7 @@ def add_opt_out(
             address_hash=cipher.lookup_hash(address),
             address_sealed=cipher.seal(address),
             source=source,
-            reason=reason,
+            reason=mask_phones_in(reason) if reason else reason,
             created_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=[opt_outs.c.channel, opt_outs.c.address_hash])

@@ -82,7 +82,7 @@ class Redactor:
     def text(self, value: str) -> str:
         if self._secrets is not None:
             value = self._secrets.sub(REDACTED, value)
-        value = _API_KEY.sub(lambda m: m.group(0)[:VISIBLE_CHARS] + "…" + REDACTED, value)
+        value = _API_KEY.sub(lambda m: m.group(0)[:VISIBLE_CHARS] + "..." + REDACTED, value)
         value = _BEARER.sub(lambda m: m.group(1) + " " + REDACTED, value)
         value = _OPENAI_KEY.sub("sk-" + REDACTED, value)
         return mask_phones_in(value)

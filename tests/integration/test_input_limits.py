@@ -141,6 +141,7 @@ def test_every_answer_carries_the_security_headers(api: TestClient[Any]) -> None
 def test_html_pages_get_the_strict_content_security_policy() -> None:
     """The dashboard's pages will be HTML from this app; any HTML answer gets the strict policy, and a
     looser one a handler sets is replaced."""
+
     @get("/page", media_type=MediaType.HTML, sync_to_thread=False)
     def page() -> Response[str]:
         return Response("<p>hi</p>", headers={"Content-Security-Policy": "script-src *"})
