@@ -19,8 +19,8 @@ from core.migrate import alembic_config, upgrade
 from core.optouts import is_opted_out
 from core.outbound import list_outbound
 from core.settings import Settings
-from tests.integration.test_personal_data import _columns_holding
 from tests import services as test_services
+from tests.integration.test_personal_data import _columns_holding
 
 NUMBER, OPTED_OUT, IN_SCHEDULE = "+14155550123", "+14155550124", "+14155550125"
 
