@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
@@ -66,7 +67,13 @@ class OptOutsController(Controller):
     path = "/v1/opt-outs"
     tags = ["messaging"]
 
-    @post("/", guards=[requires("jobs:write")], sync_to_thread=True, summary="Record an opt-out")
+    @post(
+        "/",
+        guards=[requires("jobs:write")],
+        sync_to_thread=True,
+        summary="Record an opt-out",
+        responses={200: ResponseSpec(OptOut, description="The number had opted out already")},
+    )
     def create(self, state: State, data: JSONBody[OptOutIn]) -> Response[OptOut]:
         with transaction(state.settings) as conn:
             opt_out, created = add_opt_out(conn, data.to, "api", data.reason)

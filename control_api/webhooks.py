@@ -16,9 +16,11 @@ import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import MediaType
+from litestar.openapi.datastructures import ResponseSpec
 
 from control_api.auth import PUBLIC
 from control_api.errors import ApiError
+from control_api.schemas import ErrorOut
 from core.db import transaction
 from core.settings import Settings
 from core.whatsapp_webhook import SIGNATURE_HEADER, WebhookSummary, process, verify_signature
@@ -39,6 +41,7 @@ class WhatsAppWebhookController(Controller):
         sync_to_thread=False,
         summary="Meta's webhook verification handshake",
         media_type=MediaType.TEXT,
+        responses={403: ResponseSpec(ErrorOut, description="Wrong hub.mode or hub.verify_token")},
         **PUBLIC,
     )
     def verify(self, request: Request[Any, Any, Any], state: State) -> str:
@@ -57,6 +60,7 @@ class WhatsAppWebhookController(Controller):
         "/",
         status_code=200,
         summary="WhatsApp notifications: delivery statuses and incoming messages",
+        responses={401: ResponseSpec(ErrorOut, description="Missing or invalid X-Hub-Signature-256")},
         **PUBLIC,
     )
     async def receive(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, int]]:

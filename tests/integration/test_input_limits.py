@@ -101,6 +101,13 @@ def test_bad_bodies_get_a_clear_error_never_a_500(
     _error(r, status, code)
 
 
+def test_values_postgres_cannot_store_are_a_400(api: TestClient[Any]) -> None:
+    """Found by the schemathesis run: a NUL character in a string (text or JSONB) was a 500."""
+    _error(api.post("/v1/jobs/cancel", json={"business_key": "a\u0000b"}), 400, "unstorable_value")
+    _error(api.post("/v1/jobs", json=_job(chat_id="c\u0000")), 400, "unstorable_value")
+    _error(api.get("/v1/jobs", params={"business_key": "x\x00"}), 400, "unstorable_value")
+
+
 def test_deep_nesting_within_the_limit_is_accepted(api: TestClient[Any]) -> None:
     nested: Any = 1
     for _ in range(20):
