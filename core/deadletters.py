@@ -41,11 +41,11 @@ MAX_REPORTED_ERRORS = 100
 class DeadFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """Which dead letters: every given field must match."""
 
-    type: str | None = None
+    type: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     #: The last error's code (``error->>'code'``).
-    error_code: str | None = None
+    error_code: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     #: Case-insensitive text searched in the last error's message and in the payload.
-    q: str | None = None
+    q: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     #: Bounds on when the job died (``finished_at``): since <= finished_at < until.
     since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None

@@ -49,8 +49,9 @@ class Language(msgspec.Struct, forbid_unknown_fields=True):
 class Template(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Name
     language: LanguageCode | Language
-    #: Passed through as the Cloud API's `template.components` (header/body/button parameters).
-    components: list[dict[str, Any]] | None = None
+    #: Passed through as the Cloud API's `template.components` (header/body/button parameters; a
+    #: template has a header, a body and at most ten buttons).
+    components: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=20)] | None = None
 
 
 class WhatsAppMessagePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

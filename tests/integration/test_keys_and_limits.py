@@ -3,16 +3,21 @@ grace period, last-used time written sparingly, and a per-key rate limit the pro
 
 from __future__ import annotations
 
+import base64
+import subprocess
+import sys
 import time
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 from litestar.testing import TestClient
 
+from core import cli
 from core.keys import SCOPES
 from core.settings import Settings
 from tests.integration.conftest import Farm
-from tests.services import wait_for
+from tests.services import ROOT, settings_env, wait_for
 
 
 def _get(base: str, secret: str) -> httpx.Response:
@@ -154,3 +159,32 @@ def test_keys_api_validates_and_keeps_scopes_to_the_known_ones(
     assert sorted(SCOPES) == sorted(["jobs:read", "jobs:write", "ops"])
     assert api.get(f"/v1/keys/{expiring['key']['id']}").json()["name"] == "caller"
     assert api.post("/v1/keys/00000000-0000-0000-0000-000000000000/rotate").status_code == 404
+
+
+def test_the_command_line_rotates_a_key_and_makes_data_keys(api: TestClient[Any], settings: Settings) -> None:
+    created = _new_key(api)
+    old = created["secret"]
+
+    def jobyard(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "core.cli", *args],
+            env=settings_env(settings),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    out = jobyard("keys", "rotate", created["key"]["prefix"], "--grace-seconds", "0")
+    new = out.strip().splitlines()[-1]
+    assert new.startswith("jy_") and new != old
+    auth = {"Authorization": f"Bearer {new}"}
+    assert api.get("/v1/jobs", headers=auth).status_code == 200
+    wait_for(lambda: api.get("/v1/jobs", headers={"Authorization": f"Bearer {old}"}).status_code == 401)
+    listing = jobyard("keys", "list")
+    assert created["key"]["prefix"] in listing and "expired" in listing and old not in listing
+    generated = CliRunner().invoke(cli.main, ["data-key", "generate"])
+    assert generated.exit_code == 0 and len(base64.b64decode(generated.output.strip())) == 32
