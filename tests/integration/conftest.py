@@ -22,6 +22,7 @@ from core.db import transaction
 from core.keys import SCOPES, create_key
 from core.models import workers
 from core.settings import Settings
+from tests.fakes.whatsapp import FakeWhatsApp
 from tests.services import (
     Process,
     TestServices,
@@ -168,6 +169,14 @@ def farm(settings: Settings, tmp_path: Path) -> Iterator[Farm]:
     f = Farm(settings, tmp_path)
     yield f
     f.stop()
+
+
+@pytest.fixture
+def whatsapp() -> Iterator[FakeWhatsApp]:
+    """A fake WhatsApp Cloud API; a test points its settings at ``whatsapp.url``."""
+    fake = FakeWhatsApp()
+    yield fake
+    fake.close()
 
 
 JobWaiter = Callable[..., dict[str, Any]]

@@ -40,13 +40,6 @@ BODIES = ("Your parcel A-17 left the depot", "What is my secret order status?", 
 
 
 @pytest.fixture
-def whatsapp() -> Iterator[FakeWhatsApp]:
-    fake = FakeWhatsApp()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
 def openai() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI("assistant")
     yield fake

@@ -27,13 +27,6 @@ KOLKATA = ZoneInfo("Asia/Kolkata")
 
 
 @pytest.fixture
-def whatsapp() -> Iterator[FakeWhatsApp]:
-    fake = FakeWhatsApp()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
 def settings(settings: Settings, whatsapp: FakeWhatsApp) -> Settings:
     """The test's farm, sending to the fake Cloud API. Quiet hours are off unless a test turns them
     on: the tests run at any hour of the day."""
