@@ -10,6 +10,7 @@ carries RateLimit-* and X-RateLimit-* headers. If Redis does not answer, request
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from core.keys import ApiKey
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
+#: While Redis is unreachable, the warning is logged at most this often.
+_WARN_EVERY_S = 10.0
 
 # KEYS[1]: theoretical arrival time (µs) of the next request. ARGV: emission interval (µs) and burst
 # tolerance (µs). Returns {allowed, retry_after µs, remaining, reset µs}; integers as %.0f strings
@@ -73,6 +76,7 @@ class KeyRateLimiter:
         self.client = client
         self.settings = settings
         self._script: Any = client.register_script(_GCRA)
+        self._warned_at = -_WARN_EVERY_S
 
     def limits(self, key: ApiKey) -> tuple[float, int]:
         """(requests per second, burst) for the key; a rate of 0 means unlimited.
@@ -96,7 +100,10 @@ class KeyRateLimiter:
                 keys=[redis_key], args=[interval_us, interval_us * burst]
             )
         except (redis.RedisError, OSError) as exc:
-            log.warning("rate_limit_unavailable", error=str(exc))
+            now = time.monotonic()
+            if now - self._warned_at > _WARN_EVERY_S:  # one line per interval, not one per request
+                self._warned_at = now
+                log.warning("rate_limit_unavailable", error=str(exc), detail="requests are let through")
             return None
         return Verdict(
             allowed=bool(int(allowed)),
