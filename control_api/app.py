@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             app.state.broker.client.close()
             app.state.health_redis.close()
-            await limiter_redis.aclose()
+            await limiter_redis.aclose(
+                close_connection_pool=True
+            )  # a pool we passed in is not closed otherwise
 
     app = Litestar(
         route_handlers=[
