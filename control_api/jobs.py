@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
@@ -83,7 +84,13 @@ class JobsController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
 
-    @post("/", guards=[requires("jobs:write")], sync_to_thread=True, summary="Enqueue a job")
+    @post(
+        "/",
+        guards=[requires("jobs:write")],
+        sync_to_thread=True,
+        summary="Enqueue a job",
+        responses={200: ResponseSpec(Job, description="The idempotency key was seen: the first job")},
+    )
     def create(self, request: Request[Any, Any, Any], state: State, data: JSONBody[JobIn]) -> Response[Job]:
         new_job, errors = data.to_new_job(request_id_of(request.scope))
         if new_job is None:

@@ -17,7 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import Connection
 
-from core.jobs import FieldError, Job, JobStatus, UnknownJobType, get_job_type, validate_payload
+from core.jobs import (
+    FieldError,
+    Job,
+    JobStatus,
+    UnknownJobType,
+    get_job_type,
+    open_payload,
+    validate_payload,
+)
 from core.models import jobs
 from core.pagination import page, split_page
 
@@ -33,11 +41,11 @@ MAX_REPORTED_ERRORS = 100
 class DeadFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """Which dead letters: every given field must match."""
 
-    type: str | None = None
+    type: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     #: The last error's code (``error->>'code'``).
-    error_code: str | None = None
+    error_code: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     #: Case-insensitive text searched in the last error's message and in the payload.
-    q: str | None = None
+    q: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     #: Bounds on when the job died (``finished_at``): since <= finished_at < until.
     since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
@@ -188,7 +196,8 @@ def patched(
         jt = get_job_type(job_type)
     except UnknownJobType:
         return None, [FieldError("type", f"unknown job type {job_type!r}")]
-    return validate_payload(jt, payload if patch is None else merge_patch(payload, patch))
+    clear = open_payload(payload)  # a patch applies to what the caller sent, not to sealed text
+    return validate_payload(jt, clear if patch is None else merge_patch(clear, patch))
 
 
 def resolve(

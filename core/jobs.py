@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Row
 
 from core.broker import Publication, new_message_id, publish
+from core.crypto import data_cipher, is_sealed, masked
 from core.db import transaction
 from core.models import jobs
 from core.settings import Settings, get_settings
@@ -65,10 +66,40 @@ class JobType:
     #: wait forever: past this many it goes to the dead letters.
     max_rate_limit_waits: int = 20
     description: str = ""
+    #: Largest payload (as JSON) a job of this type may carry; a queue is not a blob store.
+    max_payload_bytes: int = 64 * 1024
+    #: Top-level payload fields holding personal data (phone numbers): sealed before the payload is
+    #: stored, opened for the handler, masked wherever the payload is shown.
+    sealed_fields: tuple[str, ...] = ()
 
     @property
     def queue_name(self) -> str:
         return self.queue or self.name
+
+    def seal(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload as stored in Postgres: sealed fields encrypted (already sealed ones kept)."""
+        if not self.sealed_fields:
+            return payload
+        cipher = data_cipher()
+        return {
+            k: cipher.seal(v) if k in self.sealed_fields and isinstance(v, str) else v
+            for k, v in payload.items()
+        }
+
+
+def open_payload(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload with its sealed fields decrypted, for the handler that runs it."""
+    if not any(is_sealed(v) for v in stored.values()):
+        return stored
+    cipher = data_cipher()
+    return {k: cipher.open(v) if is_sealed(v) else v for k, v in stored.items()}
+
+
+def shown_payload(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload as the API shows it: sealed fields masked (``+44*******789``)."""
+    if not any(is_sealed(v) for v in stored.values()):
+        return stored
+    return {k: masked(v) if is_sealed(v) else v for k, v in stored.items()}
 
 
 class UnknownJobType(LookupError):
@@ -152,7 +183,12 @@ def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> t
         value = msgspec.convert(data, schema)
     except msgspec.ValidationError as exc:  # cross-field checks in __post_init__
         return None, [FieldError(prefix, str(exc))]
-    return msgspec.to_builtins(value), []
+    normalised = msgspec.to_builtins(value)
+    size = len(msgspec.json.encode(normalised))
+    if size > job_type.max_payload_bytes:
+        message = f"is {size} bytes as JSON; a {job_type.name} payload may have at most {job_type.max_payload_bytes}"
+        return None, [FieldError(prefix, message)]
+    return normalised, []
 
 
 # -- enqueue -----------------------------------------------------------------------------------
@@ -202,7 +238,7 @@ class Job(msgspec.Struct, kw_only=True):
             type=m["type"],
             queue=m["queue"],
             status=m["status"],
-            payload=m["payload"],
+            payload=shown_payload(m["payload"]),
             business_key=m["business_key"],
             idempotency_key=m["idempotency_key"],
             attempts=m["attempts"],
@@ -281,7 +317,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
                 "type": nj.type,
                 "queue": job_type.queue_name,
                 "status": JobStatus.QUEUED if due else JobStatus.SCHEDULED,
-                "payload": nj.payload,
+                "payload": job_type.seal(nj.payload),
                 "idempotency_key": nj.idempotency_key,
                 "business_key": nj.business_key,
                 "run_at": run_at,
@@ -308,13 +344,14 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
         found = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
         existing = {row.idempotency_key: row for row in found}
     results = []
-    for index, v in enumerate(values):
+    for index, (nj, v) in enumerate(zip(new_jobs, values, strict=True)):
         row = inserted.get(v["id"])
         if row is not None:
             results.append(Enqueued(Job.from_row(row), created=True, message_id=v["message_id"]))
             continue
         first = existing[v["idempotency_key"]]
-        if first.type != v["type"] or first.payload != v["payload"]:
+        # Sealing is randomised (a fresh nonce each time), so compare the payloads in clear.
+        if first.type != v["type"] or open_payload(first.payload) != open_payload(nj.payload):
             raise IdempotencyConflict(index, v["idempotency_key"], first.id)
         results.append(Enqueued(Job.from_row(first), created=False))
     return results

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.jobs import CLAIMABLE, JobStatus, get_job_type, utcnow
+from core.jobs import CLAIMABLE, JobStatus, get_job_type, open_payload, utcnow
 from core.models import job_attempts, jobs
 from core.retry import decide
 
@@ -79,7 +79,7 @@ def claim(
     return Claim(
         job_id=row.id,
         type=row.type,
-        payload=row.payload,
+        payload=open_payload(row.payload),
         attempt=row.attempts,
         max_retries=row.max_retries,
         retry_base=row.retry_base,

@@ -14,6 +14,7 @@ import psycopg
 import redis
 import structlog
 
+from core.crypto import DATA_KEY_FILE, ensure_data_key_file, resolve_data_key
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, remove_services_file, write_services_file
 from core.settings import Settings
 
@@ -122,6 +123,23 @@ def ensure_admin_key(settings: Settings, home: Path) -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
     return secret
+
+
+def ensure_local_data_key(settings: Settings, home: Path) -> Settings:
+    """A local farm's data key: JOBYARD_DATA_KEY, else the home's own, made on its first start (0600).
+
+    Only a local farm (`jobyard up`, `jobyard release` holding services or run by honcho) makes one;
+    a production deployment sets JOBYARD_DATA_KEY from its secret store.
+    """
+    if not settings.data_key:
+        home.mkdir(parents=True, exist_ok=True)
+        if ensure_data_key_file(home):
+            log.warning(
+                "data_key_generated",
+                path=str(home / DATA_KEY_FILE),
+                detail="phone numbers are encrypted with this key: back it up; without it they cannot be read",
+            )
+    return settings.replace(data_key=resolve_data_key(settings))
 
 
 def admin_key_line(admin_key: str | None, home: Path) -> str:

@@ -137,6 +137,10 @@ api_keys = sa.Table(
     _ts("expires_at"),
     _ts("revoked_at"),
     _ts("last_used_at"),
+    # Requests per second this key may make; NULL: JOBYARD_RATE_LIMIT_PER_S, 0: unlimited.
+    sa.Column("rate_limit_per_s", sa.Float),
+    # Set when the key was rotated: the key that replaces it (this one expires after a grace period).
+    sa.Column("replaced_by", UUID(as_uuid=True)),
 )
 
 audit_log = sa.Table(
@@ -225,7 +229,9 @@ outbound_messages = sa.Table(
     sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="SET NULL")),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("channel", sa.Text, nullable=False, server_default="whatsapp"),
-    sa.Column("to_number", sa.Text, nullable=False),
+    # The recipient, sealed (core/crypto.py), and its keyed hash to find a number's messages.
+    sa.Column("to_sealed", sa.Text, nullable=False),
+    sa.Column("to_hash", sa.Text, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),  # template | text
     sa.Column("body", Json, nullable=False),
     # pending (call about to be made) | sent | dry_run | failed | delivered | read | unknown
@@ -239,6 +245,7 @@ outbound_messages = sa.Table(
     _ts("read_at"),
     sa.UniqueConstraint("job_id", "attempt", name="uq_outbound_messages_job_attempt"),
 )
+sa.Index("ix_outbound_messages_to_hash", outbound_messages.c.to_hash, outbound_messages.c.created_at.desc())
 # Delivery-status webhooks find the message by the provider's id.
 sa.Index(
     "ix_outbound_messages_provider_id",
@@ -246,12 +253,14 @@ sa.Index(
     postgresql_where=outbound_messages.c.provider_message_id.isnot(None),
 )
 
-# Recipients who asked not to be messaged (by API or by writing STOP).
+# Recipients who asked not to be messaged (by API or by writing STOP). The number is found by its
+# keyed hash and kept sealed (core/crypto.py); Postgres never sees it in clear.
 opt_outs = sa.Table(
     "opt_outs",
     metadata,
     sa.Column("channel", sa.Text, primary_key=True),
-    sa.Column("address", sa.Text, primary_key=True),
+    sa.Column("address_hash", sa.Text, primary_key=True),
+    sa.Column("address_sealed", sa.Text, nullable=False),
     sa.Column("source", sa.Text, nullable=False),  # api | webhook
     sa.Column("reason", sa.Text),
     _ts("created_at", nullable=False, default_now=True),

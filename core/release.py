@@ -16,7 +16,13 @@ import threading
 import click
 import structlog
 
-from core.local import LocalServices, admin_key_line, ensure_admin_key, wait_for_clients_to_leave
+from core.local import (
+    LocalServices,
+    admin_key_line,
+    ensure_admin_key,
+    ensure_local_data_key,
+    wait_for_clients_to_leave,
+)
 from core.logs import configure_logging
 from core.readiness import wait_for_postgres
 from core.settings import Settings
@@ -49,6 +55,9 @@ def run_release(settings: Settings, hold: bool | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     running = settings
     try:
+        if hold:
+            # Before the services are published: the farm's other processes read the key at start.
+            settings = ensure_local_data_key(settings, settings.home_path)
         running = services.start(settings)
         assert running.database_url is not None
         wait_for_postgres(running.database_url, settings.services_wait_s)

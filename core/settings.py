@@ -160,6 +160,40 @@ class Settings:
     max_body_bytes: int = _setting(
         "JOBYARD_MAX_BODY_BYTES", 8 * 1024 * 1024, "Largest request body the API accepts (413 above)."
     )
+    max_json_depth: int = _setting(
+        "JOBYARD_MAX_JSON_DEPTH",
+        32,
+        "Deepest nesting of arrays and objects a request body may have (400 above); no job needs more.",
+    )
+    rate_limit_per_s: float = _setting(
+        "JOBYARD_RATE_LIMIT_PER_S",
+        5000.0,
+        "Requests per second each API key may make, shared by every API process through Redis (429 "
+        "above); a key's own limit overrides it, 0 means unlimited. Generous: it stops a runaway client, "
+        "not a busy one.",
+    )
+    rate_limit_burst: int = _setting(
+        "JOBYARD_RATE_LIMIT_BURST",
+        10000,
+        "Requests a key may make at once above its steady rate before it is limited.",
+    )
+    key_rotation_grace_s: float = _setting(
+        "JOBYARD_KEY_ROTATION_GRACE",
+        86400.0,
+        "How long a rotated key's old value keeps working, so callers can switch without downtime.",
+    )
+    key_touch_interval_s: float = _setting(
+        "JOBYARD_KEY_TOUCH_INTERVAL",
+        60.0,
+        "A key's last_used_at is written at most this often per API process (not a write per request).",
+    )
+    data_key: str | None = _setting(
+        "JOBYARD_DATA_KEY",
+        None,
+        "Base64 of 32 random bytes that encrypts phone numbers at rest (AES-GCM) and keys their lookup "
+        "hashes. Required; `jobyard up` generates one into JOBYARD_HOME.",
+        secret=True,
+    )
     shutdown_timeout_s: float = _setting(
         "JOBYARD_SHUTDOWN_TIMEOUT",
         30.0,

@@ -11,7 +11,7 @@ import click
 import structlog
 
 from core.cli import _service_env, queues_except, wait_for_http, worker_argv
-from core.local import LocalServices, admin_key_line, ensure_admin_key
+from core.local import LocalServices, admin_key_line, ensure_admin_key, ensure_local_data_key
 from core.logs import configure_logging
 from core.settings import Settings
 from core.supervisor import Child, Supervisor
@@ -28,6 +28,8 @@ def run_stack(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop.set)
     signal.signal(signal.SIGTERM, stop.set)
     try:
+        # Children find the data key as this process did: JOBYARD_DATA_KEY, else the home's file.
+        settings = ensure_local_data_key(settings, home)
         settings = services.start(settings)
         from core.migrate import upgrade
 

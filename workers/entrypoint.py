@@ -15,6 +15,7 @@ import dramatiq
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
 from core.broker import build_broker
+from core.crypto import use_data_key
 from core.logs import configure_logging
 from core.settings import get_settings
 from workers.middleware import JobLifecycle
@@ -56,6 +57,8 @@ def boot() -> dramatiq.Broker:
     ignore_repeated_sigterm()
     settings = get_settings()
     configure_logging(settings, process="worker")
+    # Refuse to boot without the data key: a message's recipient could not be read.
+    use_data_key(settings)
     load_job_modules(settings)
     for name in BUILTIN_HANDLER_MODULES:
         importlib.import_module(name)

@@ -17,10 +17,12 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from core.broker import build_broker, redis_client
+from core.crypto import use_data_key
 from core.db import transaction
 from core.keys import SCOPES, create_key
 from core.models import workers
 from core.settings import Settings
+from tests.fakes.whatsapp import FakeWhatsApp
 from tests.services import (
     JOBYARD,
     Process,
@@ -31,12 +33,15 @@ from tests.services import (
     worker_argv,
 )
 
+#: The tests' data key (phone numbers at rest); a real farm's comes from its secret store.
+TEST_DATA_KEY = "dGhlIGpvYnlhcmQgdGVzdHMnIGRhdGEga2V5ISEhISE="
+
 
 @pytest.fixture
 def settings(services: TestServices) -> Iterator[Settings]:
     """Settings pointing at a fresh database and a Redis namespace of this test's own."""
     with services.database() as url:
-        yield Settings(
+        test_settings = Settings(
             database_url=url,
             redis_url=services.redis_url,
             redis_namespace=f"jyt{uuid.uuid4().hex[:8]}",
@@ -45,7 +50,10 @@ def settings(services: TestServices) -> Iterator[Settings]:
             scheduler_interval_s=0.05,
             worker_heartbeat_s=1.0,
             worker_shutdown_timeout_s=10.0,
+            data_key=TEST_DATA_KEY,
         )
+        use_data_key(test_settings)  # what every farm process does at start
+        yield test_settings
 
 
 @pytest.fixture
@@ -163,6 +171,14 @@ def farm(settings: Settings, tmp_path: Path) -> Iterator[Farm]:
     f = Farm(settings, tmp_path)
     yield f
     f.stop()
+
+
+@pytest.fixture
+def whatsapp() -> Iterator[FakeWhatsApp]:
+    """A fake WhatsApp Cloud API; a test points its settings at ``whatsapp.url``."""
+    fake = FakeWhatsApp()
+    yield fake
+    fake.close()
 
 
 JobWaiter = Callable[..., dict[str, Any]]
