@@ -1,4 +1,4 @@
-"""Upgrading a database that holds phone numbers in clear (written before migration 0007) ends with
+"""Upgrading a database that holds phone numbers in clear (written before migration 0005) ends with
 none in clear: they are sealed, found by their keyed hash, and masked inside error text."""
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def empty_database(services: test_services.TestServices, settings: Settings) -> 
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _before_0007() -> str:
-    revision = ScriptDirectory.from_config(alembic_config()).get_revision("0007")
+def _before_0005() -> str:
+    revision = ScriptDirectory.from_config(alembic_config()).get_revision("0005")
     assert revision is not None and isinstance(revision.down_revision, str)
     return revision.down_revision
 
@@ -95,7 +95,7 @@ def _write_clear_rows(settings: Settings) -> uuid.UUID:
 
 def test_upgrading_seals_every_number_written_before(empty_database: Settings) -> None:
     settings = empty_database
-    upgrade(settings, _before_0007())
+    upgrade(settings, _before_0005())
     job_id = _write_clear_rows(settings)
     assert _columns_holding(settings, [NUMBER[1:]]) != []  # the check sees clear numbers
 

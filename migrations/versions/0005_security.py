@@ -1,6 +1,6 @@
 """security: key rotation and per-key rate limits; phone numbers sealed at rest with keyed hashes
 
-Revision ID: 0007
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-23 09:00:00.000000
 
@@ -22,7 +22,7 @@ from alembic import op
 from core.crypto import DataCipher, DataKeyError, is_sealed, mask_phones_in, resolve_data_key
 from core.settings import Settings, get_settings
 
-revision = "0007"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
@@ -45,7 +45,7 @@ class _Key:
             encoded = resolve_data_key(settings if isinstance(settings, Settings) else get_settings())
             if not encoded:
                 raise DataKeyError(
-                    "this database holds phone numbers, which migration 0007 encrypts: set JOBYARD_DATA_KEY "
+                    "this database holds phone numbers, which migration 0005 encrypts: set JOBYARD_DATA_KEY "
                     "(generate one with `jobyard data-key generate`) and run the migration again"
                 )
             self._cipher = DataCipher(encoded)
@@ -148,7 +148,7 @@ def _opt_outs(conn: sa.Connection, key: _Key) -> None:
 
 
 def _payloads(conn: sa.Connection, key: _Key, table: str, type_column: str) -> None:
-    """Seal `to` in the payloads of `whatsapp_message` jobs (or schedules) stored before 0007."""
+    """Seal `to` in the payloads of `whatsapp_message` jobs (or schedules) stored before 0005."""
     rows = _stream(
         conn,
         sa.text(
