@@ -10,14 +10,18 @@ from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
+from control_api.access_log import AccessLogMiddleware
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
+from control_api.dashboard import dashboard_routers, template_config
 from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
 from control_api.messaging import OptOutsController, OutboundMessagesController
+from control_api.metrics import PROMETHEUS, metrics
+from control_api.queues import QueuesController
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
 from control_api.webhooks import WhatsAppWebhookController
@@ -59,14 +63,22 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             OptOutsController,
             OutboundMessagesController,
             WhatsAppWebhookController,
+            QueuesController,
             healthz,
             readyz,
+            metrics,
+            *dashboard_routers(),
         ],
         lifespan=[services],
         middleware=[
             RequestIdMiddleware,
+            AccessLogMiddleware,
+            # Outside authentication, so refused requests are counted too.
+            PROMETHEUS.middleware,
+            # The dashboard's routes opt out (exclude_from_auth) and check their session cookie.
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
         ],
+        template_config=template_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
