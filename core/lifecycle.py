@@ -74,7 +74,9 @@ def claim(
     if row is None:
         return None
     conn.execute(
-        sa.insert(job_attempts).values(job_id=job_id, number=row.attempts, worker=worker, started_at=now)
+        sa.insert(job_attempts).values(
+            job_id=job_id, number=row.attempts, type=row.type, worker=worker, started_at=now
+        )
     )
     return Claim(
         job_id=row.id,

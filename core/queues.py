@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.db import snapshot
-from core.job_stats import FAILED_OUTCOMES
-from core.jobs import JobStatus, job_types, utcnow
+from core.job_stats import FAILED_OUTCOMES, attempt_type
+from core.jobs import JobStatus, UnknownJobType, get_job_type, job_types, utcnow
 from core.models import OPEN_STATUSES, job_attempts, jobs, workers
 from core.settings import Settings
 
@@ -92,6 +92,15 @@ class _Rows:
         if row is None:
             row = self.by_key[(type_, queue)] = QueueRow(type=type_, queue=queue)
         return row
+
+    def for_type(self, type_: str) -> QueueRow:
+        """The row of a type's own queue (attempts do not record the queue; a type has one)."""
+        try:
+            return self.get(type_, get_job_type(type_).queue_name)
+        except UnknownJobType:
+            return next((r for (t, _), r in self.by_key.items() if t == type_), None) or self.get(
+                type_, type_
+            )
 
 
 def queue_depths(client: redis.Redis, namespace: str, queues: Iterable[str]) -> dict[str, int]:
@@ -175,26 +184,27 @@ def _count_delayed(conn: Connection, rows: _Rows, now: datetime) -> None:
 
 def _recent(conn: Connection, rows: _Rows, now: datetime) -> None:
     succeeded = job_attempts.c.outcome == "succeeded"
-    latency_ms = sa.func.extract("epoch", job_attempts.c.finished_at - jobs.c.run_at) * 1000
+    type_ = attempt_type()
+    # Due to done: looked up in jobs for the last minute's successes only.
+    run_at = sa.select(jobs.c.run_at).where(jobs.c.id == job_attempts.c.job_id).scalar_subquery()
+    latency_ms = sa.func.extract("epoch", job_attempts.c.finished_at - run_at) * 1000
 
     def percentile(p: float) -> sa.ColumnElement[float]:
         return sa.func.percentile_cont(p).within_group(latency_ms).filter(succeeded)
 
     query = (
         sa.select(
-            jobs.c.type,
-            jobs.c.queue,
+            type_.label("type"),
             sa.func.count().filter(succeeded).label("succeeded"),
             sa.func.count().filter(job_attempts.c.outcome.in_(FAILED_OUTCOMES)).label("failed"),
             percentile(0.5).label("p50"),
             percentile(0.95).label("p95"),
         )
-        .select_from(job_attempts.join(jobs, jobs.c.id == job_attempts.c.job_id))
         .where(job_attempts.c.finished_at >= now - RECENT)
-        .group_by(jobs.c.type, jobs.c.queue)
+        .group_by(type_)
     )
     for r in conn.execute(query):
-        row = rows.get(r.type, r.queue)
+        row = rows.for_type(r.type)
         row.succeeded_1m, row.failed_1m = r.succeeded, r.failed
         row.latency_p50_ms = None if r.p50 is None else round(float(r.p50), 1)
         row.latency_p95_ms = None if r.p95 is None else round(float(r.p95), 1)

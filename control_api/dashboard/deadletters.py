@@ -108,7 +108,7 @@ def _time(name: str, text: str) -> datetime | None:
 
 def _form_dict(form: Any) -> dict[str, Any]:
     data: dict[str, Any] = {k: form.get(k) for k in form if k != "ids"}
-    data["ids"] = form.getall("ids") if "ids" in form else []
+    data["ids"] = [i for i in form.getall("ids") if i] if "ids" in form else []
     return data
 
 

@@ -1,4 +1,4 @@
-"""ops: the status each attempt left its job in, job stats rollups, queue overview index, dashboard sessions
+"""ops: each attempt's job type and the status it left its job in, job stats rollups, queue overview index, dashboard sessions
 
 Revision ID: 0006
 Revises: 0004
@@ -21,7 +21,10 @@ OPEN_STATUSES = "('scheduled', 'queued', 'running', 'retrying', 'dead')"
 
 
 def upgrade() -> None:
+    op.add_column("job_attempts", sa.Column("type", sa.Text(), nullable=True))
     op.add_column("job_attempts", sa.Column("job_status", sa.Text(), nullable=True))
+    # No backfill: core.job_stats reads an older attempt's type from its job, and its job_status from
+    # its outcome where that tells (a success left its job succeeded).
     op.create_index(
         "ix_job_attempts_finished",
         "job_attempts",
@@ -95,3 +98,4 @@ def downgrade() -> None:
         postgresql_where=sa.text("finished_at IS NOT NULL"),
     )
     op.drop_column("job_attempts", "job_status")
+    op.drop_column("job_attempts", "type")
