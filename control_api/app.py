@@ -10,7 +10,6 @@ from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from control_api.access_log import AccessLogMiddleware
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
@@ -72,7 +71,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=[services],
         middleware=[
             RequestIdMiddleware,
-            AccessLogMiddleware,
             # Outside authentication, so refused requests are counted too.
             PROMETHEUS.middleware,
             # The dashboard's routes opt out (exclude_from_auth) and check their session cookie.

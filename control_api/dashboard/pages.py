@@ -12,6 +12,7 @@ from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
+from sqlalchemy.engine import Connection
 
 from control_api.dashboard.chart import chart
 from control_api.dashboard.render import page
@@ -95,24 +96,26 @@ async def job_fragment(
     return page(request, "_job.html", **await run(_job, state.settings, job_id))
 
 
-def _bad_cursor() -> Refused:
-    return Refused(400, "Bad link", "That page link is not valid any more; start from the first page.")
+Lister = Callable[[Connection, int, str | None], tuple[list[Any], str | None]]
 
 
-def _schedules(settings: Settings, cursor: str | None) -> dict[str, Any]:
+def _paged(settings: Settings, lister: Lister, cursor: str | None) -> dict[str, Any]:
+    """One page of a list, newest first, and the cursor of the next."""
     try:
         with snapshot(settings) as conn:
-            items, next_cursor = list_schedules(conn, PAGE_SIZE, cursor)
+            items, next_cursor = lister(conn, PAGE_SIZE, cursor)
     except BadCursor:
-        raise _bad_cursor() from None
-    return {"schedules": items, "next_cursor": next_cursor}
+        raise Refused(
+            400, "Bad link", "That page link is not valid any more; start from the first page."
+        ) from None
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @get("/schedules", name="dashboard_schedules")
 async def schedules(
     request: Request[Any, Any, Any], state: State, cursor: FromQuery[str | None] = None
 ) -> Template:
-    return page(request, "schedules.html", **await run(_schedules, state.settings, cursor))
+    return page(request, "schedules.html", **await run(_paged, state.settings, list_schedules, cursor))
 
 
 def _set_enabled(settings: Settings, schedule_id: uuid.UUID, enabled: bool) -> None:
@@ -135,20 +138,11 @@ async def set_enabled(
     return Redirect("/dashboard/schedules", status_code=303)
 
 
-def _audit(settings: Settings, cursor: str | None) -> dict[str, Any]:
-    try:
-        with snapshot(settings) as conn:
-            items, next_cursor = list_audit(conn, PAGE_SIZE, cursor)
-    except BadCursor:
-        raise _bad_cursor() from None
-    return {"entries": items, "next_cursor": next_cursor}
-
-
 @get("/audit", name="dashboard_audit")
 async def audit(
     request: Request[Any, Any, Any], state: State, cursor: FromQuery[str | None] = None
 ) -> Template:
-    return page(request, "audit.html", **await run(_audit, state.settings, cursor))
+    return page(request, "audit.html", **await run(_paged, state.settings, list_audit, cursor))
 
 
 def _action(settings: Settings, audit_id: uuid.UUID) -> dict[str, Any]:
