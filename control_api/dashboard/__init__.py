@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy.exc
 from litestar import Request, Response, Router
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException
@@ -33,6 +34,16 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return page(request, "error.html", exc.status_code, title="Error", message=exc.detail)
 
 
+def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return page(
+        request,
+        "error.html",
+        503,
+        title="Postgres is unavailable",
+        message="The dashboard reads Postgres; try again.",
+    )
+
+
 def dashboard_routers() -> list[Router]:
     pages_router = Router(
         path="/dashboard",
@@ -53,7 +64,12 @@ def dashboard_routers() -> list[Router]:
             deadletters.apply,
         ],
         before_request=session.require_session,
-        exception_handlers={Refused: _refused, HTTPException: _http_error},
+        exception_handlers={
+            Refused: _refused,
+            HTTPException: _http_error,
+            sqlalchemy.exc.OperationalError: _database_down,
+            sqlalchemy.exc.InterfaceError: _database_down,
+        },
         opt=SESSION_AUTH,
         include_in_schema=False,
     )

@@ -17,15 +17,20 @@ function startRefresh(el) {
         window.location.reload();
         return;
       }
-      if (!response.ok) return;
+      if (!response.ok) {
+        el.classList.add("stale");
+        return;
+      }
       el.innerHTML = await response.text();
+      el.classList.remove("stale");
       el.dataset.refreshedAt = new Date().toISOString();
       if (el.querySelector("[data-final]")) {
         clearInterval(timer);
         window.location.reload(); // the page's actions depend on the final status
       }
     } catch (error) {
-      // The API is restarting or the network blipped: the next tick tries again.
+      // The API is restarting or the network blipped: say the figures are old; the next tick retries.
+      el.classList.add("stale");
     }
   }
   timer = setInterval(tick, every);
