@@ -201,6 +201,7 @@ def test_ops_redrive_a_dead_job_from_the_dashboard(
     assert payload == {"fail_times": 1, "error": "retryable"}
     page.click("nav >> text=Audit log")
     expect(page.locator("tr[data-audit]")).to_have_count(1)
+    _screenshot(page, tmp_path, "dashboard-audit.png")
 
     # Schedules: disable one.
     page.click("nav >> text=Schedules")
@@ -208,6 +209,7 @@ def test_ops_redrive_a_dead_job_from_the_dashboard(
     expect(schedule.locator('[data-field="enabled"]')).to_have_text("on")
     schedule.locator("button").click()
     expect(schedule.locator('[data-field="enabled"]')).to_have_text("off")
+    _screenshot(page, tmp_path, "dashboard-schedules.png")
     with transaction(settings) as conn:
         assert (
             conn.execute(sa.select(schedules.c.enabled).where(schedules.c.id == schedule_id)).scalar_one()
