@@ -12,6 +12,7 @@ from litestar.middleware import DefineMiddleware
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
+from control_api.dashboard import dashboard_routers, template_config
 from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
 from control_api.headers import add_security_headers
@@ -20,7 +21,9 @@ from control_api.jobs import JobsController
 from control_api.keys import KeysController
 from control_api.limits import JsonDepthMiddleware
 from control_api.messaging import OptOutsController, OutboundMessagesController
+from control_api.metrics import PROMETHEUS, metrics
 from control_api.openapi import declare_common_responses, openapi_config
+from control_api.queues import QueuesController
 from control_api.ratelimit import KeyRateLimiter, RateLimitMiddleware
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
@@ -74,16 +77,23 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             OptOutsController,
             OutboundMessagesController,
             WhatsAppWebhookController,
+            QueuesController,
             healthz,
             readyz,
+            metrics,
+            *dashboard_routers(),
         ],
         lifespan=[services],
         middleware=[
             RequestIdMiddleware,
+            # Outside authentication, so refused requests are counted too.
+            PROMETHEUS.middleware,
+            # The dashboard's routes opt out (exclude_from_auth) and check their session cookie.
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware,
             JsonDepthMiddleware,
         ],
+        template_config=template_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
@@ -40,6 +41,8 @@ from core.queries import (
     list_jobs,
     reschedule_job,
 )
+
+log = structlog.get_logger(__name__)
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 
@@ -96,6 +99,7 @@ class JobsController(Controller):
         if new_job is None:
             raise _invalid([e.as_dict() for e in errors])
         (result,) = _enqueue(state, [new_job])
+        log.info("job_enqueued", job_id=str(result.job.id), type=result.job.type, created=result.created)
         return Response(result.job, status_code=201 if result.created else 200)
 
     @post("/batch", guards=[requires("jobs:write")], sync_to_thread=True, summary="Enqueue up to 1000 jobs")
@@ -103,6 +107,7 @@ class JobsController(Controller):
         self, request: Request[Any, Any, Any], state: State, data: JSONBody[BatchIn]
     ) -> Response[BatchOut]:
         results = enqueue_checked(state, data.jobs, request_id_of(request.scope), prefix="jobs")
+        log.info("jobs_enqueued", jobs=len(results), created=sum(r.created for r in results))
         return Response(BatchOut([r.job for r in results]), status_code=201)
 
     @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="List jobs, newest first")

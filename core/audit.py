@@ -63,3 +63,14 @@ def list_audit(conn: Connection, limit: int, cursor: str | None) -> tuple[list[A
     query = page(sa.select(audit_log), audit_log.c.at, audit_log.c.id, limit, cursor)
     rows, next_cursor = split_page(conn.execute(query).all(), limit, created_key="at")
     return [AuditEntry(**dict(r._mapping)) for r in rows], next_cursor
+
+
+class AuditEntryNotFound(LookupError):
+    pass
+
+
+def get_entry(conn: Connection, entry_id: uuid.UUID) -> AuditEntry:
+    row = conn.execute(sa.select(audit_log).where(audit_log.c.id == entry_id)).first()
+    if row is None:
+        raise AuditEntryNotFound(str(entry_id))
+    return AuditEntry(**dict(row._mapping))

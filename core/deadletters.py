@@ -166,6 +166,18 @@ def list_dead(
     return [Job.from_row(r) for r in rows], next_cursor
 
 
+def groups(conn: Connection) -> list[tuple[str, str | None, int]]:
+    """(type, error code, how many) over all dead letters, largest groups first: what is wrong."""
+    code = jobs.c.error["code"].astext
+    query = (
+        sa.select(jobs.c.type, code.label("code"), sa.func.count().label("n"))
+        .where(jobs.c.status == JobStatus.DEAD)
+        .group_by(jobs.c.type, code)
+        .order_by(sa.func.count().desc(), jobs.c.type, code)
+    )
+    return [(r.type, r.code, r.n) for r in conn.execute(query)]
+
+
 def count(conn: Connection, selection: Selection) -> int:
     query = sa.select(sa.func.count()).select_from(jobs).where(*_where(selection))
     return int(conn.execute(query).scalar_one())

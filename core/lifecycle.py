@@ -74,7 +74,9 @@ def claim(
     if row is None:
         return None
     conn.execute(
-        sa.insert(job_attempts).values(job_id=job_id, number=row.attempts, worker=worker, started_at=now)
+        sa.insert(job_attempts).values(
+            job_id=job_id, number=row.attempts, type=row.type, worker=worker, started_at=now
+        )
     )
     return Claim(
         job_id=row.id,
@@ -93,12 +95,12 @@ def _fenced(c: Claim) -> Any:
 
 
 def _finish_attempt(
-    conn: Connection, c: Claim, outcome: str, error: dict[str, Any] | None, now: datetime
+    conn: Connection, c: Claim, outcome: str, error: dict[str, Any] | None, now: datetime, job_status: str
 ) -> None:
     conn.execute(
         sa.update(job_attempts)
         .where(job_attempts.c.job_id == c.job_id, job_attempts.c.number == c.attempt)
-        .values(finished_at=now, outcome=outcome, error=error)
+        .values(finished_at=now, outcome=outcome, error=error, job_status=job_status)
     )
 
 
@@ -120,7 +122,7 @@ def mark_succeeded(conn: Connection, c: Claim, result: Any) -> None:
     )
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
-    _finish_attempt(conn, c, "succeeded", None, now)
+    _finish_attempt(conn, c, "succeeded", None, now, JobStatus.SUCCEEDED)
 
 
 def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
@@ -154,5 +156,5 @@ def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
     done = conn.execute(sa.update(jobs).where(_fenced(c)).values(**values))
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
-    _finish_attempt(conn, c, decision.outcome, error, now)
+    _finish_attempt(conn, c, decision.outcome, error, now, decision.status)
     return decision.status

@@ -205,6 +205,20 @@ class Settings:
         "How long `jobyard api|worker|scheduler` wait at start for Postgres (migrated) and Redis, or for "
         "`jobyard release`'s embedded services, before giving up.",
     )
+    dashboard_session_ttl_s: float = _setting(
+        "JOBYARD_DASHBOARD_SESSION_TTL",
+        8 * 3600.0,
+        "How long a dashboard login lasts (a working shift); then the API key is asked for again.",
+    )
+    dashboard_secure_cookie: str = _setting(
+        "JOBYARD_DASHBOARD_SECURE_COOKIE",
+        "auto",
+        "`auto`: the session cookie is Secure when the request came over https; `always` behind a proxy "
+        "that terminates TLS (the API then sees http).",
+    )
+    dashboard_refresh_s: float = _setting(
+        "JOBYARD_DASHBOARD_REFRESH", 5.0, "How often the dashboard's overview and open job pages refresh."
+    )
     whatsapp_api_base_url: str = _setting(
         "WHATSAPP_API_BASE_URL",
         "https://graph.facebook.com",

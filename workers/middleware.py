@@ -50,12 +50,9 @@ class JobLifecycle(Middleware):
         self._stop_beating = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        register_worker(
-            self.settings,
-            self.worker_id,
-            sorted(broker.get_declared_queues()),
-            cast(RedisBroker, broker).broker_id,
-        )
+        # The queues it consumes (its --queues), not every queue declared: ops read this.
+        consumed = worker.consumer_whitelist or broker.get_declared_queues()
+        register_worker(self.settings, self.worker_id, sorted(consumed), cast(RedisBroker, broker).broker_id)
         threading.Thread(target=self._beat, name="jobyard-heartbeat", daemon=True).start()
         log.info("worker_registered", worker_id=self.worker_id)
 

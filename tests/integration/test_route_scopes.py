@@ -30,6 +30,8 @@ PUBLIC = {
     ("GET", "/readyz"),  # readiness
     ("GET", "/webhooks/whatsapp"),  # Meta's handshake: checks WHATSAPP_VERIFY_TOKEN
     ("POST", "/webhooks/whatsapp"),  # Meta's notifications: checks the X-Hub-Signature-256 HMAC
+    # The dashboard's CSS, JS and icon: the login page needs them before a session exists; no data.
+    ("GET", "/dashboard/static/{file_path:path}"),
 }
 #: The API's description (OpenAPI JSON/YAML and the docs viewers) is public by path prefix.
 PUBLIC_PREFIXES = ("/schema",)
