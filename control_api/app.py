@@ -20,6 +20,7 @@ from control_api.jobs import JobsController
 from control_api.messaging import OptOutsController, OutboundMessagesController
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
+from control_api.scrapes import ScrapesController
 from control_api.webhooks import WhatsAppWebhookController
 from core.broker import build_broker, redis_client
 from core.jobs import load_job_modules
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             JobsController,
             ChatsController,
             CollectionsController,
+            ScrapesController,
             DeadLettersController,
             AuditController,
             SchedulesController,
