@@ -79,11 +79,14 @@ def serve_pages() -> ThreadingHTTPServer:
                 status = 200
             else:
                 body, kind, status = b"", "text/plain", 404
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except ConnectionError:  # a browser closed with its page
+                pass
 
         def log_message(self, *args: Any) -> None:
             pass
