@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import os
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,13 +26,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.worker import worker_process
 from core.broker import build_broker
-from core.cli import worker_argv
 from core.db import transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.jobs import NewJob, enqueue, load_job_modules
 from core.migrate import upgrade
-from core.models import jobs, workers
+from core.models import jobs
 from core.providers.browser import BrowserPool, PageRequest
 from core.scrape import SCRAPE_QUEUE
 from core.settings import Settings
@@ -107,45 +104,25 @@ def _count(settings: Settings, condition: sa.ColumnElement[bool]) -> int:
 
 
 def through_farm(settings: Settings, urls: list[str], threads: int, home: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
-    env.update(
-        DATABASE_URL=settings.database_url or "",
-        REDIS_URL=settings.redis_url or "",
-        JOBYARD_SCRAPE_ALLOW_HOSTS=",".join(settings.scrape_allow_hosts),
-        JOBYARD_LOG_LEVEL="WARNING",
-    )
-    log = (home / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        worker_argv(1, threads, (SCRAPE_QUEUE,), 30.0), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    allow = ",".join(settings.scrape_allow_hosts)
     broker = build_broker(settings)
     try:
-        deadline = time.monotonic() + 120
-        while True:  # registered = booted, browser launched
-            with transaction(settings) as conn:
-                if conn.execute(sa.select(sa.func.count()).select_from(workers)).scalar_one():
-                    break
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise SystemExit(f"the scrape worker did not start; see {home / 'worker.log'}")
-            time.sleep(0.1)
-        new_jobs = [NewJob(type="scrape", payload={"url": url}) for url in urls]
-        started = time.perf_counter()
-        enqueue(new_jobs, broker, settings)
-        deadline = time.monotonic() + 1800
-        while _count(settings, jobs.c.status.in_(("succeeded", "dead"))) < len(urls):
-            if time.monotonic() > deadline:
-                raise SystemExit("timed out waiting for the scrape jobs")
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        failed = _count(settings, jobs.c.status != "succeeded")
-        if failed:
-            raise SystemExit(f"{failed} scrape jobs did not succeed; see {home / 'worker.log'}")
-        return elapsed
+        with worker_process(settings, SCRAPE_QUEUE, threads, home, JOBYARD_SCRAPE_ALLOW_HOSTS=allow):
+            new_jobs = [NewJob(type="scrape", payload={"url": url}) for url in urls]
+            started = time.perf_counter()
+            enqueue(new_jobs, broker, settings)
+            deadline = time.monotonic() + 1800
+            while _count(settings, jobs.c.status.in_(("succeeded", "dead"))) < len(urls):
+                if time.monotonic() > deadline:
+                    raise SystemExit("timed out waiting for the scrape jobs")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - started
     finally:
         broker.client.close()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
-        log.close()
+    failed = _count(settings, jobs.c.status != "succeeded")
+    if failed:
+        raise SystemExit(f"{failed} scrape jobs did not succeed; see {home}")
+    return elapsed
 
 
 def fresh_browser_per_page(settings: Settings, urls: list[str], concurrency: int) -> float:
