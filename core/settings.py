@@ -212,8 +212,8 @@ class Settings:
     chromium_path: str | None = _setting(
         "JOBYARD_CHROMIUM_PATH",
         None,
-        "Chromium for `scrape` jobs. Unset: Playwright's own browser where installed, else `chromium` "
-        "(or `chromium-browser`, `google-chrome`) on PATH.",
+        "Chromium for `scrape` jobs. Unset: Playwright's own browser where installed, else "
+        "`chromium-headless-shell`, `chromium` (or `chromium-browser`, `google-chrome`) on PATH.",
     )
     chromium_sandbox: bool = _setting(
         "JOBYARD_CHROMIUM_SANDBOX",

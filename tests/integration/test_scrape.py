@@ -8,6 +8,7 @@ pinned to it on the allow list (`shop.example.com=127.0.0.1`): nothing else is a
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
 import struct
 import uuid
@@ -202,7 +203,9 @@ def test_a_page_that_never_loads_times_out_and_the_worker_carries_on(
 def test_the_ssrf_guard_refuses_private_addresses_after_resolution(
     api: TestClient[Any], farm: Farm, wait_job: JobWaiter, site: FakeSite
 ) -> None:
-    scrape_worker(farm, threads=4)
+    # The full browser here, named by JOBYARD_CHROMIUM_PATH (the other tests find the headless shell).
+    worker = scrape_worker(farm, threads=4, chromium_path="chromium")
+    assert f'"executable": "{shutil.which("chromium")}"' in worker.log()
     port = site.port
     base = f"http://{SITE_HOST}:{port}"
     refused = {

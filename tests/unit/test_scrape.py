@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import PermanentError, RateLimitedError, RetryableError
 from core.jobs import JobType, get_job_type, load_job_modules, validate_payload
-from core.providers.browser import find_chromium, net_error, status_error
+from core.providers.browser import BROWSER_NAMES, find_chromium, net_error, status_error
 from core.settings import Settings
 
 
@@ -114,9 +114,10 @@ def test_chromium_is_found(tmp_path: Path) -> None:
     own = tmp_path / "chrome"
     own.write_text("")
     assert find_chromium(None, str(own)) is None  # Playwright's own browser, when installed
-    on_path = shutil.which("chromium")
-    assert on_path is not None  # CI installs it (.ci/run); the scrape tests need it anyway
-    assert find_chromium(None, str(tmp_path / "missing")) == on_path  # else the one on PATH
-    assert find_chromium("chromium", None) == on_path
+    # Else the first on PATH: the headless shell before the full browser (.ci/run installs both).
+    on_path = [found for name in BROWSER_NAMES if (found := shutil.which(name))]
+    assert on_path and Path(on_path[0]).name == "chromium-headless-shell"
+    assert find_chromium(None, str(tmp_path / "missing")) == on_path[0]
+    assert find_chromium("chromium", None) == shutil.which("chromium")
     with pytest.raises(PermanentError, match="JOBYARD_CHROMIUM_PATH"):
         find_chromium(str(tmp_path / "nope"), None)
