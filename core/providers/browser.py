@@ -45,8 +45,8 @@ T = TypeVar("T")
 #: Chromium features turned off. Chromium takes the last `--disable-features` it is given, so this
 #: repeats Playwright's own list (as of 1.65: HTTP stays HTTP, no requests to Google at start-up, ...)
 #: and adds the spare renderer: after each navigation Chromium starts a renderer process for the
-#: context's next one, and a context that lives for one page only throws it away. Measured: a
-#: quarter of the CPU a page costs.
+#: context's next one, and a context that lives for one page only throws it away (measured with the
+#: full browser: a fifth of the CPU a page costs; the headless shell starts fewer of them anyway).
 DISABLED_FEATURES = (
     "AvoidUnnecessaryBeforeUnloadCheckSync",
     "DestroyProfileOnBrowserClose",
