@@ -1,7 +1,7 @@
 """Scrape throughput through the farm (one browser per worker process), next to a fresh browser
 launch per page, in one run.
 
-    python -m bench.scrape_throughput [--pages 200] [--threads 8] [--hosts 20]
+    python -m bench.scrape_throughput [--pages 200] [--threads 8] [--hosts 20] [--chromium PATH]
 
 Serves N distinct local pages (a title, paragraphs, links and an image) from a threaded HTTP server,
 spread over a number of host names pinned to 127.0.0.1 on the allow list, so the default per-host
@@ -33,7 +33,7 @@ from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.jobs import NewJob, enqueue, load_job_modules
 from core.migrate import upgrade
 from core.models import jobs
-from core.providers.browser import BrowserPool, PageRequest
+from core.providers.browser import BrowserPool, PageRequest, find_chromium
 from core.scrape import SCRAPE_QUEUE
 from core.settings import Settings
 
@@ -104,10 +104,12 @@ def _count(settings: Settings, condition: sa.ColumnElement[bool]) -> int:
 
 
 def through_farm(settings: Settings, urls: list[str], threads: int, home: Path) -> float:
-    allow = ",".join(settings.scrape_allow_hosts)
+    env = {"JOBYARD_SCRAPE_ALLOW_HOSTS": ",".join(settings.scrape_allow_hosts)}
+    if settings.chromium_path:
+        env["JOBYARD_CHROMIUM_PATH"] = settings.chromium_path
     broker = build_broker(settings)
     try:
-        with worker_process(settings, SCRAPE_QUEUE, threads, home, JOBYARD_SCRAPE_ALLOW_HOSTS=allow):
+        with worker_process(settings, SCRAPE_QUEUE, threads, home, **env):
             new_jobs = [NewJob(type="scrape", payload={"url": url}) for url in urls]
             started = time.perf_counter()
             enqueue(new_jobs, broker, settings)
@@ -154,6 +156,7 @@ def main() -> None:
         help="worker threads (as `jobyard up` runs them); also the baseline's concurrency",
     )
     parser.add_argument("--hosts", type=int, default=20, help="host names the pages are spread over")
+    parser.add_argument("--chromium", help="the browser, both ways (default: found as the workers find it)")
     args = parser.parse_args()
 
     server = serve_pages()
@@ -163,7 +166,10 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="jobyard-bench-"))
     postgres, redis_server = EmbeddedPostgres(home), EmbeddedRedis(home)
     settings = Settings(
-        database_url=postgres.start(), redis_url=redis_server.start(), scrape_allow_hosts=allow
+        database_url=postgres.start(),
+        redis_url=redis_server.start(),
+        scrape_allow_hosts=allow,
+        chromium_path=args.chromium,
     )
     try:
         upgrade(settings)
@@ -177,7 +183,8 @@ def main() -> None:
     farm_rate, fresh_rate = len(urls) / farm_s, len(urls) / fresh_s
     print(
         f"pages: {len(urls)} over {args.hosts} hosts, {args.threads} at a time "
-        f"(worker threads; per-host limit {settings.scrape_domain_concurrency})"
+        f"(worker threads; per-host limit {settings.scrape_domain_concurrency}); "
+        f"browser: {find_chromium(args.chromium, None)}"
     )
     print(f"through the farm (enqueue -> worker -> Postgres): {farm_rate:6.2f} pages/s ({farm_s:.1f} s)")
     print(f"a fresh browser launched per page:               {fresh_rate:6.2f} pages/s ({fresh_s:.1f} s)")
