@@ -34,7 +34,7 @@ from core.netguard import AllowList
 from core.providers import guard_proxy
 from core.providers.guard_proxy import GuardProxy
 from core.providers.http import parse_retry_after
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Page, Playwright, Request, Response, Route
@@ -182,7 +182,10 @@ class BrowserPool:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.allow = AllowList.parse(settings.scrape_allow_hosts)
+        try:
+            self.allow = AllowList.parse(settings.scrape_allow_hosts)
+        except ValueError as exc:
+            raise SettingsError(f"JOBYARD_SCRAPE_ALLOW_HOSTS: {exc}") from None
         #: Browsers launched so far (a relaunch after a crash adds one).
         self.launches = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -208,7 +211,9 @@ class BrowserPool:
         """Load one page in a fresh context; raises an error from core.errors."""
         self._ensure_thread()
         try:
-            return self._call(self._load(request), request.timeout_s + CLOSE_TIMEOUT_S)
+            # The job's log fields (job id, attempt) go along: the page runs in the browser thread.
+            job_log = structlog.contextvars.get_contextvars()
+            return self._call(self._load(request, job_log), request.timeout_s + CLOSE_TIMEOUT_S)
         except concurrent.futures.TimeoutError:
             # The loop did not give the page back in time (it was cancelled above): its context is
             # closed there, and the browser relaunched if that fails.
@@ -296,11 +301,12 @@ class BrowserPool:
         except JobyardError as exc:
             log.error("browser_unavailable", error=exc.message)
 
-    async def _load(self, request: PageRequest) -> PageResult:
+    async def _load(self, request: PageRequest, job_log: dict[str, Any]) -> PageResult:
         from playwright.async_api import Error as PlaywrightError
 
+        structlog.contextvars.bind_contextvars(**job_log)  # this task's own context
         browser = await self._ensure_browser()
-        guard = GuardProxy(self.allow)
+        guard = GuardProxy(self.allow, log_fields=job_log)
         proxy = await guard.start()
         context: BrowserContext | None = None
         visit = _Visit(request, guard)
@@ -510,6 +516,8 @@ def net_error(message: str) -> JobyardError:
     """A navigation error from Chromium's message (``net::ERR_...``)."""
     found = re.search(r"net::(ERR_[A-Z0-9_]+)", message)
     name = found.group(1) if found else ""
+    if "Download is starting" in message:
+        name = "ERR_ABORTED"
     if name in _PERMANENT_NET_ERRORS:
         return PermanentError(message, code=_PERMANENT_NET_ERRORS[name])
     if name.startswith(("ERR_CERT_", "ERR_SSL_")):

@@ -21,6 +21,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -68,6 +69,8 @@ class GuardProxy:
 
     allow: AllowList
     resolve: Resolver = system_resolve
+    #: Log fields of the job the context belongs to (its connections are served outside its task).
+    log_fields: dict[str, Any] = field(default_factory=dict)
     #: (host, port) -> what happened to the last connection asked for it.
     failures: dict[tuple[str, int], Failure] = field(default_factory=dict)
     _server: asyncio.Server | None = None
@@ -136,7 +139,7 @@ class GuardProxy:
         try:
             addresses = await checked_addresses(host, port, self.allow, self.resolve)
         except Refused as exc:
-            log.warning("scrape_request_refused", host=host, port=port, reason=str(exc))
+            log.warning("scrape_request_refused", **self.log_fields, host=host, port=port, reason=str(exc))
             await self._fail(writer, key, Failure(REFUSED, str(exc)), _NOT_ALLOWED)
             return None
         except NotResolved as exc:

@@ -102,6 +102,7 @@ def test_what_a_status_means(status: int, kind: type[Exception] | None, code: st
         ("Page.goto: net::ERR_CERT_AUTHORITY_INVALID at https://x/", False, "tls_error"),
         ("Page.goto: net::ERR_TOO_MANY_REDIRECTS at http://x/", False, "too_many_redirects"),
         ("Page.goto: net::ERR_ABORTED at http://x/file.zip", False, "not_a_page"),
+        ("Page.goto: Download is starting", False, "not_a_page"),
         ("Page.goto: Navigation failed because page crashed!", True, "page_crashed"),
     ],
 )
