@@ -33,7 +33,8 @@ from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.jobs import NewJob, enqueue, load_job_modules
 from core.migrate import upgrade
 from core.models import jobs
-from core.providers.browser import BrowserPool, PageRequest, find_chromium
+from core.providers.browser import BrowserPool, find_chromium
+from core.providers.page import PageRequest
 from core.scrape import SCRAPE_QUEUE
 from core.settings import Settings
 

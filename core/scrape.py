@@ -23,7 +23,7 @@ from core.domain_slots import DomainSlots
 from core.jobs import JobType, register_job_type, utcnow
 from core.models import scrapes
 from core.netguard import normalize_host
-from core.providers.browser import PageRequest, PageResult
+from core.providers.page import PageRequest, PageResult
 
 #: One queue for scrape jobs, so a deployment can give them workers of their own; only processes
 #: that consume it launch a browser.

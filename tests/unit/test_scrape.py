@@ -9,7 +9,8 @@ import pytest
 
 from core.errors import PermanentError, RateLimitedError, RetryableError
 from core.jobs import JobType, get_job_type, load_job_modules, validate_payload
-from core.providers.browser import BROWSER_NAMES, find_chromium, net_error, status_error
+from core.providers.browser import BROWSER_NAMES, find_chromium
+from core.providers.page import net_error, status_error
 from core.settings import Settings
 
 
