@@ -21,7 +21,8 @@ from core.errors import RateLimitedError
 
 #: Longest a worker thread waits for a slot before the job goes back to wait in Postgres.
 MAX_WAIT_S = 10.0
-#: How long a job that found the host busy waits in Postgres before it tries again.
+#: How long a job that found the host busy waits in Postgres before it tries again (at least its
+#: type's shortest backoff: 5 s for scrapes).
 BUSY_RETRY_AFTER_S = 2.0
 
 # KEYS[1]: the host's slots. ARGV: the limit, the lease (ms), the holder's token.
