@@ -30,7 +30,7 @@ def boot() -> dramatiq.Broker:
     from core.jobs import load_job_modules
     from workers.embeddings import EmbeddingModel
     from workers.handlers import declare_actors
-    from workers.scrape import Browser
+    from workers.scrape import ScrapeBrowser
 
     settings = get_settings()
     configure_logging(settings, process="worker")
@@ -38,14 +38,14 @@ def boot() -> dramatiq.Broker:
     for name in BUILTIN_HANDLER_MODULES:
         importlib.import_module(name)
     # Retries are decided by JobLifecycle and wait in Postgres, so Dramatiq's Retries is left out.
-    # EmbeddingModel loads the model, and Browser launches Chromium, at boot, each only in processes
+    # EmbeddingModel loads the model, and ScrapeBrowser launches Chromium, at boot, each only in processes
     # that consume its queue.
     middleware = [
         TimeLimit(),
         ShutdownNotifications(),
         JobLifecycle(settings),
         EmbeddingModel(settings),
-        Browser(settings),
+        ScrapeBrowser(settings),
     ]
     broker = build_broker(settings, middleware=middleware)
     declare_actors(broker, settings)

@@ -39,7 +39,7 @@ def _slots(settings: Settings) -> DomainSlots:
     return DomainSlots(client, settings.redis_namespace, settings.scrape_domain_concurrency)
 
 
-class Browser(Middleware):
+class ScrapeBrowser(Middleware):
     """Launches Chromium at boot in processes that consume the scrape queue; closes it at shutdown,
     after the running jobs finished."""
 
