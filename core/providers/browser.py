@@ -18,7 +18,7 @@ import concurrent.futures
 import os
 import shutil
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -271,31 +271,30 @@ class BrowserPool:
             await guard.close()
 
     async def _close_context(self, context: BrowserContext) -> None:
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await context.close()
-        except Exception as exc:  # a context that cannot close means a wedged browser: replace it
-            log.warning("browser_context_not_closed", error=str(exc))
-            await self._discard_browser()
+        if not await _closed(context.close, "browser_context_not_closed"):
+            await self._discard_browser()  # a context that cannot close means a wedged browser
 
     async def _discard_browser(self) -> None:
         browser, self._browser = self._browser, None
         if browser is not None:
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await browser.close()
-            except Exception as exc:
-                log.warning("browser_close_failed", error=str(exc))
+            await _closed(browser.close, "browser_close_failed")
 
     async def _stop_playwright(self) -> None:
         playwright, self._playwright = self._playwright, None
         if playwright is not None:
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await playwright.stop()
-            except Exception as exc:
-                log.warning("playwright_stop_failed", error=str(exc))
+            await _closed(playwright.stop, "playwright_stop_failed")
 
     async def _shutdown(self) -> None:
         await self._discard_browser()
         await self._stop_playwright()
+
+
+async def _closed(close: Callable[[], Awaitable[None]], event: str) -> bool:
+    """Run a close within CLOSE_TIMEOUT_S; False (logged as ``event``) if it failed or hung."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await close()
+    except Exception as exc:
+        log.warning(event, error=str(exc) or type(exc).__name__)
+        return False
+    return True
