@@ -27,6 +27,7 @@ from control_api.queues import QueuesController
 from control_api.ratelimit import KeyRateLimiter, RateLimitMiddleware
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
+from control_api.scrapes import ScrapesController
 from control_api.webhooks import WhatsAppWebhookController
 from core.broker import async_redis_client, build_broker, redis_client
 from core.crypto import use_data_key
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             KeysController,
             ChatsController,
             CollectionsController,
+            ScrapesController,
             DeadLettersController,
             AuditController,
             SchedulesController,

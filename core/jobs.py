@@ -109,7 +109,7 @@ class UnknownJobType(LookupError):
 _registry: dict[str, JobType] = {}
 _registry_lock = threading.Lock()
 #: Modules that define the built-in job types; JOBYARD_JOB_MODULES adds a deployment's own.
-BUILTIN_JOB_MODULES = ("core.unread", "core.messaging", "core.ai_reply", "core.embeddings")
+BUILTIN_JOB_MODULES = ("core.unread", "core.messaging", "core.ai_reply", "core.embeddings", "core.scrape")
 
 
 def register_job_type(job_type: JobType) -> JobType:

@@ -396,3 +396,25 @@ dashboard_sessions = sa.Table(
     _ts("expires_at", nullable=False),
 )
 sa.Index("ix_dashboard_sessions_expires", dashboard_sessions.c.expires_at)
+
+# What `scrape` jobs read from pages. The screenshot (PNG) is read only when asked for: the API's reads
+# select the other columns, and the migration stores it out of line, uncompressed (STORAGE EXTERNAL).
+scrapes = sa.Table(
+    "scrapes",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="SET NULL")),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("final_url", sa.Text, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("fields", Json, nullable=False),
+    sa.Column("links", Json, nullable=False),
+    # Requests of the page the SSRF guard refused.
+    sa.Column("blocked_requests", Json, nullable=False),
+    sa.Column("content_sha256", sa.Text, nullable=False),
+    sa.Column("screenshot", sa.LargeBinary),
+    _ts("created_at", nullable=False, default_now=True),
+)
+sa.Index("ix_scrapes_job_id", scrapes.c.job_id)

@@ -263,6 +263,34 @@ class Settings:
     default_timezone: str = _setting(
         "JOBYARD_DEFAULT_TIMEZONE", "UTC", "Recipient time zone for quiet hours when the payload names none."
     )
+    chromium_path: str | None = _setting(
+        "JOBYARD_CHROMIUM_PATH",
+        None,
+        "Chromium for `scrape` jobs. Unset: Playwright's own browser where installed, else "
+        "`chromium-headless-shell`, `chromium` (or `chromium-browser`, `google-chrome`) on PATH.",
+    )
+    chromium_sandbox: bool = _setting(
+        "JOBYARD_CHROMIUM_SANDBOX",
+        False,
+        "Run Chromium's own sandbox (Playwright's default is off; it needs a non-root user with user "
+        "namespaces).",
+    )
+    scrape_allow_hosts: tuple[str, ...] = _setting(
+        "JOBYARD_SCRAPE_ALLOW_HOSTS",
+        (),
+        "Comma-separated hosts a scraped page may reach although they resolve to private, loopback or "
+        "other non-public addresses: `host`, `*.domain`, or `host=address` to also pin it to that address.",
+    )
+    scrape_user_agent: str | None = _setting(
+        "JOBYARD_SCRAPE_USER_AGENT",
+        None,
+        "User-Agent of scraped page loads. Unset: the browser's own.",
+    )
+    scrape_domain_concurrency: int = _setting(
+        "JOBYARD_SCRAPE_DOMAIN_CONCURRENCY",
+        2,
+        "Pages of one host loaded at once across all workers (shared through Redis); politeness, 0 = no limit.",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

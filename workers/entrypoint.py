@@ -21,7 +21,13 @@ from core.settings import get_settings
 from workers.middleware import JobLifecycle
 
 #: Modules with the built-in handlers; JOBYARD_JOB_MODULES adds a deployment's own.
-BUILTIN_HANDLER_MODULES = ("workers.unread", "workers.whatsapp", "workers.ai", "workers.embeddings")
+BUILTIN_HANDLER_MODULES = (
+    "workers.unread",
+    "workers.whatsapp",
+    "workers.ai",
+    "workers.embeddings",
+    "workers.scrape",
+)
 #: A stop signal repeated within this window is the same stop arriving twice (see below).
 REPEATED_SIGNAL_WINDOW_S = 1.0
 
@@ -53,6 +59,7 @@ def boot() -> dramatiq.Broker:
     from core.jobs import load_job_modules
     from workers.embeddings import EmbeddingModel
     from workers.handlers import declare_actors
+    from workers.scrape import ScrapeBrowser
 
     ignore_repeated_sigterm()
     settings = get_settings()
@@ -63,8 +70,15 @@ def boot() -> dramatiq.Broker:
     for name in BUILTIN_HANDLER_MODULES:
         importlib.import_module(name)
     # Retries are decided by JobLifecycle and wait in Postgres, so Dramatiq's Retries is left out.
-    # EmbeddingModel loads the model at boot, only in processes that consume the embeddings queue.
-    middleware = [TimeLimit(), ShutdownNotifications(), JobLifecycle(settings), EmbeddingModel(settings)]
+    # EmbeddingModel loads the model, and ScrapeBrowser launches Chromium, at boot, each only in processes
+    # that consume its queue.
+    middleware = [
+        TimeLimit(),
+        ShutdownNotifications(),
+        JobLifecycle(settings),
+        EmbeddingModel(settings),
+        ScrapeBrowser(settings),
+    ]
     broker = build_broker(settings, middleware=middleware)
     declare_actors(broker, settings)
     dramatiq.set_broker(broker)
