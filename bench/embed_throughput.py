@@ -15,22 +15,20 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.worker import worker_process
 from core.broker import build_broker
-from core.cli import worker_argv
 from core.db import transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.embeddings import EMBEDDINGS_QUEUE
 from core.jobs import NewJob, enqueue, load_job_modules
 from core.migrate import upgrade
-from core.models import embedding_documents, jobs, workers
+from core.models import embedding_documents, jobs
 from core.settings import Settings
 
 
@@ -78,54 +76,36 @@ def _wait(
 
 
 def through_farm(settings: Settings, docs: list[str], per_job: int, threads: int, home: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
-    env.update(
-        DATABASE_URL=settings.database_url or "",
-        REDIS_URL=settings.redis_url or "",
-        JOBYARD_EMBEDDING_MODEL=settings.embedding_model,
-        JOBYARD_EMBEDDING_BATCH=str(settings.embedding_batch),
-        JOBYARD_LOG_LEVEL="WARNING",
-        HF_HUB_OFFLINE=env.get("HF_HUB_OFFLINE", "1"),
-    )
-    log = (home / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        worker_argv(1, threads, (EMBEDDINGS_QUEUE,), 30.0), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    env = {
+        "JOBYARD_EMBEDDING_MODEL": settings.embedding_model,
+        "JOBYARD_EMBEDDING_BATCH": str(settings.embedding_batch),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    }
     broker = build_broker(settings)
     try:
-        deadline = time.monotonic() + 180
-        while True:  # registered = booted, model loaded
-            with transaction(settings) as conn:
-                if conn.execute(sa.select(sa.func.count()).select_from(workers)).scalar_one():
-                    break
-            if time.monotonic() > deadline or worker.poll() is not None:
-                raise SystemExit(f"the embeddings worker did not start; see {home / 'worker.log'}")
-            time.sleep(0.1)
-        batches = [docs[i : i + per_job] for i in range(0, len(docs), per_job)]
-        new_jobs = [
-            NewJob(
-                type="embed",
-                payload={
-                    "collection": "bench",
-                    "documents": [{"id": f"d{n}-{i}", "text": t} for i, t in enumerate(batch)],
-                },
-            )
-            for n, batch in enumerate(batches)
-        ]
-        started = time.perf_counter()
-        enqueue(new_jobs, broker, settings)
-        _wait(settings, jobs.c.status == "succeeded", len(new_jobs), 1800, "the embed jobs")
-        elapsed = time.perf_counter() - started
-        with transaction(settings) as conn:
-            stored = conn.execute(sa.select(sa.func.count()).select_from(embedding_documents)).scalar_one()
-        if stored != len(docs):
-            raise SystemExit(f"{stored} vectors stored for {len(docs)} documents")
-        return elapsed
+        with worker_process(settings, EMBEDDINGS_QUEUE, threads, home, **env):
+            batches = [docs[i : i + per_job] for i in range(0, len(docs), per_job)]
+            new_jobs = [
+                NewJob(
+                    type="embed",
+                    payload={
+                        "collection": "bench",
+                        "documents": [{"id": f"d{n}-{i}", "text": t} for i, t in enumerate(batch)],
+                    },
+                )
+                for n, batch in enumerate(batches)
+            ]
+            started = time.perf_counter()
+            enqueue(new_jobs, broker, settings)
+            _wait(settings, jobs.c.status == "succeeded", len(new_jobs), 1800, "the embed jobs")
+            elapsed = time.perf_counter() - started
     finally:
         broker.client.close()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
-        log.close()
+    with transaction(settings) as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(embedding_documents)).scalar_one()
+    if stored != len(docs):
+        raise SystemExit(f"{stored} vectors stored for {len(docs)} documents")
+    return elapsed
 
 
 def directly(model: str, docs: list[str], batch: int) -> float:

@@ -8,24 +8,33 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication
 from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
+from control_api.dashboard import dashboard_routers, template_config
 from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
+from control_api.headers import add_security_headers
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
+from control_api.keys import KeysController
+from control_api.limits import JsonDepthMiddleware
 from control_api.messaging import OptOutsController, OutboundMessagesController
+from control_api.metrics import PROMETHEUS, metrics
+from control_api.openapi import declare_common_responses, openapi_config
+from control_api.queues import QueuesController
+from control_api.ratelimit import KeyRateLimiter, RateLimitMiddleware
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
+from control_api.scrapes import ScrapesController
 from control_api.webhooks import WhatsAppWebhookController
-from core.broker import build_broker, redis_client
+from core.broker import async_redis_client, build_broker, redis_client
+from core.crypto import use_data_key
 from core.fastenqueue import AsyncEnqueuer
 from core.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
 from core.jobs import load_job_modules
-from core.keys import KeyCache
+from core.keys import KeyCache, UsageClock
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 
@@ -38,26 +47,37 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     @asynccontextmanager
     async def services(app: Litestar) -> AsyncIterator[None]:
+        # Refuse to start without the data key: a job holding a phone number could not be stored.
+        use_data_key(settings)
         app.state.settings = settings
         app.state.key_cache = KeyCache(settings.api_key_cache_s)
+        app.state.usage_clock = UsageClock(settings.key_touch_interval_s)
         app.state.broker = build_broker(settings)
         fast = AsyncEnqueuer(settings, connections=MAX_FLUSHES_IN_FLIGHT)
         await fast.open()
         app.state.group_commit = GroupCommit(settings, app.state.broker, fast)
         # Readiness must answer quickly even when Redis hangs, unlike the broker's blocking client.
         app.state.health_redis = redis_client(settings, socket_timeout=2)
+        # A slow Redis must not hold every request: past this the limiter lets the request through.
+        limiter_redis = async_redis_client(settings, socket_timeout=0.5)
+        app.state.rate_limiter = KeyRateLimiter(limiter_redis, settings)
         try:
             yield
         finally:
             await fast.close()
             app.state.broker.client.close()
             app.state.health_redis.close()
+            await limiter_redis.aclose(
+                close_connection_pool=True
+            )  # a pool we passed in is not closed otherwise
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             JobsController,
+            KeysController,
             ChatsController,
             CollectionsController,
+            ScrapesController,
             DeadLettersController,
             AuditController,
             SchedulesController,
@@ -65,23 +85,33 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             OptOutsController,
             OutboundMessagesController,
             WhatsAppWebhookController,
+            QueuesController,
             healthz,
             readyz,
+            metrics,
+            *dashboard_routers(),
         ],
         lifespan=[services],
         middleware=[
             RequestIdMiddleware,
+            # Outside authentication, so refused requests are counted too.
+            PROMETHEUS.middleware,
+            # The dashboard's routes opt out (exclude_from_auth) and check their session cookie.
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
+            RateLimitMiddleware,
+            JsonDepthMiddleware,
         ],
+        template_config=template_config(),
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="Jobyard control API", version="1", path="/schema", description=__doc__
-        ),
+        openapi_config=openapi_config(__doc__),
         # Logging is set up by configure_logging (structlog); Litestar must not install its own.
         logging_config=None,
         on_app_init=[_no_debug],
     )
+    declare_common_responses(app)
+    return app
 
 
 def _no_debug(config: AppConfig) -> AppConfig:

@@ -66,6 +66,8 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
             response.headers.update(exc.headers)
         return response
     if isinstance(exc, ValidationException):
+        if request.method in {"POST", "PUT", "PATCH"} and request.headers.get("content-length") == "0":
+            return error_response(400, "malformed_json", "the body is empty; send a JSON object")
         details = _validation_details(exc.extra)
         if details:
             return error_response(422, "validation_error", "the request has invalid fields", details)
@@ -84,6 +86,17 @@ def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return error_response(503, "dependency_down", "Postgres is unavailable", {"postgres": "down"})
 
 
+def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Postgres refuses some values a JSON string can hold: a NUL character (\u0000) in text or JSONB.
+    # It is the request's value, not our failure: 400, naming what was refused.
+    log.info("unstorable_value", path=request.url.path, error=str(getattr(exc, "orig", exc)).splitlines()[0])
+    return error_response(
+        400,
+        "unstorable_value",
+        "a value in the request cannot be stored (text may not contain NUL characters, \\u0000)",
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled_error", path=request.url.path)
     return error_response(500, "internal_error", "an unexpected error occurred; see the server log")
@@ -91,6 +104,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_exception,
+    sqlalchemy.exc.DataError: _unstorable,
     sqlalchemy.exc.OperationalError: _database_down,
     sqlalchemy.exc.InterfaceError: _database_down,
     # The enqueue path's own driver calls (core/fastenqueue.py).

@@ -10,17 +10,18 @@ import sqlalchemy.exc
 from litestar import Response, get
 from litestar.datastructures import State
 
+from control_api.auth import PUBLIC
 from control_api.errors import error_response
 from core.db import get_engine
 
 
-@get("/healthz", sync_to_thread=False, tags=["health"])
+@get("/healthz", sync_to_thread=False, tags=["health"], **PUBLIC)
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@get("/readyz", sync_to_thread=True, tags=["health"])
+@get("/readyz", sync_to_thread=True, tags=["health"], **PUBLIC)
 def readyz(state: State) -> Response[Any]:
     """Postgres and Redis both answer; 503 naming the one that does not."""
     checks = {"postgres": "ok", "redis": "ok"}

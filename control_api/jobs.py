@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
@@ -40,6 +42,8 @@ from core.queries import (
     list_jobs,
     reschedule_job,
 )
+
+log = structlog.get_logger(__name__)
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 
@@ -86,7 +90,12 @@ class JobsController(Controller):
     tags = ["jobs"]
 
     # Async: the request waits on the event loop for its group's commit (core/groupcommit.py).
-    @post("/", guards=[requires("jobs:write")], summary="Enqueue a job")
+    @post(
+        "/",
+        guards=[requires("jobs:write")],
+        summary="Enqueue a job",
+        responses={200: ResponseSpec(Job, description="The idempotency key was seen: the first job")},
+    )
     async def create(
         self, request: Request[Any, Any, Any], state: State, data: JSONBody[JobIn]
     ) -> Response[Job]:
@@ -94,6 +103,7 @@ class JobsController(Controller):
         if new_job is None:
             raise _invalid([e.as_dict() for e in errors])
         (result,) = await _enqueue(state, [new_job])
+        log.info("job_enqueued", job_id=str(result.job.id), type=result.job.type, created=result.created)
         return Response(result.job, status_code=201 if result.created else 200)
 
     @post("/batch", guards=[requires("jobs:write")], summary="Enqueue up to 1000 jobs")
@@ -101,6 +111,7 @@ class JobsController(Controller):
         self, request: Request[Any, Any, Any], state: State, data: JSONBody[BatchIn]
     ) -> Response[BatchOut]:
         results = await enqueue_checked(state, data.jobs, request_id_of(request.scope), prefix="jobs")
+        log.info("jobs_enqueued", jobs=len(results), created=sum(r.created for r in results))
         return Response(BatchOut([r.job for r in results]), status_code=201)
 
     @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="List jobs, newest first")

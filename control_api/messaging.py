@@ -9,14 +9,16 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
 from core import outbound
+from core.crypto import mask_phone
 from core.db import transaction
 from core.keys import ApiKey
-from core.optouts import E164_PATTERN, OptOut, add_opt_out, e164, list_opt_outs, remove_opt_out
+from core.optouts import E164_PATTERN, OptOut, add_opt_out, e164, get_opt_out, list_opt_outs, remove_opt_out
 from core.outbound import NotResolvable, OutboundMessage
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 
@@ -65,7 +67,13 @@ class OptOutsController(Controller):
     path = "/v1/opt-outs"
     tags = ["messaging"]
 
-    @post("/", guards=[requires("jobs:write")], sync_to_thread=True, summary="Record an opt-out")
+    @post(
+        "/",
+        guards=[requires("jobs:write")],
+        sync_to_thread=True,
+        summary="Record an opt-out",
+        responses={200: ResponseSpec(OptOut, description="The number had opted out already")},
+    )
     def create(self, state: State, data: JSONBody[OptOutIn]) -> Response[OptOut]:
         with transaction(state.settings) as conn:
             opt_out, created = add_opt_out(conn, data.to, "api", data.reason)
@@ -81,12 +89,26 @@ class OptOutsController(Controller):
         except BadCursor as exc:
             raise _bad_cursor(exc) from None
 
+    @get(
+        "/{number:str}",
+        guards=[requires("ops")],
+        sync_to_thread=True,
+        summary="Whether a number opted out (found by its keyed hash)",
+    )
+    def read(self, state: State, number: FromPath[str]) -> OptOut:
+        address = _number(number)
+        with transaction(state.settings) as conn:
+            found = get_opt_out(conn, address)
+        if found is None:
+            raise ApiError(404, "opt_out_not_found", f"{mask_phone(address)} has not opted out")
+        return found
+
     @delete("/{number:str}", guards=[requires("ops")], sync_to_thread=True, summary="Remove an opt-out")
     def remove(self, state: State, number: FromPath[str]) -> None:
         address = _number(number)
         with transaction(state.settings) as conn:
             if not remove_opt_out(conn, address):
-                raise ApiError(404, "opt_out_not_found", f"{address} has not opted out")
+                raise ApiError(404, "opt_out_not_found", f"{mask_phone(address)} has not opted out")
 
 
 class OutboundMessagesController(Controller):

@@ -1,8 +1,14 @@
-"""X-Request-ID on every response: the caller's, or a new one; bound into every log line of the request."""
+"""X-Request-ID on every response (the caller's, or a new one), bound into every log line of the
+request, and one access line per request that carries it.
+
+Uvicorn's own access log is off (it knows nothing of the request id); the line written here
+replaces it.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -12,6 +18,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 HEADER = b"x-request-id"
 #: Ids from callers are echoed only if they look like ids, so logs cannot be forged through them.
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+#: Polled by probes and scrapers every few seconds: logged at debug level, not to drown the rest.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+access_log = structlog.get_logger("jobyard.access")
 
 
 def request_id_of(scope: Scope) -> str:
@@ -26,17 +36,32 @@ class RequestIdMiddleware:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         given = dict(scope["headers"]).get(HEADER, b"")
         request_id = given.decode() if _VALID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500  # if the app raises before answering, the server answers 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers: list[Any] = list(message.get("headers", []))
                 headers.append((HEADER, request_id.encode()))
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope["path"]
+            emit = access_log.debug if path in _QUIET_PATHS else access_log.info
+            emit(
+                "request",
+                method=scope.get("method", ""),
+                path=path,
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )

@@ -16,8 +16,11 @@ import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import MediaType
+from litestar.openapi.datastructures import ResponseSpec
 
+from control_api.auth import PUBLIC
 from control_api.errors import ApiError
+from control_api.schemas import ErrorOut
 from core.db import transaction
 from core.settings import Settings
 from core.whatsapp_webhook import SIGNATURE_HEADER, WebhookSummary, process, verify_signature
@@ -34,7 +37,12 @@ class WhatsAppWebhookController(Controller):
     tags = ["webhooks"]
 
     @get(
-        "/", sync_to_thread=False, summary="Meta's webhook verification handshake", media_type=MediaType.TEXT
+        "/",
+        sync_to_thread=False,
+        summary="Meta's webhook verification handshake",
+        media_type=MediaType.TEXT,
+        responses={403: ResponseSpec(ErrorOut, description="Wrong hub.mode or hub.verify_token")},
+        **PUBLIC,
     )
     def verify(self, request: Request[Any, Any, Any], state: State) -> str:
         expected = state.settings.whatsapp_verify_token
@@ -48,7 +56,13 @@ class WhatsAppWebhookController(Controller):
             raise ApiError(403, "forbidden", "wrong hub.mode or hub.verify_token")
         return str(params.get("hub.challenge") or "")
 
-    @post("/", status_code=200, summary="WhatsApp notifications: delivery statuses and incoming messages")
+    @post(
+        "/",
+        status_code=200,
+        summary="WhatsApp notifications: delivery statuses and incoming messages",
+        responses={401: ResponseSpec(ErrorOut, description="Missing or invalid X-Hub-Signature-256")},
+        **PUBLIC,
+    )
     async def receive(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, int]]:
         settings: Settings = state.settings
         secret = settings.whatsapp_app_secret

@@ -45,6 +45,8 @@ AI_REPLY = register_job_type(
         max_backoff_s=120.0,
         timeout_s=120.0,
         description="Ask an OpenAI-compatible chat API for a reply and post it in the chat.",
+        # A message and a system prompt of up to 32,000 characters each, in up to 4-byte UTF-8.
+        max_payload_bytes=320 * 1024,
     )
 )
 

@@ -10,6 +10,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.crypto import mask_phones_deep, mask_phones_in
 from core.jobs import utcnow
 from core.models import audit_log
 from core.pagination import page, split_page
@@ -46,11 +47,12 @@ def record(
             at=utcnow(),
             actor=actor,
             action=action,
-            selection=selection,
-            reason=reason,
+            # Kept for good and read by every ops key: a number someone typed in appears masked.
+            selection=mask_phones_deep(selection),
+            reason=mask_phones_in(reason),
             counts=counts,
             # SQL NULL, not a JSON null, when there is no patch.
-            payload_patch=sa.null() if payload_patch is None else payload_patch,
+            payload_patch=sa.null() if payload_patch is None else mask_phones_deep(payload_patch),
         )
     )
     return entry_id
@@ -61,3 +63,14 @@ def list_audit(conn: Connection, limit: int, cursor: str | None) -> tuple[list[A
     query = page(sa.select(audit_log), audit_log.c.at, audit_log.c.id, limit, cursor)
     rows, next_cursor = split_page(conn.execute(query).all(), limit, created_key="at")
     return [AuditEntry(**dict(r._mapping)) for r in rows], next_cursor
+
+
+class AuditEntryNotFound(LookupError):
+    pass
+
+
+def get_entry(conn: Connection, entry_id: uuid.UUID) -> AuditEntry:
+    row = conn.execute(sa.select(audit_log).where(audit_log.c.id == entry_id)).first()
+    if row is None:
+        raise AuditEntryNotFound(str(entry_id))
+    return AuditEntry(**dict(row._mapping))

@@ -29,8 +29,8 @@ _CLAIM = sa.text(
         WHERE id = ANY(CAST(:ids AS uuid[])) AND status = ANY(CAST(:claimable AS text[]))
         RETURNING id, type, payload, attempts, max_retries, retry_base, request_id, business_key
     ), recorded AS (
-        INSERT INTO job_attempts (job_id, number, worker, started_at)
-        SELECT id, attempts, :worker, :now FROM claimed
+        INSERT INTO job_attempts (job_id, number, type, worker, started_at)
+        SELECT id, attempts, type, :worker, :now FROM claimed
     )
     SELECT * FROM claimed
     """
@@ -45,7 +45,8 @@ _SUCCEED = sa.text(
         WHERE jobs.id = r.id AND jobs.status = :running AND jobs.attempts = r.number
         RETURNING jobs.id, jobs.attempts
     ), finished AS (
-        UPDATE job_attempts SET finished_at = :now, outcome = 'succeeded', error = NULL
+        UPDATE job_attempts SET finished_at = :now, outcome = 'succeeded', error = NULL,
+                                job_status = :succeeded
         FROM done WHERE job_attempts.job_id = done.id AND job_attempts.number = done.attempts
     )
     SELECT count(*) FROM done

@@ -11,6 +11,7 @@ from typing import Any, cast
 import dramatiq
 import msgspec
 import redis
+import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
@@ -37,6 +38,26 @@ def redis_client(settings: Settings | None = None, *, socket_timeout: float | No
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+
+
+def async_redis_client(
+    settings: Settings, *, socket_timeout: float, connections: int = 64
+) -> redis.asyncio.Redis:
+    """An asyncio Redis client for the API's own per-request calls (the rate limiter).
+
+    At most ``connections`` at once; a request past that waits for one (up to ``socket_timeout``)
+    instead of failing, as redis-py's default pool does beyond 100.
+    """
+    if not settings.redis_url:
+        raise RedisNotConfigured("REDIS_URL is not set (run `jobyard up` to get embedded services)")
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=connections,
+        timeout=socket_timeout,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 class JobyardRedisBroker(RedisBroker):

@@ -28,6 +28,19 @@ def _settings() -> Settings:
     return with_running_services(get_settings())
 
 
+def _farm_settings() -> Settings:
+    """Settings for a long-running role, once Postgres (migrated) and Redis answer."""
+    from core.readiness import ServicesNotReady, wait_for_services
+
+    settings = get_settings()
+    try:
+        return wait_for_services(
+            settings, settings.services_wait_s, lambda why: click.echo(f"jobyard: waiting: {why}", err=True)
+        )
+    except ServicesNotReady as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _exec(argv: list[str], settings: Settings | None = None) -> None:
     env = dict(os.environ)
     if settings is not None:
@@ -57,6 +70,14 @@ def worker_argv(
     return argv
 
 
+def known_queues(settings: Settings) -> tuple[str, ...]:
+    """The queues of every registered job type (built-in and JOBYARD_JOB_MODULES)."""
+    from core.jobs import job_types, load_job_modules
+
+    load_job_modules(settings)
+    return tuple(sorted({t.queue_name for t in job_types().values()}))
+
+
 def queues_except(
     settings: Settings, excluded: tuple[str, ...], among: tuple[str, ...] = ()
 ) -> tuple[str, ...]:
@@ -64,12 +85,18 @@ def queues_except(
 
     Dramatiq takes only a list of queues to consume; this is how a worker consumes "all but these".
     """
-    if not among:
-        from core.jobs import job_types, load_job_modules
+    return tuple(q for q in among or known_queues(settings) if q not in excluded)
 
-        load_job_modules(settings)
-        among = tuple(sorted({t.queue_name for t in job_types().values()}))
-    return tuple(q for q in among if q not in excluded)
+
+def check_queues(settings: Settings, queues: tuple[str, ...]) -> None:
+    """Refuse a queue no job type uses: Dramatiq would start a worker that consumes nothing, quietly."""
+    known = known_queues(settings)
+    unknown = [q for q in queues if q not in known]
+    if unknown:
+        raise click.UsageError(
+            f"no job type uses the queue{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"known queues: {', '.join(known)} (a deployment's own job types come from JOBYARD_JOB_MODULES)"
+        )
 
 
 @click.group()
@@ -102,32 +129,49 @@ def up(host: str | None, port: int | None, processes: int | None, threads: int |
 @click.option("--workers", type=int, default=1, help="API processes.")
 def api(host: str | None, port: int | None, workers: int) -> None:
     """Serve the control API."""
-    settings = _settings()
+    settings = _farm_settings()
     argv = [sys.executable, "-m", "control_api", "--host", host or settings.api_host]
     argv += ["--port", str(port or settings.api_port), "--workers", str(workers)]
     _exec(argv, settings)
 
 
 @main.command()
-@click.option("--processes", type=int, default=None)
-@click.option("--threads", type=int, default=None)
+@click.option("--processes", type=int, default=None, help="Worker processes [JOBYARD_WORKER_PROCESSES].")
+@click.option("--threads", type=int, default=None, help="Threads per process [JOBYARD_WORKER_THREADS].")
 @click.option("--queues", multiple=True, help="Queues to consume (repeat); default all.")
-@click.option("--exclude-queues", "excluded", multiple=True, help="Queues not to consume (repeat).")
+@click.option(
+    "--exclude-queues",
+    "excluded",
+    multiple=True,
+    help="Queues not to consume (repeat); one no job type uses yet is simply not consumed.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to finish running jobs on SIGTERM before handing them back [JOBYARD_WORKER_SHUTDOWN_TIMEOUT].",
+)
 def worker(
-    processes: int | None, threads: int | None, queues: tuple[str, ...], excluded: tuple[str, ...]
+    processes: int | None,
+    threads: int | None,
+    queues: tuple[str, ...],
+    excluded: tuple[str, ...],
+    shutdown_timeout: float | None,
 ) -> None:
     """Run Dramatiq worker processes for the job types."""
-    settings = _settings()
+    settings = get_settings()
     queues = queues or settings.worker_queues
+    check_queues(settings, queues)
     if excluded:
         queues = queues_except(settings, excluded, queues)
         if not queues:
             raise click.UsageError("--exclude-queues leaves no queue to consume")
+    settings = _farm_settings()
     argv = worker_argv(
         processes or settings.worker_processes,
         threads or settings.worker_threads,
         queues,
-        settings.worker_shutdown_timeout_s,
+        settings.worker_shutdown_timeout_s if shutdown_timeout is None else shutdown_timeout,
     )
     _exec(argv, settings)
 
@@ -135,7 +179,7 @@ def worker(
 @main.command()
 def scheduler() -> None:
     """Publish due jobs and re-publish jobs whose message Redis lost."""
-    settings = _settings()
+    settings = _farm_settings()
     _exec([sys.executable, "-m", "workers.scheduler"], settings)
 
 
@@ -146,6 +190,24 @@ def migrate() -> None:
 
     upgrade(_settings())
     click.echo("database is up to date")
+
+
+@main.command()
+@click.option(
+    "--hold/--no-hold",
+    default=None,
+    help="Keep running after migrating [default: when it starts embedded services, or under honcho/foreman].",
+)
+def release(hold: bool | None) -> None:
+    """The Procfile's release step: migrate, starting embedded Postgres/Redis first when no URLs are set.
+
+    It exits when done (a PaaS release phase, a Kubernetes Job), except where the farm needs it to stay:
+    it holds the embedded services it started, and under honcho or foreman, which stop every process
+    when one exits, it stays until Ctrl-C.
+    """
+    from core.release import run_release
+
+    sys.exit(run_release(get_settings(), hold))
 
 
 @main.group()
@@ -159,7 +221,15 @@ def keys() -> None:
     "--scope", "scopes", multiple=True, required=True, help="jobs:write, jobs:read or ops (repeat)."
 )
 @click.option("--expires-in-days", type=float, default=None)
-def keys_create(name: str, scopes: tuple[str, ...], expires_in_days: float | None) -> None:
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Requests per second for this key; 0: unlimited [JOBYARD_RATE_LIMIT_PER_S].",
+)
+def keys_create(
+    name: str, scopes: tuple[str, ...], expires_in_days: float | None, rate_limit: float | None
+) -> None:
     """Create a key; its secret is printed once and never stored."""
     from core.db import transaction
     from core.jobs import utcnow
@@ -168,7 +238,7 @@ def keys_create(name: str, scopes: tuple[str, ...], expires_in_days: float | Non
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
         with transaction(_settings()) as conn:
-            key, secret = create_key(conn, name, scopes, expires)
+            key, secret = create_key(conn, name, scopes, expires, rate_limit)
     except UnknownScope as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
     click.echo(f"created key {key.name} ({key.id}) with scopes {', '.join(key.scopes)}")
@@ -178,13 +248,47 @@ def keys_create(name: str, scopes: tuple[str, ...], expires_in_days: float | Non
 @keys.command("list")
 def keys_list() -> None:
     from core.db import transaction
+    from core.jobs import utcnow
     from core.keys import list_keys
 
     with transaction(_settings()) as conn:
         found = list_keys(conn)
+    now = utcnow()
     for k in found:
-        state = "revoked" if k.revoked_at else "active"
-        click.echo(f"{k.id}  {k.prefix}…  {k.name:<20} {','.join(k.scopes):<28} {state}")
+        state = "active"
+        if k.revoked_at:
+            state = "revoked"
+        elif k.expires_at and k.expires_at <= now:
+            state = "expired"
+        elif k.replaced_by:
+            state = f"rotated, valid until {k.expires_at:%Y-%m-%d %H:%M}Z"
+        used = f"used {k.last_used_at:%Y-%m-%d %H:%M}Z" if k.last_used_at else "never used"
+        click.echo(f"{k.id}  {k.prefix}…  {k.name:<20} {','.join(k.scopes):<28} {used:<24} {state}")
+
+
+@keys.command("rotate")
+@click.argument("key_id_or_prefix")
+@click.option(
+    "--grace-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="How long the old value keeps working [JOBYARD_KEY_ROTATION_GRACE].",
+)
+def keys_rotate(key_id_or_prefix: str, grace_seconds: float | None) -> None:
+    """Replace a key by a new one (printed once); the old one works for a grace period."""
+    from core.db import transaction
+    from core.keys import KeyNotFound, NotRotatable, find_key, rotate_key
+
+    settings = _settings()
+    grace = settings.key_rotation_grace_s if grace_seconds is None else grace_seconds
+    try:
+        with transaction(settings) as conn:
+            new, secret, old = rotate_key(conn, find_key(conn, key_id_or_prefix).id, grace)
+    except (KeyNotFound, NotRotatable) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"rotated key {old.name}: {old.prefix}… works until {old.expires_at:%Y-%m-%d %H:%M:%S}Z")
+    click.echo(f"new key {new.id}:")
+    click.echo(secret)
 
 
 @keys.command("revoke")
@@ -296,6 +400,19 @@ def wait_for_http(url: str, timeout_s: float, alive: Any = None) -> bool:
             pass
         time.sleep(0.1)
     return False
+
+
+@main.group("data-key")
+def data_key() -> None:
+    """The key that encrypts phone numbers at rest (JOBYARD_DATA_KEY)."""
+
+
+@data_key.command("generate")
+def data_key_generate() -> None:
+    """Print a new random data key, for JOBYARD_DATA_KEY (keep it in your secret store)."""
+    from core.crypto import generate_data_key
+
+    click.echo(generate_data_key())
 
 
 main.add_command(dlq)

@@ -73,3 +73,16 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+@contextmanager
+def snapshot(settings: Settings | None = None) -> Iterator[Connection]:
+    """A read-only transaction that sees one snapshot across all its statements (REPEATABLE READ).
+
+    For reads made of several queries that must agree with each other, such as running totals plus
+    the rows not yet added to them.
+    """
+    with get_engine(settings).connect() as conn:
+        conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn

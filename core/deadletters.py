@@ -17,7 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import Connection
 
-from core.jobs import FieldError, Job, JobStatus, UnknownJobType, get_job_type, validate_payload
+from core.jobs import (
+    FieldError,
+    Job,
+    JobStatus,
+    UnknownJobType,
+    get_job_type,
+    open_payload,
+    validate_payload,
+)
 from core.models import jobs
 from core.pagination import page, split_page
 
@@ -33,11 +41,11 @@ MAX_REPORTED_ERRORS = 100
 class DeadFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """Which dead letters: every given field must match."""
 
-    type: str | None = None
+    type: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     #: The last error's code (``error->>'code'``).
-    error_code: str | None = None
+    error_code: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     #: Case-insensitive text searched in the last error's message and in the payload.
-    q: str | None = None
+    q: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     #: Bounds on when the job died (``finished_at``): since <= finished_at < until.
     since: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
@@ -158,6 +166,18 @@ def list_dead(
     return [Job.from_row(r) for r in rows], next_cursor
 
 
+def groups(conn: Connection) -> list[tuple[str, str | None, int]]:
+    """(type, error code, how many) over all dead letters, largest groups first: what is wrong."""
+    code = jobs.c.error["code"].astext
+    query = (
+        sa.select(jobs.c.type, code.label("code"), sa.func.count().label("n"))
+        .where(jobs.c.status == JobStatus.DEAD)
+        .group_by(jobs.c.type, code)
+        .order_by(sa.func.count().desc(), jobs.c.type, code)
+    )
+    return [(r.type, r.code, r.n) for r in conn.execute(query)]
+
+
 def count(conn: Connection, selection: Selection) -> int:
     query = sa.select(sa.func.count()).select_from(jobs).where(*_where(selection))
     return int(conn.execute(query).scalar_one())
@@ -188,7 +208,8 @@ def patched(
         jt = get_job_type(job_type)
     except UnknownJobType:
         return None, [FieldError("type", f"unknown job type {job_type!r}")]
-    return validate_payload(jt, payload if patch is None else merge_patch(payload, patch))
+    clear = open_payload(payload)  # a patch applies to what the caller sent, not to sealed text
+    return validate_payload(jt, clear if patch is None else merge_patch(clear, patch))
 
 
 def resolve(

@@ -64,6 +64,8 @@ EMBED = register_job_type(
         max_backoff_s=300.0,
         timeout_s=600.0,
         description="Embed a collection's documents and upsert them into pgvector, skipping unchanged texts.",
+        # Thousands of documents per job are the point; the request body limit is the real bound.
+        max_payload_bytes=8 * 1024 * 1024,
     )
 )
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
+from core.crypto import mask_phones_in
+
 
 class JobyardError(Exception):
     """Something went wrong in Jobyard."""
@@ -91,10 +93,11 @@ def error_record(exc: BaseException) -> dict[str, Any]:
         # Anything unexpected counts as retryable: a bug fixed by a deploy, or a blip we did not map.
         code, retryable, message = "unexpected_error", True, f"{type(exc).__name__}: {exc}"
     excerpt = "".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))
+    # Stored for good and shown to every reader of the job: a recipient's number appears masked.
     return {
         "code": code,
-        "message": message[:2000],
+        "message": mask_phones_in(message[:2000]),
         "retryable": retryable,
         **extra,
-        "traceback": excerpt[-4000:],
+        "traceback": mask_phones_in(excerpt[-4000:]),
     }

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 
 import psycopg
 import redis
-import redis.asyncio
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from core.broker import Publication, publish_commands
+from core.broker import Publication, async_redis_client, publish_commands
 from core.jobs import INSERT_MANY_PSYCOPG, Enqueued, NewJob, encode_rows, new_job, new_rows, utcnow
 from core.settings import Settings
 
@@ -40,7 +39,7 @@ class AsyncEnqueuer:
             kwargs={"autocommit": True, "application_name": "jobyard", "connect_timeout": 10},
             open=False,
         )
-        self.redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        self.redis = async_redis_client(settings, socket_timeout=5, connections=connections)
 
     async def open(self) -> None:
         await self.pool.open()

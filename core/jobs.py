@@ -20,6 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy.engine import Connection, Row
 
 from core.broker import Publication, publish
+from core.crypto import data_cipher, is_sealed, masked
 from core.db import autocommit, transaction
 from core.models import jobs
 from core.settings import Settings, get_settings
@@ -65,10 +66,40 @@ class JobType:
     #: wait forever: past this many it goes to the dead letters.
     max_rate_limit_waits: int = 20
     description: str = ""
+    #: Largest payload (as JSON) a job of this type may carry; a queue is not a blob store.
+    max_payload_bytes: int = 64 * 1024
+    #: Top-level payload fields holding personal data (phone numbers): sealed before the payload is
+    #: stored, opened for the handler, masked wherever the payload is shown.
+    sealed_fields: tuple[str, ...] = ()
 
     @property
     def queue_name(self) -> str:
         return self.queue or self.name
+
+    def seal(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload as stored in Postgres: sealed fields encrypted (already sealed ones kept)."""
+        if not self.sealed_fields:
+            return payload
+        cipher = data_cipher()
+        return {
+            k: cipher.seal(v) if k in self.sealed_fields and isinstance(v, str) else v
+            for k, v in payload.items()
+        }
+
+
+def open_payload(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload with its sealed fields decrypted, for the handler that runs it."""
+    if not any(is_sealed(v) for v in stored.values()):
+        return stored
+    cipher = data_cipher()
+    return {k: cipher.open(v) if is_sealed(v) else v for k, v in stored.items()}
+
+
+def shown_payload(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload as the API shows it: sealed fields masked (``+44*******789``)."""
+    if not any(is_sealed(v) for v in stored.values()):
+        return stored
+    return {k: masked(v) if is_sealed(v) else v for k, v in stored.items()}
 
 
 class UnknownJobType(LookupError):
@@ -78,7 +109,7 @@ class UnknownJobType(LookupError):
 _registry: dict[str, JobType] = {}
 _registry_lock = threading.Lock()
 #: Modules that define the built-in job types; JOBYARD_JOB_MODULES adds a deployment's own.
-BUILTIN_JOB_MODULES = ("core.unread", "core.messaging", "core.ai_reply", "core.embeddings")
+BUILTIN_JOB_MODULES = ("core.unread", "core.messaging", "core.ai_reply", "core.embeddings", "core.scrape")
 
 
 def register_job_type(job_type: JobType) -> JobType:
@@ -131,10 +162,21 @@ def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> t
         return None, [FieldError(prefix, "must be an object")]
     schema = job_type.payload
     try:
-        # The common case, valid input, in one call; the field-by-field walk below names every error.
-        return msgspec.to_builtins(msgspec.convert(data, schema)), []
-    except msgspec.ValidationError:
-        pass
+        # The common case, valid input, in one call; the field-by-field walk names every error.
+        value = msgspec.convert(data, schema)
+    except msgspec.ValidationError as first_error:
+        errors = _field_errors(schema, data, prefix)
+        # No field is wrong on its own: a cross-field check in __post_init__ failed.
+        return None, errors or [FieldError(prefix, str(first_error))]
+    normalised = msgspec.to_builtins(value)
+    size = len(msgspec.json.encode(normalised))
+    if size > job_type.max_payload_bytes:
+        message = f"is {size} bytes as JSON; a {job_type.name} payload may have at most {job_type.max_payload_bytes}"
+        return None, [FieldError(prefix, message)]
+    return normalised, []
+
+
+def _field_errors(schema: type[msgspec.Struct], data: dict[str, Any], prefix: str) -> list[FieldError]:
     errors: list[FieldError] = []
     fields = msgspec.structs.fields(schema)
     known = {f.encode_name for f in fields}
@@ -151,13 +193,7 @@ def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> t
         errors.extend(
             FieldError(f"{prefix}.{key}", "is not a known field") for key in data if key not in known
         )
-    if errors:
-        return None, errors
-    try:
-        value = msgspec.convert(data, schema)
-    except msgspec.ValidationError as exc:  # cross-field checks in __post_init__
-        return None, [FieldError(prefix, str(exc))]
-    return msgspec.to_builtins(value), []
+    return errors
 
 
 # -- enqueue -----------------------------------------------------------------------------------
@@ -207,7 +243,7 @@ class Job(msgspec.Struct, kw_only=True):
             type=m["type"],
             queue=m["queue"],
             status=m["status"],
-            payload=m["payload"],
+            payload=shown_payload(m["payload"]),
             business_key=m["business_key"],
             idempotency_key=m["idempotency_key"],
             attempts=m["attempts"],
@@ -347,7 +383,8 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
             continue
         assert r.idempotency_key is not None  # only a repeated key makes the insert skip a row
         first = existing[r.idempotency_key]
-        if first.type != r.type or first.payload != r.payload:
+        # Sealing is randomised (a fresh nonce each time), so compare the payloads in clear.
+        if first.type != r.type or open_payload(first.payload) != open_payload(r.payload):
             raise IdempotencyConflict(index, r.idempotency_key, first.id)
         results.append(Enqueued(Job.from_row(first), created=False))
     return results
@@ -369,7 +406,7 @@ def new_rows(new_jobs: Sequence[NewJob], now: datetime) -> tuple[list[NewRow], l
                 type=nj.type,
                 queue=job_type.queue_name,
                 status=JobStatus.QUEUED if due else JobStatus.SCHEDULED,
-                payload=nj.payload,
+                payload=job_type.seal(nj.payload),
                 idempotency_key=nj.idempotency_key,
                 business_key=nj.business_key,
                 run_at=run_at,
@@ -401,7 +438,7 @@ def new_job(r: NewRow, now: datetime) -> Job:
         type=r.type,
         queue=r.queue,
         status=r.status,
-        payload=r.payload,
+        payload=shown_payload(r.payload),
         business_key=r.business_key,
         idempotency_key=r.idempotency_key,
         attempts=0,

@@ -1,4 +1,5 @@
-"""API keys: high-entropy secrets shown once, stored as SHA-256 hashes, with scopes."""
+"""API keys: high-entropy secrets shown once, stored as SHA-256 hashes, with scopes, expiry,
+revocation, rotation with a grace period, a rate limit of their own, and the time they were last used."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 import sqlalchemy as sa
@@ -16,10 +17,13 @@ from sqlalchemy.engine import Connection
 
 from core.jobs import utcnow
 from core.models import api_keys
+from core.pagination import page, split_page
 
 SCOPES = ("jobs:write", "jobs:read", "ops")
 #: Visible start of every key, so a leaked one is easy to recognise in code or logs.
 KEY_PREFIX = "jy_"
+#: Characters of a key shown in listings: "jy_" and seven random ones, enough to tell keys apart.
+VISIBLE_CHARS = 10
 
 
 class UnknownScope(ValueError):
@@ -35,6 +39,14 @@ class ApiKey(msgspec.Struct, kw_only=True):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    #: Requests per second; None: JOBYARD_RATE_LIMIT_PER_S; 0: unlimited.
+    rate_limit_per_s: float | None = None
+    #: The key that replaced this one by rotation.
+    replaced_by: uuid.UUID | None = None
+
+
+class KeyNotFound(LookupError):
+    pass
 
 
 def hash_key(secret: str) -> str:
@@ -43,7 +55,11 @@ def hash_key(secret: str) -> str:
 
 
 def create_key(
-    conn: Connection, name: str, scopes: Iterable[str], expires_at: datetime | None = None
+    conn: Connection,
+    name: str,
+    scopes: Iterable[str],
+    expires_at: datetime | None = None,
+    rate_limit_per_s: float | None = None,
 ) -> tuple[ApiKey, str]:
     """Store a new key and return it with its secret, which is never stored or shown again."""
     scopes = sorted(set(scopes))
@@ -56,10 +72,11 @@ def create_key(
         .values(
             id=uuid.uuid4(),
             name=name,
-            prefix=secret[:10],
+            prefix=secret[:VISIBLE_CHARS],
             key_hash=hash_key(secret),
             scopes=scopes,
             expires_at=expires_at,
+            rate_limit_per_s=rate_limit_per_s,
         )
         .returning(*api_keys.c)
     ).one()
@@ -75,16 +92,92 @@ def list_keys(conn: Connection) -> list[ApiKey]:
     return [_key(r) for r in conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at))]
 
 
+def page_keys(conn: Connection, limit: int, cursor: str | None) -> tuple[list[ApiKey], str | None]:
+    """Newest first, a page at a time (the API's list)."""
+    rows = conn.execute(page(sa.select(api_keys), api_keys.c.created_at, api_keys.c.id, limit, cursor)).all()
+    found, next_cursor = split_page(rows, limit)
+    return [_key(r) for r in found], next_cursor
+
+
+def get_key(conn: Connection, key_id: uuid.UUID) -> ApiKey:
+    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+    if row is None:
+        raise KeyNotFound(str(key_id))
+    return _key(row)
+
+
+def _match(key_id_or_prefix: str) -> sa.ColumnElement[bool]:
+    try:
+        return api_keys.c.id == uuid.UUID(key_id_or_prefix)
+    except ValueError:
+        return api_keys.c.prefix == key_id_or_prefix
+
+
+def find_key(conn: Connection, key_id_or_prefix: str) -> ApiKey:
+    """The one key with this id or visible prefix."""
+    rows = conn.execute(sa.select(api_keys).where(_match(key_id_or_prefix))).all()
+    if len(rows) != 1:
+        raise KeyNotFound(
+            f"{len(rows)} keys match {key_id_or_prefix!r}" if rows else f"no key {key_id_or_prefix!r}"
+        )
+    return _key(rows[0])
+
+
 def revoke_key(conn: Connection, key_id_or_prefix: str) -> int:
     """Revoke by id or by visible prefix; returns how many keys were revoked."""
-    try:
-        match = api_keys.c.id == uuid.UUID(key_id_or_prefix)
-    except ValueError:
-        match = api_keys.c.prefix == key_id_or_prefix
     result = conn.execute(
-        sa.update(api_keys).where(match, api_keys.c.revoked_at.is_(None)).values(revoked_at=utcnow())
+        sa.update(api_keys)
+        .where(_match(key_id_or_prefix), api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
     )
     return int(result.rowcount)
+
+
+class NotRotatable(Exception):
+    """Only a live key that was not rotated already can be rotated."""
+
+
+def rotate_key(conn: Connection, key_id: uuid.UUID, grace_s: float) -> tuple[ApiKey, str, ApiKey]:
+    """Replace a key by a new one with the same name, scopes, expiry and rate limit.
+
+    The old value keeps working for ``grace_s`` seconds (or until its own expiry, if sooner), so
+    callers can switch to the new one without a failed request. Returns (new key, its secret, old key).
+    """
+    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id).with_for_update()).first()
+    if row is None:
+        raise KeyNotFound(str(key_id))
+    old = _key(row)
+    now = utcnow()
+    if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
+        raise NotRotatable(f"key {old.prefix} is revoked or expired")
+    if old.replaced_by is not None:
+        raise NotRotatable(f"key {old.prefix} was already rotated (replaced by {old.replaced_by})")
+    new, secret = create_key(conn, old.name, old.scopes, old.expires_at, old.rate_limit_per_s)
+    until = now + timedelta(seconds=max(grace_s, 0.0))
+    if old.expires_at is not None:
+        until = min(until, old.expires_at)
+    updated = conn.execute(
+        sa.update(api_keys)
+        .where(api_keys.c.id == key_id)
+        .values(expires_at=until, replaced_by=new.id)
+        .returning(*api_keys.c)
+    ).one()
+    return new, secret, _key(updated)
+
+
+def touch_key(conn: Connection, key_id: uuid.UUID, at: datetime, min_interval_s: float) -> None:
+    """Record that the key was used, unless another process did within ``min_interval_s``."""
+    conn.execute(
+        sa.update(api_keys)
+        .where(
+            api_keys.c.id == key_id,
+            sa.or_(
+                api_keys.c.last_used_at.is_(None),
+                api_keys.c.last_used_at < at - timedelta(seconds=min_interval_s),
+            ),
+        )
+        .values(last_used_at=at)
+    )
 
 
 def lookup_key(conn: Connection, secret: str) -> ApiKey | None:
@@ -123,3 +216,24 @@ class KeyCache:
             if len(self._entries) > 10_000:  # a flood of bad keys must not grow memory without bound
                 self._entries.clear()
             self._entries[hash_key(secret)] = (time.monotonic() + self.ttl_s, key)
+
+
+class UsageClock:
+    """Which keys this process should mark as used now: each at most once per interval, so
+    last_used_at costs one small UPDATE per key per minute, not a write per request."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[uuid.UUID, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key_id: uuid.UUID) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key_id)
+            if last is not None and now - last < self.interval_s:
+                return False
+            if len(self._last) > 10_000:
+                self._last.clear()
+            self._last[key_id] = now
+            return True

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.jobs import CLAIMABLE, JobStatus, get_job_type, utcnow
+from core.jobs import CLAIMABLE, JobStatus, get_job_type, open_payload, utcnow
 from core.models import job_attempts, jobs
 from core.retry import decide
 
@@ -41,7 +41,7 @@ class Claim:
         return cls(
             job_id=row.id,
             type=row.type,
-            payload=row.payload,
+            payload=open_payload(row.payload),
             attempt=row.attempts,
             max_retries=row.max_retries,
             retry_base=row.retry_base,
@@ -89,7 +89,9 @@ def claim(
     if row is None:
         return None
     conn.execute(
-        sa.insert(job_attempts).values(job_id=job_id, number=row.attempts, worker=worker, started_at=now)
+        sa.insert(job_attempts).values(
+            job_id=job_id, number=row.attempts, type=row.type, worker=worker, started_at=now
+        )
     )
     return Claim.from_row(row)
 
@@ -99,12 +101,12 @@ def _fenced(c: Claim) -> Any:
 
 
 def _finish_attempt(
-    conn: Connection, c: Claim, outcome: str, error: dict[str, Any] | None, now: datetime
+    conn: Connection, c: Claim, outcome: str, error: dict[str, Any] | None, now: datetime, job_status: str
 ) -> None:
     conn.execute(
         sa.update(job_attempts)
         .where(job_attempts.c.job_id == c.job_id, job_attempts.c.number == c.attempt)
-        .values(finished_at=now, outcome=outcome, error=error)
+        .values(finished_at=now, outcome=outcome, error=error, job_status=job_status)
     )
 
 
@@ -126,7 +128,7 @@ def mark_succeeded(conn: Connection, c: Claim, result: Any) -> None:
     )
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
-    _finish_attempt(conn, c, "succeeded", None, now)
+    _finish_attempt(conn, c, "succeeded", None, now, JobStatus.SUCCEEDED)
 
 
 def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
@@ -160,5 +162,5 @@ def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
     done = conn.execute(sa.update(jobs).where(_fenced(c)).values(**values))
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
-    _finish_attempt(conn, c, decision.outcome, error, now)
+    _finish_attempt(conn, c, decision.outcome, error, now, decision.status)
     return decision.status

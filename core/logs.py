@@ -2,6 +2,7 @@
 
 Context bound with ``structlog.contextvars`` (request_id, job_id, attempt, type) lands on every line,
 including lines from the standard library's loggers (Dramatiq, uvicorn), which are routed here too.
+Every line passes core/redact.py on its way out: no key, token, message body or phone number.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from core.redact import Redactor, provider_secrets
 from core.settings import Settings, get_settings
 
 
@@ -49,6 +51,8 @@ def configure_logging(settings: Settings | None = None, *, process: str = "jobya
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _add_process(process),
+            # Last before rendering: every line, ours or a library's, tracebacks included.
+            Redactor(provider_secrets(settings)),
             _renderer(settings),
         ],
     )

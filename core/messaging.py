@@ -22,6 +22,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.engine import Connection
 
 from core import outbound
+from core.crypto import mask_phone
 from core.db import transaction
 from core.errors import JobyardError, PermanentError, Postponed, UnknownOutcomeError, error_record
 from core.jobs import JobStatus, JobType, register_job_type, utcnow
@@ -48,8 +49,9 @@ class Language(msgspec.Struct, forbid_unknown_fields=True):
 class Template(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Name
     language: LanguageCode | Language
-    #: Passed through as the Cloud API's `template.components` (header/body/button parameters).
-    components: list[dict[str, Any]] | None = None
+    #: Passed through as the Cloud API's `template.components` (header/body/button parameters; a
+    #: template has a header, a body and at most ten buttons).
+    components: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=20)] | None = None
 
 
 class WhatsAppMessagePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -81,6 +83,7 @@ WHATSAPP_MESSAGE = register_job_type(
         # A campaign far above the number's rate waits its turn many times; each wait is free.
         max_rate_limit_waits=50,
         description="Send a WhatsApp template or text message once, honouring opt-outs and quiet hours.",
+        sealed_fields=("to",),
     )
 )
 
@@ -123,7 +126,7 @@ def send_message(
         if already is not None:
             return already
         if is_opted_out(conn, payload.to):
-            raise PermanentError(f"{payload.to} opted out of WhatsApp messages", code="opted_out")
+            raise PermanentError(f"{mask_phone(payload.to)} opted out of WhatsApp messages", code="opted_out")
     if payload.respect_quiet_hours:
         _check_quiet_hours(payload, settings)
     kind = "template" if payload.template is not None else "text"
@@ -219,7 +222,7 @@ def _dry_run(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, 
         "whatsapp_dry_run",
         detail="DRY RUN: WHATSAPP_TOKEN is not set, so nothing was sent to WhatsApp",
         outbound_id=str(outbound_id),
-        to=payload.to,
+        to=mask_phone(payload.to),
     )
     return {"outbound_id": str(outbound_id), "status": "dry_run", "provider_message_id": None}
 

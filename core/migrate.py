@@ -31,4 +31,6 @@ def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
         # Two `jobyard up`/release steps racing must not both create the tables.
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
         config.attributes["connection"] = conn
+        # A data migration may need a key from the settings (0005 seals phone numbers).
+        config.attributes["settings"] = settings
         command.upgrade(config, revision)

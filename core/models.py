@@ -92,6 +92,20 @@ sa.Index(
     postgresql_where=jobs.c.status == "queued",
 )
 
+#: Statuses the queue overview counts; succeeded and cancelled rows, the bulk of the table, are not in
+#: its index.
+OPEN_STATUSES = ("scheduled", "queued", "running", "retrying", "dead")
+# The queue overview and the metrics gauges: counts per type, queue and status, and the oldest queued
+# job, read from this index alone.
+sa.Index(
+    "ix_jobs_open",
+    jobs.c.type,
+    jobs.c.queue,
+    jobs.c.status,
+    jobs.c.published_at,
+    postgresql_where=jobs.c.status.in_(OPEN_STATUSES),
+)
+
 # Recovery: running jobs of a given worker process, and running jobs past their deadline.
 sa.Index("ix_jobs_running_worker", jobs.c.worker_id, postgresql_where=jobs.c.status == "running")
 sa.Index("ix_jobs_running_deadline", jobs.c.deadline_at, postgresql_where=jobs.c.status == "running")
@@ -116,12 +130,26 @@ job_attempts = sa.Table(
     metadata,
     sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("number", sa.Integer, primary_key=True),
+    # The job's type, copied by the claim's insert (no extra statement), so the job counters and the
+    # throughput chart count attempts without joining jobs. NULL for attempts older than it (they are
+    # looked up in jobs instead).
+    sa.Column("type", sa.Text),
     sa.Column("worker", sa.Text, nullable=False),
     _ts("started_at", nullable=False, default_now=True),
     _ts("finished_at"),
-    # running | succeeded | failed | rate_limited | lost | timed_out | interrupted
+    # running | succeeded | failed | rate_limited | lost | timed_out | interrupted | postponed
     sa.Column("outcome", sa.Text, nullable=False, server_default="running"),
     sa.Column("error", Json),
+    # The status the attempt left its job in (succeeded, retrying, dead, queued), written by the same
+    # statement that ends the attempt: the job counters read it, since the job's own status moves on
+    # (a dead job redriven is dead no more). NULL while running, and for attempts older than it.
+    sa.Column("job_status", sa.Text),
+)
+# Job counters and the throughput chart read attempts by the time they ended (core/job_stats.py).
+sa.Index(
+    "ix_job_attempts_finished",
+    job_attempts.c.finished_at,
+    postgresql_where=job_attempts.c.finished_at.isnot(None),
 )
 
 api_keys = sa.Table(
@@ -137,6 +165,10 @@ api_keys = sa.Table(
     _ts("expires_at"),
     _ts("revoked_at"),
     _ts("last_used_at"),
+    # Requests per second this key may make; NULL: JOBYARD_RATE_LIMIT_PER_S, 0: unlimited.
+    sa.Column("rate_limit_per_s", sa.Float),
+    # Set when the key was rotated: the key that replaces it (this one expires after a grace period).
+    sa.Column("replaced_by", UUID(as_uuid=True)),
 )
 
 audit_log = sa.Table(
@@ -225,7 +257,9 @@ outbound_messages = sa.Table(
     sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="SET NULL")),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("channel", sa.Text, nullable=False, server_default="whatsapp"),
-    sa.Column("to_number", sa.Text, nullable=False),
+    # The recipient, sealed (core/crypto.py), and its keyed hash to find a number's messages.
+    sa.Column("to_sealed", sa.Text, nullable=False),
+    sa.Column("to_hash", sa.Text, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),  # template | text
     sa.Column("body", Json, nullable=False),
     # pending (call about to be made) | sent | dry_run | failed | delivered | read | unknown
@@ -239,6 +273,7 @@ outbound_messages = sa.Table(
     _ts("read_at"),
     sa.UniqueConstraint("job_id", "attempt", name="uq_outbound_messages_job_attempt"),
 )
+sa.Index("ix_outbound_messages_to_hash", outbound_messages.c.to_hash, outbound_messages.c.created_at.desc())
 # Delivery-status webhooks find the message by the provider's id.
 sa.Index(
     "ix_outbound_messages_provider_id",
@@ -246,12 +281,14 @@ sa.Index(
     postgresql_where=outbound_messages.c.provider_message_id.isnot(None),
 )
 
-# Recipients who asked not to be messaged (by API or by writing STOP).
+# Recipients who asked not to be messaged (by API or by writing STOP). The number is found by its
+# keyed hash and kept sealed (core/crypto.py); Postgres never sees it in clear.
 opt_outs = sa.Table(
     "opt_outs",
     metadata,
     sa.Column("channel", sa.Text, primary_key=True),
-    sa.Column("address", sa.Text, primary_key=True),
+    sa.Column("address_hash", sa.Text, primary_key=True),
+    sa.Column("address_sealed", sa.Text, nullable=False),
     sa.Column("source", sa.Text, nullable=False),  # api | webhook
     sa.Column("reason", sa.Text),
     _ts("created_at", nullable=False, default_now=True),
@@ -310,3 +347,74 @@ for _dim in INDEXED_DIMS:
         postgresql_ops={f"embedding_{_dim}": "vector_cosine_ops"},
         postgresql_where=embedding_documents.c.dim == _dim,
     )
+
+# Finished attempts rolled up per minute and in running totals (core/job_stats.py): the job counters
+# and the throughput chart read these plus the few minutes of attempts not rolled up yet, so they
+# cost the same after a billion jobs, and hold across every worker and API process and restart.
+job_stats_minutes = sa.Table(
+    "job_stats_minutes",
+    metadata,
+    sa.Column("minute", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("type", sa.Text, primary_key=True),
+    sa.Column("outcome", sa.Text, primary_key=True),
+    # "" for attempts that ended before job_attempts.job_status existed.
+    sa.Column("job_status", sa.Text, primary_key=True),
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+)
+
+job_stats_totals = sa.Table(
+    "job_stats_totals",
+    metadata,
+    sa.Column("type", sa.Text, primary_key=True),
+    sa.Column("outcome", sa.Text, primary_key=True),
+    sa.Column("job_status", sa.Text, primary_key=True),
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+    # Sum of the attempts' run times, and how many fell in each duration bucket (core.job_stats).
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("duration_buckets", ARRAY(sa.BigInteger), nullable=False),
+)
+
+# One row: attempts that ended before rolled_until are in the two tables above.
+job_stats_rollup = sa.Table(
+    "job_stats_rollup",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True),
+    _ts("rolled_until", nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+)
+
+# Dashboard logins: an API key holding `ops` traded for a session cookie. Only the cookie's hash is
+# stored; revoking the key ends its sessions (the lookup checks the key every time).
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("token_hash", sa.Text, primary_key=True),
+    sa.Column("key_id", UUID(as_uuid=True), sa.ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    # The synchronizer token every dashboard form carries.
+    sa.Column("csrf_token", sa.Text, nullable=False),
+    _ts("created_at", nullable=False, default_now=True),
+    _ts("expires_at", nullable=False),
+)
+sa.Index("ix_dashboard_sessions_expires", dashboard_sessions.c.expires_at)
+
+# What `scrape` jobs read from pages. The screenshot (PNG) is read only when asked for: the API's reads
+# select the other columns, and the migration stores it out of line, uncompressed (STORAGE EXTERNAL).
+scrapes = sa.Table(
+    "scrapes",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="SET NULL")),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("final_url", sa.Text, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("fields", Json, nullable=False),
+    sa.Column("links", Json, nullable=False),
+    # Requests of the page the SSRF guard refused.
+    sa.Column("blocked_requests", Json, nullable=False),
+    sa.Column("content_sha256", sa.Text, nullable=False),
+    sa.Column("screenshot", sa.LargeBinary),
+    _ts("created_at", nullable=False, default_now=True),
+)
+sa.Index("ix_scrapes_job_id", scrapes.c.job_id)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from core.crypto import data_cipher, mask_phones_in
 from core.jobs import utcnow
 from core.models import opt_outs
 from core.pagination import BadCursor
@@ -47,6 +48,7 @@ def is_stop_request(text: str) -> bool:
 
 class OptOut(msgspec.Struct, kw_only=True):
     channel: str
+    #: The number in full: the list is for `ops`, who must know whom not to message.
     address: str
     source: str
     reason: str | None
@@ -57,10 +59,16 @@ def _from_row(row: Any) -> OptOut:
     m = row._mapping
     return OptOut(
         channel=m["channel"],
-        address=m["address"],
+        address=data_cipher().open(m["address_sealed"]),
         source=m["source"],
         reason=m["reason"],
         created_at=m["created_at"],
+    )
+
+
+def _is(address: str, channel: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        opt_outs.c.channel == channel, opt_outs.c.address_hash == data_cipher().lookup_hash(address)
     )
 
 
@@ -68,63 +76,73 @@ def add_opt_out(
     conn: Connection, address: str, source: Source, reason: str | None = None, channel: str = CHANNEL
 ) -> tuple[OptOut, bool]:
     """Record an opt-out (kept as first recorded if it exists); returns it and whether it is new."""
+    cipher = data_cipher()
     row = conn.execute(
         pg_insert(opt_outs)
-        .values(channel=channel, address=address, source=source, reason=reason, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[opt_outs.c.channel, opt_outs.c.address])
+        .values(
+            channel=channel,
+            address_hash=cipher.lookup_hash(address),
+            address_sealed=cipher.seal(address),
+            source=source,
+            reason=mask_phones_in(reason) if reason else reason,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[opt_outs.c.channel, opt_outs.c.address_hash])
         .returning(*opt_outs.c)
     ).first()
     if row is not None:
         return _from_row(row), True
-    existing = conn.execute(
-        sa.select(opt_outs).where(opt_outs.c.channel == channel, opt_outs.c.address == address)
-    ).one()
+    existing = conn.execute(sa.select(opt_outs).where(_is(address, channel))).one()
     return _from_row(existing), False
 
 
 def remove_opt_out(conn: Connection, address: str, channel: str = CHANNEL) -> bool:
-    done = conn.execute(
-        sa.delete(opt_outs).where(opt_outs.c.channel == channel, opt_outs.c.address == address)
-    )
+    done = conn.execute(sa.delete(opt_outs).where(_is(address, channel)))
     return done.rowcount == 1
 
 
 def is_opted_out(conn: Connection, address: str, channel: str = CHANNEL) -> bool:
-    found = conn.execute(
-        sa.select(sa.literal(1)).where(opt_outs.c.channel == channel, opt_outs.c.address == address)
-    ).first()
-    return found is not None
+    """Found by the number's keyed hash: the check never needs the number in clear in Postgres."""
+    return conn.execute(sa.select(sa.literal(1)).where(_is(address, channel))).first() is not None
+
+
+def get_opt_out(conn: Connection, address: str, channel: str = CHANNEL) -> OptOut | None:
+    row = conn.execute(sa.select(opt_outs).where(_is(address, channel))).first()
+    return _from_row(row) if row is not None else None
 
 
 def list_opt_outs(
     conn: Connection, limit: int, cursor: str | None, channel: str = CHANNEL
 ) -> tuple[list[OptOut], str | None]:
-    """Newest first; the cursor holds the last item's (created_at, address)."""
+    """Newest first; the cursor holds the last item's (created_at, number hash), never the number."""
     query = sa.select(opt_outs).where(opt_outs.c.channel == channel)
     if cursor:
-        created_at, address = _decode(cursor)
+        created_at, address_hash = _decode(cursor)
         query = query.where(
-            sa.tuple_(opt_outs.c.created_at, opt_outs.c.address) < sa.tuple_(created_at, address)
+            sa.tuple_(opt_outs.c.created_at, opt_outs.c.address_hash) < sa.tuple_(created_at, address_hash)
         )
     rows = conn.execute(
-        query.order_by(opt_outs.c.created_at.desc(), opt_outs.c.address.desc()).limit(limit + 1)
+        query.order_by(opt_outs.c.created_at.desc(), opt_outs.c.address_hash.desc()).limit(limit + 1)
     ).all()
     items = [_from_row(r) for r in rows[:limit]]
-    next_cursor = _encode(items[-1].created_at, items[-1].address) if len(rows) > limit else None
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = _encode(last.created_at, last.address_hash)
     return items, next_cursor
 
 
-def _encode(created_at: datetime, address: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{address}".encode()).decode().rstrip("=")
+def _encode(created_at: datetime, address_hash: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{address_hash}".encode()).decode().rstrip("=")
 
 
 def _decode(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, address = raw.split("|", 1)
+        stamp, address_hash = raw.split("|", 1)
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None:
             raise ValueError("cursor time has no zone")
-        return created_at, address
+        return created_at, address_hash
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadCursor(f"invalid cursor: {exc}") from None

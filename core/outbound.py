@@ -15,6 +15,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.crypto import data_cipher, masked
 from core.jobs import utcnow
 from core.models import outbound_messages as om
 from core.pagination import page, split_page
@@ -34,8 +35,10 @@ class OutboundMessage(msgspec.Struct, kw_only=True):
     job_id: uuid.UUID | None
     attempt: int
     channel: str
+    #: The recipient, masked (``+44*******789``); find a number's messages with ``?to=``.
     to: str
     kind: str
+    #: The request sent to WhatsApp, its recipient masked too.
     body: dict[str, Any]
     status: str
     provider_message_id: str | None
@@ -49,7 +52,10 @@ class OutboundMessage(msgspec.Struct, kw_only=True):
     @classmethod
     def from_row(cls, row: Any) -> OutboundMessage:
         m = dict(row._mapping)
-        m["to"] = m.pop("to_number")
+        del m["to_hash"]
+        m["to"] = masked(m.pop("to_sealed"))
+        if "to" in m["body"]:
+            m["body"] = {**m["body"], "to": masked(m["body"]["to"])}
         return cls(**m)
 
 
@@ -65,14 +71,17 @@ def insert(
     status: str,
 ) -> None:
     now = utcnow()
+    cipher = data_cipher()
     conn.execute(
         sa.insert(om).values(
             id=outbound_id,
             job_id=job_id,
             attempt=attempt,
-            to_number=to,
+            to_sealed=cipher.seal(to),
+            to_hash=cipher.lookup_hash(to),
             kind=kind,
-            body=body,
+            # The request as sent, but the recipient sealed: Postgres never holds a number in clear.
+            body={**body, "to": cipher.seal(body["to"])} if "to" in body else body,
             status=status,
             created_at=now,
             updated_at=now,
@@ -197,7 +206,7 @@ def list_outbound(
     if job_id is not None:
         query = query.where(om.c.job_id == job_id)
     if to is not None:
-        query = query.where(om.c.to_number == to)
+        query = query.where(om.c.to_hash == data_cipher().lookup_hash(to))
     if status is not None:
         query = query.where(om.c.status == status)
     rows, next_cursor = split_page(

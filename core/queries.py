@@ -32,6 +32,8 @@ class Attempt(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
     outcome: str
     error: dict[str, Any] | None
+    #: The status the attempt left the job in (succeeded, retrying, dead, queued); null while running.
+    job_status: str | None = None
 
 
 def get_job(conn: Connection, job_id: uuid.UUID) -> Job:
@@ -54,6 +56,7 @@ def list_attempts(conn: Connection, job_id: uuid.UUID) -> list[Attempt]:
             finished_at=r.finished_at,
             outcome=r.outcome,
             error=r.error,
+            job_status=r.job_status,
         )
         for r in rows
     ]

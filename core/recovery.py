@@ -79,14 +79,20 @@ def _return_job(
 ) -> Publication | None:
     """End the row's current attempt with ``outcome`` and queue the job again, or dead-letter it."""
     now = utcnow()
+    retry_base = row.retry_base + 1 if free else row.retry_base
+    dead = row.attempts - retry_base > row.max_retries
     conn.execute(
         sa.update(job_attempts)
         .where(job_attempts.c.job_id == row.id, job_attempts.c.number == row.attempts)
-        .values(finished_at=now, outcome=outcome, error=error)
+        .values(
+            finished_at=now,
+            outcome=outcome,
+            error=error,
+            job_status=JobStatus.DEAD if dead else JobStatus.QUEUED,
+        )
     )
-    retry_base = row.retry_base + 1 if free else row.retry_base
     common: dict[str, Any] = {"error": error, "updated_at": now, "worker_id": None, "deadline_at": None}
-    if row.attempts - retry_base > row.max_retries:
+    if dead:
         conn.execute(
             sa.update(jobs)
             .where(jobs.c.id == row.id)

@@ -24,7 +24,7 @@ from core import audit
 from core.broker import Publication, new_message_id, publish
 from core.db import transaction
 from core.deadletters import PREVIEW_SIZE, Outcome, Selection, any_id, newest_first, patched, resolve
-from core.jobs import Job, JobStatus, utcnow
+from core.jobs import Job, JobStatus, get_job_type, utcnow
 from core.models import jobs
 from core.settings import Settings
 
@@ -118,7 +118,8 @@ def _redrive_batch(
             log.warning("redrive_skipped_invalid_payload", job_id=str(row.id), errors=len(errors))
             continue
         message_id = new_message_id()
-        params.append({"b_id": row.id, "b_payload": payload, "b_message_id": message_id})
+        stored = get_job_type(row.type).seal(payload)
+        params.append({"b_id": row.id, "b_payload": stored, "b_message_id": message_id})
         pubs.append(Publication(row.id, row.type, row.queue, message_id, row.request_id))
     if params:
         now = utcnow()

@@ -20,7 +20,16 @@ from sqlalchemy.engine import Connection
 
 from core.broker import Publication, publish
 from core.db import transaction
-from core.jobs import FieldError, NewJob, UnknownJobType, get_job_type, insert_jobs, utcnow, validate_payload
+from core.jobs import (
+    FieldError,
+    NewJob,
+    UnknownJobType,
+    get_job_type,
+    insert_jobs,
+    shown_payload,
+    utcnow,
+    validate_payload,
+)
 from core.models import schedules
 from core.pagination import page, split_page
 from core.settings import Settings
@@ -45,7 +54,9 @@ class Schedule(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
-        m = row._mapping
+        """The schedule as the API shows it: personal data in the payload masked."""
+        m = dict(row._mapping)
+        m["payload"] = shown_payload(m["payload"])
         return cls(**{f: m[f] for f in cls.__struct_fields__})
 
 
@@ -93,7 +104,8 @@ def create_schedule(conn: Connection, fields: dict[str, Any]) -> Schedule:
     """Validate and store a schedule. ``fields`` holds the API body's fields."""
     errors = check_rule(fields.get("every_seconds"), fields.get("cron"), fields.get("timezone", "UTC"))
     try:
-        payload, payload_errors = validate_payload(get_job_type(fields["type"]), fields["payload"])
+        job_type = get_job_type(fields["type"])
+        payload, payload_errors = validate_payload(job_type, fields["payload"])
         errors += payload_errors
     except UnknownJobType:
         errors.append(FieldError("type", f"unknown job type {fields['type']!r}"))
@@ -104,7 +116,7 @@ def create_schedule(conn: Connection, fields: dict[str, Any]) -> Schedule:
     values = {
         "id": uuid.uuid4(),
         "type": fields["type"],
-        "payload": payload,
+        "payload": job_type.seal(payload),
         "every_seconds": fields.get("every_seconds"),
         "cron": fields.get("cron"),
         "timezone": fields.get("timezone", "UTC"),
@@ -142,18 +154,18 @@ def list_schedules(conn: Connection, limit: int, cursor: str | None) -> tuple[li
 def update_schedule(conn: Connection, schedule_id: uuid.UUID, changes: dict[str, Any]) -> Schedule:
     """Apply a partial update; a new rule or a re-enable moves next_run_at to the next slot from now."""
     current = get_schedule(conn, schedule_id, lock=True)
-    merged = {
-        f: changes.get(f, getattr(current, f)) for f in ("every_seconds", "cron", "timezone", "payload")
-    }
+    merged = {f: changes.get(f, getattr(current, f)) for f in ("every_seconds", "cron", "timezone")}
     if "every_seconds" in changes and changes["every_seconds"] is not None and "cron" not in changes:
         merged["cron"] = None
     if "cron" in changes and changes["cron"] is not None and "every_seconds" not in changes:
         merged["every_seconds"] = None
     errors = check_rule(merged["every_seconds"], merged["cron"], merged["timezone"])
     if "payload" in changes:
-        payload, payload_errors = validate_payload(get_job_type(current.type), changes["payload"])
+        job_type = get_job_type(current.type)
+        payload, payload_errors = validate_payload(job_type, changes["payload"])
         errors += payload_errors
-        merged["payload"] = payload
+        if payload is not None:
+            merged["payload"] = job_type.seal(payload)
     if errors:
         raise InvalidSchedule(errors)
     values: dict[str, Any] = {**merged, "updated_at": utcnow()}
@@ -193,7 +205,7 @@ def fire_due_schedules(settings: Settings, broker: RedisBroker, limit: int = 100
             s = Schedule.from_row(row)
             new_job = NewJob(
                 type=s.type,
-                payload=s.payload,
+                payload=row.payload,  # as stored: still sealed, and insert_jobs keeps it so
                 business_key=s.business_key,
                 max_retries=s.max_retries,
                 idempotency_key=f"schedule:{s.id}:{s.next_run_at.isoformat()}",

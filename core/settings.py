@@ -165,10 +165,64 @@ class Settings:
     max_body_bytes: int = _setting(
         "JOBYARD_MAX_BODY_BYTES", 8 * 1024 * 1024, "Largest request body the API accepts (413 above)."
     )
+    max_json_depth: int = _setting(
+        "JOBYARD_MAX_JSON_DEPTH",
+        32,
+        "Deepest nesting of arrays and objects a request body may have (400 above); no job needs more.",
+    )
+    rate_limit_per_s: float = _setting(
+        "JOBYARD_RATE_LIMIT_PER_S",
+        5000.0,
+        "Requests per second each API key may make, shared by every API process through Redis (429 "
+        "above); a key's own limit overrides it, 0 means unlimited. Generous: it stops a runaway client, "
+        "not a busy one.",
+    )
+    rate_limit_burst: int = _setting(
+        "JOBYARD_RATE_LIMIT_BURST",
+        10000,
+        "Requests a key may make at once above its steady rate before it is limited.",
+    )
+    key_rotation_grace_s: float = _setting(
+        "JOBYARD_KEY_ROTATION_GRACE",
+        86400.0,
+        "How long a rotated key's old value keeps working, so callers can switch without downtime.",
+    )
+    key_touch_interval_s: float = _setting(
+        "JOBYARD_KEY_TOUCH_INTERVAL",
+        60.0,
+        "A key's last_used_at is written at most this often per API process (not a write per request).",
+    )
+    data_key: str | None = _setting(
+        "JOBYARD_DATA_KEY",
+        None,
+        "Base64 of 32 random bytes that encrypts phone numbers at rest (AES-GCM) and keys their lookup "
+        "hashes. Required; `jobyard up` generates one into JOBYARD_HOME.",
+        secret=True,
+    )
     shutdown_timeout_s: float = _setting(
         "JOBYARD_SHUTDOWN_TIMEOUT",
         30.0,
         "How long `jobyard up` waits for children to stop before killing them.",
+    )
+    services_wait_s: float = _setting(
+        "JOBYARD_SERVICES_WAIT",
+        120.0,
+        "How long `jobyard api|worker|scheduler` wait at start for Postgres (migrated) and Redis, or for "
+        "`jobyard release`'s embedded services, before giving up.",
+    )
+    dashboard_session_ttl_s: float = _setting(
+        "JOBYARD_DASHBOARD_SESSION_TTL",
+        8 * 3600.0,
+        "How long a dashboard login lasts (a working shift); then the API key is asked for again.",
+    )
+    dashboard_secure_cookie: str = _setting(
+        "JOBYARD_DASHBOARD_SECURE_COOKIE",
+        "auto",
+        "`auto`: the session cookie is Secure when the request came over https; `always` behind a proxy "
+        "that terminates TLS (the API then sees http).",
+    )
+    dashboard_refresh_s: float = _setting(
+        "JOBYARD_DASHBOARD_REFRESH", 5.0, "How often the dashboard's overview and open job pages refresh."
     )
     whatsapp_api_base_url: str = _setting(
         "WHATSAPP_API_BASE_URL",
@@ -213,6 +267,34 @@ class Settings:
     )
     default_timezone: str = _setting(
         "JOBYARD_DEFAULT_TIMEZONE", "UTC", "Recipient time zone for quiet hours when the payload names none."
+    )
+    chromium_path: str | None = _setting(
+        "JOBYARD_CHROMIUM_PATH",
+        None,
+        "Chromium for `scrape` jobs. Unset: Playwright's own browser where installed, else "
+        "`chromium-headless-shell`, `chromium` (or `chromium-browser`, `google-chrome`) on PATH.",
+    )
+    chromium_sandbox: bool = _setting(
+        "JOBYARD_CHROMIUM_SANDBOX",
+        False,
+        "Run Chromium's own sandbox (Playwright's default is off; it needs a non-root user with user "
+        "namespaces).",
+    )
+    scrape_allow_hosts: tuple[str, ...] = _setting(
+        "JOBYARD_SCRAPE_ALLOW_HOSTS",
+        (),
+        "Comma-separated hosts a scraped page may reach although they resolve to private, loopback or "
+        "other non-public addresses: `host`, `*.domain`, or `host=address` to also pin it to that address.",
+    )
+    scrape_user_agent: str | None = _setting(
+        "JOBYARD_SCRAPE_USER_AGENT",
+        None,
+        "User-Agent of scraped page loads. Unset: the browser's own.",
+    )
+    scrape_domain_concurrency: int = _setting(
+        "JOBYARD_SCRAPE_DOMAIN_CONCURRENCY",
+        2,
+        "Pages of one host loaded at once across all workers (shared through Redis); politeness, 0 = no limit.",
     )
 
     @classmethod

@@ -11,38 +11,30 @@ import click
 import structlog
 
 from core.cli import _service_env, queues_except, wait_for_http, worker_argv
-from core.embedded import EmbeddedPostgres, EmbeddedRedis, remove_services_file, write_services_file
+from core.local import LocalServices, admin_key_line, ensure_admin_key, ensure_local_data_key
 from core.logs import configure_logging
 from core.settings import Settings
 from core.supervisor import Child, Supervisor
 
 log = structlog.get_logger(__name__)
 
-ADMIN_KEY_FILE = "admin.key"
-
 
 def run_stack(settings: Settings) -> int:
     configure_logging(settings, process="up")
     home = settings.home_path
-    home.mkdir(parents=True, exist_ok=True)
-    postgres = EmbeddedPostgres(home) if not settings.database_url else None
-    redis_server = EmbeddedRedis(home) if not settings.redis_url else None
+    services = LocalServices.for_settings(settings)
     supervisor: Supervisor | None = None
     stop = _StopFlag()
     signal.signal(signal.SIGINT, stop.set)
     signal.signal(signal.SIGTERM, stop.set)
     try:
-        if postgres:
-            settings = settings.replace(database_url=postgres.start())
-            log.info("embedded_postgres_started", data=str(home / "postgres"))
-        if redis_server:
-            settings = settings.replace(redis_url=redis_server.start())
-            log.info("embedded_redis_started", socket=str(redis_server.socket_path))
-        write_services_file(home, _urls(settings))
+        # Children find the data key as this process did: JOBYARD_DATA_KEY, else the home's file.
+        settings = ensure_local_data_key(settings, home)
+        settings = services.start(settings)
         from core.migrate import upgrade
 
         upgrade(settings)
-        admin_key = _ensure_admin_key(settings, home)
+        admin_key = ensure_admin_key(settings, home)
         env = {**os.environ, **_service_env(settings)}
         supervisor = Supervisor(_children(settings), env, settings.shutdown_timeout_s)
         stop.supervisor = supervisor
@@ -59,11 +51,7 @@ def run_stack(settings: Settings) -> int:
         if supervisor is not None:
             # No new work first (API, scheduler), then let workers finish what they hold.
             supervisor.stop([["api", "scheduler"], ["worker", "worker_embeddings"]])
-        remove_services_file(home)
-        if redis_server:
-            redis_server.stop()
-        if postgres:
-            postgres.stop()
+        services.stop()
         log.info("jobyard_stopped")
 
 
@@ -76,10 +64,6 @@ class _StopFlag:
         self.requested = True
         if self.supervisor is not None:
             self.supervisor.request_stop()
-
-
-def _urls(settings: Settings) -> dict[str, str]:
-    return {"database_url": settings.database_url or "", "redis_url": settings.redis_url or ""}
 
 
 def _children(settings: Settings) -> list[Child]:
@@ -110,28 +94,8 @@ def _children(settings: Settings) -> list[Child]:
     return children
 
 
-def _ensure_admin_key(settings: Settings, home: Path) -> str | None:
-    """On a home's first start, create a key with every scope; returns its secret that one time."""
-    path = home / ADMIN_KEY_FILE
-    if path.exists():
-        return None
-    from core.db import transaction
-    from core.keys import SCOPES, create_key
-
-    with transaction(settings) as conn:
-        _, secret = create_key(conn, "admin", SCOPES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-    return secret
-
-
 def _banner(base: str, admin_key: str | None, home: Path) -> None:
-    key_line = (
-        f"admin key:  {admin_key}   (shown once; saved to {home / ADMIN_KEY_FILE})"
-        if admin_key
-        else f"admin key:  in {home / ADMIN_KEY_FILE}"
-    )
+    key_line = admin_key_line(admin_key, home)
     click.echo(
         "\nJobyard is up.\n"
         f"  API:        {base}   (OpenAPI: {base}/schema)\n"

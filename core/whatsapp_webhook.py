@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from core import outbound
+from core.crypto import mask_phone
 from core.jobs import utcnow
 from core.optouts import add_opt_out, e164, is_stop_request
 
@@ -76,11 +77,11 @@ def process(conn: Connection, data: Any) -> WebhookSummary:
                 try:
                     number = e164(str(message.get("from", "")))
                 except ValueError:
-                    log.warning("whatsapp_stop_from_bad_number", sender=message.get("from"))
+                    log.warning("whatsapp_stop_from_bad_number")
                     continue
                 _, created = add_opt_out(conn, number, "webhook", reason=f"wrote {_text(message)!r}")
                 summary.opt_outs += 1
-                log.info("whatsapp_opt_out", to=number, new=created, source="webhook")
+                log.info("whatsapp_opt_out", to=mask_phone(number), new=created, source="webhook")
     return summary
 
 

@@ -9,6 +9,7 @@ import pytest
 import structlog
 
 from core.settings import get_settings
+from tests.services import TestServices
 
 _OURS = ("JOBYARD_", "DATABASE_URL", "REDIS_URL", "WHATSAPP_")
 
@@ -25,3 +26,11 @@ def _clean_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]:
+    """Real Postgres and Redis for the whole session (integration and end-to-end tests)."""
+    started = TestServices.start(tmp_path_factory.mktemp("services"))
+    yield started
+    started.stop()

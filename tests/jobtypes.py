@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import httpx
 import msgspec
+import structlog
 
 from core.errors import PermanentError, RetryableError
 from core.jobs import JobType, register_job_type
@@ -128,6 +129,44 @@ def _imported(ctx: JobContext, payload: ModulesPayload) -> dict[str, bool]:
 
 handler("test_modules")(_imported)
 handler("test_modules_embeddings")(_imported)
+
+
+class ScrapeQueuePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# The Procfile's worker_scrape line consumes the `scrape` queue; a type of the tests' own on it lets
+# them run that line and see it take a job, whatever other type shares the queue.
+register_job_type(JobType(name="test_scrape_queue", payload=ScrapeQueuePayload, queue="scrape"))
+
+
+@handler("test_scrape_queue")
+def on_scrape_queue(ctx: JobContext, payload: ScrapeQueuePayload) -> dict[str, Any]:
+    return {"pid": os.getpid()}
+
+
+class LeakyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    to: str
+    text: str
+    api_key: str
+
+
+# Its recipient is sealed at rest like a whatsapp_message's: a deployment's own types can do the same.
+register_job_type(JobType(name="test_leaky", payload=LeakyPayload, max_retries=0, sealed_fields=("to",)))
+
+
+@handler("test_leaky")
+def leaky(ctx: JobContext, payload: LeakyPayload) -> dict[str, Any]:
+    """A careless handler: logs its payload, the provider token and a bearer header, then fails with
+    all of them in the exception. The log redaction must catch every one (tests/integration/
+    test_personal_data.py)."""
+    log = structlog.get_logger("tests.leaky")
+    token = ctx.settings.whatsapp_token
+    log.info(
+        "leaky_payload", payload=msgspec.to_builtins(payload), headers={"Authorization": f"Bearer {token}"}
+    )
+    log.info(f"about to message {payload.to} with key {payload.api_key} and {token}")
+    raise RuntimeError(f"could not reach {payload.to} with key {payload.api_key}, token {token}")
 
 
 class BatchProbePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -27,6 +27,8 @@ from core.migrate import upgrade
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The installed console script, as a user runs it.
+JOBYARD = [str(Path(sys.executable).parent / "jobyard")]
 TEMPLATE_DB = "jobyard_test_template"
 
 
@@ -65,6 +67,7 @@ def _as_url(conninfo: str) -> str:
 
 @dataclass
 class TestServices:
+    __test__ = False  # a fixture's value, not a test class: test modules may import it
     admin_url: str  # a Postgres URL with the right to create databases
     redis_url: str
     _stops: list[Callable[[], None]] = field(default_factory=list)
@@ -106,15 +109,18 @@ class TestServices:
         return _as_url(_with_db(self.admin_url, TEMPLATE_DB))
 
     @contextmanager
-    def database(self) -> Iterator[str]:
-        """A fresh, migrated database for one test; dropped afterwards."""
+    def database(self, *, migrated: bool = True) -> Iterator[str]:
+        """A fresh database for one test, migrated unless asked otherwise; dropped afterwards."""
         name = f"jobyard_t_{uuid.uuid4().hex[:10]}"
         with self._admin() as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
+            if migrated:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                        sql.Identifier(name), sql.Identifier(TEMPLATE_DB)
+                    )
                 )
-            )
+            else:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
             yield _as_url(_with_db(self.admin_url, name))
         finally:
@@ -152,6 +158,7 @@ class Process:
         self.proc = subprocess.Popen(
             argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self._terminated = False
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -159,9 +166,15 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def terminate(self) -> None:
+        """SIGTERM, once, without waiting (a second one may mean "exit now" to the process)."""
+        if self.alive() and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = 20.0) -> int:
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

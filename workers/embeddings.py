@@ -22,7 +22,7 @@ from core.embeddings import EMBEDDINGS_QUEUE, EmbedPayload, embed_documents
 from core.errors import JobyardError, RetryableError
 from core.providers.embeddings import EmbeddingBackend, Vector, build_backend
 from core.settings import Settings
-from workers.handlers import JobContext, handler
+from workers.handlers import JobContext, consumes, handler
 
 log = structlog.get_logger(__name__)
 
@@ -68,11 +68,6 @@ class _Model:
 _model = _Model()
 
 
-def consumes_embeddings(worker: dramatiq.Worker) -> bool:
-    whitelist = worker.consumer_whitelist
-    return not whitelist or EMBEDDINGS_QUEUE in whitelist
-
-
 class EmbeddingModel(Middleware):
     """Loads the model at boot in processes that consume the embeddings queue, and serves queries."""
 
@@ -82,7 +77,7 @@ class EmbeddingModel(Middleware):
         self._client: redis.Redis | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if not consumes_embeddings(worker):
+        if not consumes(worker, EMBEDDINGS_QUEUE):
             return
         _model.load(self.settings)
         if self.settings.embedding_backend == "local":

@@ -7,32 +7,78 @@ broker when imported. Nothing else imports it: importing it is starting a worker
 from __future__ import annotations
 
 import importlib
+import signal
+import time
+from types import FrameType
 
 import dramatiq
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
 from core.broker import build_broker
+from core.crypto import use_data_key
 from core.logs import configure_logging
 from core.settings import get_settings
 from workers.middleware import JobLifecycle
 
 #: Modules with the built-in handlers; JOBYARD_JOB_MODULES adds a deployment's own.
-BUILTIN_HANDLER_MODULES = ("workers.unread", "workers.whatsapp", "workers.ai", "workers.embeddings")
+BUILTIN_HANDLER_MODULES = (
+    "workers.unread",
+    "workers.whatsapp",
+    "workers.ai",
+    "workers.embeddings",
+    "workers.scrape",
+)
+#: A stop signal repeated within this window is the same stop arriving twice (see below).
+REPEATED_SIGNAL_WINDOW_S = 1.0
+
+
+def ignore_repeated_sigterm() -> None:
+    """Let a SIGTERM sent to the whole process group stop this worker process gracefully.
+
+    honcho, foreman and systemd (KillMode=control-group) signal every process of the group, so each
+    worker process gets the SIGTERM twice: directly and forwarded by Dramatiq's master. Dramatiq
+    takes a second SIGTERM as "exit now", which would skip finishing the running jobs and handing
+    back the rest. A repeat inside the window is dropped; a later one still forces the exit.
+    """
+    dramatiq_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(dramatiq_handler):
+        return
+    first: list[float] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if first and now - first[0] < REPEATED_SIGNAL_WINDOW_S:
+            return
+        first[:] = [now]
+        dramatiq_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def boot() -> dramatiq.Broker:
     from core.jobs import load_job_modules
     from workers.embeddings import EmbeddingModel
     from workers.handlers import declare_actors
+    from workers.scrape import ScrapeBrowser
 
+    ignore_repeated_sigterm()
     settings = get_settings()
     configure_logging(settings, process="worker")
+    # Refuse to boot without the data key: a message's recipient could not be read.
+    use_data_key(settings)
     load_job_modules(settings)
     for name in BUILTIN_HANDLER_MODULES:
         importlib.import_module(name)
     # Retries are decided by JobLifecycle and wait in Postgres, so Dramatiq's Retries is left out.
-    # EmbeddingModel loads the model at boot, only in processes that consume the embeddings queue.
-    middleware = [TimeLimit(), ShutdownNotifications(), JobLifecycle(settings), EmbeddingModel(settings)]
+    # EmbeddingModel loads the model, and ScrapeBrowser launches Chromium, at boot, each only in processes
+    # that consume its queue.
+    middleware = [
+        TimeLimit(),
+        ShutdownNotifications(),
+        JobLifecycle(settings),
+        EmbeddingModel(settings),
+        ScrapeBrowser(settings),
+    ]
     broker = build_broker(settings, middleware=middleware)
     declare_actors(broker, settings)
     dramatiq.set_broker(broker)

@@ -71,6 +71,12 @@ def handler(type_name: str, *, transactional: bool = True) -> Callable[[Handler]
     return register
 
 
+def consumes(worker: dramatiq.Worker, queue: str) -> bool:
+    """Whether this worker process takes messages from ``queue`` (no --queues: every queue)."""
+    whitelist = worker.consumer_whitelist
+    return not whitelist or queue in whitelist
+
+
 def registered_handlers() -> dict[str, Handler]:
     return dict(_handlers)
 

@@ -62,13 +62,10 @@ class JobLifecycle(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # Registered before the consumers start: a job claimed by a worker that recovery does not
-        # know yet would look lost and be run a second time.
-        register_worker(
-            self.settings,
-            self.worker_id,
-            sorted(broker.get_declared_queues()),
-            cast(RedisBroker, broker).broker_id,
-        )
+        # know yet would look lost and be run a second time. The queues it consumes (its
+        # --queues), not every queue declared: ops read this.
+        consumed = worker.consumer_whitelist or broker.get_declared_queues()
+        register_worker(self.settings, self.worker_id, sorted(consumed), cast(RedisBroker, broker).broker_id)
         threading.Thread(target=self._beat, name="jobyard-heartbeat", daemon=True).start()
         log.info("worker_registered", worker_id=self.worker_id)
 

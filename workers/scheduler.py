@@ -17,6 +17,7 @@ import sqlalchemy.exc
 import structlog
 
 from core.broker import build_broker
+from core.crypto import use_data_key
 from core.dispatch import publish_due, republish_lost, seconds_until_due
 from core.jobs import load_job_modules
 from core.logs import configure_logging
@@ -86,6 +87,7 @@ class Scheduler:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings, process="scheduler")
+    use_data_key(settings)  # schedules' payloads hold sealed numbers
     load_job_modules(settings)
     scheduler = Scheduler(settings)
     signal.signal(signal.SIGTERM, scheduler.stop)

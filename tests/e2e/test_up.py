@@ -8,7 +8,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,10 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.services import ROOT, wait_for
-
-#: The installed console script, as a user runs it.
-JOBYARD = [str(Path(sys.executable).parent / "jobyard")]
+from tests.services import JOBYARD, ROOT, wait_for
 
 
 @dataclass

@@ -19,6 +19,8 @@ class FakeOpenAI:
         self.times: list[float] = []
         self._script: deque[Respond] = deque()
         self.default: Respond = Respond(200)
+        #: Seconds every answer takes, as a real model's do.
+        self.latency_s = 0.0
         self._lock = threading.Lock()
         fake = self
 
@@ -30,6 +32,8 @@ class FakeOpenAI:
                     fake.times.append(time.time())
                     behavior = fake._script.popleft() if fake._script else fake.default
                     n = len(fake.requests)
+                if fake.latency_s:
+                    time.sleep(fake.latency_s)
                 if self.path != "/v1/chat/completions":
                     behavior = Respond(404)
                 if behavior.status == 200:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,14 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from core.broker import build_broker, redis_client
+from core.crypto import use_data_key
 from core.db import transaction
 from core.keys import SCOPES, create_key
 from core.models import workers
 from core.settings import Settings
+from tests.fakes.whatsapp import FakeWhatsApp
 from tests.services import (
+    JOBYARD,
     Process,
     TestServices,
     scheduler_argv,
@@ -30,19 +33,15 @@ from tests.services import (
     worker_argv,
 )
 
-
-@pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]:
-    started = TestServices.start(tmp_path_factory.mktemp("services"))
-    yield started
-    started.stop()
+#: The tests' data key (phone numbers at rest); a real farm's comes from its secret store.
+TEST_DATA_KEY = "dGhlIGpvYnlhcmQgdGVzdHMnIGRhdGEga2V5ISEhISE="
 
 
 @pytest.fixture
 def settings(services: TestServices) -> Iterator[Settings]:
     """Settings pointing at a fresh database and a Redis namespace of this test's own."""
     with services.database() as url:
-        yield Settings(
+        test_settings = Settings(
             database_url=url,
             redis_url=services.redis_url,
             redis_namespace=f"jyt{uuid.uuid4().hex[:8]}",
@@ -51,7 +50,10 @@ def settings(services: TestServices) -> Iterator[Settings]:
             scheduler_interval_s=0.05,
             worker_heartbeat_s=1.0,
             worker_shutdown_timeout_s=10.0,
+            data_key=TEST_DATA_KEY,
         )
+        use_data_key(test_settings)  # what every farm process does at start
+        yield test_settings
 
 
 @pytest.fixture
@@ -104,10 +106,17 @@ class Farm:
         self.processes.append(proc)
         return proc
 
-    def worker(self, processes: int = 1, threads: int = 4) -> Process:
-        """Start `jobyard worker` and wait until each of its processes registered in Postgres."""
+    def worker(self, processes: int = 1, threads: int = 4, *, cli: Sequence[str] = ()) -> Process:
+        """Start a worker and wait until each of its processes registered in Postgres.
+
+        With ``cli``, through the `jobyard worker` command with those options (e.g. ``--queues``);
+        otherwise the Dramatiq command it runs, for the settings' queues.
+        """
         launched = datetime.now(UTC) + timedelta(seconds=self.settings.clock_offset_s)
-        proc = self._start("worker", worker_argv(self.settings, processes, threads))
+        argv = worker_argv(self.settings, processes, threads)
+        if cli:
+            argv = [*JOBYARD, "worker", *cli, "--processes", str(processes), "--threads", str(threads)]
+        proc = self._start("worker", argv)
 
         def registered() -> bool:
             with transaction(self.settings) as conn:
@@ -150,6 +159,8 @@ class Farm:
         return proc, base
 
     def stop(self) -> None:
+        for proc in self.processes:
+            proc.terminate()  # all at once: they stop side by side, not one after another
         for proc in reversed(self.processes):
             proc.stop()
         self.redis.close()
@@ -160,6 +171,14 @@ def farm(settings: Settings, tmp_path: Path) -> Iterator[Farm]:
     f = Farm(settings, tmp_path)
     yield f
     f.stop()
+
+
+@pytest.fixture
+def whatsapp() -> Iterator[FakeWhatsApp]:
+    """A fake WhatsApp Cloud API; a test points its settings at ``whatsapp.url``."""
+    fake = FakeWhatsApp()
+    yield fake
+    fake.close()
 
 
 JobWaiter = Callable[..., dict[str, Any]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,13 +13,6 @@ from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.integration.conftest import Farm, JobWaiter
 
 CUSTOMER = "+447700900123"
-
-
-@pytest.fixture
-def whatsapp() -> Iterator[FakeWhatsApp]:
-    fake = FakeWhatsApp()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -1,0 +1,84 @@
+"""The ops dashboard at /dashboard: server-rendered pages, every asset served from this package (it
+works with no internet), logged in with an API key holding `ops` (see session.py).
+
+No page has inline script or inline event handlers, so a Content-Security-Policy of `script-src
+'self'` holds; the few bits of behaviour (refreshing, select all) are in static/dashboard.js.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy.exc
+from litestar import Request, Response, Router
+from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import HTTPException
+from litestar.static_files import create_static_files_router
+
+from control_api.dashboard import deadletters, pages, session
+from control_api.dashboard.render import STATIC, STATIC_PATH, page, template_config
+from control_api.dashboard.session import Refused
+
+__all__ = ["dashboard_routers", "template_config"]
+
+#: Route opts that take the dashboard out of API-key authentication; its own check is session.py's.
+SESSION_AUTH: dict[str, Any] = {"exclude_from_auth": True, "auth": "session"}
+PUBLIC_AUTH: dict[str, Any] = {"exclude_from_auth": True, "auth": "public"}
+
+
+def _refused(request: Request[Any, Any, Any], exc: Refused) -> Response[Any]:
+    return page(request, "error.html", exc.status_code, title=exc.title, message=exc.message)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return page(request, "error.html", exc.status_code, title="Error", message=exc.detail)
+
+
+def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return page(
+        request,
+        "error.html",
+        503,
+        title="Postgres is unavailable",
+        message="The dashboard reads Postgres; try again.",
+    )
+
+
+def dashboard_routers() -> list[Router]:
+    pages_router = Router(
+        path="/dashboard",
+        route_handlers=[
+            session.login_form,
+            session.login,
+            session.logout,
+            pages.overview,
+            pages.overview_fragment,
+            pages.job_page,
+            pages.job_fragment,
+            pages.schedules,
+            pages.set_enabled,
+            pages.audit,
+            pages.action_done,
+            deadletters.dead_letters,
+            deadletters.preview,
+            deadletters.apply,
+        ],
+        before_request=session.require_session,
+        exception_handlers={
+            Refused: _refused,
+            HTTPException: _http_error,
+            sqlalchemy.exc.OperationalError: _database_down,
+            sqlalchemy.exc.InterfaceError: _database_down,
+        },
+        opt=SESSION_AUTH,
+        include_in_schema=False,
+    )
+    static_router = create_static_files_router(
+        path=STATIC_PATH,
+        directories=[STATIC],
+        opt=PUBLIC_AUTH,
+        include_in_schema=False,
+        # URLs carry a content hash (render.static_url), so a long cache is safe.
+        cache_control=CacheControlHeader(max_age=86400),
+    )
+    return [pages_router, static_router]

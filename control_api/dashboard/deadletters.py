@@ -1,0 +1,216 @@
+"""Dashboard dead letters: filter, select, dry-run, then redrive or discard after a confirmation page
+that shows how many jobs match and, for a payload patch, the diff it makes to each previewed job.
+
+Redrive and discard are core.redrive's, the same functions the API and `jobyard dlq` call, with the
+same audit record (the actor is the API key's name).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import msgspec
+from litestar import Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromQuery
+from litestar.response import Redirect, Template
+
+from control_api.dashboard.pages import run
+from control_api.dashboard.render import page, pretty
+from control_api.dashboard.session import Refused
+from core import deadletters
+from core.db import snapshot
+from core.deadletters import DeadFilter, InvalidPayloads, Outcome, Selection, patched
+from core.jobs import Job, job_types
+from core.pagination import BadCursor
+from core.redrive import discard, redrive
+from core.settings import Settings
+
+PAGE_SIZE = 50
+_FILTER_FIELDS = ("type", "error_code", "q", "since", "until")
+
+
+class FormError(ValueError):
+    """Something in the form to correct; shown on the page, nothing changed."""
+
+
+class FilterForm(msgspec.Struct, kw_only=True):
+    """The filter as typed into the page: times are `datetime-local` values (UTC) or RFC 3339."""
+
+    type: str = ""
+    error_code: str = ""
+    q: str = ""
+    since: str = ""
+    until: str = ""
+
+    def query(self) -> str:
+        return urlencode({k: v for k in _FILTER_FIELDS if (v := getattr(self, k))})
+
+    def to_filter(self) -> DeadFilter:
+        return DeadFilter(
+            type=self.type or None,
+            error_code=self.error_code or None,
+            q=self.q or None,
+            since=_time("since", self.since),
+            until=_time("until", self.until),
+        )
+
+
+class ActionForm(FilterForm, kw_only=True):
+    action: Literal["redrive", "discard"]
+    #: "selected": the checked ids; "matching": every dead letter the filter matches.
+    target: Literal["selected", "matching"] = "selected"
+    ids: list[uuid.UUID] = msgspec.field(default_factory=list)
+    reason: str = ""
+    payload_patch: str = ""
+
+    def selection(self) -> Selection:
+        if self.target == "matching":
+            return Selection(filter=self.to_filter())
+        if not self.ids:
+            raise FormError("Select at least one job, or choose every job matching the filter.")
+        return Selection(ids=tuple(self.ids))
+
+    def checked_reason(self) -> str:
+        if not self.reason.strip():
+            raise FormError("A reason is required; it goes in the audit log.")
+        if len(self.reason) > 2000:
+            raise FormError("The reason is too long (2,000 characters at most).")
+        return self.reason.strip()
+
+    def patch(self) -> dict[str, Any] | None:
+        if self.action != "redrive" or not self.payload_patch.strip():
+            return None
+        try:
+            value = json.loads(self.payload_patch)
+        except json.JSONDecodeError as exc:
+            raise FormError(f"The payload patch is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise FormError('The payload patch must be a JSON object, e.g. {"chat_id": "c2"}.')
+        return value
+
+
+def _time(name: str, text: str) -> datetime | None:
+    if not text.strip():
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise FormError(f"{name}: not a time ({text!r}); use the date picker or RFC 3339.") from None
+    # The page labels the pickers UTC; a value with a zone keeps its own.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _form_dict(form: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {k: form.get(k) for k in form if k != "ids"}
+    data["ids"] = [i for i in form.getall("ids") if i] if "ids" in form else []
+    return data
+
+
+def _list(settings: Settings, form: FilterForm, cursor: str | None) -> dict[str, Any]:
+    f = form.to_filter()
+    try:
+        with snapshot(settings) as conn:
+            items, next_cursor = deadletters.list_dead(conn, f, PAGE_SIZE, cursor)
+            matched = deadletters.count(conn, Selection(filter=f))
+            groups = deadletters.groups(conn)
+    except BadCursor:
+        raise FormError("That page link is not valid any more; start from the first page.") from None
+    types = sorted(set(job_types()) | {t for t, _, _ in groups})
+    return {"items": items, "next_cursor": next_cursor, "matched": matched, "groups": groups, "types": types}
+
+
+@get("/dead-letters", name="dashboard_dead_letters")
+async def dead_letters(
+    request: Request[Any, Any, Any],
+    state: State,
+    type: FromQuery[str] = "",
+    error_code: FromQuery[str] = "",
+    q: FromQuery[str] = "",
+    since: FromQuery[str] = "",
+    until: FromQuery[str] = "",
+    cursor: FromQuery[str | None] = None,
+) -> Template:
+    form = FilterForm(type=type, error_code=error_code, q=q, since=since, until=until)
+    try:
+        data = await run(_list, state.settings, form, cursor)
+    except FormError as exc:
+        data = {"items": [], "next_cursor": None, "matched": 0, "groups": [], "types": [], "error": str(exc)}
+    return page(request, "deadletters.html", filter=form, **data)
+
+
+def _diff(before: Any, after: Any) -> list[tuple[str, str]]:
+    """The patch's effect on one payload, line by line: (kind, text), kind one of add, del, same."""
+    lines = difflib.unified_diff(pretty(before).splitlines(), pretty(after).splitlines(), lineterm="", n=1000)
+    out = []
+    for line in list(lines)[2:]:  # past the ---/+++ header
+        if line.startswith("@@"):
+            continue
+        kind = {"+": "add", "-": "del"}.get(line[:1], "same")
+        out.append((kind, line))
+    return out
+
+
+def _preview(settings: Settings, form: ActionForm) -> dict[str, Any]:
+    selection, reason, patch = form.selection(), form.checked_reason(), form.patch()
+    with snapshot(settings) as conn:
+        if form.action == "redrive":
+            outcome: Outcome = deadletters.dry_run_redrive(conn, selection, patch)
+        else:
+            outcome = deadletters.dry_run_discard(conn, selection)
+    diffs: list[tuple[Job, list[tuple[str, str]]]] = []
+    if patch is not None:
+        diffs = [
+            (job, _diff(job.payload, patched(job.type, job.payload, patch)[0])) for job in outcome.preview
+        ]
+    return {"outcome": outcome, "diffs": diffs, "reason": reason, "patch": patch}
+
+
+async def _action_form(request: Request[Any, Any, Any]) -> ActionForm:
+    try:
+        return msgspec.convert(_form_dict(await request.form()), ActionForm, strict=False)
+    except msgspec.ValidationError as exc:
+        raise Refused(422, "Bad form", f"The form is not valid: {exc}") from None
+
+
+def _preview_page(request: Request[Any, Any, Any], form: ActionForm, status: int, **context: Any) -> Template:
+    return page(request, "preview.html", status, form=form, **context)
+
+
+@post("/dead-letters/preview", name="dashboard_dead_letters_preview")
+async def preview(request: Request[Any, Any, Any], state: State) -> Template:
+    """The dry run: how many jobs the action would take, the first of them, the patch's diff."""
+    form = await _action_form(request)
+    try:
+        data = await run(_preview, state.settings, form)
+    except FormError as exc:
+        return _preview_page(request, form, 422, error=str(exc))
+    except InvalidPayloads as exc:
+        return _preview_page(request, form, 422, error=str(exc), invalid=exc.errors)
+    return _preview_page(request, form, 200, **data)
+
+
+def _apply(settings: Settings, broker: Any, form: ActionForm, actor: str) -> Outcome:
+    selection, reason = form.selection(), form.checked_reason()
+    if form.action == "redrive":
+        return redrive(settings, broker, selection, reason, actor, payload_patch=form.patch())
+    return discard(settings, selection, reason, actor)
+
+
+@post("/dead-letters/apply", name="dashboard_dead_letters_apply")
+async def apply(request: Request[Any, Any, Any], state: State) -> Template | Redirect:
+    """The confirmed action; lands on its audit entry."""
+    form = await _action_form(request)
+    actor = request.state.dashboard_session.key_name
+    try:
+        outcome = await run(_apply, state.settings, state.broker, form, actor)
+    except FormError as exc:
+        return _preview_page(request, form, 422, error=str(exc))
+    except InvalidPayloads as exc:
+        return _preview_page(request, form, 422, error=str(exc), invalid=exc.errors)
+    return Redirect(f"/dashboard/actions/{outcome.audit_id}", status_code=303)

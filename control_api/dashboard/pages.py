@@ -1,0 +1,161 @@
+"""Dashboard pages: the overview, a job, schedules and the audit log. Each reads through the same core
+functions as the API (core.queues, core.job_stats, core.queries, core.schedules, core.audit)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+from litestar import Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+from sqlalchemy.engine import Connection
+
+from control_api.dashboard.chart import chart
+from control_api.dashboard.render import page
+from control_api.dashboard.session import Refused
+from core import job_stats
+from core.audit import AuditEntryNotFound, get_entry, list_audit
+from core.db import snapshot, transaction
+from core.jobs import FINAL, utcnow
+from core.pagination import BadCursor
+from core.queries import JobNotFound, get_job, list_attempts
+from core.queues import QueueRow, queue_overview
+from core.schedules import ScheduleNotFound, list_schedules, update_schedule
+from core.settings import Settings
+
+T = TypeVar("T")
+#: Rows per page of the schedules and the audit log.
+PAGE_SIZE = 50
+#: Columns of the overview that add up across types into the totals row.
+SUMMED = ("queued", "delayed", "scheduled", "running", "retrying", "dead", "succeeded_1m", "failed_1m")
+
+
+async def run(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking database work off the event loop."""
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def _overview(state: State) -> dict[str, Any]:
+    settings: Settings = state.settings
+    now = utcnow()
+    job_stats.refresh(settings, now)
+    with snapshot(settings) as conn:
+        overview = queue_overview(
+            conn, state.health_redis, settings.redis_namespace, now, settings.worker_dead_after_s
+        )
+        points = job_stats.per_minute(conn, now)
+    totals = {name: sum(getattr(row, name) for row in overview.items) for name in SUMMED}
+    # Ready is per queue: summing it per type would count a shared queue twice.
+    ready = [q.ready for q in overview.queues]
+    totals["ready"] = None if None in ready else sum(r or 0 for r in ready)
+    return {"overview": overview, "chart": chart(points), "totals": totals}
+
+
+def _queue_is_shared(rows: list[QueueRow]) -> set[str]:
+    seen: dict[str, int] = {}
+    for row in rows:
+        seen[row.queue] = seen.get(row.queue, 0) + 1
+    return {q for q, n in seen.items() if n > 1}
+
+
+@get("/", name="dashboard_overview")
+async def overview(request: Request[Any, Any, Any], state: State) -> Template:
+    data = await run(_overview, state)
+    return page(request, "overview.html", shared=_queue_is_shared(data["overview"].items), **data)
+
+
+@get("/overview/fragment", name="dashboard_overview_fragment")
+async def overview_fragment(request: Request[Any, Any, Any], state: State) -> Template:
+    data = await run(_overview, state)
+    return page(request, "_overview.html", shared=_queue_is_shared(data["overview"].items), **data)
+
+
+def _job(settings: Settings, job_id: uuid.UUID) -> dict[str, Any]:
+    try:
+        with snapshot(settings) as conn:
+            job = get_job(conn, job_id)
+            attempts = list_attempts(conn, job_id)
+    except JobNotFound:
+        raise Refused(404, "No such job", f"There is no job {job_id}.") from None
+    return {"job": job, "attempts": attempts, "final": job.status in FINAL}
+
+
+@get("/jobs/{job_id:uuid}", name="dashboard_job")
+async def job_page(request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Template:
+    return page(request, "job.html", **await run(_job, state.settings, job_id))
+
+
+@get("/jobs/{job_id:uuid}/fragment", name="dashboard_job_fragment")
+async def job_fragment(
+    request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]
+) -> Template:
+    return page(request, "_job.html", **await run(_job, state.settings, job_id))
+
+
+Lister = Callable[[Connection, int, str | None], tuple[list[Any], str | None]]
+
+
+def _paged(settings: Settings, lister: Lister, cursor: str | None) -> dict[str, Any]:
+    """One page of a list, newest first, and the cursor of the next."""
+    try:
+        with snapshot(settings) as conn:
+            items, next_cursor = lister(conn, PAGE_SIZE, cursor)
+    except BadCursor:
+        raise Refused(
+            400, "Bad link", "That page link is not valid any more; start from the first page."
+        ) from None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@get("/schedules", name="dashboard_schedules")
+async def schedules(
+    request: Request[Any, Any, Any], state: State, cursor: FromQuery[str | None] = None
+) -> Template:
+    return page(request, "schedules.html", **await run(_paged, state.settings, list_schedules, cursor))
+
+
+def _set_enabled(settings: Settings, schedule_id: uuid.UUID, enabled: bool) -> None:
+    try:
+        with transaction(settings) as conn:
+            update_schedule(conn, schedule_id, {"enabled": enabled})
+    except ScheduleNotFound:
+        raise Refused(404, "No such schedule", f"There is no schedule {schedule_id}.") from None
+
+
+@post("/schedules/{schedule_id:uuid}/enabled", name="dashboard_schedule_enabled")
+async def set_enabled(
+    request: Request[Any, Any, Any], state: State, schedule_id: FromPath[uuid.UUID]
+) -> Redirect:
+    form = await request.form()
+    enabled = form.get("enabled")
+    if enabled not in ("true", "false"):
+        raise Refused(422, "Bad form", "enabled must be true or false.")
+    await run(_set_enabled, state.settings, schedule_id, enabled == "true")
+    return Redirect("/dashboard/schedules", status_code=303)
+
+
+@get("/audit", name="dashboard_audit")
+async def audit(
+    request: Request[Any, Any, Any], state: State, cursor: FromQuery[str | None] = None
+) -> Template:
+    return page(request, "audit.html", **await run(_paged, state.settings, list_audit, cursor))
+
+
+def _action(settings: Settings, audit_id: uuid.UUID) -> dict[str, Any]:
+    try:
+        with snapshot(settings) as conn:
+            return {"entry": get_entry(conn, audit_id)}
+    except AuditEntryNotFound:
+        raise Refused(404, "No such action", f"There is no audit entry {audit_id}.") from None
+
+
+@get("/actions/{audit_id:uuid}", name="dashboard_action")
+async def action_done(
+    request: Request[Any, Any, Any], state: State, audit_id: FromPath[uuid.UUID]
+) -> Template:
+    """What a redrive or discard did, from its audit entry (where the confirm form lands)."""
+    return page(request, "action.html", **await run(_action, state.settings, audit_id))

@@ -1,0 +1,178 @@
+"""Logging in to the dashboard, and the check in front of every other dashboard route.
+
+The login form takes an API key holding `ops` and sets a session cookie (HTTP-only, SameSite=Strict,
+Secure over https, scoped to /dashboard); the key itself is never stored in the browser. Every form
+that changes something carries the session's CSRF token (synchronizer pattern, compared in constant
+time), and a POST whose Origin names another host is refused as well. The login form, which has no
+session yet, is protected by a double-submit cookie of its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import anyio
+from litestar import Request, get, post
+from litestar.datastructures import Cookie, State
+from litestar.params import FromQuery
+from litestar.response import Redirect, Response, Template
+
+from control_api.dashboard.render import page
+from core.db import transaction
+from core.keys import lookup_key
+from core.sessions import DASHBOARD_SCOPE, Session, close_session, find_session, open_session
+from core.settings import Settings
+
+SESSION_COOKIE = "jobyard_session"
+LOGIN_COOKIE = "jobyard_login_csrf"
+#: The hidden field every dashboard form sends back.
+CSRF_FIELD = "csrf_token"
+COOKIE_PATH = "/dashboard"
+LOGIN_PATH = "/dashboard/login"
+#: Route opt of the few dashboard routes reachable without a session (the login form).
+PUBLIC = "dashboard_public"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Refused(Exception):
+    """A dashboard request that must not go through; shown to the user as an error page."""
+
+    def __init__(self, status_code: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status_code, self.title, self.message = status_code, title, message
+
+
+def _secure(request: Request[Any, Any, Any], settings: Settings) -> bool:
+    return settings.dashboard_secure_cookie == "always" or request.url.scheme == "https"
+
+
+def _cookie(request: Request[Any, Any, Any], name: str, value: str, max_age: int, path: str) -> Cookie:
+    settings: Settings = request.app.state.settings
+    return Cookie(
+        key=name,
+        value=value,
+        max_age=max_age,
+        path=path,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request, settings),
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a dashboard path: never another site (//evil.example, https://...), never the login itself.
+    if not target or not target.startswith(COOKIE_PATH) or target.startswith(LOGIN_PATH):
+        return COOKIE_PATH
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return COOKIE_PATH
+    return target
+
+
+def _check_origin(request: Request[Any, Any, Any]) -> None:
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Refused(403, "Refused", "This form was sent from another site.")
+
+
+def _lookup(settings: Settings, token: str) -> Session | None:
+    with transaction(settings) as conn:
+        return find_session(conn, token)
+
+
+async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Before every dashboard route: a live session (else off to the login form), and for anything
+    but a read, the session's CSRF token in the form."""
+    if request.route_handler.opt.get(PUBLIC):
+        return None
+    settings: Settings = request.app.state.settings
+    token = request.cookies.get(SESSION_COOKIE)
+    session = await anyio.to_thread.run_sync(_lookup, settings, token) if token else None
+    if session is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method not in _SAFE_METHODS:
+            target = COOKIE_PATH
+        return Redirect(f"{LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
+    request.state.dashboard_session = session
+    if request.method not in _SAFE_METHODS:
+        _check_origin(request)
+        form = await request.form()
+        sent = form.get(CSRF_FIELD)
+        if not isinstance(sent, str) or not secrets.compare_digest(sent, session.csrf_token):
+            raise Refused(
+                403,
+                "Form expired",
+                "This form could not be verified (its CSRF token is missing or stale). "
+                "Reload the page and try again.",
+            )
+    return None
+
+
+def _login_form(request: Request[Any, Any, Any], target: str, error: str | None, status: int) -> Template:
+    token = secrets.token_urlsafe(32)
+    response = page(request, "login.html", status, login_token=token, next=target, error=error)
+    response.cookies.append(_cookie(request, LOGIN_COOKIE, token, 3600, LOGIN_PATH))
+    return response
+
+
+@get("/login", opt={PUBLIC: True}, name="dashboard_login")
+async def login_form(request: Request[Any, Any, Any], next: FromQuery[str | None] = None) -> Response[Any]:
+    """The login form; straight on when the session is still good."""
+    token = request.cookies.get(SESSION_COOKIE)
+    settings: Settings = request.app.state.settings
+    if token and await anyio.to_thread.run_sync(_lookup, settings, token) is not None:
+        return Redirect(_safe_next(next), status_code=303)
+    return _login_form(request, _safe_next(next), None, 200)
+
+
+def _open(settings: Settings, secret: str) -> tuple[str, Session] | str:
+    with transaction(settings) as conn:
+        key = lookup_key(conn, secret)
+        if key is None:
+            return "That API key is unknown, revoked or expired."
+        if DASHBOARD_SCOPE not in key.scopes:
+            return f"That API key lacks the {DASHBOARD_SCOPE!r} scope the dashboard needs."
+        return open_session(conn, key, settings.dashboard_session_ttl_s)
+
+
+@post("/login", opt={PUBLIC: True}, name="dashboard_login_submit")
+async def login(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    form = await request.form()
+    _check_origin(request)
+    sent, expected = form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE)
+    target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
+    if not isinstance(sent, str) or not expected or not secrets.compare_digest(sent, expected):
+        return _login_form(request, target, "The form expired; please log in again.", 403)
+    secret = form.get("api_key")
+    if not isinstance(secret, str) or not secret.strip():
+        return _login_form(request, target, "Enter an API key.", 422)
+    opened = await anyio.to_thread.run_sync(_open, state.settings, secret.strip())
+    if isinstance(opened, str):
+        return _login_form(request, target, opened, 401)
+    token, _ = opened
+    ttl = int(state.settings.dashboard_session_ttl_s)
+    return Redirect(
+        target,
+        status_code=303,
+        cookies=[
+            _cookie(request, SESSION_COOKIE, token, ttl, COOKIE_PATH),
+            _cookie(request, LOGIN_COOKIE, "", 0, LOGIN_PATH),
+        ],
+    )
+
+
+def _close(settings: Settings, token: str) -> None:
+    with transaction(settings) as conn:
+        close_session(conn, token)
+
+
+@post("/logout", name="dashboard_logout")
+async def logout(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await anyio.to_thread.run_sync(_close, state.settings, token)
+    return Redirect(
+        LOGIN_PATH, status_code=303, cookies=[_cookie(request, SESSION_COOKIE, "", 0, COOKIE_PATH)]
+    )

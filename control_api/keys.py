@@ -1,0 +1,134 @@
+"""/v1/keys: API keys for keys with the `ops` scope: create (the secret is shown once), list, read,
+rotate (a new secret; the old one works for a grace period) and revoke."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from control_api.auth import requires
+from control_api.errors import ApiError
+from core.db import transaction
+from core.jobs import utcnow
+from core.keys import (
+    ApiKey,
+    KeyNotFound,
+    NotRotatable,
+    create_key,
+    get_key,
+    page_keys,
+    revoke_key,
+    rotate_key,
+)
+from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
+Scope = Literal["jobs:write", "jobs:read", "ops"]
+#: Ten years, as for job delays: longer is a unit mistake.
+MAX_SECONDS = 10 * 365 * 86400
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_SECONDS)]
+RatePerS = Annotated[
+    float, msgspec.Meta(ge=0, le=1_000_000, description="Requests per second; 0: unlimited.")
+]
+OPS = [requires("ops")]
+
+
+class KeyIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]
+    scopes: Annotated[list[Scope], msgspec.Meta(min_length=1, max_length=3)]
+    expires_in_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_SECONDS)] | None = None
+    #: This key's own rate; absent: JOBYARD_RATE_LIMIT_PER_S.
+    rate_limit_per_s: RatePerS | None = None
+
+
+class RotateIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: How long the old value keeps working; absent: JOBYARD_KEY_ROTATION_GRACE.
+    grace_seconds: Seconds | None = None
+
+
+class NewKeyOut(msgspec.Struct, kw_only=True):
+    key: ApiKey
+    #: The key itself: shown this once, stored only as a hash.
+    secret: str
+
+
+class RotatedOut(NewKeyOut, kw_only=True):
+    #: The rotated key, now expiring at the end of the grace period.
+    previous: ApiKey
+
+
+class KeyList(msgspec.Struct):
+    items: list[ApiKey]
+    next_cursor: str | None
+
+
+def _not_found(key_id: uuid.UUID) -> ApiError:
+    return ApiError(404, "key_not_found", f"no API key {key_id}")
+
+
+class KeysController(Controller):
+    path = "/v1/keys"
+    tags = ["keys"]
+
+    @post("/", guards=OPS, sync_to_thread=True, summary="Create an API key (its secret is shown once)")
+    def create(self, state: State, data: JSONBody[KeyIn]) -> Response[NewKeyOut]:
+        expires: datetime | None = None
+        if data.expires_in_seconds is not None:
+            expires = utcnow() + timedelta(seconds=data.expires_in_seconds)
+        with transaction(state.settings) as conn:
+            key, secret = create_key(conn, data.name, data.scopes, expires, data.rate_limit_per_s)
+        return Response(NewKeyOut(key=key, secret=secret), status_code=201)
+
+    @get("/", guards=OPS, sync_to_thread=True, summary="List API keys, newest first (prefixes only)")
+    def list(
+        self, state: State, limit: Limit = DEFAULT_LIMIT, cursor: FromQuery[str | None] = None
+    ) -> KeyList:
+        try:
+            with transaction(state.settings) as conn:
+                return KeyList(*page_keys(conn, limit, cursor))
+        except BadCursor as exc:
+            raise ApiError(400, "bad_cursor", str(exc)) from None
+
+    @get("/{key_id:uuid}", guards=OPS, sync_to_thread=True, summary="An API key")
+    def read(self, state: State, key_id: FromPath[uuid.UUID]) -> ApiKey:
+        try:
+            with transaction(state.settings) as conn:
+                return get_key(conn, key_id)
+        except KeyNotFound:
+            raise _not_found(key_id) from None
+
+    @post(
+        "/{key_id:uuid}/rotate",
+        guards=OPS,
+        sync_to_thread=True,
+        summary="Replace a key; the old value keeps working for a grace period",
+    )
+    def rotate(
+        self, state: State, key_id: FromPath[uuid.UUID], data: JSONBody[RotateIn | None] = None
+    ) -> Response[RotatedOut]:
+        grace = state.settings.key_rotation_grace_s
+        if data is not None and data.grace_seconds is not None:
+            grace = data.grace_seconds
+        try:
+            with transaction(state.settings) as conn:
+                new, secret, old = rotate_key(conn, key_id, grace)
+        except KeyNotFound:
+            raise _not_found(key_id) from None
+        except NotRotatable as exc:
+            raise ApiError(409, "not_rotatable", str(exc)) from None
+        return Response(RotatedOut(key=new, secret=secret, previous=old), status_code=201)
+
+    @post("/{key_id:uuid}/revoke", guards=OPS, sync_to_thread=True, status_code=200, summary="Revoke a key")
+    def revoke(self, state: State, key_id: FromPath[uuid.UUID]) -> ApiKey:
+        try:
+            with transaction(state.settings) as conn:
+                revoke_key(conn, str(key_id))
+                return get_key(conn, key_id)
+        except KeyNotFound:
+            raise _not_found(key_id) from None

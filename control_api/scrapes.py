@@ -1,0 +1,42 @@
+"""/v1/scrapes: what `scrape` jobs read from pages, and their screenshots."""
+
+from __future__ import annotations
+
+import uuid
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from control_api.auth import requires
+from control_api.errors import ApiError
+from core.db import transaction
+from core.scrape import Scrape, get_scrape, get_screenshot
+
+
+class ScrapesController(Controller):
+    path = "/v1/scrapes"
+    tags = ["scrapes"]
+
+    @get("/{scrape_id:uuid}", guards=[requires("jobs:read")], sync_to_thread=True, summary="A stored scrape")
+    def read(self, state: State, scrape_id: FromPath[uuid.UUID]) -> Scrape:
+        with transaction(state.settings) as conn:
+            found = get_scrape(conn, scrape_id)
+        if found is None:
+            raise ApiError(404, "scrape_not_found", f"no scrape {scrape_id}")
+        return found
+
+    @get(
+        "/{scrape_id:uuid}/screenshot",
+        guards=[requires("jobs:read")],
+        sync_to_thread=True,
+        media_type="image/png",
+        summary="A scrape's screenshot (PNG)",
+    )
+    def screenshot(self, state: State, scrape_id: FromPath[uuid.UUID]) -> Response[bytes]:
+        with transaction(state.settings) as conn:
+            shot = get_screenshot(conn, scrape_id)
+        if shot is None:
+            raise ApiError(404, "screenshot_not_found", f"scrape {scrape_id} has no screenshot")
+        # A stored screenshot never changes; it is private because it needs a key.
+        return Response(shot, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

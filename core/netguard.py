@@ -1,0 +1,181 @@
+"""Which addresses a scraped page may reach: public ones, unless its host is on the allow list.
+
+The check is made on the addresses a name resolves to, never on the name: `localhost`, a name in
+/etc/hosts or a public-looking name whose DNS answers 127.0.0.1 are all refused for what they resolve
+to. Every address of a name must be public, so a DNS answer mixing a public and a private address is
+refused too. The caller connects to an address it got from here (see core/providers/guard_proxy.py),
+so a second lookup that answers differently (DNS rebinding) never decides where a connection goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: IPv6 prefixes that carry an IPv4 address a connection may end up at: NAT64 (RFC 6052, RFC 8215).
+#: IPv4-mapped (::ffff:0:0/96) and 6to4 (2002::/16) are unwrapped by `ipaddress` itself.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+#: Longest wait for a DNS answer; a name that takes longer is treated as not resolving.
+RESOLVE_TIMEOUT_S = 10.0
+
+
+class Refused(Exception):
+    """A host may not be reached: it resolves to an address that is not public."""
+
+    def __init__(self, host: str, address: str, reason: str, *, literal: bool = False) -> None:
+        super().__init__(f"{host} is {reason}" if literal else f"{host} resolves to {address}, {reason}")
+        self.host, self.address, self.reason = host, address, reason
+
+
+class NotResolved(Exception):
+    """A host name has no address (NXDOMAIN, no answer in time)."""
+
+
+def _embedded_v4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    for net in _NAT64:
+        if address in net:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _category(address: IPAddress) -> str | None:
+    # Order matters only for the message: the most telling name first.
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (cloud metadata services live here)"
+    if address.is_multicast:  # `is_global` is true for some multicast ranges
+        return "a multicast address"
+    if address.is_unspecified:
+        return "the unspecified address (it reaches this host)"
+    if address.is_reserved:
+        return "a reserved address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global:
+        return "not a globally routable address"
+    return None
+
+
+def refusal(address: IPAddress) -> str | None:
+    """Why ``address`` may not be reached, or None when it is public.
+
+    An IPv6 address that carries an IPv4 one (IPv4-mapped, 6to4, NAT64) is judged by the IPv4 address
+    it leads to: ``::ffff:127.0.0.1`` is loopback, although Python 3.11's ``ipaddress`` does not say so.
+    """
+    inner = _embedded_v4(address)
+    if inner is not None:
+        reason = _category(inner)
+        return f"{reason} ({inner}, inside {address})" if reason else None
+    return _category(address)
+
+
+def normalize_host(host: str) -> str:
+    """A host as URLs and the browser's proxy requests name it: lower case, no brackets or final dot,
+    IDNA (punycode) for non-ASCII names."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    return host
+
+
+def parse_address(host: str) -> IPAddress | None:
+    """The address when ``host`` is an IP literal (``::1``, ``127.0.0.1``), else None."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowEntry:
+    #: A host name or IP literal, or ``*.domain`` for the domain and every name under it.
+    pattern: str
+    #: When set, the host is reached at this address and DNS is not asked.
+    pinned: IPAddress | None = None
+
+    def matches(self, host: str) -> bool:
+        if self.pattern.startswith("*."):
+            domain = self.pattern[2:]
+            return host == domain or host.endswith("." + domain)
+        return host == self.pattern
+
+
+@dataclass(frozen=True, slots=True)
+class AllowList:
+    """Hosts exempt from the address check (JOBYARD_SCRAPE_ALLOW_HOSTS)."""
+
+    entries: tuple[AllowEntry, ...] = ()
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> AllowList:
+        """``host``, ``*.domain`` or ``host=address``; ValueError names a bad item."""
+        entries = []
+        for item in items:
+            host, sep, pin = item.partition("=")
+            pattern = normalize_host(host)
+            name = pattern[2:] if pattern.startswith("*.") else pattern
+            if not name or "*" in name:
+                raise ValueError(f"{item!r}: expected a host, *.domain or host=address")
+            pinned = None
+            if sep:
+                pinned = parse_address(pin.strip().strip("[]"))
+                if pinned is None or pattern.startswith("*."):
+                    raise ValueError(f"{item!r}: host=address needs one host and an IP address")
+            entries.append(AllowEntry(pattern, pinned))
+        return cls(tuple(entries))
+
+    def match(self, host: str) -> AllowEntry | None:
+        host = normalize_host(host)
+        return next((e for e in self.entries if e.matches(host)), None)
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """The addresses the operating system's resolver gives for ``host`` (getaddrinfo)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise NotResolved(f"{host} does not resolve: {exc}") from None
+    except TimeoutError:
+        raise NotResolved(f"{host} did not resolve within {RESOLVE_TIMEOUT_S:.0f} s") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def checked_addresses(
+    host: str, port: int, allow: AllowList, resolve: Resolver = system_resolve
+) -> list[IPAddress]:
+    """The addresses to connect to for ``host``; Refused if one is not public and the host is not
+    allow-listed, NotResolved if it has none."""
+    host = normalize_host(host)
+    entry = allow.match(host)
+    if entry is not None and entry.pinned is not None:
+        return [entry.pinned]
+    literal = parse_address(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        addresses = [a for a in (parse_address(x) for x in await resolve(host, port)) if a is not None]
+        if not addresses:
+            raise NotResolved(f"{host} has no address")
+    if entry is None:
+        for address in addresses:
+            reason = refusal(address)
+            if reason is not None:
+                raise Refused(host, str(address), reason, literal=literal is not None)
+    return addresses
