@@ -114,7 +114,14 @@ class Bench:
             rd = EmbeddedRedis(workdir / "redis")
             redis_url = rd.start()
             stops.append(rd.stop)
-        settings = Settings(database_url=database_url, redis_url=redis_url, redis_namespace="jobyard-bench")
+        from core.crypto import generate_data_key
+
+        settings = Settings(
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_namespace="jobyard-bench",
+            data_key=generate_data_key(),
+        )
         from core.jobs import load_job_modules
         from core.migrate import upgrade
 
@@ -176,6 +183,7 @@ class Bench:
             DATABASE_URL=self.settings.database_url or "",
             REDIS_URL=self.settings.redis_url or "",
             JOBYARD_REDIS_NAMESPACE=self.settings.redis_namespace,
+            JOBYARD_DATA_KEY=self.settings.data_key or "",
             JOBYARD_LOG_LEVEL=self.log_level,
             JOBYARD_LOG_FORMAT="json",
             JOBYARD_HOME=str(self.workdir / "home"),

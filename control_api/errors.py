@@ -108,6 +108,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     sqlalchemy.exc.OperationalError: _database_down,
     sqlalchemy.exc.InterfaceError: _database_down,
     # The enqueue path's own driver calls (core/fastenqueue.py).
+    psycopg.DataError: _unstorable,
     psycopg.OperationalError: _database_down,
     psycopg_pool.PoolTimeout: _database_down,
     Exception: _unexpected,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import psycopg
 import redis
 import structlog
 from psycopg_pool import AsyncConnectionPool
@@ -46,7 +45,7 @@ class AsyncEnqueuer:
 
     async def close(self) -> None:
         await self.pool.close()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)  # a pool passed in is not closed otherwise
 
     @staticmethod
     def takes(jobs: Sequence[NewJob]) -> bool:
@@ -60,7 +59,7 @@ class AsyncEnqueuer:
             cursor = await conn.execute(INSERT_MANY_PSYCOPG, {"rows": encode_rows(rows), "now": now})
             inserted = len(await cursor.fetchall())
         if inserted != len(rows):  # only an idempotency key can skip a row, and none was given
-            raise psycopg.DataError(f"{len(rows) - inserted} of {len(rows)} new jobs were not inserted")
+            raise RuntimeError(f"{len(rows) - inserted} of {len(rows)} new jobs were not inserted")
         results = [Enqueued(new_job(r, now), created=True, message_id=r.message_id) for r in rows]
         pubs = [
             Publication(e.job.id, e.job.type, e.job.queue, e.message_id, e.job.request_id)

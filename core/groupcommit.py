@@ -124,7 +124,16 @@ class GroupCommit:
         try:
             results = await self.fast.enqueue(jobs)
         except Exception as exc:
-            return [exc] * len(group)
+            if len(group) == 1:
+                return [exc]
+            # One request's value Postgres refuses (a NUL character) must fail only that request.
+            outcomes: list[list[Enqueued] | Exception] = []
+            for r in group:
+                try:
+                    outcomes.append(await self.fast.enqueue(r.jobs))
+                except Exception as alone:
+                    outcomes.append(alone)
+            return outcomes
         return _split(results, [r.jobs for r in group])
 
 
