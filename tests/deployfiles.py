@@ -13,6 +13,7 @@ import click
 import yaml
 
 from core.cli import known_queues, main
+from core.jobs import BUILTIN_JOB_MODULES, job_types
 from core.settings import Settings, documented_settings
 from tests.services import ROOT
 
@@ -30,9 +31,13 @@ SCRAPE, EMBEDDINGS = "scrape", "embeddings"
 
 
 def queues() -> set[str]:
-    """The built-in job types' queues, and the scrape queue: the deployment files run its worker
-    group whether or not the scrape job type is in this tree yet."""
-    return {*known_queues(Settings()), SCRAPE}
+    """The built-in job types' queues: what a deployment's worker groups must cover between them.
+
+    Types the tests register (tests/jobtypes.py, imported by other tests of this session) are left
+    out: a deployment does not run them.
+    """
+    known_queues(Settings())  # loads the built-in job modules
+    return {t.queue_name for t in job_types().values() if t.payload.__module__ in BUILTIN_JOB_MODULES}
 
 
 def consumed_queues(argv: list[str]) -> set[str]:

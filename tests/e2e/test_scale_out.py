@@ -22,14 +22,16 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from core.crypto import use_data_key
 from core.db import transaction
+from core.jobs import open_payload
 from core.models import chat_messages, jobs, unread_counters
 from core.settings import Settings
 from tests.e2e.conftest import FIGURES
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, FakeWhatsApp, Stall
 from tests.integration.conftest import Farm, make_key
-from tests.services import Process, TestServices, wait_for
+from tests.services import TEST_DATA_KEY, Process, TestServices, wait_for
 
 #: The mix: mostly unread increments (cheap, contended counters), a few hundred scheduled WhatsApp
 #: sends due within seconds, a few hundred AI replies; 10,000 jobs in all.
@@ -96,6 +98,7 @@ def farm(services: TestServices, fakes: tuple[FakeWhatsApp, FakeOpenAI], tmp_pat
             database_url=url,
             redis_url=services.redis_url,
             redis_namespace=f"jyscale{random.randrange(1 << 30):x}",
+            data_key=TEST_DATA_KEY,
             # A killed worker is presumed dead after 3 s (default 30 s), so its jobs come back quickly.
             worker_heartbeat_s=0.5,
             worker_dead_after_s=3.0,
@@ -108,6 +111,7 @@ def farm(services: TestServices, fakes: tuple[FakeWhatsApp, FakeOpenAI], tmp_pat
             openai_api_key="test-key",
             openai_base_url=llm.base_url,
         )
+        use_data_key(settings)  # this process reads the sealed recipients back
         f = Farm(settings, tmp_path)
         yield f
         f.stop()
@@ -282,7 +286,8 @@ def _check_effects(
         if row.status not in ("succeeded", "dead"):
             lost += 1
         elif row.type == "whatsapp_message":
-            times = sent[(row.payload["to"], row.payload["text"])]
+            payload = open_payload(row.payload)  # the recipient is sealed at rest
+            times = sent[(payload["to"], payload["text"])]
             if row.status == "succeeded":
                 lost += times == 0
             elif row.error["code"] == "unknown_outcome" and times <= 1:

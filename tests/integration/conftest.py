@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from core.broker import build_broker, redis_client
+from core.cli import queues_except
 from core.crypto import use_data_key
 from core.db import transaction
 from core.keys import SCOPES, create_key
@@ -25,6 +26,7 @@ from core.settings import Settings
 from tests.fakes.whatsapp import FakeWhatsApp
 from tests.services import (
     JOBYARD,
+    TEST_DATA_KEY,
     Process,
     TestServices,
     scheduler_argv,
@@ -33,14 +35,12 @@ from tests.services import (
     worker_argv,
 )
 
-#: The tests' data key (phone numbers at rest); a real farm's comes from its secret store.
-TEST_DATA_KEY = "dGhlIGpvYnlhcmQgdGVzdHMnIGRhdGEga2V5ISEhISE="
-
 
 @pytest.fixture
 def settings(services: TestServices) -> Iterator[Settings]:
     """Settings pointing at a fresh database and a Redis namespace of this test's own."""
     with services.database() as url:
+        base = Settings(job_modules=("tests.jobtypes",))
         test_settings = Settings(
             database_url=url,
             redis_url=services.redis_url,
@@ -51,6 +51,9 @@ def settings(services: TestServices) -> Iterator[Settings]:
             worker_heartbeat_s=1.0,
             worker_shutdown_timeout_s=10.0,
             data_key=TEST_DATA_KEY,
+            # Like production's light worker group: a browser and a model start only in the tests
+            # that ask for the scrape or embeddings queue.
+            worker_queues=queues_except(base, ("scrape", "embeddings")),
         )
         use_data_key(test_settings)  # what every farm process does at start
         yield test_settings

@@ -16,7 +16,7 @@ from core.cli import main
 from core.readiness import schema_problem
 from core.settings import Settings, get_settings
 from tests.integration.conftest import Farm, JobWaiter
-from tests.services import JOBYARD, Process, TestServices, settings_env, wait_for
+from tests.services import JOBYARD, TEST_DATA_KEY, Process, TestServices, settings_env, wait_for
 
 
 def test_a_group_sigterm_lets_running_jobs_finish(
@@ -37,7 +37,10 @@ def test_a_group_sigterm_lets_running_jobs_finish(
 def test_a_worker_waits_for_the_migration_then_starts(services: TestServices, tmp_path: Path) -> None:
     with services.database(migrated=False) as url:
         settings = Settings(
-            database_url=url, redis_url=services.redis_url, redis_namespace=f"jyw{os.getpid()}"
+            database_url=url,
+            redis_url=services.redis_url,
+            redis_namespace=f"jyw{os.getpid()}",
+            data_key=TEST_DATA_KEY,
         )
         env = settings_env(settings)
         worker = Process([*JOBYARD, "worker", "--queues", "unread_count"], env, tmp_path / "worker.log")
