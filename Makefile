@@ -16,5 +16,6 @@ typecheck:
 pytest:
 	$(PYTHON) -m pytest
 
+## Jobyard side by side with bare Dramatiq and Celery (needs the bench extra and wrk); ~5 minutes.
 bench:
-	$(PYTHON) -m bench.spine_latency
+	$(PYTHON) -m bench

@@ -31,6 +31,8 @@ from control_api.scrapes import ScrapesController
 from control_api.webhooks import WhatsAppWebhookController
 from core.broker import async_redis_client, build_broker, redis_client
 from core.crypto import use_data_key
+from core.fastenqueue import AsyncEnqueuer
+from core.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
 from core.jobs import load_job_modules
 from core.keys import KeyCache, UsageClock
 from core.logs import configure_logging
@@ -51,6 +53,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.key_cache = KeyCache(settings.api_key_cache_s)
         app.state.usage_clock = UsageClock(settings.key_touch_interval_s)
         app.state.broker = build_broker(settings)
+        fast = AsyncEnqueuer(settings, connections=MAX_FLUSHES_IN_FLIGHT)
+        await fast.open()
+        app.state.group_commit = GroupCommit(settings, app.state.broker, fast)
         # Readiness must answer quickly even when Redis hangs, unlike the broker's blocking client.
         app.state.health_redis = redis_client(settings, socket_timeout=2)
         # A slow Redis must not hold every request: past this the limiter lets the request through.
@@ -59,6 +64,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             yield
         finally:
+            await fast.close()
             app.state.broker.client.close()
             app.state.health_redis.close()
             await limiter_redis.aclose(

@@ -9,7 +9,7 @@ login, whose guard is the dashboard's own).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -79,10 +79,15 @@ def _touch(settings: Settings, key: ApiKey) -> None:
         log.warning("api_key_touch_failed", key=key.prefix, error=str(exc))
 
 
-def requires(scope: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+# Guards are coroutines: Litestar runs a plain-function guard in a worker thread, a thread hand-off
+# on every request for a set lookup.
+def requires(scope: str) -> Guard:
     """A guard that lets through keys holding ``scope``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         key: ApiKey = connection.user
         if scope not in key.scopes:
             raise PermissionDeniedException(f"this API key lacks the {scope!r} scope")
@@ -92,10 +97,10 @@ def requires(scope: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRo
     return guard
 
 
-def requires_any(*scopes: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+def requires_any(*scopes: str) -> Guard:
     """A guard that lets through keys holding at least one of ``scopes``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         key: ApiKey = connection.user
         if not set(scopes) & set(key.scopes):
             raise PermissionDeniedException(f"this API key needs one of the scopes {', '.join(scopes)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import psycopg
+import psycopg_pool
 import sqlalchemy.exc
 import structlog
 from litestar import Request, Response
@@ -105,5 +107,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     sqlalchemy.exc.DataError: _unstorable,
     sqlalchemy.exc.OperationalError: _database_down,
     sqlalchemy.exc.InterfaceError: _database_down,
+    # The enqueue path's own driver calls (core/fastenqueue.py).
+    psycopg.DataError: _unstorable,
+    psycopg.OperationalError: _database_down,
+    psycopg_pool.PoolTimeout: _database_down,
     Exception: _unexpected,
 }

@@ -27,7 +27,8 @@ from control_api.schemas import (
     RescheduleIn,
 )
 from core.db import transaction
-from core.jobs import Enqueued, IdempotencyConflict, Job, JobStatus, NewJob, enqueue
+from core.groupcommit import GroupCommit
+from core.jobs import Enqueued, IdempotencyConflict, Job, JobStatus, NewJob
 from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 from core.queries import (
     JobFilter,
@@ -51,9 +52,10 @@ def _invalid(errors: list[dict[str, Any]]) -> ApiError:
     return ApiError(422, "validation_error", "the request has invalid fields", errors)
 
 
-def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Enqueued]:
+async def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Enqueued]:
     try:
-        return enqueue(new_jobs, state.broker, state.settings)
+        group_commit: GroupCommit = state.group_commit
+        return await group_commit.enqueue(new_jobs)
     except IdempotencyConflict as exc:
         raise ApiError(
             409,
@@ -63,7 +65,7 @@ def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Enqueued]:
         ) from None
 
 
-def enqueue_checked(
+async def enqueue_checked(
     state: State, items: Sequence[JobIn], request_id: str | None, prefix: str
 ) -> list[Enqueued]:
     """Validate every item (422 naming each bad item's index and fields), then enqueue all or none."""
@@ -76,7 +78,7 @@ def enqueue_checked(
         errors.extend({"index": index, **e.as_dict()} for e in item_errors)
     if errors:
         raise _invalid(errors)
-    return _enqueue(state, new_jobs)
+    return await _enqueue(state, new_jobs)
 
 
 def _not_found(job_id: uuid.UUID) -> ApiError:
@@ -87,26 +89,28 @@ class JobsController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
 
+    # Async: the request waits on the event loop for its group's commit (core/groupcommit.py).
     @post(
         "/",
         guards=[requires("jobs:write")],
-        sync_to_thread=True,
         summary="Enqueue a job",
         responses={200: ResponseSpec(Job, description="The idempotency key was seen: the first job")},
     )
-    def create(self, request: Request[Any, Any, Any], state: State, data: JSONBody[JobIn]) -> Response[Job]:
+    async def create(
+        self, request: Request[Any, Any, Any], state: State, data: JSONBody[JobIn]
+    ) -> Response[Job]:
         new_job, errors = data.to_new_job(request_id_of(request.scope))
         if new_job is None:
             raise _invalid([e.as_dict() for e in errors])
-        (result,) = _enqueue(state, [new_job])
+        (result,) = await _enqueue(state, [new_job])
         log.info("job_enqueued", job_id=str(result.job.id), type=result.job.type, created=result.created)
         return Response(result.job, status_code=201 if result.created else 200)
 
-    @post("/batch", guards=[requires("jobs:write")], sync_to_thread=True, summary="Enqueue up to 1000 jobs")
-    def create_batch(
+    @post("/batch", guards=[requires("jobs:write")], summary="Enqueue up to 1000 jobs")
+    async def create_batch(
         self, request: Request[Any, Any, Any], state: State, data: JSONBody[BatchIn]
     ) -> Response[BatchOut]:
-        results = enqueue_checked(state, data.jobs, request_id_of(request.scope), prefix="jobs")
+        results = await enqueue_checked(state, data.jobs, request_id_of(request.scope), prefix="jobs")
         log.info("jobs_enqueued", jobs=len(results), created=sum(r.created for r in results))
         return Response(BatchOut([r.job for r in results]), status_code=201)
 

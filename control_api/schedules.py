@@ -132,9 +132,11 @@ class SequencesController(Controller):
     path = "/v1/sequences"
     tags = ["schedules"]
 
-    @post("/", guards=[requires("jobs:write")], sync_to_thread=True, summary="Create a sequence of jobs")
-    def create(
+    @post("/", guards=[requires("jobs:write")], summary="Create a sequence of jobs")
+    async def create(
         self, request: Request[Any, Any, Any], state: State, data: JSONBody[SequenceIn]
     ) -> Response[SequenceOut]:
-        results = enqueue_checked(state, data.to_job_ins(), request_id_of(request.scope), prefix="steps")
+        results = await enqueue_checked(
+            state, data.to_job_ins(), request_id_of(request.scope), prefix="steps"
+        )
         return Response(SequenceOut(data.business_key, [r.job for r in results]), status_code=201)

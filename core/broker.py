@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import dramatiq
+import msgspec
 import redis
 import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
+from core.consumer import BATCH_SUFFIX, WAKE_TOKENS, JobyardConsumer, wake_key
 from core.settings import Settings, get_settings
 
 
@@ -58,18 +61,28 @@ def async_redis_client(
 
 
 class JobyardRedisBroker(RedisBroker):
-    """RedisBroker whose idle consumers poll at most every ``idle_poll_ms``.
+    """RedisBroker whose consumers wake at once when a job is published (see core/consumer.py).
 
-    Dramatiq backs an idle consumer off to ``worker_timeout`` (1000 ms, not settable from its CLI),
-    which puts up to a second between an enqueue and the job starting.
+    An idle consumer blocks on its queue's wake list for at most ``idle_poll_ms`` before it looks
+    at the queue again, which bounds the wait for a message pushed without a wake token.
     """
 
-    def __init__(self, *, idle_poll_ms: int, **kwargs: Any) -> None:
+    def __init__(self, *, idle_poll_ms: int, batch_max: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.idle_poll_ms = idle_poll_ms
+        self.batch_max = batch_max
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
-        return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
+        # Only a queue whose actors have batch handlers is batched (never a delay queue, `<q>.DQ`,
+        # whose messages wait for their eta one by one).
+        batched = any(
+            a.queue_name == queue_name and a.actor_name.endswith(BATCH_SUFFIX) for a in self.actors.values()
+        )
+        if batched:
+            # A full batch being worked on and the next one ready.
+            prefetch = max(prefetch, self.batch_max * 2)
+        batch_max = self.batch_max if batched else 1
+        return JobyardConsumer(self, queue_name, prefetch, min(timeout, self.idle_poll_ms), batch_max)
 
 
 def build_broker(settings: Settings | None = None, middleware: Sequence[Middleware] = ()) -> RedisBroker:
@@ -80,6 +93,7 @@ def build_broker(settings: Settings | None = None, middleware: Sequence[Middlewa
         namespace=settings.redis_namespace,
         middleware=list(middleware),
         idle_poll_ms=settings.worker_idle_poll_ms,
+        batch_max=settings.worker_batch_max,
     )
 
 
@@ -112,27 +126,78 @@ def message_for(pub: Publication) -> dramatiq.Message[Any]:
     )
 
 
+class _WireMessage(msgspec.Struct):
+    """Dramatiq's message as its JSON encoder writes it (Message.asdict), encoded by msgspec."""
+
+    queue_name: str
+    actor_name: str
+    args: tuple[str]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    message_id: str
+    message_timestamp: int
+
+
+_encode_message = msgspec.json.Encoder().encode
+
+
+def _encoded(pub: Publication, timestamp: int) -> bytes:
+    options: dict[str, Any] = {"redis_message_id": pub.message_id, "job_id": str(pub.job_id)}
+    if pub.request_id:
+        options["request_id"] = pub.request_id
+    wire = _WireMessage(pub.queue, pub.type, (str(pub.job_id),), {}, options, pub.message_id, timestamp)
+    return _encode_message(wire)
+
+
+def publish_commands(
+    namespace: str, pubs: Sequence[Publication], encoded: Sequence[bytes] | None = None
+) -> list[tuple[Any, ...]]:
+    """The Redis commands that publish ``pubs`` (messages encoded here unless given): per queue one
+    HSET of the messages and one RPUSH of their ids, whatever their number (per-command overhead in
+    redis-py, not Redis, is what a large publish spends its time on), then the wake tokens."""
+    timestamp = int(time.time() * 1000)
+    per_queue: dict[str, tuple[list[str | bytes], list[str]]] = {}
+    for i, pub in enumerate(pubs):
+        data = encoded[i] if encoded is not None else _encoded(pub, timestamp)
+        fields, ids = per_queue.setdefault(pub.queue, ([], []))
+        fields += (pub.message_id, data)
+        ids.append(pub.message_id)
+    commands: list[tuple[Any, ...]] = []
+    for queue, (fields, ids) in per_queue.items():
+        wake = wake_key(namespace, queue)
+        commands += [
+            ("HSET", f"{namespace}:{queue}.msgs", *fields),
+            ("RPUSH", f"{namespace}:{queue}", *ids),
+            ("RPUSH", wake, *(b"1" for _ in range(min(len(ids), WAKE_TOKENS)))),
+            ("LTRIM", wake, -WAKE_TOKENS, -1),
+        ]
+    return commands
+
+
 def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     """Put each job's message on its queue under the Redis id already committed on the job row.
 
     ``RedisBroker.enqueue`` would pick a fresh Redis id and make one round trip per message; this
     writes Dramatiq's queue layout directly (the message in ``<ns>:<queue>.msgs``, its id pushed on
-    ``<ns>:<queue>``, as its dispatch script does) in one pipeline, under ids the sweeper can look up.
+    ``<ns>:<queue>``, as its dispatch script does) in one pipeline, under ids the sweeper can look up,
+    and pushes wake tokens for the queue's idle consumers.
     """
-    pipe = broker.client.pipeline(transaction=False)
-    messages = []
-    for pub in publications:
-        message = message_for(pub)
-        broker.emit_before("enqueue", message, None)
-        pipe.hset(f"{broker.namespace}:{pub.queue}.msgs", pub.message_id, message.encode())
-        pipe.rpush(f"{broker.namespace}:{pub.queue}", pub.message_id)
-        messages.append(message)
-    if not messages:
+    pubs = list(publications)
+    if not pubs:
         return 0
+    # Middleware sees each message as a dramatiq.Message; without any, the messages are encoded
+    # directly (the stdlib JSON encoder Dramatiq uses is most of a large batch's publish time).
+    messages = [message_for(pub) for pub in pubs] if broker.middleware else []
+    for message in messages:
+        broker.emit_before("enqueue", message, None)
+    pipe = broker.client.pipeline(transaction=False)
+    encoded = [m.encode() for m in messages] if messages else None
+    for command in publish_commands(broker.namespace, pubs, encoded):
+        pipe.execute_command(*command)
     pipe.execute()
     for message in messages:
         broker.emit_after("enqueue", message, None)
-    return len(messages)
+    return len(pubs)
 
 
 #: Where a published message is: waiting in its queue, fetched by a consumer (and not acked yet),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -16,12 +17,11 @@ import redis
 import sqlalchemy as sa
 import structlog
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Row
 
-from core.broker import Publication, new_message_id, publish
+from core.broker import Publication, publish
 from core.crypto import data_cipher, is_sealed, masked
-from core.db import transaction
+from core.db import autocommit, transaction
 from core.models import jobs
 from core.settings import Settings, get_settings
 
@@ -161,6 +161,22 @@ def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> t
     if not isinstance(data, dict):
         return None, [FieldError(prefix, "must be an object")]
     schema = job_type.payload
+    try:
+        # The common case, valid input, in one call; the field-by-field walk names every error.
+        value = msgspec.convert(data, schema)
+    except msgspec.ValidationError as first_error:
+        errors = _field_errors(schema, data, prefix)
+        # No field is wrong on its own: a cross-field check in __post_init__ failed.
+        return None, errors or [FieldError(prefix, str(first_error))]
+    normalised = msgspec.to_builtins(value)
+    size = len(msgspec.json.encode(normalised))
+    if size > job_type.max_payload_bytes:
+        message = f"is {size} bytes as JSON; a {job_type.name} payload may have at most {job_type.max_payload_bytes}"
+        return None, [FieldError(prefix, message)]
+    return normalised, []
+
+
+def _field_errors(schema: type[msgspec.Struct], data: dict[str, Any], prefix: str) -> list[FieldError]:
     errors: list[FieldError] = []
     fields = msgspec.structs.fields(schema)
     known = {f.encode_name for f in fields}
@@ -177,18 +193,7 @@ def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> t
         errors.extend(
             FieldError(f"{prefix}.{key}", "is not a known field") for key in data if key not in known
         )
-    if errors:
-        return None, errors
-    try:
-        value = msgspec.convert(data, schema)
-    except msgspec.ValidationError as exc:  # cross-field checks in __post_init__
-        return None, [FieldError(prefix, str(exc))]
-    normalised = msgspec.to_builtins(value)
-    size = len(msgspec.json.encode(normalised))
-    if size > job_type.max_payload_bytes:
-        message = f"is {size} bytes as JSON; a {job_type.name} payload may have at most {job_type.max_payload_bytes}"
-        return None, [FieldError(prefix, message)]
-    return normalised, []
+    return errors
 
 
 # -- enqueue -----------------------------------------------------------------------------------
@@ -288,7 +293,10 @@ def enqueue(
     publishes it later; the caller still gets its job back.
     """
     settings = settings or get_settings()
-    with transaction(settings) as conn:
+    # Without idempotency keys the insert is a single statement, atomic on its own: no separate
+    # COMMIT round trip. A repeated key needs a read after the insert, in the same transaction.
+    keyed = any(nj.idempotency_key for nj in new_jobs)
+    with transaction(settings) if keyed else autocommit(settings) as conn:
         results = insert_jobs(conn, new_jobs)
     to_publish = [
         Publication(e.job.id, e.job.type, e.job.queue, e.message_id, e.job.request_id)
@@ -299,62 +307,150 @@ def enqueue(
     return results
 
 
+#: The new rows travel as one JSON array, expanded by Postgres: one statement of fixed shape for any
+#: number of jobs, no per-value parameter conversion in Python (a VALUES list of 1,000 jobs has
+#: 14,000 parameters, and SQLAlchemy compiles it anew for each batch size).
+_NEW_ROW_COLUMNS = {
+    "id": "uuid",
+    "type": "text",
+    "queue": "text",
+    "status": "text",
+    "payload": "jsonb",
+    "idempotency_key": "text",
+    "business_key": "text",
+    "run_at": "timestamptz",
+    "max_retries": "int",
+    "request_id": "text",
+    "message_id": "text",
+    "published_at": "timestamptz",
+}
+
+
+def _insert_many_sql(rows: str, now: str) -> str:
+    """The insert of new rows, with the driver's spelling of its two parameters."""
+    return (
+        f"INSERT INTO jobs ({', '.join(_NEW_ROW_COLUMNS)}, created_at, updated_at) "
+        f"SELECT {', '.join(_NEW_ROW_COLUMNS)}, {now}, {now} "
+        f"FROM jsonb_to_recordset(CAST({rows} AS jsonb)) AS j("
+        + ", ".join(f"{name} {kind}" for name, kind in _NEW_ROW_COLUMNS.items())
+        + ") ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id::text"
+    )
+
+
+_INSERT_MANY = sa.text(_insert_many_sql(":rows", ":now"))
+#: The same for psycopg used directly (the API's event-loop path, core/fastenqueue.py).
+INSERT_MANY_PSYCOPG = _insert_many_sql("%(rows)s", "%(now)s")
+
+
+class NewRow(msgspec.Struct):
+    """A job row as inserted, before Postgres has it."""
+
+    id: uuid.UUID
+    type: str
+    queue: str
+    status: str
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    business_key: str | None
+    run_at: datetime
+    max_retries: int
+    request_id: str | None
+    message_id: str | None
+    published_at: datetime | None
+
+
+_encode_rows = msgspec.json.Encoder().encode
+
+
 def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     """Insert the jobs in one statement; a repeated idempotency key returns the first job instead."""
     if not new_jobs:
         return []
     now = utcnow()
-    values: list[dict[str, Any]] = []
-    for nj in new_jobs:
-        job_type = get_job_type(nj.type)
-        run_at = nj.run_at or now
-        due = run_at <= now
-        job_id = uuid.uuid4()
-        message_id = new_message_id() if due else None
-        values.append(
-            {
-                "id": job_id,
-                "type": nj.type,
-                "queue": job_type.queue_name,
-                "status": JobStatus.QUEUED if due else JobStatus.SCHEDULED,
-                "payload": job_type.seal(nj.payload),
-                "idempotency_key": nj.idempotency_key,
-                "business_key": nj.business_key,
-                "run_at": run_at,
-                "max_retries": job_type.max_retries if nj.max_retries is None else nj.max_retries,
-                "request_id": nj.request_id,
-                "message_id": message_id,
-                "published_at": now if due else None,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    stmt = (
-        pg_insert(jobs)
-        .values(values)
-        .on_conflict_do_nothing(
-            index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.isnot(None)
-        )
-        .returning(*jobs.c)
-    )
-    inserted = {row.id: row for row in conn.execute(stmt)}
-    keys = [v["idempotency_key"] for v in values if v["id"] not in inserted]
+    rows, texts = new_rows(new_jobs, now)
+    # Ids compared as text: hashing uuid.UUID objects is slow Python.
+    inserted = set(conn.execute(_INSERT_MANY, {"rows": encode_rows(rows), "now": now}).scalars())
+    created = [text in inserted for text in texts]
+    keys = [r.idempotency_key for r, new in zip(rows, created, strict=True) if not new]
     existing: dict[str, Row[Any]] = {}
     if keys:
         found = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
         existing = {row.idempotency_key: row for row in found}
     results = []
-    for index, (nj, v) in enumerate(zip(new_jobs, values, strict=True)):
-        row = inserted.get(v["id"])
-        if row is not None:
-            results.append(Enqueued(Job.from_row(row), created=True, message_id=v["message_id"]))
+    for index, (r, new) in enumerate(zip(rows, created, strict=True)):
+        if new:
+            results.append(Enqueued(new_job(r, now), created=True, message_id=r.message_id))
             continue
-        first = existing[v["idempotency_key"]]
+        assert r.idempotency_key is not None  # only a repeated key makes the insert skip a row
+        first = existing[r.idempotency_key]
         # Sealing is randomised (a fresh nonce each time), so compare the payloads in clear.
-        if first.type != v["type"] or open_payload(first.payload) != open_payload(nj.payload):
-            raise IdempotencyConflict(index, v["idempotency_key"], first.id)
+        if first.type != r.type or open_payload(first.payload) != open_payload(r.payload):
+            raise IdempotencyConflict(index, r.idempotency_key, first.id)
         results.append(Enqueued(Job.from_row(first), created=False))
     return results
+
+
+def new_rows(new_jobs: Sequence[NewJob], now: datetime) -> tuple[list[NewRow], list[str]]:
+    """The rows to insert for ``new_jobs``, and their ids as text."""
+    rows: list[NewRow] = []
+    texts: list[str] = []
+    for job_id, nj in zip(_uuid4s(len(new_jobs)), new_jobs, strict=True):
+        text = str(job_id)
+        texts.append(text)
+        job_type = get_job_type(nj.type)
+        run_at = nj.run_at or now
+        due = run_at <= now
+        rows.append(
+            NewRow(
+                id=job_id,
+                type=nj.type,
+                queue=job_type.queue_name,
+                status=JobStatus.QUEUED if due else JobStatus.SCHEDULED,
+                payload=job_type.seal(nj.payload),
+                idempotency_key=nj.idempotency_key,
+                business_key=nj.business_key,
+                run_at=run_at,
+                max_retries=job_type.max_retries if nj.max_retries is None else nj.max_retries,
+                request_id=nj.request_id,
+                # A first publication's Redis id is the job's own id (unique, and free to make);
+                # a re-publication gets a fresh one.
+                message_id=text if due else None,
+                published_at=now if due else None,
+            )
+        )
+    return rows, texts
+
+
+def encode_rows(rows: list[NewRow]) -> str:
+    return _encode_rows(rows).decode()
+
+
+def _uuid4s(n: int) -> list[uuid.UUID]:
+    """``n`` random (version 4) UUIDs from one read of the OS's random source, not one each."""
+    raw = os.urandom(16 * n)
+    return [uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4) for i in range(n)]
+
+
+def new_job(r: NewRow, now: datetime) -> Job:
+    """The job as the row just inserted holds it, without reading it back."""
+    return Job(
+        id=r.id,
+        type=r.type,
+        queue=r.queue,
+        status=r.status,
+        payload=shown_payload(r.payload),
+        business_key=r.business_key,
+        idempotency_key=r.idempotency_key,
+        attempts=0,
+        max_retries=r.max_retries,
+        result=None,
+        error=None,
+        created_at=now,
+        run_at=r.run_at,
+        started_at=None,
+        finished_at=None,
+        request_id=r.request_id,
+    )
 
 
 def _publish_after_commit(broker: RedisBroker, pubs: list[Publication]) -> None:

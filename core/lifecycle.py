@@ -34,6 +34,21 @@ class Claim:
     request_id: str | None
     business_key: str | None
 
+    @classmethod
+    def from_row(cls, row: Any) -> Claim:
+        """From a claimed row: id, type, payload, attempts, max_retries, retry_base, request_id,
+        business_key."""
+        return cls(
+            job_id=row.id,
+            type=row.type,
+            payload=open_payload(row.payload),
+            attempt=row.attempts,
+            max_retries=row.max_retries,
+            retry_base=row.retry_base,
+            request_id=row.request_id,
+            business_key=row.business_key,
+        )
+
 
 class ClaimLost(Exception):
     """Another worker or a recovery took the job over; this worker's writes must be dropped."""
@@ -78,16 +93,7 @@ def claim(
             job_id=job_id, number=row.attempts, type=row.type, worker=worker, started_at=now
         )
     )
-    return Claim(
-        job_id=row.id,
-        type=row.type,
-        payload=open_payload(row.payload),
-        attempt=row.attempts,
-        max_retries=row.max_retries,
-        retry_base=row.retry_base,
-        request_id=row.request_id,
-        business_key=row.business_key,
-    )
+    return Claim.from_row(row)
 
 
 def _fenced(c: Claim) -> Any:

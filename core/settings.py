@@ -64,8 +64,13 @@ class Settings:
     )
     worker_idle_poll_ms: int = _setting(
         "JOBYARD_WORKER_IDLE_POLL_MS",
+        500,
+        "Longest an idle worker waits for a publish to wake it before it looks at its queue anyway.",
+    )
+    worker_batch_max: int = _setting(
+        "JOBYARD_WORKER_BATCH_MAX",
         100,
-        "Longest pause of an idle worker between polls of Redis (Dramatiq's default of 1000 ms is slow).",
+        "Most queued jobs of a type with a batch handler that one worker thread claims and commits together.",
     )
     worker_shutdown_timeout_s: float = _setting(
         "JOBYARD_WORKER_SHUTDOWN_TIMEOUT",

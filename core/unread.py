@@ -59,6 +59,57 @@ def apply_unread(conn: Connection, payload: UnreadCountPayload) -> dict[str, Any
     return {"chat_id": payload.chat_id, "unread": unread}
 
 
+_ENSURE_CHATS = sa.text(
+    "INSERT INTO chats (id) SELECT id FROM unnest(CAST(:ids AS text[])) AS c(id) ORDER BY id "
+    "ON CONFLICT (id) DO NOTHING"
+)
+# Sorted, so two batches touching the same counters lock them in the same order (no deadlock).
+_ADD_MANY = sa.text(
+    """
+    INSERT INTO unread_counters (user_id, chat_id, unread, updated_at)
+    SELECT u, c, d, :now FROM unnest(CAST(:users AS text[]), CAST(:chats AS text[]), CAST(:deltas AS int[]))
+        AS k(u, c, d) ORDER BY u, c
+    ON CONFLICT (user_id, chat_id)
+    DO UPDATE SET unread = unread_counters.unread + excluded.unread, updated_at = excluded.updated_at
+    RETURNING user_id, chat_id, unread
+    """
+)
+
+
+def apply_unread_many(conn: Connection, payloads: list[UnreadCountPayload]) -> list[dict[str, Any]]:
+    """``apply_unread`` for many payloads in one transaction, each result the count right after its
+    own job, as if they had run one by one in this order.
+
+    Increments are summed per counter and written in one upsert; a batch with a reset or a recount
+    runs its payloads one after the other instead.
+    """
+    if any(p.op != "increment" for p in payloads):
+        return [apply_unread(conn, p) for p in payloads]
+    totals: dict[tuple[str, str], int] = {}
+    for p in payloads:
+        totals[(p.user_id, p.chat_id)] = totals.get((p.user_id, p.chat_id), 0) + p.by
+    conn.execute(_ENSURE_CHATS, {"ids": sorted({p.chat_id for p in payloads})})
+    keys = sorted(totals)
+    rows = conn.execute(
+        _ADD_MANY,
+        {
+            "now": utcnow(),
+            "users": [u for u, _ in keys],
+            "chats": [c for _, c in keys],
+            "deltas": [totals[k] for k in keys],
+        },
+    ).all()
+    final = {(r.user_id, r.chat_id): r.unread for r in rows}
+    # Walk backwards from each counter's final value: a job's count excludes the later jobs' deltas.
+    results: list[dict[str, Any]] = []
+    for p in reversed(payloads):
+        key = (p.user_id, p.chat_id)
+        results.append({"chat_id": p.chat_id, "unread": final[key]})
+        final[key] -= p.by
+    results.reverse()
+    return results
+
+
 def _upsert_count(
     key: dict[str, str], count: Any, now: datetime, last_read_at: datetime | None = None
 ) -> Any:

@@ -16,6 +16,7 @@ import structlog
 from core.errors import PermanentError, RetryableError
 from core.jobs import JobType, register_job_type
 from core.providers.http import request
+from workers.batching import BatchContext, batch_handler
 from workers.handlers import JobContext, handler
 
 
@@ -166,3 +167,25 @@ def leaky(ctx: JobContext, payload: LeakyPayload) -> dict[str, Any]:
     )
     log.info(f"about to message {payload.to} with key {payload.api_key} and {token}")
     raise RuntimeError(f"could not reach {payload.to} with key {payload.api_key}, token {token}")
+
+
+class BatchProbePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: A job that fails its batch's transaction, and then fails alone too.
+    poison: bool = False
+
+
+register_job_type(JobType(name="test_batch_probe", payload=BatchProbePayload, max_retries=0))
+
+
+@handler("test_batch_probe")
+def batch_probe_single(ctx: JobContext, payload: BatchProbePayload) -> dict[str, Any]:
+    if payload.poison:
+        raise PermanentError("poisoned on its own too", code="test_poison")
+    return {"batch_size": 1, "attempt": ctx.claim.attempt}
+
+
+@batch_handler("test_batch_probe")
+def batch_probe(ctx: BatchContext, payloads: list[BatchProbePayload]) -> list[dict[str, Any]]:
+    if any(p.poison for p in payloads):
+        raise RetryableError("one poisoned job fails the whole batch", code="test_poison")
+    return [{"batch_size": len(payloads), "attempt": c.attempt} for c in ctx.claims]

@@ -83,7 +83,12 @@ def registered_handlers() -> dict[str, Handler]:
 
 def run(type_name: str, settings: Settings) -> Any:
     """Run the claimed job of this worker thread through its handler and commit its success."""
-    claim = middleware.current_claim()
+    return run_claimed(middleware.current_claim(), settings)
+
+
+def run_claimed(claim: Claim, settings: Settings) -> Any:
+    """Run a claimed job through its handler and commit its success (raises on failure)."""
+    type_name = claim.type
     job_type = get_job_type(type_name)
     payload = msgspec.convert(claim.payload, job_type.payload)
     fn = _handlers[type_name]
@@ -99,7 +104,10 @@ def run(type_name: str, settings: Settings) -> Any:
 
 
 def declare_actors(broker: dramatiq.Broker, settings: Settings) -> list[str]:
-    """Declare one actor per job type that has a handler; returns the queue names."""
+    """Declare one actor per job type that has a handler (and one for its batches, if it has a batch
+    handler); returns the queue names."""
+    from workers.batching import declare_batch_actor
+
     queues = []
     for name, job_type in sorted(job_types().items()):
         if name not in _handlers:
@@ -113,5 +121,6 @@ def declare_actors(broker: dramatiq.Broker, settings: Settings) -> list[str]:
         dramatiq.Actor(
             fn, broker=broker, actor_name=name, queue_name=job_type.queue_name, priority=0, options=options
         )
+        declare_batch_actor(broker, settings, job_type, options)
         queues.append(job_type.queue_name)
     return queues

@@ -19,6 +19,7 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
+from core.consumer import BATCH_OPTION
 from core.db import transaction
 from core.errors import error_record
 from core.jobs import get_job_type, utcnow
@@ -29,6 +30,8 @@ from core.settings import Settings
 log = structlog.get_logger(__name__)
 
 _local = threading.local()
+#: This process's lifecycle middleware (there is one per worker process).
+_lifecycle: JobLifecycle | None = None
 
 
 def current_claim() -> Claim:
@@ -37,6 +40,12 @@ def current_claim() -> Claim:
     if found is None:
         raise RuntimeError("no job is being processed on this thread")
     return found
+
+
+def current_lifecycle() -> JobLifecycle:
+    if _lifecycle is None:
+        raise RuntimeError("no JobLifecycle middleware in this process")
+    return _lifecycle
 
 
 def worker_name() -> str:
@@ -48,9 +57,13 @@ class JobLifecycle(Middleware):
         self.settings = settings
         self.worker_id = new_worker_id()
         self._stop_beating = threading.Event()
+        global _lifecycle
+        _lifecycle = self
 
-    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        # The queues it consumes (its --queues), not every queue declared: ops read this.
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Registered before the consumers start: a job claimed by a worker that recovery does not
+        # know yet would look lost and be run a second time. The queues it consumes (its
+        # --queues), not every queue declared: ops read this.
         consumed = worker.consumer_whitelist or broker.get_declared_queues()
         register_worker(self.settings, self.worker_id, sorted(consumed), cast(RedisBroker, broker).broker_id)
         threading.Thread(target=self._beat, name="jobyard-heartbeat", daemon=True).start()
@@ -71,6 +84,10 @@ class JobLifecycle(Middleware):
         log.info("worker_unregistered", worker_id=self.worker_id, handed_back=handed_back)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if BATCH_OPTION in message.options:
+            # A batch claims its jobs itself, all in one statement (workers/batching.py).
+            structlog.contextvars.clear_contextvars()
+            return
         job_id = uuid.UUID(message.args[0])
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
@@ -102,6 +119,10 @@ class JobLifecycle(Middleware):
     ) -> None:
         claimed: Claim | None = getattr(_local, "claim", None)
         try:
+            if BATCH_OPTION in message.options:
+                if exception is not None:
+                    log.error("batch_error", jobs=len(message.options[BATCH_OPTION]), error=str(exception))
+                return
             if claimed is None:
                 # The claim itself failed (Postgres unreachable): the job is still queued in
                 # Postgres and the sweeper publishes it again.
@@ -114,11 +135,11 @@ class JobLifecycle(Middleware):
             if isinstance(exception, ClaimLost):
                 log.warning("claim_lost", detail="another worker or a recovery owns this job now")
                 return
-            self._record_failure(claimed, exception)
+            self.record_failure(claimed, exception)
         finally:
             self._reset()
 
-    def _record_failure(self, claimed: Claim, exception: BaseException) -> None:
+    def record_failure(self, claimed: Claim, exception: BaseException) -> None:
         error = error_record(exception)
         try:
             with transaction(self.settings) as conn:

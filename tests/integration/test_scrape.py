@@ -205,7 +205,9 @@ def test_the_ssrf_guard_refuses_private_addresses_after_resolution(
 ) -> None:
     # The full browser here, named by JOBYARD_CHROMIUM_PATH (the other tests find the headless shell).
     worker = scrape_worker(farm, threads=4, chromium_path="chromium")
-    assert f'"executable": "{shutil.which("chromium")}"' in worker.log()
+    # A worker registers before its middleware boots (the browser launches after that): wait for it.
+    launched = f'"executable": "{shutil.which("chromium")}"'
+    wait_for(lambda: launched in worker.log(), timeout=30, what="the full browser's launch")
     port = site.port
     base = f"http://{SITE_HOST}:{port}"
     refused = {

@@ -1,0 +1,77 @@
+"""Jobyard side by side with bare Dramatiq and Celery, every figure measured in one run.
+
+    python -m bench [--only latency,drain,enqueue,dispatch,memory]
+
+Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
+whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
+the peers on the same Redis, and writes bench/results/latest.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Bench
+
+SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--database-url", default=None, help="a Postgres database for the harness alone")
+    parser.add_argument("--redis-url", default=None, help="a Redis the harness may flush (dbs 0-2)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.{md,json,png} go")
+    parser.add_argument("--latency-rate", type=float, default=100.0, help="jobs/s in the latency scenario")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--drain-jobs", type=int, default=20_000)
+    parser.add_argument("--enqueue-seconds", type=float, default=10.0)
+    parser.add_argument("--enqueue-connections", type=int, default=64)
+    parser.add_argument("--batch-connections", type=int, default=4)
+    parser.add_argument("--api-workers", type=int, default=2, help="uvicorn processes for `jobyard api`")
+    parser.add_argument("--dispatch-jobs", type=int, default=10_000)
+    parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in args.only if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    from bench import report
+
+    started = time.monotonic()
+    args.load_at_start = [round(x, 2) for x in os.getloadavg()]
+    print(f"starting services ({'given URLs' if args.database_url else 'embedded'})...", flush=True)
+    bench = Bench.start(args.database_url, args.redis_url, args.log_level)
+    results: dict[str, Any] = {}
+    try:
+        for i, name in enumerate(args.only, 1):
+            print(f"[{i}/{len(args.only)}] {name} ...", flush=True)
+            t0 = time.monotonic()
+            module = importlib.import_module(f"bench.scenarios.{name}")
+            results[name] = module.run(bench, args)
+            print(f"      {name} done in {time.monotonic() - t0:.0f} s: {results[name]}", flush=True)
+    finally:
+        bench.close(keep=args.keep)
+        if args.keep:
+            print(f"logs kept in {bench.workdir}")
+    doc = report.write(results, args, time.monotonic() - started, sys.argv)
+    print(doc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""The harness's output: a markdown table, the raw figures as JSON, and a chart, in bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+#: The issue's goals, checked against every run (None where a scenario was not run).
+GOALS = (
+    ("idle latency p50 <= 5 ms", lambda r: r["latency"]["jobyard"]["p50_ms"] <= 5, "latency"),
+    ("idle latency p99 <= 20 ms", lambda r: r["latency"]["jobyard"]["p99_ms"] <= 20, "latency"),
+    ("drain >= 0.75x bare Dramatiq", lambda r: r["drain"]["ratio_vs_dramatiq"] >= 0.75, "drain"),
+    ("drain >= 2x Celery", lambda r: r["drain"]["ratio_vs_celery"] >= 2, "drain"),
+    (
+        "HTTP enqueue >= 3,000 jobs/s single",
+        lambda r: r["enqueue"]["single"]["jobs_per_s"] >= 3000,
+        "enqueue",
+    ),
+    (
+        "HTTP enqueue >= 20,000 jobs/s batched",
+        lambda r: r["enqueue"]["batch"]["jobs_per_s"] >= 20000,
+        "enqueue",
+    ),
+)
+
+
+def _machine() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        f"Run {meta['date']} at commit {meta['commit']}, {meta['cpus']} CPUs, load average (1, 5, 15 min) "
+        f"at the start {meta.get('load_average_at_start')} and at the end {meta['load_average_at_end']}, "
+        f"{meta['seconds']:.0f} s in all: `{meta['command']}`",
+        "",
+        "| scenario | Jobyard | bare Dramatiq | Celery | Jobyard / Dramatiq | Jobyard / Celery |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    if "latency" in results:
+        r = results["latency"]
+        for key in ("p50_ms", "p99_ms"):
+            j, d, c = r["jobyard"][key], r["dramatiq"][key], r["celery"][key]
+            lines.append(
+                f"| idle latency {key[:3]}, enqueue -> start, ms ({r['rate_per_s']:.0f} jobs/s) | {_f(j, 2)} "
+                f"| {_f(d, 2)} | {_f(c, 2)} | {j / d:.2f} | {j / c:.2f} |"
+            )
+        for key, label in (
+            ("finished", "Jobyard enqueue -> succeeded (committed)"),
+            ("http_answer", "Jobyard enqueue -> HTTP answer (job committed and published)"),
+            ("postgres_commit", "one bare Postgres INSERT + COMMIT on the same disk"),
+        ):
+            part = r["jobyard"][key]
+            lines.append(
+                f"| {label}, p50 / p99 ms | {_f(part['p50_ms'], 2)} / {_f(part['p99_ms'], 2)} | | | | |"
+            )
+    if "drain" in results:
+        r = results["drain"]
+        j, d, c = (r[k]["steady_per_s"] for k in ("jobyard", "dramatiq", "celery"))
+        lines.append(
+            f"| drain of {r['jobs']:,} jobs, 2 processes, jobs/s (10-90 %) | {_f(j)} | {_f(d)} | {_f(c)} "
+            f"| {r['ratio_vs_dramatiq']:.2f} | {r['ratio_vs_celery']:.2f} |"
+        )
+        j, d, c = (r[k]["whole_per_s"] for k in ("jobyard", "dramatiq", "celery"))
+        lines.append(
+            f"| drain, whole run, jobs/s | {_f(j)} | {_f(d)} | {_f(c)} | {j / d:.2f} | {j / c:.2f} |"
+        )
+        j, d, c = (r[k]["cpu_ms_per_1000_jobs"] for k in ("jobyard", "dramatiq", "celery"))
+        lines.append(
+            f"| drain, CPU ms per 1,000 jobs (workers, Postgres, Redis; 10-90 %) | {_f(j)} | {_f(d)} "
+            f"| {_f(c)} | {j / d:.2f} | {j / c:.2f} |"
+        )
+    if "enqueue" in results:
+        r = results["enqueue"]
+        for key, label in (("single", "single jobs"), ("batch", "batches of 1,000")):
+            e = r[key]
+            lines.append(
+                f"| HTTP enqueue, {label}, {e['connections']} connections, committed jobs/s | "
+                f"{_f(e['jobs_per_s'])} | | | | |"
+            )
+    if "dispatch" in results:
+        r = results["dispatch"]
+        lines.append(
+            f"| scheduler dispatch lag, {r['jobs']:,} due at once, p50 / p99 ms | {_f(r['p50_ms'])} / "
+            f"{_f(r['p99_ms'])} | | | | |"
+        )
+    if "memory" in results:
+        r = results["memory"]
+        lines.append(f"| idle API process RSS, MiB | {_f(r['jobyard']['api_mib'])} | | | | |")
+        j, d, c = (r[k]["worker_mib"] for k in ("jobyard", "dramatiq", "celery"))
+        lines.append(
+            f"| idle worker process RSS, MiB | {_f(j)} | {_f(d)} | {_f(c)} | {j / d:.2f} | {j / c:.2f} |"
+        )
+    lines += ["", "| goal | met |", "| --- | --- |"]
+    for label, check, scenario in GOALS:
+        met = "not run" if scenario not in results else ("yes" if check(results) else "**no**")
+        lines.append(f"| {label} | {met} |")
+    if "enqueue" in results:
+        e = results["enqueue"]
+        lines += [
+            "",
+            f"HTTP enqueue: `jobyard api --workers {e['api_workers']}`; load from wrk, which used "
+            f"{e['single']['client_cpu_share']:.0%} (single) and {e['batch']['client_cpu_share']:.0%} "
+            f"(batch) of one CPU. CPU per 1,000 jobs, single / batch: the API "
+            f"{e['single']['api_cpu_ms_per_1000_jobs']:,.0f} / {e['batch']['api_cpu_ms_per_1000_jobs']:,.0f} ms, "
+            f"Postgres and Redis {e['single']['server_cpu_ms_per_1000_jobs']:,.0f} / "
+            f"{e['batch']['server_cpu_ms_per_1000_jobs']:,.0f} ms. Non-2xx responses: "
+            f"{e['single']['non_2xx']} and {e['batch']['non_2xx']}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("latency", "drain", "enqueue", "memory") if k in results]
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False)
+    names, labels = ("jobyard", "dramatiq", "celery"), ["Jobyard", "bare Dramatiq", "Celery"]
+    colors = ("#2b6cb0", "#718096", "#a0aec0")
+    for ax, key in zip(axes[0], keys, strict=True):
+        r = results[key]
+        if key == "latency":
+            for i, n in enumerate(names):
+                ax.bar([i - 0.2, i + 0.2], [r[n]["p50_ms"], r[n]["p99_ms"]], width=0.38, color=colors[i])
+            ax.set_yscale("log")
+            ax.axhline(5, color="#c53030", lw=1, ls="--", label="goal p50 5 ms")
+            ax.axhline(20, color="#dd6b20", lw=1, ls="--", label="goal p99 20 ms")
+            ax.set_xticks(range(3), labels)
+            ax.set_title("idle latency, left p50, right p99 (ms)")
+            ax.legend(fontsize=8)
+        elif key == "drain":
+            ax.bar(range(3), [r[n]["steady_per_s"] for n in names], color=colors)
+            ax.set_xticks(range(3), labels)
+            ax.set_title(f"drain of {r['jobs']:,} jobs (jobs/s)")
+        elif key == "enqueue":
+            ax.bar([0, 1], [r["single"]["jobs_per_s"], r["batch"]["jobs_per_s"]], color=colors[0])
+            ax.plot([-0.4, 0.4], [3000, 3000], color="#c53030", ls="--", lw=1, label="goals")
+            ax.plot([0.6, 1.4], [20000, 20000], color="#c53030", ls="--", lw=1)
+            ax.set_xticks([0, 1], ["single, 64 conn.", "batches of 1,000"])
+            ax.set_title("Jobyard HTTP enqueue (committed jobs/s)")
+            ax.legend(fontsize=8)
+        else:
+            ax.bar(range(3), [r[n]["worker_mib"] for n in names], color=colors)
+            ax.set_xticks(range(3), labels)
+            ax.set_title("idle worker process RSS (MiB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], args: argparse.Namespace, seconds: float, argv: list[str]) -> str:
+    meta = {
+        **_machine(),
+        "load_average_at_start": getattr(args, "load_at_start", None),
+        "seconds": round(seconds, 1),
+        "command": ("python -m bench " + " ".join(argv[1:])).strip(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = markdown(results, meta)
+    (args.out / "latest.md").write_text(doc)
+    (args.out / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    chart(results, args.out / "latest.png")
+    return doc

@@ -1,0 +1,1 @@
+"""One module per scenario; each has ``run(bench, args) -> dict`` of figures for the report."""

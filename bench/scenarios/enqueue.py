@@ -1,0 +1,115 @@
+"""HTTP enqueue throughput: `POST /v1/jobs` from 64 kept-alive connections, and `POST /v1/jobs/batch`
+with 1,000 jobs a request, each job committed in Postgres before its response.
+
+The load comes from wrk (C, one thread, a Lua script for the bodies), so the client takes little of
+the machine; its CPU time is measured and reported. The rate counted is the jobs Postgres holds at
+the end divided by wrk's duration, not the responses wrk saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import time
+from typing import Any
+
+from bench.harness import ROOT, Bench, cpu_seconds
+
+LUA = ROOT / "bench" / "wrk" / "post.lua"
+
+
+def _job(i: int) -> dict[str, Any]:
+    return {"type": "unread_count", "payload": {"chat_id": f"c{i % 100}", "user_id": "u"}}
+
+
+def _wrk(bench: Bench, base: str, path: str, body: Any, connections: int, seconds: float) -> dict[str, Any]:
+    body_file = bench.workdir / f"body-{path.strip('/').replace('/', '-')}.json"
+    body_file.write_text(json.dumps(body))
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_API_KEY": bench.api_key}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    api_procs = [p for proc in bench.procs if proc.name == "api" for p in proc.tree()]
+    api_cpu = cpu_seconds(api_procs)
+    servers = {p.pid: cpu_seconds([p]) for p in bench.server_processes()}
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(LUA),
+            base + path,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = sum(cpu_seconds([p]) - servers.get(p.pid, 0.0) for p in bench.server_processes())
+    wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    requests = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    if not requests:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    duration = float(requests.group(2)) * (0.001 if requests.group(3) == "ms" else 1.0)
+    return {
+        "requests": int(requests.group(1)),
+        "duration_s": duration,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "latency_p50_ms": _ms(p50),
+        "latency_p99_ms": _ms(p99),
+        "client_cpu_s": round(wrk_cpu, 2),
+        "client_cpu_share": round(wrk_cpu / duration, 3),
+        "api_cpu_s": round(cpu_seconds(api_procs) - api_cpu, 2),
+        "server_cpu_s": round(server_cpu, 2),
+    }
+
+
+def _ms(match: re.Match[str] | None) -> float | None:
+    if not match:
+        return None
+    value, unit = float(match.group(1)), match.group(2)
+    return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 2)
+
+
+def _measure(
+    bench: Bench, args: argparse.Namespace, path: str, body: Any, connections: int
+) -> dict[str, Any]:
+    bench.reset()
+    _, base = bench.api(workers=args.api_workers)
+    # A short warm-up (connections, caches, the first plans), then the timed run on an empty table.
+    _wrk(bench, base, path, body, connections, 1)
+    bench.reset()
+    time.sleep(0.5)
+    result = _wrk(bench, base, path, body, connections, args.enqueue_seconds)
+    jobs = int(bench.scalar("SELECT count(*) FROM jobs"))
+    bench.stop_all()
+    result["jobs_committed"] = jobs
+    result["jobs_per_s"] = round(jobs / result["duration_s"], 1)
+    # CPU per job of the API processes and of Postgres and Redis: the cost the machine's other load
+    # disturbs least.
+    result["api_cpu_ms_per_1000_jobs"] = round(result["api_cpu_s"] / max(jobs, 1) * 1e6, 1)
+    result["server_cpu_ms_per_1000_jobs"] = round(result["server_cpu_s"] / max(jobs, 1) * 1e6, 1)
+    result["connections"] = connections
+    return result
+
+
+def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
+    single = _measure(bench, args, "/v1/jobs", _job(0), args.enqueue_connections)
+    batch = _measure(
+        bench, args, "/v1/jobs/batch", {"jobs": [_job(i) for i in range(1000)]}, args.batch_connections
+    )
+    return {"api_workers": args.api_workers, "single": single, "batch": batch}

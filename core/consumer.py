@@ -1,0 +1,164 @@
+"""The Redis consumer of Jobyard's workers: woken at once by a publish, and able to hand out batches.
+
+Dramatiq's own Redis consumer sleeps with a growing backoff while its queue is empty, so a job
+published to an idle worker waits for the end of that sleep. Here every publish also pushes a token
+on the queue's wake list (same pipeline) and an idle consumer blocks on that list with ``BLPOP``, so
+it fetches as soon as something arrives. The queue layout is Dramatiq's (the message hash, the id
+list, the per-consumer ack set), so recovery and the sweeper see messages where they always were.
+
+For job types with a batch handler, the consumer hands the worker one message standing for up to
+``batch_max`` queued jobs, acknowledged together in one round trip once their results are committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import dramatiq
+import msgspec
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import _RedisConsumer
+from dramatiq.errors import ConnectionClosed
+
+#: Tokens kept on a wake list: enough to wake every consumer of a queue, bounded so a burst of
+#: publishes with no consumer listening leaves no pile behind.
+WAKE_TOKENS = 64
+#: Option of a batch message: the (job id, redis message id) pairs it stands for.
+BATCH_OPTION = "jobyard_batch"
+BATCH_SUFFIX = "__batch"
+
+
+def wake_key(namespace: str, queue: str) -> str:
+    return f"{namespace}:{queue}.wake"
+
+
+def batch_actor_name(type_name: str) -> str:
+    return type_name + BATCH_SUFFIX
+
+
+class _Envelope(msgspec.Struct):
+    """The parts of a Dramatiq message a batch needs, decoded without building a Message."""
+
+    actor_name: str
+    args: list[Any]
+    options: dict[str, Any]
+
+
+_decode_envelope = msgspec.json.Decoder(_Envelope).decode
+
+
+class JobyardConsumer(_RedisConsumer):
+    def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int, batch_max: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.batch_max = batch_max
+        self.held = 0  # fetched messages not yet acknowledged, counted one by one (batches too)
+        self.freed = threading.Condition()
+        ns = broker.namespace
+        self.wake_key = wake_key(ns, queue_name)
+        self.acks_key = f"{ns}:__acks__.{broker.broker_id}.{queue_name}"
+        self.msgs_key = f"{ns}:{queue_name}.msgs"
+
+    @property
+    def outstanding_message_count(self) -> int:
+        return self.held + len(self.message_cache)
+
+    def _hold(self, count: int) -> None:
+        with self.freed:
+            self.held += count
+
+    def _release(self, count: int) -> None:
+        with self.freed:
+            self.held -= count
+            self.freed.notify()
+
+    def ack(self, message: MessageProxy) -> None:
+        self._settle(message, _RedisConsumer.ack, self._ack_many)
+
+    def nack(self, message: MessageProxy) -> None:
+        self._settle(message, _RedisConsumer.nack, self._nack_many)
+
+    def _settle(
+        self,
+        message: MessageProxy,
+        one: Callable[[_RedisConsumer, MessageProxy], None],
+        many: Callable[[list[str]], None],
+    ) -> None:
+        pairs = message.options.get(BATCH_OPTION)
+        try:
+            if pairs is None:
+                one(self, message)
+            else:
+                many([redis_id for _, redis_id in pairs])
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        finally:
+            self.queued_message_ids.discard(message.message_id)
+            self._release(1 if pairs is None else len(pairs))
+
+    def _ack_many(self, ids: list[str]) -> None:
+        # Dramatiq's ack, for many at once: drop from this consumer's ack set, then the messages.
+        pipe = self.broker.client.pipeline(transaction=False)
+        pipe.srem(self.acks_key, *ids)
+        pipe.hdel(self.msgs_key, *ids)
+        pipe.execute()
+
+    def _nack_many(self, ids: list[str]) -> None:
+        for redis_id in ids:
+            self.broker.do_nack(self.queue_name, redis_id)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        ids: list[str] = []
+        for message in messages:
+            pairs = message.options.get(BATCH_OPTION)
+            ids.extend(r for _, r in pairs) if pairs else ids.append(message.options["redis_message_id"])
+        if ids:
+            self.broker.do_requeue(self.queue_name, *ids)
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            if not self.message_cache:
+                room = self.prefetch - self.outstanding_message_count
+                if room <= 0:
+                    # Every prefetched message is being worked on: wait for an ack, not a fixed sleep.
+                    with self.freed:
+                        self.freed.wait(self.timeout / 1000)
+                    return None
+                self.message_cache = [m for m in self.broker.do_fetch(self.queue_name, room) if m]
+                if not self.message_cache:
+                    # Idle: sleep until a publisher pushes a wake token (or the idle timeout passes).
+                    self.broker.client.blpop([self.wake_key], self.timeout / 1000)
+                    return None
+            first = _decode_envelope(self.message_cache[0])
+            if self.batch_max > 1 and batch_actor_name(first.actor_name) in self.broker.actors:
+                return self._next_batch(first.actor_name)
+            message = dramatiq.Message.decode(self.message_cache.pop(0))
+            self._hold(1)
+            self.queued_message_ids.add(message.message_id)
+            return MessageProxy(message)
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def _next_batch(self, actor: str) -> MessageProxy:
+        """One message standing for the next fetched jobs of ``actor`` (up to batch_max, no waiting)."""
+        pairs: list[tuple[str, str]] = []
+        while self.message_cache and len(pairs) < self.batch_max:
+            env = _decode_envelope(self.message_cache[0])
+            if env.actor_name != actor:
+                break
+            self.message_cache.pop(0)
+            pairs.append((env.args[0], env.options["redis_message_id"]))
+        self._hold(len(pairs))
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=self.queue_name,
+            actor_name=batch_actor_name(actor),
+            args=([job_id for job_id, _ in pairs],),
+            kwargs={},
+            options={BATCH_OPTION: pairs},
+            message_id=str(uuid.uuid4()),
+        )
+        self.queued_message_ids.add(message.message_id)
+        return MessageProxy(message)
