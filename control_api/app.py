@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         use_data_key(settings)
         app.state.settings = settings
         app.state.key_cache = KeyCache(settings.api_key_cache_s)
+        app.state.key_lookups = {}  # secret hash -> the lookup under way (control_api/auth.py)
         app.state.usage_clock = UsageClock(settings.key_touch_interval_s)
         app.state.broker = build_broker(settings)
         fast = AsyncEnqueuer(settings, connections=MAX_FLUSHES_IN_FLIGHT)

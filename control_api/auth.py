@@ -9,6 +9,7 @@ login, whose guard is the dashboard's own).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from core.db import transaction
 from core.jobs import utcnow
-from core.keys import ApiKey, KeyCache, UsageClock, lookup_key, touch_key
+from core.keys import ApiKey, KeyCache, UsageClock, hash_key, lookup_key, touch_key
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -56,14 +57,41 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         settings: Settings = app_state.settings
         hit, key = cache.get(secret)
         if not hit:
-            key = await anyio.to_thread.run_sync(_lookup, settings, secret)
-            cache.put(secret, key)
+            key = await _lookup_once(app_state, settings, secret)
         if key is None:
             raise NotAuthorizedException("the API key is unknown, revoked or expired")
         clock: UsageClock = app_state.usage_clock
         if clock.due(key.id):
             await anyio.to_thread.run_sync(_touch, settings, key)
         return AuthenticationResult(user=key, auth=None)  # the secret is not kept past this point
+
+
+async def _lookup_once(app_state: Any, settings: Settings, secret: str) -> ApiKey | None:
+    """Look the key up in Postgres, once for all the requests that carry it at this moment.
+
+    When the cached entry of a busy key expires, every request in flight with that key misses at
+    once; without this each would spend a thread and a query on the same row.
+    """
+    pending: dict[str, asyncio.Future[ApiKey | None]] = app_state.key_lookups
+    digest = hash_key(secret)
+    future = pending.get(digest)
+    if future is None:
+        future = asyncio.get_running_loop().create_future()
+        pending[digest] = future
+        try:
+            key = await anyio.to_thread.run_sync(_lookup, settings, secret)
+        except BaseException as exc:
+            # The waiters get the error too (a 503 for a Postgres outage), not a hang.
+            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            future.exception()  # marks it retrieved when no one else waits
+            raise
+        else:
+            app_state.key_cache.put(secret, key)
+            future.set_result(key)
+        finally:
+            del pending[digest]
+        return key
+    return await asyncio.shield(future)
 
 
 def _lookup(settings: Settings, secret: str) -> ApiKey | None:

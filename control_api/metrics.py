@@ -26,13 +26,17 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from control_api.auth import requires
+from control_api.http_metrics import HttpMetricsMiddleware
 from core import job_stats
 from core.db import snapshot
 from core.jobs import JobStatus, job_types, utcnow
 from core.queues import Overview, queue_overview
 
 #: HTTP metrics: paths grouped by route template (/v1/jobs/{job_id}), so ids do not make series.
-PROMETHEUS = PrometheusConfig(app_name="jobyard", prefix="jobyard_http", group_path=True)
+#: The middleware is Litestar's, lightened (control_api/http_metrics.py).
+PROMETHEUS = PrometheusConfig(
+    app_name="jobyard", prefix="jobyard_http", group_path=True, middleware_class=HttpMetricsMiddleware
+)
 
 
 class _Fixed(Collector):

@@ -3,18 +3,24 @@ grace period, last-used time written sparingly, and a per-key rate limit the pro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import httpx
+import redis
+import redis.asyncio
 from click.testing import CliRunner
 from litestar.testing import TestClient
 
+from control_api.ratelimit import KeyRateLimiter, Verdict
 from core import cli
-from core.keys import SCOPES
+from core.jobs import utcnow
+from core.keys import SCOPES, ApiKey
 from core.settings import Settings
 from tests.integration.conftest import Farm
 from tests.services import ROOT, settings_env, wait_for
@@ -188,3 +194,62 @@ def test_the_command_line_rotates_a_key_and_makes_data_keys(api: TestClient[Any]
     assert created["key"]["prefix"] in listing and "expired" in listing and old not in listing
     generated = CliRunner().invoke(cli.main, ["data-key", "generate"])
     assert generated.exit_code == 0 and len(base64.b64decode(generated.output.strip())) == 32
+
+
+def test_a_busy_key_leases_from_the_shared_budget_without_overspending_it(settings: Settings) -> None:
+    """Two API processes' limiters (one each) on one real Redis and a key asked far above its rate:
+    within its budget Redis is asked about once per lease, not once per request; past it the shared
+    budget is spent fully and not overspent by more than the leases in flight."""
+    rate = 2000.0  # and a burst of one second of it
+    key = ApiKey(
+        id=uuid.uuid4(),
+        name="busy",
+        prefix="jy_busy",
+        scopes=["jobs:write"],
+        created_at=utcnow(),
+        expires_at=None,
+        revoked_at=None,
+        last_used_at=None,
+        rate_limit_per_s=rate,
+    )
+    probe = redis.Redis.from_url(str(settings.redis_url))
+    max_lease = KeyRateLimiter.max_lease(rate, 2000)
+    assert max_lease == 40
+
+    async def flood() -> tuple[list[Verdict | None], int, list[Verdict | None], float]:
+        clients = [redis.asyncio.Redis.from_url(str(settings.redis_url)) for _ in range(2)]
+        limiters = [KeyRateLimiter(c, settings) for c in clients]
+
+        async def waves(n: int) -> list[Verdict | None]:
+            out: list[Verdict | None] = []
+            for _ in range(n):  # 200 requests in flight at a time, half on each process
+                out += await asyncio.gather(*(limiters[i % 2].check(key) for i in range(200)))
+            return out
+
+        try:
+            started = time.monotonic()
+            calls_before = _script_calls(probe)
+            within = await waves(8)  # 1,600: within the burst
+            calls = _script_calls(probe) - calls_before
+            beyond = await waves(32)  # 6,400 more: far past it
+            return within, calls, beyond, time.monotonic() - started
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    within, calls, beyond, elapsed = asyncio.run(flood())
+    assert all(v is not None and v.allowed for v in within)
+    assert calls <= len(within) / 10, calls
+    assert all(v is not None for v in beyond)  # Redis answered every refill
+    allowed = len(within) + sum(1 for v in beyond if v and v.allowed)
+    refused = [v for v in beyond if v and not v.allowed]
+    # Not overspent: the burst, what the rate refilled meanwhile, and at most a lease per process.
+    assert allowed <= 2000 + rate * elapsed + 2 * max_lease, (allowed, elapsed)
+    # Not underspent: at least the whole burst got through.
+    assert allowed >= 2000, (allowed, elapsed)
+    assert refused and all(v.retry_after_s > 0 and v.remaining == 0 for v in refused)
+
+
+def _script_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
