@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from bench.worker import worker_process
 from core.broker import build_broker
+from core.crypto import generate_data_key
 from core.db import transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.embeddings import EMBEDDINGS_QUEUE
@@ -142,6 +143,7 @@ def main() -> None:
     settings = Settings(
         database_url=postgres.start(),
         redis_url=redis_server.start(),
+        data_key=generate_data_key(),
         embedding_model=args.model,
         embedding_batch=args.batch,
     )

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from bench.worker import worker_process
 from core.broker import build_broker
+from core.crypto import generate_data_key
 from core.db import transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.jobs import NewJob, enqueue, load_job_modules
@@ -169,6 +170,7 @@ def main() -> None:
     settings = Settings(
         database_url=postgres.start(),
         redis_url=redis_server.start(),
+        data_key=generate_data_key(),
         scrape_allow_hosts=allow,
         chromium_path=args.chromium,
     )

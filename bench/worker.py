@@ -23,11 +23,15 @@ def worker_process(
     settings: Settings, queue: str, threads: int, home: Path, boot_timeout_s: float = 180, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`jobyard worker --queues QUEUE` on the settings' services, once it registered (booted: its
-    model loaded, its browser launched); SIGTERM at the end. ``env`` adds variables."""
+    model loaded, its browser launched); SIGTERM at the end. ``env`` adds variables. The settings must
+    carry a data key (every farm process refuses to start without one)."""
+    if not settings.data_key:
+        raise ValueError("the benchmark's settings need a data_key (core.crypto.generate_data_key())")
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
     child_env.update(
         DATABASE_URL=settings.database_url or "",
         REDIS_URL=settings.redis_url or "",
+        JOBYARD_DATA_KEY=settings.data_key or "",
         JOBYARD_LOG_LEVEL="WARNING",
         **env,
     )
