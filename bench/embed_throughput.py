@@ -27,7 +27,8 @@ from core.crypto import generate_data_key
 from core.db import transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.embeddings import EMBEDDINGS_QUEUE
-from core.jobs import NewJob, enqueue, load_job_modules
+from core.job_types import load_job_modules
+from core.jobs import NewJob, enqueue
 from core.migrate import upgrade
 from core.models import embedding_documents, jobs
 from core.settings import Settings

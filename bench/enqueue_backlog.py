@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from core.broker import build_broker
 from core.db import transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.jobs import NewJob, enqueue, load_job_modules
+from core.job_types import load_job_modules
+from core.jobs import NewJob, enqueue
 from core.migrate import upgrade
 from core.settings import Settings
 

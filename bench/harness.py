@@ -122,7 +122,7 @@ class Bench:
             redis_namespace="jobyard-bench",
             data_key=generate_data_key(),
         )
-        from core.jobs import load_job_modules
+        from core.job_types import load_job_modules
         from core.migrate import upgrade
 
         upgrade(settings)

@@ -24,7 +24,8 @@ from core import job_stats
 from core.broker import redis_client
 from core.db import get_engine, snapshot, transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.jobs import load_job_modules, utcnow
+from core.job_types import load_job_modules
+from core.jobs import utcnow
 from core.migrate import upgrade
 from core.queues import queue_overview, read_overview
 from core.settings import Settings

@@ -31,7 +31,8 @@ from core.broker import build_broker
 from core.crypto import generate_data_key
 from core.db import transaction
 from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.jobs import NewJob, enqueue, load_job_modules
+from core.job_types import load_job_modules
+from core.jobs import NewJob, enqueue
 from core.migrate import upgrade
 from core.models import jobs
 from core.providers.browser import BrowserPool, find_chromium

@@ -33,7 +33,7 @@ from core.broker import async_redis_client, build_broker, redis_client
 from core.crypto import use_data_key
 from core.fastenqueue import AsyncEnqueuer
 from core.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
-from core.jobs import load_job_modules
+from core.job_types import load_job_modules
 from core.keys import KeyCache, UsageClock
 from core.logs import configure_logging
 from core.settings import Settings, get_settings

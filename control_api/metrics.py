@@ -29,7 +29,8 @@ from control_api.auth import requires
 from control_api.http_metrics import HttpMetricsMiddleware
 from core import job_stats
 from core.db import snapshot
-from core.jobs import JobStatus, job_types, utcnow
+from core.job_types import job_types
+from core.jobs import JobStatus, utcnow
 from core.queues import Overview, queue_overview
 
 #: HTTP metrics: paths grouped by route template (/v1/jobs/{job_id}), so ids do not make series.

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from core.jobs import FieldError, Job, NewJob, UnknownJobType, get_job_type, utcnow, validate_payload
+from core.job_types import FieldError, UnknownJobType, get_job_type, validate_payload
+from core.jobs import Job, NewJob, utcnow
 from core.queries import Attempt
 
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

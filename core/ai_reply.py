@@ -15,7 +15,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.jobs import JobType, register_job_type, utcnow
+from core.job_types import JobType, register_job_type
+from core.jobs import utcnow
 from core.models import chat_messages
 from core.providers.llm import LlmChain
 from core.unread import Id, UnreadCountPayload, apply_unread, ensure_chat

@@ -73,7 +73,7 @@ def worker_argv(
 
 def known_queues(settings: Settings) -> tuple[str, ...]:
     """The queues of every registered job type (built-in and JOBYARD_JOB_MODULES)."""
-    from core.jobs import job_types, load_job_modules
+    from core.job_types import job_types, load_job_modules
 
     load_job_modules(settings)
     return tuple(sorted({t.queue_name for t in job_types().values()}))
@@ -231,15 +231,8 @@ def jobs_enqueue(
 ) -> None:
     """Enqueue a job of JOB_TYPE with a JSON PAYLOAD."""
     from core.broker import build_broker
-    from core.jobs import (
-        NewJob,
-        UnknownJobType,
-        enqueue,
-        get_job_type,
-        load_job_modules,
-        utcnow,
-        validate_payload,
-    )
+    from core.job_types import UnknownJobType, get_job_type, load_job_modules, validate_payload
+    from core.jobs import NewJob, enqueue, utcnow
 
     settings = _settings()
     load_job_modules(settings)

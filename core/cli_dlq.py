@@ -176,7 +176,7 @@ def dlq_redrive(
     from core.cli import _settings
     from core.db import transaction
     from core.deadletters import InvalidPayloads, dry_run_redrive
-    from core.jobs import load_job_modules
+    from core.job_types import load_job_modules
     from core.redrive import redrive
 
     selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))

@@ -17,15 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import Connection
 
-from core.jobs import (
-    FieldError,
-    Job,
-    JobStatus,
-    UnknownJobType,
-    get_job_type,
-    open_payload,
-    validate_payload,
-)
+from core.job_types import FieldError, UnknownJobType, get_job_type, open_payload, validate_payload
+from core.jobs import Job, JobStatus
 from core.models import jobs
 from core.pagination import page, split_page
 

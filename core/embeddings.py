@@ -23,7 +23,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from core.errors import PermanentError
-from core.jobs import JobType, register_job_type, utcnow
+from core.job_types import JobType, register_job_type
+from core.jobs import utcnow
 from core.models import embedding_collections, embedding_documents
 from core.providers.embeddings import EmbeddingBackend
 

@@ -15,7 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.jobs import CLAIMABLE, JobStatus, get_job_type, open_payload, utcnow
+from core.job_types import get_job_type, open_payload
+from core.jobs import CLAIMABLE, JobStatus, utcnow
 from core.models import job_attempts, jobs
 from core.retry import decide
 

@@ -25,7 +25,8 @@ from core import outbound
 from core.crypto import mask_phone
 from core.db import transaction
 from core.errors import JobyardError, PermanentError, Postponed, UnknownOutcomeError, error_record
-from core.jobs import JobStatus, JobType, register_job_type, utcnow
+from core.job_types import JobType, register_job_type
+from core.jobs import JobStatus, utcnow
 from core.lifecycle import Claim, ClaimLost
 from core.models import jobs
 from core.optouts import E164_PATTERN, is_opted_out

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection
 
 from core.db import snapshot
 from core.job_stats import FAILED_OUTCOMES, attempt_type
-from core.jobs import JobStatus, UnknownJobType, get_job_type, job_types, utcnow
+from core.job_types import UnknownJobType, get_job_type, job_types
+from core.jobs import JobStatus, utcnow
 from core.models import OPEN_STATUSES, job_attempts, jobs, workers
 from core.settings import Settings
 

@@ -24,7 +24,8 @@ from core import audit
 from core.broker import Publication, new_message_id, publish
 from core.db import transaction
 from core.deadletters import PREVIEW_SIZE, Outcome, Selection, any_id, newest_first, patched, resolve
-from core.jobs import Job, JobStatus, get_job_type, utcnow
+from core.job_types import get_job_type
+from core.jobs import Job, JobStatus, utcnow
 from core.models import jobs
 from core.settings import Settings
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.jobs import JobStatus, JobType
+from core.job_types import JobType
+from core.jobs import JobStatus
 
 #: Longest wait a Retry-After may ask for; longer requests are honoured up to this and counted.
 MAX_RETRY_AFTER_S = 86400.0

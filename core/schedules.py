@@ -20,16 +20,8 @@ from sqlalchemy.engine import Connection
 
 from core.broker import Publication, publish
 from core.db import transaction
-from core.jobs import (
-    FieldError,
-    NewJob,
-    UnknownJobType,
-    get_job_type,
-    insert_jobs,
-    shown_payload,
-    utcnow,
-    validate_payload,
-)
+from core.job_types import FieldError, UnknownJobType, get_job_type, shown_payload, validate_payload
+from core.jobs import NewJob, insert_jobs, utcnow
 from core.models import schedules
 from core.pagination import page, split_page
 from core.settings import Settings

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.domain_slots import DomainSlots
-from core.jobs import JobType, register_job_type, utcnow
+from core.job_types import JobType, register_job_type
+from core.jobs import utcnow
 from core.models import scrapes
 from core.netguard import normalize_host
 from core.providers.page import PageRequest, PageResult

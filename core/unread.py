@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.jobs import JobType, register_job_type, utcnow
+from core.job_types import JobType, register_job_type
+from core.jobs import utcnow
 from core.models import chat_messages, chats, unread_counters
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

@@ -13,7 +13,7 @@ import click
 import yaml
 
 from core.cli import known_queues, main
-from core.jobs import BUILTIN_JOB_MODULES, job_types
+from core.job_types import BUILTIN_JOB_MODULES, job_types
 from core.settings import Settings, documented_settings
 from tests.services import ROOT
 

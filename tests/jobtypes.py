@@ -14,7 +14,7 @@ import msgspec
 import structlog
 
 from core.errors import PermanentError, RetryableError
-from core.jobs import JobType, register_job_type
+from core.job_types import JobType, register_job_type
 from core.providers.http import request
 from workers.batching import BatchContext, batch_handler
 from workers.handlers import JobContext, handler

@@ -23,7 +23,8 @@ from sqlalchemy.engine import Connection
 from core.batch_lifecycle import claim_many, mark_many_succeeded
 from core.consumer import batch_actor_name
 from core.db import autocommit, transaction
-from core.jobs import JobType, utcnow
+from core.job_types import JobType
+from core.jobs import utcnow
 from core.lifecycle import Claim, ClaimLost
 from core.settings import Settings
 from workers import middleware

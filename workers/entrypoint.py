@@ -56,7 +56,7 @@ def ignore_repeated_sigterm() -> None:
 
 
 def boot() -> dramatiq.Broker:
-    from core.jobs import load_job_modules
+    from core.job_types import load_job_modules
     from workers.embeddings import EmbeddingModel
     from workers.handlers import declare_actors
     from workers.scrape import ScrapeBrowser

@@ -15,7 +15,7 @@ import msgspec
 from sqlalchemy.engine import Connection
 
 from core.db import transaction
-from core.jobs import get_job_type, job_types
+from core.job_types import get_job_type, job_types
 from core.lifecycle import Claim, mark_succeeded
 from core.settings import Settings
 from workers import middleware

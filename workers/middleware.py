@@ -22,7 +22,8 @@ from dramatiq.middleware import Middleware, SkipMessage
 from core.consumer import BATCH_OPTION
 from core.db import transaction
 from core.errors import error_record
-from core.jobs import get_job_type, utcnow
+from core.job_types import get_job_type
+from core.jobs import utcnow
 from core.lifecycle import Claim, ClaimLost, claim, mark_failed
 from core.recovery import beat, hand_back, new_worker_id, register_worker, unregister_worker
 from core.settings import Settings

@@ -19,7 +19,7 @@ import structlog
 from core.broker import build_broker
 from core.crypto import use_data_key
 from core.dispatch import publish_due, republish_lost, seconds_until_due
-from core.jobs import load_job_modules
+from core.job_types import load_job_modules
 from core.logs import configure_logging
 from core.recovery import recover_lost_jobs
 from core.schedules import fire_due_schedules

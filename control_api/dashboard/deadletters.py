@@ -26,7 +26,8 @@ from control_api.dashboard.session import Refused
 from core import deadletters
 from core.db import snapshot
 from core.deadletters import DeadFilter, InvalidPayloads, Outcome, Selection, patched
-from core.jobs import Job, job_types
+from core.job_types import job_types
+from core.jobs import Job
 from core.pagination import BadCursor
 from core.redrive import discard, redrive
 from core.settings import Settings

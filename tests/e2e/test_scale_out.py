@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from core.crypto import use_data_key
 from core.db import transaction
-from core.jobs import open_payload
+from core.job_types import open_payload
 from core.models import chat_messages, jobs, unread_counters
 from core.settings import Settings
 from tests.e2e.conftest import FIGURES

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError, error_record
-from core.jobs import JobType
+from core.job_types import JobType
 from core.pagination import BadCursor, decode_cursor, encode_cursor
 from core.retry import next_retry_at
 from core.unread import UnreadCountPayload

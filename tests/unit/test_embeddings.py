@@ -13,7 +13,7 @@ from pgvector.vector import Vector
 
 from core.embeddings import EMBED, EMBEDDINGS_QUEUE, vector_text
 from core.errors import PermanentError
-from core.jobs import validate_payload
+from core.job_types import validate_payload
 from core.providers.embeddings import LocalBackend, build_backend, resolve_model_dir
 from core.settings import Settings
 

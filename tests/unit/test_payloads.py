@@ -3,7 +3,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from core.jobs import JobType, get_job_type, load_job_modules, validate_payload
+from core.job_types import JobType, get_job_type, load_job_modules, validate_payload
 from core.settings import Settings
 
 

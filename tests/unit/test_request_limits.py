@@ -12,7 +12,7 @@ import msgspec.inspect as mi
 from litestar.routes import HTTPRoute
 
 from control_api.app import create_app
-from core.jobs import job_types
+from core.job_types import job_types
 from core.settings import Settings
 
 KEY = "dGhlIGpvYnlhcmQgdGVzdHMnIGRhdGEga2V5ISEhISE="

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from core.errors import PermanentError, Postponed, RateLimitedError, RetryableError, error_record
-from core.jobs import get_job_type, load_job_modules, validate_payload
+from core.job_types import get_job_type, load_job_modules, validate_payload
 from core.messaging import WhatsAppMessagePayload, request_body
 from core.optouts import e164, is_e164, is_stop_request
 from core.providers.whatsapp import GraphError, classify
