@@ -29,6 +29,10 @@ _CODES = {
     503: "dependency_down",
 }
 
+#: Seconds a client is told to wait after a 503 for Postgres: a restart or failover is usually over
+#: within a few, and the connection pools reconnect on the next request.
+DATABASE_RETRY_AFTER_S = 2
+
 
 class ApiError(HTTPException):
     """An error a handler raises on purpose, with its code and details."""
@@ -82,8 +86,14 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
 
 
 def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("database_unavailable", error=str(exc))
-    return error_response(503, "dependency_down", "Postgres is unavailable", {"postgres": "down"})
+    log.error("database_unavailable", path=request.url.path, error=str(exc))
+    message = "Postgres is unavailable"
+    if request.method != "GET":
+        # The connection may have been lost while the write committed, so it may have happened.
+        message += "; the write may or may not have been committed (an idempotency key makes a retry safe)"
+    response = error_response(503, "dependency_down", message, {"postgres": "down"})
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -107,9 +117,11 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     sqlalchemy.exc.DataError: _unstorable,
     sqlalchemy.exc.OperationalError: _database_down,
     sqlalchemy.exc.InterfaceError: _database_down,
+    sqlalchemy.exc.TimeoutError: _database_down,  # no pooled connection came free in time
     # The enqueue path's own driver calls (core/fastenqueue.py).
     psycopg.DataError: _unstorable,
     psycopg.OperationalError: _database_down,
+    psycopg.InterfaceError: _database_down,
     psycopg_pool.PoolTimeout: _database_down,
     Exception: _unexpected,
 }

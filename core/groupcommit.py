@@ -5,6 +5,11 @@ trip and a WAL flush. Requests that arrive while every flush slot is busy wait a
 in the next flush: an idle API commits each request at once, a busy one commits many per flush,
 with no timer. The requests wait on the event loop; only the flush runs in a thread, so a
 request costs no thread hand-off of its own.
+
+A failed joint flush is split request by request only when Postgres refused one request's values
+(nothing was committed, and running each alone shows whose they were). Any other failure, above all
+a connection lost during or after the commit, may have committed the whole group: every request gets
+that error (the API answers 503), and none is inserted a second time under new ids.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import psycopg
+import sqlalchemy.exc
 from dramatiq.brokers.redis import RedisBroker
 
 from core.fastenqueue import AsyncEnqueuer
-from core.jobs import Enqueued, NewJob, enqueue
+from core.jobs import Enqueued, IdempotencyConflict, NewJob, enqueue
 from core.settings import Settings
 
 #: Jobs in one flush at most: the size of the largest batch request, so no statement is larger.
@@ -32,28 +39,54 @@ class _Request:
     future: asyncio.Future[list[Enqueued]]
 
 
+def refused_values(exc: BaseException) -> bool:
+    """Whether a flush failed on a request's values, before anything was committed.
+
+    An idempotency conflict (raised inside the transaction, which then rolls back), or an error
+    Postgres reported for the statement's data: a value it cannot store (class 22, a NUL character)
+    or a constraint it violates (class 23). Anything else (a lost connection, a timeout, a bug)
+    leaves the outcome of the whole flush unknown.
+    """
+    if isinstance(exc, IdempotencyConflict):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):  # the threaded path: the driver's error inside
+        if exc.connection_invalidated:
+            return False
+        return isinstance(exc.orig, psycopg.DataError | psycopg.IntegrityError)
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+
+
 def commit_together(
     groups: Sequence[Sequence[NewJob]], broker: RedisBroker, settings: Settings
 ) -> list[list[Enqueued] | Exception]:
     """``core.jobs.enqueue`` for several requests in one transaction; each gets its own outcome.
 
-    If the joint transaction fails (one request's idempotency conflict), each request is run alone,
-    so the error reaches only the request that caused it.
+    If the joint transaction fails on one request's values (an idempotency conflict, a value
+    Postgres refuses), each request is run alone, so the error reaches only the request that caused
+    it. If it fails otherwise (the connection lost during or after COMMIT), the jobs may be
+    committed: only requests whose every job has an idempotency key are run again (the key finds
+    the committed job); the others get the error.
     """
     if len(groups) > 1:
         try:
             results = enqueue([j for g in groups for j in g], broker, settings)
-        except Exception:  # noqa: S110 - the one-by-one pass below finds whose error it was
-            pass
+        except Exception as exc:
+            if not refused_values(exc):
+                return [_alone(g, broker, settings) if _keyed(g) else exc for g in groups]
         else:
             return _split(results, groups)
-    outcomes: list[list[Enqueued] | Exception] = []
-    for g in groups:
-        try:
-            outcomes.append(enqueue(g, broker, settings))
-        except Exception as exc:
-            outcomes.append(exc)
-    return outcomes
+    return [_alone(g, broker, settings) for g in groups]
+
+
+def _keyed(jobs: Sequence[NewJob]) -> bool:
+    return all(j.idempotency_key for j in jobs)
+
+
+def _alone(jobs: Sequence[NewJob], broker: RedisBroker, settings: Settings) -> list[Enqueued] | Exception:
+    try:
+        return enqueue(jobs, broker, settings)
+    except Exception as exc:
+        return exc
 
 
 class GroupCommit:
@@ -125,8 +158,10 @@ class GroupCommit:
         try:
             results = await self.fast.enqueue(jobs)
         except Exception as exc:
-            if len(group) == 1:
-                return [exc]
+            if len(group) == 1 or not refused_values(exc):
+                # The insert is one autocommitted statement: a connection lost while it ran may
+                # have committed it. Running the requests again would insert them twice.
+                return [exc for _ in group]
             # One request's value Postgres refuses (a NUL character) must fail only that request.
             outcomes: list[list[Enqueued] | Exception] = []
             for r in group:

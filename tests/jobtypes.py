@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import httpx
 import msgspec
+import sqlalchemy as sa
 import structlog
 
 from core.errors import PermanentError, RetryableError
@@ -189,3 +190,39 @@ def batch_probe(ctx: BatchContext, payloads: list[BatchProbePayload]) -> list[di
     if any(p.poison for p in payloads):
         raise RetryableError("one poisoned job fails the whole batch", code="test_poison")
     return [{"batch_size": len(payloads), "attempt": c.attempt} for c in ctx.claims]
+
+
+class EffectPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Names the request that enqueued the job, so a test can count jobs and runs per request.
+    marker: str
+    seconds: float = 0.0
+
+
+#: Where test_effect records each run that commits. A test creates it (EFFECTS_TABLE); the schema
+#: in core/models.py stays the product's own.
+EFFECTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS test_effects (marker text NOT NULL, job_id uuid NOT NULL, "
+    "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+)
+register_job_type(
+    JobType(
+        name="test_effect",
+        payload=EffectPayload,
+        max_retries=20,
+        min_backoff_s=0.2,
+        max_backoff_s=1.0,
+        timeout_s=10,
+    )
+)
+
+
+@handler("test_effect")
+def record_effect(ctx: JobContext, payload: EffectPayload) -> dict[str, Any]:
+    """A Postgres effect in the job's transaction: it commits with the job's success, or not at all."""
+    if payload.seconds:
+        time.sleep(payload.seconds)
+    ctx.conn.execute(
+        sa.text("INSERT INTO test_effects (marker, job_id, attempt) VALUES (:marker, :job_id, :attempt)"),
+        {"marker": payload.marker, "job_id": ctx.claim.job_id, "attempt": ctx.claim.attempt},
+    )
+    return {"attempt": ctx.claim.attempt}

@@ -1,0 +1,109 @@
+"""A group commit whose Postgres connection breaks right after COMMIT: Postgres has the jobs, the API
+never hears so. No job is inserted twice: requests without idempotency keys answer 503 with
+Retry-After (their jobs may exist), requests with keys are looked up again and answer their job.
+
+A real API process, many concurrent clients (so requests really share a commit), and a
+fault-injecting proxy between the API and Postgres (tests/fakes/pgproxy.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from core.db import transaction
+from core.settings import Settings
+from tests.fakes.pgproxy import PgProxy, inserted_rows
+from tests.integration.conftest import Farm
+
+REQUESTS = 600
+CLIENTS = 32
+CUTS = 3
+
+
+@pytest.fixture
+def proxy(settings: Settings) -> Iterator[PgProxy]:
+    assert settings.database_url
+    p = PgProxy(settings.database_url)
+    yield p
+    p.close()
+
+
+def _post_all(base: str, key: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+    headers = {"Authorization": f"Bearer {key}"}
+    with (
+        httpx.Client(base_url=base, headers=headers, timeout=60) as client,
+        ThreadPoolExecutor(CLIENTS) as pool,
+    ):
+        return list(pool.map(lambda body: client.post("/v1/jobs", json=body), bodies))
+
+
+def _jobs_by_marker(settings: Settings) -> dict[str, list[str]]:
+    """Straight from Postgres (not through the proxy): each marker's job ids."""
+    found: dict[str, list[str]] = {}
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text("SELECT payload->>'marker', id::text FROM jobs")).all()
+    for marker, job_id in rows:
+        found.setdefault(marker, []).append(job_id)
+    return found
+
+
+def test_a_connection_lost_after_a_group_commit_answers_503_and_inserts_nothing_twice(
+    farm: Farm, settings: Settings, admin_key: str, proxy: PgProxy
+) -> None:
+    farm.settings = settings.replace(database_url=proxy.url)
+    _, base = farm.api()
+    # Only a commit of two jobs or more: a group of requests (each posts one job), not one alone.
+    proxy.cut_after_commit(lambda tags: inserted_rows(tags) >= 2, times=CUTS)
+    bodies = [{"type": "test_effect", "payload": {"marker": f"m{i}"}} for i in range(REQUESTS)]
+
+    responses = _post_all(base, admin_key, bodies)
+
+    assert len(proxy.cuts) == CUTS, "the proxy never saw a group commit to cut"
+    assert set(Counter(r.status_code for r in responses)) <= {201, 503}, [r.text for r in responses]
+    jobs = _jobs_by_marker(settings)
+    assert [m for m, ids in jobs.items() if len(ids) > 1] == []  # nothing inserted twice
+    refused = [
+        body["payload"]["marker"] for body, r in zip(bodies, responses, strict=True) if r.status_code == 503
+    ]
+    # Every request of each cut group was refused, and its job was committed all the same, once.
+    assert len(refused) >= sum(inserted_rows(tags) for tags in proxy.cuts)
+    assert all(len(jobs.get(m, [])) == 1 for m in refused)
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["Retry-After"].isdigit(), r.headers
+            assert r.json()["error"]["code"] == "dependency_down"
+        else:
+            assert jobs[r.json()["payload"]["marker"]] == [r.json()["id"]]
+    assert len(jobs) == REQUESTS
+
+
+def test_keyed_requests_of_a_cut_group_are_answered_with_their_committed_job(
+    farm: Farm, settings: Settings, admin_key: str, proxy: PgProxy
+) -> None:
+    farm.settings = settings.replace(database_url=proxy.url)
+    _, base = farm.api()
+    # A keyed group commits in a transaction of its own (BEGIN ... COMMIT) from a worker thread.
+    proxy.cut_after_commit(lambda tags: "COMMIT" in tags and inserted_rows(tags) >= 2, times=CUTS)
+    bodies = [
+        {"type": "test_effect", "payload": {"marker": f"k{i}"}, "idempotency_key": f"key-{i}"}
+        for i in range(REQUESTS)
+    ]
+
+    responses = _post_all(base, admin_key, bodies)
+
+    assert len(proxy.cuts) == CUTS, "the proxy never saw a group commit to cut"
+    statuses = Counter(r.status_code for r in responses)
+    # 200: the request of a cut group, run again alone, found the job its group had committed.
+    assert set(statuses) <= {200, 201}, [r.text for r in responses if r.status_code not in (200, 201)]
+    assert statuses[200] >= sum(inserted_rows(tags) for tags in proxy.cuts)
+    jobs = _jobs_by_marker(settings)
+    assert len(jobs) == REQUESTS
+    for body, r in zip(bodies, responses, strict=True):
+        assert jobs[body["payload"]["marker"]] == [r.json()["id"]]
