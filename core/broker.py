@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import dramatiq
 import msgspec
@@ -190,7 +190,9 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     messages = [message_for(pub) for pub in pubs] if broker.middleware else []
     for message in messages:
         broker.emit_before("enqueue", message, None)
-    pipe = broker.client.pipeline(transaction=False)
+    # One MULTI/EXEC: a message is never in its queue's hash without its id in the list (the sweeper
+    # counts on it), even when the connection breaks mid-pipeline.
+    pipe = broker.client.pipeline(transaction=True)
     encoded = [m.encode() for m in messages] if messages else None
     for command in publish_commands(broker.namespace, pubs, encoded):
         pipe.execute_command(*command)
@@ -198,39 +200,3 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     for message in messages:
         broker.emit_after("enqueue", message, None)
     return len(pubs)
-
-
-#: Where a published message is: waiting in its queue, fetched by a consumer (and not acked yet),
-#: or gone from Redis.
-WAITING, MISSING = "waiting", "missing"
-
-
-def locate_messages(broker: RedisBroker, pubs: Sequence[Publication]) -> list[str]:
-    """For each publication: WAITING, MISSING, or the Dramatiq broker id of the consumer holding it."""
-    if not pubs:
-        return []
-    ns = broker.namespace
-    pipe = broker.client.pipeline(transaction=False)
-    for pub in pubs:
-        pipe.hexists(f"{ns}:{pub.queue}.msgs", pub.message_id)
-    present = [bool(found) for found in pipe.execute()]
-    where = [WAITING if ok else MISSING for ok in present]
-    queues = {pub.queue for pub, ok in zip(pubs, present, strict=True) if ok}
-    waiting: set[bytes] = set()
-    for queue in queues:
-        waiting.update(cast(list[bytes], broker.client.lrange(f"{ns}:{queue}", 0, -1)))
-    fetched = [i for i, pub in enumerate(pubs) if present[i] and pub.message_id.encode() not in waiting]
-    if not fetched:
-        return where
-    # Fetched messages sit in their consumer's ack set: namespace:__acks__.<broker id>.<queue>.
-    holders: dict[int, str] = {}
-    for queue in {pubs[i].queue for i in fetched}:
-        for key in broker.client.scan_iter(match=f"{ns}:__acks__.*.{queue}", count=1000):
-            broker_id = key.decode()[len(f"{ns}:__acks__.") : -len(f".{queue}")]
-            members = broker.client.smembers(key)
-            for i in fetched:
-                if pubs[i].queue == queue and pubs[i].message_id.encode() in members:
-                    holders[i] = broker_id
-    for i in fetched:
-        where[i] = holders.get(i, MISSING)
-    return where

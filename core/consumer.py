@@ -100,8 +100,9 @@ class JobyardConsumer(_RedisConsumer):
             self._release(1 if pairs is None else len(pairs))
 
     def _ack_many(self, ids: list[str]) -> None:
-        # Dramatiq's ack, for many at once: drop from this consumer's ack set, then the messages.
-        pipe = self.broker.client.pipeline(transaction=False)
+        # Dramatiq's ack, for many at once: drop from this consumer's ack set, then the messages, in
+        # one MULTI/EXEC so no one sees a message in neither (the sweeper would count it orphaned).
+        pipe = self.broker.client.pipeline(transaction=True)
         pipe.srem(self.acks_key, *ids)
         pipe.hdel(self.msgs_key, *ids)
         pipe.execute()

@@ -14,9 +14,10 @@ import sqlalchemy as sa
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
-from core.broker import MISSING, WAITING, Publication, locate_messages, publish
+from core.broker import Publication, publish
 from core.db import transaction
 from core.jobs import JobStatus, utcnow
+from core.locate import MISSING, WAITING, locate_messages
 from core.models import jobs
 from core.recovery import live_broker_ids
 from core.settings import Settings
@@ -57,32 +58,55 @@ def publish_due(settings: Settings, broker: RedisBroker) -> int:
 
 
 def republish_lost(settings: Settings, broker: RedisBroker) -> int:
-    """Re-publish queued jobs whose message is no longer in Redis (publish failed, or Redis lost data)."""
+    """Re-publish queued jobs whose message is no longer in Redis (publish failed, or Redis lost data).
+
+    A pass costs O(scheduler_batch), whatever the backlog: it reads its candidates without locking
+    them, asks Redis where each message is (one script call, see ``locate_messages``), then applies
+    the answers in a short transaction to the rows still queued under the message id it looked up.
+    No row lock is held across a Redis call, and of several schedulers deciding the same job, one
+    re-publishes it: the others find its message id changed.
+    """
     stale_before = utcnow() - timedelta(seconds=settings.republish_after_s)
-    republished: Sequence[sa.Row[Any]] = []
     with transaction(settings) as conn:
         candidates = conn.execute(
             sa.select(*_PUBLISHED)
             .where(jobs.c.status == JobStatus.QUEUED, jobs.c.published_at < stale_before)
             .order_by(jobs.c.published_at)
             .limit(settings.scheduler_batch)
-            .with_for_update(skip_locked=True)
         ).all()
-        pubs = _publications(candidates)
-        locations = locate_messages(broker, pubs)
+    if not candidates:
+        return 0
+    pubs = _publications(candidates)
+    locations = locate_messages(broker, pubs)
+    now = utcnow()
+    with transaction(settings) as conn:
         # A message fetched by a consumer that stopped beating will only come back after Dramatiq's
         # heartbeat timeout and a chance maintenance run: treat it as lost.
-        live = (
-            live_broker_ids(conn, settings) if any(w not in (WAITING, MISSING) for w in locations) else set()
+        holders = {where for where in locations if where not in (WAITING, MISSING)}
+        live = live_broker_ids(conn, settings) if holders else set()
+        # Message ids are unique to a job and a publication, so a row whose message id is among the
+        # candidates' is still the one looked up. Rows another pass or a claim holds are left to it.
+        unchanged = set(
+            conn.execute(
+                sa.select(jobs.c.id)
+                .where(
+                    jobs.c.id.in_([p.job_id for p in pubs]),
+                    jobs.c.message_id.in_([p.message_id for p in pubs]),
+                    jobs.c.status == JobStatus.QUEUED,
+                )
+                .order_by(jobs.c.id)
+                .with_for_update(skip_locked=True)
+            ).scalars()
         )
-        fine = [
+        kept = {
             p.job_id for p, where in zip(pubs, locations, strict=True) if where == WAITING or where in live
-        ]
-        now = utcnow()
+        }
+        fine = [job_id for job_id in unchanged if job_id in kept]
+        lost = [job_id for job_id in unchanged if job_id not in kept]
         if fine:
             # Only waiting behind others (or held by a live worker): mark them checked.
             conn.execute(sa.update(jobs).where(jobs.c.id.in_(fine)).values(published_at=now))
-        lost = [p.job_id for p in pubs if p.job_id not in set(fine)]
+        republished: Sequence[sa.Row[Any]] = []
         if lost:
             republished = conn.execute(
                 sa.update(jobs)

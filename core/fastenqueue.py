@@ -68,7 +68,7 @@ class AsyncEnqueuer:
         ]
         if pubs:
             try:
-                pipe = self.redis.pipeline(transaction=False)
+                pipe = self.redis.pipeline(transaction=True)  # as core.broker.publish
                 for command in publish_commands(self.namespace, pubs):
                     pipe.execute_command(*command)
                 await pipe.execute()
