@@ -13,9 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from core.broker import Publication, publish
 from core.db import transaction
+from core.deadletters import any_id
 from core.jobs import JobStatus, utcnow
 from core.locate import MISSING, WAITING, locate_messages
 from core.models import jobs
@@ -90,8 +92,8 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
             conn.execute(
                 sa.select(jobs.c.id)
                 .where(
-                    jobs.c.id.in_([p.job_id for p in pubs]),
-                    jobs.c.message_id.in_([p.message_id for p in pubs]),
+                    any_id([p.job_id for p in pubs]),
+                    jobs.c.message_id == sa.any_(sa.literal([p.message_id for p in pubs], ARRAY(sa.Text))),
                     jobs.c.status == JobStatus.QUEUED,
                 )
                 .order_by(jobs.c.id)
@@ -105,12 +107,12 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
         lost = [job_id for job_id in unchanged if job_id not in kept]
         if fine:
             # Only waiting behind others (or held by a live worker): mark them checked.
-            conn.execute(sa.update(jobs).where(jobs.c.id.in_(fine)).values(published_at=now))
+            conn.execute(sa.update(jobs).where(any_id(fine)).values(published_at=now))
         republished: Sequence[sa.Row[Any]] = []
         if lost:
             republished = conn.execute(
                 sa.update(jobs)
-                .where(jobs.c.id.in_(lost))
+                .where(any_id(lost))
                 .values(
                     message_id=sa.cast(sa.func.gen_random_uuid(), sa.Text),
                     published_at=now,
