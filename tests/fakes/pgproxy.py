@@ -60,6 +60,8 @@ class PgProxy:
         self._cuts_left = 0
         #: Transactions whose answer the proxy withheld by cutting the connection.
         self.cuts: list[list[str]] = []
+        #: Every transaction that ended, as (its command tags, whether it committed).
+        self.ended: list[tuple[list[str], bool]] = []
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._closed = False
         threading.Thread(target=self._accept, name="pgproxy-accept", daemon=True).start()
@@ -136,6 +138,7 @@ class PgProxy:
                     failed = True
                 elif kind == ord("Z") and body == b"I":  # idle: the transaction just ended
                     committed = not failed and "ROLLBACK" not in tags
+                    self.ended.append((tags, committed))
                     if committed and tags and self._take_cut(tags):
                         break  # withhold the answer: Postgres has committed, the client never hears it
                     tags, failed = [], False

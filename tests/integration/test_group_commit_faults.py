@@ -107,3 +107,32 @@ def test_keyed_requests_of_a_cut_group_are_answered_with_their_committed_job(
     assert len(jobs) == REQUESTS
     for body, r in zip(bodies, responses, strict=True):
         assert jobs[body["payload"]["marker"]] == [r.json()["id"]]
+
+
+def test_a_value_postgres_refuses_fails_only_its_own_request_of_a_group(
+    farm: Farm, settings: Settings, admin_key: str, proxy: PgProxy
+) -> None:
+    # Hostile input in a group: every tenth request carries a NUL character, which Postgres refuses
+    # (the proxy only watches here: it shows the failed joint inserts and the groups that committed).
+    farm.settings = settings.replace(database_url=proxy.url)
+    _, base = farm.api()
+    bodies = [
+        {"type": "test_effect", "payload": {"marker": f"n{i}\u0000" if i % 10 == 0 else f"n{i}"}}
+        for i in range(REQUESTS)
+    ]
+
+    responses = _post_all(base, admin_key, bodies)
+
+    for body, r in zip(bodies, responses, strict=True):
+        if "\0" in body["payload"]["marker"]:
+            assert (r.status_code, r.json()["error"]["code"]) == (400, "unstorable_value"), r.text
+        else:
+            assert r.status_code == 201, r.text
+    jobs = _jobs_by_marker(settings)
+    assert sorted(jobs) == sorted(
+        b["payload"]["marker"] for b in bodies if "\0" not in b["payload"]["marker"]
+    )
+    assert all(len(ids) == 1 for ids in jobs.values())
+    inserts = [(tags, ok) for tags, ok in proxy.ended if any(t.startswith("INSERT") for t in tags) or not ok]
+    assert any(not ok for _, ok in inserts), "no joint insert failed: the test did not exercise the split"
+    assert any(inserted_rows(tags) >= 2 for tags, ok in inserts if ok), "no group formed"
