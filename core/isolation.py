@@ -2,8 +2,10 @@
 item in a savepoint, and an item that raises is failed with a code (a dead-lettered job, a disabled
 schedule) while the loop goes on.
 
-Errors of the farm itself (Postgres or Redis unreachable, a statement timeout) are not an item's
-fault: they propagate, the whole pass rolls back, and the scheduler backs off and tries again.
+Errors of the farm itself (Postgres or Redis unreachable, a statement timeout, a table missing) are
+not an item's fault: they propagate, the whole pass rolls back, and the scheduler backs off and tries
+again. Anything else an item raises (its data refused by Postgres, a payload that does not validate,
+a rule with no next slot, a bug that only its data reaches) fails that item.
 """
 
 from __future__ import annotations
@@ -44,8 +46,26 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+#: Failures of the farm's own schema or code as Postgres sees it (a missing table or column, a denied
+#: permission, an internal error): every item would fail alike, so none is blamed; the pass is retried.
+SYSTEMIC: tuple[type[BaseException], ...] = (
+    *TRANSIENT,
+    sqlalchemy.exc.ProgrammingError,
+    sqlalchemy.exc.InternalError,
+    sqlalchemy.exc.NotSupportedError,
+    psycopg.ProgrammingError,
+    psycopg.InternalError,
+    psycopg.NotSupportedError,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT)
+
+
+def is_items_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` can be pinned on the item being processed (its data), not on the farm."""
+    return not isinstance(exc, SYSTEMIC)
 
 
 def describe(exc: BaseException) -> str:
@@ -68,7 +88,7 @@ def isolated(
         with conn.begin_nested():
             return work()
     except Exception as exc:
-        if is_transient(exc):
+        if not is_items_fault(exc):
             raise
         if isinstance(exc, JobyardError):  # an expected item failure: its code says it all
             log.warning(event, code=exc.code, error=describe(exc), **fields)
@@ -79,7 +99,7 @@ def isolated(
         with conn.begin_nested():
             fail(failure)
     except Exception as exc:
-        if is_transient(exc):
+        if not is_items_fault(exc):
             raise
         # Not even marking it worked: it stays as it is, and the next pass tries again.
         log.exception(f"{event}_unmarked", error=describe(exc), **fields)
@@ -114,7 +134,7 @@ def publish_isolated(settings: Settings, broker: RedisBroker, pubs: Sequence[Pub
     try:
         return publish(broker, pubs)
     except Exception as exc:
-        if is_transient(exc):
+        if not is_items_fault(exc):
             raise  # committed: the sweeper publishes them once Redis answers
         log.exception("publish_failed", jobs=len(pubs), error=describe(exc))
     published = 0
@@ -122,7 +142,7 @@ def publish_isolated(settings: Settings, broker: RedisBroker, pubs: Sequence[Pub
         try:
             published += publish(broker, [pub])
         except Exception as exc:
-            if is_transient(exc):
+            if not is_items_fault(exc):
                 raise
             with transaction(settings) as conn:
                 dead_letter(

@@ -145,3 +145,34 @@ def test_a_slot_already_fired_is_not_fired_again(
         what="the schedule to move past the fired slot",
     )
     assert _jobs(api, "once") == [] and moved["enabled"] is True
+
+
+def test_a_step_failing_for_the_farms_own_reason_backs_off_alone_and_blames_no_item(
+    api: TestClient[Any], farm: Farm, settings: Settings, wait_job: JobWaiter
+) -> None:
+    """A table the firing step needs is gone (a botched migration): that step fails and backs off,
+    logged with its traceback; it disables no schedule; due jobs are still published; the process
+    lives; once the table is back, the schedule fires again."""
+    schedule = _schedule(api, "systemic")
+    farm.worker()
+    with transaction(settings) as conn:
+        conn.execute(sa.text("ALTER TABLE schedule_firings RENAME TO schedule_firings_away"))
+    scheduler = farm.scheduler()
+    wait_for(
+        lambda: sum(e.get("event") == "scheduler_step_failed" for e in _log_events(scheduler)) >= 2,
+        timeout=20,
+        what="the firing step to fail twice",
+    )
+    failed = [e for e in _log_events(scheduler) if e.get("event") == "scheduler_step_failed"]
+    assert {e["step"] for e in failed} == {"fire_schedules"}
+    assert failed[1]["retry_in_s"] > failed[0]["retry_in_s"]  # backing off, not spinning
+    assert "exception" in failed[0]  # with its traceback
+    job = api.post("/v1/jobs", json={**UNREAD, "delay_seconds": 1}).json()
+    assert wait_job(job["id"])["status"] == "succeeded"  # the other steps go on
+    assert api.get(f"/v1/schedules/{schedule['id']}").json()["disabled_code"] is None
+
+    with transaction(settings) as conn:
+        conn.execute(sa.text("ALTER TABLE schedule_firings_away RENAME TO schedule_firings"))
+    wait_for(lambda: _jobs(api, "systemic"), timeout=20, what="the schedule to fire once the table is back")
+    assert scheduler.alive()
+    assert any(e.get("event") == "scheduler_step_recovered" for e in _log_events(scheduler))
