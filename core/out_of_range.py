@@ -33,56 +33,60 @@ def _outside(column: sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
 def fail_out_of_range(settings: Settings) -> int:
     """Dead-letter waiting jobs due past year 9999, disable schedules holding such a time; how many."""
     now = sa.func.now()
+    # Only waiting jobs: no other status can hold such a run_at (a job due "in year 0" is due at once
+    # and simply runs). Two ranges, not an OR: each is a range scan of the due index, cheap on any
+    # backlog.
+    waiting = jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING))
+    outside = sa.union_all(
+        sa.select(jobs.c.id).where(waiting, jobs.c.run_at < READABLE_FROM),
+        sa.select(jobs.c.id).where(waiting, jobs.c.run_at >= READABLE_UNTIL),
+    )
+    error = sa.func.jsonb_build_object(
+        "code",
+        "run_at_out_of_range",
+        "message",
+        "run_at " + sa.cast(jobs.c.run_at, sa.Text) + " is outside years 1 to 9999 in UTC",
+        "retryable",
+        False,
+    )
+    reason = (
+        "start_at "
+        + sa.cast(schedules.c.start_at, sa.Text)
+        + ", next_run_at "
+        + sa.cast(schedules.c.next_run_at, sa.Text)
+        + " is outside years 1 to 9999 in UTC"
+    )
     with transaction(settings) as conn:
-        # Only waiting jobs: the due index finds them, and no other status can hold such a run_at
-        # (a job due "in year 0" is due at once and simply runs).
-        dead = (
-            conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)), _outside(jobs.c.run_at))
-                .values(
-                    status=JobStatus.DEAD,
-                    finished_at=now,
-                    updated_at=now,
-                    message_id=None,
-                    error=sa.func.jsonb_build_object(
-                        "code",
-                        "run_at_out_of_range",
-                        "message",
-                        "run_at " + sa.cast(jobs.c.run_at, sa.Text) + " is outside years 1 to 9999 in UTC",
-                        "retryable",
-                        False,
-                    ),
-                    run_at=jobs.c.created_at,
-                )
-                .returning(jobs.c.id)
+        dead = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(outside.scalar_subquery()), waiting)
+            .values(
+                status=JobStatus.DEAD,
+                finished_at=now,
+                updated_at=now,
+                message_id=None,
+                error=error,
+                run_at=jobs.c.created_at,
             )
-            .scalars()
-            .all()
+            .returning(jobs.c.id)
         )
-        disabled = (
-            conn.execute(
-                sa.update(schedules)
-                .where(sa.or_(_outside(schedules.c.start_at), _outside(schedules.c.next_run_at)))
-                .values(
-                    enabled=False,
-                    disabled_code="time_out_of_range",
-                    disabled_reason="start_at "
-                    + sa.cast(schedules.c.start_at, sa.Text)
-                    + ", next_run_at "
-                    + sa.cast(schedules.c.next_run_at, sa.Text)
-                    + " is outside years 1 to 9999 in UTC",
-                    disabled_at=now,
-                    start_at=schedules.c.created_at,
-                    next_run_at=schedules.c.created_at,
-                    updated_at=now,
-                )
-                .returning(schedules.c.id)
+        job_ids = [str(i) for i in dead.scalars()]
+        # Schedules are few: a scan of the table is fine.
+        disabled = conn.execute(
+            sa.update(schedules)
+            .where(sa.or_(_outside(schedules.c.start_at), _outside(schedules.c.next_run_at)))
+            .values(
+                enabled=False,
+                disabled_code="time_out_of_range",
+                disabled_reason=reason,
+                disabled_at=now,
+                start_at=schedules.c.created_at,
+                next_run_at=schedules.c.created_at,
+                updated_at=now,
             )
-            .scalars()
-            .all()
+            .returning(schedules.c.id)
         )
-        job_ids, schedule_ids = [str(i) for i in dead], [str(i) for i in disabled]
+        schedule_ids = [str(i) for i in disabled.scalars()]
     for job_id in job_ids:
         log.warning("job_failed_out_of_range", job_id=job_id, code="run_at_out_of_range")
     for schedule_id in schedule_ids:
