@@ -143,3 +143,9 @@ def test_a_row_python_cannot_read_answers_409_until_the_scheduler_fails_it(
     assert "10000" in schedule["disabled_reason"] and schedule["disabled_at"] is not None
     assert api.get("/v1/jobs").status_code == 200
     assert fail_out_of_range(settings) == 0
+
+
+def test_a_value_postgres_refuses_is_named_for_what_it_is(api: TestClient[Any]) -> None:
+    nul = api.post("/v1/jobs", json={**UNREAD, "payload": {"chat_id": "c\u0000", "user_id": "u"}})
+    assert nul.status_code == 400 and nul.json()["error"]["code"] == "unstorable_value"
+    assert "NUL" in nul.json()["error"]["message"] and "c\u0000" not in nul.text
