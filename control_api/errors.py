@@ -96,15 +96,50 @@ def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[
     return response
 
 
-def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    # Postgres refuses some values a JSON string can hold: a NUL character (\u0000) in text or JSONB.
-    # It is the request's value, not our failure: 400, naming what was refused.
-    log.info("unstorable_value", path=request.url.path, error=str(getattr(exc, "orig", exc)).splitlines()[0])
-    return error_response(
+#: Data errors by SQLSTATE: (status, code, message). A value Postgres refuses is the request's, not
+#: our failure; each says what was refused, never the value itself.
+_DATA_ERRORS = {
+    "22P05": (
         400,
         "unstorable_value",
-        "a value in the request cannot be stored (text may not contain NUL characters, \\u0000)",
+        "text in the request contains a NUL character (\\u0000), which Postgres cannot store",
+    ),
+    "22021": (400, "unstorable_value", "text in the request is not valid UTF-8"),
+    "22003": (400, "unstorable_value", "a number in the request is out of the range Postgres can store"),
+    "22008": (422, "unstorable_value", "a time in the request is out of the range Postgres can store"),
+    "22007": (422, "unstorable_value", "a time in the request is not one Postgres can read"),
+}
+
+
+def describe_data_error(exc: BaseException) -> tuple[int, str, str]:
+    """What a DataError means for the client: status, code and message."""
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    text = str(orig)
+    if sqlstate in _DATA_ERRORS:
+        return _DATA_ERRORS[sqlstate]
+    if sqlstate is None and "NUL" in text:  # psycopg refuses it before sending
+        return _DATA_ERRORS["22P05"]
+    if sqlstate is None and ("too large" in text or "too small" in text):
+        # psycopg could not read a value back: a time past year 9999 stored before client times were
+        # bounded. Not the request's fault, and not an outage: the scheduler repairs such rows.
+        return (
+            409,
+            "unreadable_value",
+            "a time stored on this resource is outside years 1 to 9999 and cannot be read; it was "
+            "stored before times were bounded, and the scheduler fails such rows within a minute",
+        )
+    return (
+        400,
+        "unstorable_value",
+        f"a value in the request cannot be stored (Postgres error {sqlstate or 'in the driver'})",
     )
+
+
+def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, code, message = describe_data_error(exc)
+    log.info(code, path=request.url.path, error=str(getattr(exc, "orig", exc)).splitlines()[0][:300])
+    return error_response(status, code, message)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -175,9 +175,12 @@ class JobsController(Controller):
 
     @post("/{job_id:uuid}/reschedule", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
     def reschedule(self, state: State, job_id: FromPath[uuid.UUID], data: JSONBody[RescheduleIn]) -> Job:
+        run_at, errors = data.checked_run_at()
+        if run_at is None:
+            raise _invalid([e.as_dict() for e in errors])
         try:
             with transaction(state.settings) as conn:
-                return reschedule_job(conn, job_id, data.run_at)
+                return reschedule_job(conn, job_id, run_at)
         except JobNotFound:
             raise _not_found(job_id) from None
         except NotReschedulable as exc:

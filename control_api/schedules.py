@@ -136,7 +136,10 @@ class SequencesController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], state: State, data: JSONBody[SequenceIn]
     ) -> Response[SequenceOut]:
-        results = await enqueue_checked(
-            state, data.to_job_ins(), request_id_of(request.scope), prefix="steps"
-        )
+        job_ins, errors = data.to_job_ins()
+        if errors:
+            raise ApiError(
+                422, "validation_error", "the request has invalid fields", [e.as_dict() for e in errors]
+            )
+        results = await enqueue_checked(state, job_ins, request_id_of(request.scope), prefix="steps")
         return Response(SequenceOut(data.business_key, [r.job for r in results]), status_code=201)

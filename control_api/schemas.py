@@ -10,10 +10,11 @@ import msgspec
 from core.job_types import FieldError, UnknownJobType, get_job_type, validate_payload
 from core.jobs import Job, NewJob, utcnow
 from core.queries import Attempt
+from core.timebounds import HORIZON_S, bounded_utc
 
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-#: Ten years: further than any business reason to wait, near enough to catch unit mistakes.
-MAX_DELAY_S = 10 * 365 * 86400
+#: Delays and offsets share the horizon of client times (core/timebounds.py).
+MAX_DELAY_S = HORIZON_S
 
 
 class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,9 +35,12 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         payload, errors = validate_payload(job_type, self.payload, prefix=f"{prefix}payload")
         if self.run_at is not None and self.delay_seconds is not None:
             errors.append(FieldError(f"{prefix}delay_seconds", "give run_at or delay_seconds, not both"))
+        run_at = self.run_at
+        if run_at is not None:
+            run_at, error = bounded_utc(run_at, f"{prefix}run_at", utcnow())
+            errors += [error] if error else []
         if errors:
             return None, errors
-        run_at = self.run_at
         if self.delay_seconds:
             run_at = utcnow() + timedelta(seconds=self.delay_seconds)
         return (
@@ -60,6 +64,11 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class RescheduleIn(msgspec.Struct, forbid_unknown_fields=True):
     run_at: Annotated[datetime, msgspec.Meta(tz=True)]
 
+    def checked_run_at(self) -> tuple[datetime | None, list[FieldError]]:
+        """The new due time in UTC, or why it is refused (outside the horizon)."""
+        run_at, error = bounded_utc(self.run_at, "run_at", utcnow())
+        return run_at, [error] if error else []
+
 
 class StepIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     after_seconds: Annotated[int, msgspec.Meta(ge=0, le=MAX_DELAY_S)]
@@ -74,19 +83,30 @@ class SequenceIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     anchor_at: Annotated[datetime, msgspec.Meta(tz=True)]
     steps: Annotated[list[StepIn], msgspec.Meta(min_length=1, max_length=100)]
 
-    def to_job_ins(self) -> list[JobIn]:
-        """Each step as a job due at anchor + after_seconds, all sharing the business key."""
-        return [
-            JobIn(
-                type=step.type,
-                payload=step.payload,
-                business_key=self.business_key,
-                idempotency_key=step.idempotency_key,
-                run_at=self.anchor_at + timedelta(seconds=step.after_seconds),
-                max_retries=step.max_retries,
+    def to_job_ins(self) -> tuple[list[JobIn], list[FieldError]]:
+        """Each step as a job due at anchor + after_seconds, all sharing the business key; or the
+        times that fall outside the horizon (the anchor, or a step's anchor + after_seconds)."""
+        now = utcnow()
+        anchor, error = bounded_utc(self.anchor_at, "anchor_at", now)
+        if anchor is None:
+            return [], [error] if error else []
+        job_ins, errors = [], []
+        for index, step in enumerate(self.steps):
+            field = f"steps[{index}].after_seconds"
+            run_at, error = bounded_utc(anchor + timedelta(seconds=step.after_seconds), field, now)
+            if error:
+                errors.append(FieldError(field, f"anchor_at + after_seconds {error.message}"))
+            job_ins.append(
+                JobIn(
+                    type=step.type,
+                    payload=step.payload,
+                    business_key=self.business_key,
+                    idempotency_key=step.idempotency_key,
+                    run_at=run_at,
+                    max_retries=step.max_retries,
+                )
             )
-            for step in self.steps
-        ]
+        return job_ins, errors
 
 
 class SequenceOut(msgspec.Struct):

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from core.broker import Publication, publish
 from core.db import transaction
 from core.deadletters import any_id
+from core.isolation import publish_isolated
 from core.jobs import JobStatus, utcnow
 from core.locate import MISSING, WAITING, locate_messages
 from core.models import jobs
@@ -55,8 +56,9 @@ def publish_due(settings: Settings, broker: RedisBroker) -> int:
             )
             .returning(*_PUBLISHED)
         ).all()
-    # Committed first: if publishing fails now, the sweeper sees the message missing and retries.
-    return publish(broker, _publications(rows))
+    # Committed first: if Redis fails now, the sweeper sees the message missing and retries; a job
+    # whose message cannot be published at all goes to the dead letters alone.
+    return publish_isolated(settings, broker, _publications(rows))
 
 
 def republish_lost(settings: Settings, broker: RedisBroker) -> int:
@@ -126,13 +128,17 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
 
 
 def seconds_until_due(settings: Settings) -> float | None:
-    """How long until the next scheduled job or retry comes due (None when nothing waits)."""
+    """How long until the next scheduled job or retry comes due (None when nothing waits).
+
+    Read as epoch seconds, never as a datetime: a run_at Python cannot hold (year 10000, stored
+    before client times were bounded) must not stop the loop that waits for it.
+    """
     with transaction(settings) as conn:
         next_due = conn.execute(
-            sa.select(sa.func.min(jobs.c.run_at)).where(
+            sa.select(sa.func.extract("epoch", sa.func.min(jobs.c.run_at))).where(
                 jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING))
             )
         ).scalar_one()
     if next_due is None:
         return None
-    return max(float((next_due - utcnow()).total_seconds()), 0.0)
+    return max(float(next_due) - utcnow().timestamp(), 0.0)

@@ -241,12 +241,34 @@ schedules = sa.Table(
     sa.Column("last_job_id", UUID(as_uuid=True)),
     _ts("created_at", nullable=False, default_now=True),
     _ts("updated_at", nullable=False, default_now=True),
+    # Why the scheduler disabled the schedule (a firing that cannot work: an unknown job type after a
+    # deploy, a payload that no longer validates, a rule with no next slot); NULL when it did not.
+    sa.Column("disabled_code", sa.Text),
+    sa.Column("disabled_reason", sa.Text),
+    _ts("disabled_at"),
     sa.CheckConstraint("(every_seconds IS NULL) <> (cron IS NULL)", name="one_rule"),
     sa.CheckConstraint("every_seconds IS NULL OR every_seconds > 0", name="every_positive"),
 )
 # The scheduler: enabled schedules that are due.
 sa.Index("ix_schedules_due", schedules.c.next_run_at, postgresql_where=schedules.c.enabled)
 sa.Index("ix_schedules_created", schedules.c.created_at.desc(), schedules.c.id.desc())
+
+# One row per slot a schedule fired: the primary key is what keeps a slot from firing twice, in a
+# namespace of its own (a client's idempotency keys cannot collide with it).
+schedule_firings = sa.Table(
+    "schedule_firings",
+    metadata,
+    sa.Column(
+        "schedule_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("schedules.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("slot", sa.DateTime(timezone=True), primary_key=True),
+    # The job the firing created (no foreign key, like schedules.last_job_id).
+    sa.Column("job_id", UUID(as_uuid=True)),
+    _ts("fired_at", nullable=False, default_now=True),
+)
 
 # Outbound messages: written before the provider call and completed after it, so a send whose
 # outcome is unknown (the worker died in between) is never repeated automatically.

@@ -14,6 +14,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from core.broker import Publication, publish
 from core.db import transaction
+from core.isolation import dead_letter, describe, isolated, publish_isolated
 from core.jobs import JobStatus, utcnow
 from core.models import job_attempts, jobs, workers
 from core.settings import Settings
@@ -146,26 +148,44 @@ def recover_lost_jobs(settings: Settings, broker: RedisBroker) -> int:
         ).all()
         live = set(conn.execute(alive).scalars())
         for row in rows:
-            if row.worker_id in live:
-                outcome = "timed_out"
-                error = {
-                    "code": "time_limit_exceeded",
-                    "message": "the run was still going past its time limit and grace period",
-                    "retryable": True,
-                }
-            else:
-                outcome = "lost"
-                error = {
-                    "code": "worker_lost",
-                    "message": f"worker {row.worker_id} stopped (killed, out of memory, or lost its host)",
-                    "retryable": True,
-                }
-            pub = _return_job(conn, row, outcome, error, free=False)
-            log.warning("job_recovered", job_id=str(row.id), outcome=outcome, requeued=pub is not None)
+            # Each job in a savepoint: one that cannot be returned goes to the dead letters alone.
+            pub = isolated(
+                conn,
+                partial(_recover, conn, row, row.worker_id in live),
+                partial(_fail_recovery, conn, row.id),
+                "job_recovery_failed",
+                job_id=str(row.id),
+            )
             if pub is not None:
                 publications.append(pub)
         conn.execute(sa.delete(workers).where(workers.c.last_seen_at < now - FORGET_WORKERS_AFTER))
-    return publish(broker, publications)
+    return publish_isolated(settings, broker, publications)
+
+
+def _recover(conn: Connection, row: Any, worker_alive: bool) -> Publication | None:
+    if worker_alive:
+        outcome = "timed_out"
+        error = {
+            "code": "time_limit_exceeded",
+            "message": "the run was still going past its time limit and grace period",
+            "retryable": True,
+        }
+    else:
+        outcome = "lost"
+        error = {
+            "code": "worker_lost",
+            "message": f"worker {row.worker_id} stopped (killed, out of memory, or lost its host)",
+            "retryable": True,
+        }
+    pub = _return_job(conn, row, outcome, error, free=False)
+    log.warning("job_recovered", job_id=str(row.id), outcome=outcome, requeued=pub is not None)
+    return pub
+
+
+def _fail_recovery(conn: Connection, job_id: uuid.UUID, exc: Exception) -> None:
+    dead_letter(
+        conn, job_id, "recovery_failed", f"the job could not be returned to its queue: {describe(exc)}"
+    )
 
 
 def hand_back(settings: Settings, broker: RedisBroker, worker_id: str) -> int:

@@ -1,8 +1,14 @@
 """The scheduler process: publishes due jobs, fires recurring schedules, re-publishes jobs whose
-message Redis lost, and recovers jobs from dead or hung workers.
+message Redis lost, recovers jobs from dead or hung workers, and fails rows holding times Python
+cannot read.
 
 Any number of schedulers may run; row locks keep them from publishing the same job twice.
 Run it with `jobyard scheduler` (or `python -m workers.scheduler`).
+
+Nothing a client sends may stop this loop. Each step isolates its items (core/isolation.py); a step
+that still raises is logged with its traceback and backs off on its own, doubling its pause while
+it keeps failing, so the other steps (and a job due in two seconds) go on. A catch-all around the
+loop does the same for anything else: the process never exits on an error.
 """
 
 from __future__ import annotations
@@ -10,25 +16,75 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
-import redis
-import sqlalchemy.exc
 import structlog
 
 from core.broker import build_broker
 from core.crypto import use_data_key
 from core.dispatch import publish_due, republish_lost, seconds_until_due
+from core.isolation import describe, is_transient
 from core.job_types import load_job_modules
 from core.logs import configure_logging
+from core.out_of_range import fail_out_of_range
 from core.recovery import recover_lost_jobs
 from core.schedules import fire_due_schedules
 from core.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 
-#: After an error (Postgres or Redis down), wait this long before the next try instead of spinning.
-ERROR_BACKOFF_S = 2.0
+#: After a failure (Postgres or Redis down, or a bug), a step waits this long before its next try,
+#: doubling while it keeps failing up to the maximum: no spinning, and back within seconds of the end
+#: of an outage (due jobs are late by at most the maximum).
+ERROR_BACKOFF_S = 0.5
+MAX_ERROR_BACKOFF_S = 8.0
+#: How often rows holding times Python cannot read are looked for; only an older release's API can
+#: still write them, so rarely is enough.
+OUT_OF_RANGE_EVERY_S = 30.0
+
+
+def backoff(failures: int) -> float:
+    """The pause after ``failures`` failures in a row."""
+    return float(min(ERROR_BACKOFF_S * 2 ** min(failures - 1, 16), MAX_ERROR_BACKOFF_S))
+
+
+@dataclass
+class Step:
+    """One of the scheduler's jobs: runs every ``every_s`` (0: every pass), or later after failures."""
+
+    name: str
+    run: Callable[[], int]
+    every_s: float = 0.0
+    next_at: float = 0.0
+    failures: int = 0
+
+    def attempt(self, now: float) -> int:
+        if now < self.next_at:
+            return 0
+        try:
+            done = self.run()
+        except Exception as exc:
+            self.failures += 1
+            pause = backoff(self.failures)
+            self.next_at = now + pause
+            fields = {
+                "step": self.name,
+                "failures": self.failures,
+                "retry_in_s": pause,
+                "error": describe(exc),
+            }
+            if is_transient(exc):
+                log.error("scheduler_step_failed", **fields)  # Postgres or Redis away: no traceback needed
+            else:
+                log.exception("scheduler_step_failed", **fields)
+            return 0
+        if self.failures:
+            log.info("scheduler_step_recovered", step=self.name, after_failures=self.failures)
+        self.failures = 0
+        self.next_at = now + self.every_s
+        return done
 
 
 class Scheduler:
@@ -36,49 +92,63 @@ class Scheduler:
         self.settings = settings
         self.broker = build_broker(settings)
         self.stopping = threading.Event()
-        self._next_sweep = 0.0
-        self._next_recovery = 0.0
+        s, b = settings, self.broker
+        self.steps = [
+            Step("publish_due", lambda: publish_due(s, b)),
+            Step("fire_schedules", lambda: fire_due_schedules(s, b)),
+            # Every republish_after_s / 3 bounds the time a lost job waits to ~1.3x that.
+            Step("republish_lost", lambda: republish_lost(s, b), max(s.republish_after_s / 3, 0.2)),
+            # A fifth of the dead-after time: a dead worker's jobs run again within ~1.2x of it.
+            Step(
+                "recover_lost_jobs",
+                lambda: recover_lost_jobs(s, b),
+                max(min(s.worker_dead_after_s / 5, 5.0), 0.2),
+            ),
+            Step("fail_out_of_range", lambda: fail_out_of_range(s), OUT_OF_RANGE_EVERY_S),
+        ]
+        self._loop_failures = 0
 
     def tick(self) -> int:
-        """One pass: publish what is due, and now and then look for lost messages. Returns jobs published."""
-        published = publish_due(self.settings, self.broker)
-        published += fire_due_schedules(self.settings, self.broker)
+        """One pass over the steps that are due. Returns jobs published."""
         now = time.monotonic()
-        if now >= self._next_sweep:
-            # Checking every republish_after_s / 3 bounds the time a lost job waits to ~1.3x that.
-            self._next_sweep = now + max(self.settings.republish_after_s / 3, 0.2)
-            published += republish_lost(self.settings, self.broker)
-        if now >= self._next_recovery:
-            # A fifth of the dead-after time: a dead worker's jobs run again within ~1.2x of it.
-            self._next_recovery = now + max(min(self.settings.worker_dead_after_s / 5, 5.0), 0.2)
-            published += recover_lost_jobs(self.settings, self.broker)
+        published = 0
+        for step in self.steps:
+            published += step.attempt(now)
         return published
 
     def run(self) -> None:
         log.info("scheduler_started", interval_s=self.settings.scheduler_interval_s)
         while not self.stopping.is_set():
             try:
-                published = self.tick()
-            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.RedisError) as exc:
-                log.error("scheduler_tick_failed", error=str(exc))
-                self.stopping.wait(ERROR_BACKOFF_S)
-                continue
-            if published:
-                log.info("published", jobs=published)
-            if published < self.settings.scheduler_batch:
-                # A full batch means more may be due: go again at once. Otherwise sleep until the
-                # next job comes due, but no longer than the interval (new jobs and schedules).
-                self.stopping.wait(self._pause())
+                self._pass()
+                self._loop_failures = 0
+            except Exception as exc:  # the last line of defence: log it, back off, go on
+                self._loop_failures += 1
+                pause = backoff(self._loop_failures)
+                log.exception("scheduler_loop_failed", retry_in_s=pause, error=describe(exc))
+                self.stopping.wait(pause)
         log.info("scheduler_stopped")
 
+    def _pass(self) -> None:
+        published = self.tick()
+        if published:
+            log.info("published", jobs=published)
+        if published < self.settings.scheduler_batch:
+            # A full batch means more may be due: go again at once. Otherwise sleep until the
+            # next job comes due, but no longer than the interval (new jobs and schedules).
+            self.stopping.wait(self._pause())
+
     def _pause(self) -> float:
+        interval = self.settings.scheduler_interval_s
         try:
             until_due = seconds_until_due(self.settings)
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError):
-            return self.settings.scheduler_interval_s
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("scheduler_wait_failed", error=describe(exc))
+            return interval
         if until_due is None:
-            return self.settings.scheduler_interval_s
-        return min(until_due, self.settings.scheduler_interval_s)
+            return interval
+        return min(until_due, interval)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self.stopping.set()

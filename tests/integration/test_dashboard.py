@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -81,7 +82,9 @@ def _set_up_jobs(base: str, settings: Settings) -> str:
             "payload": {},
             "cron": "0 8 * * *",
             "timezone": "Europe/London",
-            "start_at": "2099-01-01T00:00:00Z",  # it must not fire during the test
+            "start_at": (
+                datetime.now(UTC) + timedelta(days=3000)
+            ).isoformat(),  # it must not fire during the test
         },
         headers=auth,
         timeout=10,

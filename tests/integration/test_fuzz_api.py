@@ -1,11 +1,14 @@
 """Schemathesis against the app's own OpenAPI document: every operation, at least 1,000 generated
 requests in all, authenticated with an all-scopes key, against real Postgres and Redis (no worker:
 jobs just queue). No answer may be a server error, and every answer must match the document: its
-status code is declared, and its body fits the declared schema (errors included).
+status code is declared, and its body fits the declared schema (errors included). A second pass
+sends edge values of times, cron rules and time zones wherever a request carries one.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import hypothesis
@@ -88,3 +91,131 @@ def test_generated_requests_get_no_server_error_and_match_the_schema(api: TestCl
     print(f"schemathesis: {total} cases over {len(per_operation)} operations")
     assert len(per_operation) >= 35, sorted(per_operation)
     assert total >= MIN_TOTAL_CASES, per_operation
+
+
+#: Values at the edges of times, cron rules and time zones (a security review found a 201 that broke
+#: every scheduler, and 500s): wherever a field of these names appears, in a body (also inside a
+#: batch's jobs or a sequence's steps) or a query, each value must get a clear answer, not a 500.
+EDGE_VALUES: dict[str, list[Any]] = {
+    "time": [
+        "9999-12-31T23:59:59-14:00",  # year 10000 in UTC
+        "0001-01-01T00:00:00+14:00",  # year 0 in UTC
+        "1970-01-01T00:00:00Z",
+        "2999-01-01T00:00:00Z",
+        "2026-03-29T01:30:00+00:00",  # in London's skipped hour
+        "2026-10-25T01:30:00+01:00",  # in London's repeated hour
+    ],
+    "cron": [
+        "0 0 31 2 *",
+        "0 0 30 2 *",
+        "@reboot",
+        "* * * * * * *",
+        "0 0 1 1 * 0 2099",
+        "L L L L L",
+        "30 1 * * *",
+    ],
+    "timezone": ["America", "../etc", "", "x" * 64, "Europe/", "tzdata.zi", "UTC\u0000", "Europe/London"],
+}
+_EDGE_FIELDS = {
+    "run_at": "time",
+    "anchor_at": "time",
+    "start_at": "time",
+    "created_after": "time",
+    "created_before": "time",
+    "since": "time",
+    "until": "time",
+    "cron": "cron",
+    "timezone": "timezone",
+}
+EDGE_EXAMPLES_PER_OPERATION = 25
+
+
+def _resolved_names(node: Any, document: dict[str, Any], seen: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Every property and parameter name reachable from ``node``, following $refs."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
+            target: Any = document
+            for part in ref[2:].split("/"):
+                target = target[part]
+            yield from _resolved_names(target, document, seen | {ref})
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                yield from value
+            if key == "name" and isinstance(value, str):
+                yield value
+            yield from _resolved_names(value, document, seen)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _resolved_names(item, document, seen)
+
+
+def _with_edges(value: Any, pick: int, sent: Counter[str]) -> Any:
+    """``value`` with every field named in _EDGE_FIELDS set to one of its edge values (counted)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            kind = _EDGE_FIELDS.get(key)
+            if kind:
+                out[key] = EDGE_VALUES[kind][pick % len(EDGE_VALUES[kind])]
+                sent[kind] += 1
+            else:
+                out[key] = _with_edges(item, pick, sent)
+        if "cron" in out and pick % 2:
+            out.pop("every_seconds", None)  # a schedule body with a cron rule alone: the rule is checked
+        return out
+    if isinstance(value, list):
+        return [_with_edges(item, pick, sent) for item in value]
+    return value
+
+
+def test_edge_times_cron_rules_and_zones_get_a_clear_answer(api: TestClient[Any]) -> None:
+    document = api.get("/schema/openapi.json").json()
+    schema = schemathesis.openapi.from_dict(document)
+    checked: dict[str, int] = {}
+    sent: Counter[str] = Counter()
+    always: dict[str, list[str]] = {}
+    failures: dict[str, str] = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        definition = document["paths"][operation.path][operation.method.lower()]
+        request = [definition.get("parameters", []), definition.get("requestBody", {})]
+        names = set(_resolved_names(request, document))
+        if not names & set(_EDGE_FIELDS):
+            continue
+        # Optional fields generation seldom fills: added to every body that may carry them.
+        always[operation.label] = sorted(names & {"cron", "timezone"})
+        picks = st.integers(min_value=0, max_value=max(len(v) for v in EDGE_VALUES.values()) - 1)
+
+        @hypothesis.given(case=operation.as_strategy(GenerationMode.POSITIVE), pick=picks)
+        @hypothesis.settings(
+            max_examples=EDGE_EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+            phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        )
+        def run(case: schemathesis.Case, pick: int) -> None:
+            if isinstance(case.body, dict):
+                case.body = {**dict.fromkeys(always[case.operation.label]), **case.body}
+            if isinstance(case.body, dict | list):
+                case.body = _with_edges(case.body, pick, sent)
+            if case.query:
+                case.query = _with_edges(case.query, pick, sent)
+            label = case.operation.label
+            checked[label] = checked.get(label, 0) + 1
+            response = api.request(**_request_kwargs(case))
+            assert response.status_code < 500, response.text
+            case.validate_response(response, checks=CHECKS)
+
+        try:
+            run()
+        except (Exception, BaseExceptionGroup) as exc:
+            failures[operation.label] = str(exc)[:3000]
+
+    assert failures == {}, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
+    print(f"schemathesis edge values: {dict(sent)} sent over {checked}")
+    assert min(sent[kind] for kind in EDGE_VALUES) >= 20, sent
+    for label in ("POST /v1/jobs", "POST /v1/jobs/batch", "POST /v1/sequences", "POST /v1/schedules"):
+        assert checked.get(label, 0) >= EDGE_EXAMPLES_PER_OPERATION // 2, (label, checked)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -179,7 +180,7 @@ def test_no_number_in_clear_at_rest_found_by_keyed_hash_and_no_secret_in_logs(
         "payload": {"to": SCHEDULED, "text": "weekly"},
         "every_seconds": 604800,
     }
-    schedule["start_at"] = "2099-01-01T00:00:00Z"
+    schedule["start_at"] = (datetime.now(UTC) + timedelta(days=3000)).isoformat()
     assert api.ok("POST", "/v1/schedules", 201, json=schedule)["payload"]["to"] == "+44*******444"
     api.wait(api.enqueue("ai_reply", chat_id="c1", user_id="u1", message=BODIES[1]))
     assert openai.requests[0]["messages"][-1]["content"] == BODIES[1]
