@@ -151,7 +151,7 @@ def data_key_status() -> None:
     from core.crypto import data_cipher, key_label
     from core.db import transaction
     from core.optouts import opt_out_key_ids
-    from core.rotation import pending_counts
+    from core.reseal import pending_counts
 
     settings = _ring_settings()
     ring = data_cipher()
@@ -190,7 +190,8 @@ def data_key_rotate(reason: str, batch_size: int | None, yes: bool) -> None:
     from core.cli_dlq import _actor
     from core.crypto import data_cipher, key_label
     from core.db import transaction
-    from core.rotation import BATCH_SIZE, pending_counts, rotate
+    from core.reseal import pending_counts
+    from core.rotation import BATCH_SIZE, rotate
 
     if not reason.strip():
         raise click.BadParameter("must not be empty", param_hint="--reason")
@@ -232,8 +233,8 @@ def data_key_rotate(reason: str, batch_size: int | None, yes: bool) -> None:
             lines.append(f"{unopenable} hold damaged values (see the rotation_value_unopenable log lines)")
         if report.remaining > unopenable:
             lines.append(
-                "the rest were written meanwhile under an older key: is every process running with the new "
-                "JOBYARD_DATA_KEY? Run this again once they are"
+                "the rest were held by running work on every pass, or written meanwhile under an older key "
+                "(is every process running with the new JOBYARD_DATA_KEY?): run this again"
             )
         raise click.ClickException("; ".join(lines))
     click.echo(

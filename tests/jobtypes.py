@@ -189,3 +189,23 @@ def batch_probe(ctx: BatchContext, payloads: list[BatchProbePayload]) -> list[di
     if any(p.poison for p in payloads):
         raise RetryableError("one poisoned job fails the whole batch", code="test_poison")
     return [{"batch_size": len(payloads), "attempt": c.attempt} for c in ctx.claims]
+
+
+class SealedBatchPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: A recipient sealed at rest, of a type whose jobs run in batches.
+    to: str
+
+
+register_job_type(
+    JobType(name="test_sealed_batch", payload=SealedBatchPayload, max_retries=2, sealed_fields=("to",))
+)
+
+
+@handler("test_sealed_batch")
+def sealed_single(ctx: JobContext, payload: SealedBatchPayload) -> dict[str, Any]:
+    return {"batch_size": 1, "opened": payload.to.startswith("+")}
+
+
+@batch_handler("test_sealed_batch")
+def sealed_batch(ctx: BatchContext, payloads: list[SealedBatchPayload]) -> list[dict[str, Any]]:
+    return [{"batch_size": len(payloads), "opened": p.to.startswith("+")} for p in payloads]
