@@ -5,6 +5,7 @@ in the caller's transaction, locked FOR UPDATE SKIP LOCKED. core/rotation.py dri
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,16 +71,26 @@ def _sealed_fields() -> dict[str, tuple[str, ...]]:
     return {name: jt.sealed_fields for name, jt in job_types().items() if jt.sealed_fields}
 
 
+def _type_pending(
+    table: sa.Table, type_name: str, fields: tuple[str, ...], key_id: str
+) -> sa.ColumnElement[bool]:
+    """Rows of one job type with a sealed field not yet under the current key."""
+    return sa.and_(
+        table.c.type == type_name,
+        sa.or_(
+            *(
+                sa.and_(
+                    sa.func.jsonb_typeof(table.c.payload[f]) == "string",
+                    _not_current(table.c.payload[f].astext, key_id),
+                )
+                for f in fields
+            )
+        ),
+    )
+
+
 def _payload_pending(table: sa.Table, key_id: str) -> sa.ColumnElement[bool]:
-    clauses = [
-        sa.and_(
-            table.c.type == name,
-            sa.func.jsonb_typeof(table.c.payload[f]) == "string",
-            _not_current(table.c.payload[f].astext, key_id),
-        )
-        for name, fields in _sealed_fields().items()
-        for f in fields
-    ]
+    clauses = [_type_pending(table, name, fields, key_id) for name, fields in _sealed_fields().items()]
     return sa.or_(*clauses) if clauses else sa.false()
 
 
@@ -91,24 +102,31 @@ _UPDATE_PAYLOADS = """
 
 
 def _payload_batch(
-    conn: Connection, ring: KeyRing, table: sa.Table, after: Any, limit: int, tally: Tally
+    conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally, *, table: sa.Table, type_name: str
 ) -> tuple[Any, int]:
-    fields = _sealed_fields()
-    query = sa.select(table.c.id, table.c.type, table.c.payload).where(_payload_pending(table, ring.key_id))
+    """One batch of one job type's rows, newest first by (created_at, id): the walk follows the
+    (type, created_at) index, so a type with few rows costs little in a table of millions."""
+    fields = job_types()[type_name].sealed_fields
+    c = table.c
+    query = sa.select(c.id, c.created_at, c.payload).where(
+        _type_pending(table, type_name, fields, ring.key_id)
+    )
     if after is not None:
-        query = query.where(table.c.id > after)
-    rows = conn.execute(query.order_by(table.c.id).limit(limit).with_for_update(skip_locked=True)).all()
+        query = query.where(sa.tuple_(c.created_at, c.id) < sa.tuple_(*after))
+    rows = conn.execute(
+        query.order_by(c.created_at.desc(), c.id.desc()).limit(limit).with_for_update(skip_locked=True)
+    ).all()
     ids: list[uuid.UUID] = []
     payloads: list[str] = []
     unopenable = 0
     for row in rows:
         payload = dict(row.payload)
         try:
-            for f in fields.get(row.type, ()):
+            for f in fields:
                 value = payload.get(f)
                 if not isinstance(value, str) or ring.is_current(value):
                     continue
-                context = payload_context(row.type, f)
+                context = payload_context(type_name, f)
                 clear = ring.open(value, context) if looks_sealed(value) else value
                 payload[f] = ring.seal(clear, context)
                 tally.from_key_ids.add(_origin(value))
@@ -121,7 +139,8 @@ def _payload_batch(
     if ids:
         conn.execute(sa.text(_UPDATE_PAYLOADS.format(table=table.name)), {"ids": ids, "payloads": payloads})
     tally.add(table.name, len(ids), unopenable)
-    return (rows[-1].id if rows else None), len(rows)
+    last = rows[-1] if rows else None
+    return ((last.created_at, last.id) if last is not None else None), len(rows)
 
 
 def _unopenable(exc: SealedValueError, tally: Tally, table: str, row_id: Any) -> None:
@@ -267,13 +286,13 @@ Batch = Callable[[Connection, KeyRing, Any, int, Tally], tuple[Any, int]]
 
 
 def tables() -> list[tuple[str, Batch]]:
-    """Every table that holds a sealed value or a keyed hash, with its batch."""
-    return [
-        ("jobs", lambda c, r, a, n, t: _payload_batch(c, r, jobs, a, n, t)),
-        ("schedules", lambda c, r, a, n, t: _payload_batch(c, r, schedules, a, n, t)),
-        ("opt_outs", _opt_out_batch),
-        ("outbound_messages", _outbound_batch),
-    ]
+    """Every table that holds a sealed value or a keyed hash, with its batch; job payloads one job
+    type (with sealed fields) at a time."""
+    walks: list[tuple[str, Batch]] = []
+    for table in (jobs, schedules):
+        for name in sorted(_sealed_fields()):
+            walks.append((table.name, functools.partial(_payload_batch, table=table, type_name=name)))
+    return [*walks, ("opt_outs", _opt_out_batch), ("outbound_messages", _outbound_batch)]
 
 
 def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:

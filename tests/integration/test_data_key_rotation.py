@@ -361,11 +361,12 @@ def test_a_farm_with_another_key_refuses_to_send_and_says_which_key_it_lacks(
         )
         assert job is not None
 
-        def refused() -> dict[str, Any] | None:
-            error: dict[str, Any] | None = _statuses(settings, [job])[job][1]
-            return error
+        def refused() -> tuple[str, dict[str, Any]] | None:
+            status, error = _statuses(settings, [job])[job]
+            return (status, error) if error is not None else None
 
-        error = wait_for(refused, timeout=60, what="the send to be refused")
+        status, error = wait_for(refused, timeout=60, what="the send to be refused")
+        assert status == "retrying"  # the fix is a key; then the job goes on
         assert error["code"] == "data_key_unknown"
         missing = key_label(DataCipher(NEW).key_id)
         assert (
@@ -373,7 +374,6 @@ def test_a_farm_with_another_key_refuses_to_send_and_says_which_key_it_lacks(
             in error["message"]
         )
         assert "JOBYARD_DATA_KEYS_OLD" in error["message"]
-        assert _statuses(settings, [job])[job][0] == "retrying"  # the fix is a key, then it goes on
         assert whatsapp.requests() == []
         wait_for(lambda: '"event": "data_key_unknown"' in worker.log(), timeout=10, what="the log line")
         line = next(x for x in worker.log().splitlines() if '"event": "data_key_unknown"' in x)

@@ -36,6 +36,7 @@ from core.job_types import (
     shown_payload,
     validate_payload,
 )
+from core.redact import Redactor, provider_secrets
 from core.settings import Settings
 from tests.legacy_sealing import seal_v1
 
@@ -170,6 +171,7 @@ def test_the_ring_comes_from_settings_or_the_home_file(tmp_path: Path) -> None:
         OLD_KEY,
     )
     assert older not in repr(Settings(data_keys_old=(older,)))
+    assert older not in Redactor(provider_secrets(Settings(data_keys_old=(older,)))).text(f"key {older}")
 
 
 def test_a_key_label_is_never_masked_as_a_phone_number() -> None:
