@@ -225,8 +225,12 @@ def _all_finished(settings: Settings, ids: list[str]) -> bool:
 
 
 def _rotate(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return _data_key(settings, "rotate", "--yes", "--batch-size", "250", "--reason", "yearly rotation")
+
+
+def _data_key(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*JOBYARD, "data-key", "rotate", "--yes", "--batch-size", "250", "--reason", "yearly rotation"],
+        [*JOBYARD, "data-key", *args],
         env=settings_env(settings),
         capture_output=True,
         text=True,
@@ -277,9 +281,12 @@ def test_rotation_under_load_loses_nothing_and_opt_outs_still_hold(
     assert entry.counts["moved_jobs"] == JOBS and entry.counts["moved_opt_outs"] == OPT_OUTS
     assert entry.counts["merged_opt_outs"] == TWICE and entry.counts["remaining"] == 0
 
-    # Running it again finds nothing to do.
+    # Running it again finds nothing to do, and the status says the old key is no longer needed.
     again = _rotate(settings)
     assert again.returncode == 0 and "nothing to rotate" in again.stdout, again.stdout + again.stderr
+    status = _data_key(settings.replace(data_keys_old=()), "status").stdout
+    assert "not yet under the current key: jobs 0, schedules 0, opt_outs 0, outbound_messages 0" in status
+    assert "MISSING" not in status
 
     # The old key can go: opt-outs hold for a farm that holds only the new key, the twice-recorded
     # and the older-format ones included.
@@ -367,8 +374,9 @@ def test_a_farm_with_another_key_refuses_to_send_and_says_which_key_it_lacks(
 
         status, error = wait_for(refused, timeout=60, what="the send to be refused")
         assert status == "retrying"  # the fix is a key; then the job goes on
-        assert error["code"] == "data_key_unknown"
         missing = key_label(DataCipher(NEW).key_id)
+        assert f"MISSING: {missing}" in _data_key(other, "status").stdout
+        assert error["code"] == "data_key_unknown"
         assert (
             f"opt-outs are hashed under data key {missing}, which this process does not hold"
             in error["message"]
