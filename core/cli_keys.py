@@ -125,3 +125,119 @@ def data_key_generate() -> None:
     from core.crypto import generate_data_key
 
     click.echo(generate_data_key())
+
+
+def _ring_settings() -> Settings:
+    """Settings, with the job modules loaded (their sealed fields) and the key ring installed."""
+    from core.crypto import DataKeyError, use_data_key
+    from core.job_types import load_job_modules
+
+    settings = _settings()
+    load_job_modules(settings)
+    try:
+        use_data_key(settings)
+    except DataKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings
+
+
+def _pending_lines(counts: dict[str, int]) -> str:
+    return ", ".join(f"{table} {n}" for table, n in counts.items())
+
+
+@data_key.command("status")
+def data_key_status() -> None:
+    """Show the key ring and what is still sealed or hashed under another key."""
+    from core.crypto import data_cipher, key_label
+    from core.db import transaction
+    from core.optouts import opt_out_key_ids
+    from core.reseal import pending_counts
+
+    settings = _ring_settings()
+    ring = data_cipher()
+    with transaction(settings) as conn:
+        counts = pending_counts(conn, ring)
+        opt_out_keys = opt_out_key_ids(conn)
+    older = sorted(ring.key_ids - {ring.key_id})
+    click.echo(f"current key: {key_label(ring.key_id)}")
+    click.echo(f"older keys:  {', '.join(key_label(k) for k in older) or 'none'}")
+    click.echo(
+        f"opt-outs are hashed under: {', '.join(key_label(k) for k in sorted(opt_out_keys)) or 'no opt-outs'}"
+    )
+    missing = sorted(opt_out_keys - ring.key_ids)
+    if missing:
+        click.echo(
+            f"MISSING: {', '.join(key_label(k) for k in missing)}: workers with this ring refuse to send"
+        )
+    click.echo(f"not yet under the current key: {_pending_lines(counts)} ({sum(counts.values())} rows)")
+
+
+@data_key.command("rotate")
+@click.option("--reason", default="data key rotation", show_default=True, help="Stored in the audit log.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Rows per transaction [500].",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def data_key_rotate(reason: str, batch_size: int | None, yes: bool) -> None:
+    """Re-seal and re-hash every phone number under the current JOBYARD_DATA_KEY, while the farm runs.
+
+    Give every process the new key as JOBYARD_DATA_KEY and the old one in JOBYARD_DATA_KEYS_OLD
+    first (docs: the data key ring). Safe to stop and to run again: it goes on where it stopped.
+    """
+    from core.cli_dlq import _actor
+    from core.crypto import data_cipher, key_label
+    from core.db import transaction
+    from core.reseal import pending_counts
+    from core.rotation import BATCH_SIZE, rotate
+
+    if not reason.strip():
+        raise click.BadParameter("must not be empty", param_hint="--reason")
+    settings = _ring_settings()
+    ring = data_cipher()
+    with transaction(settings) as conn:
+        counts = pending_counts(conn, ring)
+    total = sum(counts.values())
+    click.echo(f"current key {key_label(ring.key_id)}; to move: {_pending_lines(counts)} ({total} rows)")
+    if not total:
+        click.echo("nothing to rotate: every sealed value and hash is under the current key")
+        return
+    if not yes:
+        click.confirm(f"Re-seal {total} row(s) under {key_label(ring.key_id)}?", abort=True)
+    with click.progressbar(length=total, label="re-sealing") as bar:
+        report = rotate(
+            settings,
+            ring,
+            actor=_actor(),
+            reason=reason,
+            batch_size=batch_size or BATCH_SIZE,
+            progress=bar.update,
+        )
+    moved = ", ".join(f"{t} {n}" for t, n in report.moved.items())
+    click.echo(f"moved under {key_label(report.key_id)}: {moved} (audit {report.audit_id})")
+    if report.from_key_ids:
+        click.echo(f"moved from: {', '.join(report.from_key_ids)}")
+    if report.merged_opt_outs:
+        click.echo(f"{report.merged_opt_outs} opt-out(s) were recorded under both keys; one row each is kept")
+    if report.remaining:
+        unopenable = sum(report.unopenable.values())
+        lines = [f"{report.remaining} row(s) are still not under {key_label(report.key_id)}"]
+        if report.missing_key_ids:
+            lines.append(
+                f"{unopenable} hold values sealed under {', '.join(report.missing_key_ids)}, which this ring "
+                "does not hold: add that key to JOBYARD_DATA_KEYS_OLD and run this again"
+            )
+        elif unopenable:
+            lines.append(f"{unopenable} hold damaged values (see the rotation_value_unopenable log lines)")
+        if report.remaining > unopenable:
+            lines.append(
+                "the rest were held by running work on every pass, or written meanwhile under an older key "
+                "(is every process running with the new JOBYARD_DATA_KEY?): run this again"
+            )
+        raise click.ClickException("; ".join(lines))
+    click.echo(
+        "done: every sealed value and hash is under the current key. Older keys can leave "
+        "JOBYARD_DATA_KEYS_OLD once no process seals with them any more."
+    )

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import Connection
 
+from core.errors import DataKeyMismatch
 from core.job_types import FieldError, UnknownJobType, get_job_type, open_payload, validate_payload
 from core.jobs import Job, JobStatus
 from core.models import jobs
@@ -201,7 +202,12 @@ def patched(
         jt = get_job_type(job_type)
     except UnknownJobType:
         return None, [FieldError("type", f"unknown job type {job_type!r}")]
-    clear = open_payload(payload)  # a patch applies to what the caller sent, not to sealed text
+    # A patch applies to what the caller sent, not to sealed text; a field the patch sets again
+    # need not open (how a job that died of data_key_mismatch is given a new value).
+    try:
+        clear = open_payload(jt, payload, keep=patch.keys() if patch else ())
+    except DataKeyMismatch as exc:
+        return None, [FieldError("payload", exc.message)]
     return validate_payload(jt, clear if patch is None else merge_patch(clear, patch))
 
 

@@ -61,6 +61,20 @@ class UnknownOutcomeError(JobyardError):
     retryable = False
 
 
+class DataKeyMismatch(PermanentError):
+    """A sealed value of the job cannot be opened: its data key is not held, or it is damaged or was
+    sealed for another field or job type. Retrying with the same keys cannot help."""
+
+    code = "data_key_mismatch"
+
+
+class DataKeyUnknown(RetryableError):
+    """Opt-outs are hashed under a data key this process does not hold, so it cannot tell whether a
+    recipient wrote STOP: it sends nothing. Retried, since giving the process that key fixes it."""
+
+    code = "data_key_unknown"
+
+
 class Postponed(JobyardError):
     """The job may not run yet (the recipient's quiet hours); it waits until ``until`` for free.
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from core.crypto import data_cipher, is_sealed, masked
+from core.crypto import SealedValueError, data_cipher, key_label, looks_sealed, masked
+from core.errors import DataKeyMismatch
 from core.settings import Settings, get_settings
 
 
@@ -43,29 +45,90 @@ class JobType:
         return self.queue or self.name
 
     def seal(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The payload as stored in Postgres: sealed fields encrypted (already sealed ones kept)."""
+        """The payload as stored in Postgres: each sealed field's clear value sealed fresh, bound to
+        this type and field.
+
+        A value that is already sealed is carried forward as it is: only a stored row's payload
+        (a schedule's firing) holds one, since ``validate_payload`` refuses a sealed-looking value in
+        a sealed field, so a client can never hand in a ciphertext. If a carried value does not
+        belong here, opening it at claim time fails that job alone (`data_key_mismatch`).
+        """
         if not self.sealed_fields:
             return payload
         cipher = data_cipher()
         return {
-            k: cipher.seal(v) if k in self.sealed_fields and isinstance(v, str) else v
+            k: cipher.seal(v, payload_context(self.name, k))
+            if k in self.sealed_fields and isinstance(v, str) and not looks_sealed(v)
+            else v
             for k, v in payload.items()
         }
 
 
-def open_payload(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored payload with its sealed fields decrypted, for the handler that runs it."""
-    if not any(is_sealed(v) for v in stored.values()):
+def payload_context(type_name: str, field: str) -> str:
+    """What a sealed payload field is bound to: its job type and field (AES-GCM associated data)."""
+    return f"payload:{type_name}:{field}"
+
+
+def open_payload(job_type: JobType, stored: dict[str, Any], *, keep: Collection[str] = ()) -> dict[str, Any]:
+    """A stored payload with the type's sealed fields opened, for the handler that runs it.
+
+    Only the fields the type declares sealed are opened; any other string is data, whatever it
+    starts with. Fields in ``keep`` are left as stored (a redrive's patch replaces them). Raises
+    DataKeyMismatch, naming the field and the key id, when a sealed field does not open.
+    """
+    fields = [f for f in job_type.sealed_fields if f not in keep and looks_sealed(stored.get(f))]
+    if not fields:
         return stored
     cipher = data_cipher()
-    return {k: cipher.open(v) if is_sealed(v) else v for k, v in stored.items()}
+    opened = dict(stored)
+    for f in fields:
+        try:
+            opened[f] = cipher.open(stored[f], payload_context(job_type.name, f))
+        except SealedValueError as exc:
+            raise DataKeyMismatch(_mismatch_message(job_type.name, f, exc)) from None
+    return opened
 
 
-def shown_payload(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored payload as the API shows it: sealed fields masked (``+44*******789``)."""
-    if not any(is_sealed(v) for v in stored.values()):
+def _mismatch_message(type_name: str, field: str, exc: SealedValueError) -> str:
+    what = f"payload.{field} of this {type_name} job {exc}"
+    if exc.key_id is not None and not exc.key_held:
+        return (
+            f"{what}. Give the workers that data key ({key_label(exc.key_id)}, in JOBYARD_DATA_KEYS_OLD), "
+            "then redrive the job; or redrive it with a payload patch that sets the field again"
+        )
+    return f"{what}. It cannot be run as stored: redrive it with a payload patch that sets the field again"
+
+
+def same_payload(job_type: JobType, first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two stored payloads hold the same values. Sealing is randomised (a fresh nonce each
+    time), so sealed fields are compared opened; one that does not open compares as stored."""
+    if first.keys() != second.keys():
+        return False
+    for k, a in first.items():
+        b = second[k]
+        if a == b:
+            continue
+        if k not in job_type.sealed_fields or not isinstance(a, str) or not isinstance(b, str):
+            return False
+        try:
+            if open_payload(job_type, {k: a}) != open_payload(job_type, {k: b}):
+                return False
+        except DataKeyMismatch:
+            return False
+    return True
+
+
+def shown_payload(type_name: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload as the API shows it: the type's sealed fields masked (``+44*******789``)."""
+    job_type = _registry.get(type_name)
+    if job_type is None or not job_type.sealed_fields:
         return stored
-    return {k: masked(v) if is_sealed(v) else v for k, v in stored.items()}
+    return {
+        k: masked(v, payload_context(type_name, k))
+        if k in job_type.sealed_fields and isinstance(v, str)
+        else v
+        for k, v in stored.items()
+    }
 
 
 class UnknownJobType(LookupError):
@@ -110,6 +173,12 @@ def load_job_modules(settings: Settings | None = None) -> list[str]:
 # -- payload validation ------------------------------------------------------------------------
 
 
+#: Why a sealed field's value that looks sealed is refused: client input is never taken as ciphertext.
+SEALED_INPUT_MESSAGE = (
+    "looks like a sealed value (jy1:..., jy2:...); send the value in clear: Jobyard seals it itself"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class FieldError:
     field: str
@@ -135,6 +204,13 @@ def validate_payload(job_type: JobType, data: Any, prefix: str = "payload") -> t
         # No field is wrong on its own: a cross-field check in __post_init__ failed.
         return None, errors or [FieldError(prefix, str(first_error))]
     normalised = msgspec.to_builtins(value)
+    sealed_looking = [
+        FieldError(f"{prefix}.{f}", SEALED_INPUT_MESSAGE)
+        for f in job_type.sealed_fields
+        if looks_sealed(normalised.get(f))
+    ]
+    if sealed_looking:
+        return None, sealed_looking
     size = len(msgspec.json.encode(normalised))
     if size > job_type.max_payload_bytes:
         message = f"is {size} bytes as JSON; a {job_type.name} payload may have at most {job_type.max_payload_bytes}"

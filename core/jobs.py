@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Row
 
 from core.broker import Publication, publish
 from core.db import autocommit, transaction
-from core.job_types import get_job_type, open_payload, shown_payload
+from core.job_types import get_job_type, same_payload, shown_payload
 from core.models import jobs
 from core.settings import Settings, get_settings
 
@@ -90,7 +90,7 @@ class Job(msgspec.Struct, kw_only=True):
             type=m["type"],
             queue=m["queue"],
             status=m["status"],
-            payload=shown_payload(m["payload"]),
+            payload=shown_payload(m["type"], m["payload"]),
             business_key=m["business_key"],
             idempotency_key=m["idempotency_key"],
             attempts=m["attempts"],
@@ -230,8 +230,8 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
             continue
         assert r.idempotency_key is not None  # only a repeated key makes the insert skip a row
         first = existing[r.idempotency_key]
-        # Sealing is randomised (a fresh nonce each time), so compare the payloads in clear.
-        if first.type != r.type or open_payload(first.payload) != open_payload(r.payload):
+        # Sealing is randomised (a fresh nonce each time): sealed fields are compared in clear.
+        if first.type != r.type or not same_payload(get_job_type(r.type), first.payload, r.payload):
             raise IdempotencyConflict(index, r.idempotency_key, first.id)
         results.append(Enqueued(Job.from_row(first), created=False))
     return results
@@ -285,7 +285,7 @@ def new_job(r: NewRow, now: datetime) -> Job:
         type=r.type,
         queue=r.queue,
         status=r.status,
-        payload=shown_payload(r.payload),
+        payload=shown_payload(r.type, r.payload),
         business_key=r.business_key,
         idempotency_key=r.idempotency_key,
         attempts=0,

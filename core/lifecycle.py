@@ -27,7 +27,9 @@ class Claim:
 
     job_id: uuid.UUID
     type: str
-    payload: dict[str, Any]
+    #: The payload as stored: sealed fields still sealed. ``open_claim`` opens them, after the claim
+    #: committed, so a value that does not open fails this job, never the claim.
+    stored_payload: dict[str, Any]
     attempt: int
     max_retries: int
     #: Attempts that do not count against max_retries (see models.jobs.retry_base).
@@ -42,13 +44,19 @@ class Claim:
         return cls(
             job_id=row.id,
             type=row.type,
-            payload=open_payload(row.payload),
+            stored_payload=row.payload,
             attempt=row.attempts,
             max_retries=row.max_retries,
             retry_base=row.retry_base,
             request_id=row.request_id,
             business_key=row.business_key,
         )
+
+
+def open_claim(c: Claim) -> dict[str, Any]:
+    """The claim's payload with its sealed fields opened, for the handler; DataKeyMismatch (a
+    permanent failure of this job alone) when one does not open."""
+    return open_payload(get_job_type(c.type), c.stored_payload)
 
 
 class ClaimLost(Exception):

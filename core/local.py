@@ -14,7 +14,7 @@ import psycopg
 import redis
 import structlog
 
-from core.crypto import DATA_KEY_FILE, ensure_data_key_file, resolve_data_key
+from core.crypto import DATA_KEY_FILE, ensure_data_key_file, resolve_data_key, resolve_old_data_keys
 from core.embedded import EmbeddedPostgres, EmbeddedRedis, remove_services_file, write_services_file
 from core.settings import Settings
 
@@ -139,7 +139,10 @@ def ensure_local_data_key(settings: Settings, home: Path) -> Settings:
                 path=str(home / DATA_KEY_FILE),
                 detail="phone numbers are encrypted with this key: back it up; without it they cannot be read",
             )
-    return settings.replace(data_key=resolve_data_key(settings))
+    # The file's further lines are older keys of the ring (read before data_key is filled in).
+    return settings.replace(
+        data_key=resolve_data_key(settings), data_keys_old=resolve_old_data_keys(settings)
+    )
 
 
 def admin_key_line(admin_key: str | None, home: Path) -> str:

@@ -282,6 +282,8 @@ outbound_messages = sa.Table(
     # The recipient, sealed (core/crypto.py), and its keyed hash to find a number's messages.
     sa.Column("to_sealed", sa.Text, nullable=False),
     sa.Column("to_hash", sa.Text, nullable=False),
+    # The data key to_hash (and to_sealed) is under: a rotation finds what it has still to move.
+    sa.Column("to_key_id", sa.Text, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),  # template | text
     sa.Column("body", Json, nullable=False),
     # pending (call about to be made) | sent | dry_run | failed | delivered | read | unknown
@@ -311,10 +313,15 @@ opt_outs = sa.Table(
     sa.Column("channel", sa.Text, primary_key=True),
     sa.Column("address_hash", sa.Text, primary_key=True),
     sa.Column("address_sealed", sa.Text, nullable=False),
+    # The data key address_hash (and address_sealed) is under. A worker that does not hold one of
+    # these keys cannot match a number against those rows, so it refuses to send (core/optouts.py).
+    sa.Column("address_key_id", sa.Text, nullable=False),
     sa.Column("source", sa.Text, nullable=False),  # api | webhook
     sa.Column("reason", sa.Text),
     _ts("created_at", nullable=False, default_now=True),
 )
+# The distinct key ids of the opt-outs, read by a loose index scan (one probe per key id).
+sa.Index("ix_opt_outs_address_key_id", opt_outs.c.address_key_id)
 
 # Embeddings. A collection keeps the one model (and so the one dimension) it was created with.
 embedding_collections = sa.Table(

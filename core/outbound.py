@@ -26,6 +26,9 @@ PENDING = "pending"
 UNKNOWN = "unknown"
 #: States in which the message certainly went out.
 WENT_OUT = ("sent", "delivered", "read")
+#: What the sealed recipient and the sealed `to` of the stored request body are bound to.
+TO_CONTEXT = "outbound_messages.to"
+BODY_TO_CONTEXT = "outbound_messages.body.to"
 #: Delivery progress; a webhook never moves a message back down this order.
 _RANK = {PENDING: 0, UNKNOWN: 0, "sent": 1, "failed": 2, "delivered": 2, "read": 3}
 
@@ -52,10 +55,10 @@ class OutboundMessage(msgspec.Struct, kw_only=True):
     @classmethod
     def from_row(cls, row: Any) -> OutboundMessage:
         m = dict(row._mapping)
-        del m["to_hash"]
-        m["to"] = masked(m.pop("to_sealed"))
-        if "to" in m["body"]:
-            m["body"] = {**m["body"], "to": masked(m["body"]["to"])}
+        del m["to_hash"], m["to_key_id"]
+        m["to"] = masked(m.pop("to_sealed"), TO_CONTEXT)
+        if isinstance(m["body"].get("to"), str):
+            m["body"] = {**m["body"], "to": masked(m["body"]["to"], BODY_TO_CONTEXT)}
         return cls(**m)
 
 
@@ -77,11 +80,12 @@ def insert(
             id=outbound_id,
             job_id=job_id,
             attempt=attempt,
-            to_sealed=cipher.seal(to),
+            to_sealed=cipher.seal(to, TO_CONTEXT),
             to_hash=cipher.lookup_hash(to),
+            to_key_id=cipher.key_id,
             kind=kind,
             # The request as sent, but the recipient sealed: Postgres never holds a number in clear.
-            body={**body, "to": cipher.seal(body["to"])} if "to" in body else body,
+            body={**body, "to": cipher.seal(body["to"], BODY_TO_CONTEXT)} if "to" in body else body,
             status=status,
             created_at=now,
             updated_at=now,
@@ -206,7 +210,8 @@ def list_outbound(
     if job_id is not None:
         query = query.where(om.c.job_id == job_id)
     if to is not None:
-        query = query.where(om.c.to_hash == data_cipher().lookup_hash(to))
+        # Under every key of the ring: rows written before a rotation reached them match too.
+        query = query.where(om.c.to_hash.in_(data_cipher().lookup_hashes(to)))
     if status is not None:
         query = query.where(om.c.status == status)
     rows, next_cursor = split_page(

@@ -59,6 +59,7 @@ def provider_secrets(settings: Settings) -> list[str]:
         settings.whatsapp_verify_token,
         settings.openai_api_key,
         settings.data_key,
+        *settings.data_keys_old,
     ]
     try:
         providers = json.loads(settings.llm_providers) if settings.llm_providers else []

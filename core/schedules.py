@@ -72,7 +72,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     def from_row(cls, row: Any) -> Schedule:
         """The schedule as the API shows it: personal data in the payload masked."""
         m = dict(row._mapping)
-        m["payload"] = shown_payload(m["payload"])
+        m["payload"] = shown_payload(m["type"], m["payload"])
         return cls(**{f: m[f] for f in cls.__struct_fields__})
 
 

@@ -199,6 +199,13 @@ class Settings:
         "hashes. Required; `jobyard up` generates one into JOBYARD_HOME.",
         secret=True,
     )
+    data_keys_old: tuple[str, ...] = _setting(
+        "JOBYARD_DATA_KEYS_OLD",
+        (),
+        "Comma-separated older data keys that still open what they sealed and match what they hashed "
+        "(a retired key until `jobyard data-key rotate` has moved its values); they never seal.",
+        secret=True,
+    )
     shutdown_timeout_s: float = _setting(
         "JOBYARD_SHUTDOWN_TIMEOUT",
         30.0,

@@ -226,3 +226,23 @@ def record_effect(ctx: JobContext, payload: EffectPayload) -> dict[str, Any]:
         {"marker": payload.marker, "job_id": ctx.claim.job_id, "attempt": ctx.claim.attempt},
     )
     return {"attempt": ctx.claim.attempt}
+
+
+class SealedBatchPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: A recipient sealed at rest, of a type whose jobs run in batches.
+    to: str
+
+
+register_job_type(
+    JobType(name="test_sealed_batch", payload=SealedBatchPayload, max_retries=2, sealed_fields=("to",))
+)
+
+
+@handler("test_sealed_batch")
+def sealed_single(ctx: JobContext, payload: SealedBatchPayload) -> dict[str, Any]:
+    return {"batch_size": 1, "opened": payload.to.startswith("+")}
+
+
+@batch_handler("test_sealed_batch")
+def sealed_batch(ctx: BatchContext, payloads: list[SealedBatchPayload]) -> list[dict[str, Any]]:
+    return [{"batch_size": len(payloads), "opened": p.to.startswith("+")} for p in payloads]

@@ -25,7 +25,7 @@ from core.consumer import batch_actor_name
 from core.db import autocommit, transaction
 from core.job_types import JobType
 from core.jobs import utcnow
-from core.lifecycle import Claim, ClaimLost
+from core.lifecycle import Claim, ClaimLost, open_claim
 from core.settings import Settings
 from workers import middleware
 
@@ -93,11 +93,11 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
                 log.info("job_skipped", job_id=str(job_id), type=job_type.name, reason="not claimable")
     for c in claims:
         _log_job("job_started", c)
+    claims, payloads = _open_payloads(lifecycle, job_type, claims)
     if not claims:
         return
     try:
         with transaction(settings) as conn:
-            payloads = [msgspec.convert(c.payload, job_type.payload) for c in claims]
             results = _batch_handlers[job_type.name](BatchContext(claims, settings, conn), payloads)
             mark_many_succeeded(conn, claims, results)
     except Exception as exc:
@@ -109,6 +109,23 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
         return
     for c in claims:
         _log_job("job_succeeded", c)
+
+
+def _open_payloads(
+    lifecycle: middleware.JobLifecycle, job_type: JobType, claims: list[Claim]
+) -> tuple[list[Claim], list[Any]]:
+    """Each claim's payload opened and typed; a job whose payload does not open (a sealed value under
+    a key this worker lacks, or bound elsewhere) fails alone, and the others run as a batch."""
+    ready: list[Claim] = []
+    payloads: list[Any] = []
+    for c in claims:
+        try:
+            payloads.append(msgspec.convert(open_claim(c), job_type.payload))
+        except Exception as exc:
+            lifecycle.record_failure(c, exc)
+            continue
+        ready.append(c)
+    return ready, payloads
 
 
 def _log_job(event: str, c: Claim) -> None:

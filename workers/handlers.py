@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from core.db import transaction
 from core.job_types import get_job_type, job_types
-from core.lifecycle import Claim, mark_succeeded
+from core.lifecycle import Claim, mark_succeeded, open_claim
 from core.settings import Settings
 from workers import middleware
 
@@ -90,7 +90,8 @@ def run_claimed(claim: Claim, settings: Settings) -> Any:
     """Run a claimed job through its handler and commit its success (raises on failure)."""
     type_name = claim.type
     job_type = get_job_type(type_name)
-    payload = msgspec.convert(claim.payload, job_type.payload)
+    # Opened here, after the claim committed: a value that does not open fails this job alone.
+    payload = msgspec.convert(open_claim(claim), job_type.payload)
     fn = _handlers[type_name]
     if type_name in _outside_transaction:
         result = fn(JobContext(claim=claim, settings=settings, job_conn=None), payload)

@@ -148,7 +148,14 @@ class JobLifecycle(Middleware):
         except ClaimLost:
             log.warning("claim_lost", detail="failure not recorded; another worker owns this job now")
             return
-        log.warning("job_failed", status=status, error_code=error["code"], error_message=error["message"])
+        log.warning(
+            "job_failed",
+            job_id=str(claimed.job_id),
+            type=claimed.type,
+            status=status,
+            error_code=error["code"],
+            error_message=error["message"],
+        )
 
     def _reset(self) -> None:
         _local.claim = None

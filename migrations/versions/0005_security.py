@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from core.crypto import DataCipher, DataKeyError, is_sealed, mask_phones_in, resolve_data_key
+from core.crypto import DataCipher, DataKeyError, looks_sealed, mask_phones_in, resolve_data_key
 from core.settings import Settings, get_settings
 
 revision = "0005"
@@ -29,6 +29,12 @@ depends_on = None
 
 #: Rows converted per statement, so a large table does not build one huge parameter list.
 _BATCH = 1000
+# What each sealed value is bound to (AES-GCM associated data): kept here, not imported, so this
+# revision does not change when the code does; they match core.outbound, core.optouts and
+# core.job_types.payload_context.
+_OUTBOUND_TO, _OUTBOUND_BODY_TO = "outbound_messages.to", "outbound_messages.body.to"
+_OPT_OUT = "opt_outs.address"
+_PAYLOAD_TO = "payload:whatsapp_message:to"
 #: Postgres regex that any text holding a phone number matches (a cheap pre-filter).
 _DIGITS = r"[0-9]{7}"
 
@@ -92,11 +98,11 @@ def _outbound(conn: sa.Connection, key: _Key) -> None:
         for row in chunk:
             body = dict(row.body)
             if isinstance(body.get("to"), str):
-                body["to"] = cipher.seal(body["to"])
+                body["to"] = cipher.seal(body["to"], _OUTBOUND_BODY_TO)
             params.append(
                 {
                     "id": row.id,
-                    "sealed": cipher.seal(row.to_number),
+                    "sealed": cipher.seal(row.to_number, _OUTBOUND_TO),
                     "hash": cipher.lookup_hash(row.to_number),
                     "body": json.dumps(body),
                 }
@@ -135,7 +141,7 @@ def _opt_outs(conn: sa.Connection, key: _Key) -> None:
                     "channel": r.channel,
                     "address": r.address,
                     "hash": cipher.lookup_hash(r.address),
-                    "sealed": cipher.seal(r.address),
+                    "sealed": cipher.seal(r.address, _OPT_OUT),
                 }
                 for r in chunk
             ],
@@ -163,9 +169,9 @@ def _payloads(conn: sa.Connection, key: _Key, table: str, type_column: str) -> N
                 f"UPDATE {table} SET payload = jsonb_set(payload, '{{to}}', to_jsonb(CAST(:to AS text))) WHERE id = :id"
             ),
             [
-                {"id": r.id, "to": cipher.seal(r.payload["to"])}
+                {"id": r.id, "to": cipher.seal(r.payload["to"], _PAYLOAD_TO)}
                 for r in chunk
-                if not is_sealed(r.payload["to"])
+                if not looks_sealed(r.payload["to"])
             ],
         )
 

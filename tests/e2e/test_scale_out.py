@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from core.crypto import use_data_key
 from core.db import transaction
 from core.job_types import open_payload
+from core.messaging import WHATSAPP_MESSAGE
 from core.models import chat_messages, jobs, unread_counters
 from core.settings import Settings
 from tests.e2e.conftest import FIGURES
@@ -286,7 +287,7 @@ def _check_effects(
         if row.status not in ("succeeded", "dead"):
             lost += 1
         elif row.type == "whatsapp_message":
-            payload = open_payload(row.payload)  # the recipient is sealed at rest
+            payload = open_payload(WHATSAPP_MESSAGE, row.payload)  # the recipient is sealed at rest
             times = sent[(payload["to"], payload["text"])]
             if row.status == "succeeded":
                 lost += times == 0

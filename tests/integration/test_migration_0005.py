@@ -15,9 +15,10 @@ from psycopg import sql
 
 from core.crypto import DataKeyError, data_cipher
 from core.db import dispose_engines, transaction
+from core.job_types import payload_context
 from core.migrate import alembic_config, upgrade
 from core.optouts import is_opted_out
-from core.outbound import list_outbound
+from core.outbound import BODY_TO_CONTEXT, list_outbound
 from core.settings import Settings
 from tests import services as test_services
 from tests.integration.test_personal_data import _columns_holding
@@ -110,13 +111,16 @@ def test_upgrading_seals_every_number_written_before(empty_database: Settings) -
         payload = conn.execute(
             sa.text("SELECT payload FROM jobs WHERE id = :id"), {"id": job_id}
         ).scalar_one()
-        assert cipher.open(payload["to"]) == NUMBER and payload["text"] == "hello"
+        assert (
+            cipher.open(payload["to"], payload_context("whatsapp_message", "to")) == NUMBER
+            and payload["text"] == "hello"
+        )
         error = conn.execute(sa.text("SELECT error FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one()
         assert error["message"] == "+14******124 opted out of WhatsApp messages"
         assert is_opted_out(conn, OPTED_OUT) and not is_opted_out(conn, NUMBER)
         (message,), _ = list_outbound(conn, job_id=None, to=NUMBER, status=None, limit=10, cursor=None)
         assert message.to == "+14******123" and message.body["to"] == "+14******123"
         sealed_body = conn.execute(sa.text("SELECT body FROM outbound_messages")).scalar_one()
-        assert cipher.open(sealed_body["to"]) == NUMBER
+        assert cipher.open(sealed_body["to"], BODY_TO_CONTEXT) == NUMBER
         schedule = conn.execute(sa.text("SELECT payload FROM schedules")).scalar_one()
-        assert cipher.open(schedule["to"]) == IN_SCHEDULE
+        assert cipher.open(schedule["to"], payload_context("whatsapp_message", "to")) == IN_SCHEDULE

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from core.crypto import data_cipher
 from core.db import transaction
+from core.outbound import TO_CONTEXT
 from core.settings import Settings
 from core.whatsapp_webhook import signature
 from tests.fakes.openai import FakeOpenAI
@@ -197,8 +198,8 @@ def test_no_number_in_clear_at_rest_found_by_keyed_hash_and_no_secret_in_logs(
     assert _columns_holding(settings, [n.lstrip("+") for n in NUMBERS]) == []
     with transaction(settings) as conn:
         sealed = conn.execute(sa.text("SELECT to_sealed, to_hash FROM outbound_messages LIMIT 1")).one()
-    assert sealed.to_sealed.startswith("jy1:") and len(sealed.to_hash) == 64
-    assert data_cipher().open(sealed.to_sealed) in NUMBERS
+    assert sealed.to_sealed.startswith(f"jy2:{data_cipher().key_id}:") and len(sealed.to_hash) == 64
+    assert data_cipher().open(sealed.to_sealed, TO_CONTEXT) in NUMBERS
 
     # In the logs of both processes: nothing secret, no body, no number; but the lines are there.
     worker.stop()

@@ -15,20 +15,19 @@ from core.settings import Settings
 def test_a_sealed_number_opens_only_with_its_key_and_hashes_stay_stable() -> None:
     key = generate_data_key()
     cipher = DataCipher(key)
-    sealed = cipher.seal("+447700900123")
-    assert sealed.startswith(f"jy1:{cipher.key_id}:") and "447700900123" not in sealed
-    assert cipher.seal("+447700900123") != sealed  # a fresh nonce each time
-    assert cipher.seal(sealed) == sealed  # sealing twice is harmless
-    assert cipher.open(sealed) == "+447700900123"
+    sealed = cipher.seal("+447700900123", "payload:whatsapp_message:to")
+    assert sealed.startswith(f"jy2:{cipher.key_id}:") and "447700900123" not in sealed
+    assert cipher.seal("+447700900123", "payload:whatsapp_message:to") != sealed  # a fresh nonce each time
+    assert cipher.open(sealed, "payload:whatsapp_message:to") == "+447700900123"
     assert cipher.lookup_hash("+447700900123") == DataCipher(key).lookup_hash("+447700900123")
     assert cipher.lookup_hash("+447700900123") != cipher.lookup_hash("+447700900124")
     other = DataCipher(generate_data_key())
     assert other.lookup_hash("+447700900123") != cipher.lookup_hash("+447700900123")
-    with pytest.raises(DataKeyError, match="sealed with data key"):
-        other.open(sealed)
+    with pytest.raises(DataKeyError, match="is sealed under key-"):
+        other.open(sealed, "payload:whatsapp_message:to")
     tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
     with pytest.raises(DataKeyError):
-        cipher.open(tampered)
+        cipher.open(tampered, "payload:whatsapp_message:to")
 
 
 def test_bad_data_keys_are_refused_with_a_reason() -> None:
