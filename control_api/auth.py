@@ -21,9 +21,11 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from control_api.addresslimit import AddressLimiter, too_many_failures
+from control_api.errors import ApiError
 from core.db import transaction
 from core.jobs import utcnow
-from core.keys import ApiKey, KeyCache, UsageClock, hash_key, lookup_key, touch_key
+from core.keys import ApiKey, KeyCache, UsageClock, lookup_key, touch_key, well_formed
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -45,53 +47,132 @@ def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return connection.headers.get("x-api-key") or None
 
 
+def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The client's address as control_api/forwarded.py settled it."""
+    client = connection.scope.get("client")
+    return client[0] if client else "unknown"
+
+
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
+    """Authenticates in the cheapest order: an address over its failure budget is refused first
+    (429), then a missing or malformed key (401, no lookup), then the process's cache (bad keys
+    included), and only then Postgres, through KeyLookups."""
+
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        secret = _secret(connection)
-        if not secret:
-            raise NotAuthorizedException("an API key is required (Authorization: Bearer <key>)")
+        secret = _secret(connection) or ""
         app_state = connection.app.state
-        cache: KeyCache = app_state.key_cache
-        settings: Settings = app_state.settings
-        hit, key = cache.get(secret)
-        if not hit:
-            key = await _lookup_once(app_state, settings, secret)
-        if key is None:
-            raise NotAuthorizedException("the API key is unknown, revoked or expired")
+        key = await authenticate(app_state, client_address(connection), secret)
         clock: UsageClock = app_state.usage_clock
         if clock.due(key.id):
+            settings: Settings = app_state.settings
             await anyio.to_thread.run_sync(_touch, settings, key)
         return AuthenticationResult(user=key, auth=None)  # the secret is not kept past this point
 
 
-async def _lookup_once(app_state: Any, settings: Settings, secret: str) -> ApiKey | None:
-    """Look the key up in Postgres, once for all the requests that carry it at this moment.
+async def authenticate(app_state: Any, address: str, secret: str) -> ApiKey:
+    """The live key for ``secret`` sent from ``address``; raises the 401, 429 or 503 to answer."""
+    cache: KeyCache = app_state.key_cache
+    limiter: AddressLimiter | None = getattr(app_state, "address_limiter", None)
+    if limiter is not None:
+        wait = limiter.retry_after(address)
+        if wait is not None and not (secret and well_formed(secret) and cache.known(secret)):
+            raise too_many_failures(wait)
+    key = await find_key(app_state, secret)
+    if key is not None:
+        return key
+    wait = await limiter.failed(address) if limiter is not None else None
+    if wait is not None:
+        raise too_many_failures(wait)
+    if not secret:
+        raise NotAuthorizedException("an API key is required (Authorization: Bearer <key>)")
+    if not well_formed(secret):
+        raise NotAuthorizedException("the API key is malformed (a key is jy_ and 32 more characters)")
+    raise NotAuthorizedException("the API key is unknown, revoked or expired")
 
-    When the cached entry of a busy key expires, every request in flight with that key misses at
-    once; without this each would spend a thread and a query on the same row.
+
+async def find_key(app_state: Any, secret: str) -> ApiKey | None:
+    """The live key for ``secret``, or None: from the format alone, the cache, or one lookup."""
+    if not secret or not well_formed(secret):
+        return None
+    cache: KeyCache = app_state.key_cache
+    hit, key = cache.get(secret)
+    if hit:
+        return key
+    lookups: KeyLookups = app_state.key_lookups
+    return await lookups.lookup(secret)
+
+
+class KeyLookups:
+    """The Postgres lookups of one API process, on a bounded share of its threads and connections.
+
+    A lookup runs once for all the requests that carry the same key at that moment: when the cached
+    entry of a busy key expires, every request in flight with it misses at once, and without this
+    each would spend a thread and a query on the same row. A key this process has seen live is
+    looked up at once; any other (a new caller, or a flood of random keys) waits for one of
+    JOBYARD_KEY_LOOKUP_CONCURRENCY slots, at most ``WAIT_S``, and past ``MAX_WAITING`` waiters or that
+    wait gets a 503. So strangers can never hold more than those few connections of the pool the
+    API's reads and keyed enqueues use, nor delay the refresh of a known key.
     """
-    pending: dict[str, asyncio.Future[ApiKey | None]] = app_state.key_lookups
-    digest = hash_key(secret)
-    future = pending.get(digest)
-    if future is None:
+
+    #: Longest wait for a lookup slot before a 503: a client retries sooner than a stuck request.
+    WAIT_S = 2.0
+    #: Most lookups waiting for a slot; beyond, a request is answered 503 at once.
+    MAX_WAITING = 1_000
+
+    def __init__(self, settings: Settings, cache: KeyCache) -> None:
+        self.settings = settings
+        self.cache = cache
+        self._pending: dict[bytes, asyncio.Future[ApiKey | None]] = {}
+        self._slots = asyncio.Semaphore(max(1, settings.key_lookup_concurrency))
+        self._waiting = 0
+
+    async def lookup(self, secret: str) -> ApiKey | None:
+        digest = self.cache.digest(secret)
+        future = self._pending.get(digest)
+        if future is not None:
+            return await asyncio.shield(future)
         future = asyncio.get_running_loop().create_future()
-        pending[digest] = future
+        self._pending[digest] = future
         try:
-            key = await anyio.to_thread.run_sync(_lookup, settings, secret)
+            if self.cache.known(secret):
+                key = await anyio.to_thread.run_sync(_lookup, self.settings, secret)
+            else:
+                key = await self._as_stranger(secret)
         except BaseException as exc:
             # The waiters get the error too (a 503 for a Postgres outage), not a hang.
             future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
             future.exception()  # marks it retrieved when no one else waits
             raise
         else:
-            app_state.key_cache.put(secret, key)
+            self.cache.put(secret, key)
             future.set_result(key)
         finally:
-            del pending[digest]
+            del self._pending[digest]
         return key
-    return await asyncio.shield(future)
+
+    async def _as_stranger(self, secret: str) -> ApiKey | None:
+        if self._waiting >= self.MAX_WAITING:
+            raise _busy()
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self.WAIT_S):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise _busy() from None
+        finally:
+            self._waiting -= 1
+        try:
+            return await anyio.to_thread.run_sync(_lookup, self.settings, secret)
+        finally:
+            self._slots.release()
+
+
+def _busy() -> ApiError:
+    error = ApiError(503, "auth_busy", "too many API keys are being checked at once; retry shortly")
+    error.headers = {"Retry-After": "1"}
+    return error
 
 
 def _lookup(settings: Settings, secret: str) -> ApiKey | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+import redis
 import sqlalchemy.exc
 import structlog
 from litestar import Request, Response
@@ -81,9 +82,32 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     return response
 
 
+#: Postgres cancelled the statement: JOBYARD_DB_STATEMENT_TIMEOUT or JOBYARD_DB_LOCK_TIMEOUT passed.
+_TIMED_OUT = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
+
+
 def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("database_unavailable", error=str(exc))
-    return error_response(503, "dependency_down", "Postgres is unavailable", {"postgres": "down"})
+    if isinstance(getattr(exc, "orig", exc), _TIMED_OUT):
+        log.warning("database_timeout", path=request.url.path, error=str(getattr(exc, "orig", exc)))
+        response = error_response(
+            503,
+            "database_timeout",
+            "Postgres did not finish in time (a statement or lock timeout); retry shortly",
+            {"postgres": "timeout"},
+        )
+    else:
+        log.error("database_unavailable", error=str(exc))
+        response = error_response(503, "dependency_down", "Postgres is unavailable", {"postgres": "down"})
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _redis_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Every Redis client of the API has a socket timeout: a hung Redis ends here, not in a hung request.
+    log.error("redis_unavailable", path=request.url.path, error=str(exc))
+    response = error_response(503, "dependency_down", "Redis is unavailable", {"redis": "down"})
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -111,5 +135,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     psycopg.DataError: _unstorable,
     psycopg.OperationalError: _database_down,
     psycopg_pool.PoolTimeout: _database_down,
+    redis.RedisError: _redis_down,
     Exception: _unexpected,
 }

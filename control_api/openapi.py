@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
@@ -33,12 +34,17 @@ _ERRORS = {
 _WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
-def openapi_config(description: str | None) -> OpenAPIConfig:
+def openapi_config(description: str | None, *, ui: bool = False) -> OpenAPIConfig:
+    """The document at /schema/openapi.json (and .yaml); with ``ui`` (JOBYARD_API_DOCS_UI) also
+    Litestar's viewers, which load their scripts and styles from a CDN: off by default, so the API
+    serves no page that runs someone else's code."""
+    plugins: list[OpenAPIRenderPlugin] = [] if ui else [JsonRenderPlugin(), YamlRenderPlugin()]
     return OpenAPIConfig(
         title="Jobyard control API",
         version="1",
         path="/schema",
         description=description,
+        render_plugins=plugins,
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(
