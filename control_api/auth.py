@@ -20,6 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from prometheus_client import Counter
 
 from control_api.addresslimit import AddressLimiter, too_many_failures
 from control_api.errors import ApiError
@@ -29,6 +30,12 @@ from core.keys import ApiKey, KeyCache, UsageClock, lookup_key, touch_key, well_
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+#: What bad keys cost, for /metrics: lookups that reached Postgres (by what they found) and requests
+#: refused at authentication (by why). A flood of random keys shows as refusals, and as at most one
+#: lookup per distinct key.
+KEY_LOOKUPS = Counter("jobyard_api_key_lookups", "API-key lookups that reached Postgres.", ["result"])
+AUTH_REFUSALS = Counter("jobyard_auth_refusals", "Requests refused at authentication.", ["reason"])
 
 #: Route opt key that names how a route without a scope guard is protected ("public", "session").
 AUTH_OPT = "auth"
@@ -78,18 +85,27 @@ async def authenticate(app_state: Any, address: str, secret: str) -> ApiKey:
     if limiter is not None:
         wait = limiter.retry_after(address)
         if wait is not None and not (secret and well_formed(secret) and cache.known(secret)):
+            AUTH_REFUSALS.labels("address_limited").inc()
             raise too_many_failures(wait)
-    key = await find_key(app_state, secret)
+    try:
+        key = await find_key(app_state, secret)
+    except ApiError:
+        AUTH_REFUSALS.labels("busy").inc()
+        raise
     if key is not None:
         return key
+    reason = "missing" if not secret else "malformed" if not well_formed(secret) else "unknown"
     wait = await limiter.failed(address) if limiter is not None else None
+    AUTH_REFUSALS.labels("address_limited" if wait is not None else reason).inc()
     if wait is not None:
         raise too_many_failures(wait)
-    if not secret:
-        raise NotAuthorizedException("an API key is required (Authorization: Bearer <key>)")
-    if not well_formed(secret):
-        raise NotAuthorizedException("the API key is malformed (a key is jy_ and 32 more characters)")
-    raise NotAuthorizedException("the API key is unknown, revoked or expired")
+    raise NotAuthorizedException(
+        {
+            "missing": "an API key is required (Authorization: Bearer <key>)",
+            "malformed": "the API key is malformed (a key is jy_ and 32 more characters)",
+            "unknown": "the API key is unknown, revoked or expired",
+        }[reason]
+    )
 
 
 async def find_key(app_state: Any, secret: str) -> ApiKey | None:
@@ -146,6 +162,7 @@ class KeyLookups:
             future.exception()  # marks it retrieved when no one else waits
             raise
         else:
+            KEY_LOOKUPS.labels("live" if key is not None else "not_live").inc()
             self.cache.put(secret, key)
             future.set_result(key)
         finally:

@@ -204,6 +204,12 @@ def lookup_key(conn: Connection, secret: str) -> ApiKey | None:
     return key
 
 
+#: Most live keys a KeyCache remembers: far more than a farm has callers.
+MAX_LIVE = 10_000
+#: Most bad secrets a KeyCache remembers (about 200 bytes each: 10 MB at most).
+MAX_BAD = 50_000
+
+
 class KeyCache:
     """Remembers lookups so each request does not cost a query.
 
@@ -215,14 +221,12 @@ class KeyCache:
     lookup of a key we have seen is not queued behind lookups of strangers (control_api/auth.py).
     """
 
-    #: Most live keys remembered per process: far more than a farm has callers.
-    MAX_LIVE = 10_000
-    #: Most bad secrets remembered per process (about 120 bytes each: 6 MB).
-    MAX_BAD = 50_000
-
-    def __init__(self, ttl_s: float, negative_ttl_s: float = 0.0) -> None:
+    def __init__(
+        self, ttl_s: float, negative_ttl_s: float = 0.0, *, max_live: int = MAX_LIVE, max_bad: int = MAX_BAD
+    ) -> None:
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s or ttl_s
+        self.max_live, self.max_bad = max_live, max_bad
         self._live: OrderedDict[bytes, tuple[float, ApiKey]] = OrderedDict()
         self._bad: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
@@ -260,12 +264,12 @@ class KeyCache:
                 self._live.pop(digest, None)
                 self._bad[digest] = now + self.negative_ttl_s
                 self._bad.move_to_end(digest)
-                while len(self._bad) > self.MAX_BAD:
+                while len(self._bad) > self.max_bad:
                     self._bad.popitem(last=False)
             else:
                 self._live[digest] = (now + self.ttl_s, key)
                 self._live.move_to_end(digest)
-                while len(self._live) > self.MAX_LIVE:
+                while len(self._live) > self.max_live:
                     self._live.popitem(last=False)
 
     def __len__(self) -> int:
