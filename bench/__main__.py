@@ -1,6 +1,7 @@
 """Jobyard side by side with bare Dramatiq and Celery, every figure measured in one run.
 
     python -m bench [--only latency,drain,enqueue,dispatch,memory]
+    python -m bench --only bad_keys --out /tmp/bench     # a valid client under a flood of bad keys
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
@@ -19,7 +20,10 @@ from typing import Any
 
 from bench.harness import Bench
 
+#: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
+#: Run only when named with --only.
+EXTRA_SCENARIOS = ("bad_keys",)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -39,13 +43,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn processes for `jobyard api`")
     parser.add_argument("--dispatch-jobs", type=int, default=10_000)
+    parser.add_argument("--bad-keys-requests", type=int, default=5_000, help="random-key requests a round")
+    parser.add_argument("--bad-keys-rounds", type=int, default=5)
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in args.only if s not in SCENARIOS]
+    unknown = [s for s in args.only if s not in SCENARIOS + EXTRA_SCENARIOS]
     if unknown:
-        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS + EXTRA_SCENARIOS)}")
     return args
 
 

@@ -27,6 +27,11 @@ GOALS = (
         lambda r: r["enqueue"]["batch"]["jobs_per_s"] >= 20000,
         "enqueue",
     ),
+    (
+        "valid client's enqueue p99 under a bad-key flood <= 3x idle",
+        lambda r: r["bad_keys"]["limited"]["p99_ratio"] <= 3,
+        "bad_keys",
+    ),
 )
 
 
@@ -114,6 +119,15 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(
             f"| idle worker process RSS, MiB | {_f(j)} | {_f(d)} | {_f(c)} | {j / d:.2f} | {j / c:.2f} |"
         )
+    if "bad_keys" in results:
+        r = results["bad_keys"]
+        for key, label in (("limited", "defaults"), ("no_address_limit", "address limit off")):
+            b = r[key]
+            lines.append(
+                f"| valid client's enqueue p99 idle / during {r['requests_per_round']:,} random keys from 64 "
+                f"connections ({label}), ms | {_f(b['idle']['p99_ms'], 2)} / {_f(b['flood']['p99_ms'], 2)} "
+                f"({b['p99_ratio']:.2f}x) | | | | |"
+            )
     lines += ["", "| goal | met |", "| --- | --- |"]
     for label, check, scenario in GOALS:
         met = "not run" if scenario not in results else ("yes" if check(results) else "**no**")

@@ -11,6 +11,11 @@ from a blocked address, so a good client behind the same NAT as a bad one keeps 
 
 The address is the connection's peer, or what a trusted proxy says (control_api/forwarded.py).
 If Redis does not answer, failures are not counted (fail open), as with the key limiter.
+
+A blocked address's requests to the key-authenticated API are answered by ``AddressGate``, a plain
+ASGI middleware in front of the app's routing: a refusal during a flood costs a dictionary lookup
+and two ASGI messages, not a request object, an exception and its handler, so the flood takes as
+little as possible of the event loop a good client shares with it.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio
 import structlog
+from litestar.types import ASGIApp, Receive, Scope, Send
 
+from control_api.auth_metrics import AUTH_REFUSALS
 from control_api.errors import ApiError
+from control_api.headers import add_security_headers
 from control_api.ratelimit import GCRA_SCRIPT
+from core.keys import KeyCache, carried_secret, well_formed
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -45,6 +55,10 @@ class AddressLimiter:
         self._script: Any = client.register_script(GCRA_SCRIPT)
         self._blocked: OrderedDict[str, float] = OrderedDict()
         self._warned_at = -_WARN_EVERY_S
+
+    def any_blocked(self) -> bool:
+        """Whether some address may be blocked now: False costs the gate nothing more."""
+        return bool(self._blocked)
 
     def retry_after(self, address: str) -> float | None:
         """Seconds until ``address`` may try again, or None when it is not blocked (no Redis call)."""
@@ -82,14 +96,77 @@ class AddressLimiter:
         return wait
 
 
+def _message(retry_after_s: float) -> str:
+    return (
+        "too many requests from this address failed authentication; "
+        f"retry after {retry_after_s:.2f} s with a valid API key"
+    )
+
+
 def too_many_failures(retry_after_s: float) -> ApiError:
     """The 429 a blocked address gets."""
     error = ApiError(
-        429,
-        "too_many_auth_failures",
-        "too many requests from this address failed authentication; "
-        f"retry after {retry_after_s:.2f} s with a valid API key",
-        {"retry_after_s": round(retry_after_s, 3)},
+        429, "too_many_auth_failures", _message(retry_after_s), {"retry_after_s": round(retry_after_s, 3)}
     )
     error.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
     return error
+
+
+#: Paths the gate watches: the key-authenticated API and the dashboard's login form. Probes and
+#: provider webhooks are left alone (they are not how keys are guessed).
+def _gated(scope: Scope) -> bool:
+    path: str = scope["path"]
+    if path.startswith("/v1/") or path == "/metrics":
+        return True
+    return path == "/dashboard/login" and scope.get("method") == "POST"
+
+
+def _carried_secret(scope: Scope) -> str:
+    headers = {bytes(k).lower(): bytes(v).decode("latin-1") for k, v in scope.get("headers", ())}
+    return carried_secret(headers.get(b"authorization", ""), headers.get(b"x-api-key")) or ""
+
+
+class AddressGate:
+    """Answers 429 to a blocked address before the app routes the request (see the module's doc)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope["app"].state if scope["type"] == "http" else None  # type: ignore[comparison-overlap]
+        limiter: AddressLimiter | None = getattr(state, "address_limiter", None)
+        if limiter is not None and limiter.any_blocked() and _gated(scope):
+            client = scope.get("client")
+            wait = limiter.retry_after(client[0] if client else "unknown")
+            if wait is not None:
+                secret = _carried_secret(scope)
+                cache: KeyCache = state.key_cache  # type: ignore[union-attr]
+                if not (well_formed(secret) and cache.known(secret)):
+                    AUTH_REFUSALS.labels("address_limited").inc()
+                    await _refuse(scope, send, wait)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(scope: Scope, send: Send, wait: float) -> None:
+    body = msgspec.json.encode(
+        {
+            "error": {
+                "code": "too_many_auth_failures",
+                "message": _message(wait),
+                "details": {"retry_after_s": round(wait, 3)},
+            }
+        }
+    )
+    start: Any = {
+        "type": "http.response.start",
+        "status": 429,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+        ],
+    }
+    await add_security_headers(start, scope)
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})

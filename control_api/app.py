@@ -9,7 +9,7 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
 
-from control_api.addresslimit import AddressLimiter
+from control_api.addresslimit import AddressGate, AddressLimiter
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication, KeyLookups
 from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
@@ -113,6 +113,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             RequestIdMiddleware,
             # Outside authentication, so refused requests are counted too.
             PROMETHEUS.middleware,
+            # A client address that failed authentication too often is refused here, cheaply.
+            AddressGate,
             # The dashboard's routes opt out (exclude_from_auth) and check their session cookie.
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware,

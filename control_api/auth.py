@@ -20,22 +20,16 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
-from prometheus_client import Counter
 
 from control_api.addresslimit import AddressLimiter, too_many_failures
+from control_api.auth_metrics import AUTH_REFUSALS, KEY_LOOKUPS
 from control_api.errors import ApiError
 from core.db import transaction
 from core.jobs import utcnow
-from core.keys import ApiKey, KeyCache, UsageClock, lookup_key, touch_key, well_formed
+from core.keys import ApiKey, KeyCache, UsageClock, carried_secret, lookup_key, touch_key, well_formed
 from core.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-#: What bad keys cost, for /metrics: lookups that reached Postgres (by what they found) and requests
-#: refused at authentication (by why). A flood of random keys shows as refusals, and as at most one
-#: lookup per distinct key.
-KEY_LOOKUPS = Counter("jobyard_api_key_lookups", "API-key lookups that reached Postgres.", ["result"])
-AUTH_REFUSALS = Counter("jobyard_auth_refusals", "Requests refused at authentication.", ["reason"])
 
 #: Route opt key that names how a route without a scope guard is protected ("public", "session").
 AUTH_OPT = "auth"
@@ -47,11 +41,7 @@ PUBLIC_PATHS = ["^/schema"]
 
 
 def _secret(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    header = connection.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return connection.headers.get("x-api-key") or None
+    return carried_secret(connection.headers.get("authorization", ""), connection.headers.get("x-api-key"))
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

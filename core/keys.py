@@ -55,6 +55,14 @@ class KeyNotFound(LookupError):
     pass
 
 
+def carried_secret(authorization: str, x_api_key: str | None) -> str | None:
+    """The key a request carries: `Authorization: Bearer <key>`, else `X-API-Key`."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return x_api_key or None
+
+
 def well_formed(secret: str) -> bool:
     """Whether ``secret`` could be a key at all (`jy_` and 32 URL-safe characters); checked before
     any hashing, caching or lookup, so malformed input costs a regular expression and nothing more."""
