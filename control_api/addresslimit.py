@@ -13,13 +13,17 @@ The address is the connection's peer, or what a trusted proxy says (control_api/
 If Redis does not answer, failures are not counted (fail open), as with the key limiter.
 
 A blocked address's requests to the key-authenticated API are answered by ``AddressGate``, a plain
-ASGI middleware in front of the app's routing: a refusal during a flood costs a dictionary lookup
-and two ASGI messages, not a request object, an exception and its handler, so the flood takes as
-little as possible of the event loop a good client shares with it.
+ASGI middleware in front of everything else: a refusal costs a dictionary lookup and two ASGI
+messages, not a request object, an exception and its handler. And it is not answered at once: the
+429 waits until the address may try again (at most ``MAX_HOLD_S``, for at most ``MAX_HELD``
+requests at a time per process), a timer that costs nothing while it runs. A client that floods over
+a few connections then gets one answer per connection per wait instead of thousands a second, so
+the flood takes next to nothing of the event loop a good client shares with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -41,6 +45,10 @@ from core.settings import Settings
 log = structlog.get_logger(__name__)
 #: Blocked addresses remembered per process; past it the oldest notes go (the budget is in Redis).
 MAX_BLOCKED = 100_000
+#: Longest a blocked address's 429 is held back (its Retry-After is never shorter).
+MAX_HOLD_S = 1.0
+#: Most 429s held back at once per process; beyond, they are answered at once.
+MAX_HELD = 1_000
 #: While Redis is unreachable, the warning is logged at most this often.
 _WARN_EVERY_S = 10.0
 
@@ -55,6 +63,8 @@ class AddressLimiter:
         self._script: Any = client.register_script(GCRA_SCRIPT)
         self._blocked: OrderedDict[str, float] = OrderedDict()
         self._warned_at = -_WARN_EVERY_S
+        #: 429s being held back now (AddressGate).
+        self.held = 0
 
     def any_blocked(self) -> bool:
         """Whether some address may be blocked now: False costs the gate nothing more."""
@@ -137,12 +147,20 @@ class AddressGate:
         limiter: AddressLimiter | None = getattr(state, "address_limiter", None)
         if limiter is not None and limiter.any_blocked() and _gated(scope):
             client = scope.get("client")
-            wait = limiter.retry_after(client[0] if client else "unknown")
+            address = client[0] if client else "unknown"
+            wait = limiter.retry_after(address)
             if wait is not None:
                 secret = _carried_secret(scope)
                 cache: KeyCache = state.key_cache  # type: ignore[union-attr]
                 if not (well_formed(secret) and cache.known(secret)):
                     AUTH_REFUSALS.labels("address_limited").inc()
+                    if limiter.held < MAX_HELD:
+                        limiter.held += 1
+                        try:
+                            await asyncio.sleep(min(wait, MAX_HOLD_S))
+                        finally:
+                            limiter.held -= 1
+                        wait = limiter.retry_after(address) or 0.0
                     await _refuse(scope, send, wait)
                     return
         await self.app(scope, receive, send)

@@ -110,11 +110,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         middleware=[
             # First: everything after it sees the client's address and scheme a trusted proxy gave.
             ForwardedMiddleware,
+            # A client address that failed authentication too often is refused here, before
+            # anything else is spent on it (counted in jobyard_auth_refusals_total).
+            AddressGate,
             RequestIdMiddleware,
             # Outside authentication, so refused requests are counted too.
             PROMETHEUS.middleware,
-            # A client address that failed authentication too often is refused here, cheaply.
-            AddressGate,
             # The dashboard's routes opt out (exclude_from_auth) and check their session cookie.
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware,
