@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import sqlalchemy.exc
@@ -69,45 +69,58 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
 
 
 async def authenticate(app_state: Any, address: str, secret: str) -> ApiKey:
-    """The live key for ``secret`` sent from ``address``; raises the 401, 429 or 503 to answer."""
+    """The live key for ``secret`` sent from ``address``; raises the 401, 429 or 503 to answer.
+
+    Every failure spends the address's budget (control_api/addresslimit.py), and so does the first
+    lookup of a key this process has not seen live, before it is made: a flood of random keys gets
+    at most the budget's worth of lookups, not one per request that slipped past the gate.
+    """
     cache: KeyCache = app_state.key_cache
     limiter: AddressLimiter | None = getattr(app_state, "address_limiter", None)
-    if limiter is not None:
-        wait = limiter.retry_after(address)
-        if wait is not None and not (secret and well_formed(secret) and cache.known(secret)):
-            AUTH_REFUSALS.labels("address_limited").inc()
-            raise too_many_failures(wait)
+    if not secret or not well_formed(secret):
+        await _refuse(limiter, address, "missing" if not secret else "malformed")
+    hit, key = cache.get(secret)
+    if key is not None:
+        return key
+    if hit:  # a bad key seen before
+        await _refuse(limiter, address, "unknown")
+    lookups: KeyLookups = app_state.key_lookups
+    if cache.known(secret):  # live before: its refresh is never held back
+        key = await lookups.lookup(secret)
+        if key is None:
+            await _refuse(limiter, address, "unknown")
+        return key
+    wait = limiter.retry_after(address) if limiter is not None else None
+    if wait is None and limiter is not None:
+        wait = await limiter.failed(address)
+    if wait is not None:
+        AUTH_REFUSALS.labels("address_limited").inc()
+        raise too_many_failures(wait)
     try:
-        key = await find_key(app_state, secret)
+        key = await lookups.lookup(secret)
     except ApiError:
         AUTH_REFUSALS.labels("busy").inc()
         raise
-    if key is not None:
-        return key
-    reason = "missing" if not secret else "malformed" if not well_formed(secret) else "unknown"
+    if key is None:
+        await _refuse(None, address, "unknown")  # its lookup was paid for above
+    return key
+
+
+_REASONS = {
+    "missing": "an API key is required (Authorization: Bearer <key>)",
+    "malformed": "the API key is malformed (a key is jy_ and 32 more characters)",
+    "unknown": "the API key is unknown, revoked or expired",
+}
+
+
+async def _refuse(limiter: AddressLimiter | None, address: str, reason: str) -> NoReturn:
+    """Spend the address's budget on this failure; 429 if that was the last of it, else 401."""
     wait = await limiter.failed(address) if limiter is not None else None
-    AUTH_REFUSALS.labels("address_limited" if wait is not None else reason).inc()
     if wait is not None:
+        AUTH_REFUSALS.labels("address_limited").inc()
         raise too_many_failures(wait)
-    raise NotAuthorizedException(
-        {
-            "missing": "an API key is required (Authorization: Bearer <key>)",
-            "malformed": "the API key is malformed (a key is jy_ and 32 more characters)",
-            "unknown": "the API key is unknown, revoked or expired",
-        }[reason]
-    )
-
-
-async def find_key(app_state: Any, secret: str) -> ApiKey | None:
-    """The live key for ``secret``, or None: from the format alone, the cache, or one lookup."""
-    if not secret or not well_formed(secret):
-        return None
-    cache: KeyCache = app_state.key_cache
-    hit, key = cache.get(secret)
-    if hit:
-        return key
-    lookups: KeyLookups = app_state.key_lookups
-    return await lookups.lookup(secret)
+    AUTH_REFUSALS.labels(reason).inc()
+    raise NotAuthorizedException(_REASONS[reason])
 
 
 class KeyLookups:
