@@ -49,6 +49,10 @@ MAX_BLOCKED = 100_000
 MAX_HOLD_S = 1.0
 #: Most 429s held back at once per process; beyond, they are answered at once.
 MAX_HELD = 1_000
+#: How long after its block an address stays on probation: its requests (but those with a key this
+#: process knows to be live) go into the app one at a time, so the requests held back during the
+#: block, all answered at its end and all sent again at once, do not all reach authentication.
+PROBATION_S = 10.0
 #: While Redis is unreachable, the warning is logged at most this often.
 _WARN_EVERY_S = 10.0
 
@@ -65,6 +69,18 @@ class AddressLimiter:
         self._warned_at = -_WARN_EVERY_S
         #: 429s being held back now (AddressGate).
         self.held = 0
+        #: Per address on probation: set when its request being tried is done.
+        self.trying: dict[str, asyncio.Event] = {}
+
+    async def hold(self, seconds: float) -> None:
+        """Wait ``seconds`` before a refusal, unless MAX_HELD refusals wait already."""
+        if self.held >= MAX_HELD or seconds <= 0:
+            return
+        self.held += 1
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.held -= 1
 
     def any_blocked(self) -> bool:
         """Whether some address may be blocked now: False costs the gate nothing more."""
@@ -76,10 +92,15 @@ class AddressLimiter:
         if until is None:
             return None
         left = until - time.monotonic()
-        if left <= 0:
+        if left > 0:
+            return left
+        if -left > PROBATION_S:
             del self._blocked[address]
-            return None
-        return left
+        return None
+
+    def on_probation(self, address: str) -> bool:
+        """Whether ``address`` was blocked lately (its requests are then tried one at a time)."""
+        return address in self._blocked
 
     async def failed(self, address: str) -> float | None:
         """Count one failed authentication; the seconds to wait when that spent the budget, else None."""
@@ -145,25 +166,45 @@ class AddressGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state if scope["type"] == "http" else None  # type: ignore[comparison-overlap]
         limiter: AddressLimiter | None = getattr(state, "address_limiter", None)
-        if limiter is not None and limiter.any_blocked() and _gated(scope):
-            client = scope.get("client")
-            address = client[0] if client else "unknown"
+        if limiter is None or not limiter.any_blocked() or not _gated(scope):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        if not limiter.on_probation(address) or _known(scope, state):
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + MAX_HOLD_S
+        while True:
             wait = limiter.retry_after(address)
-            if wait is not None:
-                secret = _carried_secret(scope)
-                cache: KeyCache = state.key_cache  # type: ignore[union-attr]
-                if not (well_formed(secret) and cache.known(secret)):
-                    AUTH_REFUSALS.labels("address_limited").inc()
-                    if limiter.held < MAX_HELD:
-                        limiter.held += 1
-                        try:
-                            await asyncio.sleep(min(wait, MAX_HOLD_S))
-                        finally:
-                            limiter.held -= 1
-                        wait = limiter.retry_after(address) or 0.0
-                    await _refuse(scope, send, wait)
-                    return
-        await self.app(scope, receive, send)
+            if wait is not None:  # blocked: answer when it may try again (or at the deadline)
+                AUTH_REFUSALS.labels("address_limited").inc()
+                await limiter.hold(min(wait, deadline - time.monotonic()))
+                await _refuse(scope, send, limiter.retry_after(address) or 0.0)
+                return
+            trying = limiter.trying.get(address)
+            if trying is None:
+                break
+            # Another request of this address is being tried: wait for its outcome.
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await trying.wait()
+            except TimeoutError:
+                AUTH_REFUSALS.labels("address_limited").inc()
+                await _refuse(scope, send, 1.0)
+                return
+        done = limiter.trying[address] = asyncio.Event()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            del limiter.trying[address]
+            done.set()
+
+
+def _known(scope: Scope, state: Any) -> bool:
+    secret = _carried_secret(scope)
+    cache: KeyCache = state.key_cache
+    return well_formed(secret) and cache.known(secret)
 
 
 async def _refuse(scope: Scope, send: Send, wait: float) -> None:
