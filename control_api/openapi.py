@@ -28,8 +28,8 @@ _ERRORS = {
     413: "The body is larger than JOBYARD_MAX_BODY_BYTES",
     415: "The body is not JSON",
     422: "Invalid fields; details lists each one",
-    429: "The API key is over its rate limit; see Retry-After",
-    503: "Postgres or Redis is unavailable",
+    429: "Over a rate limit (the API key's, or the client address's for failed authentications); see Retry-After",
+    503: "Postgres or Redis is unavailable, slow (a statement or lock timeout) or busy; see Retry-After",
 }
 _WITH_BODY = {"POST", "PUT", "PATCH"}
 
