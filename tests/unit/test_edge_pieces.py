@@ -9,6 +9,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from control_api.forwarded import ForwardedMiddleware, TrustedProxies
 from control_api.headers import HSTS, add_security_headers
 from core.broker import REDIS_SOCKET_TIMEOUT_S, build_broker, redis_client
 from core.errors import error_record
-from core.keys import KeyCache, well_formed
+from core.jobs import utcnow
+from core.keys import ApiKey, KeyCache, well_formed
 from core.providers.browser import PASSED_ENV, browser_env
 from core.redact import REDACTED, Redactor, provider_secrets, redacted_error
 from core.settings import Settings
@@ -46,12 +48,9 @@ def test_the_key_cache_remembers_bad_keys_long_and_stays_bounded() -> None:
 
 
 def test_the_key_cache_knows_live_keys_after_their_entry_expired() -> None:
-    from core.jobs import utcnow
-    from core.keys import ApiKey
-
     cache = KeyCache(0.01, 60.0)
     key = ApiKey(
-        id=__import__("uuid").uuid4(),
+        id=uuid.uuid4(),
         name="k",
         prefix="jy_abcdefg",
         scopes=["jobs:read"],
