@@ -51,9 +51,9 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
-    """Authenticates in the cheapest order: an address over its failure budget is refused first
-    (429), then a missing or malformed key (401, no lookup), then the process's cache (bad keys
-    included), and only then Postgres, through KeyLookups."""
+    """Authenticates in the cheapest order (an address over its failure budget was refused already,
+    by control_api/addresslimit.py's AddressGate): a missing or malformed key (401, no lookup), the
+    process's cache (bad keys included), and only then Postgres, through KeyLookups."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
