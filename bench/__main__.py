@@ -2,6 +2,7 @@
 
     python -m bench [--only latency,drain,enqueue,dispatch,memory]
     python -m bench --only sweeper        (not in the default run: it fills a million queued jobs)
+    python -m bench --only bad_keys --out /tmp/bench     # a valid client under a flood of bad keys
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
@@ -20,9 +21,10 @@ from typing import Any
 
 from bench.harness import Bench
 
+#: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
-#: Run only when named in --only.
-EXTRA_SCENARIOS = ("sweeper",)
+#: Run only when named with --only.
+EXTRA_SCENARIOS = ("sweeper", "bad_keys")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -44,6 +46,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dispatch-jobs", type=int, default=10_000)
     parser.add_argument("--sweeper-queued", type=int, default=1_000_000)
     parser.add_argument("--sweeper-passes", type=int, default=10)
+    parser.add_argument("--bad-keys-requests", type=int, default=5_000, help="random-key requests a round")
+    parser.add_argument("--bad-keys-rounds", type=int, default=5)
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)

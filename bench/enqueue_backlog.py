@@ -51,7 +51,13 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="jobyard-bench-"))
     postgres, redis_server = EmbeddedPostgres(home), EmbeddedRedis(home)
-    settings = Settings(database_url=postgres.start(), redis_url=redis_server.start())
+    # Writing a million rows in one statement may outlast the farm's statement timeout.
+    settings = Settings(
+        database_url=postgres.start(),
+        redis_url=redis_server.start(),
+        db_statement_timeout_s=0,
+        db_lock_timeout_s=0,
+    )
     try:
         upgrade(settings)
         load_job_modules(settings)

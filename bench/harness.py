@@ -208,10 +208,11 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def api(self, workers: int = 1) -> tuple[Proc, str]:
-        """`jobyard api`, once it answers /healthz."""
+    def api(self, workers: int = 1, env: dict[str, str] | None = None) -> tuple[Proc, str]:
+        """`jobyard api` (with ``env`` added to its environment), once it answers /healthz."""
         port = free_port()
-        proc = self.spawn("api", [JOBYARD, "api", "--port", str(port), "--workers", str(workers)])
+        argv = [JOBYARD, "api", "--port", str(port), "--workers", str(workers)]
+        proc = self.spawn("api", argv, self.env(**(env or {})))
         base = f"http://127.0.0.1:{port}"
 
         def up() -> bool:

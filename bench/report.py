@@ -32,6 +32,11 @@ GOALS = (
         lambda r: r["sweeper"]["goal_met"] and r["sweeper"]["queued"] >= 1_000_000,
         "sweeper",
     ),
+    (
+        "valid client's enqueue p99 under a bad-key flood <= 3x idle",
+        lambda r: r["bad_keys"]["limited"]["p99_ratio"] <= 3,
+        "bad_keys",
+    ),
 )
 
 
@@ -126,6 +131,15 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             lines.append(
                 f"| sweeper pass, {r['queued']:,} queued, {label} ms: now (before issue 15) | {_f(now, 2)} "
                 f"({_f(before, 2)}) | | | | |"
+            )
+    if "bad_keys" in results:
+        r = results["bad_keys"]
+        for key, label in (("limited", "defaults"), ("no_address_limit", "address limit off")):
+            b = r[key]
+            lines.append(
+                f"| valid client's enqueue p99 idle / during {r['requests_per_round']:,} random keys from 64 "
+                f"connections ({label}), ms | {_f(b['idle']['p99_ms'], 2)} / {_f(b['flood']['p99_ms'], 2)} "
+                f"({b['p99_ratio']:.2f}x) | | | | |"
             )
     lines += ["", "| goal | met |", "| --- | --- |"]
     for label, check, scenario in GOALS:

@@ -9,12 +9,14 @@ from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
 
-from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication
+from control_api.addresslimit import AddressGate, AddressLimiter
+from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication, KeyLookups
 from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
 from control_api.dashboard import dashboard_routers, template_config
 from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
+from control_api.forwarded import ForwardedMiddleware, TrustedProxies
 from control_api.headers import add_security_headers
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
@@ -36,7 +38,8 @@ from core.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
 from core.job_types import load_job_modules
 from core.keys import KeyCache, UsageClock
 from core.logs import configure_logging
-from core.settings import Settings, get_settings
+from core.redact import Redactor, provider_secrets
+from core.settings import Settings, SettingsError, get_settings
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
@@ -44,14 +47,21 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings, process="api")
     load_job_modules(settings)
+    try:
+        trusted_proxies = TrustedProxies.parse(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"JOBYARD_TRUSTED_PROXIES: {exc}") from None
 
     @asynccontextmanager
     async def services(app: Litestar) -> AsyncIterator[None]:
         # Refuse to start without the data key: a job holding a phone number could not be stored.
         use_data_key(settings)
         app.state.settings = settings
-        app.state.key_cache = KeyCache(settings.api_key_cache_s)
-        app.state.key_lookups = {}  # secret hash -> the lookup under way (control_api/auth.py)
+        app.state.trusted_proxies = trusted_proxies
+        # Errors shown to callers without `ops` go through it (control_api/readerview.py).
+        app.state.redactor = Redactor(provider_secrets(settings))
+        app.state.key_cache = KeyCache(settings.api_key_cache_s, settings.api_key_negative_cache_s)
+        app.state.key_lookups = KeyLookups(settings, app.state.key_cache)
         app.state.usage_clock = UsageClock(settings.key_touch_interval_s)
         app.state.broker = build_broker(settings)
         fast = AsyncEnqueuer(settings, connections=MAX_FLUSHES_IN_FLIGHT)
@@ -59,15 +69,19 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.group_commit = GroupCommit(settings, app.state.broker, fast)
         # Readiness must answer quickly even when Redis hangs, unlike the broker's blocking client.
         app.state.health_redis = redis_client(settings, socket_timeout=2)
+        # A search waits on Redis for an embeddings worker's answer (BLPOP) up to its own timeout.
+        app.state.query_redis = redis_client(settings, socket_timeout=settings.embedding_query_timeout_s + 5)
         # A slow Redis must not hold every request: past this the limiter lets the request through.
         limiter_redis = async_redis_client(settings, socket_timeout=0.5)
         app.state.rate_limiter = KeyRateLimiter(limiter_redis, settings)
+        app.state.address_limiter = AddressLimiter(limiter_redis, settings)
         try:
             yield
         finally:
             await fast.close()
             app.state.broker.client.close()
             app.state.health_redis.close()
+            app.state.query_redis.close()
             await limiter_redis.aclose(
                 close_connection_pool=True
             )  # a pool we passed in is not closed otherwise
@@ -94,6 +108,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         ],
         lifespan=[services],
         middleware=[
+            # First: everything after it sees the client's address and scheme a trusted proxy gave.
+            ForwardedMiddleware,
+            # A client address that failed authentication too often is refused here, before
+            # anything else is spent on it (counted in jobyard_auth_refusals_total).
+            AddressGate,
             RequestIdMiddleware,
             # Outside authentication, so refused requests are counted too.
             PROMETHEUS.middleware,
@@ -106,7 +125,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=openapi_config(__doc__),
+        openapi_config=openapi_config(__doc__, ui=settings.api_docs_ui),
         # Logging is set up by configure_logging (structlog); Litestar must not install its own.
         logging_config=None,
         on_app_init=[_no_debug],

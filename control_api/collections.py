@@ -82,7 +82,7 @@ class CollectionsController(Controller):
         """The ``k`` documents nearest to ``q``, embedded with the collection's own model."""
         collection = _collection(state, name)
         try:
-            vector = query_vector(state.settings, state.broker.client, collection.model, q)
+            vector = query_vector(state.settings, state.query_redis, collection.model, q)
         except QueryNotEmbedded as exc:
             raise _not_embedded(exc) from None
         with transaction(state.settings) as conn:

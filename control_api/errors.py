@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+import redis
 import sqlalchemy.exc
 import structlog
 from litestar import Request, Response
@@ -85,14 +86,38 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     return response
 
 
+#: Postgres cancelled the statement: JOBYARD_DB_STATEMENT_TIMEOUT or JOBYARD_DB_LOCK_TIMEOUT passed.
+_TIMED_OUT = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
+
+
 def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("database_unavailable", path=request.url.path, error=str(exc))
-    message = "Postgres is unavailable"
-    if request.method != "GET":
-        # The connection may have been lost while the write committed, so it may have happened.
-        message += "; the write may or may not have been committed (an idempotency key makes a retry safe)"
-    response = error_response(503, "dependency_down", message, {"postgres": "down"})
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, _TIMED_OUT):
+        log.warning("database_timeout", path=request.url.path, error=str(orig))
+        response = error_response(
+            503,
+            "database_timeout",
+            "Postgres did not finish in time (a statement or lock timeout); retry shortly",
+            {"postgres": "timeout"},
+        )
+    else:
+        log.error("database_unavailable", path=request.url.path, error=str(exc))
+        message = "Postgres is unavailable"
+        if request.method != "GET":
+            # The connection may have been lost while the write committed, so it may have happened.
+            message += (
+                "; the write may or may not have been committed (an idempotency key makes a retry safe)"
+            )
+        response = error_response(503, "dependency_down", message, {"postgres": "down"})
     response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
+
+
+def _redis_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Every Redis client of the API has a socket timeout: a hung Redis ends here, not in a hung request.
+    log.error("redis_unavailable", path=request.url.path, error=str(exc))
+    response = error_response(503, "dependency_down", "Redis is unavailable", {"redis": "down"})
+    response.headers["Retry-After"] = "1"
     return response
 
 
@@ -158,5 +183,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     psycopg.OperationalError: _database_down,
     psycopg.InterfaceError: _database_down,
     psycopg_pool.PoolTimeout: _database_down,
+    redis.RedisError: _redis_down,
     Exception: _unexpected,
 }

@@ -3,8 +3,13 @@
 Every response: no MIME sniffing, no referrer, never framed, not cached (API answers carry job data
 and, once, new key secrets). HTML pages (the dashboard) also get a strict Content Security Policy:
 scripts and styles only from our own origin, so no inline script runs even if some text slips
-through escaping. The generated API docs under /schema load their viewer from a CDN with an inline
-bootstrap script; they get a policy that allows exactly that and nothing else.
+through escaping. The API docs viewers under /schema (served only with JOBYARD_API_DOCS_UI) load
+from a CDN with an inline bootstrap script; they get a policy that allows exactly that and nothing else.
+
+Over https (directly, or through a proxy of JOBYARD_TRUSTED_PROXIES that says so) every answer also
+carries Strict-Transport-Security, so a browser that once reached the API over TLS never again
+sends a session cookie over plain http. Over http it is not sent: browsers ignore it there anyway,
+and a farm tried on http://localhost must not be pinned to https.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ DOCS_CSP = (
 #: Non-HTML answers: nothing to run, but still never framed.
 DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
 
+#: One year, the usual value (and what preload lists ask for); no includeSubDomains, since the API
+#: may share its domain with sites that are not ours to pin.
+HSTS = b"max-age=31536000"
+
 _ALWAYS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -35,10 +44,17 @@ _ALWAYS = (
 )
 
 
-def _policy(path: str, content_type: bytes) -> bytes:
+def _docs_ui(scope: Scope) -> bool:
+    settings = getattr(scope["app"].state, "settings", None) if "app" in scope else None
+    return bool(getattr(settings, "api_docs_ui", False))
+
+
+def _policy(scope: Scope, content_type: bytes) -> bytes:
     if not content_type.startswith(b"text/html"):
         return DATA_CSP.encode()
-    return (DOCS_CSP if path == "/schema" or path.startswith("/schema/") else STRICT_CSP).encode()
+    path = scope.get("path", "")
+    docs = (path == "/schema" or path.startswith("/schema/")) and _docs_ui(scope)
+    return (DOCS_CSP if docs else STRICT_CSP).encode()
 
 
 async def add_security_headers(message: Message, scope: Scope) -> None:
@@ -53,7 +69,9 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     present = {bytes(k).lower() for k, _ in headers}
     content_type = next((bytes(v) for k, v in headers if bytes(k).lower() == b"content-type"), b"")
     extra = [h for h in _ALWAYS if h[0] not in present]
-    extra.append((b"content-security-policy", _policy(scope.get("path", ""), content_type.lower())))
+    extra.append((b"content-security-policy", _policy(scope, content_type.lower())))
     if b"cache-control" not in present:
         extra.append((b"cache-control", b"no-store"))
+    if scope.get("scheme") == "https" and b"strict-transport-security" not in present:
+        extra.append((b"strict-transport-security", HSTS))
     message["headers"] = headers + extra

@@ -15,6 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
+from control_api.readerview import all_shown, redactor_for, shown
 from control_api.request_id import request_id_of
 from control_api.schemas import (
     AttemptList,
@@ -104,7 +105,9 @@ class JobsController(Controller):
             raise _invalid([e.as_dict() for e in errors])
         (result,) = await _enqueue(state, [new_job])
         log.info("job_enqueued", job_id=str(result.job.id), type=result.job.type, created=result.created)
-        return Response(result.job, status_code=201 if result.created else 200)
+        # An idempotent repeat answers the first job, which may have failed by now.
+        job = shown(result.job, redactor_for(request)) if result.job.error else result.job
+        return Response(job, status_code=201 if result.created else 200)
 
     @post("/batch", guards=[requires("jobs:write")], summary="Enqueue up to 1000 jobs")
     async def create_batch(
@@ -112,11 +115,15 @@ class JobsController(Controller):
     ) -> Response[BatchOut]:
         results = await enqueue_checked(state, data.jobs, request_id_of(request.scope), prefix="jobs")
         log.info("jobs_enqueued", jobs=len(results), created=sum(r.created for r in results))
-        return Response(BatchOut([r.job for r in results]), status_code=201)
+        jobs = [r.job for r in results]
+        if any(j.error for j in jobs):
+            jobs = all_shown(jobs, redactor_for(request))
+        return Response(BatchOut(jobs), status_code=201)
 
     @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="List jobs, newest first")
     def list(
         self,
+        request: Request[Any, Any, Any],
         state: State,
         type: FromQuery[str | None] = None,
         status: FromQuery[JobStatus | None] = None,
@@ -145,42 +152,50 @@ class JobsController(Controller):
                 items, next_cursor = list_jobs(conn, f, limit, cursor)
         except BadCursor as exc:
             raise ApiError(400, "bad_cursor", str(exc)) from None
-        return JobList(items, next_cursor)
+        return JobList(all_shown(items, redactor_for(request)), next_cursor)
 
     @get("/{job_id:uuid}", guards=[requires("jobs:read")], sync_to_thread=True, summary="Get a job")
-    def read(self, state: State, job_id: FromPath[uuid.UUID]) -> Job:
+    def read(self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
         try:
             with transaction(state.settings) as conn:
-                return get_job(conn, job_id)
+                return shown(get_job(conn, job_id), redactor_for(request))
         except JobNotFound:
             raise _not_found(job_id) from None
 
     @get("/{job_id:uuid}/attempts", guards=[requires("jobs:read")], sync_to_thread=True, summary="Attempts")
-    def attempts(self, state: State, job_id: FromPath[uuid.UUID]) -> AttemptList:
+    def attempts(
+        self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]
+    ) -> AttemptList:
         try:
             with transaction(state.settings) as conn:
-                return AttemptList(list_attempts(conn, job_id))
+                return AttemptList(all_shown(list_attempts(conn, job_id), redactor_for(request)))
         except JobNotFound:
             raise _not_found(job_id) from None
 
     @post("/{job_id:uuid}/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def cancel(self, state: State, job_id: FromPath[uuid.UUID]) -> Job:
+    def cancel(self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
         try:
             with transaction(state.settings) as conn:
-                return cancel_job(conn, job_id)
+                return shown(cancel_job(conn, job_id), redactor_for(request))
         except JobNotFound:
             raise _not_found(job_id) from None
         except NotCancellable as exc:
             raise ApiError(409, "not_cancellable", str(exc), {"status": exc.status}) from None
 
     @post("/{job_id:uuid}/reschedule", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def reschedule(self, state: State, job_id: FromPath[uuid.UUID], data: JSONBody[RescheduleIn]) -> Job:
+    def reschedule(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        job_id: FromPath[uuid.UUID],
+        data: JSONBody[RescheduleIn],
+    ) -> Job:
         run_at, errors = data.checked_run_at()
         if run_at is None:
             raise _invalid([e.as_dict() for e in errors])
         try:
             with transaction(state.settings) as conn:
-                return reschedule_job(conn, job_id, run_at)
+                return shown(reschedule_job(conn, job_id, run_at), redactor_for(request))
         except JobNotFound:
             raise _not_found(job_id) from None
         except NotReschedulable as exc:

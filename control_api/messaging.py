@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
+from control_api.readerview import all_shown, redactor_for, shown
 from core import outbound
 from core.crypto import mask_phone
 from core.db import transaction
@@ -118,6 +119,7 @@ class OutboundMessagesController(Controller):
     @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="Outbound messages, newest first")
     def list(
         self,
+        request: Request[Any, Any, Any],
         state: State,
         job_id: FromQuery[uuid.UUID | None] = None,
         to: FromQuery[str | None] = None,
@@ -133,7 +135,7 @@ class OutboundMessagesController(Controller):
                 )
         except BadCursor as exc:
             raise _bad_cursor(exc) from None
-        return OutboundList(items, next_cursor)
+        return OutboundList(all_shown(items, redactor_for(request)), next_cursor)
 
     @get(
         "/{outbound_id:uuid}",
@@ -141,12 +143,14 @@ class OutboundMessagesController(Controller):
         sync_to_thread=True,
         summary="An outbound message",
     )
-    def read(self, state: State, outbound_id: FromPath[uuid.UUID]) -> OutboundMessage:
+    def read(
+        self, request: Request[Any, Any, Any], state: State, outbound_id: FromPath[uuid.UUID]
+    ) -> OutboundMessage:
         with transaction(state.settings) as conn:
             found = outbound.get(conn, outbound_id)
         if found is None:
             raise ApiError(404, "outbound_message_not_found", f"no outbound message {outbound_id}")
-        return found
+        return shown(found, redactor_for(request))
 
     @post(
         "/{outbound_id:uuid}/resolve",

@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
@@ -27,18 +28,23 @@ _ERRORS = {
     413: "The body is larger than JOBYARD_MAX_BODY_BYTES",
     415: "The body is not JSON",
     422: "Invalid fields; details lists each one",
-    429: "The API key is over its rate limit; see Retry-After",
-    503: "Postgres or Redis is unavailable",
+    429: "Over a rate limit (the API key's, or the client address's for failed authentications); see Retry-After",
+    503: "Postgres or Redis is unavailable, slow (a statement or lock timeout) or busy; see Retry-After",
 }
 _WITH_BODY = {"POST", "PUT", "PATCH"}
 
 
-def openapi_config(description: str | None) -> OpenAPIConfig:
+def openapi_config(description: str | None, *, ui: bool = False) -> OpenAPIConfig:
+    """The document at /schema/openapi.json (and .yaml); with ``ui`` (JOBYARD_API_DOCS_UI) also
+    Litestar's viewers, which load their scripts and styles from a CDN: off by default, so the API
+    serves no page that runs someone else's code."""
+    plugins: list[OpenAPIRenderPlugin] = [] if ui else [JsonRenderPlugin(), YamlRenderPlugin()]
     return OpenAPIConfig(
         title="Jobyard control API",
         version="1",
         path="/schema",
         description=description,
+        render_plugins=plugins,
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(

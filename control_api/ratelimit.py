@@ -44,7 +44,7 @@ _WARN_EVERY_S = 10.0
 # tolerance (µs) and the requests asked for. Grants as many of them as the budget holds now, at least
 # one or none. Returns {granted, retry_after µs, remaining, reset µs}; integers as %.0f strings
 # because Lua numbers are doubles and tostring() rounds µs timestamps.
-_GCRA = """
+GCRA_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -106,7 +106,7 @@ class KeyRateLimiter:
     def __init__(self, client: redis.asyncio.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self._script: Any = client.register_script(_GCRA)
+        self._script: Any = client.register_script(GCRA_SCRIPT)
         self._warned_at = -_WARN_EVERY_S
         self._leases: dict[uuid.UUID, _Lease] = {}
         self._next_size: dict[uuid.UUID, int] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -23,11 +24,29 @@ class RedisNotConfigured(RuntimeError):
     """REDIS_URL is not set and no embedded Redis was started."""
 
 
-def redis_client(settings: Settings | None = None, *, socket_timeout: float | None = None) -> redis.Redis:
+#: Longest wait for a Redis reply, for every client but the consumers' (whose reads block on
+#: purpose): a Redis that hangs fails the call in seconds instead of holding a thread or a request.
+REDIS_SOCKET_TIMEOUT_S = 5.0
+#: TCP keepalive on every connection, the consumers' too: a Redis host that vanished without closing
+#: its sockets (a dead node, a dropped NAT entry) is noticed in about a minute (30 s + 3 x 10 s).
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 30, 10, 3
+
+
+def _keepalive(url: str) -> dict[str, Any]:
+    if url.startswith("unix://"):
+        return {}  # a local socket has no peer to lose (and redis-py takes no keepalive options for it)
+    options = {socket.TCP_KEEPIDLE: KEEPALIVE_IDLE_S, socket.TCP_KEEPINTVL: KEEPALIVE_INTERVAL_S}
+    options[socket.TCP_KEEPCNT] = KEEPALIVE_PROBES
+    return {"socket_keepalive": True, "socket_keepalive_options": options}
+
+
+def redis_client(
+    settings: Settings | None = None, *, socket_timeout: float | None = REDIS_SOCKET_TIMEOUT_S
+) -> redis.Redis:
     """A Redis client for the configured URL.
 
-    Dramatiq's consumers block on Redis, so its client gets ``socket_timeout=None``: redis-py 8
-    defaults to 5 s, which cuts those calls short.
+    ``socket_timeout=None`` is for Dramatiq's consumers only, which block on Redis (build_broker);
+    a client that blocks for a known time (BLPOP with a timeout) needs one longer than that.
     """
     settings = settings or get_settings()
     if not settings.redis_url:
@@ -37,6 +56,7 @@ def redis_client(settings: Settings | None = None, *, socket_timeout: float | No
         socket_timeout=socket_timeout,
         socket_connect_timeout=5,
         health_check_interval=30,
+        **_keepalive(settings.redis_url),
     )
 
 
@@ -56,6 +76,7 @@ def async_redis_client(
         timeout=socket_timeout,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
+        **_keepalive(settings.redis_url),
     )
     return redis.asyncio.Redis(connection_pool=pool)
 
@@ -85,11 +106,17 @@ class JobyardRedisBroker(RedisBroker):
         return JobyardConsumer(self, queue_name, prefetch, min(timeout, self.idle_poll_ms), batch_max)
 
 
-def build_broker(settings: Settings | None = None, middleware: Sequence[Middleware] = ()) -> RedisBroker:
-    """A broker for this process; call once at process start (never at import)."""
+def build_broker(
+    settings: Settings | None = None, middleware: Sequence[Middleware] = (), *, consumer: bool = False
+) -> RedisBroker:
+    """A broker for this process; call once at process start (never at import).
+
+    Only a worker's broker is a ``consumer``: its client blocks on Redis without a socket timeout.
+    Anyone else's (the API's, the scheduler's, the CLI's) publishes and reads with one.
+    """
     settings = settings or get_settings()
     return JobyardRedisBroker(
-        client=redis_client(settings),
+        client=redis_client(settings, socket_timeout=None if consumer else REDIS_SOCKET_TIMEOUT_S),
         namespace=settings.redis_namespace,
         middleware=list(middleware),
         idle_poll_ms=settings.worker_idle_poll_ms,

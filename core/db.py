@@ -1,4 +1,12 @@
-"""Engine factory: SQLAlchemy 2 Core over psycopg 3, one pool per process and URL."""
+"""Engine factory: SQLAlchemy 2 Core over psycopg 3, one pool per process and URL.
+
+Every session starts with Postgres's ``statement_timeout`` and ``lock_timeout`` (sent as startup
+options, so they cost no round trip): JOBYARD_DB_STATEMENT_TIMEOUT and JOBYARD_DB_LOCK_TIMEOUT for the
+API, the scheduler and the CLI, whose statements are short and must never hang; a worker process
+installs its own at start (``use_session_timeouts``): JOBYARD_WORKER_STATEMENT_TIMEOUT, no separate
+lock timeout (a statement's lock waits count towards its statement timeout), since handlers may run
+heavy SQL of their own and wait for a row another job of the same chat holds.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from core.settings import Settings, get_settings
 
-_engines: dict[tuple[str, int], Engine] = {}
+_engines: dict[tuple[str, int, str], Engine] = {}
 _lock = threading.Lock()
+#: (statement, lock) timeouts in seconds installed for this process; None: the settings' own.
+_timeouts: tuple[float, float] | None = None
 
 
 class DatabaseNotConfigured(RuntimeError):
@@ -27,12 +37,26 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+def use_session_timeouts(statement_s: float, lock_s: float) -> None:
+    """Give every session this process opens from now on these timeouts (0: none); at process start."""
+    global _timeouts
+    with _lock:
+        _timeouts = (statement_s, lock_s)
+
+
+def session_options(settings: Settings) -> str:
+    """The libpq ``options`` that set this process's timeouts, for any connection it opens."""
+    statement_s, lock_s = _timeouts or (settings.db_statement_timeout_s, settings.db_lock_timeout_s)
+    return f"-c statement_timeout={round(statement_s * 1000)} -c lock_timeout={round(lock_s * 1000)}"
+
+
 def get_engine(settings: Settings | None = None) -> Engine:
     """The process's engine for the configured database, created on first use."""
     settings = settings or get_settings()
     if not settings.database_url:
         raise DatabaseNotConfigured("DATABASE_URL is not set (run `jobyard up` to get embedded services)")
-    key = (settings.database_url, settings.db_pool_size)
+    options = session_options(settings)
+    key = (settings.database_url, settings.db_pool_size, options)
     with _lock:
         engine = _engines.get(key)
         if engine is None:
@@ -45,8 +69,8 @@ def get_engine(settings: Settings | None = None) -> Engine:
                 # connection fails instead (the API answers 503, a worker's job is published again
                 # by the sweeper) and SQLAlchemy then replaces every connection of the pool.
                 pool_pre_ping=False,
-                # Short-lived statements only; a stuck query must not hold a worker thread forever.
-                connect_args={"connect_timeout": 10, "application_name": "jobyard"},
+                # Short-lived statements only; a stuck query must not hold a thread forever.
+                connect_args={"connect_timeout": 10, "application_name": "jobyard", "options": options},
             )
             _engines[key] = engine
         return engine

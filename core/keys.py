@@ -4,10 +4,12 @@ revocation, rotation with a grace period, a rate limit of their own, and the tim
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -24,6 +26,10 @@ SCOPES = ("jobs:write", "jobs:read", "ops")
 KEY_PREFIX = "jy_"
 #: Characters of a key shown in listings: "jy_" and seven random ones, enough to tell keys apart.
 VISIBLE_CHARS = 10
+#: Random bytes of a key: 192 bits, written as 32 URL-safe base64 characters.
+SECRET_BYTES = 24
+#: Every key `create_key` ever made has exactly this shape; anything else is refused unread.
+KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + "[A-Za-z0-9_-]{" + str(SECRET_BYTES * 4 // 3) + "}")
 
 
 class UnknownScope(ValueError):
@@ -49,6 +55,20 @@ class KeyNotFound(LookupError):
     pass
 
 
+def carried_secret(authorization: str, x_api_key: str | None) -> str | None:
+    """The key a request carries: `Authorization: Bearer <key>`, else `X-API-Key`."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return x_api_key or None
+
+
+def well_formed(secret: str) -> bool:
+    """Whether ``secret`` could be a key at all (`jy_` and 32 URL-safe characters); checked before
+    any hashing, caching or lookup, so malformed input costs a regular expression and nothing more."""
+    return KEY_SHAPE.fullmatch(secret) is not None
+
+
 def hash_key(secret: str) -> str:
     # A fast hash is right here: keys carry 192 bits of randomness, so there is nothing to brute-force.
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -66,7 +86,7 @@ def create_key(
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise UnknownScope(f"unknown scopes {bad}; choose from {', '.join(SCOPES)}")
-    secret = KEY_PREFIX + secrets.token_urlsafe(24)
+    secret = KEY_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
     row = conn.execute(
         sa.insert(api_keys)
         .values(
@@ -192,30 +212,77 @@ def lookup_key(conn: Connection, secret: str) -> ApiKey | None:
     return key
 
 
-class KeyCache:
-    """Remembers lookups for a short time so each request does not cost a query.
+#: Most live keys a KeyCache remembers: far more than a farm has callers.
+MAX_LIVE = 10_000
+#: Most bad secrets a KeyCache remembers (about 200 bytes each: 10 MB at most).
+MAX_BAD = 50_000
 
-    The lifetime bounds how long a revoked key keeps working on a process.
+
+class KeyCache:
+    """Remembers lookups so each request does not cost a query.
+
+    A live key is trusted for ``ttl_s`` (the lag of a revocation). A secret that is unknown, revoked
+    or expired is remembered for ``negative_ttl_s``: such a secret never becomes valid again (new
+    keys are fresh random values), so a flood of bad keys costs one lookup per distinct key. Both
+    maps are bounded, oldest entries going first, so no flood grows memory past a few MB. A live
+    key stays remembered (as ``known``) after its entry expired, until it is pushed out: the next
+    lookup of a key we have seen is not queued behind lookups of strangers (control_api/auth.py).
     """
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(
+        self, ttl_s: float, negative_ttl_s: float = 0.0, *, max_live: int = MAX_LIVE, max_bad: int = MAX_BAD
+    ) -> None:
         self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[float, ApiKey | None]] = {}
+        self.negative_ttl_s = negative_ttl_s or ttl_s
+        self.max_live, self.max_bad = max_live, max_bad
+        self._live: OrderedDict[bytes, tuple[float, ApiKey]] = OrderedDict()
+        self._bad: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
 
+    @staticmethod
+    def digest(secret: str) -> bytes:
+        return hashlib.sha256(secret.encode()).digest()
+
     def get(self, secret: str) -> tuple[bool, ApiKey | None]:
-        digest = hash_key(secret)
+        """(True, key) for a live key trusted now, (True, None) for a remembered bad secret,
+        (False, None) when a lookup is needed."""
+        digest = self.digest(secret)
+        now = time.monotonic()
         with self._lock:
-            entry = self._entries.get(digest)
-        if entry is None or entry[0] < time.monotonic():
-            return False, None
-        return True, entry[1]
+            bad_until = self._bad.get(digest)
+            if bad_until is not None:
+                if bad_until >= now:
+                    return True, None
+                del self._bad[digest]
+            live = self._live.get(digest)
+        if live is not None and live[0] >= now:
+            return True, live[1]
+        return False, None
+
+    def known(self, secret: str) -> bool:
+        """Whether this process has seen ``secret`` as a live key (its entry may have expired)."""
+        with self._lock:
+            return self.digest(secret) in self._live
 
     def put(self, secret: str, key: ApiKey | None) -> None:
+        digest = self.digest(secret)
+        now = time.monotonic()
         with self._lock:
-            if len(self._entries) > 10_000:  # a flood of bad keys must not grow memory without bound
-                self._entries.clear()
-            self._entries[hash_key(secret)] = (time.monotonic() + self.ttl_s, key)
+            if key is None:
+                self._live.pop(digest, None)
+                self._bad[digest] = now + self.negative_ttl_s
+                self._bad.move_to_end(digest)
+                while len(self._bad) > self.max_bad:
+                    self._bad.popitem(last=False)
+            else:
+                self._live[digest] = (now + self.ttl_s, key)
+                self._live.move_to_end(digest)
+                while len(self._live) > self.max_live:
+                    self._live.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._live) + len(self._bad)
 
 
 class UsageClock:

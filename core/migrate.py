@@ -28,6 +28,10 @@ def upgrade(settings: Settings | None = None, revision: str = "head") -> None:
     settings = settings or get_settings()
     config = alembic_config()
     with get_engine(settings).begin() as conn:
+        # A migration may rewrite a large table, and a second migrator waits for the first one:
+        # neither is cut short by the timeouts the farm's own sessions get (core/db.py).
+        conn.execute(text("SET LOCAL statement_timeout = 0"))
+        conn.execute(text("SET LOCAL lock_timeout = 0"))
         # Two `jobyard up`/release steps racing must not both create the tables.
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
         config.attributes["connection"] = conn

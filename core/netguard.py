@@ -17,9 +17,54 @@ from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-#: IPv6 prefixes that carry an IPv4 address a connection may end up at: NAT64 (RFC 6052, RFC 8215).
-#: IPv4-mapped (::ffff:0:0/96) and 6to4 (2002::/16) are unwrapped by `ipaddress` itself.
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+#: NAT64's well-known prefix (RFC 6052): always /96, the IPv4 address in the last 32 bits.
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+#: NAT64's local-use prefix (RFC 8215): a network picks its own prefix inside it, of length 48, 56,
+#: 64 or 96, and the IPv4 address sits at a different place in each (RFC 6052, section 2.2).
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+#: Where RFC 6052 puts the 32 bits of the IPv4 address for each prefix length: (start bit, bits) pieces,
+#: bit 0 the most significant, skipping bits 64-71 (the "u" octet).
+_NAT64_LAYOUTS = {
+    48: ((48, 16), (72, 16)),
+    56: ((56, 8), (72, 24)),
+    64: ((72, 32),),
+    96: ((96, 32),),
+}
+#: Ranges that are not globally reachable (IANA's special-purpose registries), checked besides
+#: ``ipaddress``'s own flags: Python's tables differ between versions (3.11.7 calls 192.0.0.8 global).
+NON_GLOBAL = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/8",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
+#: 0.0.0.0/8 ("this network") is not a destination any translator forwards to, and a /96 address
+#: read with a shorter layout lands there (its bits 48-95 are zero).
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 #: Longest wait for a DNS answer; a name that takes longer is treated as not resolving.
 RESOLVE_TIMEOUT_S = 10.0
 
@@ -36,17 +81,42 @@ class NotResolved(Exception):
     """A host name has no address (NXDOMAIN, no answer in time)."""
 
 
-def _embedded_v4(address: IPAddress) -> ipaddress.IPv4Address | None:
+def _bits(value: int, start: int, length: int) -> int:
+    return (value >> (128 - start - length)) & ((1 << length) - 1)
+
+
+def _nat64_local(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address a local-use NAT64 address can lead to, one per layout of RFC 6052."""
+    value = int(address)
+    found = []
+    for length, pieces in _NAT64_LAYOUTS.items():
+        v4 = 0
+        for start, bits in pieces:
+            v4 = (v4 << bits) | _bits(value, start, bits)
+        candidate = ipaddress.IPv4Address(v4)
+        if length != 96 and candidate in _THIS_NETWORK:
+            continue  # not this layout: a translator using it would have nowhere to send it
+        found.append(candidate)
+    return found
+
+
+def _embedded_v4(address: IPAddress) -> tuple[list[ipaddress.IPv4Address], bool]:
+    """The IPv4 addresses a connection to ``address`` may end up at, and whether the IPv6 address
+    itself is to be judged too (not for IPv4-mapped and NAT64, which are only a way of writing the
+    IPv4 one)."""
     if not isinstance(address, ipaddress.IPv6Address):
-        return None
+        return [], True
     if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return [address.ipv4_mapped], False
+    if address in _NAT64_WELL_KNOWN:
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)], False
+    if address in _NAT64_LOCAL:
+        return _nat64_local(address), False
     if address.sixtofour is not None:
-        return address.sixtofour
-    for net in _NAT64:
-        if address in net:
-            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+        return [address.sixtofour], True
+    if address.teredo is not None:
+        return list(address.teredo), True  # the Teredo server and the client behind it
+    return [], True
 
 
 def _category(address: IPAddress) -> str | None:
@@ -61,9 +131,11 @@ def _category(address: IPAddress) -> str | None:
         return "the unspecified address (it reaches this host)"
     if address.is_reserved:
         return "a reserved address"
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "a site-local address (deprecated, but still routed privately)"
     if address.is_private:
         return "a private address"
-    if not address.is_global:
+    if not address.is_global or any(address in net for net in NON_GLOBAL if net.version == address.version):
         return "not a globally routable address"
     return None
 
@@ -71,14 +143,16 @@ def _category(address: IPAddress) -> str | None:
 def refusal(address: IPAddress) -> str | None:
     """Why ``address`` may not be reached, or None when it is public.
 
-    An IPv6 address that carries an IPv4 one (IPv4-mapped, 6to4, NAT64) is judged by the IPv4 address
-    it leads to: ``::ffff:127.0.0.1`` is loopback, although Python 3.11's ``ipaddress`` does not say so.
+    An IPv6 address that carries an IPv4 one (IPv4-mapped, NAT64, 6to4, Teredo) is judged by every
+    IPv4 address it may lead to: ``::ffff:127.0.0.1`` is loopback, although Python 3.11's
+    ``ipaddress`` does not say so. 6to4 and Teredo addresses must be public themselves as well.
     """
-    inner = _embedded_v4(address)
-    if inner is not None:
-        reason = _category(inner)
-        return f"{reason} ({inner}, inside {address})" if reason else None
-    return _category(address)
+    inner, judge_outer = _embedded_v4(address)
+    for v4 in inner:
+        reason = _category(v4)
+        if reason:
+            return f"{reason} ({v4}, inside {address})"
+    return _category(address) if judge_outer else None
 
 
 def normalize_host(host: str) -> str:

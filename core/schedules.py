@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from core.broker import Publication
 from core.db import transaction
-from core.errors import PermanentError
+from core.errors import DataKeyMismatch, PermanentError
 from core.isolation import describe, isolated, publish_isolated
 from core.job_types import (
     FieldError,
@@ -246,7 +246,11 @@ def _fire(conn: Connection, schedule_id: uuid.UUID, now: datetime) -> Publicatio
             "from JOBYARD_JOB_MODULES?)",
             code="unknown_job_type",
         ) from None
-    _, errors = validate_payload(job_type, open_payload(row.payload))
+    try:
+        opened = open_payload(job_type, row.payload)
+    except DataKeyMismatch as exc:
+        raise CannotFire(exc.message, code=exc.code) from None
+    _, errors = validate_payload(job_type, opened)
     if errors:
         reasons = "; ".join(f"{e.field}: {e.message}" for e in errors)
         raise CannotFire(f"the stored payload no longer validates: {reasons}", code="payload_invalid")

@@ -162,6 +162,53 @@ class Settings:
     api_key_cache_s: float = _setting(
         "JOBYARD_API_KEY_CACHE_SECONDS", 0.5, "How long an API process trusts a key lookup (revocation lag)."
     )
+    api_key_negative_cache_s: float = _setting(
+        "JOBYARD_API_KEY_NEGATIVE_CACHE_SECONDS",
+        300.0,
+        "How long an API process remembers that a key is unknown, revoked or expired, so a flood of bad "
+        "keys costs one lookup per key; safe to keep long, since such a key never becomes valid again.",
+    )
+    key_lookup_concurrency: int = _setting(
+        "JOBYARD_KEY_LOOKUP_CONCURRENCY",
+        4,
+        "Lookups of keys an API process has not seen before that run at once (each holds a thread and a "
+        "pooled connection); more wait up to 2 s, then 503, so bad keys cannot take the pool.",
+    )
+    auth_failures_per_s: float = _setting(
+        "JOBYARD_AUTH_FAILURES_PER_S",
+        5.0,
+        "Requests failing authentication one client address may make per second, shared through Redis; "
+        "past it and its burst the address is refused with 429 before authentication. 0: no limit.",
+    )
+    auth_failures_burst: int = _setting(
+        "JOBYARD_AUTH_FAILURES_BURST",
+        100,
+        "Failed authentications one client address may make at once before it is limited.",
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "JOBYARD_TRUSTED_PROXIES",
+        (),
+        "Comma-separated addresses or CIDR ranges of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (client address, https); empty: no one's are.",
+    )
+    db_statement_timeout_s: float = _setting(
+        "JOBYARD_DB_STATEMENT_TIMEOUT",
+        30.0,
+        "Postgres statement_timeout of the API, scheduler and CLI sessions: a stuck query fails instead "
+        "of holding a connection and its caller for good. 0: none.",
+    )
+    db_lock_timeout_s: float = _setting(
+        "JOBYARD_DB_LOCK_TIMEOUT",
+        5.0,
+        "Postgres lock_timeout of the same sessions: waiting longer for a row a worker holds fails the "
+        "request (503) or the scheduler's pass (tried again) instead of stalling it. 0: none.",
+    )
+    worker_statement_timeout_s: float = _setting(
+        "JOBYARD_WORKER_STATEMENT_TIMEOUT",
+        300.0,
+        "Postgres statement_timeout (lock waits included) of worker processes, whose handlers may run "
+        "heavy SQL: longer than any job's, yet a query stuck past it frees its worker thread. 0: none.",
+    )
     max_body_bytes: int = _setting(
         "JOBYARD_MAX_BODY_BYTES", 8 * 1024 * 1024, "Largest request body the API accepts (413 above)."
     )
@@ -225,8 +272,14 @@ class Settings:
     dashboard_secure_cookie: str = _setting(
         "JOBYARD_DASHBOARD_SECURE_COOKIE",
         "auto",
-        "`auto`: the session cookie is Secure when the request came over https; `always` behind a proxy "
-        "that terminates TLS (the API then sees http).",
+        "`auto`: the session cookie is Secure when the request came over https (directly, or through a "
+        "proxy of JOBYARD_TRUSTED_PROXIES that says so); `always`: Secure whatever the request says.",
+    )
+    api_docs_ui: bool = _setting(
+        "JOBYARD_API_DOCS_UI",
+        False,
+        "Serve the OpenAPI viewers (Redoc, Swagger UI...) under /schema; they load scripts from a CDN. "
+        "Off: only the document itself (/schema/openapi.json, .yaml).",
     )
     dashboard_refresh_s: float = _setting(
         "JOBYARD_DASHBOARD_REFRESH", 5.0, "How often the dashboard's overview and open job pages refresh."
@@ -285,7 +338,7 @@ class Settings:
         "JOBYARD_CHROMIUM_SANDBOX",
         False,
         "Run Chromium's own sandbox (Playwright's default is off; it needs a non-root user with user "
-        "namespaces).",
+        "namespaces). Without it a page that breaks the renderer runs as the worker's user.",
     )
     scrape_allow_hosts: tuple[str, ...] = _setting(
         "JOBYARD_SCRAPE_ALLOW_HOSTS",

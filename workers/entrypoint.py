@@ -16,6 +16,7 @@ from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
 from core.broker import build_broker
 from core.crypto import use_data_key
+from core.db import use_session_timeouts
 from core.logs import configure_logging
 from core.settings import get_settings
 from workers.middleware import JobLifecycle
@@ -66,6 +67,8 @@ def boot() -> dramatiq.Broker:
     configure_logging(settings, process="worker")
     # Refuse to boot without the data key: a message's recipient could not be read.
     use_data_key(settings)
+    # Handlers may run heavy SQL of their own: a longer statement timeout than the API's (core/db.py).
+    use_session_timeouts(settings.worker_statement_timeout_s, 0.0)
     load_job_modules(settings)
     for name in BUILTIN_HANDLER_MODULES:
         importlib.import_module(name)
@@ -79,7 +82,7 @@ def boot() -> dramatiq.Broker:
         EmbeddingModel(settings),
         ScrapeBrowser(settings),
     ]
-    broker = build_broker(settings, middleware=middleware)
+    broker = build_broker(settings, middleware=middleware, consumer=True)
     declare_actors(broker, settings)
     dramatiq.set_broker(broker)
     return broker

@@ -16,12 +16,15 @@ from urllib.parse import quote, urlsplit
 import anyio
 from litestar import Request, get, post
 from litestar.datastructures import Cookie, State
+from litestar.exceptions import NotAuthorizedException
 from litestar.params import FromQuery
 from litestar.response import Redirect, Response, Template
 
+from control_api.auth import authenticate, client_address
 from control_api.dashboard.render import page
+from control_api.errors import ApiError
 from core.db import transaction
-from core.keys import lookup_key
+from core.keys import ApiKey
 from core.sessions import DASHBOARD_SCOPE, Session, close_session, find_session, open_session
 from core.settings import Settings
 
@@ -45,6 +48,7 @@ class Refused(Exception):
 
 
 def _secure(request: Request[Any, Any, Any], settings: Settings) -> bool:
+    # The scheme is the connection's, or a trusted proxy's X-Forwarded-Proto (control_api/forwarded.py).
     return settings.dashboard_secure_cookie == "always" or request.url.scheme == "https"
 
 
@@ -127,14 +131,24 @@ async def login_form(request: Request[Any, Any, Any], next: FromQuery[str | None
     return _login_form(request, _safe_next(next), None, 200)
 
 
-def _open(settings: Settings, secret: str) -> tuple[str, Session] | str:
+def _open(settings: Settings, key: ApiKey) -> tuple[str, Session]:
     with transaction(settings) as conn:
-        key = lookup_key(conn, secret)
-        if key is None:
-            return "That API key is unknown, revoked or expired."
-        if DASHBOARD_SCOPE not in key.scopes:
-            return f"That API key lacks the {DASHBOARD_SCOPE!r} scope the dashboard needs."
         return open_session(conn, key, settings.dashboard_session_ttl_s)
+
+
+async def _login_key(request: Request[Any, Any, Any], secret: str) -> ApiKey | tuple[int, str]:
+    """The key behind a login, or why not. The same path as the API's keys (control_api/auth.py):
+    a malformed key is refused unread, bad keys are remembered, and failures spend the client
+    address's budget, so the form is no faster a way to guess keys than the API."""
+    try:
+        key = await authenticate(request.app.state, client_address(request), secret)
+    except ApiError as exc:  # 429: this address failed too often; 503: too many lookups at once
+        return exc.status_code, f"{exc.detail[:1].upper()}{exc.detail[1:]}."
+    except NotAuthorizedException:
+        return 401, "That API key is unknown, revoked or expired."
+    if DASHBOARD_SCOPE not in key.scopes:
+        return 401, f"That API key lacks the {DASHBOARD_SCOPE!r} scope the dashboard needs."
+    return key
 
 
 @post("/login", opt={PUBLIC: True}, name="dashboard_login_submit")
@@ -148,10 +162,11 @@ async def login(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     secret = form.get("api_key")
     if not isinstance(secret, str) or not secret.strip():
         return _login_form(request, target, "Enter an API key.", 422)
-    opened = await anyio.to_thread.run_sync(_open, state.settings, secret.strip())
-    if isinstance(opened, str):
-        return _login_form(request, target, opened, 401)
-    token, _ = opened
+    key = await _login_key(request, secret.strip())
+    if isinstance(key, tuple):
+        status, message = key
+        return _login_form(request, target, message, status)
+    token, _ = await anyio.to_thread.run_sync(_open, state.settings, key)
     ttl = int(state.settings.dashboard_session_ttl_s)
     return Redirect(
         target,

@@ -9,6 +9,16 @@ contexts share nothing: cookies, storage and cache die with the job.
 Every context goes through its own SSRF guard (core/providers/guard_proxy.py); the page itself is
 core/providers/page.py. Playwright is imported only in the browser thread, so importing this module
 starts nothing and loads nothing heavy.
+
+Chromium holds no secrets: it is launched with an environment of its own (``browser_env``), a few
+variables it needs and a private HOME, so the farm's DATABASE_URL, REDIS_URL, data key and provider
+tokens are in none of its processes (the zygote, renderers and GPU/utility processes inherit the
+browser's environment, not the worker's). A page that breaks a sandboxed renderer finds nothing in
+its memory or environment. Playwright's driver (node), which starts Chromium, is spawned by
+Playwright from the worker's own environment and has no option to change that; it runs no page
+content, and a renderer that could read another process's environment (no sandbox: the same user)
+could read the worker's too. Closing that needs Chromium's sandbox (JOBYARD_CHROMIUM_SANDBOX) or a
+scrape worker that holds only the secrets it needs (see the deployment notes).
 """
 
 from __future__ import annotations
@@ -17,8 +27,10 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -81,6 +93,23 @@ BROWSER_NAMES = (
     "google-chrome",
     "google-chrome-stable",
 )
+#: What Chromium gets of the worker's environment, and nothing more: where programs and libraries
+#: are, the locale and time zone (dates and text on pages), fontconfig's files, the temporary
+#: directory, and the setuid sandbox helper if one is installed. HOME and the XDG directories are
+#: set to a private directory of the browser's own (``browser_env``).
+PASSED_ENV = (
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "FONTCONFIG_FILE",
+    "FONTCONFIG_PATH",
+    "CHROME_DEVEL_SANDBOX",
+)
 #: The viewport of every page, and so the size of its screenshot.
 VIEWPORT = {"width": 1280, "height": 800}
 #: Longest wait for a context to close, or for a launch, before the browser is presumed wedged.
@@ -110,6 +139,22 @@ def find_chromium(configured: str | None, playwright_own: str | None) -> str | N
     )
 
 
+def browser_env(home: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Chromium's whole environment: PASSED_ENV from ``environ`` (the process's), HOME and the XDG
+    directories in ``home``. No setting, key or token of the farm's is among them."""
+    source = os.environ if environ is None else environ
+    env = {name: source[name] for name in PASSED_ENV if source.get(name)}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = str(home)
+    for name, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_DATA_HOME", ".local"),
+    ):
+        env[name] = str(home / sub)
+    return env
+
+
 class BrowserPool:
     """This process's browser and the thread that drives it; ``load`` is safe from any thread."""
 
@@ -128,6 +173,8 @@ class BrowserPool:
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
         self._relaunch: asyncio.Future[None] | None = None
+        #: Chromium's HOME (made at the first launch, removed at stop); private to this process.
+        self._home: Path | None = None
 
     # -- from job threads --------------------------------------------------------------------------
 
@@ -197,10 +244,13 @@ class BrowserPool:
             if self._playwright is None:
                 self._playwright = await async_playwright().start()
             executable = find_chromium(self.settings.chromium_path, self._playwright.chromium.executable_path)
+            if self._home is None:
+                self._home = Path(tempfile.mkdtemp(prefix="jobyard-chromium-"))  # mode 0700
             try:
                 browser = await self._playwright.chromium.launch(
                     executable_path=executable,
                     headless=True,
+                    env=dict[str, str | float | bool](browser_env(self._home)),
                     args=list(LAUNCH_ARGS),
                     chromium_sandbox=self.settings.chromium_sandbox,
                     # The worker decides when the browser goes (after its jobs finished), not a signal.
@@ -287,6 +337,9 @@ class BrowserPool:
     async def _shutdown(self) -> None:
         await self._discard_browser()
         await self._stop_playwright()
+        home, self._home = self._home, None
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 async def _closed(close: Callable[[], Awaitable[None]], event: str) -> bool:

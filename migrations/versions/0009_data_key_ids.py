@@ -2,7 +2,7 @@
 which keys the opt-outs need
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-24 09:00:00.000000
 
 Each hash was written together with the sealed copy beside it, by the same key, and a sealed value
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -5,6 +5,7 @@ and the references between them against each other and against what Jobyard real
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,14 @@ def test_secrets_and_config_hold_only_settings_jobyard_reads() -> None:
     assert not {"DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET"} & set(
         config
     )
-    for workload in [*k8s_kind("Deployment").values(), *k8s_kind("Job").values()]:
+    assert set(secrets["jobyard-scrape-secrets"]["stringData"]) <= SETTINGS
+    workloads = {**k8s_kind("Deployment"), **k8s_kind("Job")}
+    for name, workload in workloads.items():
+        # The scrape workers load anyone's pages: they get a Secret of their own (below).
+        secret = "jobyard-scrape-secrets" if name == "jobyard-worker-scrape" else "jobyard-secrets"
         for container in pod_spec(workload)["containers"]:
             sources = {(next(iter(s)), next(iter(s.values()))["name"]) for s in container["envFrom"]}
-            assert sources == {("configMapRef", "jobyard-config"), ("secretRef", "jobyard-secrets")}
+            assert sources == {("configMapRef", "jobyard-config"), ("secretRef", secret)}, name
     for auth in k8s_kind("TriggerAuthentication").values():
         for ref in auth["spec"]["secretTargetRef"]:
             assert ref["key"] in secrets[ref["name"]]["stringData"]
@@ -183,3 +188,41 @@ def test_every_deployment_has_a_disruption_budget_and_runs_as_non_root() -> None
     autoscaled |= {d["spec"]["scaleTargetRef"]["name"] for d in k8s_kind("HorizontalPodAutoscaler").values()}
     for name in autoscaled:
         assert "replicas" not in k8s_kind("Deployment")[name]["spec"], f"{name}: the autoscaler owns replicas"
+
+
+def test_scrape_workers_are_sandboxed_with_a_minimal_secret_and_egress_policy() -> None:
+    """Chromium loads pages of anyone's choosing; what a page that broke out of it would find is
+    only what scrape jobs need, and where it could connect is only the public internet and the
+    farm's own Postgres, Redis and DNS."""
+    scrape_secret = set(k8s_kind("Secret")["jobyard-scrape-secrets"]["stringData"])
+    assert scrape_secret == {"DATABASE_URL", "REDIS_URL", "JOBYARD_DATA_KEY"}
+    config = set(k8s_kind("ConfigMap")["jobyard-config"]["data"])
+    assert not {s for s in SETTINGS if "TOKEN" in s or "SECRET" in s or s.endswith("_API_KEY")} & config
+
+    deployment = k8s_kind("Deployment")["jobyard-worker-scrape"]
+    pod = pod_spec(deployment)
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True and context["capabilities"]["drop"] == ["ALL"]
+    assert context["allowPrivilegeEscalation"] is False
+    # Chromium's sandbox needs user namespaces, which RuntimeDefault seccomp refuses: it stays off.
+    assert "JOBYARD_CHROMIUM_SANDBOX" not in k8s_kind("ConfigMap")["jobyard-config"]["data"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/dev/shm", "/home/jobyard"}  # noqa: S108
+
+    policy = k8s_kind("NetworkPolicy")["jobyard-worker-scrape"]["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and policy["ingress"] == []
+    blocks = [peer["ipBlock"] for rule in policy["egress"] for peer in rule["to"] if "ipBlock" in peer]
+    (anywhere_v4,) = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
+    (anywhere_v6,) = [b for b in blocks if b["cidr"] == "::/0"]
+    refused = {ipaddress.ip_network(n) for n in anywhere_v4["except"] + anywhere_v6["except"]}
+    for address in ("169.254.169.254", "10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "100.64.0.1"):
+        assert any(ipaddress.ip_address(address) in net for net in refused), address
+    assert any(ipaddress.ip_address("fd00::1") in net for net in refused)
+    ports = {p["port"] for rule in policy["egress"] for p in rule.get("ports", [])}
+    assert {53, 5432, 6379} <= ports
+    for other in set(k8s_kind("Deployment")) - {"jobyard-worker-scrape"}:
+        assert pod_spec(k8s_kind("Deployment")[other])["automountServiceAccountToken"] is False, other
