@@ -15,6 +15,7 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from core.broker import Publication, async_redis_client, publish_commands
+from core.db import session_options
 from core.jobs import INSERT_MANY_PSYCOPG, Enqueued, NewJob, encode_rows, new_job, new_rows, utcnow
 from core.settings import Settings
 
@@ -35,7 +36,13 @@ class AsyncEnqueuer:
             # As core/db.py's engine: a Postgres that does not answer fails the request (503) in
             # seconds rather than holding it.
             timeout=10,
-            kwargs={"autocommit": True, "application_name": "jobyard", "connect_timeout": 10},
+            kwargs={
+                "autocommit": True,
+                "application_name": "jobyard",
+                "connect_timeout": 10,
+                # The API's statement and lock timeouts, as on every other session it opens.
+                "options": session_options(settings),
+            },
             open=False,
         )
         self.redis = async_redis_client(settings, socket_timeout=5, connections=connections)

@@ -97,8 +97,16 @@ class JobLifecycle(Middleware):
         deadline = utcnow() + timedelta(
             seconds=get_job_type(message.actor_name).timeout_s + self.settings.stuck_grace_s
         )
-        with transaction(self.settings) as conn:
-            claimed = claim(conn, job_id, worker_name(), self.worker_id, deadline)
+        try:
+            with transaction(self.settings) as conn:
+                claimed = claim(conn, job_id, worker_name(), self.worker_id, deadline)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            # Postgres is unreachable: the job is still queued there. Dropping the message lets the
+            # sweeper publish it again once Postgres is back, instead of Dramatiq running the actor
+            # without a claim.
+            _local.skip_reason = "claim_failed"
+            log.warning("claim_failed", error=str(exc), detail="the sweeper publishes the job again")
+            raise SkipMessage(f"job {job_id} could not be claimed") from None
         if claimed is None:
             # Finished, cancelled or running elsewhere: a duplicate delivery or a stale message.
             raise SkipMessage(f"job {job_id} is not claimable")
@@ -107,7 +115,10 @@ class JobLifecycle(Middleware):
         log.info("job_started")
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        log.info("job_skipped", reason="not claimable")
+        reason = getattr(_local, "skip_reason", None) or "not claimable"
+        _local.skip_reason = None
+        if reason == "not claimable":
+            log.info("job_skipped", reason=reason)
         self._reset()
 
     def after_process_message(
