@@ -36,6 +36,12 @@ class Settings:
         Path(".jobyard"),
         "Where the embedded servers keep their data, and where the admin key is saved.",
     )
+    env_file: Path = _setting(
+        "JOBYARD_ENV_FILE",
+        Path(".env"),
+        "KEY=value file every `jobyard` command reads first (when it exists); a variable already set in "
+        "the environment wins over the file.",
+    )
     api_host: str = _setting("JOBYARD_API_HOST", "127.0.0.1", "Interface the control API binds to.")
     api_port: int = _setting("JOBYARD_API_PORT", 8000, "Port the control API listens on.")
     job_modules: tuple[str, ...] = _setting(
