@@ -48,10 +48,10 @@ typecheck: setup
 
 ## The docs site, strictly: a broken link or a page missing from the nav fails.
 docs: setup
-	$(BIN)/python -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 docs-serve: setup
-	$(BIN)/python -m mkdocs serve --dev-addr 127.0.0.1:8001
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --dev-addr 127.0.0.1:8001
 
 pytest: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
