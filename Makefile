@@ -73,8 +73,4 @@ bench: setup
 
 ## Freeze the venv of a green run into constraints.txt (torch stays out: TORCH_SPEC decides it).
 constraints: setup
-	@{ sed -n '/^#/p' constraints.txt; \
-	   echo "pip==$$($(BIN)/python -m pip --version | cut -d' ' -f2)"; \
-	   $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(pip|torch|triton|nvidia-)[=-]'; \
-	} > constraints.txt.new && mv constraints.txt.new constraints.txt
-	@echo "constraints.txt: $$(grep -cv '^#' constraints.txt) pins"
+	scripts/freeze-constraints $(BIN)/python
