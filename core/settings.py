@@ -1,8 +1,8 @@
 """Typed settings read from the environment, built on first use.
 
 Every knob is a field below with the environment variable that sets it, its
-default and a one-line reason. The README's settings table is checked against
-this list by a test, so a new knob cannot go undocumented.
+default and a one-line reason. The settings table of docs/reference/settings.md is
+checked against this list by a test, so a new knob cannot go undocumented.
 """
 
 from __future__ import annotations
