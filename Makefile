@@ -53,8 +53,15 @@ docs: setup
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --dev-addr 127.0.0.1:8001
 
+# Each run gets a temporary directory of its own: in pytest's shared /tmp/pytest-of-<user>, another
+# run on the same machine may remove this one's (and the embedded Postgres inside it) mid-run. Kept
+# when the run fails, for its logs.
+RUN_PYTEST = tmp=$$(mktemp -d /tmp/jobyard-pytest.XXXXXX); \
+	if $(1) -m pytest --basetemp=$$tmp $(2); then rm -rf $$tmp; \
+	else echo "pytest: the run's files are in $$tmp" >&2; exit 1; fi
+
 pytest: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(call RUN_PYTEST,$(BIN)/python,$(PYTEST_ARGS))
 
 ## Python 3.12 in a venv of its own, without torch (PyPI has only CUDA builds of it for 3.12): the
 ## unit suite and `jobyard up` end to end. The 3.11 run above covers the rest.
@@ -64,7 +71,7 @@ test-py312:
 		if [ "$${CI:-}" = true ]; then exit 1; fi; \
 		echo "test-py312: SKIPPED outside CI" >&2; exit 0; fi
 	@scripts/setup --python '$(PY312)' --venv '$(VENV312)' --no-torch --extras test-base --system skip
-	$(VENV312)/bin/python -m pytest -p no:cacheprovider tests/unit tests/e2e/test_up.py $(PYTEST_ARGS)
+	@$(call RUN_PYTEST,$(VENV312)/bin/python,tests/unit tests/e2e/test_up.py $(PYTEST_ARGS))
 
 ## Jobyard side by side with bare Dramatiq and Celery (needs wrk: apt-get install wrk); ~5 minutes.
 bench: EXTRAS := $(EXTRAS),bench
