@@ -6,19 +6,19 @@ this module never imports `control_api` or `workers` (core imports neither).
 
 from __future__ import annotations
 
-import json
 import os
+import platform
 import sys
 import time
 import urllib.request
-import uuid
-from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
-import msgspec
 
 from core.cli_dlq import dlq
+from core.cli_doctor import doctor
+from core.cli_jobs import jobs
 from core.cli_keys import data_key, keys
 from core.settings import Settings, get_settings
 
@@ -100,9 +100,46 @@ def check_queues(settings: Settings, queues: tuple[str, ...]) -> None:
         )
 
 
+def load_env_file(path: Path, *, required: bool) -> bool:
+    """Read ``path``'s KEY=value lines into the environment; a variable already set wins.
+
+    Returns whether a file was read. The farm's children inherit the result, so `jobyard up`'s
+    processes all see the same settings.
+    """
+    if not path.is_file():
+        if required:
+            raise click.BadParameter(f"{path} does not exist", param_hint="--env-file")
+        return False
+    from dotenv import dotenv_values
+
+    for name, value in dotenv_values(path).items():
+        if value is not None and name not in os.environ:
+            os.environ[name] = value
+    get_settings.cache_clear()  # settings read before this would miss the file's values
+    return True
+
+
 @click.group()
-def main() -> None:
-    """Jobyard: a job-queue worker farm. Postgres is the truth, Redis is the transport."""
+@click.version_option(
+    package_name="jobyard",  # looked up when asked for, not at import
+    prog_name="jobyard",
+    message=f"%(prog)s %(version)s (Python {platform.python_version()})",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="JOBYARD_ENV_FILE",
+    help="KEY=value file read first; the real environment wins [JOBYARD_ENV_FILE, or ./.env if present].",
+)
+def main(env_file: Path | None) -> None:
+    """Jobyard: a job-queue worker farm. Postgres is the truth, Redis is the transport.
+
+    Start with `jobyard up` (the whole farm), then `jobyard doctor` (what is missing, and what to do).
+    """
+    default = Settings().env_file
+    # ./.env is read when it is there; a file named on purpose must exist.
+    load_env_file(env_file or default, required=env_file not in (None, default))
 
 
 @main.command()
@@ -211,81 +248,6 @@ def release(hold: bool | None) -> None:
     sys.exit(run_release(get_settings(), hold))
 
 
-@main.group()
-def jobs() -> None:
-    """Enqueue and inspect jobs."""
-
-
-@jobs.command("enqueue")
-@click.argument("job_type")
-@click.argument("payload")
-@click.option("--delay-seconds", type=int, default=None)
-@click.option("--business-key", default=None)
-@click.option("--idempotency-key", default=None)
-def jobs_enqueue(
-    job_type: str,
-    payload: str,
-    delay_seconds: int | None,
-    business_key: str | None,
-    idempotency_key: str | None,
-) -> None:
-    """Enqueue a job of JOB_TYPE with a JSON PAYLOAD."""
-    from core.broker import build_broker
-    from core.job_types import UnknownJobType, get_job_type, load_job_modules, validate_payload
-    from core.jobs import NewJob, enqueue, utcnow
-
-    settings = _settings()
-    load_job_modules(settings)
-    try:
-        data = json.loads(payload)
-        jt = get_job_type(job_type)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from None
-    except UnknownJobType:
-        raise click.BadParameter(f"unknown job type {job_type!r}", param_hint="JOB_TYPE") from None
-    normalized, errors = validate_payload(jt, data)
-    if errors:
-        raise click.BadParameter("; ".join(f"{e.field}: {e.message}" for e in errors), param_hint="PAYLOAD")
-    run_at = utcnow() + timedelta(seconds=delay_seconds) if delay_seconds else None
-    new = NewJob(
-        type=job_type,
-        payload=normalized,
-        run_at=run_at,
-        business_key=business_key,
-        idempotency_key=idempotency_key,
-    )
-    broker = build_broker(settings)
-    (result,) = enqueue([new], broker, settings)
-    click.echo(msgspec.json.encode(result.job).decode())
-
-
-@jobs.command("show")
-@click.argument("job_id")
-@click.option("--wait", type=float, default=0.0, help="Seconds to wait for the job to finish.")
-def jobs_show(job_id: str, wait: float) -> None:
-    """Print a job as JSON."""
-    from core.db import transaction
-    from core.jobs import FINAL
-    from core.queries import JobNotFound, get_job
-
-    settings = _settings()
-    try:
-        ident = uuid.UUID(job_id)
-    except ValueError:
-        raise click.BadParameter("not a job id", param_hint="JOB_ID") from None
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            with transaction(settings) as conn:
-                job = get_job(conn, ident)
-        except JobNotFound:
-            raise click.ClickException(f"no job {job_id}") from None
-        if job.status in FINAL or time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
-    click.echo(msgspec.json.encode(job).decode())
-
-
 def wait_for_http(url: str, timeout_s: float, alive: Any = None) -> bool:
     """Poll ``url`` until it answers 200, the timeout passes, or ``alive()`` turns false."""
     deadline = time.monotonic() + timeout_s
@@ -302,6 +264,8 @@ def wait_for_http(url: str, timeout_s: float, alive: Any = None) -> bool:
     return False
 
 
+main.add_command(jobs)
+main.add_command(doctor)
 main.add_command(dlq)
 main.add_command(keys)
 main.add_command(data_key)

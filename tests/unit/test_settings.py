@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.settings import Settings, SettingsError, documented_settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_PAGE = ROOT / "docs" / "reference" / "settings.md"
 
 
 def test_defaults_need_no_environment() -> None:
@@ -46,7 +49,42 @@ def test_settings_are_read_on_first_use_and_cached(monkeypatch: pytest.MonkeyPat
     assert get_settings().api_port == 8123
 
 
-def test_readme_documents_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [env for env, _, _ in documented_settings() if f"`{env}`" not in readme]
-    assert missing == []
+def _shown(default: Any) -> str:
+    """A default as the settings table shows it."""
+    if default is None:
+        return "unset"
+    if default in ((), ""):
+        return "empty"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
+def _table_rows() -> dict[str, str]:
+    """variable -> default shown, from the settings table of the reference page."""
+    rows = re.findall(
+        r"^\| `([A-Z][A-Z0-9_]*)` \| (?:`([^`]*)`|(unset|empty)) \|", SETTINGS_PAGE.read_text(), re.M
+    )
+    return {name: quoted or word for name, quoted, word in rows}
+
+
+def test_the_settings_reference_documents_every_setting_with_its_default() -> None:
+    rows = _table_rows()
+    documented = documented_settings()
+    missing = [
+        f"| `{env}` | {_row_default(default)} | {doc} |"
+        for env, default, doc in documented
+        if env not in rows
+    ]
+    assert missing == [], f"add these rows to {SETTINGS_PAGE.relative_to(ROOT)}:\n" + "\n".join(missing)
+    wrong = {
+        env: (rows[env], _shown(default)) for env, default, _ in documented if rows[env] != _shown(default)
+    }
+    assert wrong == {}, "variable: (the table's default, the code's)"
+    unknown = sorted(set(rows) - {env for env, _, _ in documented})
+    assert unknown == [], "rows for variables core/settings.py does not have"
+
+
+def _row_default(default: Any) -> str:
+    shown = _shown(default)
+    return shown if shown in ("unset", "empty") else f"`{shown}`"
