@@ -18,7 +18,8 @@ its memory or environment. Playwright's driver (node), which starts Chromium, is
 Playwright from the worker's own environment and has no option to change that; it runs no page
 content, and a renderer that could read another process's environment (no sandbox: the same user)
 could read the worker's too. Closing that needs Chromium's sandbox (JOBYARD_CHROMIUM_SANDBOX) or a
-scrape worker that holds only the secrets it needs (see the deployment notes).
+scrape worker that holds only the secrets it needs (docs/operations/security.md, "Sandboxing the
+scrape workers").
 """
 
 from __future__ import annotations
