@@ -88,6 +88,9 @@ SCHEDULE: dict[str, Any] = {
     "last_job_id": None,
     "created_at": AT,
     "updated_at": AT,
+    "disabled_code": None,
+    "disabled_reason": None,
+    "disabled_at": None,
 }
 OPT_OUT = {
     "channel": "whatsapp",
@@ -95,6 +98,7 @@ OPT_OUT = {
     "source": "api",
     "reason": "asked by phone",
     "created_at": AT,
+    "key_id": "1a2b3c4d",
 }
 OUTBOUND: dict[str, Any] = {
     "id": OUTBOUND_ID,
