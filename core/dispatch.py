@@ -1,7 +1,9 @@
 """Moving jobs from Postgres onto Redis: due jobs, and queued jobs whose message Redis lost.
 
-Both steps lock the rows they take with FOR UPDATE SKIP LOCKED and record the new message id
-before publishing, so several schedulers can run at once without publishing a job twice.
+Publishing due jobs locks the rows it takes (FOR UPDATE SKIP LOCKED) and records the new message id
+before publishing. The sweeper reads its candidates without locks, asks Redis where their messages
+are, then changes only rows still queued under the message id it looked up; no lock is held across a
+Redis call. Either way several schedulers can run at once without publishing a job twice.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import redis
 
-from core.crypto import SEALED_PREFIX, DataCipher, DataKeyError, resolve_data_key
+from core.crypto import DataKeyError, key_label, key_ring, resolve_data_key
 from core.doctor import Check
 from core.settings import Settings
 
@@ -182,38 +182,59 @@ def data_key(settings: Settings) -> Check:
             "(`jobyard up` makes one in JOBYARD_HOME by itself)",
         )
     try:
-        cipher = DataCipher(encoded)
+        ring = key_ring(settings)
     except DataKeyError as exc:
         return Check("data key", "fail", str(exc), "`jobyard data-key generate` makes a valid one")
     source = "JOBYARD_DATA_KEY" if settings.data_key else str(settings.home_path / "data.key")
-    sealed_with = _sealed_key_id(settings)
-    if sealed_with and sealed_with != cipher.key_id:
+    held = f"{key_label(ring.key_id)} from {source}" + (
+        f", and {len(ring.key_ids) - 1} older" if len(ring.key_ids) > 1 else ""
+    )
+    in_use = _stored_key_ids(settings)
+    missing = sorted(in_use - ring.key_ids)
+    if missing:
         return Check(
             "data key",
             "fail",
-            f"the database's phone numbers were sealed with data key {sealed_with}; this one is "
-            f"{cipher.key_id} ({source})",
-            "give every process the key that sealed them (from your secret store or its backup)",
+            f"stored phone numbers and opt-outs are under {', '.join(key_label(k) for k in missing)}, "
+            f"which this farm does not hold (it holds {held}): workers refuse to send",
+            "give every process that key: as JOBYARD_DATA_KEY, or in JOBYARD_DATA_KEYS_OLD while "
+            "`jobyard data-key rotate` moves its values",
         )
-    return Check("data key", "ok", f"key {cipher.key_id} from {source}")
+    if in_use - {ring.key_id}:
+        return Check(
+            "data key",
+            "warn",
+            f"{held}; some stored values are still under an older key",
+            "run `jobyard data-key rotate`, then `jobyard data-key status`",
+        )
+    return Check("data key", "ok", held)
 
 
-def _sealed_key_id(settings: Settings) -> str | None:
-    """The id of the key that sealed a stored number, if the database answers and holds one."""
-    if not settings.database_url:
-        return None
-    query = (
-        "SELECT v FROM (SELECT to_sealed AS v FROM outbound_messages LIMIT 1) o "
-        "UNION ALL SELECT v FROM (SELECT address_sealed AS v FROM opt_outs LIMIT 1) a LIMIT 1"
+#: The key ids written beside every keyed hash and sealed number (one index probe per distinct id).
+_KEY_IDS_IN_USE = """
+    WITH RECURSIVE o(k) AS (
+        (SELECT address_key_id FROM opt_outs ORDER BY address_key_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT address_key_id FROM opt_outs WHERE address_key_id > o.k
+                ORDER BY address_key_id LIMIT 1) FROM o WHERE o.k IS NOT NULL
     )
+    SELECT k FROM o WHERE k IS NOT NULL
+    UNION SELECT to_key_id FROM (SELECT DISTINCT to_key_id FROM
+        (SELECT to_key_id FROM outbound_messages LIMIT 10000) sample) r
+    WHERE to_key_id IS NOT NULL
+"""
+
+
+def _stored_key_ids(settings: Settings) -> frozenset[str]:
+    """The data keys the database's opt-outs and a sample of outbound numbers are under (empty if the
+    database does not answer: the postgres and migrations checks say why)."""
+    if not settings.database_url:
+        return frozenset()
     try:
         with psycopg.connect(
             settings.database_url.replace("postgresql+psycopg://", "postgresql://"),
             connect_timeout=CONNECT_TIMEOUT_S,
         ) as conn:
-            value = _value(conn, query)
+            return frozenset(row[0] for row in conn.execute(_KEY_IDS_IN_USE))
     except psycopg.Error:
-        return None  # the postgres and migrations checks say why
-    if isinstance(value, str) and value.startswith(SEALED_PREFIX):
-        return value[len(SEALED_PREFIX) :].split(":", 1)[0]
-    return None
+        return frozenset()
