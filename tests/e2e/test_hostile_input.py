@@ -406,6 +406,139 @@ def hostile_schedule_rules(farm: HostileFarm) -> None:
             assert 400 <= r.status_code < 500 and r.json()["error"]["code"], (body, r.text)
 
 
+def _wait_final(c: httpx.Client, job_id: str) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        job: dict[str, Any] = c.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "dead", "cancelled") else None
+
+    return wait_for(final, timeout=30, what=f"job {job_id} to end")  # type: ignore[no-any-return]
+
+
+@case
+def sealed_prefix_strings_are_data(farm: HostileFarm) -> None:
+    """Strings that start like sealed values, in fields that are not sealed, are plain data: opened
+    never, stored and returned as sent. A ciphertext copied from another job's sealed field included."""
+    with farm.client() as c:
+        sealed = c.post("/v1/jobs", json={"type": "test_sealed_batch", "payload": {"to": "+447700900123"}})
+        assert sealed.status_code == 201, sealed.text
+        _wait_final(c, sealed.json()["id"])
+        with transaction(farm.settings) as conn:
+            ciphertext = conn.execute(
+                sa.text("SELECT payload->>'to' FROM jobs WHERE id = :id"), {"id": sealed.json()["id"]}
+            ).scalar_one()
+        assert ciphertext.startswith("jy2:")
+        for chat_id in ("jy1:x", "jy2:", "jy2:deadbeef:AAAA", "jy1:00000000:" + "A" * 60, ciphertext):
+            r = c.post(
+                "/v1/jobs", json={"type": "unread_count", "payload": {"chat_id": chat_id, "user_id": "u"}}
+            )
+            assert r.status_code == 201, r.text
+            job = _wait_final(c, r.json()["id"])
+            assert job["status"] == "succeeded" and job["result"]["chat_id"] == chat_id, job
+
+
+@case
+def ciphertext_as_a_sealed_field_is_refused(farm: HostileFarm) -> None:
+    with farm.client() as c:
+        for value in ("jy1:x", "jy2:deadbeef:AAAA", "jy2:00:00", "jy9:x"):
+            r = c.post("/v1/jobs", json={"type": "test_sealed_batch", "payload": {"to": value}})
+            farm.refused(r, 422, "validation_error", ["payload.to"])
+
+
+@case
+def ciphertext_moved_between_fields_at_rest(farm: HostileFarm) -> None:
+    """A sealed value copied at rest into another job type's sealed field (a restored backup, a hand
+    edit) does not open there: that job alone goes dead with data_key_mismatch, and the victim's
+    number is never handed to its handler."""
+    with farm.client() as c:
+        source = c.post("/v1/jobs", json={"type": "test_sealed_batch", "payload": {"to": "+447700900456"}})
+        target = c.post(
+            "/v1/jobs",
+            json={
+                "type": "test_leaky",
+                "payload": {"to": "+15550100", "text": "t", "api_key": "k"},
+                "delay_seconds": 3600,
+            },
+        )
+        assert source.status_code == target.status_code == 201, (source.text, target.text)
+        farm.sql(
+            "UPDATE jobs SET payload = jsonb_set(jobs.payload, '{to}', src.payload->'to'), run_at = now() "
+            "FROM jobs AS src WHERE jobs.id = :target AND src.id = :source",
+            target=target.json()["id"],
+            source=source.json()["id"],
+        )
+        job = _wait_final(c, target.json()["id"])
+        assert job["status"] == "dead" and job["error"]["code"] == "data_key_mismatch", job
+        assert job["attempts"] == 1, job
+        after = c.post("/v1/jobs", json=UNREAD)
+        assert _wait_final(c, after.json()["id"])["status"] == "succeeded"
+
+
+@case
+def request_bodies_that_mean_something_else(farm: HostileFarm) -> None:
+    with farm.client() as c:
+        farm.refused(
+            c.post(
+                "/v1/jobs", json={"type": "unread_count", "payload": {"chat_id": "a\x00b", "user_id": "u"}}
+            ),
+            400,
+            "unstorable_value",
+        )
+        deep: Any = "x"
+        for _ in range(200):
+            deep = [deep]
+        r = c.post("/v1/jobs", json={**UNREAD, "payload": {"chat_id": "c", "user_id": "u", "x": deep}})
+        assert r.status_code == 400 and r.json()["error"]["code"], r.text
+        farm.refused(
+            c.post("/v1/jobs", json={"type": "no_such_type", "payload": {}}), 422, "validation_error"
+        )
+        r = c.post("/v1/jobs", content=b"\xff\xfe{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        key = f"hostile-{uuid.uuid4()}"
+        first = c.post("/v1/jobs", json={**UNREAD, "idempotency_key": key})
+        assert first.status_code == 201, first.text
+        other = {
+            "type": "unread_count",
+            "payload": {"chat_id": "other", "user_id": "u"},
+            "idempotency_key": key,
+        }
+        farm.refused(c.post("/v1/jobs", json=other), 409, "idempotency_conflict")
+        r = c.post("/v1/jobs", content=b"{" + b" " * (9 * 1024 * 1024) + b"}")
+        assert r.status_code == 413, r.status_code
+
+
+@case
+def a_flood_of_bad_keys(farm: HostileFarm) -> None:
+    """Random keys of a real key's shape, malformed keys and forged X-Forwarded-For headers, from many
+    connections: each answered 401 or 429, and the farm's own key keeps working meanwhile."""
+    import concurrent.futures
+    import secrets
+
+    def hammer(n: int) -> list[int]:
+        statuses = []
+        with httpx.Client(base_url=farm.base, timeout=15) as anon:
+            for i in range(n):
+                key = "jy_" + secrets.token_urlsafe(24) if i % 3 else "not-a-key-" + "x" * (i % 500)
+                r = anon.post(
+                    "/v1/jobs",
+                    json=UNREAD,
+                    headers={
+                        "Authorization": f"Bearer {key}",
+                        "X-Forwarded-For": f"10.0.{i % 250}.{n % 250}",
+                    },
+                )
+                statuses.append(r.status_code)
+        return statuses
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        flood = pool.map(hammer, [125] * 16)
+        with farm.client() as c:
+            during = [c.post("/v1/jobs", json=UNREAD).status_code for _ in range(20)]
+        answered = [s for batch in flood for s in batch]
+    assert len(answered) == 2000 and set(answered) <= {401, 429}, sorted(set(answered))
+    assert 429 in answered, "the per-address limit never refused the flood"
+    assert during == [201] * 20, during
+
+
 @pytest.mark.parametrize("hostile", CASES, ids=[fn.__name__ for fn in CASES])
 def test_hostile_input_is_refused_or_fails_alone(
     farm: HostileFarm, hostile: Callable[[HostileFarm], None]
