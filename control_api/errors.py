@@ -100,15 +100,15 @@ def _database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[
             "Postgres did not finish in time (a statement or lock timeout); retry shortly",
             {"postgres": "timeout"},
         )
-    else:
-        log.error("database_unavailable", path=request.url.path, error=str(exc))
-        message = "Postgres is unavailable"
-        if request.method != "GET":
-            # The connection may have been lost while the write committed, so it may have happened.
-            message += (
-                "; the write may or may not have been committed (an idempotency key makes a retry safe)"
-            )
-        response = error_response(503, "dependency_down", message, {"postgres": "down"})
+        # A statement or lock timeout passes with the contention that caused it: try again soon.
+        response.headers["Retry-After"] = "1"
+        return response
+    log.error("database_unavailable", path=request.url.path, error=str(exc))
+    message = "Postgres is unavailable"
+    if request.method != "GET":
+        # The connection may have been lost while the write committed, so it may have happened.
+        message += "; the write may or may not have been committed (an idempotency key makes a retry safe)"
+    response = error_response(503, "dependency_down", message, {"postgres": "down"})
     response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
     return response
 
