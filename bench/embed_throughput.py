@@ -22,16 +22,16 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.worker import worker_process
-from core.broker import build_broker
-from core.crypto import generate_data_key
-from core.db import transaction
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.embeddings import EMBEDDINGS_QUEUE
-from core.job_types import load_job_modules
-from core.jobs import NewJob, enqueue
-from core.migrate import upgrade
-from core.models import embedding_documents, jobs
-from core.settings import Settings
+from core.embeddings.embed import EMBEDDINGS_QUEUE
+from core.engine.broker import build_broker
+from core.engine.job_types import load_job_modules
+from core.engine.jobs import NewJob, enqueue
+from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.platform.crypto import generate_data_key
+from core.platform.db import transaction
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
+from core.platform.tables import embedding_documents, jobs
 
 
 def texts(n: int) -> list[str]:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from core.broker import build_broker
-from core.db import transaction
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.job_types import load_job_modules
-from core.jobs import NewJob, enqueue
-from core.migrate import upgrade
-from core.settings import Settings
+from core.engine.broker import build_broker
+from core.engine.job_types import load_job_modules
+from core.engine.jobs import NewJob, enqueue
+from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.platform.db import transaction
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
 
 BACKLOG_SQL = """
 INSERT INTO jobs (id, type, queue, status, payload, run_at, max_retries, created_at, updated_at)

@@ -21,10 +21,10 @@ import psutil
 import redis
 import sqlalchemy as sa
 
-from core.db import dispose_engines, transaction
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.keys import SCOPES, create_key
-from core.settings import Settings
+from core.access.keys import SCOPES, create_key
+from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.platform.db import dispose_engines, transaction
+from core.platform.settings import Settings
 from tests.services import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +114,7 @@ class Bench:
             rd = EmbeddedRedis(workdir / "redis")
             redis_url = rd.start()
             stops.append(rd.stop)
-        from core.crypto import generate_data_key
+        from core.platform.crypto import generate_data_key
 
         settings = Settings(
             database_url=database_url,
@@ -122,8 +122,8 @@ class Bench:
             redis_namespace="jobyard-bench",
             data_key=generate_data_key(),
         )
-        from core.job_types import load_job_modules
-        from core.migrate import upgrade
+        from core.engine.job_types import load_job_modules
+        from core.platform.migrate import upgrade
 
         upgrade(settings)
         load_job_modules(settings)

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from core import job_stats
-from core.broker import redis_client
-from core.db import get_engine, snapshot, transaction
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.job_types import load_job_modules
-from core.jobs import utcnow
-from core.migrate import upgrade
-from core.queues import queue_overview, read_overview
-from core.settings import Settings
+from core.engine import stats as job_stats
+from core.engine.broker import redis_client
+from core.engine.job_types import load_job_modules
+from core.engine.jobs import utcnow
+from core.engine.queues import queue_overview, read_overview
+from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.platform.db import get_engine, snapshot, transaction
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
 
 HISTORY_SQL = """
 INSERT INTO jobs (id, type, queue, status, payload, run_at, max_retries, attempts, created_at,

@@ -27,18 +27,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.worker import worker_process
-from core.broker import build_broker
-from core.crypto import generate_data_key
-from core.db import transaction
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.job_types import load_job_modules
-from core.jobs import NewJob, enqueue
-from core.migrate import upgrade
-from core.models import jobs
+from core.engine.broker import build_broker
+from core.engine.job_types import load_job_modules
+from core.engine.jobs import NewJob, enqueue
+from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.platform.crypto import generate_data_key
+from core.platform.db import transaction
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
+from core.platform.tables import jobs
 from core.providers.browser import BrowserPool, find_chromium
 from core.providers.page import PageRequest
-from core.scrape import SCRAPE_QUEUE
-from core.settings import Settings
+from core.scrape.pages import SCRAPE_QUEUE
 
 WORDS = [
     "alpha",

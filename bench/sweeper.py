@@ -10,7 +10,7 @@ ids, registered as live workers, each hold ``--held`` fetched messages in their 
 
 Then passes of the sweeper as it was before issue 15 (kept here as the peer, ``sweeper_before_15``:
 row locks held across a read of the whole queue list and a SCAN for ack sets) and of the current
-``core.dispatch.republish_lost`` alternate, each on the next batch of candidates. For each pass: its
+``core.engine.dispatch.republish_lost`` alternate, each on the next batch of candidates. For each pass: its
 wall time and its Redis time, two ways: the time the sweeper's Redis client spent in calls (round
 trips and reading the replies, as the sweeper feels it) and the server's own time in the commands
 the pass ran (INFO commandstats; a script's inner commands are inside its own time, not added).
@@ -34,15 +34,15 @@ import redis
 import sqlalchemy as sa
 from dramatiq.brokers.redis import RedisBroker
 
-from core.broker import JobyardRedisBroker, Publication, publish, publish_commands
-from core.db import get_engine, transaction
-from core.dispatch import republish_lost
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.jobs import JobStatus, utcnow
-from core.migrate import upgrade
-from core.models import jobs
-from core.recovery import live_broker_ids, register_worker
-from core.settings import Settings
+from core.engine.broker import JobyardRedisBroker, Publication, publish, publish_commands
+from core.engine.dispatch import republish_lost
+from core.engine.jobs import JobStatus, utcnow
+from core.engine.recovery import live_broker_ids, register_worker
+from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.platform.db import get_engine, transaction
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
+from core.platform.tables import jobs
 
 #: The issue's goal for one pass at a million queued jobs.
 GOAL_REDIS_MS = 50.0

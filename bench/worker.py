@@ -13,9 +13,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from core.cli import worker_argv
-from core.db import transaction
-from core.models import workers
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import workers
 
 
 @contextmanager
@@ -26,7 +26,9 @@ def worker_process(
     model loaded, its browser launched); SIGTERM at the end. ``env`` adds variables. The settings must
     carry a data key (every farm process refuses to start without one)."""
     if not settings.data_key:
-        raise ValueError("the benchmark's settings need a data_key (core.crypto.generate_data_key())")
+        raise ValueError(
+            "the benchmark's settings need a data_key (core.platform.crypto.generate_data_key())"
+        )
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("JOBYARD_")}
     child_env.update(
         DATABASE_URL=settings.database_url or "",

@@ -6,7 +6,7 @@ import argparse
 
 import uvicorn
 
-from core.settings import get_settings
+from core.platform.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> None:

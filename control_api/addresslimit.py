@@ -39,8 +39,8 @@ from control_api.auth_metrics import AUTH_REFUSALS
 from control_api.errors import ApiError
 from control_api.headers import add_security_headers
 from control_api.ratelimit import GCRA_SCRIPT
-from core.keys import KeyCache, carried_secret, well_formed
-from core.settings import Settings
+from core.access.keys import KeyCache, carried_secret, well_formed
+from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 #: Blocked addresses remembered per process; past it the oldest notes go (the budget is in Redis).

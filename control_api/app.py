@@ -31,15 +31,15 @@ from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
 from control_api.scrapes import ScrapesController
 from control_api.webhooks import WhatsAppWebhookController
-from core.broker import async_redis_client, build_broker, redis_client
-from core.crypto import use_data_key
-from core.fastenqueue import AsyncEnqueuer
-from core.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
-from core.job_types import load_job_modules
-from core.keys import KeyCache, UsageClock
-from core.logs import configure_logging
-from core.redact import Redactor, provider_secrets
-from core.settings import Settings, SettingsError, get_settings
+from core.access.keys import KeyCache, UsageClock
+from core.engine.broker import async_redis_client, build_broker, redis_client
+from core.engine.fastenqueue import AsyncEnqueuer
+from core.engine.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
+from core.engine.job_types import load_job_modules
+from core.platform.crypto import use_data_key
+from core.platform.logs import configure_logging
+from core.platform.redact import Redactor, provider_secrets
+from core.platform.settings import Settings, SettingsError, get_settings
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:

@@ -24,10 +24,10 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from control_api.addresslimit import AddressLimiter, too_many_failures
 from control_api.auth_metrics import AUTH_REFUSALS, KEY_LOOKUPS
 from control_api.errors import ApiError
-from core.db import transaction
-from core.jobs import utcnow
-from core.keys import ApiKey, KeyCache, UsageClock, carried_secret, lookup_key, touch_key, well_formed
-from core.settings import Settings
+from core.access.keys import ApiKey, KeyCache, UsageClock, carried_secret, lookup_key, touch_key, well_formed
+from core.engine.jobs import utcnow
+from core.platform.db import transaction
+from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -11,10 +11,10 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
-from core.chats import ChatMessage, list_messages
-from core.db import transaction
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
-from core.unread import mark_read, unread_for_user
+from core.chats.history import ChatMessage, list_messages
+from core.chats.unread import mark_read, unread_for_user
+from core.platform.db import transaction
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 

@@ -13,10 +13,10 @@ from litestar.params import FromPath, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
-from core.db import transaction
-from core.embedding_queries import QueryNotEmbedded, query_vector
-from core.embeddings import MAX_K, Collection, Hit, get_collection, search
-from core.models import embedding_collections, embedding_documents
+from core.embeddings.embed import MAX_K, Collection, Hit, get_collection, search
+from core.embeddings.queries import QueryNotEmbedded, query_vector
+from core.platform.db import transaction
+from core.platform.tables import embedding_collections, embedding_documents
 
 
 class CollectionOut(msgspec.Struct):

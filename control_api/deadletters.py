@@ -17,9 +17,9 @@ from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
-from core.audit import AuditEntry, list_audit
-from core.db import transaction
-from core.deadletters import (
+from core.access.keys import ApiKey
+from core.engine.audit import AuditEntry, list_audit
+from core.engine.deadletters import (
     DeadFilter,
     InvalidPayloads,
     Outcome,
@@ -28,10 +28,10 @@ from core.deadletters import (
     dry_run_redrive,
     list_dead,
 )
-from core.jobs import Job
-from core.keys import ApiKey
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
-from core.redrive import discard, redrive
+from core.engine.jobs import Job
+from core.engine.redrive import discard, redrive
+from core.platform.db import transaction
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 #: Explicit ids beyond this should be a filter; the cap keeps one request's body and statement sane.

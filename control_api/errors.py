@@ -178,7 +178,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     sqlalchemy.exc.OperationalError: _database_down,
     sqlalchemy.exc.InterfaceError: _database_down,
     sqlalchemy.exc.TimeoutError: _database_down,  # no pooled connection came free in time
-    # The enqueue path's own driver calls (core/fastenqueue.py).
+    # The enqueue path's own driver calls (core/engine/fastenqueue.py).
     psycopg.DataError: _unstorable,
     psycopg.OperationalError: _database_down,
     psycopg.InterfaceError: _database_down,

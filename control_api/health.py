@@ -12,7 +12,7 @@ from litestar.datastructures import State
 
 from control_api.auth import PUBLIC
 from control_api.errors import error_response
-from core.db import get_engine
+from core.platform.db import get_engine
 
 
 @get("/healthz", sync_to_thread=False, tags=["health"], **PUBLIC)

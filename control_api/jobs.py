@@ -27,11 +27,9 @@ from control_api.schemas import (
     JobList,
     RescheduleIn,
 )
-from core.db import transaction
-from core.groupcommit import GroupCommit
-from core.jobs import Enqueued, IdempotencyConflict, Job, JobStatus, NewJob
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
-from core.queries import (
+from core.engine.groupcommit import GroupCommit
+from core.engine.jobs import Enqueued, IdempotencyConflict, Job, JobStatus, NewJob
+from core.engine.queries import (
     JobFilter,
     JobNotFound,
     NotCancellable,
@@ -43,6 +41,8 @@ from core.queries import (
     list_jobs,
     reschedule_job,
 )
+from core.platform.db import transaction
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,7 @@ class JobsController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
 
-    # Async: the request waits on the event loop for its group's commit (core/groupcommit.py).
+    # Async: the request waits on the event loop for its group's commit (core/engine/groupcommit.py).
     @post(
         "/",
         guards=[requires("jobs:write")],

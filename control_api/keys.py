@@ -14,9 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
-from core.db import transaction
-from core.jobs import utcnow
-from core.keys import (
+from core.access.keys import (
     ApiKey,
     KeyNotFound,
     NotRotatable,
@@ -26,7 +24,9 @@ from core.keys import (
     revoke_key,
     rotate_key,
 )
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.engine.jobs import utcnow
+from core.platform.db import transaction
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 Scope = Literal["jobs:write", "jobs:read", "ops"]

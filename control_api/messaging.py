@@ -15,13 +15,21 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from control_api.auth import requires
 from control_api.errors import ApiError
 from control_api.readerview import all_shown, redactor_for, shown
-from core import outbound
-from core.crypto import mask_phone
-from core.db import transaction
-from core.keys import ApiKey
-from core.optouts import E164_PATTERN, OptOut, add_opt_out, e164, get_opt_out, list_opt_outs, remove_opt_out
-from core.outbound import NotResolvable, OutboundMessage
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.access.keys import ApiKey
+from core.messaging import outbound
+from core.messaging.optouts import (
+    E164_PATTERN,
+    OptOut,
+    add_opt_out,
+    e164,
+    get_opt_out,
+    list_opt_outs,
+    remove_opt_out,
+)
+from core.messaging.outbound import NotResolvable, OutboundMessage
+from core.platform.crypto import mask_phone
+from core.platform.db import transaction
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]

@@ -27,11 +27,11 @@ from prometheus_client.registry import Collector
 
 from control_api.auth import requires
 from control_api.http_metrics import HttpMetricsMiddleware
-from core import job_stats
-from core.db import snapshot
-from core.job_types import job_types
-from core.jobs import JobStatus, utcnow
-from core.queues import Overview, queue_overview
+from core.engine import stats as job_stats
+from core.engine.job_types import job_types
+from core.engine.jobs import JobStatus, utcnow
+from core.engine.queues import Overview, queue_overview
+from core.platform.db import snapshot
 
 #: HTTP metrics: paths grouped by route template (/v1/jobs/{job_id}), so ids do not make series.
 #: The middleware is Litestar's, lightened (control_api/http_metrics.py).

@@ -6,7 +6,7 @@ from litestar import Controller, get
 from litestar.datastructures import State
 
 from control_api.auth import requires
-from core.queues import Overview, read_overview
+from core.engine.queues import Overview, read_overview
 
 
 class QueuesController(Controller):

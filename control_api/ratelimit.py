@@ -33,8 +33,8 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_api.errors import ApiError
-from core.keys import ApiKey
-from core.settings import Settings
+from core.access.keys import ApiKey
+from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 #: While Redis is unreachable, the warning is logged at most this often.

@@ -3,7 +3,7 @@
 A job's or attempt's error holds what the failing code said, and that can be anything: a provider's
 answer echoing a token, a database error with the statement's parameters ("[parameters: ...]",
 "DETAIL: Key (x)=(value)"), a URL with its password. Callers holding `jobs:read` or `jobs:write`
-(other systems) get those texts through core/redact.py's ``redacted_error``: the code, the retry
+(other systems) get those texts through core/platform/redact.py's ``redacted_error``: the code, the retry
 flag and the message's shape stay, the values go. Keys holding `ops` (the operators, who read the
 logs anyway) see errors as stored.
 """
@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request
 
-from core.keys import ApiKey
-from core.redact import Redactor, redacted_error
+from core.access.keys import ApiKey
+from core.platform.redact import Redactor, redacted_error
 
 #: The scope whose holders see errors unredacted.
 FULL_ERRORS_SCOPE = "ops"

@@ -16,9 +16,7 @@ from control_api.errors import ApiError
 from control_api.jobs import enqueue_checked
 from control_api.request_id import request_id_of
 from control_api.schemas import SequenceIn, SequenceOut
-from core.db import transaction
-from core.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
-from core.schedules import (
+from core.engine.schedules import (
     InvalidSchedule,
     Schedule,
     ScheduleNotFound,
@@ -28,6 +26,8 @@ from core.schedules import (
     list_schedules,
     update_schedule,
 )
+from core.platform.db import transaction
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
 
 Timezone = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Every = Annotated[int, msgspec.Meta(ge=1, le=366 * 86400)]

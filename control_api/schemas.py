@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 import msgspec
 
-from core.job_types import FieldError, UnknownJobType, get_job_type, validate_payload
-from core.jobs import Job, NewJob, utcnow
-from core.queries import Attempt
-from core.timebounds import HORIZON_S, bounded_utc
+from core.engine.job_types import FieldError, UnknownJobType, get_job_type, validate_payload
+from core.engine.jobs import Job, NewJob, utcnow
+from core.engine.queries import Attempt
+from core.engine.timebounds import HORIZON_S, bounded_utc
 
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-#: Delays and offsets share the horizon of client times (core/timebounds.py).
+#: Delays and offsets share the horizon of client times (core/engine/timebounds.py).
 MAX_DELAY_S = HORIZON_S
 
 

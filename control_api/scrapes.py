@@ -10,8 +10,8 @@ from litestar.params import FromPath
 
 from control_api.auth import requires
 from control_api.errors import ApiError
-from core.db import transaction
-from core.scrape import Scrape, get_scrape, get_screenshot
+from core.platform.db import transaction
+from core.scrape.pages import Scrape, get_scrape, get_screenshot
 
 
 class ScrapesController(Controller):

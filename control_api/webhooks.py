@@ -21,9 +21,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from control_api.auth import PUBLIC
 from control_api.errors import ApiError
 from control_api.schemas import ErrorOut
-from core.db import transaction
-from core.settings import Settings
-from core.whatsapp_webhook import SIGNATURE_HEADER, WebhookSummary, process, verify_signature
+from core.messaging.webhook import SIGNATURE_HEADER, WebhookSummary, process, verify_signature
+from core.platform.db import transaction
+from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 

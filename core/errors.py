@@ -8,7 +8,7 @@ from typing import Any
 
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from core.crypto import mask_phones_in
+from core.platform.crypto import mask_phones_in
 
 
 class JobyardError(Exception):

@@ -1,1 +1,1 @@
-"""Alembic environment and revisions; `core.migrate` runs them."""
+"""Alembic environment and revisions; `core.platform.migrate` runs them."""

@@ -1,13 +1,13 @@
-"""Alembic environment: runs revisions against the connection core.migrate hands over."""
+"""Alembic environment: runs revisions against the connection core.platform.migrate hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from core.db import sqlalchemy_url
-from core.models import metadata
-from core.settings import get_settings
+from core.platform.db import sqlalchemy_url
+from core.platform.settings import get_settings
+from core.platform.tables import metadata
 
 config = context.config
 

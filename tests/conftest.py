@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from core.settings import get_settings
+from core.platform.settings import get_settings
 from tests.services import TestServices
 
 _OURS = ("JOBYARD_", "DATABASE_URL", "REDIS_URL", "WHATSAPP_")

@@ -13,8 +13,8 @@ import click
 import yaml
 
 from core.cli import known_queues, main
-from core.job_types import BUILTIN_JOB_MODULES, job_types
-from core.settings import Settings, documented_settings
+from core.engine.job_types import BUILTIN_JOB_MODULES, job_types
+from core.platform.settings import Settings, documented_settings
 from tests.services import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -14,8 +14,8 @@ import msgspec
 import sqlalchemy as sa
 import structlog
 
+from core.engine.job_types import JobType, register_job_type
 from core.errors import PermanentError, RetryableError
-from core.job_types import JobType, register_job_type
 from core.providers.http import request
 from workers.batching import BatchContext, batch_handler
 from workers.handlers import JobContext, handler
@@ -199,7 +199,7 @@ class EffectPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 #: Where test_effect records each run that commits. A test creates it (EFFECTS_TABLE); the schema
-#: in core/models.py stays the product's own.
+#: in core/platform/tables.py stays the product's own.
 EFFECTS_TABLE = (
     "CREATE TABLE IF NOT EXISTS test_effects (marker text NOT NULL, job_id uuid NOT NULL, "
     "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"

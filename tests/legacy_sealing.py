@@ -1,5 +1,5 @@
 """Values sealed the way Jobyard sealed them before issue 15 (``jy1:``, associated data = the key id
-alone), written independently of core/crypto.py so the tests pin the old format: databases hold such
+alone), written independently of core/platform/crypto.py so the tests pin the old format: databases hold such
 values, and they must keep opening until a rotation moves them."""
 
 from __future__ import annotations

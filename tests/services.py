@@ -21,10 +21,10 @@ import psycopg
 from psycopg import sql
 
 from core import cli
-from core.db import dispose_engines
-from core.embedded import EmbeddedPostgres, EmbeddedRedis
-from core.migrate import upgrade
-from core.settings import Settings
+from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
+from core.platform.db import dispose_engines
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The installed console script, as a user runs it.

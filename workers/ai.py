@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.ai_reply import AiReplyPayload, reply
+from core.chats.ai_reply import AiReplyPayload, reply
 from core.providers.llm import chain_for
 from workers.handlers import JobContext, handler
 

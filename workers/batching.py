@@ -2,7 +2,7 @@
 
 A handler whose effect is a small Postgres write (an unread counter) costs far less per job when
 a worker thread takes every job of its type waiting in Redis at once: one claim statement, one
-transaction for all effects and successes, one acknowledgement round trip (core/consumer.py hands
+transaction for all effects and successes, one acknowledgement round trip (core/engine/consumer.py hands
 out the batches). Each job keeps its own attempt, fencing and result. If the batch transaction
 fails, each job is run alone through its ordinary handler, so one bad job fails only itself.
 """
@@ -20,13 +20,13 @@ import msgspec
 import structlog
 from sqlalchemy.engine import Connection
 
-from core.batch_lifecycle import claim_many, mark_many_succeeded
-from core.consumer import batch_actor_name
-from core.db import autocommit, transaction
-from core.job_types import JobType
-from core.jobs import utcnow
-from core.lifecycle import Claim, ClaimLost, open_claim
-from core.settings import Settings
+from core.engine.batch_lifecycle import claim_many, mark_many_succeeded
+from core.engine.consumer import batch_actor_name
+from core.engine.job_types import JobType
+from core.engine.jobs import utcnow
+from core.engine.lifecycle import Claim, ClaimLost, open_claim
+from core.platform.db import autocommit, transaction
+from core.platform.settings import Settings
 from workers import middleware
 
 log = structlog.get_logger(__name__)

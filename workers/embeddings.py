@@ -2,7 +2,7 @@
 
 A worker process that consumes the embeddings queue loads the model once, at boot, before it takes a
 message (``before_worker_boot``), and runs a thread that embeds search queries for the API (see
-core/embedding_queries.py). A process that does not consume that queue loads nothing, so torch and
+core/embeddings/queries.py). A process that does not consume that queue loads nothing, so torch and
 sentence-transformers never enter it.
 """
 
@@ -16,12 +16,12 @@ import redis
 import structlog
 from dramatiq.middleware import Middleware
 
-from core.broker import redis_client
-from core.embedding_queries import serve_one
-from core.embeddings import EMBEDDINGS_QUEUE, EmbedPayload, embed_documents
+from core.embeddings.embed import EMBEDDINGS_QUEUE, EmbedPayload, embed_documents
+from core.embeddings.queries import serve_one
+from core.engine.broker import redis_client
 from core.errors import JobyardError, RetryableError
+from core.platform.settings import Settings
 from core.providers.embeddings import EmbeddingBackend, Vector, build_backend
-from core.settings import Settings
 from workers.handlers import JobContext, consumes, handler
 
 log = structlog.get_logger(__name__)

@@ -14,11 +14,11 @@ from types import FrameType
 import dramatiq
 from dramatiq.middleware import ShutdownNotifications, TimeLimit
 
-from core.broker import build_broker
-from core.crypto import use_data_key
-from core.db import use_session_timeouts
-from core.logs import configure_logging
-from core.settings import get_settings
+from core.engine.broker import build_broker
+from core.platform.crypto import use_data_key
+from core.platform.db import use_session_timeouts
+from core.platform.logs import configure_logging
+from core.platform.settings import get_settings
 from workers.middleware import JobLifecycle
 
 #: Modules with the built-in handlers; JOBYARD_JOB_MODULES adds a deployment's own.
@@ -57,7 +57,7 @@ def ignore_repeated_sigterm() -> None:
 
 
 def boot() -> dramatiq.Broker:
-    from core.job_types import load_job_modules
+    from core.engine.job_types import load_job_modules
     from workers.embeddings import EmbeddingModel
     from workers.handlers import declare_actors
     from workers.scrape import ScrapeBrowser
@@ -67,7 +67,7 @@ def boot() -> dramatiq.Broker:
     configure_logging(settings, process="worker")
     # Refuse to boot without the data key: a message's recipient could not be read.
     use_data_key(settings)
-    # Handlers may run heavy SQL of their own: a longer statement timeout than the API's (core/db.py).
+    # Handlers may run heavy SQL of their own: a longer statement timeout than the API's (core/platform/db.py).
     use_session_timeouts(settings.worker_statement_timeout_s, 0.0)
     load_job_modules(settings)
     for name in BUILTIN_HANDLER_MODULES:

@@ -14,10 +14,10 @@ import dramatiq
 import msgspec
 from sqlalchemy.engine import Connection
 
-from core.db import transaction
-from core.job_types import get_job_type, job_types
-from core.lifecycle import Claim, mark_succeeded, open_claim
-from core.settings import Settings
+from core.engine.job_types import get_job_type, job_types
+from core.engine.lifecycle import Claim, mark_succeeded, open_claim
+from core.platform.db import transaction
+from core.platform.settings import Settings
 from workers import middleware
 
 
@@ -36,7 +36,7 @@ class JobContext:
         if self.job_conn is None:
             raise RuntimeError(
                 "this handler runs outside the job's transaction (transactional=False): "
-                "open short transactions of its own with core.db.transaction"
+                "open short transactions of its own with core.platform.db.transaction"
             )
         return self.job_conn
 

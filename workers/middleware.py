@@ -19,14 +19,14 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
-from core.consumer import BATCH_OPTION
-from core.db import transaction
+from core.engine.consumer import BATCH_OPTION
+from core.engine.job_types import get_job_type
+from core.engine.jobs import utcnow
+from core.engine.lifecycle import Claim, ClaimLost, claim, mark_failed
+from core.engine.recovery import beat, hand_back, new_worker_id, register_worker, unregister_worker
 from core.errors import error_record
-from core.job_types import get_job_type
-from core.jobs import utcnow
-from core.lifecycle import Claim, ClaimLost, claim, mark_failed
-from core.recovery import beat, hand_back, new_worker_id, register_worker, unregister_worker
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -5,7 +5,7 @@ cannot read.
 Any number of schedulers may run; row locks keep them from publishing the same job twice.
 Run it with `jobyard scheduler` (or `python -m workers.scheduler`).
 
-Nothing a client sends may stop this loop. Each step isolates its items (core/isolation.py); a step
+Nothing a client sends may stop this loop. Each step isolates its items (core/engine/isolation.py); a step
 that still raises is logged with its traceback and backs off on its own, doubling its pause while
 it keeps failing, so the other steps (and a job due in two seconds) go on. A catch-all around the
 loop does the same for anything else: the process never exits on an error.
@@ -22,16 +22,16 @@ from types import FrameType
 
 import structlog
 
-from core.broker import build_broker
-from core.crypto import use_data_key
-from core.dispatch import publish_due, republish_lost, seconds_until_due
-from core.isolation import describe, is_transient
-from core.job_types import load_job_modules
-from core.logs import configure_logging
-from core.out_of_range import fail_out_of_range
-from core.recovery import recover_lost_jobs
-from core.schedules import fire_due_schedules
-from core.settings import Settings, get_settings
+from core.engine.broker import build_broker
+from core.engine.dispatch import publish_due, republish_lost, seconds_until_due
+from core.engine.isolation import describe, is_transient
+from core.engine.job_types import load_job_modules
+from core.engine.out_of_range import fail_out_of_range
+from core.engine.recovery import recover_lost_jobs
+from core.engine.schedules import fire_due_schedules
+from core.platform.crypto import use_data_key
+from core.platform.logs import configure_logging
+from core.platform.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 

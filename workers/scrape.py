@@ -13,11 +13,11 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from core.broker import redis_client
-from core.domain_slots import DomainSlots
+from core.engine.broker import redis_client
+from core.platform.settings import Settings
 from core.providers.browser import BrowserPool
-from core.scrape import SCRAPE_QUEUE, ScrapePayload, scrape
-from core.settings import Settings
+from core.scrape.domain_slots import DomainSlots
+from core.scrape.pages import SCRAPE_QUEUE, ScrapePayload, scrape
 from workers.handlers import JobContext, consumes, handler
 
 _pool: BrowserPool | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.unread import UnreadCountPayload, apply_unread, apply_unread_many
+from core.chats.unread import UnreadCountPayload, apply_unread, apply_unread_many
 from workers.batching import BatchContext, batch_handler
 from workers.handlers import JobContext, handler
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from core.broker import redis_client
-from core.messaging import Sender, WhatsAppMessagePayload, send_message
+from core.engine.broker import redis_client
+from core.messaging.send import Sender, WhatsAppMessagePayload, send_message
+from core.platform.ratelimit import RateLimiter
+from core.platform.settings import Settings
 from core.providers.whatsapp import WhatsAppClient
-from core.ratelimit import RateLimiter
-from core.settings import Settings
 from workers.handlers import JobContext, handler
 
 

@@ -13,8 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from bench.harness import Bench, percentile, wait_until
-from core.db import transaction
-from core.jobs import NewJob, insert_jobs, utcnow
+from core.engine.jobs import NewJob, insert_jobs, utcnow
+from core.platform.db import transaction
 
 LEAD_S = 5.0
 

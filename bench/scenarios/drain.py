@@ -20,9 +20,9 @@ import psutil
 
 from bench.harness import Bench, Proc, cpu_seconds
 from bench.peers.run import PEERS, peer, sender, start_worker
-from core.broker import build_broker
-from core.db import transaction
-from core.jobs import NewJob, enqueue
+from core.engine.broker import build_broker
+from core.engine.jobs import NewJob, enqueue
+from core.platform.db import transaction
 
 POLL_S = 0.01
 

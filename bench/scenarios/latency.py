@@ -73,7 +73,7 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
         "the latency jobs",
         interval=0.05,
     )
-    from core.db import transaction
+    from core.platform.db import transaction
 
     with transaction(bench.settings) as db:
         rows = db.exec_driver_sql(
@@ -94,7 +94,7 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
 def _commit_latency(bench: Bench, rate: float, count: int) -> dict[str, float]:
     """The floor under every enqueue: one small durable commit (insert, WAL flush) on the same
     Postgres and disk, at the same rate, right after the run."""
-    from core.db import autocommit
+    from core.platform.db import autocommit
 
     with autocommit(bench.settings) as db:
         db.exec_driver_sql("CREATE TABLE IF NOT EXISTS bench_commit (at timestamptz)")

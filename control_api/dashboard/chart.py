@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.job_stats import MinutePoint
+from core.engine.stats import MinutePoint
 
 WIDTH, HEIGHT = 720, 160
 #: Room at the left for the scale and at the bottom for the time labels.

@@ -1,7 +1,7 @@
 """Dashboard dead letters: filter, select, dry-run, then redrive or discard after a confirmation page
 that shows how many jobs match and, for a payload patch, the diff it makes to each previewed job.
 
-Redrive and discard are core.redrive's, the same functions the API and `jobyard dlq` call, with the
+Redrive and discard are core.engine.redrive's, the same functions the API and `jobyard dlq` call, with the
 same audit record (the actor is the API key's name).
 """
 
@@ -23,14 +23,14 @@ from litestar.response import Redirect, Template
 from control_api.dashboard.pages import run
 from control_api.dashboard.render import page, pretty
 from control_api.dashboard.session import Refused
-from core import deadletters
-from core.db import snapshot
-from core.deadletters import DeadFilter, InvalidPayloads, Outcome, Selection, patched
-from core.job_types import job_types
-from core.jobs import Job
-from core.pagination import BadCursor
-from core.redrive import discard, redrive
-from core.settings import Settings
+from core.engine import deadletters
+from core.engine.deadletters import DeadFilter, InvalidPayloads, Outcome, Selection, patched
+from core.engine.job_types import job_types
+from core.engine.jobs import Job
+from core.engine.redrive import discard, redrive
+from core.platform.db import snapshot
+from core.platform.pagination import BadCursor
+from core.platform.settings import Settings
 
 PAGE_SIZE = 50
 _FILTER_FIELDS = ("type", "error_code", "q", "since", "until")

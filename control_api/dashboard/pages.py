@@ -1,5 +1,5 @@
 """Dashboard pages: the overview, a job, schedules and the audit log. Each reads through the same core
-functions as the API (core.queues, core.job_stats, core.queries, core.schedules, core.audit)."""
+functions as the API (core.engine.queues, core.engine.stats, core.engine.queries, core.engine.schedules, core.engine.audit)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from sqlalchemy.engine import Connection
 from control_api.dashboard.chart import chart
 from control_api.dashboard.render import page
 from control_api.dashboard.session import Refused
-from core import job_stats
-from core.audit import AuditEntryNotFound, get_entry, list_audit
-from core.db import snapshot, transaction
-from core.jobs import FINAL, utcnow
-from core.pagination import BadCursor
-from core.queries import JobNotFound, get_job, list_attempts
-from core.queues import QueueRow, queue_overview
-from core.schedules import ScheduleNotFound, list_schedules, update_schedule
-from core.settings import Settings
+from core.engine import stats as job_stats
+from core.engine.audit import AuditEntryNotFound, get_entry, list_audit
+from core.engine.jobs import FINAL, utcnow
+from core.engine.queries import JobNotFound, get_job, list_attempts
+from core.engine.queues import QueueRow, queue_overview
+from core.engine.schedules import ScheduleNotFound, list_schedules, update_schedule
+from core.platform.db import snapshot, transaction
+from core.platform.pagination import BadCursor
+from core.platform.settings import Settings
 
 T = TypeVar("T")
 #: Rows per page of the schedules and the audit log.

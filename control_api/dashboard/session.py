@@ -23,10 +23,10 @@ from litestar.response import Redirect, Response, Template
 from control_api.auth import authenticate, client_address
 from control_api.dashboard.render import page
 from control_api.errors import ApiError
-from core.db import transaction
-from core.keys import ApiKey
-from core.sessions import DASHBOARD_SCOPE, Session, close_session, find_session, open_session
-from core.settings import Settings
+from core.access.keys import ApiKey
+from core.access.sessions import DASHBOARD_SCOPE, Session, close_session, find_session, open_session
+from core.platform.db import transaction
+from core.platform.settings import Settings
 
 SESSION_COOKIE = "jobyard_session"
 LOGIN_COOKIE = "jobyard_login_csrf"

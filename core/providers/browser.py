@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from core.errors import JobyardError, PermanentError, RetryableError
-from core.netguard import AllowList
+from core.platform.netguard import AllowList
+from core.platform.settings import Settings, SettingsError
 from core.providers.guard_proxy import GuardProxy
 from core.providers.page import PageRequest, PageResult, Visit, first_line
-from core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Playwright

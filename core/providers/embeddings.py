@@ -18,8 +18,8 @@ import httpx
 import structlog
 
 from core.errors import PermanentError, RetryableError
+from core.platform.settings import Settings
 from core.providers.http import raise_for_status
-from core.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -5,7 +5,7 @@ not call it for the hops of a redirect, and Chromium resolves the name again its
 handler said yes, so a name that answers a public address to the check and 127.0.0.1 to the browser
 (DNS rebinding) would get through. With a SOCKS5 proxy Chromium resolves nothing: it hands every
 connection's host name to the proxy (documents, redirect hops, scripts, fetches, websockets, http
-and https alike), and the proxy resolves it, checks every address (core/netguard.py) and connects to
+and https alike), and the proxy resolves it, checks every address (core/platform/netguard.py) and connects to
 the very address it checked. HTTPS stays end to end (the proxy only splices bytes), and the
 browser's loopback exemption is turned off (`<-loopback>`), so `localhost` goes through it too.
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from core.netguard import (
+from core.platform.netguard import (
     AllowList,
     NotResolved,
     Refused,

@@ -24,8 +24,8 @@ import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
 from core.errors import JobyardError, PermanentError, RateLimitedError, RetryableError
+from core.platform.settings import Settings
 from core.providers.http import parse_retry_after
-from core.settings import Settings
 
 log = structlog.get_logger(__name__)
 

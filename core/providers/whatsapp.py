@@ -38,8 +38,8 @@ import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
 from core.errors import JobyardError, PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError
+from core.platform.settings import Settings
 from core.providers.http import BLIP_TRIES, BLIP_WAIT_S, parse_retry_after
-from core.settings import Settings
 
 PROVIDER = "WhatsApp Cloud API"
 #: Connect, write and pool waits are short; the answer to a send may take longer under load.

@@ -17,7 +17,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-#: Kept here, not imported from core.models: a revision must not change when the models do.
+#: Kept here, not imported from core.platform.tables: a revision must not change when the models do.
 INDEXED_DIMS = (384, 512, 768, 1024, 1536)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from core.crypto import DataCipher, DataKeyError, looks_sealed, mask_phones_in, resolve_data_key
-from core.settings import Settings, get_settings
+from core.platform.crypto import DataCipher, DataKeyError, looks_sealed, mask_phones_in, resolve_data_key
+from core.platform.settings import Settings, get_settings
 
 revision = "0005"
 down_revision = "0004"
@@ -30,8 +30,8 @@ depends_on = None
 #: Rows converted per statement, so a large table does not build one huge parameter list.
 _BATCH = 1000
 # What each sealed value is bound to (AES-GCM associated data): kept here, not imported, so this
-# revision does not change when the code does; they match core.outbound, core.optouts and
-# core.job_types.payload_context.
+# revision does not change when the code does; they match core.messaging.outbound, core.messaging.optouts and
+# core.engine.job_types.payload_context.
 _OUTBOUND_TO, _OUTBOUND_BODY_TO = "outbound_messages.to", "outbound_messages.body.to"
 _OPT_OUT = "opt_outs.address"
 _PAYLOAD_TO = "payload:whatsapp_message:to"

@@ -16,14 +16,14 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-#: Kept here, not imported from core.models: a revision must not change when the models do.
+#: Kept here, not imported from core.platform.tables: a revision must not change when the models do.
 OPEN_STATUSES = "('scheduled', 'queued', 'running', 'retrying', 'dead')"
 
 
 def upgrade() -> None:
     op.add_column("job_attempts", sa.Column("type", sa.Text(), nullable=True))
     op.add_column("job_attempts", sa.Column("job_status", sa.Text(), nullable=True))
-    # No backfill: core.job_stats reads an older attempt's type from its job, and its job_status from
+    # No backfill: core.engine.stats reads an older attempt's type from its job, and its job_status from
     # its outcome where that tells (a success left its job succeeded).
     op.create_index(
         "ix_job_attempts_finished",

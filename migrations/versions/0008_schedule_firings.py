@@ -9,7 +9,7 @@ so a client could break a schedule by taking that key first; a firing is now a r
 ``schedule_firings``. And client times were not bounded: a ``run_at`` of
 ``9999-12-31T23:59:59-14:00`` was stored as year 10000, which Postgres holds but Python cannot
 read. Such rows are repaired here, as the scheduler repairs any written later by an old process
-(core/out_of_range.py): a job waiting for such a time goes to the dead letters with the code
+(core/engine/out_of_range.py): a job waiting for such a time goes to the dead letters with the code
 ``run_at_out_of_range``; a schedule holding one is disabled with the code ``time_out_of_range``.
 """
 
@@ -24,7 +24,7 @@ branch_labels = None
 depends_on = None
 
 #: Instants every session time zone can show within Python's years 1 to 9999 (same as
-#: core/out_of_range.py, copied: a migration must not change when the code does).
+#: core/engine/out_of_range.py, copied: a migration must not change when the code does).
 LOW = "'0001-01-02 00:00:00+00'"
 HIGH = "'9999-12-30 00:00:00+00'"
 

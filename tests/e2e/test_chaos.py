@@ -24,11 +24,11 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from core.crypto import use_data_key
-from core.db import dispose_engines, transaction
-from core.embedded import EmbeddedPostgres
-from core.migrate import upgrade
-from core.settings import Settings
+from core.launch.embedded import EmbeddedPostgres
+from core.platform.crypto import use_data_key
+from core.platform.db import dispose_engines, transaction
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
 from tests.e2e.conftest import FIGURES
 from tests.integration.conftest import Farm, make_key
 from tests.jobtypes import EFFECTS_TABLE

@@ -33,8 +33,8 @@ import pytest
 import sqlalchemy as sa
 
 from core.cli import queues_except
-from core.db import dispose_engines, transaction
-from core.settings import Settings
+from core.platform.db import dispose_engines, transaction
+from core.platform.settings import Settings
 from tests.e2e.conftest import FIGURES
 from tests.services import JOBYARD, ROOT, TEST_DATA_KEY, TestServices, settings_env, wait_for
 

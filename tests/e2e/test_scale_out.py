@@ -22,12 +22,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core.crypto import use_data_key
-from core.db import transaction
-from core.job_types import open_payload
-from core.messaging import WHATSAPP_MESSAGE
-from core.models import chat_messages, jobs, unread_counters
-from core.settings import Settings
+from core.engine.job_types import open_payload
+from core.messaging.send import WHATSAPP_MESSAGE
+from core.platform.crypto import use_data_key
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import chat_messages, jobs, unread_counters
 from tests.e2e.conftest import FIGURES
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, FakeWhatsApp, Stall

@@ -16,13 +16,13 @@ import redis
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.broker import build_broker, redis_client
+from core.access.keys import SCOPES, create_key
 from core.cli import queues_except
-from core.crypto import use_data_key
-from core.db import transaction
-from core.keys import SCOPES, create_key
-from core.models import workers
-from core.settings import Settings
+from core.engine.broker import build_broker, redis_client
+from core.platform.crypto import use_data_key
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import workers
 from tests.fakes.whatsapp import FakeWhatsApp
 from tests.services import (
     JOBYARD,

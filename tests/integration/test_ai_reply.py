@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from litestar.testing import TestClient
 
-from core.settings import Settings
+from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.provider import Respond
 from tests.integration.conftest import Farm, JobWaiter

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from core.settings import Settings
+from core.platform.settings import Settings
 from tests.integration.conftest import make_key
 
 UNREAD = {"type": "unread_count", "payload": {"chat_id": "c1", "user_id": "u1"}}

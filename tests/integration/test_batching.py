@@ -12,9 +12,9 @@ import httpx
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.models import job_attempts, jobs
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import job_attempts, jobs
 from tests.integration.conftest import Farm
 from tests.services import wait_for
 

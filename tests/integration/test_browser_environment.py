@@ -13,8 +13,8 @@ from typing import Any
 import psutil
 from litestar.testing import TestClient
 
+from core.platform.settings import Settings
 from core.providers.browser import PASSED_ENV
-from core.settings import Settings
 from tests.fakes.site import FakeSite
 from tests.integration.conftest import Farm, JobWaiter
 from tests.integration.test_scrape import SITE_HOST, chromium_processes, enqueue, scrape_worker, site

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from core.settings import Settings
+from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
 from tests.services import JOBYARD, ROOT, settings_env
 
@@ -52,7 +52,7 @@ def test_a_dotenv_file_is_read_and_the_real_environment_wins(settings: Settings,
     listed = jobyard(settings, "jobs", "list", "--json")
     assert job_id in {json.loads(line)["id"] for line in listed.stdout.splitlines()}
     # Published under the environment's namespace, not the file's.
-    from core.broker import redis_client
+    from core.engine.broker import redis_client
 
     client = redis_client(settings, socket_timeout=5)
     try:

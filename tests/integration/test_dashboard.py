@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from core.db import transaction
-from core.models import audit_log, jobs, schedules
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import audit_log, jobs, schedules
 from tests.integration.conftest import Farm, make_key
 from tests.services import ROOT, wait_for
 

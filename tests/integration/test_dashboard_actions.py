@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.models import audit_log, jobs
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import audit_log, jobs
 from tests.integration.conftest import make_key
 from tests.integration.test_dashboard_auth import _TOKEN, _login
 from tests.integration.test_dead_letters import _insert_dead, _status

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.keys import revoke_key
-from core.models import dashboard_sessions
-from core.settings import Settings
+from core.access.keys import revoke_key
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import dashboard_sessions
 from tests.integration.conftest import make_key
 
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')

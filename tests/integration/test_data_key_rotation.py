@@ -20,15 +20,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core.crypto import DataCipher, data_cipher, generate_data_key, key_label, use_data_key
-from core.db import transaction
-from core.job_types import open_payload, payload_context
-from core.messaging import WHATSAPP_MESSAGE
-from core.models import audit_log, jobs, opt_outs, outbound_messages, schedules
-from core.optouts import OPT_OUT_CONTEXT, add_opt_out
-from core.outbound import BODY_TO_CONTEXT, TO_CONTEXT
-from core.reseal import pending_counts
-from core.settings import Settings
+from core.datakeys.reseal import pending_counts
+from core.engine.job_types import open_payload, payload_context
+from core.messaging.optouts import OPT_OUT_CONTEXT, add_opt_out
+from core.messaging.outbound import BODY_TO_CONTEXT, TO_CONTEXT
+from core.messaging.send import WHATSAPP_MESSAGE
+from core.platform.crypto import DataCipher, data_cipher, generate_data_key, key_label, use_data_key
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import audit_log, jobs, opt_outs, outbound_messages, schedules
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.integration.conftest import Farm, make_key
 from tests.legacy_sealing import seal_v1

@@ -18,10 +18,10 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.deadletters import merge_patch
-from core.models import job_attempts, jobs
-from core.settings import Settings
+from core.engine.deadletters import merge_patch
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import job_attempts, jobs
 from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.services import settings_env, wait_for
 

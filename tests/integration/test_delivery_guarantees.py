@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from core.broker import Publication, publish
-from core.db import transaction
-from core.models import jobs
-from core.settings import Settings
+from core.engine.broker import Publication, publish
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import jobs
 from tests.integration.conftest import Farm
 from tests.services import wait_for
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from core.embedded import EmbeddedRedis
-from core.settings import Settings
+from core.launch.embedded import EmbeddedRedis
+from core.platform.settings import Settings
 from tests.services import JOBYARD, ROOT, TestServices, settings_env
 
 

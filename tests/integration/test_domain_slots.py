@@ -8,9 +8,9 @@ import time
 import pytest
 import redis
 
-from core.domain_slots import DomainSlots
 from core.errors import RateLimitedError
-from core.settings import Settings
+from core.platform.settings import Settings
+from core.scrape.domain_slots import DomainSlots
 from tests.services import wait_for
 
 

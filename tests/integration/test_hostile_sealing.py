@@ -14,12 +14,12 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.crypto import DataCipher, data_cipher, generate_data_key, key_label
-from core.db import transaction
-from core.job_types import payload_context
-from core.models import jobs
-from core.outbound import TO_CONTEXT
-from core.settings import Settings
+from core.engine.job_types import payload_context
+from core.messaging.outbound import TO_CONTEXT
+from core.platform.crypto import DataCipher, data_cipher, generate_data_key, key_label
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import jobs
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.integration.conftest import Farm, JobWaiter
 from tests.legacy_sealing import seal_v1

@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 
 from control_api.app import create_app
 from control_api.headers import STRICT_CSP, add_security_headers
-from core.settings import Settings
+from core.platform.settings import Settings
 
 
 def _job(**payload: Any) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from core import job_stats
-from core.db import get_engine, snapshot, transaction
-from core.models import job_attempts, jobs
-from core.settings import Settings
+from core.engine import stats as job_stats
+from core.platform.db import get_engine, snapshot, transaction
+from core.platform.settings import Settings
+from core.platform.tables import job_attempts, jobs
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

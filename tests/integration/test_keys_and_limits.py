@@ -19,9 +19,9 @@ from litestar.testing import TestClient
 
 from control_api.ratelimit import KeyRateLimiter, Verdict
 from core import cli
-from core.jobs import utcnow
-from core.keys import SCOPES, ApiKey
-from core.settings import Settings
+from core.access.keys import SCOPES, ApiKey
+from core.engine.jobs import utcnow
+from core.platform.settings import Settings
 from tests.integration.conftest import Farm
 from tests.services import ROOT, settings_env, wait_for
 

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import job_stats
-from core.db import snapshot, transaction
-from core.jobs import utcnow
-from core.models import job_stats_rollup
-from core.settings import Settings
+from core.engine import stats as job_stats
+from core.engine.jobs import utcnow
+from core.platform.db import snapshot, transaction
+from core.platform.settings import Settings
+from core.platform.tables import job_stats_rollup
 from tests.integration.conftest import Farm, make_key
 from tests.services import wait_for
 

@@ -13,13 +13,13 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from psycopg import sql
 
-from core.crypto import DataKeyError, data_cipher
-from core.db import dispose_engines, transaction
-from core.job_types import payload_context
-from core.migrate import alembic_config, upgrade
-from core.optouts import is_opted_out
-from core.outbound import BODY_TO_CONTEXT, list_outbound
-from core.settings import Settings
+from core.engine.job_types import payload_context
+from core.messaging.optouts import is_opted_out
+from core.messaging.outbound import BODY_TO_CONTEXT, list_outbound
+from core.platform.crypto import DataKeyError, data_cipher
+from core.platform.db import dispose_engines, transaction
+from core.platform.migrate import alembic_config, upgrade
+from core.platform.settings import Settings
 from tests import services as test_services
 from tests.integration.test_personal_data import _columns_holding
 

@@ -15,10 +15,10 @@ from litestar.testing import TestClient
 from psycopg import sql
 
 from control_api.app import create_app
-from core.db import dispose_engines, transaction
-from core.keys import SCOPES, create_key
-from core.migrate import upgrade
-from core.settings import Settings
+from core.access.keys import SCOPES, create_key
+from core.platform.db import dispose_engines, transaction
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
 from tests import services as test_services
 
 PAYLOAD = '{"chat_id": "c", "user_id": "u"}'

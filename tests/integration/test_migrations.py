@@ -1,4 +1,4 @@
-"""The Alembic revisions produce exactly the schema core/models.py declares."""
+"""The Alembic revisions produce exactly the schema core/platform/tables.py declares."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from core.db import get_engine
-from core.migrate import upgrade
-from core.models import metadata
-from core.settings import Settings
+from core.platform.db import get_engine
+from core.platform.migrate import upgrade
+from core.platform.settings import Settings
+from core.platform.tables import metadata
 
 
 def test_migrations_match_the_models(settings: Settings) -> None:

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.models import jobs
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import jobs
 from tests.fakes.provider import FakeProvider, Respond
 from tests.integration.conftest import Farm
 from tests.services import wait_for

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core.crypto import data_cipher
-from core.db import transaction
-from core.outbound import TO_CONTEXT
-from core.settings import Settings
-from core.whatsapp_webhook import signature
+from core.messaging.outbound import TO_CONTEXT
+from core.messaging.webhook import signature
+from core.platform.crypto import data_cipher
+from core.platform.db import transaction
+from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.integration.conftest import Farm

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from litestar.testing import TestClient
 
 from core.cli import main
-from core.readiness import schema_problem
-from core.settings import Settings, get_settings
+from core.launch.readiness import schema_problem
+from core.platform.settings import Settings, get_settings
 from tests.integration.conftest import Farm, JobWaiter
 from tests.services import JOBYARD, TEST_DATA_KEY, Process, TestServices, settings_env, wait_for
 

@@ -8,9 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.models import jobs
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import jobs
 from tests.integration.conftest import Farm, JobWaiter
 from tests.services import wait_for
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from core.settings import Settings
+from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
 from tests.services import wait_for
 

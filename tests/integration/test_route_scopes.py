@@ -20,8 +20,8 @@ from litestar.testing import TestClient
 
 from control_api.app import create_app
 from control_api.auth import AUTH_OPT, guard_scopes, protection
-from core.keys import SCOPES
-from core.settings import Settings
+from core.access.keys import SCOPES
+from core.platform.settings import Settings
 from tests.integration.conftest import make_key
 
 #: (method, path) anyone may call. Keep it short: each entry is a door without a lock of ours.

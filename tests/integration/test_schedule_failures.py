@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.models import schedule_firings
-from core.settings import Settings
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import schedule_firings
 from tests.integration.conftest import Farm, JobWaiter
 from tests.integration.test_time_bounds import _store_year_10000_rows
 from tests.services import Process, wait_for
@@ -70,7 +70,9 @@ def test_a_broken_schedule_is_disabled_with_a_code_and_the_others_fire_on(
     assert _jobs(api, "gone") == [] and _jobs(api, "bad-payload") == []
     # The scheduler reaches the unreadable rows in its own order: wait for each, do not assume it.
     wait_for(
-        lambda: (api.get(f"/v1/jobs/{job_id}").json().get("error") or {}).get("code") == "run_at_out_of_range",
+        lambda: (
+            (api.get(f"/v1/jobs/{job_id}").json().get("error") or {}).get("code") == "run_at_out_of_range"
+        ),
         timeout=20,
         what="the year-10000 job dead with run_at_out_of_range",
     )

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from litestar.testing import TestClient
 
-from core.settings import Settings
+from core.platform.settings import Settings
 from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.services import wait_for
 

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from litestar.testing import TestClient
 
-from core.scrape import SCRAPE_QUEUE
+from core.scrape.pages import SCRAPE_QUEUE
 from tests.fakes.site import FakeSite
 from tests.integration.conftest import Farm, JobWaiter
 from tests.services import Process, wait_for

@@ -13,13 +13,13 @@ from typing import Any
 import redis
 import sqlalchemy as sa
 
-from core.broker import Publication, build_broker, publish
-from core.db import transaction
-from core.dispatch import republish_lost
-from core.jobs import NewJob, insert_jobs, utcnow
-from core.models import jobs, workers
-from core.recovery import register_worker
-from core.settings import Settings
+from core.engine.broker import Publication, build_broker, publish
+from core.engine.dispatch import republish_lost
+from core.engine.jobs import NewJob, insert_jobs, utcnow
+from core.engine.recovery import register_worker
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import jobs, workers
 
 QUEUE = "test_effect"
 

@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from core.db import transaction
-from core.out_of_range import fail_out_of_range
-from core.settings import Settings
+from core.engine.out_of_range import fail_out_of_range
+from core.platform.db import transaction
+from core.platform.settings import Settings
 
 UNREAD = {"type": "unread_count", "payload": {"chat_id": "c", "user_id": "u"}}
 YEAR_10000 = "9999-12-31T23:59:59-14:00"  # a valid ISO time whose UTC instant is in year 10000

@@ -15,8 +15,8 @@ import pytest
 from litestar.testing import TestClient
 
 from control_api.app import create_app
-from core.settings import Settings
-from core.whatsapp_webhook import signature
+from core.messaging.webhook import signature
+from core.platform.settings import Settings
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp, GraphFail, Stall
 from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.services import wait_for

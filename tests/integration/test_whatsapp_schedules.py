@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from core.settings import Settings
+from core.platform.settings import Settings
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.integration.conftest import Farm, JobWaiter
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from core.broker import Publication, publish
-from core.settings import Settings
+from core.engine.broker import Publication, publish
+from core.platform.settings import Settings
 from tests.integration.conftest import Farm, JobWaiter
 from tests.services import wait_for
 

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from control_api.app import create_app
-from core.broker import redis_client
-from core.db import transaction
-from core.embedded import EmbeddedRedis
-from core.models import jobs
+from core.engine.broker import redis_client
+from core.launch.embedded import EmbeddedRedis
+from core.platform.db import transaction
+from core.platform.tables import jobs
 from tests.integration.conftest import Farm, JobWaiter
 from tests.services import Process, wait_for
 

@@ -15,7 +15,7 @@ import pytest
 
 from control_api.app import create_app
 from control_api.examples import OPERATIONS
-from core.settings import Settings
+from core.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "reference" / "api.md"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from core.chats.unread import UnreadCountPayload
+from core.engine.job_types import JobType
+from core.engine.retry import next_retry_at
 from core.errors import PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError, error_record
-from core.job_types import JobType
-from core.pagination import BadCursor, decode_cursor, encode_cursor
-from core.retry import next_retry_at
-from core.unread import UnreadCountPayload
+from core.platform.pagination import BadCursor, decode_cursor, encode_cursor
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ import base64
 import pytest
 
 from control_api.limits import json_depth_exceeds
-from core.crypto import DataCipher, DataKeyError, generate_data_key, mask_phone, mask_phones_in
-from core.redact import Redactor, provider_secrets
-from core.settings import Settings
+from core.platform.crypto import DataCipher, DataKeyError, generate_data_key, mask_phone, mask_phones_in
+from core.platform.redact import Redactor, provider_secrets
+from core.platform.settings import Settings
 
 
 def test_a_sealed_number_opens_only_with_its_key_and_hashes_stay_stable() -> None:

@@ -9,7 +9,7 @@ from control_api.dashboard.chart import BOTTOM, HEIGHT, chart
 from control_api.dashboard.deadletters import _diff
 from control_api.dashboard.render import seconds
 from control_api.dashboard.session import _safe_next
-from core.job_stats import MinutePoint
+from core.engine.stats import MinutePoint
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 from honcho.manager import KILL_WAIT
 
-from core.release import CLIENTS_GRACE_S
-from core.settings import Settings
+from core.launch.release import CLIENTS_GRACE_S
+from core.platform.settings import Settings
 from tests.deployfiles import (
     COMPOSE,
     DOCKERFILE,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from control_api.app import create_app
-from core.settings import Settings
+from core.platform.settings import Settings
 from tests.deployfiles import (
     EMBEDDINGS,
     K8S,

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from control_api.forwarded import TrustedProxies
 from control_api.limits import json_depth_exceeds
-from core.deadletters import merge_patch
-from core.keys import KEY_PREFIX, well_formed
-from core.netguard import AllowList, Refused, checked_addresses, refusal
+from core.access.keys import KEY_PREFIX, well_formed
+from core.engine.deadletters import merge_patch
+from core.platform.netguard import AllowList, Refused, checked_addresses, refusal
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -101,7 +101,7 @@ def v6_spellings(v4: ipaddress.IPv4Address, noise: int) -> list[ipaddress.IPv6Ad
         ),
         _nat64_local(v4, 96, noise),
         # Read with a shorter layout, a /96 address lands in 0.0.0.0/8, which no translator forwards
-        # to: the guard skips that reading (core/netguard.py), so 0.0.0.0/8 is left out here.
+        # to: the guard skips that reading (core/platform/netguard.py), so 0.0.0.0/8 is left out here.
         *(_nat64_local(v4, layout, noise) for layout in (48, 56, 64) if v4 not in THIS_NETWORK),
     ]
 

@@ -11,11 +11,11 @@ import pytest
 from huggingface_hub import constants
 from pgvector.vector import Vector
 
-from core.embeddings import EMBED, EMBEDDINGS_QUEUE, vector_text
+from core.embeddings.embed import EMBED, EMBEDDINGS_QUEUE, vector_text
+from core.engine.job_types import validate_payload
 from core.errors import PermanentError
-from core.job_types import validate_payload
+from core.platform.settings import Settings
 from core.providers.embeddings import LocalBackend, build_backend, resolve_model_dir
-from core.settings import Settings
 
 
 def test_embed_payloads_are_checked_field_by_field() -> None:
@@ -83,7 +83,7 @@ def test_local_backend_encodes_one_batch_per_call_longest_first_and_keeps_the_or
 
 
 def test_up_gives_embedding_jobs_a_worker_of_their_own() -> None:
-    from core.stack import _children
+    from core.launch.stack import _children
 
     children = {c.name: list(c.argv) for c in _children(Settings())}
     assert set(children) == {"api", "worker", "worker_embeddings", "scheduler"}

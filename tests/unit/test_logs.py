@@ -13,8 +13,8 @@ from tests.services import ROOT
 
 _PROGRAM = """
 import structlog
-from core.logs import configure_logging
-from core.settings import Settings
+from core.platform.logs import configure_logging
+from core.platform.settings import Settings
 configure_logging(Settings(), process="api")
 structlog.contextvars.bind_contextvars(request_id="req-42")
 structlog.get_logger("t").info("job_enqueued", job_id="j1")

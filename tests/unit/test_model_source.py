@@ -11,8 +11,8 @@ import pytest
 from huggingface_hub import constants
 
 from core.errors import PermanentError
+from core.platform.settings import Settings
 from core.providers.embeddings import PACKAGED_MODELS, locate_model, resolve_model_dir
-from core.settings import Settings
 
 DEFAULT = Settings().embedding_model
 

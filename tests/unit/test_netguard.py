@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.netguard import AllowList, NotResolved, Refused, Resolver, checked_addresses, refusal
+from core.platform.netguard import AllowList, NotResolved, Refused, Resolver, checked_addresses, refusal
 from core.providers import guard_proxy
 from core.providers.guard_proxy import GuardProxy
 

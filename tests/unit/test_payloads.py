@@ -3,8 +3,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from core.job_types import JobType, get_job_type, load_job_modules, validate_payload
-from core.settings import Settings
+from core.engine.job_types import JobType, get_job_type, load_job_modules, validate_payload
+from core.platform.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import msgspec.inspect as mi
 from litestar.routes import HTTPRoute
 
 from control_api.app import create_app
-from core.job_types import job_types
-from core.settings import Settings
+from core.engine.job_types import job_types
+from core.platform.settings import Settings
 
 KEY = "dGhlIGpvYnlhcmQgdGVzdHMnIGRhdGEga2V5ISEhISE="
 #: Where an unbounded string is deliberate: a cursor or field name inside a validated shape.

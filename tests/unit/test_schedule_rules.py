@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from core.schedule_rules import NoNextSlot, check_rule, next_slot
-from core.timebounds import HORIZON
+from core.engine.schedule_rules import NoNextSlot, check_rule, next_slot
+from core.engine.timebounds import HORIZON
 
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 LONDON = ZoneInfo("Europe/London")

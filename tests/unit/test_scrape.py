@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.engine.job_types import JobType, get_job_type, load_job_modules, validate_payload
 from core.errors import PermanentError, RateLimitedError, RetryableError
-from core.job_types import JobType, get_job_type, load_job_modules, validate_payload
+from core.platform.settings import Settings
 from core.providers.browser import BROWSER_NAMES, find_chromium
 from core.providers.page import net_error, status_error
-from core.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.crypto import (
+from core.engine.job_types import (
+    JobType,
+    open_payload,
+    payload_context,
+    register_job_type,
+    same_payload,
+    shown_payload,
+    validate_payload,
+)
+from core.errors import DataKeyMismatch, error_record
+from core.platform.crypto import (
     DATA_KEY_FILE,
     DataCipher,
     DataKeyError,
@@ -26,18 +36,8 @@ from core.crypto import (
     mask_phones_in,
     use_data_key,
 )
-from core.errors import DataKeyMismatch, error_record
-from core.job_types import (
-    JobType,
-    open_payload,
-    payload_context,
-    register_job_type,
-    same_payload,
-    shown_payload,
-    validate_payload,
-)
-from core.redact import Redactor, provider_secrets
-from core.settings import Settings
+from core.platform.redact import Redactor, provider_secrets
+from core.platform.settings import Settings
 from tests.legacy_sealing import seal_v1
 
 KEY, OLD_KEY = generate_data_key(), generate_data_key()

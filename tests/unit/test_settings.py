@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from core.settings import Settings, SettingsError, documented_settings, get_settings
+from core.platform.settings import Settings, SettingsError, documented_settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_PAGE = ROOT / "docs" / "reference" / "settings.md"
@@ -82,7 +82,7 @@ def test_the_settings_reference_documents_every_setting_with_its_default() -> No
     }
     assert wrong == {}, "variable: (the table's default, the code's)"
     unknown = sorted(set(rows) - {env for env, _, _ in documented})
-    assert unknown == [], "rows for variables core/settings.py does not have"
+    assert unknown == [], "rows for variables core/platform/settings.py does not have"
 
 
 def _row_default(default: Any) -> str:

@@ -1,4 +1,4 @@
-"""Property tests of the bounds of client times and of time zone names (core/timebounds.py): any
+"""Property tests of the bounds of client times and of time zone names (core/engine/timebounds.py): any
 time or name a client can send is either accepted as a UTC time within the horizon, or refused with
 a field error; nothing raises."""
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from core.timebounds import HORIZON, HORIZON_S, MAX_ZONE_NAME, bounded_utc, zone_named
+from core.engine.timebounds import HORIZON, HORIZON_S, MAX_ZONE_NAME, bounded_utc, zone_named
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 

@@ -10,15 +10,15 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
+from core.engine.job_types import get_job_type, load_job_modules, validate_payload
+from core.engine.retry import decide
 from core.errors import PermanentError, Postponed, RateLimitedError, RetryableError, error_record
-from core.job_types import get_job_type, load_job_modules, validate_payload
-from core.messaging import WhatsAppMessagePayload, request_body
-from core.optouts import e164, is_e164, is_stop_request
+from core.messaging.optouts import e164, is_e164, is_stop_request
+from core.messaging.quiet_hours import QuietHours, next_allowed, parse_quiet_hours
+from core.messaging.send import WhatsAppMessagePayload, request_body
+from core.messaging.webhook import signature, verify_signature
+from core.platform.settings import Settings, SettingsError
 from core.providers.whatsapp import GraphError, classify
-from core.quiet_hours import QuietHours, next_allowed, parse_quiet_hours
-from core.retry import decide
-from core.settings import Settings, SettingsError
-from core.whatsapp_webhook import signature, verify_signature
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 NIGHT = QuietHours(time(21), time(9))

@@ -1,0 +1,1 @@
+"""Who may call the farm: API keys and dashboard sessions."""

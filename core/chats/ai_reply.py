@@ -1,0 +1,120 @@
+"""The `ai_reply` job type: an assistant reply written into a chat, with the unread count bumped.
+
+The handler runs inside the job's transaction: the user's message, the reply and the unread bump
+commit together with the job's success, so a worker that dies after the LLM answered leaves no half
+reply behind, and a retry writes the reply exactly once. The LLM call itself has no outside effect
+beyond its cost, so repeating it after a crash is safe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from core.chats.unread import Id, UnreadCountPayload, apply_unread, ensure_chat
+from core.engine.job_types import JobType, register_job_type
+from core.engine.jobs import utcnow
+from core.platform.tables import chat_messages
+from core.providers.llm import LlmChain
+
+
+class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    chat_id: Id
+    user_id: Id
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=32_000)] | None = None
+    system_prompt: Annotated[str, msgspec.Meta(max_length=32_000)] | None = None
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32_000)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    history_limit: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
+
+    def __post_init__(self) -> None:
+        if self.message is None and self.history_limit == 0:
+            raise ValueError("give a message, or a history_limit above 0 to reply to the chat so far")
+
+
+AI_REPLY = register_job_type(
+    JobType(
+        name="ai_reply",
+        payload=AiReplyPayload,
+        max_retries=4,
+        min_backoff_s=2.0,
+        max_backoff_s=120.0,
+        timeout_s=120.0,
+        description="Ask an OpenAI-compatible chat API for a reply and post it in the chat.",
+        # A message and a system prompt of up to 32,000 characters each, in up to 4-byte UTF-8.
+        max_payload_bytes=320 * 1024,
+    )
+)
+
+
+def history(conn: Connection, chat_id: str, limit: int) -> list[dict[str, str]]:
+    """The chat's last ``limit`` messages, oldest first, as chat-completions messages."""
+    if limit == 0:
+        return []
+    rows = conn.execute(
+        sa.select(chat_messages.c.role, chat_messages.c.content)
+        .where(chat_messages.c.chat_id == chat_id)
+        .order_by(chat_messages.c.created_at.desc(), chat_messages.c.id.desc())
+        .limit(limit)
+    ).all()
+    return [{"role": r.role, "content": r.content} for r in reversed(rows)]
+
+
+def _store(conn: Connection, chat_id: str, **values: Any) -> uuid.UUID:
+    message_id = uuid.uuid4()
+    conn.execute(
+        sa.insert(chat_messages).values(id=message_id, chat_id=chat_id, created_at=utcnow(), **values)
+    )
+    return message_id
+
+
+def reply(conn: Connection, payload: AiReplyPayload, chain: LlmChain, job_id: uuid.UUID) -> dict[str, Any]:
+    """Write the user's message (if any) and the assistant's reply, and bump the user's unread count."""
+    ensure_chat(conn, payload.chat_id)
+    messages = history(conn, payload.chat_id, payload.history_limit)
+    if payload.system_prompt:
+        messages.insert(0, {"role": "system", "content": payload.system_prompt})
+    if payload.message is not None:
+        messages.append({"role": "user", "content": payload.message})
+    options: dict[str, Any] = {}
+    if payload.max_tokens is not None:
+        options["max_tokens"] = payload.max_tokens
+    if payload.temperature is not None:
+        options["temperature"] = payload.temperature
+    completion = chain.complete(messages, model=payload.model, **options)
+
+    if payload.message is not None:
+        _store(
+            conn,
+            payload.chat_id,
+            role="user",
+            author_id=payload.user_id,
+            content=payload.message,
+            job_id=job_id,
+        )
+    usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}
+    message_id = _store(
+        conn,
+        payload.chat_id,
+        role="assistant",
+        content=completion.content,
+        model=completion.model,
+        provider=completion.provider,
+        usage=usage,
+        job_id=job_id,
+    )
+    apply_unread(
+        conn, UnreadCountPayload(chat_id=payload.chat_id, user_id=payload.user_id, op="increment", by=1)
+    )
+    return {
+        "message_id": str(message_id),
+        "content": completion.content,
+        "model": completion.model,
+        "provider": completion.provider,
+        "usage": usage,
+    }

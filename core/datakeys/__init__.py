@@ -1,0 +1,1 @@
+"""Data key rotation: re-sealing stored personal data under the current key."""

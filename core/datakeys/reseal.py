@@ -1,0 +1,311 @@
+"""What a data key rotation does to each table's rows: which rows still hold a value not under the
+current key (found by content, so a rotation can stop and run again), and one batch of them moved,
+in the caller's transaction, locked FOR UPDATE SKIP LOCKED. core/datakeys/rotation.py drives the batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection
+
+from core.engine.job_types import job_types, payload_context
+from core.messaging.optouts import OPT_OUT_CONTEXT
+from core.messaging.outbound import BODY_TO_CONTEXT, TO_CONTEXT
+from core.platform.crypto import (
+    LEGACY_PREFIX,
+    SEALED_PREFIX,
+    KeyRing,
+    SealedValueError,
+    key_id_of,
+    key_label,
+    looks_sealed,
+)
+from core.platform.tables import jobs, opt_outs, outbound_messages, schedules
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Tally:
+    """What one pass (or the whole rotation) did, per table."""
+
+    moved: dict[str, int] = field(default_factory=dict)
+    #: Rows whose sealed value does not open with any key of the ring: left as they are.
+    unopenable: dict[str, int] = field(default_factory=dict)
+    #: Keys (labels) that values named but this process does not hold.
+    missing_key_ids: set[str] = field(default_factory=set)
+    #: Keys (labels, with "(jy1)" for the older format, or "clear") values were moved from.
+    from_key_ids: set[str] = field(default_factory=set)
+    #: Opt-outs of a number already recorded under the current key: the older row was removed.
+    merged_opt_outs: int = 0
+
+    def add(self, table: str, moved: int = 0, unopenable: int = 0) -> None:
+        self.moved[table] = self.moved.get(table, 0) + moved
+        self.unopenable[table] = self.unopenable.get(table, 0) + unopenable
+
+
+def _origin(value: str) -> str:
+    """Where a value is moved from, for the report: its key (and format), or that it was in clear."""
+    if not looks_sealed(value):
+        return "clear"
+    label = key_label(key_id_of(value) or "?")
+    return f"{label} (jy1)" if value.startswith(LEGACY_PREFIX) else label
+
+
+def _not_current(column: sa.ColumnElement[str], key_id: str) -> sa.ColumnElement[bool]:
+    return sa.not_(column.startswith(f"{SEALED_PREFIX}{key_id}:", autoescape=True))
+
+
+# -- payloads of jobs and schedules ------------------------------------------------------------
+
+
+def _sealed_fields() -> dict[str, tuple[str, ...]]:
+    return {name: jt.sealed_fields for name, jt in job_types().items() if jt.sealed_fields}
+
+
+def _type_pending(
+    table: sa.Table, type_name: str, fields: tuple[str, ...], key_id: str
+) -> sa.ColumnElement[bool]:
+    """Rows of one job type with a sealed field not yet under the current key."""
+    return sa.and_(
+        table.c.type == type_name,
+        sa.or_(
+            *(
+                sa.and_(
+                    sa.func.jsonb_typeof(table.c.payload[f]) == "string",
+                    _not_current(table.c.payload[f].astext, key_id),
+                )
+                for f in fields
+            )
+        ),
+    )
+
+
+def _payload_pending(table: sa.Table, key_id: str) -> sa.ColumnElement[bool]:
+    clauses = [_type_pending(table, name, fields, key_id) for name, fields in _sealed_fields().items()]
+    return sa.or_(*clauses) if clauses else sa.false()
+
+
+_UPDATE_PAYLOADS = """
+    UPDATE {table} SET payload = u.payload::jsonb
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:payloads AS text[])) AS u(id, payload)
+    WHERE {table}.id = u.id
+"""
+
+
+def _payload_batch(
+    conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally, *, table: sa.Table, type_name: str
+) -> tuple[Any, int]:
+    """One batch of one job type's rows, newest first by (created_at, id): the walk follows the
+    (type, created_at) index, so a type with few rows costs little in a table of millions."""
+    fields = job_types()[type_name].sealed_fields
+    c = table.c
+    query = sa.select(c.id, c.created_at, c.payload).where(
+        _type_pending(table, type_name, fields, ring.key_id)
+    )
+    if after is not None:
+        query = query.where(sa.tuple_(c.created_at, c.id) < sa.tuple_(*after))
+    rows = conn.execute(
+        query.order_by(c.created_at.desc(), c.id.desc()).limit(limit).with_for_update(skip_locked=True)
+    ).all()
+    ids: list[uuid.UUID] = []
+    payloads: list[str] = []
+    unopenable = 0
+    for row in rows:
+        payload = dict(row.payload)
+        try:
+            for f in fields:
+                value = payload.get(f)
+                if not isinstance(value, str) or ring.is_current(value):
+                    continue
+                context = payload_context(type_name, f)
+                clear = ring.open(value, context) if looks_sealed(value) else value
+                payload[f] = ring.seal(clear, context)
+                tally.from_key_ids.add(_origin(value))
+        except SealedValueError as exc:
+            _unopenable(exc, tally, table.name, row.id)
+            unopenable += 1
+            continue
+        ids.append(row.id)
+        payloads.append(msgspec.json.encode(payload).decode())
+    if ids:
+        conn.execute(sa.text(_UPDATE_PAYLOADS.format(table=table.name)), {"ids": ids, "payloads": payloads})
+    tally.add(table.name, len(ids), unopenable)
+    last = rows[-1] if rows else None
+    return ((last.created_at, last.id) if last is not None else None), len(rows)
+
+
+def _unopenable(exc: SealedValueError, tally: Tally, table: str, row_id: Any) -> None:
+    if exc.key_id is not None and not exc.key_held:
+        tally.missing_key_ids.add(key_label(exc.key_id))
+    log.warning("rotation_value_unopenable", table=table, row=str(row_id), error=str(exc))
+
+
+# -- opt-outs ----------------------------------------------------------------------------------
+
+
+def _opt_out_pending(key_id: str) -> sa.ColumnElement[bool]:
+    return sa.or_(opt_outs.c.address_key_id != key_id, _not_current(opt_outs.c.address_sealed, key_id))
+
+
+def _opt_out_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally) -> tuple[Any, int]:
+    """Re-hash and re-seal opt-outs. A number recorded under both an older key and the current one
+    (a STOP that came in during the rotation, or two older keys) keeps one row: the older rows go,
+    so the unique (channel, address_hash) never trips."""
+    oo = opt_outs.c
+    query = sa.select(oo.channel, oo.address_hash, oo.address_sealed).where(_opt_out_pending(ring.key_id))
+    if after is not None:
+        query = query.where(sa.tuple_(oo.channel, oo.address_hash) > sa.tuple_(*after))
+    rows = conn.execute(
+        query.order_by(oo.channel, oo.address_hash).limit(limit).with_for_update(skip_locked=True)
+    ).all()
+    moves: list[tuple[Any, str, str, str]] = []  # (row, new hash, new sealed, origin)
+    unopenable = 0
+    for row in rows:
+        try:
+            clear = ring.open(row.address_sealed, OPT_OUT_CONTEXT)
+        except SealedValueError as exc:
+            _unopenable(exc, tally, "opt_outs", (row.channel, row.address_hash))
+            unopenable += 1
+            continue
+        moves.append(
+            (
+                row,
+                ring.lookup_hash(clear),
+                ring.seal(clear, OPT_OUT_CONTEXT),
+                _origin(row.address_sealed),
+            )
+        )
+    # A row whose hash stays (already under the current key, older format) keeps its place first.
+    moves.sort(key=lambda m: m[0].address_hash != m[1])
+    targets = [m[1] for m in moves if m[0].address_hash != m[1]]
+    taken = {
+        (r.channel, r.address_hash)
+        for r in conn.execute(
+            sa.select(oo.channel, oo.address_hash).where(oo.address_hash.in_(targets)).with_for_update()
+        )
+    }
+    updates: list[dict[str, Any]] = []
+    deletes: list[dict[str, Any]] = []
+    for row, new_hash, sealed, origin in moves:
+        tally.from_key_ids.add(origin)
+        key = {"b_channel": row.channel, "b_hash": row.address_hash}
+        if new_hash != row.address_hash and (row.channel, new_hash) in taken:
+            deletes.append(key)
+            continue
+        taken.add((row.channel, new_hash))
+        updates.append({**key, "b_new_hash": new_hash, "b_sealed": sealed})
+    where = sa.and_(oo.channel == sa.bindparam("b_channel"), oo.address_hash == sa.bindparam("b_hash"))
+    if updates:
+        conn.execute(
+            sa.update(opt_outs)
+            .where(where)
+            .values(
+                address_hash=sa.bindparam("b_new_hash"),
+                address_sealed=sa.bindparam("b_sealed"),
+                address_key_id=ring.key_id,
+            ),
+            updates,
+        )
+    if deletes:
+        conn.execute(sa.delete(opt_outs).where(where), deletes)
+    tally.merged_opt_outs += len(deletes)
+    tally.add("opt_outs", len(updates) + len(deletes), unopenable)
+    last = rows[-1] if rows else None
+    return ((last.channel, last.address_hash) if last is not None else None), len(rows)
+
+
+# -- outbound messages -------------------------------------------------------------------------
+
+
+def _outbound_pending(key_id: str) -> sa.ColumnElement[bool]:
+    om = outbound_messages.c
+    return sa.or_(
+        om.to_key_id != key_id,
+        _not_current(om.to_sealed, key_id),
+        sa.and_(sa.func.jsonb_typeof(om.body["to"]) == "string", _not_current(om.body["to"].astext, key_id)),
+    )
+
+
+_UPDATE_OUTBOUND = sa.text(
+    """
+    UPDATE outbound_messages SET to_sealed = u.sealed, to_hash = u.hash, to_key_id = :key_id,
+                                 body = u.body::jsonb
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:sealed AS text[]), CAST(:hashes AS text[]),
+                CAST(:bodies AS text[])) AS u(id, sealed, hash, body)
+    WHERE outbound_messages.id = u.id
+    """
+)
+
+
+def _outbound_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally) -> tuple[Any, int]:
+    om = outbound_messages.c
+    query = sa.select(om.id, om.to_sealed, om.body).where(_outbound_pending(ring.key_id))
+    if after is not None:
+        query = query.where(om.id > after)
+    rows = conn.execute(query.order_by(om.id).limit(limit).with_for_update(skip_locked=True)).all()
+    params: dict[str, list[Any]] = {"ids": [], "sealed": [], "hashes": [], "bodies": []}
+    unopenable = 0
+    for row in rows:
+        body = dict(row.body)
+        try:
+            clear = ring.open(row.to_sealed, TO_CONTEXT)
+            if isinstance(body.get("to"), str):
+                to = body["to"]
+                body["to"] = ring.seal(
+                    ring.open(to, BODY_TO_CONTEXT) if looks_sealed(to) else to, BODY_TO_CONTEXT
+                )
+        except SealedValueError as exc:
+            _unopenable(exc, tally, "outbound_messages", row.id)
+            unopenable += 1
+            continue
+        tally.from_key_ids.add(_origin(row.to_sealed))
+        params["ids"].append(row.id)
+        params["sealed"].append(ring.seal(clear, TO_CONTEXT))
+        params["hashes"].append(ring.lookup_hash(clear))
+        params["bodies"].append(msgspec.json.encode(body).decode())
+    if params["ids"]:
+        conn.execute(_UPDATE_OUTBOUND, {**params, "key_id": ring.key_id})
+    tally.add("outbound_messages", len(params["ids"]), unopenable)
+    return (rows[-1].id if rows else None), len(rows)
+
+
+# -- every table ------------------------------------------------------------------------------
+
+#: Moves one batch of a table's rows after a keyset position (None: from the start); returns the
+#: position of its last row and how many rows it looked at.
+Batch = Callable[[Connection, KeyRing, Any, int, Tally], tuple[Any, int]]
+
+
+def tables() -> list[tuple[str, Batch]]:
+    """Every table that holds a sealed value or a keyed hash, with its batch; job payloads one job
+    type (with sealed fields) at a time."""
+    walks: list[tuple[str, Batch]] = []
+    for table in (jobs, schedules):
+        for name in sorted(_sealed_fields()):
+            walks.append((table.name, functools.partial(_payload_batch, table=table, type_name=name)))
+    return [*walks, ("opt_outs", _opt_out_batch), ("outbound_messages", _outbound_batch)]
+
+
+def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:
+    """Per table, the rows holding a value not yet under the current key (or in the older format)."""
+    key_id = ring.key_id
+    counts = {
+        "jobs": sa.select(sa.func.count()).select_from(jobs).where(_payload_pending(jobs, key_id)),
+        "schedules": sa.select(sa.func.count())
+        .select_from(schedules)
+        .where(_payload_pending(schedules, key_id)),
+        "opt_outs": sa.select(sa.func.count()).select_from(opt_outs).where(_opt_out_pending(key_id)),
+        "outbound_messages": sa.select(sa.func.count())
+        .select_from(outbound_messages)
+        .where(_outbound_pending(key_id)),
+    }
+    return {name: int(conn.execute(query).scalar_one()) for name, query in counts.items()}

@@ -1,0 +1,146 @@
+"""Moving jobs from Postgres onto Redis: due jobs, and queued jobs whose message Redis lost.
+
+Publishing due jobs locks the rows it takes (FOR UPDATE SKIP LOCKED) and records the new message id
+before publishing. The sweeper reads its candidates without locks, asks Redis where their messages
+are, then changes only rows still queued under the message id it looked up; no lock is held across a
+Redis call. Either way several schedulers can run at once without publishing a job twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from core.engine.broker import Publication, publish
+from core.engine.deadletters import any_id
+from core.engine.isolation import publish_isolated
+from core.engine.jobs import JobStatus, utcnow
+from core.engine.locate import MISSING, WAITING, locate_messages
+from core.engine.recovery import live_broker_ids
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import jobs
+
+log = structlog.get_logger(__name__)
+
+_PUBLISHED = (jobs.c.id, jobs.c.type, jobs.c.queue, jobs.c.message_id, jobs.c.request_id)
+
+
+def _publications(rows: Sequence[Any]) -> list[Publication]:
+    return [Publication(r.id, r.type, r.queue, r.message_id, r.request_id) for r in rows]
+
+
+def publish_due(settings: Settings, broker: RedisBroker) -> int:
+    """Publish scheduled jobs and retries whose run_at has come; returns how many."""
+    now = utcnow()
+    due = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)), jobs.c.run_at <= now)
+        .order_by(jobs.c.run_at)
+        .limit(settings.scheduler_batch)
+        .with_for_update(skip_locked=True)
+    )
+    with transaction(settings) as conn:
+        rows = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id.in_(due.scalar_subquery()))
+            .values(
+                status=JobStatus.QUEUED,
+                message_id=sa.cast(sa.func.gen_random_uuid(), sa.Text),
+                published_at=now,
+                updated_at=now,
+            )
+            .returning(*_PUBLISHED)
+        ).all()
+    # Committed first: if Redis fails now, the sweeper sees the message missing and retries; a job
+    # whose message cannot be published at all goes to the dead letters alone.
+    return publish_isolated(settings, broker, _publications(rows))
+
+
+def republish_lost(settings: Settings, broker: RedisBroker) -> int:
+    """Re-publish queued jobs whose message is no longer in Redis (publish failed, or Redis lost data).
+
+    A pass costs O(scheduler_batch), whatever the backlog: it reads its candidates without locking
+    them, asks Redis where each message is (one script call, see ``locate_messages``), then applies
+    the answers in a short transaction to the rows still queued under the message id it looked up.
+    No row lock is held across a Redis call, and of several schedulers deciding the same job, one
+    re-publishes it: the others find its message id changed.
+    """
+    stale_before = utcnow() - timedelta(seconds=settings.republish_after_s)
+    with transaction(settings) as conn:
+        candidates = conn.execute(
+            sa.select(*_PUBLISHED)
+            .where(jobs.c.status == JobStatus.QUEUED, jobs.c.published_at < stale_before)
+            .order_by(jobs.c.published_at)
+            .limit(settings.scheduler_batch)
+        ).all()
+    if not candidates:
+        return 0
+    pubs = _publications(candidates)
+    locations = locate_messages(broker, pubs)
+    now = utcnow()
+    with transaction(settings) as conn:
+        # A message fetched by a consumer that stopped beating will only come back after Dramatiq's
+        # heartbeat timeout and a chance maintenance run: treat it as lost.
+        holders = {where for where in locations if where not in (WAITING, MISSING)}
+        live = live_broker_ids(conn, settings) if holders else set()
+        # Message ids are unique to a job and a publication, so a row whose message id is among the
+        # candidates' is still the one looked up. Rows another pass or a claim holds are left to it.
+        unchanged = set(
+            conn.execute(
+                sa.select(jobs.c.id)
+                .where(
+                    any_id([p.job_id for p in pubs]),
+                    jobs.c.message_id == sa.any_(sa.literal([p.message_id for p in pubs], ARRAY(sa.Text))),
+                    jobs.c.status == JobStatus.QUEUED,
+                )
+                .order_by(jobs.c.id)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        kept = {
+            p.job_id for p, where in zip(pubs, locations, strict=True) if where == WAITING or where in live
+        }
+        fine = [job_id for job_id in unchanged if job_id in kept]
+        lost = [job_id for job_id in unchanged if job_id not in kept]
+        if fine:
+            # Only waiting behind others (or held by a live worker): mark them checked.
+            conn.execute(sa.update(jobs).where(any_id(fine)).values(published_at=now))
+        republished: Sequence[sa.Row[Any]] = []
+        if lost:
+            republished = conn.execute(
+                sa.update(jobs)
+                .where(any_id(lost))
+                .values(
+                    message_id=sa.cast(sa.func.gen_random_uuid(), sa.Text),
+                    published_at=now,
+                    updated_at=now,
+                )
+                .returning(*_PUBLISHED)
+            ).all()
+    if republished:
+        log.warning("republishing_lost_messages", jobs=len(republished))
+    return publish(broker, _publications(republished))
+
+
+def seconds_until_due(settings: Settings) -> float | None:
+    """How long until the next scheduled job or retry comes due (None when nothing waits).
+
+    Read as epoch seconds, never as a datetime: a run_at Python cannot hold (year 10000, stored
+    before client times were bounded) must not stop the loop that waits for it.
+    """
+    with transaction(settings) as conn:
+        next_due = conn.execute(
+            sa.select(sa.func.extract("epoch", sa.func.min(jobs.c.run_at))).where(
+                jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING))
+            )
+        ).scalar_one()
+    if next_due is None:
+        return None
+    return max(float(next_due) - utcnow().timestamp(), 0.0)

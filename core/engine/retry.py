@@ -1,0 +1,73 @@
+"""What happens after a failed attempt, decided from the error tree and the job's budget in Postgres.
+
+Retries wait in Postgres (status `retrying`, run_at = the next attempt's time) and the scheduler
+publishes them when due. Dramatiq's own Retries middleware is not used: it counts retries in the
+message, so it cannot see attempts lost with a dead worker, rate-limited waits that must not spend
+the budget, or a redrive's fresh budget; and it parks every delayed retry in Redis, which this
+design keeps for work that is due now.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.engine.job_types import JobType
+from core.engine.jobs import JobStatus
+
+#: Longest wait a Retry-After may ask for; longer requests are honoured up to this and counted.
+MAX_RETRY_AFTER_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: JobStatus  # RETRYING or DEAD
+    run_at: datetime | None  # when the next attempt may start
+    #: Whether this attempt is free: it does not count against max_retries (raises retry_base).
+    free: bool
+    outcome: str  # the attempt's outcome as stored
+
+
+def next_retry_at(job_type: JobType, attempt: int, now: datetime) -> datetime:
+    """Exponential backoff from the type's minimum, doubling per attempt up to its maximum, with full
+    jitter above the minimum so that a burst of failures does not retry in lockstep."""
+    ceiling = min(job_type.max_backoff_s, job_type.min_backoff_s * 2 ** max(attempt - 1, 0))
+    delay = job_type.min_backoff_s + random.uniform(0, max(ceiling - job_type.min_backoff_s, 0))  # noqa: S311
+    return now + timedelta(seconds=delay)
+
+
+def decide(
+    job_type: JobType,
+    *,
+    attempt: int,
+    retry_base: int,
+    max_retries: int,
+    error: dict[str, Any],
+    rate_limit_waits: int,
+    now: datetime,
+) -> Decision:
+    """Retry or dead-letter a failed attempt.
+
+    ``rate_limit_waits`` is how many earlier attempts of this job were rate limited.
+    """
+    if "postponed_until" in error:
+        # Not a failure (quiet hours): wait until then, free. Never earlier than the type's minimum
+        # backoff, so a postponement to a time already past cannot spin.
+        until = max(
+            datetime.fromisoformat(error["postponed_until"]), now + timedelta(seconds=job_type.min_backoff_s)
+        )
+        return Decision(JobStatus.RETRYING, until, free=True, outcome="postponed")
+    if not error.get("retryable", True):
+        return Decision(JobStatus.DEAD, None, free=False, outcome="failed")
+    if "retry_after" in error:
+        if rate_limit_waits >= job_type.max_rate_limit_waits:
+            return Decision(JobStatus.DEAD, None, free=False, outcome="rate_limited")
+        wait = min(max(float(error["retry_after"]), job_type.min_backoff_s), MAX_RETRY_AFTER_S)
+        return Decision(JobStatus.RETRYING, now + timedelta(seconds=wait), free=True, outcome="rate_limited")
+    if attempt - retry_base <= max_retries:
+        return Decision(
+            JobStatus.RETRYING, next_retry_at(job_type, attempt - retry_base, now), False, "failed"
+        )
+    return Decision(JobStatus.DEAD, None, free=False, outcome="failed")

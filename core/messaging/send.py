@@ -1,0 +1,249 @@
+"""The `whatsapp_message` job type: a template or text message sent at most once, honouring opt-outs
+and the recipient's quiet hours.
+
+The send is an effect outside Postgres, so it cannot commit with the job's success. Instead each
+attempt writes its outbound row as `pending` and commits *before* calling WhatsApp, then records the
+answer. An attempt that finds a `pending` or `unknown` row from an earlier attempt knows a send may
+already have happened (the worker died mid-call) and stops with `unknown_outcome` for a human to
+decide: at most once, then ask. A row already `sent` means only the job's success was lost; that
+attempt succeeds without sending again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import sqlalchemy as sa
+import structlog
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+from sqlalchemy.engine import Connection
+
+from core.engine.job_types import JobType, register_job_type
+from core.engine.jobs import JobStatus, utcnow
+from core.engine.lifecycle import Claim, ClaimLost
+from core.errors import JobyardError, PermanentError, Postponed, UnknownOutcomeError, error_record
+from core.messaging import outbound
+from core.messaging.optouts import E164_PATTERN, is_opted_out
+from core.messaging.quiet_hours import next_allowed, parse_quiet_hours, zone
+from core.platform.crypto import mask_phone
+from core.platform.db import transaction
+from core.platform.ratelimit import RateLimiter
+from core.platform.settings import Settings
+from core.platform.tables import jobs
+from core.providers.whatsapp import WhatsAppClient
+
+log = structlog.get_logger(__name__)
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+LanguageCode = Annotated[str, msgspec.Meta(min_length=2, max_length=20)]
+
+
+class Language(msgspec.Struct, forbid_unknown_fields=True):
+    """The Cloud API's own form, `{"code": "en_US"}`; a plain `"en_US"` is accepted too."""
+
+    code: LanguageCode
+
+
+class Template(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    language: LanguageCode | Language
+    #: Passed through as the Cloud API's `template.components` (header/body/button parameters; a
+    #: template has a header, a body and at most ten buttons).
+    components: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=20)] | None = None
+
+
+class WhatsAppMessagePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    to: Annotated[str, msgspec.Meta(pattern=E164_PATTERN, description="E.164, e.g. +14155550100")]
+    template: Template | None = None
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    #: The recipient's IANA time zone for quiet hours; JOBYARD_DEFAULT_TIMEZONE when absent.
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    respect_quiet_hours: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.template is None) == (self.text is None):
+            raise ValueError("give exactly one of payload.template and payload.text")
+        if self.timezone is not None:
+            try:
+                zone(self.timezone)
+            except ValueError as exc:
+                raise ValueError(f"payload.timezone: {exc}") from None
+
+
+WHATSAPP_MESSAGE = register_job_type(
+    JobType(
+        name="whatsapp_message",
+        payload=WhatsAppMessagePayload,
+        max_retries=5,
+        min_backoff_s=5.0,
+        max_backoff_s=600.0,
+        timeout_s=60.0,
+        # A campaign far above the number's rate waits its turn many times; each wait is free.
+        max_rate_limit_waits=50,
+        description="Send a WhatsApp template or text message once, honouring opt-outs and quiet hours.",
+        sealed_fields=("to",),
+    )
+)
+
+
+def request_body(payload: WhatsAppMessagePayload, outbound_id: uuid.UUID) -> dict[str, Any]:
+    """The Cloud API's JSON for the payload. The outbound id rides along as callback data, so a
+    delivery status can settle a send whose answer was lost."""
+    body: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": payload.to,
+        "biz_opaque_callback_data": str(outbound_id),
+    }
+    if payload.template is not None:
+        t = payload.template
+        language = t.language.code if isinstance(t.language, Language) else t.language
+        template: dict[str, Any] = {"name": t.name, "language": {"code": language}}
+        if t.components:
+            template["components"] = t.components
+        body.update(type="template", template=template)
+    else:
+        body.update(type="text", text={"body": payload.text})
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """What a worker process sends with: the client (None in dry-run mode) and the shared rate limit."""
+
+    client: WhatsAppClient | None
+    limiter: RateLimiter | None
+
+
+def send_message(
+    claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, sender: Sender
+) -> dict[str, Any]:
+    """Run one attempt of a `whatsapp_message` job in short transactions of its own (never across the call)."""
+    with transaction(settings) as conn:
+        already = _earlier_attempts(conn, claim)
+        if already is not None:
+            return already
+        if is_opted_out(conn, payload.to):
+            raise PermanentError(f"{mask_phone(payload.to)} opted out of WhatsApp messages", code="opted_out")
+    if payload.respect_quiet_hours:
+        _check_quiet_hours(payload, settings)
+    kind = "template" if payload.template is not None else "text"
+    if sender.client is None:
+        return _dry_run(claim, payload, settings, kind)
+    if sender.limiter is not None:
+        sender.limiter.acquire()
+
+    with transaction(settings) as conn:
+        _still_ours(conn, claim)
+        outbound_id = uuid.uuid4()
+        body = request_body(payload, outbound_id)
+        outbound.insert(
+            conn,
+            outbound_id=outbound_id,
+            job_id=claim.job_id,
+            attempt=claim.attempt,
+            to=payload.to,
+            kind=kind,
+            body=body,
+            status=outbound.PENDING,
+        )
+    # Committed: from here on a crash leaves the row pending, and no later attempt sends again.
+    try:
+        sent = sender.client.send(body)
+    except UnknownOutcomeError as exc:
+        _record_unsent(settings, outbound_id, outbound.UNKNOWN, exc)
+        raise
+    except JobyardError as exc:  # a definite answer: it was not sent
+        _record_unsent(settings, outbound_id, "failed", exc)
+        raise
+    except (Exception, TimeLimitExceeded) as exc:  # anything else mid-call: it may have gone out
+        _record_unsent(settings, outbound_id, outbound.UNKNOWN, exc)
+        raise UnknownOutcomeError(
+            f"the send was interrupted ({exc!r}); the message may have been sent"
+        ) from exc
+    with transaction(settings) as conn:
+        outbound.mark_sent(conn, outbound_id, sent.message_id)
+    log.info("whatsapp_sent", outbound_id=str(outbound_id), provider_message_id=sent.message_id)
+    return {"outbound_id": str(outbound_id), "status": "sent", "provider_message_id": sent.message_id}
+
+
+def _earlier_attempts(conn: Connection, claim: Claim) -> dict[str, Any] | None:
+    """The result if an earlier attempt sent the message; UnknownOutcomeError if one may have."""
+    earlier = outbound.earlier_attempts(conn, claim.job_id, claim.attempt)
+    for row in earlier:
+        if row.status in outbound.WENT_OUT:
+            log.warning("whatsapp_already_sent", outbound_id=str(row.id), attempt=row.attempt)
+            return {
+                "outbound_id": str(row.id),
+                "status": "sent",
+                "provider_message_id": row.provider_message_id,
+            }
+    for row in earlier:
+        if row.status in (outbound.PENDING, outbound.UNKNOWN):
+            raise UnknownOutcomeError(
+                f"attempt {row.attempt} may have sent this message (outbound message {row.id} is {row.status}); "
+                "it is not sent again. Check with the recipient, resolve it with "
+                f"POST /v1/outbound-messages/{row.id}/resolve, then redrive the job if it must go."
+            )
+    return None
+
+
+def _check_quiet_hours(payload: WhatsAppMessagePayload, settings: Settings) -> None:
+    tz = zone(payload.timezone or settings.default_timezone)
+    window = parse_quiet_hours(settings.quiet_hours)
+    now = utcnow()
+    until = next_allowed(now, tz, window)
+    if until is not None:
+        raise Postponed(
+            until,
+            f"quiet hours ({window}) at {now.astimezone(tz):%H:%M} {tz.key}; "
+            f"postponed to {until.astimezone(tz):%Y-%m-%d %H:%M} {tz.key}",
+        )
+
+
+def _dry_run(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, kind: str) -> dict[str, Any]:
+    outbound_id = uuid.uuid4()
+    body = request_body(payload, outbound_id)
+    with transaction(settings) as conn:
+        _still_ours(conn, claim)
+        outbound.insert(
+            conn,
+            outbound_id=outbound_id,
+            job_id=claim.job_id,
+            attempt=claim.attempt,
+            to=payload.to,
+            kind=kind,
+            body=body,
+            status="dry_run",
+        )
+    log.warning(
+        "whatsapp_dry_run",
+        detail="DRY RUN: WHATSAPP_TOKEN is not set, so nothing was sent to WhatsApp",
+        outbound_id=str(outbound_id),
+        to=mask_phone(payload.to),
+    )
+    return {"outbound_id": str(outbound_id), "status": "dry_run", "provider_message_id": None}
+
+
+def _still_ours(conn: Connection, claim: Claim) -> None:
+    """Lock the job row and check this worker still holds the claim, so a run that recovery already
+    gave to another worker cannot start a send."""
+    held = conn.execute(
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.id == claim.job_id, jobs.c.status == JobStatus.RUNNING, jobs.c.attempts == claim.attempt
+        )
+        .with_for_update()
+    ).first()
+    if held is None:
+        raise ClaimLost(str(claim.job_id))
+
+
+def _record_unsent(settings: Settings, outbound_id: uuid.UUID, status: str, exc: BaseException) -> None:
+    error = {k: v for k, v in error_record(exc).items() if k != "traceback"}
+    # If this write fails too, the row stays pending: the next attempt still refuses to send.
+    with transaction(settings) as conn:
+        outbound.mark_unsent(conn, outbound_id, status, error)

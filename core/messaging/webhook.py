@@ -1,0 +1,116 @@
+"""What WhatsApp tells us by webhook: delivery statuses of our messages, and users writing STOP.
+
+Meta signs each POST with the app secret: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
+body>`. Nothing is read from a body whose signature does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.engine import Connection
+
+from core.engine.jobs import utcnow
+from core.messaging import outbound
+from core.messaging.optouts import add_opt_out, e164, is_stop_request
+from core.platform.crypto import mask_phone
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+_PREFIX = "sha256="
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The header value Meta sends for ``body``."""
+    return _PREFIX + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """Whether ``header`` signs ``body`` with ``secret`` (constant-time)."""
+    if not header or not header.startswith(_PREFIX):
+        return False
+    return hmac.compare_digest(signature(secret, body).encode(), header.strip().lower().encode())
+
+
+@dataclass
+class WebhookSummary:
+    statuses: int = 0  # delivery statuses applied to our outbound messages
+    unknown_statuses: int = 0  # statuses for messages we have no row for (sent by another system)
+    opt_outs: int = 0  # STOP messages recorded as opt-outs
+
+
+def _when(value: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (TypeError, ValueError, OverflowError):
+        return utcnow()
+
+
+def process(conn: Connection, data: Any) -> WebhookSummary:
+    """Apply every status and STOP message in a (verified) webhook body; other content is ignored."""
+    summary = WebhookSummary()
+    for value in _values(data):
+        for status in _dicts(value.get("statuses")):
+            message_id, state = status.get("id"), status.get("status")
+            if not isinstance(message_id, str) or state not in ("sent", "delivered", "read", "failed"):
+                continue
+            found = outbound.apply_status(
+                conn,
+                message_id,
+                state,
+                _when(status.get("timestamp")),
+                callback=status.get("biz_opaque_callback_data"),
+                error=status.get("errors"),
+            )
+            if found:
+                summary.statuses += 1
+            else:
+                summary.unknown_statuses += 1
+        for message in _dicts(value.get("messages")):
+            if _is_stop(message):
+                try:
+                    number = e164(str(message.get("from", "")))
+                except ValueError:
+                    log.warning("whatsapp_stop_from_bad_number")
+                    continue
+                _, created = add_opt_out(conn, number, "webhook", reason=f"wrote {_text(message)!r}")
+                summary.opt_outs += 1
+                log.info("whatsapp_opt_out", to=mask_phone(number), new=created, source="webhook")
+    return summary
+
+
+def _is_stop(message: dict[str, Any]) -> bool:
+    text = _text(message)
+    return text is not None and is_stop_request(text)
+
+
+def _text(message: dict[str, Any]) -> str | None:
+    """The words of a text message, or of a quick-reply button (e.g. a template's "Stop promotions")."""
+    kind = message.get("type")
+    part = message.get(kind) if isinstance(kind, str) else None
+    if kind == "text" and isinstance(part, dict):
+        return str(part.get("body", ""))
+    if kind == "button" and isinstance(part, dict):
+        return str(part.get("text", ""))
+    return None
+
+
+def _values(data: Any) -> list[dict[str, Any]]:
+    if not isinstance(data, dict):
+        return []
+    return [
+        change["value"]
+        for entry in _dicts(data.get("entry"))
+        for change in _dicts(entry.get("changes"))
+        if isinstance(change.get("value"), dict)
+    ]
+
+
+def _dicts(items: Any) -> list[dict[str, Any]]:
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []

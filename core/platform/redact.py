@@ -1,0 +1,165 @@
+"""Keeps secrets and personal data out of every log line, in the API and in the workers.
+
+A structlog processor, last before rendering, so it sees every line: our own events, the standard
+library's (Dramatiq, uvicorn, httpx) and formatted tracebacks. It removes
+
+- API keys (`jy_...`: the ten-character prefix listings show stays, the rest goes), bearer tokens,
+  OpenAI-style keys (`sk-...`), passwords in URLs (`redis://:pw@host`), and the exact values of the
+  secrets in the settings (WhatsApp token, app secret and verify token, LLM keys, the data key, the
+  Postgres and Redis passwords of DATABASE_URL and REDIS_URL);
+- message bodies: values of fields that carry what people wrote or will read (`text`, `body`,
+  `content`, `components`, `system_prompt`, ...), whatever their depth in the event;
+- phone numbers, anywhere in any text, masked to `+44*******789`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from core.access.keys import KEY_PREFIX, VISIBLE_CHARS
+from core.platform.crypto import mask_phones_in
+from core.platform.settings import Settings
+
+REDACTED = "[redacted]"
+#: Fields whose value is someone's message (WhatsApp text and templates, chat content, prompts) or a
+#: credential; dropped from log lines whatever they hold.
+SENSITIVE_FIELDS = frozenset(
+    {
+        "text",
+        "body",
+        "content",
+        "components",
+        "system_prompt",
+        "prompt",
+        "messages",
+        "authorization",
+        "api_key",
+        "x-api-key",
+        "token",
+        "secret",
+        "password",
+        "data_key",
+    }
+)
+_API_KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{8,}")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+_OPENAI_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")
+#: The password of any URL with credentials: scheme://user:PASSWORD@host.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+#: Secrets shorter than this are not searched for in text: a one-letter token would blank out
+#: every line (they are still dropped by field name).
+_MIN_SECRET_LEN = 6
+
+
+def provider_secrets(settings: Settings) -> list[str]:
+    """The configured secret values, longest first (so one that contains another goes whole)."""
+    found = [
+        settings.whatsapp_token,
+        settings.whatsapp_app_secret,
+        settings.whatsapp_verify_token,
+        settings.openai_api_key,
+        settings.data_key,
+        *settings.data_keys_old,
+        *url_passwords(settings.database_url, settings.redis_url),
+    ]
+    try:
+        providers = json.loads(settings.llm_providers) if settings.llm_providers else []
+    except ValueError:
+        providers = []
+    for provider in providers if isinstance(providers, list) else []:
+        if isinstance(provider, dict):
+            found.append(provider.get("api_key"))
+    return sorted(
+        {s for s in found if isinstance(s, str) and len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True
+    )
+
+
+def url_passwords(*urls: str | None) -> list[str]:
+    """The passwords in these URLs, as written and decoded (`p%40ss` and `p@ss`)."""
+    found: list[str] = []
+    for url in urls:
+        try:
+            password = urlsplit(url).password if url else None
+        except ValueError:
+            continue
+        if password:
+            found += [password, unquote(password)]
+    return found
+
+
+class Redactor:
+    """The processor: ``Redactor(settings)`` in structlog's chain."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        values = list(secrets)
+        self._secrets = re.compile("|".join(re.escape(s) for s in values)) if values else None
+
+    def text(self, value: str) -> str:
+        if self._secrets is not None:
+            value = self._secrets.sub(REDACTED, value)
+        value = _API_KEY.sub(lambda m: m.group(0)[:VISIBLE_CHARS] + "..." + REDACTED, value)
+        value = _BEARER.sub(lambda m: m.group(1) + " " + REDACTED, value)
+        value = _OPENAI_KEY.sub("sk-" + REDACTED, value)
+        value = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + "@", value)
+        return mask_phones_in(value)
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if depth > 8:  # nothing we log nests this deep; stop rather than walk a cycle
+            return REDACTED
+        if isinstance(value, dict):
+            return {
+                k: REDACTED if str(k).lower() in SENSITIVE_FIELDS else self.value(v, depth + 1)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(v, depth + 1) for v in value]
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        return self.text(str(value))
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        return self.value(dict(event))  # type: ignore[no-any-return]
+
+
+#: What a database error says about the values of a statement: SQLAlchemy's "[parameters: ...]" line,
+#: psycopg's DETAIL ("Key (x)=(value) already exists", "Failing row contains (...)"), the statement's
+#: text with a caret under the fault (LINE n: ...), and the value quoted in "invalid input ...: "x"".
+_SQL_VALUES = (
+    (re.compile(r"\[parameters: [^\n]*"), "[parameters: " + REDACTED + "]"),
+    (re.compile(r"(?m)^(\s*DETAIL:)[^\n]*"), r"\1 " + REDACTED),
+    (re.compile(r"(?m)^(\s*LINE \d+:)[^\n]*(\n\s*\^)?"), r"\1 " + REDACTED),
+    (re.compile(r'((?:invalid input|out of range)[^:\n]*: )"[^"\n]*"'), r'\1"' + REDACTED + '"'),
+)
+
+
+def without_sql_values(text: str) -> str:
+    for pattern, replacement in _SQL_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redacted_error(error: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """A stored job or attempt error as a reader without `ops` sees it: its code and flags as they
+    are, its text (message, traceback, anything else) without secrets or SQL values."""
+
+    def clean(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return without_sql_values(redactor.text(value))
+        if depth > 8:
+            return REDACTED
+        if isinstance(value, dict):
+            return {
+                k: REDACTED if str(k).lower() in SENSITIVE_FIELDS else clean(v, depth + 1)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [clean(v, depth + 1) for v in value]
+        return value
+
+    return {k: v if k in ("code", "retryable") else clean(v) for k, v in error.items()}
