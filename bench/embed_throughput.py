@@ -22,9 +22,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.worker import worker_process
+from core.catalog import load_job_types
 from core.embeddings.embed import EMBEDDINGS_QUEUE
 from core.engine.broker import build_broker
-from core.engine.job_types import load_job_modules
 from core.engine.jobs import NewJob, enqueue
 from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.platform.crypto import generate_data_key
@@ -150,7 +150,7 @@ def main() -> None:
     )
     try:
         upgrade(settings)
-        load_job_modules(settings)
+        load_job_types(settings)
         farm_s = through_farm(settings, docs, args.per_job, args.threads, home)
     finally:
         redis_server.stop()

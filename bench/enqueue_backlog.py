@@ -16,8 +16,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from core.catalog import load_job_types
 from core.engine.broker import build_broker
-from core.engine.job_types import load_job_modules
 from core.engine.jobs import NewJob, enqueue
 from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.platform.db import transaction
@@ -60,7 +60,7 @@ def main() -> None:
     )
     try:
         upgrade(settings)
-        load_job_modules(settings)
+        load_job_types(settings)
         broker = build_broker(settings)
         _rate(settings, broker, 200)  # warm up
         empty = _rate(settings, broker, args.jobs)

@@ -122,11 +122,11 @@ class Bench:
             redis_namespace="jobyard-bench",
             data_key=generate_data_key(),
         )
-        from core.engine.job_types import load_job_modules
+        from core.catalog import load_job_types
         from core.platform.migrate import upgrade
 
         upgrade(settings)
-        load_job_modules(settings)
+        load_job_types(settings)
         bench = cls(workdir=workdir, settings=settings, log_level=log_level, _stops=stops)
         with transaction(settings) as conn:
             _, bench.api_key = create_key(conn, "bench", SCOPES)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from core.catalog import load_job_types
 from core.engine import stats as job_stats
 from core.engine.broker import redis_client
-from core.engine.job_types import load_job_modules
 from core.engine.jobs import utcnow
 from core.engine.queues import queue_overview, read_overview
 from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -95,7 +95,7 @@ def main() -> None:
     client = redis_client(settings, socket_timeout=2)
     try:
         upgrade(settings)
-        load_job_modules(settings)
+        load_job_types(settings)
         started = time.perf_counter()
         with transaction(settings) as conn:
             conn.execute(sa.text(HISTORY_SQL), {"n": args.history, "recent": args.recent})

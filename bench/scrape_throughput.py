@@ -27,8 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.worker import worker_process
+from core.catalog import load_job_types
 from core.engine.broker import build_broker
-from core.engine.job_types import load_job_modules
 from core.engine.jobs import NewJob, enqueue
 from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.platform.crypto import generate_data_key
@@ -177,7 +177,7 @@ def main() -> None:
     )
     try:
         upgrade(settings)
-        load_job_modules(settings)
+        load_job_types(settings)
         farm_s = through_farm(settings, urls, args.threads, home)
     finally:
         redis_server.stop()

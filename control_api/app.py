@@ -32,10 +32,10 @@ from control_api.schedules import SchedulesController, SequencesController
 from control_api.scrapes import ScrapesController
 from control_api.webhooks import WhatsAppWebhookController
 from core.access.keys import KeyCache, UsageClock
+from core.catalog import load_job_types
 from core.engine.broker import async_redis_client, build_broker, redis_client
 from core.engine.fastenqueue import AsyncEnqueuer
 from core.engine.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
-from core.engine.job_types import load_job_modules
 from core.platform.crypto import use_data_key
 from core.platform.logs import configure_logging
 from core.platform.redact import Redactor, provider_secrets
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settings = settings or get_settings()
     if configure_logs:
         configure_logging(settings, process="api")
-    load_job_modules(settings)
+    load_job_types(settings)
     try:
         trusted_proxies = TrustedProxies.parse(settings.trusted_proxies)
     except ValueError as exc:

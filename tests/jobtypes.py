@@ -1,4 +1,5 @@
-"""Job types that exist only in the tests, loaded through JOBYARD_JOB_MODULES like a deployment's own."""
+"""Job types that exist only in the tests, loaded through JOBYARD_JOB_MODULES like a deployment's own
+and declared the same way: ``@job_type`` from ``core``."""
 
 from __future__ import annotations
 
@@ -14,11 +15,8 @@ import msgspec
 import sqlalchemy as sa
 import structlog
 
-from core.engine.job_types import JobType, register_job_type
-from core.errors import PermanentError, RetryableError
+from core import BatchContext, JobContext, PermanentError, RetryableError, job_type
 from core.providers.http import request
-from workers.batching import BatchContext, batch_handler
-from workers.handlers import JobContext, handler
 
 
 class FlakyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -27,12 +25,7 @@ class FlakyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     error: Literal["retryable", "permanent", "unexpected"] = "retryable"
 
 
-register_job_type(
-    JobType(name="test_flaky", payload=FlakyPayload, max_retries=2, min_backoff_s=0.1, max_backoff_s=0.3)
-)
-
-
-@handler("test_flaky")
+@job_type("test_flaky", payload=FlakyPayload, max_retries=2, min_backoff_s=0.1, max_backoff_s=0.3)
 def flaky(ctx: JobContext, payload: FlakyPayload) -> dict[str, Any]:
     if ctx.claim.attempt <= payload.fail_times:
         if payload.error == "permanent":
@@ -49,20 +42,13 @@ class ProviderPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_s: float = 5.0
 
 
-register_job_type(
-    JobType(
-        name="test_provider", payload=ProviderPayload, max_retries=2, min_backoff_s=0.2, max_backoff_s=0.5
-    )
-)
-
-
 @functools.cache
 def _client(timeout_s: float) -> httpx.Client:
     # One client per process, as a real provider module keeps: building one costs ~30 ms of CPU.
     return httpx.Client(timeout=timeout_s)
 
 
-@handler("test_provider")
+@job_type("test_provider", payload=ProviderPayload, max_retries=2, min_backoff_s=0.2, max_backoff_s=0.5)
 def call_provider(ctx: JobContext, payload: ProviderPayload) -> dict[str, Any]:
     response = request(
         _client(payload.timeout_s), "POST", f"{payload.url}/call/{payload.key}", provider="fake provider"
@@ -76,13 +62,6 @@ class SleepPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     blocking: bool = False
 
 
-register_job_type(JobType(name="test_sleep", payload=SleepPayload, max_retries=2, timeout_s=60))
-#: The same with a one-second time limit.
-register_job_type(
-    JobType(name="test_slow", payload=SleepPayload, max_retries=1, timeout_s=1, min_backoff_s=0.1)
-)
-
-
 def _sleep(ctx: JobContext, payload: SleepPayload) -> dict[str, Any]:
     if payload.blocking:
         time.sleep(payload.seconds)
@@ -93,8 +72,9 @@ def _sleep(ctx: JobContext, payload: SleepPayload) -> dict[str, Any]:
     return {"slept": payload.seconds, "attempt": ctx.claim.attempt}
 
 
-handler("test_sleep")(_sleep)
-handler("test_slow")(_sleep)
+job_type("test_sleep", payload=SleepPayload, max_retries=2, timeout_s=60)(_sleep)
+#: The same with a one-second time limit.
+job_type("test_slow", payload=SleepPayload, max_retries=1, timeout_s=1, min_backoff_s=0.1)(_sleep)
 
 
 class CrashPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -102,10 +82,7 @@ class CrashPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     times: int = 1_000_000
 
 
-register_job_type(JobType(name="test_crash", payload=CrashPayload, max_retries=2))
-
-
-@handler("test_crash")
+@job_type("test_crash", payload=CrashPayload, max_retries=2)
 def crash(ctx: JobContext, payload: CrashPayload) -> dict[str, Any]:
     if ctx.claim.attempt <= payload.times:
         os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
@@ -116,20 +93,14 @@ class ModulesPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     modules: list[str]
 
 
-#: Which modules the worker process that runs it has imported (`"torch" in sys.modules`): one type on
-#: a queue of its own, as any light job, and one on the embeddings queue, as the control.
-register_job_type(JobType(name="test_modules", payload=ModulesPayload, max_retries=0))
-register_job_type(
-    JobType(name="test_modules_embeddings", payload=ModulesPayload, queue="embeddings", max_retries=0)
-)
-
-
 def _imported(ctx: JobContext, payload: ModulesPayload) -> dict[str, bool]:
     return {name: name in sys.modules for name in payload.modules}
 
 
-handler("test_modules")(_imported)
-handler("test_modules_embeddings")(_imported)
+#: Which modules the worker process that runs it has imported (`"torch" in sys.modules`): one type on
+#: a queue of its own, as any light job, and one on the embeddings queue, as the control.
+job_type("test_modules", payload=ModulesPayload, max_retries=0)(_imported)
+job_type("test_modules_embeddings", payload=ModulesPayload, queue="embeddings", max_retries=0)(_imported)
 
 
 class ScrapeQueuePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -138,10 +109,7 @@ class ScrapeQueuePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 
 # The Procfile's worker_scrape line consumes the `scrape` queue; a type of the tests' own on it lets
 # them run that line and see it take a job, whatever other type shares the queue.
-register_job_type(JobType(name="test_scrape_queue", payload=ScrapeQueuePayload, queue="scrape"))
-
-
-@handler("test_scrape_queue")
+@job_type("test_scrape_queue", payload=ScrapeQueuePayload, queue="scrape")
 def on_scrape_queue(ctx: JobContext, payload: ScrapeQueuePayload) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
@@ -153,10 +121,7 @@ class LeakyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 # Its recipient is sealed at rest like a whatsapp_message's: a deployment's own types can do the same.
-register_job_type(JobType(name="test_leaky", payload=LeakyPayload, max_retries=0, sealed_fields=("to",)))
-
-
-@handler("test_leaky")
+@job_type("test_leaky", payload=LeakyPayload, max_retries=0, sealed_fields=("to",))
 def leaky(ctx: JobContext, payload: LeakyPayload) -> dict[str, Any]:
     """A careless handler: logs its payload, the provider token and a bearer header, then fails with
     all of them in the exception. The log redaction must catch every one (tests/integration/
@@ -175,21 +140,17 @@ class BatchProbePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     poison: bool = False
 
 
-register_job_type(JobType(name="test_batch_probe", payload=BatchProbePayload, max_retries=0))
-
-
-@handler("test_batch_probe")
-def batch_probe_single(ctx: JobContext, payload: BatchProbePayload) -> dict[str, Any]:
-    if payload.poison:
-        raise PermanentError("poisoned on its own too", code="test_poison")
-    return {"batch_size": 1, "attempt": ctx.claim.attempt}
-
-
-@batch_handler("test_batch_probe")
 def batch_probe(ctx: BatchContext, payloads: list[BatchProbePayload]) -> list[dict[str, Any]]:
     if any(p.poison for p in payloads):
         raise RetryableError("one poisoned job fails the whole batch", code="test_poison")
     return [{"batch_size": len(payloads), "attempt": c.attempt} for c in ctx.claims]
+
+
+@job_type("test_batch_probe", payload=BatchProbePayload, batch=batch_probe, max_retries=0)
+def batch_probe_single(ctx: JobContext, payload: BatchProbePayload) -> dict[str, Any]:
+    if payload.poison:
+        raise PermanentError("poisoned on its own too", code="test_poison")
+    return {"batch_size": 1, "attempt": ctx.claim.attempt}
 
 
 class EffectPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -204,19 +165,11 @@ EFFECTS_TABLE = (
     "CREATE TABLE IF NOT EXISTS test_effects (marker text NOT NULL, job_id uuid NOT NULL, "
     "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
 )
-register_job_type(
-    JobType(
-        name="test_effect",
-        payload=EffectPayload,
-        max_retries=20,
-        min_backoff_s=0.2,
-        max_backoff_s=1.0,
-        timeout_s=10,
-    )
+
+
+@job_type(
+    "test_effect", payload=EffectPayload, max_retries=20, min_backoff_s=0.2, max_backoff_s=1.0, timeout_s=10
 )
-
-
-@handler("test_effect")
 def record_effect(ctx: JobContext, payload: EffectPayload) -> dict[str, Any]:
     """A Postgres effect in the job's transaction: it commits with the job's success, or not at all."""
     if payload.seconds:
@@ -233,16 +186,12 @@ class SealedBatchPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     to: str
 
 
-register_job_type(
-    JobType(name="test_sealed_batch", payload=SealedBatchPayload, max_retries=2, sealed_fields=("to",))
-)
-
-
-@handler("test_sealed_batch")
-def sealed_single(ctx: JobContext, payload: SealedBatchPayload) -> dict[str, Any]:
-    return {"batch_size": 1, "opened": payload.to.startswith("+")}
-
-
-@batch_handler("test_sealed_batch")
 def sealed_batch(ctx: BatchContext, payloads: list[SealedBatchPayload]) -> list[dict[str, Any]]:
     return [{"batch_size": len(payloads), "opened": p.to.startswith("+")} for p in payloads]
+
+
+@job_type(
+    "test_sealed_batch", payload=SealedBatchPayload, batch=sealed_batch, max_retries=2, sealed_fields=("to",)
+)
+def sealed_single(ctx: JobContext, payload: SealedBatchPayload) -> dict[str, Any]:
+    return {"batch_size": 1, "opened": payload.to.startswith("+")}

@@ -6,7 +6,6 @@ broker when imported. Nothing else imports it: importing it is starting a worker
 
 from __future__ import annotations
 
-import importlib
 import signal
 import time
 from types import FrameType
@@ -21,14 +20,6 @@ from core.platform.logs import configure_logging
 from core.platform.settings import get_settings
 from workers.middleware import JobLifecycle
 
-#: Modules with the built-in handlers; JOBYARD_JOB_MODULES adds a deployment's own.
-BUILTIN_HANDLER_MODULES = (
-    "workers.unread",
-    "workers.whatsapp",
-    "workers.ai",
-    "workers.embeddings",
-    "workers.scrape",
-)
 #: A stop signal repeated within this window is the same stop arriving twice (see below).
 REPEATED_SIGNAL_WINDOW_S = 1.0
 
@@ -57,10 +48,9 @@ def ignore_repeated_sigterm() -> None:
 
 
 def boot() -> dramatiq.Broker:
-    from core.engine.job_types import load_job_modules
-    from workers.embeddings import EmbeddingModel
-    from workers.handlers import declare_actors
-    from workers.scrape import ScrapeBrowser
+    from core.catalog import load_job_types
+    from workers.actors import declare_actors
+    from workers.resources import Resources
 
     ignore_repeated_sigterm()
     settings = get_settings()
@@ -69,19 +59,11 @@ def boot() -> dramatiq.Broker:
     use_data_key(settings)
     # Handlers may run heavy SQL of their own: a longer statement timeout than the API's (core/platform/db.py).
     use_session_timeouts(settings.worker_statement_timeout_s, 0.0)
-    load_job_modules(settings)
-    for name in BUILTIN_HANDLER_MODULES:
-        importlib.import_module(name)
+    load_job_types(settings)
     # Retries are decided by JobLifecycle and wait in Postgres, so Dramatiq's Retries is left out.
-    # EmbeddingModel loads the model, and ScrapeBrowser launches Chromium, at boot, each only in processes
-    # that consume its queue.
-    middleware = [
-        TimeLimit(),
-        ShutdownNotifications(),
-        JobLifecycle(settings),
-        EmbeddingModel(settings),
-        ScrapeBrowser(settings),
-    ]
+    # Resources starts the job types' resources at boot (the embedding model, Chromium), each only in
+    # processes that consume the queue of a type that needs it.
+    middleware = [TimeLimit(), ShutdownNotifications(), JobLifecycle(settings), Resources(settings)]
     broker = build_broker(settings, middleware=middleware, consumer=True)
     declare_actors(broker, settings)
     dramatiq.set_broker(broker)

@@ -86,7 +86,7 @@ class JobLifecycle(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if BATCH_OPTION in message.options:
-            # A batch claims its jobs itself, all in one statement (workers/batching.py).
+            # A batch claims its jobs itself, all in one statement (workers/execution.py).
             structlog.contextvars.clear_contextvars()
             return
         job_id = uuid.UUID(message.args[0])

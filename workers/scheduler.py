@@ -22,10 +22,10 @@ from types import FrameType
 
 import structlog
 
+from core.catalog import load_job_types
 from core.engine.broker import build_broker
 from core.engine.dispatch import publish_due, republish_lost, seconds_until_due
 from core.engine.isolation import describe, is_transient
-from core.engine.job_types import load_job_modules
 from core.engine.out_of_range import fail_out_of_range
 from core.engine.recovery import recover_lost_jobs
 from core.engine.schedules import fire_due_schedules
@@ -158,7 +158,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings, process="scheduler")
     use_data_key(settings)  # schedules' payloads hold sealed numbers
-    load_job_modules(settings)
+    load_job_types(settings)
     scheduler = Scheduler(settings)
     signal.signal(signal.SIGTERM, scheduler.stop)
     signal.signal(signal.SIGINT, scheduler.stop)

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.chats.unread import Id, UnreadCountPayload, apply_unread, ensure_chat
-from core.engine.job_types import JobType, register_job_type
+from core.engine.declare import JobContext, job_type
 from core.engine.jobs import utcnow
 from core.platform.tables import chat_messages
-from core.providers.llm import LlmChain
+from core.providers.llm import LlmChain, chain_for
 
 
 class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -37,19 +37,19 @@ class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("give a message, or a history_limit above 0 to reply to the chat so far")
 
 
-AI_REPLY = register_job_type(
-    JobType(
-        name="ai_reply",
-        payload=AiReplyPayload,
-        max_retries=4,
-        min_backoff_s=2.0,
-        max_backoff_s=120.0,
-        timeout_s=120.0,
-        description="Ask an OpenAI-compatible chat API for a reply and post it in the chat.",
-        # A message and a system prompt of up to 32,000 characters each, in up to 4-byte UTF-8.
-        max_payload_bytes=320 * 1024,
-    )
+@job_type(
+    "ai_reply",
+    payload=AiReplyPayload,
+    max_retries=4,
+    min_backoff_s=2.0,
+    max_backoff_s=120.0,
+    timeout_s=120.0,
+    description="Ask an OpenAI-compatible chat API for a reply and post it in the chat.",
+    # A message and a system prompt of up to 32,000 characters each, in up to 4-byte UTF-8.
+    max_payload_bytes=320 * 1024,
 )
+def ai_reply(ctx: JobContext, payload: AiReplyPayload) -> dict[str, Any]:
+    return reply(ctx.conn, payload, chain_for(ctx.settings), ctx.claim.job_id)
 
 
 def history(conn: Connection, chat_id: str, limit: int) -> list[dict[str, str]]:

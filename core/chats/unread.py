@@ -1,4 +1,4 @@
-"""Unread counters: the `unread_count` job type and the reads and writes behind it."""
+"""Unread counters: the `unread_count` job type (batched) and the reads and writes behind it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.engine.job_types import JobType, register_job_type
+from core.engine.declare import BatchContext, JobContext, job_type
 from core.engine.jobs import utcnow
 from core.platform.tables import chat_messages, chats, unread_counters
 
@@ -24,17 +24,23 @@ class UnreadCountPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     by: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
 
 
-UNREAD_COUNT = register_job_type(
-    JobType(
-        name="unread_count",
-        payload=UnreadCountPayload,
-        max_retries=5,
-        min_backoff_s=0.5,
-        max_backoff_s=60.0,
-        timeout_s=30.0,
-        description="Apply an unread delta, reset, or recount a chat for a user, exactly once per job.",
-    )
+def unread_count_batch(ctx: BatchContext, payloads: list[UnreadCountPayload]) -> list[dict[str, Any]]:
+    """Many jobs in one transaction: increments summed per counter (see ``apply_unread_many``)."""
+    return apply_unread_many(ctx.conn, payloads)
+
+
+@job_type(
+    "unread_count",
+    payload=UnreadCountPayload,
+    batch=unread_count_batch,
+    max_retries=5,
+    min_backoff_s=0.5,
+    max_backoff_s=60.0,
+    timeout_s=30.0,
+    description="Apply an unread delta, reset, or recount a chat for a user, exactly once per job.",
 )
+def unread_count(ctx: JobContext, payload: UnreadCountPayload) -> dict[str, Any]:
+    return apply_unread(ctx.conn, payload)
 
 
 def ensure_chat(conn: Connection, chat_id: str) -> None:

@@ -73,10 +73,9 @@ def worker_argv(
 
 def known_queues(settings: Settings) -> tuple[str, ...]:
     """The queues of every registered job type (built-in and JOBYARD_JOB_MODULES)."""
-    from core.engine.job_types import job_types, load_job_modules
+    from core.catalog import load_job_types
 
-    load_job_modules(settings)
-    return tuple(sorted({t.queue_name for t in job_types().values()}))
+    return tuple(sorted({t.queue_name for t in load_job_types(settings).values()}))
 
 
 def queues_except(

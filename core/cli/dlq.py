@@ -172,17 +172,17 @@ def dlq_redrive(
     yes: bool,
 ) -> None:
     """Queue dead letters again with a fresh retry budget; their attempt history is kept."""
+    from core.catalog import load_job_types
     from core.cli import _settings
     from core.engine.broker import build_broker
     from core.engine.deadletters import InvalidPayloads, dry_run_redrive
-    from core.engine.job_types import load_job_modules
     from core.engine.redrive import redrive
     from core.platform.db import transaction
 
     selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))
     reason, patch = _reason(reason), _patch(payload_patch)
     settings = _settings()
-    load_job_modules(settings)  # payloads are checked against their types' schemas
+    load_job_types(settings)  # payloads are checked against their types' schemas
     try:
         with transaction(settings) as conn:
             plan = dry_run_redrive(conn, selection, patch)

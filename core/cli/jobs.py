@@ -57,12 +57,13 @@ def jobs_enqueue(
     idempotency_key: str | None,
 ) -> None:
     """Enqueue a job of JOB_TYPE with a JSON PAYLOAD; prints the job."""
+    from core.catalog import load_job_types
     from core.engine.broker import build_broker
-    from core.engine.job_types import UnknownJobType, get_job_type, load_job_modules, validate_payload
+    from core.engine.job_types import UnknownJobType, get_job_type, validate_payload
     from core.engine.jobs import NewJob, enqueue, utcnow
 
     settings = _settings()
-    load_job_modules(settings)
+    load_job_types(settings)
     try:
         data = json.loads(payload)
         jt = get_job_type(job_type)

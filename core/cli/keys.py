@@ -136,11 +136,11 @@ def data_key_generate() -> None:
 
 def _ring_settings() -> Settings:
     """Settings, with the job modules loaded (their sealed fields) and the key ring installed."""
-    from core.engine.job_types import load_job_modules
+    from core.catalog import load_job_types
     from core.platform.crypto import DataKeyError, use_data_key
 
     settings = _settings()
-    load_job_modules(settings)
+    load_job_types(settings)
     try:
         use_data_key(settings)
     except DataKeyError as exc:

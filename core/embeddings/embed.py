@@ -22,7 +22,9 @@ from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.engine.job_types import JobType, register_job_type
+from core.embeddings.model import MODEL
+from core.engine.declare import JobContext, job_type
+from core.engine.job_types import get_job_type
 from core.engine.jobs import utcnow
 from core.errors import PermanentError
 from core.platform.tables import embedding_collections, embedding_documents
@@ -54,21 +56,26 @@ class EmbedPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | None = None
 
 
-EMBED = register_job_type(
-    JobType(
-        name="embed",
-        payload=EmbedPayload,
-        queue=EMBEDDINGS_QUEUE,
-        # Failures are a model download or a hosted API blip; a wrong model is permanent at once.
-        max_retries=5,
-        min_backoff_s=2.0,
-        max_backoff_s=300.0,
-        timeout_s=600.0,
-        description="Embed a collection's documents and upsert them into pgvector, skipping unchanged texts.",
-        # Thousands of documents per job are the point; the request body limit is the real bound.
-        max_payload_bytes=8 * 1024 * 1024,
-    )
+@job_type(
+    "embed",
+    payload=EmbedPayload,
+    queue=EMBEDDINGS_QUEUE,
+    # The model, loaded at boot only in the processes that consume the embeddings queue.
+    resources=(MODEL,),
+    # Failures are a model download or a hosted API blip; a wrong model is permanent at once.
+    max_retries=5,
+    min_backoff_s=2.0,
+    max_backoff_s=300.0,
+    timeout_s=600.0,
+    description="Embed a collection's documents and upsert them into pgvector, skipping unchanged texts.",
+    # Thousands of documents per job are the point; the request body limit is the real bound.
+    max_payload_bytes=8 * 1024 * 1024,
 )
+def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
+    return embed_documents(ctx.conn, payload, MODEL.ready(ctx.settings), ctx.claim.job_id)
+
+
+EMBED = get_job_type("embed")
 
 
 @dataclass(frozen=True, slots=True)

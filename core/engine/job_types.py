@@ -1,24 +1,41 @@
-"""Job types: what the farm knows about each kind of job, the registry the built-in and a deployment's
-own job modules fill, and payload validation against each type's schema."""
+"""Job types: what the farm knows about each kind of job (its handler too), the registry that
+``@job_type`` (core/engine/declare.py) fills, and payload validation against each type's schema."""
 
 from __future__ import annotations
 
-import importlib
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from core.errors import DataKeyMismatch
 from core.platform.crypto import SealedValueError, data_cipher, key_label, looks_sealed, masked
-from core.platform.settings import Settings, get_settings
+from core.platform.settings import Settings
+
+
+class Resource(Protocol):
+    """Something a job type's handler needs once per worker process (a model, a browser).
+
+    A worker process starts it at boot, before it takes a message, only if it consumes the queue of a
+    type that declares it (the API, the scheduler and the workers of other queues never do), and
+    stops it at shutdown, after the running jobs finished. A handler reaches it directly (it is a
+    module-level object of its feature package); one that the boot did not start may start itself on
+    first use.
+    """
+
+    def start(self, settings: Settings) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class JobType:
-    """What the farm knows about one kind of job; each type is one Dramatiq actor on its own queue."""
+    """What the farm knows about one kind of job; each type is one Dramatiq actor on its own queue.
+
+    Declared with ``@job_type`` (core/engine/declare.py), which fills in the handler.
+    """
 
     name: str
     payload: type[msgspec.Struct]
@@ -39,6 +56,14 @@ class JobType:
     #: Top-level payload fields holding personal data (phone numbers): sealed before the payload is
     #: stored, opened for the handler, masked wherever the payload is shown.
     sealed_fields: tuple[str, ...] = ()
+    #: Runs one job: ``(JobContext, payload) -> result``. None for a type no worker runs.
+    handler: Callable[..., Any] | None = None
+    #: False for a handler with an effect outside Postgres: it runs outside the job's transaction.
+    transactional: bool = True
+    #: Runs many jobs of the type in one transaction: ``(BatchContext, payloads) -> results``.
+    batch: Callable[..., list[Any]] | None = None
+    #: What its handler needs once per worker process, started at boot where its queue is consumed.
+    resources: tuple[Resource, ...] = ()
 
     @property
     def queue_name(self) -> str:
@@ -137,14 +162,6 @@ class UnknownJobType(LookupError):
 
 _registry: dict[str, JobType] = {}
 _registry_lock = threading.Lock()
-#: Modules that define the built-in job types; JOBYARD_JOB_MODULES adds a deployment's own.
-BUILTIN_JOB_MODULES = (
-    "core.chats.unread",
-    "core.messaging.send",
-    "core.chats.ai_reply",
-    "core.embeddings.embed",
-    "core.scrape.pages",
-)
 
 
 def register_job_type(job_type: JobType) -> JobType:
@@ -165,15 +182,6 @@ def get_job_type(name: str) -> JobType:
 
 def job_types() -> dict[str, JobType]:
     return dict(_registry)
-
-
-def load_job_modules(settings: Settings | None = None) -> list[str]:
-    """Import the modules that register job types: the built-ins, then JOBYARD_JOB_MODULES."""
-    settings = settings or get_settings()
-    modules = [*BUILTIN_JOB_MODULES, *settings.job_modules]
-    for name in modules:
-        importlib.import_module(name)
-    return modules
 
 
 # -- payload validation ------------------------------------------------------------------------

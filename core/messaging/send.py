@@ -11,6 +11,7 @@ attempt succeeds without sending again.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,7 +22,9 @@ import structlog
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy.engine import Connection
 
-from core.engine.job_types import JobType, register_job_type
+from core.engine.broker import redis_client
+from core.engine.declare import JobContext, job_type
+from core.engine.job_types import get_job_type
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.lifecycle import Claim, ClaimLost
 from core.errors import JobyardError, PermanentError, Postponed, UnknownOutcomeError, error_record
@@ -73,20 +76,25 @@ class WhatsAppMessagePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only
                 raise ValueError(f"payload.timezone: {exc}") from None
 
 
-WHATSAPP_MESSAGE = register_job_type(
-    JobType(
-        name="whatsapp_message",
-        payload=WhatsAppMessagePayload,
-        max_retries=5,
-        min_backoff_s=5.0,
-        max_backoff_s=600.0,
-        timeout_s=60.0,
-        # A campaign far above the number's rate waits its turn many times; each wait is free.
-        max_rate_limit_waits=50,
-        description="Send a WhatsApp template or text message once, honouring opt-outs and quiet hours.",
-        sealed_fields=("to",),
-    )
+@job_type(
+    "whatsapp_message",
+    payload=WhatsAppMessagePayload,
+    # It calls WhatsApp: never across an open transaction (see send_message).
+    transactional=False,
+    max_retries=5,
+    min_backoff_s=5.0,
+    max_backoff_s=600.0,
+    timeout_s=60.0,
+    # A campaign far above the number's rate waits its turn many times; each wait is free.
+    max_rate_limit_waits=50,
+    description="Send a WhatsApp template or text message once, honouring opt-outs and quiet hours.",
+    sealed_fields=("to",),
 )
+def whatsapp_message(ctx: JobContext, payload: WhatsAppMessagePayload) -> dict[str, Any]:
+    return send_message(ctx.claim, payload, ctx.settings, sender(ctx.settings))
+
+
+WHATSAPP_MESSAGE = get_job_type("whatsapp_message")
 
 
 def request_body(payload: WhatsAppMessagePayload, outbound_id: uuid.UUID) -> dict[str, Any]:
@@ -116,6 +124,17 @@ class Sender:
 
     client: WhatsAppClient | None
     limiter: RateLimiter | None
+
+
+@functools.cache
+def sender(settings: Settings) -> Sender:
+    """One client and one rate limiter per worker process, built on the first send (never at import)."""
+    client = WhatsAppClient.from_settings(settings)
+    if client is None or settings.whatsapp_rate_per_s <= 0:
+        return Sender(client, None)
+    key = f"{settings.redis_namespace}:whatsapp:rate:{client.phone_number_id}"
+    limiter = RateLimiter(redis_client(settings, socket_timeout=5), key, settings.whatsapp_rate_per_s)
+    return Sender(client, limiter)
 
 
 def send_message(

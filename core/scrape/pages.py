@@ -19,11 +19,12 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.engine.job_types import JobType, register_job_type
+from core.engine.declare import JobContext, job_type
 from core.engine.jobs import utcnow
 from core.platform.netguard import normalize_host
 from core.platform.tables import scrapes
 from core.providers.page import PageRequest, PageResult
+from core.scrape.browser import BROWSER
 from core.scrape.domain_slots import DomainSlots
 
 #: One queue for scrape jobs, so a deployment can give them workers of their own; only processes
@@ -69,21 +70,25 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-SCRAPE = register_job_type(
-    JobType(
-        name="scrape",
-        payload=ScrapePayload,
-        queue=SCRAPE_QUEUE,
-        max_retries=3,
-        min_backoff_s=5.0,
-        max_backoff_s=600.0,
-        # Pages keep their own timeout (payload.timeout_s); this is only Dramatiq's backstop.
-        timeout_s=MAX_TIMEOUT_S + 60.0,
-        # A busy host (the per-domain limit) makes a job wait, free, many times in a big crawl.
-        max_rate_limit_waits=200,
-        description="Load a page in Chromium and store its text, links, named selectors and a screenshot.",
-    )
+@job_type(
+    "scrape",
+    payload=ScrapePayload,
+    queue=SCRAPE_QUEUE,
+    # Chromium, launched at boot only in the processes that consume the scrape queue.
+    resources=(BROWSER,),
+    max_retries=3,
+    min_backoff_s=5.0,
+    max_backoff_s=600.0,
+    # Pages keep their own timeout (payload.timeout_s); this is only Dramatiq's backstop.
+    timeout_s=MAX_TIMEOUT_S + 60.0,
+    # A busy host (the per-domain limit) makes a job wait, free, many times in a big crawl.
+    max_rate_limit_waits=200,
+    description="Load a page in Chromium and store its text, links, named selectors and a screenshot.",
 )
+def scrape_page(ctx: JobContext, payload: ScrapePayload) -> dict[str, Any]:
+    token = f"{ctx.claim.job_id}:{ctx.claim.attempt}"
+    load = BROWSER.pool(ctx.settings).load
+    return scrape(ctx.conn, ctx.claim.job_id, token, payload, load, BROWSER.slots(ctx.settings))
 
 
 PageLoader = Callable[[PageRequest], PageResult]

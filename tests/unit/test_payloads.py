@@ -3,13 +3,14 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from core.engine.job_types import JobType, get_job_type, load_job_modules, validate_payload
+from core.catalog import load_job_types
+from core.engine.job_types import JobType, get_job_type, validate_payload
 from core.platform.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def unread() -> JobType:
-    load_job_modules(Settings())
+    load_job_types(Settings())
     return get_job_type("unread_count")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.engine.job_types import JobType, get_job_type, load_job_modules, validate_payload
+from core.catalog import load_job_types
+from core.engine.job_types import JobType, get_job_type, validate_payload
 from core.errors import PermanentError, RateLimitedError, RetryableError
 from core.platform.settings import Settings
 from core.providers.browser import BROWSER_NAMES, find_chromium
@@ -16,7 +17,7 @@ from core.providers.page import net_error, status_error
 
 @pytest.fixture(scope="module")
 def scrape() -> JobType:
-    load_job_modules(Settings())
+    load_job_types(Settings())
     return get_job_type("scrape")
 
 

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
-from core.engine.job_types import get_job_type, load_job_modules, validate_payload
+from core.catalog import load_job_types
+from core.engine.job_types import get_job_type, validate_payload
 from core.engine.retry import decide
 from core.errors import PermanentError, Postponed, RateLimitedError, RetryableError, error_record
 from core.messaging.optouts import e164, is_e164, is_stop_request
@@ -177,7 +178,7 @@ def test_a_body_that_is_not_a_graph_error_falls_back_to_the_http_status() -> Non
 
 
 def test_a_postponement_waits_until_then_without_spending_the_budget() -> None:
-    load_job_modules(Settings())
+    load_job_types(Settings())
     job_type = get_job_type("whatsapp_message")
     now = datetime(2026, 3, 10, 17, 30, tzinfo=UTC)
     until = now + timedelta(hours=10)
@@ -200,7 +201,7 @@ def test_a_postponement_waits_until_then_without_spending_the_budget() -> None:
 
 
 def test_the_payload_takes_exactly_one_of_template_and_text() -> None:
-    load_job_modules(Settings())
+    load_job_types(Settings())
     job_type = get_job_type("whatsapp_message")
     ok, errors = validate_payload(job_type, {"to": "+14155550100", "text": "hi", "timezone": "Asia/Kolkata"})
     assert errors == [] and ok is not None and ok["respect_quiet_hours"] is True

@@ -1,39 +1,47 @@
-"""The `embed` actor, and the embeddings worker's boot.
+"""The embedding model of a worker process that consumes the embeddings queue: a resource of `embed`.
 
-A worker process that consumes the embeddings queue loads the model once, at boot, before it takes a
-message (``before_worker_boot``), and runs a thread that embeds search queries for the API (see
-core/embeddings/queries.py). A process that does not consume that queue loads nothing, so torch and
-sentence-transformers never enter it.
+Loaded once, at boot, before the process takes a message, and only in processes that consume the
+embeddings queue (workers/resources.py), so torch and sentence-transformers never enter any other
+process. With the `local` backend the process also runs a thread that embeds search queries for the
+API (see core/embeddings/queries.py).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-import dramatiq
 import redis
 import structlog
-from dramatiq.middleware import Middleware
 
-from core.embeddings.embed import EMBEDDINGS_QUEUE, EmbedPayload, embed_documents
 from core.embeddings.queries import serve_one
 from core.engine.broker import redis_client
 from core.errors import JobyardError, RetryableError
 from core.platform.settings import Settings
 from core.providers.embeddings import EmbeddingBackend, Vector, build_backend
-from workers.handlers import JobContext, consumes, handler
 
 log = structlog.get_logger(__name__)
 
 
-class _Model:
+class EmbeddingModel:
     """This process's embedding backend, and why it is not usable if it is not."""
 
     def __init__(self) -> None:
         self.backend: EmbeddingBackend | None = None
         self.error: JobyardError | None = None
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self, settings: Settings) -> None:
+        """Load the model, and serve the API's search queries with it (local backend)."""
+        self.load(settings)
+        if settings.embedding_backend == "local":
+            client = redis_client(settings)
+            threading.Thread(
+                target=self._serve_queries, args=(settings, client), name="jobyard-embed-queries", daemon=True
+            ).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     def load(self, settings: Settings) -> None:
         with self._lock:
@@ -64,43 +72,17 @@ class _Model:
             )
         return self.backend
 
-
-_model = _Model()
-
-
-class EmbeddingModel(Middleware):
-    """Loads the model at boot in processes that consume the embeddings queue, and serves queries."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._stop = threading.Event()
-        self._client: redis.Redis | None = None
-
-    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        if not consumes(worker, EMBEDDINGS_QUEUE):
-            return
-        _model.load(self.settings)
-        if self.settings.embedding_backend == "local":
-            self._client = redis_client(self.settings)
-            threading.Thread(target=self._serve_queries, name="jobyard-embed-queries", daemon=True).start()
-
-    def _serve_queries(self) -> None:
-        assert self._client is not None
-
+    def _serve_queries(self, settings: Settings, client: redis.Redis) -> None:
         def embed(texts: list[str]) -> list[Vector]:
-            return _model.ready(self.settings).embed(texts)
+            return self.ready(settings).embed(texts)
 
         while not self._stop.is_set():
             try:
-                serve_one(self.settings, self._client, self.settings.embedding_model, embed)
+                serve_one(settings, client, settings.embedding_model, embed)
             except redis.RedisError as exc:
                 log.warning("embed_queries_redis_error", error=str(exc))
                 self._stop.wait(1.0)
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        self._stop.set()
 
-
-@handler("embed")
-def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
-    return embed_documents(ctx.conn, payload, _model.ready(ctx.settings), ctx.claim.job_id)
+#: The model of this process (one per process, whatever the settings).
+MODEL = EmbeddingModel()

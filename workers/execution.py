@@ -1,30 +1,27 @@
-"""Batch handlers: many queued jobs of one type claimed, run and committed together.
+"""Running claimed jobs through their type's handler: one job, or a batch of one type together.
 
-A handler whose effect is a small Postgres write (an unread counter) costs far less per job when
-a worker thread takes every job of its type waiting in Redis at once: one claim statement, one
-transaction for all effects and successes, one acknowledgement round trip (core/engine/consumer.py hands
-out the batches). Each job keeps its own attempt, fencing and result. If the batch transaction
-fails, each job is run alone through its ordinary handler, so one bad job fails only itself.
+A batch handler (``@job_type(..., batch=...)``), whose effect is a small Postgres write (an unread
+counter), costs far less per job when a worker thread takes every job of its type waiting in Redis at
+once: one claim statement, one transaction for all effects and successes, one acknowledgement round
+trip (core/engine/consumer.py hands out the batches). Each job keeps its own attempt, fencing and
+result. If the batch transaction fails, each job is run alone through the type's ordinary handler,
+so one bad job fails only itself.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import dramatiq
 import msgspec
 import structlog
-from sqlalchemy.engine import Connection
 
 from core.engine.batch_lifecycle import claim_many, mark_many_succeeded
-from core.engine.consumer import batch_actor_name
-from core.engine.job_types import JobType
+from core.engine.declare import BatchContext, JobContext
+from core.engine.job_types import JobType, get_job_type
 from core.engine.jobs import utcnow
-from core.engine.lifecycle import Claim, ClaimLost, open_claim
+from core.engine.lifecycle import Claim, ClaimLost, mark_succeeded, open_claim
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings
 from workers import middleware
@@ -32,52 +29,35 @@ from workers import middleware
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchContext:
-    """What a batch handler gets: the claims (in queue order) and the transaction of their effects."""
-
-    claims: Sequence[Claim]
-    settings: Settings
-    conn: Connection
+def run_current(settings: Settings) -> None:
+    """Run the job this worker thread claimed (JobLifecycle claimed it before the actor was called)."""
+    run_claimed(middleware.current_claim(), settings)
 
 
-#: Takes the payloads in queue order and returns one result per payload, in the same order, as
-#: if the jobs had run one after the other.
-BatchHandler = Callable[[BatchContext, list[Any]], list[Any]]
-_batch_handlers: dict[str, BatchHandler] = {}
-
-
-def batch_handler(type_name: str) -> Callable[[BatchHandler], BatchHandler]:
-    """Register a batch handler for ``type_name``, which must also have an ordinary handler
-    (used when a batch fails, to run its jobs one by one)."""
-
-    def register(fn: BatchHandler) -> BatchHandler:
-        _batch_handlers[type_name] = fn
-        return fn
-
-    return register
-
-
-def declare_batch_actor(
-    broker: dramatiq.Broker, settings: Settings, job_type: JobType, options: dict[str, Any]
-) -> None:
-    if job_type.name not in _batch_handlers or settings.worker_batch_max <= 1:
+def run_claimed(claim: Claim, settings: Settings) -> None:
+    """Run a claimed job through its handler and commit its success (raises on failure)."""
+    job_type = get_job_type(claim.type)
+    handler = job_type.handler
+    if handler is None:
+        raise RuntimeError(f"job type {claim.type!r} has no handler")
+    # Opened here, after the claim committed: a value that does not open fails this job alone.
+    payload = msgspec.convert(open_claim(claim), job_type.payload)
+    if not job_type.transactional:
+        result = handler(JobContext(claim=claim, settings=settings, job_conn=None), payload)
+        with transaction(settings) as conn:
+            mark_succeeded(conn, claim, result)
         return
-
-    def fn(job_ids: list[str], _type: JobType = job_type) -> None:
-        run_batch(_type, [uuid.UUID(j) for j in job_ids], settings)
-
-    dramatiq.Actor(
-        fn,
-        broker=broker,
-        actor_name=batch_actor_name(job_type.name),
-        queue_name=job_type.queue_name,
-        priority=0,
-        options=options,
-    )
+    with transaction(settings) as conn:
+        result = handler(JobContext(claim=claim, settings=settings, job_conn=conn), payload)
+        mark_succeeded(conn, claim, result)
 
 
 def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -> None:
+    """Claim the jobs in one statement, run them through the type's batch handler in one transaction,
+    and, if that fails, run each alone."""
+    batch = job_type.batch
+    if batch is None:
+        raise RuntimeError(f"job type {job_type.name!r} has no batch handler")
     lifecycle = middleware.current_lifecycle()
     deadline = utcnow() + timedelta(seconds=job_type.timeout_s + settings.stuck_grace_s)
     # One statement (claim and attempt records), committed on its own before any effect.
@@ -98,7 +78,7 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
         return
     try:
         with transaction(settings) as conn:
-            results = _batch_handlers[job_type.name](BatchContext(claims, settings, conn), payloads)
+            results = batch(BatchContext(claims, settings, conn), payloads)
             mark_many_succeeded(conn, claims, results)
     except Exception as exc:
         # Run each job alone: its own transaction, fenced on its own (a claim taken over by recovery
@@ -134,8 +114,6 @@ def _log_job(event: str, c: Claim) -> None:
 
 
 def _run_single(lifecycle: middleware.JobLifecycle, claim: Claim, settings: Settings) -> None:
-    from workers.handlers import run_claimed
-
     try:
         run_claimed(claim, settings)
     except ClaimLost:
