@@ -47,7 +47,7 @@ class Settings:
     job_modules: tuple[str, ...] = _setting(
         "JOBYARD_JOB_MODULES",
         (),
-        "Comma-separated modules imported at start that register extra job types and their handlers.",
+        "Comma-separated modules imported at start that declare extra job types (`@job_type`).",
     )
     log_level: str = _setting("JOBYARD_LOG_LEVEL", "INFO", "Lowest log level written.")
     log_format: str = _setting(

@@ -102,10 +102,12 @@ class Farm:
         self.logs = logs
         self.processes: list[Process] = []
         self.redis = redis_client(settings, socket_timeout=5)
+        #: More environment for every process it starts (e.g. a PYTHONPATH holding a deployment's modules).
+        self.env: dict[str, str] = {}
 
     def _start(self, name: str, argv: list[str], **env: str) -> Process:
         path = self.logs / f"{name}-{len(self.processes)}.log"
-        proc = Process(argv, settings_env(self.settings, **env), path)
+        proc = Process(argv, settings_env(self.settings, **{**self.env, **env}), path)
         self.processes.append(proc)
         return proc
 
