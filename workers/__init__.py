@@ -1,1 +1,3 @@
-"""Dramatiq actors (one module per job family), the job lifecycle middleware and the scheduler."""
+"""The worker side: boot (entrypoint), actors declared from the job types (actors), running one job or
+a batch (execution), the job lifecycle (middleware), the job types' resources (resources), and the
+scheduler. The job types themselves, handlers included, live in core's feature packages."""
