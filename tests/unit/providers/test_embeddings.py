@@ -1,18 +1,65 @@
-"""Where a local embedding model's weights come from: a directory as given, the default model from
-its package when installed, a directory under JOBYARD_HOME/models, and only then the Hub. Offline,
-a model found nowhere is a permanent error that says how to serve the default one."""
+"""Embedding backends (core/providers/embeddings.py): model resolution errors, the local backend's
+batching, and where a local model's weights come from: a directory as given, the default model from
+its package when installed, a directory under JOBYARD_HOME/models, and only then the Hub. Offline, a
+model found nowhere is a permanent error that says how to serve the default one."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from huggingface_hub import constants
 
 from core.errors import PermanentError
 from core.platform.settings import Settings
-from core.providers.embeddings import PACKAGED_MODELS, locate_model, resolve_model_dir
+from core.providers.embeddings import (
+    PACKAGED_MODELS,
+    LocalBackend,
+    build_backend,
+    locate_model,
+    resolve_model_dir,
+)
+
+
+def test_model_resolution_errors_are_permanent_or_retryable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resolve_model_dir(str(tmp_path)) == tmp_path
+    with pytest.raises(PermanentError) as missing_dir:
+        resolve_model_dir(str(tmp_path / "nope"))
+    assert missing_dir.value.code == "embedding_model_not_found"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PermanentError) as offline:
+        resolve_model_dir("some-org/some-model")
+    assert offline.value.code == "embedding_model_not_found"
+    with pytest.raises(PermanentError) as unknown:
+        build_backend(Settings(embedding_backend="gpu-cloud"))
+    assert unknown.value.code == "embedding_backend_unknown"
+
+
+class _FakeModel:
+    """Stands in for a SentenceTransformer: a text's vector is its length."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        self.calls.append(texts)
+        return np.array([[float(len(t)), 1.0] for t in texts])
+
+
+def test_local_backend_encodes_one_batch_per_call_longest_first_and_keeps_the_order() -> None:
+    backend = LocalBackend("unused", batch=2)
+    backend._st = fake = _FakeModel()
+    texts = ["a", "bbbb", "cc", "ddddd", "eee"]
+    vectors = backend.embed(texts)
+    assert [v[0] for v in vectors] == [1, 4, 2, 5, 3]
+    assert fake.calls == [["ddddd", "bbbb"], ["eee", "cc"], ["a"]]
+
 
 DEFAULT = Settings().embedding_model
 

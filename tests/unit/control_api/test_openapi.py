@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -16,8 +15,8 @@ import pytest
 from control_api.app import create_app
 from control_api.examples import OPERATIONS
 from core.platform.settings import Settings
+from tests.services import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "reference" / "api.md"
 METHODS = ("get", "post", "put", "patch", "delete")
 

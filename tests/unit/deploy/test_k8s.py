@@ -32,7 +32,7 @@ from tests.deployfiles import (
 )
 
 KUBERNETES_VERSION = "1.30.0"
-KEDA_SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "keda-v1alpha1.json").read_text())
+KEDA_SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "keda-v1alpha1.json").read_text())
 
 
 def keda_errors(doc: dict[str, Any]) -> list[str]:

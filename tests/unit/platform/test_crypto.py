@@ -1,28 +1,18 @@
-"""Sealed fields, without services: each ciphertext is bound to its job type and field, only the
-fields a type declares are sealed, opened and masked, client input is never taken as ciphertext,
-values of the older format and of older keys keep opening, and the key ring is read from the
-settings or from `jobyard up`'s home file."""
+"""Sealing, without services (core/platform/crypto.py): a sealed value opens only with its key and in
+the context it was sealed for, values of the older format and of older keys keep opening, the key
+ring is read from the settings or from `jobyard up`'s home file, keyed hashes stay stable, bad data
+keys are refused with a reason, and phone numbers are masked."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.engine.job_types import (
-    JobType,
-    open_payload,
-    payload_context,
-    register_job_type,
-    same_payload,
-    shown_payload,
-    validate_payload,
-)
-from core.errors import DataKeyMismatch, error_record
 from core.platform.crypto import (
     DATA_KEY_FILE,
     DataCipher,
@@ -33,6 +23,7 @@ from core.platform.crypto import (
     key_label,
     key_ring,
     looks_sealed,
+    mask_phone,
     mask_phones_in,
     use_data_key,
 )
@@ -40,18 +31,44 @@ from core.platform.redact import Redactor, provider_secrets
 from core.platform.settings import Settings
 from tests.legacy_sealing import seal_v1
 
+
+def test_a_sealed_number_opens_only_with_its_key_and_hashes_stay_stable() -> None:
+    key = generate_data_key()
+    cipher = DataCipher(key)
+    sealed = cipher.seal("+447700900123", "payload:whatsapp_message:to")
+    assert sealed.startswith(f"jy2:{cipher.key_id}:") and "447700900123" not in sealed
+    assert cipher.seal("+447700900123", "payload:whatsapp_message:to") != sealed  # a fresh nonce each time
+    assert cipher.open(sealed, "payload:whatsapp_message:to") == "+447700900123"
+    assert cipher.lookup_hash("+447700900123") == DataCipher(key).lookup_hash("+447700900123")
+    assert cipher.lookup_hash("+447700900123") != cipher.lookup_hash("+447700900124")
+    other = DataCipher(generate_data_key())
+    assert other.lookup_hash("+447700900123") != cipher.lookup_hash("+447700900123")
+    with pytest.raises(DataKeyError, match="is sealed under key-"):
+        other.open(sealed, "payload:whatsapp_message:to")
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    with pytest.raises(DataKeyError):
+        cipher.open(tampered, "payload:whatsapp_message:to")
+
+
+def test_bad_data_keys_are_refused_with_a_reason() -> None:
+    with pytest.raises(DataKeyError, match="32 bytes"):
+        DataCipher(base64.b64encode(b"short").decode())
+    with pytest.raises(DataKeyError, match="base64"):
+        DataCipher("not base64 at all!")
+
+
+def test_masks() -> None:
+    assert mask_phone("+447700900789") == "+44*******789"
+    assert mask_phone("+14155550100") == "+14******100"
+    assert mask_phones_in("call +447700900789 or 14155550100.") == "call +44*******789 or +14******100."
+    # Not numbers: ids, decimals, timestamps and uuids stay as they are.
+    for text in ("6f0c1234-1234-1234-1234-123456789012", "t=1767225600.123", "2026-11-22T10:00:00.123456Z"):
+        assert mask_phones_in(text) == text
+
+
 KEY, OLD_KEY = generate_data_key(), generate_data_key()
+
 NUMBER = "+447700900123"
-
-
-class NotePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    to: str
-    note: str = ""
-
-
-#: A deployment's own type with a sealed field that has no pattern of its own.
-NOTE = register_job_type(JobType(name="test_unit_note", payload=NotePayload, sealed_fields=("to",)))
-OTHER = register_job_type(JobType(name="test_unit_other", payload=NotePayload, sealed_fields=("to",)))
 
 
 @pytest.fixture(autouse=True)
@@ -101,58 +118,6 @@ def test_the_ring_opens_values_of_older_keys_and_seals_with_the_current_one(ring
     for damaged in ("jy2:", "jy2:abc", "jy2:abc:%%%", "jy2:abc:QUJD", "jy9:abc:QUJD", "jy1:x"):
         with pytest.raises(SealedValueError):
             ring.open(damaged, "opt_outs.address")
-
-
-def test_only_declared_fields_are_sealed_opened_and_masked(ring: KeyRing) -> None:
-    stored = NOTE.seal({"to": NUMBER, "note": "jy1:x"})
-    assert ring.is_current(stored["to"]) and stored["note"] == "jy1:x"
-    assert open_payload(NOTE, stored) == {"to": NUMBER, "note": "jy1:x"}
-    assert shown_payload(NOTE.name, stored) == {"to": "+44*******123", "note": "jy1:x"}
-    # A ciphertext in a field that is not sealed is data: never opened, never masked.
-    loose = {"to": stored["to"], "note": stored["to"]}
-    assert open_payload(NOTE, loose)["note"] == stored["to"]
-    assert shown_payload(NOTE.name, loose)["note"] == stored["to"]
-    # A type that seals nothing shows and opens its payload as it is.
-    assert shown_payload("no_such_type", {"to": stored["to"]}) == {"to": stored["to"]}
-
-
-def test_a_ciphertext_of_another_type_or_field_fails_its_job_with_a_clear_code(ring: KeyRing) -> None:
-    foreign = OTHER.seal({"to": NUMBER})["to"]
-    with pytest.raises(DataKeyMismatch, match=r"payload\.to of this test_unit_note job does not open") as c:
-        open_payload(NOTE, {"to": foreign})
-    record = error_record(c.value)
-    assert record["code"] == "data_key_mismatch" and record["retryable"] is False
-    assert f"key-{ring.key_id}" in record["message"]
-
-    stranger = DataCipher(generate_data_key())
-    with pytest.raises(DataKeyMismatch) as c:
-        open_payload(NOTE, {"to": stranger.seal(NUMBER, payload_context(NOTE.name, "to"))})
-    assert f"key-{stranger.key_id}" in c.value.message and "JOBYARD_DATA_KEYS_OLD" in c.value.message
-    # A field a redrive's patch sets again need not open.
-    assert open_payload(NOTE, {"to": foreign}, keep={"to"}) == {"to": foreign}
-
-
-def test_client_input_is_never_taken_as_ciphertext(ring: KeyRing) -> None:
-    real = NOTE.seal({"to": NUMBER})["to"]
-    for value in (real, seal_v1(KEY, NUMBER), "jy1:x", "jy2:whatever", "jy7:future"):
-        payload, errors = validate_payload(NOTE, {"to": value})
-        assert payload is None
-        assert [(e.field, e.message.split(" (")[0]) for e in errors] == [
-            ("payload.to", "looks like a sealed value")
-        ]
-    # Anywhere else it is just text.
-    payload, errors = validate_payload(NOTE, {"to": NUMBER, "note": real})
-    assert errors == [] and payload == {"to": NUMBER, "note": real}
-
-
-def test_a_stored_ciphertext_is_carried_forward_and_payloads_compare_in_clear(ring: KeyRing) -> None:
-    stored = NOTE.seal({"to": NUMBER, "note": "n"})
-    assert NOTE.seal(stored) == stored  # a schedule's firing copies its stored payload
-    again = NOTE.seal({"to": NUMBER, "note": "n"})
-    assert again["to"] != stored["to"] and same_payload(NOTE, stored, again)
-    assert not same_payload(NOTE, stored, NOTE.seal({"to": "+447700900124", "note": "n"}))
-    assert not same_payload(NOTE, stored, {**again, "note": "m"})
-    assert not same_payload(NOTE, stored, {"to": "jy2:broken:AAAA", "note": "n"})
 
 
 def test_the_ring_comes_from_settings_or_the_home_file(tmp_path: Path) -> None:

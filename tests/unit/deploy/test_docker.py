@@ -1,6 +1,6 @@
-"""The Procfile, the compose file, the Dockerfile and the systemd units, checked offline: the compose
-file against the Compose Specification's schema, the units by systemd-analyze, and all of them for
-real `jobyard` commands, worker groups, settings Jobyard reads and stop deadlines that add up."""
+"""The compose file and the Dockerfile (deploy/docker/), checked offline: the compose file against the
+Compose Specification's schema, real `jobyard` commands, worker groups, settings Jobyard reads, stop
+deadlines that add up, and an image that carries what it needs."""
 
 from __future__ import annotations
 
@@ -17,76 +17,24 @@ from typing import Any
 
 import check_jsonschema
 import jsonschema
-import pytest
-from honcho.manager import KILL_WAIT
 
-from core.launch.release import CLIENTS_GRACE_S
-from core.platform.settings import Settings
 from tests.deployfiles import (
     COMPOSE,
     DOCKERFILE,
-    EMBEDDINGS,
-    SCRAPE,
     SETTINGS,
-    SYSTEMD,
+    assert_three_worker_groups,
     check_cli,
     compose,
     compose_commands,
-    consumed_queues,
     dockerfile_stages,
-    env_file,
-    procfile,
-    queues,
     seconds,
-    systemd_commands,
-    systemd_units,
+    worker_groups,
 )
-from tests.services import JOBYARD, ROOT
+from tests.services import ROOT
 
 COMPOSE_SCHEMA = json.loads(
     (Path(check_jsonschema.__file__).parent / "builtin_schemas" / "vendor" / "compose-spec.json").read_text()
 )
-
-
-def worker_groups(commands: dict[str, list[str]]) -> dict[str, set[str]]:
-    return {name: consumed_queues(argv) for name, argv in commands.items() if argv[1] == "worker"}
-
-
-def assert_three_worker_groups(groups: dict[str, set[str]]) -> None:
-    assert sorted(map(sorted, groups.values())) == sorted(
-        [[EMBEDDINGS], [SCRAPE], sorted(queues() - {SCRAPE, EMBEDDINGS})]
-    ), groups
-
-
-# -- Procfile ----------------------------------------------------------------------------------
-
-
-def test_procfile_runs_every_role_with_real_commands() -> None:
-    lines = procfile()
-    assert list(lines) == [
-        "web",
-        "release",
-        "worker_light",
-        "worker_scrape",
-        "worker_embeddings",
-        "scheduler",
-    ]
-    for argv in lines.values():
-        check_cli(argv)
-    assert lines["release"][1] == "release"
-    assert_three_worker_groups(worker_groups(lines))
-
-
-def test_procfile_workers_stop_before_honcho_kills_them() -> None:
-    """honcho SIGKILLs everything KILL_WAIT s after its SIGTERM: workers finish or hand back first,
-    then `jobyard release` stops the embedded servers, all inside that window."""
-    for name, argv in procfile().items():
-        if argv[1] == "worker":
-            deadline = check_cli(argv).params["shutdown_timeout"]
-            assert deadline is not None and deadline + 1 <= CLIENTS_GRACE_S < KILL_WAIT, name
-
-
-# -- compose -----------------------------------------------------------------------------------
 
 
 def compose_errors(document: dict[str, Any]) -> list[str]:
@@ -148,9 +96,6 @@ def test_compose_workers_get_longer_to_stop_than_their_shutdown_deadline() -> No
         if argv[1] == "worker":
             deadline = float(services[name]["environment"]["JOBYARD_WORKER_SHUTDOWN_TIMEOUT"])
             assert seconds(services[name]["stop_grace_period"]) > deadline + 5, name
-
-
-# -- Dockerfile --------------------------------------------------------------------------------
 
 
 def test_dockerfile_is_multi_stage_non_root_and_runs_real_commands() -> None:
@@ -215,47 +160,3 @@ def test_the_wheel_the_image_installs_carries_every_migration(tmp_path: Path) ->
     names = set(zipfile.ZipFile(wheel).namelist())
     revisions = {f"migrations/versions/{p.name}" for p in (ROOT / "migrations" / "versions").glob("*.py")}
     assert revisions and revisions <= names
-
-
-# -- systemd -----------------------------------------------------------------------------------
-
-
-def test_systemd_units_pass_systemd_analyze(tmp_path: Path) -> None:
-    # The units name the installed path; point them at this checkout's command so that
-    # `systemd-analyze verify` can check everything else (unknown keys, bad values, dependencies).
-    for path in SYSTEMD.glob("jobyard*"):
-        if path.suffix in (".service", ".target"):
-            text = path.read_text().replace("/opt/jobyard/bin/jobyard", JOBYARD[0])
-            (tmp_path / path.name).write_text(text)
-    units = sorted(str(p) for p in tmp_path.iterdir())
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
-
-
-def test_systemd_units_run_real_commands_and_stop_in_time() -> None:
-    commands = systemd_commands()
-    for argv in commands.values():
-        assert argv[0] == "/opt/jobyard/bin/jobyard"
-        check_cli(argv)
-    assert_three_worker_groups(worker_groups(commands))
-    environment = env_file(SYSTEMD / "jobyard.env.example")
-    assert set(environment) <= SETTINGS
-    deadline = float(environment.get("JOBYARD_WORKER_SHUTDOWN_TIMEOUT", Settings().worker_shutdown_timeout_s))
-    for name, unit in systemd_units().items():
-        service = unit.get("Service")
-        if service is None or service["Type"] == "oneshot":
-            continue
-        # SIGTERM to the main process only: it stops its children in order.
-        assert service["KillMode"] == "mixed", name
-        assert service["User"] == "jobyard", name
-        if commands[name][1] == "worker":
-            assert float(service["TimeoutStopSec"]) > deadline + 5, name
-        assert "jobyard-migrate.service" in unit["Unit"]["After"], name
-
-
-@pytest.mark.parametrize("argv", [["jobyard", "workers"], ["jobyard", "worker", "--queue", "scrape"]])
-def test_a_wrong_command_fails_the_check(argv: list[str]) -> None:
-    with pytest.raises(Exception):  # noqa: B017 - AssertionError or click's UsageError, either will do
-        check_cli(argv)

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from core.platform.settings import Settings, SettingsError, documented_settings, get_settings
+from tests.services import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_PAGE = ROOT / "docs" / "reference" / "settings.md"
 
 
