@@ -160,7 +160,7 @@ register_job_type(JobType(name="test_leaky", payload=LeakyPayload, max_retries=0
 def leaky(ctx: JobContext, payload: LeakyPayload) -> dict[str, Any]:
     """A careless handler: logs its payload, the provider token and a bearer header, then fails with
     all of them in the exception. The log redaction must catch every one (tests/integration/
-    test_personal_data.py)."""
+    datakeys/test_personal_data.py)."""
     log = structlog.get_logger("tests.leaky")
     token = ctx.settings.whatsapp_token
     log.info(

@@ -21,7 +21,7 @@ from core.platform.db import dispose_engines, transaction
 from core.platform.migrate import alembic_config, upgrade
 from core.platform.settings import Settings
 from tests import services as test_services
-from tests.integration.test_personal_data import _columns_holding
+from tests.integration.datakeys.test_personal_data import _columns_holding
 
 NUMBER, OPTED_OUT, IN_SCHEDULE = "+14155550123", "+14155550124", "+14155550125"
 

@@ -15,7 +15,7 @@ from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import schedule_firings
 from tests.integration.conftest import Farm, JobWaiter
-from tests.integration.test_time_bounds import _store_year_10000_rows
+from tests.integration.engine.test_time_bounds import _store_year_10000_rows
 from tests.services import Process, wait_for
 
 UNREAD = {"type": "unread_count", "payload": {"chat_id": "c", "user_id": "u"}}

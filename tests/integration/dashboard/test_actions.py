@@ -14,9 +14,9 @@ from litestar.testing import TestClient
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, jobs
+from tests.integration.access.test_sessions import _TOKEN, _login
 from tests.integration.conftest import make_key
-from tests.integration.test_dashboard_auth import _TOKEN, _login
-from tests.integration.test_dead_letters import _insert_dead, _status
+from tests.integration.engine.test_dead_letters import _insert_dead, _status
 
 
 @pytest.fixture
