@@ -1,6 +1,6 @@
 """API-key authentication (Bearer or X-API-Key) and scope guards.
 
-Every route is protected one of three ways, and tests/integration/test_route_scopes.py walks the app
+Every route is protected one of three ways, and tests/integration/access/test_route_scopes.py walks the app
 to check that each is: a scope guard (``requires``/``requires_any``, which mark themselves with the
 scopes they demand), or an ``auth`` opt naming another scheme (``PUBLIC`` for the few routes anyone
 may call, which then check what they must themselves; ``"session"`` for the dashboard's cookie

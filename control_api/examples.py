@@ -2,7 +2,7 @@
 examples: the path parameters, the request body and the success answer, as a caller would see them.
 
 One table, so controllers stay free of documentation plumbing; control_api/openapi.py applies it to
-the generated document, and tests/unit/test_api_reference.py checks that every operation has an
+the generated document, and tests/unit/control_api/test_openapi.py checks that every operation has an
 entry, that each example fits its schema, and that docs/reference/api.md describes every operation.
 A new route needs a row here (the test names what is missing).
 """

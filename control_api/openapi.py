@@ -103,7 +103,7 @@ _BY_ID = {doc.operation_id: doc for doc in OPERATIONS.values()}
 
 def operation_id(handler: HTTPRouteHandler, method: Method, path_components: list[Any]) -> str:
     """The table's operationId for the route; Litestar's own name for one missing from the table
-    (tests/unit/test_api_reference.py then fails, naming it)."""
+    (tests/unit/control_api/test_openapi.py then fails, naming it)."""
     path = "/" + "/".join(c if isinstance(c, str) else f"{{{c.name}}}" for c in path_components)
     doc = OPERATIONS.get((str(getattr(method, "value", method)).upper(), path))
     if doc is not None:

@@ -162,3 +162,13 @@ def seconds(duration: str | int) -> float:
     assert parts, duration
     unit = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
     return sum(float(n) * unit[u] for n, u in parts)
+
+
+def worker_groups(commands: dict[str, list[str]]) -> dict[str, set[str]]:
+    return {name: consumed_queues(argv) for name, argv in commands.items() if argv[1] == "worker"}
+
+
+def assert_three_worker_groups(groups: dict[str, set[str]]) -> None:
+    assert sorted(map(sorted, groups.values())) == sorted(
+        [[EMBEDDINGS], [SCRAPE], sorted(queues() - {SCRAPE, EMBEDDINGS})]
+    ), groups

@@ -125,7 +125,7 @@ class LeakyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 def leaky(ctx: JobContext, payload: LeakyPayload) -> dict[str, Any]:
     """A careless handler: logs its payload, the provider token and a bearer header, then fails with
     all of them in the exception. The log redaction must catch every one (tests/integration/
-    test_personal_data.py)."""
+    datakeys/test_personal_data.py)."""
     log = structlog.get_logger("tests.leaky")
     token = ctx.settings.whatsapp_token
     log.info(

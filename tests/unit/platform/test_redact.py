@@ -1,0 +1,79 @@
+"""The log and error redactor (core/platform/redact.py): keys, tokens, bodies and numbers removed from
+log lines, and errors shown to readers without secrets or SQL values but with their code."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy.exc
+
+from core.errors import error_record
+from core.platform.redact import REDACTED, Redactor, provider_secrets, redacted_error
+from core.platform.settings import Settings
+from tests.services import TEST_DATA_KEY
+
+
+def test_the_redactor_removes_keys_tokens_bodies_and_numbers() -> None:
+    settings = Settings(whatsapp_token="EAAGtokentoken", openai_api_key="sk-abcdefghijklmnopqrstu")
+    redact = Redactor(provider_secrets(settings))
+    event = {
+        "event": "sending to +447700900789 with jy_abcdefghijklmnopqrstuvwxyz01234 and EAAGtokentoken",
+        "headers": {"Authorization": "Bearer jy_abc"},
+        "payload": {"to": "+447700900789", "text": "hello Bob", "template": {"components": [{"x": 1}]}},
+        "exception": "Traceback ...\nValueError: key sk-abcdefghijklmnopqrstu for Bearer xyz.abc",
+        "attempt": 2,
+    }
+    out = redact(None, "info", event)
+    assert out["event"] == "sending to +44*******789 with jy_abcdefg...[redacted] and [redacted]"
+    assert out["headers"] == {"Authorization": "[redacted]"}
+    assert out["payload"] == {
+        "to": "+44*******789",
+        "text": "[redacted]",
+        "template": {"components": "[redacted]"},
+    }
+    assert "sk-abcdefghijklmnopqrstu" not in out["exception"] and "xyz.abc" not in out["exception"]
+    assert out["attempt"] == 2
+
+
+def test_errors_shown_to_readers_lose_secrets_and_sql_values_but_keep_their_code() -> None:
+    settings = Settings(
+        database_url="postgresql://jobyard:pg-Pa55word@db.internal:5432/jobyard",
+        redis_url="redis://:redis-Pa55word@redis.internal:6379/0",
+        whatsapp_token="EAAG-whatsapp-token-value",
+        data_key=TEST_DATA_KEY,
+    )
+    redactor = Redactor(provider_secrets(settings))
+    orig = Exception(
+        'duplicate key value violates unique constraint "jobs_business_key"\n'
+        "DETAIL:  Key (business_key)=(customer-4711-secret) already exists."
+    )
+    statement = "INSERT INTO jobs (business_key, payload) VALUES (%(business_key)s, %(payload)s)"
+    params = {"business_key": "customer-4711-secret", "payload": '{"card": "4111111111111111"}'}
+    errors = [
+        sqlalchemy.exc.IntegrityError(statement, params, orig),
+        sqlalchemy.exc.DataError(
+            "SELECT %(x)s::int",
+            {"x": "abc"},
+            Exception(
+                "invalid input syntax for type integer: \"hunter2-value\"\nLINE 1: SELECT 'hunter2-value'::int\n               ^"
+            ),
+        ),
+        RuntimeError("could not reach postgresql://jobyard:pg-Pa55word@db.internal:5432/jobyard"),
+        RuntimeError("redis said no with password redis-Pa55word and token EAAG-whatsapp-token-value"),
+        RuntimeError("https://user:url-secret-99@example.com/hook answered 500"),
+    ]
+    for exc in errors:
+        try:
+            raise exc
+        except Exception as raised:
+            stored = error_record(raised)
+        shown = redacted_error(stored, redactor)
+        text = json.dumps(shown)
+        for leak in ("customer-4711-secret", "4111111111111111", "hunter2-value", "pg-Pa55word",
+                     "redis-Pa55word", "EAAG-whatsapp-token-value", "url-secret-99"):  # fmt: skip
+            assert leak not in text, (leak, text)
+        assert shown["code"] == stored["code"] and shown["retryable"] == stored["retryable"]
+        assert REDACTED in text
+    # The shape of the message stays: what failed, just not with what.
+    shown = redacted_error(error_record(errors[0]), redactor)
+    assert "duplicate key value violates unique constraint" in shown["message"]
