@@ -6,9 +6,7 @@ database and broker modules only when a command runs.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -16,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
+
+from core.cli.common import cli_actor, cli_settings
 
 if TYPE_CHECKING:
     from core.engine.deadletters import DeadFilter, Outcome, Selection
@@ -73,14 +73,6 @@ def _selection(ids: tuple[uuid.UUID, ...], select_all: bool, f: DeadFilter) -> S
     return Selection(ids=ids) if ids else Selection(filter=f)
 
 
-def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no login name in the environment or the password database
-        user = str(os.getuid())
-    return f"cli:{user}"
-
-
 def _reason(reason: str) -> str:
     if not reason.strip():
         raise click.BadParameter("must not be empty", param_hint="--reason")
@@ -135,14 +127,13 @@ def dlq_list(
     as_json: bool,
 ) -> None:
     """List dead letters, newest first, with the error each died with."""
-    from core.cli import _settings
     from core.engine.deadletters import list_dead
     from core.platform.db import transaction
     from core.platform.pagination import BadCursor
 
     f = _filter(job_type, error_code, search, since, until)
     try:
-        with transaction(_settings()) as conn:
+        with transaction(cli_settings()) as conn:
             items, next_cursor = list_dead(conn, f, limit, cursor)
     except BadCursor as exc:
         raise click.BadParameter(str(exc), param_hint="--cursor") from None
@@ -172,7 +163,6 @@ def dlq_redrive(
     yes: bool,
 ) -> None:
     """Queue dead letters again with a fresh retry budget; their attempt history is kept."""
-    from core.cli import _settings
     from core.engine.broker import build_broker
     from core.engine.deadletters import InvalidPayloads, dry_run_redrive
     from core.engine.job_types import load_job_modules
@@ -181,7 +171,7 @@ def dlq_redrive(
 
     selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))
     reason, patch = _reason(reason), _patch(payload_patch)
-    settings = _settings()
+    settings = cli_settings()
     load_job_modules(settings)  # payloads are checked against their types' schemas
     try:
         with transaction(settings) as conn:
@@ -198,7 +188,7 @@ def dlq_redrive(
     broker = build_broker(settings)
     try:
         with click.progressbar(length=plan.matched, label="redriving") as bar:
-            out = redrive(settings, broker, selection, reason, _actor(), patch, progress=bar.update)
+            out = redrive(settings, broker, selection, reason, cli_actor(), patch, progress=bar.update)
     finally:
         broker.client.close()
     click.echo(f"redriven {out.changed} of {out.matched} (audit {out.audit_id})")
@@ -222,14 +212,13 @@ def dlq_discard(
     yes: bool,
 ) -> None:
     """Give up on dead letters: they become cancelled, with the reason as their error."""
-    from core.cli import _settings
     from core.engine.deadletters import dry_run_discard
     from core.engine.redrive import discard
     from core.platform.db import transaction
 
     selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))
     reason = _reason(reason)
-    settings = _settings()
+    settings = cli_settings()
     with transaction(settings) as conn:
         plan = dry_run_discard(conn, selection)
     _show(plan)
@@ -239,5 +228,5 @@ def dlq_discard(
     if not yes:
         click.confirm(f"Discard {plan.matched} dead letter(s)?", abort=True)
     with click.progressbar(length=plan.matched, label="discarding") as bar:
-        out = discard(settings, selection, reason, _actor(), progress=bar.update)
+        out = discard(settings, selection, reason, cli_actor(), progress=bar.update)
     click.echo(f"discarded {out.changed} of {out.matched} (audit {out.audit_id})")

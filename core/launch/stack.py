@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import structlog
 
-from core.cli import _service_env, queues_except, wait_for_http, worker_argv
 from core.launch.local import LocalServices, admin_key_line, ensure_admin_key, ensure_local_data_key
+from core.launch.roles import queues_except, service_env, wait_for_http, worker_argv
 from core.launch.supervisor import Child, Supervisor
 from core.platform.logs import configure_logging
 from core.platform.settings import Settings
@@ -36,7 +36,7 @@ def run_stack(settings: Settings) -> int:
         upgrade(settings)
         admin_key = ensure_admin_key(settings, home)
         model_line = _embedding_model_line(settings)
-        env = {**os.environ, **_service_env(settings)}
+        env = {**os.environ, **service_env(settings)}
         supervisor = Supervisor(_children(settings), env, settings.shutdown_timeout_s)
         stop.supervisor = supervisor
         supervisor.start()
