@@ -37,7 +37,7 @@ def run_stack(settings: Settings) -> int:
         admin_key = ensure_admin_key(settings, home)
         model_line = _embedding_model_line(settings)
         env = {**os.environ, **service_env(settings)}
-        supervisor = Supervisor(_children(settings), env, settings.shutdown_timeout_s)
+        supervisor = Supervisor(farm_children(settings), env, settings.shutdown_timeout_s)
         stop.supervisor = supervisor
         supervisor.start()
         base = f"http://{settings.api_host}:{settings.api_port}"
@@ -67,7 +67,7 @@ class _StopFlag:
             self.supervisor.request_stop()
 
 
-def _children(settings: Settings) -> list[Child]:
+def farm_children(settings: Settings) -> list[Child]:
     from core.embeddings.embed import EMBEDDINGS_QUEUE
 
     py = sys.executable

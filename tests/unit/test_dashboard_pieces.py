@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from control_api.dashboard.chart import BOTTOM, HEIGHT, chart
-from control_api.dashboard.deadletters import _diff
+from control_api.dashboard.deadletters import payload_diff
 from control_api.dashboard.render import seconds
-from control_api.dashboard.session import _safe_next
+from control_api.dashboard.session import safe_next
 from core.engine.stats import MinutePoint
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -32,13 +32,13 @@ def test_the_chart_stacks_failures_on_successes_on_a_readable_scale() -> None:
 
 
 def test_after_login_only_a_dashboard_path() -> None:
-    assert _safe_next("/dashboard/dead-letters?type=x") == "/dashboard/dead-letters?type=x"
+    assert safe_next("/dashboard/dead-letters?type=x") == "/dashboard/dead-letters?type=x"
     for bad in (None, "", "https://evil.example/dashboard", "//evil.example", "/v1/jobs", "/dashboard/login"):
-        assert _safe_next(bad) == "/dashboard"
+        assert safe_next(bad) == "/dashboard"
 
 
 def test_the_patch_diff_marks_removed_and_added_lines() -> None:
-    lines = _diff({"chat_id": "c1", "by": 2}, {"chat_id": "c2"})
+    lines = payload_diff({"chat_id": "c1", "by": 2}, {"chat_id": "c2"})
     assert ("del", '-  "by": 2,') in lines
     assert ("del", '-  "chat_id": "c1"') in lines
     assert ("add", '+  "chat_id": "c2"') in lines
