@@ -96,7 +96,7 @@ def farm_children(settings: Settings) -> list[Child]:
 
 
 #: The docs beside the code in a source checkout (an installed wheel has none: the banner says where).
-DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _embedding_model_line(settings: Settings) -> str | None:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from core.platform.db import get_engine
 from core.platform.settings import Settings, get_settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 #: Any fixed number works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 0x6A6F6279
