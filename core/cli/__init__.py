@@ -207,6 +207,3 @@ main.add_command(doctor)
 main.add_command(dlq)
 main.add_command(keys)
 main.add_command(data_key)
-
-if __name__ == "__main__":
-    main()
