@@ -6,6 +6,7 @@ database and broker modules only when a command runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -47,13 +48,30 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
+    """--id, --all and the filter options, handed to ``command`` as one ``selection``."""
+
+    @functools.wraps(command)
+    def with_selection(
+        *,
+        job_type: str | None,
+        error_code: str | None,
+        search: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        ids: tuple[uuid.UUID, ...],
+        select_all: bool,
+        **rest: Any,
+    ) -> Any:
+        f = _filter(job_type, error_code, search, since, until)
+        return command(selection=_selection(ids, select_all, f), **rest)
+
+    options = click.option(
         "--all", "select_all", is_flag=True, help="Every dead letter (instead of --id or a filter)."
-    )(command)
-    command = click.option(
+    )(with_selection)
+    options = click.option(
         "--id", "ids", type=click.UUID, multiple=True, help="A dead job's id (repeat); not with a filter."
-    )(command)
-    return _filter_options(command)
+    )(options)
+    return _filter_options(options)
 
 
 def _filter(
@@ -98,12 +116,19 @@ def _line(job: Job) -> str:
     return f"{job.id}  {job.type:<18} {error.get('code', '-'):<22} {died}  {message}"
 
 
-def _show(plan: Outcome) -> None:
+def _go_ahead(plan: Outcome, verb: str, dry_run: bool, yes: bool) -> bool:
+    """Show what matches; whether to ``verb`` it: not a dry run, something matched, and confirmed."""
     click.echo(f"{plan.matched} dead letter(s) match")
     for job in plan.preview:
         click.echo(f"  {_line(job)}")
     if plan.matched > len(plan.preview):
         click.echo(f"  … and {plan.matched - len(plan.preview)} more")
+    if dry_run or not plan.matched:
+        click.echo("dry run: nothing was changed" if dry_run else f"nothing to {verb}")
+        return False
+    if not yes:
+        click.confirm(f"{verb.capitalize()} {plan.matched} dead letter(s)?", abort=True)
+    return True
 
 
 @click.group()
@@ -150,13 +175,7 @@ def dlq_list(
 @click.option("--dry-run", is_flag=True, help="Show what matches; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_redrive(
-    job_type: str | None,
-    error_code: str | None,
-    search: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    ids: tuple[uuid.UUID, ...],
-    select_all: bool,
+    selection: Selection,
     reason: str,
     payload_patch: str | None,
     dry_run: bool,
@@ -169,7 +188,6 @@ def dlq_redrive(
     from core.engine.redrive import redrive
     from core.platform.db import transaction
 
-    selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))
     reason, patch = _reason(reason), _patch(payload_patch)
     settings = cli_settings()
     load_job_modules(settings)  # payloads are checked against their types' schemas
@@ -179,12 +197,8 @@ def dlq_redrive(
     except InvalidPayloads as exc:
         lines = [f"  {e['job_id']}  {e['field']}: {e['message']}" for e in exc.errors]
         raise click.ClickException("\n".join([f"{exc}; nothing was changed", *lines])) from None
-    _show(plan)
-    if dry_run or not plan.matched:
-        click.echo("dry run: nothing was changed" if dry_run else "nothing to redrive")
+    if not _go_ahead(plan, "redrive", dry_run, yes):
         return
-    if not yes:
-        click.confirm(f"Redrive {plan.matched} dead letter(s)?", abort=True)
     broker = build_broker(settings)
     try:
         with click.progressbar(length=plan.matched, label="redriving") as bar:
@@ -200,13 +214,7 @@ def dlq_redrive(
 @click.option("--dry-run", is_flag=True, help="Show what matches; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_discard(
-    job_type: str | None,
-    error_code: str | None,
-    search: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    ids: tuple[uuid.UUID, ...],
-    select_all: bool,
+    selection: Selection,
     reason: str,
     dry_run: bool,
     yes: bool,
@@ -216,17 +224,12 @@ def dlq_discard(
     from core.engine.redrive import discard
     from core.platform.db import transaction
 
-    selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))
     reason = _reason(reason)
     settings = cli_settings()
     with transaction(settings) as conn:
         plan = dry_run_discard(conn, selection)
-    _show(plan)
-    if dry_run or not plan.matched:
-        click.echo("dry run: nothing was changed" if dry_run else "nothing to discard")
+    if not _go_ahead(plan, "discard", dry_run, yes):
         return
-    if not yes:
-        click.confirm(f"Discard {plan.matched} dead letter(s)?", abort=True)
     with click.progressbar(length=plan.matched, label="discarding") as bar:
         out = discard(settings, selection, reason, cli_actor(), progress=bar.update)
     click.echo(f"discarded {out.changed} of {out.matched} (audit {out.audit_id})")
