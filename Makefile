@@ -35,13 +35,15 @@ setup-system:
 up: setup
 	$(BIN)/jobyard up
 
-## Everything CI checks: lint, types, the docs, then the whole test suite (unit, integration, e2e)
-## on Python 3.11, then the unit suite and a `jobyard up` smoke on Python 3.12.
+## Everything CI checks: lint (ruff, the import layers), types, the docs, then the whole test suite
+## (unit, integration, e2e) on Python 3.11, then the unit suite and a `jobyard up` smoke on Python 3.12.
 test: setup-system lint typecheck docs pytest test-py312
 
 lint: setup
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/import-cycles
 
 typecheck: setup
 	$(BIN)/python -m mypy

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from core.cli import worker_argv
+from core.launch.roles import worker_argv
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import workers

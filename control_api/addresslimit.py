@@ -2,11 +2,11 @@
 
 A flood of bad keys (none, malformed, unknown, revoked) from one address spends that address's budget
 of failures: JOBYARD_AUTH_FAILURES_PER_S with bursts of JOBYARD_AUTH_FAILURES_BURST, shared by every
-API process through Redis with the key limiter's GCRA script (control_api/ratelimit.py). Once it is
-spent, the address's requests are answered 429 with Retry-After before any key is hashed or looked
-up, from a local note of how long the address is blocked: a refused request costs no Redis call, no
-thread and no query. Requests that authenticate never spend the budget, so a busy client is never
-slowed by it; and a request carrying a key this process already knows to be live still goes through
+API process through Redis with the GCRA script of every rate limit (core/platform/lua/gcra.lua).
+Once it is spent, the address's requests are answered 429 with Retry-After before any key is hashed
+or looked up, from a local note of how long the address is blocked: a refused request costs no Redis
+call, no thread and no query. Requests that authenticate never spend the budget, so a busy client
+is never slowed by it; and a request carrying a key this process already knows to be live still goes through
 from a blocked address, so a good client behind the same NAT as a bad one keeps working.
 
 The address is the connection's peer, or what a trusted proxy says (control_api/forwarded.py).
@@ -38,8 +38,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from control_api.auth_metrics import AUTH_REFUSALS
 from control_api.errors import ApiError
 from control_api.headers import add_security_headers
-from control_api.ratelimit import GCRA_SCRIPT
 from core.access.keys import KeyCache, carried_secret, well_formed
+from core.platform.ratelimit import GCRA_SCRIPT
 from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -108,7 +108,7 @@ class AddressLimiter:
             return None
         interval_us = max(1, round(1_000_000 / self.rate))
         try:
-            granted, retry_us, _, _ = await self._script(
+            granted, retry_us, _, _, _ = await self._script(
                 keys=[self.prefix + address], args=[interval_us, interval_us * self.burst, 1]
             )
         except (redis.RedisError, OSError) as exc:

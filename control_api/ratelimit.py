@@ -2,7 +2,8 @@
 
 GCRA (the generic cell rate algorithm): one Redis key per API key holds the theoretical arrival
 time of the next request; a request is let through if that time is within ``burst`` intervals of
-now. One Lua script decides, so there is no race between processes.
+now. One Lua script decides (core/platform/lua/gcra.lua, shared with every other rate limit), so
+there is no race between processes.
 
 A busy key does not pay a round trip per request: a process takes a small lease of requests from
 the shared budget (the script grants up to the asked number at once) and spends it locally for at
@@ -34,33 +35,13 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_api.errors import ApiError
 from core.access.keys import ApiKey
+from core.platform.ratelimit import GCRA_SCRIPT
 from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 #: While Redis is unreachable, the warning is logged at most this often.
 _WARN_EVERY_S = 10.0
 
-# KEYS[1]: theoretical arrival time (µs) of the next request. ARGV: emission interval (µs), burst
-# tolerance (µs) and the requests asked for. Grants as many of them as the budget holds now, at least
-# one or none. Returns {granted, retry_after µs, remaining, reset µs}; integers as %.0f strings
-# because Lua numbers are doubles and tostring() rounds µs timestamps.
-GCRA_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local asked = tonumber(ARGV[3] or '1')
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local available = math.floor((now + tolerance - tat) / interval)
-if available < 1 then
-  return {0, string.format('%.0f', tat + interval - tolerance - now), 0, string.format('%.0f', tat - now)}
-end
-local granted = math.min(asked, available)
-local new_tat = tat + granted * interval
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {granted, '0', available - granted, string.format('%.0f', new_tat - now)}
-"""
 #: How long a process may spend a lease before handing the rest back to the budget (by dropping it).
 LEASE_TTL_S = 0.25
 #: A lease holds at most this share of the key's rate per second...
@@ -162,7 +143,7 @@ class KeyRateLimiter:
         interval_us = max(1, round(1_000_000 / rate))
         redis_key = f"{self.settings.redis_namespace}:ratelimit:{key.id}"
         try:
-            granted, retry_us, remaining, reset_us = await self._script(
+            granted, retry_us, remaining, reset_us, _ = await self._script(
                 keys=[redis_key], args=[interval_us, interval_us * burst, size]
             )
         except (redis.RedisError, OSError) as exc:

@@ -12,8 +12,9 @@ from typing import Any
 import click
 import yaml
 
-from core.cli import known_queues, main
+from core.cli import main
 from core.engine.job_types import job_types
+from core.launch.roles import known_queues
 from core.platform.settings import Settings, documented_settings
 from tests.services import ROOT
 

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from core import cli
+from core.launch import roles
 from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.platform.db import dispose_engines
 from core.platform.migrate import upgrade
@@ -193,7 +193,7 @@ class Process:
 
 def worker_argv(settings: Settings, processes: int = 1, threads: int = 4) -> list[str]:
     """The command `jobyard worker` runs."""
-    return cli.worker_argv(processes, threads, settings.worker_queues, settings.worker_shutdown_timeout_s)
+    return roles.worker_argv(processes, threads, settings.worker_queues, settings.worker_shutdown_timeout_s)
 
 
 def scheduler_argv() -> list[str]:

@@ -145,7 +145,7 @@ async def dead_letters(
     return page(request, "deadletters.html", filter=form, **data)
 
 
-def _diff(before: Any, after: Any) -> list[tuple[str, str]]:
+def payload_diff(before: Any, after: Any) -> list[tuple[str, str]]:
     """The patch's effect on one payload, line by line: (kind, text), kind one of add, del, same."""
     lines = difflib.unified_diff(pretty(before).splitlines(), pretty(after).splitlines(), lineterm="", n=1000)
     out = []
@@ -167,7 +167,8 @@ def _preview(settings: Settings, form: ActionForm) -> dict[str, Any]:
     diffs: list[tuple[Job, list[tuple[str, str]]]] = []
     if patch is not None:
         diffs = [
-            (job, _diff(job.payload, patched(job.type, job.payload, patch)[0])) for job in outcome.preview
+            (job, payload_diff(job.payload, patched(job.type, job.payload, patch)[0]))
+            for job in outcome.preview
         ]
     return {"outcome": outcome, "diffs": diffs, "reason": reason, "patch": patch}
 

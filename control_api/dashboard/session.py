@@ -65,7 +65,7 @@ def _cookie(request: Request[Any, Any, Any], name: str, value: str, max_age: int
     )
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     # Only a dashboard path: never another site (//evil.example, https://...), never the login itself.
     if not target or not target.startswith(COOKIE_PATH) or target.startswith(LOGIN_PATH):
         return COOKIE_PATH
@@ -127,8 +127,8 @@ async def login_form(request: Request[Any, Any, Any], next: FromQuery[str | None
     token = request.cookies.get(SESSION_COOKIE)
     settings: Settings = request.app.state.settings
     if token and await anyio.to_thread.run_sync(_lookup, settings, token) is not None:
-        return Redirect(_safe_next(next), status_code=303)
-    return _login_form(request, _safe_next(next), None, 200)
+        return Redirect(safe_next(next), status_code=303)
+    return _login_form(request, safe_next(next), None, 200)
 
 
 def _open(settings: Settings, key: ApiKey) -> tuple[str, Session]:
@@ -156,7 +156,7 @@ async def login(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     form = await request.form()
     _check_origin(request)
     sent, expected = form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE)
-    target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
+    target = safe_next(form.get("next") if isinstance(form.get("next"), str) else None)
     if not isinstance(sent, str) or not expected or not secrets.compare_digest(sent, expected):
         return _login_form(request, target, "The form expired; please log in again.", 403)
     secret = form.get("api_key")

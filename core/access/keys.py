@@ -19,13 +19,10 @@ from sqlalchemy.engine import Connection
 
 from core.engine.jobs import utcnow
 from core.platform.pagination import page, split_page
+from core.platform.redact import KEY_PREFIX, VISIBLE_CHARS
 from core.platform.tables import api_keys
 
 SCOPES = ("jobs:write", "jobs:read", "ops")
-#: Visible start of every key, so a leaked one is easy to recognise in code or logs.
-KEY_PREFIX = "jy_"
-#: Characters of a key shown in listings: "jy_" and seven random ones, enough to tell keys apart.
-VISIBLE_CHARS = 10
 #: Random bytes of a key: 192 bits, written as 32 URL-safe base64 characters.
 SECRET_BYTES = 24
 #: Every key `create_key` ever made has exactly this shape; anything else is refused unread.

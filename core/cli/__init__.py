@@ -9,24 +9,17 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import click
 
+from core.cli.common import cli_settings
 from core.cli.dlq import dlq
 from core.cli.doctor import doctor
 from core.cli.jobs import jobs
 from core.cli.keys import data_key, keys
+from core.launch.roles import known_queues, queues_except, service_env, worker_argv
 from core.platform.settings import Settings, get_settings
-
-
-def _settings() -> Settings:
-    from core.launch.embedded import with_running_services
-
-    return with_running_services(get_settings())
 
 
 def _farm_settings() -> Settings:
@@ -45,47 +38,9 @@ def _farm_settings() -> Settings:
 def _exec(argv: list[str], settings: Settings | None = None) -> None:
     env = dict(os.environ)
     if settings is not None:
-        env.update(_service_env(settings))
+        env.update(service_env(settings))
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
-
-
-def _service_env(settings: Settings) -> dict[str, str]:
-    env = {}
-    if settings.database_url:
-        env["DATABASE_URL"] = settings.database_url
-    if settings.redis_url:
-        env["REDIS_URL"] = settings.redis_url
-    return env
-
-
-def worker_argv(
-    processes: int, threads: int, queues: tuple[str, ...], shutdown_timeout_s: float
-) -> list[str]:
-    argv = [sys.executable, "-m", "dramatiq", "workers.entrypoint", "--processes", str(processes)]
-    argv += ["--threads", str(threads), "--skip-logging"]
-    # Dramatiq takes milliseconds; past this, running jobs are handed back (see core/engine/recovery.py).
-    argv += ["--worker-shutdown-timeout", str(int(shutdown_timeout_s * 1000))]
-    if queues:
-        argv += ["--queues", *queues]
-    return argv
-
-
-def known_queues(settings: Settings) -> tuple[str, ...]:
-    """The queues of every registered job type (built-in and JOBYARD_JOB_MODULES)."""
-    from core.catalog import load_job_types
-
-    return tuple(sorted({t.queue_name for t in load_job_types(settings).values()}))
-
-
-def queues_except(
-    settings: Settings, excluded: tuple[str, ...], among: tuple[str, ...] = ()
-) -> tuple[str, ...]:
-    """``among`` (default: every registered job type's queue) less ``excluded``.
-
-    Dramatiq takes only a list of queues to consume; this is how a worker consumes "all but these".
-    """
-    return tuple(q for q in among or known_queues(settings) if q not in excluded)
 
 
 def check_queues(settings: Settings, queues: tuple[str, ...]) -> None:
@@ -225,7 +180,7 @@ def migrate() -> None:
     """Apply database migrations."""
     from core.platform.migrate import upgrade
 
-    upgrade(_settings())
+    upgrade(cli_settings())
     click.echo("database is up to date")
 
 
@@ -247,27 +202,8 @@ def release(hold: bool | None) -> None:
     sys.exit(run_release(get_settings(), hold))
 
 
-def wait_for_http(url: str, timeout_s: float, alive: Any = None) -> bool:
-    """Poll ``url`` until it answers 200, the timeout passes, or ``alive()`` turns false."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own local URL
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
 main.add_command(jobs)
 main.add_command(doctor)
 main.add_command(dlq)
 main.add_command(keys)
 main.add_command(data_key)
-
-if __name__ == "__main__":
-    main()

@@ -6,9 +6,8 @@ database and broker modules only when a command runs.
 
 from __future__ import annotations
 
-import getpass
+import functools
 import json
-import os
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -16,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
+
+from core.cli.common import cli_actor, cli_settings
 
 if TYPE_CHECKING:
     from core.engine.deadletters import DeadFilter, Outcome, Selection
@@ -47,13 +48,30 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
+    """--id, --all and the filter options, handed to ``command`` as one ``selection``."""
+
+    @functools.wraps(command)
+    def with_selection(
+        *,
+        job_type: str | None,
+        error_code: str | None,
+        search: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        ids: tuple[uuid.UUID, ...],
+        select_all: bool,
+        **rest: Any,
+    ) -> Any:
+        f = _filter(job_type, error_code, search, since, until)
+        return command(selection=_selection(ids, select_all, f), **rest)
+
+    options = click.option(
         "--all", "select_all", is_flag=True, help="Every dead letter (instead of --id or a filter)."
-    )(command)
-    command = click.option(
+    )(with_selection)
+    options = click.option(
         "--id", "ids", type=click.UUID, multiple=True, help="A dead job's id (repeat); not with a filter."
-    )(command)
-    return _filter_options(command)
+    )(options)
+    return _filter_options(options)
 
 
 def _filter(
@@ -71,14 +89,6 @@ def _selection(ids: tuple[uuid.UUID, ...], select_all: bool, f: DeadFilter) -> S
     if sum((bool(ids), filtered, select_all)) != 1:
         raise click.UsageError("select with --id, with filter options, or with --all (exactly one of them)")
     return Selection(ids=ids) if ids else Selection(filter=f)
-
-
-def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no login name in the environment or the password database
-        user = str(os.getuid())
-    return f"cli:{user}"
 
 
 def _reason(reason: str) -> str:
@@ -106,12 +116,19 @@ def _line(job: Job) -> str:
     return f"{job.id}  {job.type:<18} {error.get('code', '-'):<22} {died}  {message}"
 
 
-def _show(plan: Outcome) -> None:
+def _go_ahead(plan: Outcome, verb: str, dry_run: bool, yes: bool) -> bool:
+    """Show what matches; whether to ``verb`` it: not a dry run, something matched, and confirmed."""
     click.echo(f"{plan.matched} dead letter(s) match")
     for job in plan.preview:
         click.echo(f"  {_line(job)}")
     if plan.matched > len(plan.preview):
         click.echo(f"  … and {plan.matched - len(plan.preview)} more")
+    if dry_run or not plan.matched:
+        click.echo("dry run: nothing was changed" if dry_run else f"nothing to {verb}")
+        return False
+    if not yes:
+        click.confirm(f"{verb.capitalize()} {plan.matched} dead letter(s)?", abort=True)
+    return True
 
 
 @click.group()
@@ -135,14 +152,13 @@ def dlq_list(
     as_json: bool,
 ) -> None:
     """List dead letters, newest first, with the error each died with."""
-    from core.cli import _settings
     from core.engine.deadletters import list_dead
     from core.platform.db import transaction
     from core.platform.pagination import BadCursor
 
     f = _filter(job_type, error_code, search, since, until)
     try:
-        with transaction(_settings()) as conn:
+        with transaction(cli_settings()) as conn:
             items, next_cursor = list_dead(conn, f, limit, cursor)
     except BadCursor as exc:
         raise click.BadParameter(str(exc), param_hint="--cursor") from None
@@ -159,13 +175,7 @@ def dlq_list(
 @click.option("--dry-run", is_flag=True, help="Show what matches; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_redrive(
-    job_type: str | None,
-    error_code: str | None,
-    search: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    ids: tuple[uuid.UUID, ...],
-    select_all: bool,
+    selection: Selection,
     reason: str,
     payload_patch: str | None,
     dry_run: bool,
@@ -173,15 +183,13 @@ def dlq_redrive(
 ) -> None:
     """Queue dead letters again with a fresh retry budget; their attempt history is kept."""
     from core.catalog import load_job_types
-    from core.cli import _settings
     from core.engine.broker import build_broker
     from core.engine.deadletters import InvalidPayloads, dry_run_redrive
     from core.engine.redrive import redrive
     from core.platform.db import transaction
 
-    selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))
     reason, patch = _reason(reason), _patch(payload_patch)
-    settings = _settings()
+    settings = cli_settings()
     load_job_types(settings)  # payloads are checked against their types' schemas
     try:
         with transaction(settings) as conn:
@@ -189,16 +197,12 @@ def dlq_redrive(
     except InvalidPayloads as exc:
         lines = [f"  {e['job_id']}  {e['field']}: {e['message']}" for e in exc.errors]
         raise click.ClickException("\n".join([f"{exc}; nothing was changed", *lines])) from None
-    _show(plan)
-    if dry_run or not plan.matched:
-        click.echo("dry run: nothing was changed" if dry_run else "nothing to redrive")
+    if not _go_ahead(plan, "redrive", dry_run, yes):
         return
-    if not yes:
-        click.confirm(f"Redrive {plan.matched} dead letter(s)?", abort=True)
     broker = build_broker(settings)
     try:
         with click.progressbar(length=plan.matched, label="redriving") as bar:
-            out = redrive(settings, broker, selection, reason, _actor(), patch, progress=bar.update)
+            out = redrive(settings, broker, selection, reason, cli_actor(), patch, progress=bar.update)
     finally:
         broker.client.close()
     click.echo(f"redriven {out.changed} of {out.matched} (audit {out.audit_id})")
@@ -210,34 +214,22 @@ def dlq_redrive(
 @click.option("--dry-run", is_flag=True, help="Show what matches; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def dlq_discard(
-    job_type: str | None,
-    error_code: str | None,
-    search: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    ids: tuple[uuid.UUID, ...],
-    select_all: bool,
+    selection: Selection,
     reason: str,
     dry_run: bool,
     yes: bool,
 ) -> None:
     """Give up on dead letters: they become cancelled, with the reason as their error."""
-    from core.cli import _settings
     from core.engine.deadletters import dry_run_discard
     from core.engine.redrive import discard
     from core.platform.db import transaction
 
-    selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))
     reason = _reason(reason)
-    settings = _settings()
+    settings = cli_settings()
     with transaction(settings) as conn:
         plan = dry_run_discard(conn, selection)
-    _show(plan)
-    if dry_run or not plan.matched:
-        click.echo("dry run: nothing was changed" if dry_run else "nothing to discard")
+    if not _go_ahead(plan, "discard", dry_run, yes):
         return
-    if not yes:
-        click.confirm(f"Discard {plan.matched} dead letter(s)?", abort=True)
     with click.progressbar(length=plan.matched, label="discarding") as bar:
-        out = discard(settings, selection, reason, _actor(), progress=bar.update)
+        out = discard(settings, selection, reason, cli_actor(), progress=bar.update)
     click.echo(f"discarded {out.changed} of {out.matched} (audit {out.audit_id})")

@@ -12,6 +12,8 @@ from dataclasses import asdict
 
 import click
 
+from core.cli.common import cli_settings
+
 MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}
 
@@ -24,11 +26,10 @@ COLOURS = {"ok": "green", "warn": "yellow", "fail": "red"}
 def doctor(as_json: bool, skip_model: bool) -> None:
     """Check what a farm needs (Python, torch, Chromium, Postgres, Redis, the data key, providers,
     the embedding model) and say what to do about each problem."""
-    from core.cli import _settings
     from core.launch.doctor import run_checks
     from core.platform.logs import configure_logging
 
-    settings = _settings()
+    settings = cli_settings()
     # The report is the output; the libraries' own lines (a model loading) only when they matter.
     configure_logging(settings.replace(log_level="WARNING"), process="doctor")
     checks = run_checks(settings, model=not skip_model)

@@ -15,20 +15,15 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
+from core.cli.common import cli_settings
+
 if TYPE_CHECKING:
     from core.engine.jobs import Job
-    from core.platform.settings import Settings
 
 #: `jobs show --wait` exit codes: succeeded 0; dead or cancelled 1; still unfinished at the deadline
 #: 124 (as timeout(1) says it).
 EXIT_DEAD = 1
 EXIT_TIMED_OUT = 124
-
-
-def _settings() -> Settings:
-    from core.cli import _settings as farm_settings
-
-    return farm_settings()
 
 
 def _job_id(value: str) -> uuid.UUID:
@@ -62,7 +57,7 @@ def jobs_enqueue(
     from core.engine.job_types import UnknownJobType, get_job_type, validate_payload
     from core.engine.jobs import NewJob, enqueue, utcnow
 
-    settings = _settings()
+    settings = cli_settings()
     load_job_types(settings)
     try:
         data = json.loads(payload)
@@ -102,7 +97,7 @@ def jobs_show(job_id: str, wait: float) -> None:
     from core.engine.queries import JobNotFound, get_job
     from core.platform.db import transaction
 
-    settings = _settings()
+    settings = cli_settings()
     ident = _job_id(job_id)
     deadline = time.monotonic() + wait
     while True:
@@ -147,7 +142,7 @@ def jobs_list(
     from core.engine.queries import JobFilter, list_jobs
     from core.platform.db import transaction
 
-    with transaction(_settings()) as conn:
+    with transaction(cli_settings()) as conn:
         found, _ = list_jobs(
             conn, JobFilter(type=job_type, status=status, business_key=business_key), limit, None
         )
@@ -179,7 +174,7 @@ def jobs_cancel(job_id: str | None, business_key: str | None) -> None:
 
     if (job_id is None) == (business_key is None):
         raise click.UsageError("give a JOB_ID or --business-key (one of them)")
-    settings = _settings()
+    settings = cli_settings()
     if business_key is not None:
         with transaction(settings) as conn:
             count = cancel_by_business_key(conn, business_key)

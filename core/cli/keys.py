@@ -9,13 +9,8 @@ from datetime import timedelta
 
 import click
 
+from core.cli.common import cli_actor, cli_settings
 from core.platform.settings import Settings
-
-
-def _settings() -> Settings:
-    from core.cli import _settings as farm_settings
-
-    return farm_settings()
 
 
 @click.group()
@@ -45,7 +40,7 @@ def keys_create(
 
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
-        with transaction(_settings()) as conn:
+        with transaction(cli_settings()) as conn:
             key, secret = create_key(conn, name, scopes, expires, rate_limit)
     except UnknownScope as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
@@ -63,7 +58,7 @@ def keys_list(as_json: bool) -> None:
     from core.engine.jobs import utcnow
     from core.platform.db import transaction
 
-    with transaction(_settings()) as conn:
+    with transaction(cli_settings()) as conn:
         found = list_keys(conn)
     now = utcnow()
     for k in found:
@@ -95,7 +90,7 @@ def keys_rotate(key_id_or_prefix: str, grace_seconds: float | None) -> None:
     from core.access.keys import KeyNotFound, NotRotatable, find_key, rotate_key
     from core.platform.db import transaction
 
-    settings = _settings()
+    settings = cli_settings()
     grace = settings.key_rotation_grace_s if grace_seconds is None else grace_seconds
     try:
         with transaction(settings) as conn:
@@ -114,7 +109,7 @@ def keys_revoke(key_id_or_prefix: str) -> None:
     from core.access.keys import revoke_key
     from core.platform.db import transaction
 
-    with transaction(_settings()) as conn:
+    with transaction(cli_settings()) as conn:
         n = revoke_key(conn, key_id_or_prefix)
     if not n:
         raise click.ClickException(f"no active key matches {key_id_or_prefix!r}")
@@ -139,7 +134,7 @@ def _ring_settings() -> Settings:
     from core.catalog import load_job_types
     from core.platform.crypto import DataKeyError, use_data_key
 
-    settings = _settings()
+    settings = cli_settings()
     load_job_types(settings)
     try:
         use_data_key(settings)
@@ -194,7 +189,6 @@ def data_key_rotate(reason: str, batch_size: int | None, yes: bool) -> None:
     Give every process the new key as JOBYARD_DATA_KEY and the old one in JOBYARD_DATA_KEYS_OLD
     first (docs: the data key ring). Safe to stop and to run again: it goes on where it stopped.
     """
-    from core.cli.dlq import _actor
     from core.datakeys.reseal import pending_counts
     from core.datakeys.rotation import BATCH_SIZE, rotate
     from core.platform.crypto import data_cipher, key_label
@@ -217,7 +211,7 @@ def data_key_rotate(reason: str, batch_size: int | None, yes: bool) -> None:
         report = rotate(
             settings,
             ring,
-            actor=_actor(),
+            actor=cli_actor(),
             reason=reason,
             batch_size=batch_size or BATCH_SIZE,
             progress=bar.update,

@@ -51,6 +51,58 @@ def _require_reason(reason: str) -> None:
         raise ValueError("a reason is required")
 
 
+#: One batch's work in its transaction: (jobs changed, up to ``room`` of them to show, what to do
+#: once the transaction is committed).
+BatchStep = Callable[[Connection, list[uuid.UUID], int], tuple[int, list[Job], Callable[[], object] | None]]
+
+
+def _in_batches(
+    settings: Settings,
+    selection: Selection,
+    step: BatchStep,
+    *,
+    action: str,
+    done: str,
+    reason: str,
+    actor: str,
+    payload_patch: dict[str, Any] | None = None,
+    check: bool = False,
+    progress: Progress | None = None,
+) -> Outcome:
+    """The loop of every action on dead letters: resolve the selection, ``step`` through it batch by
+    batch, one transaction each, then one audit row with the counts (``done``: what the action did).
+    ``check``: every (patched) payload is checked against its type first, see ``resolve``."""
+    _require_reason(reason)
+    with transaction(settings) as conn:
+        ids = resolve(conn, selection, payload_patch, check=check)
+    changed = 0
+    shown: list[Job] = []
+    try:
+        for batch in _batches(ids):
+            with transaction(settings) as conn:
+                count, preview, committed = step(conn, batch, PREVIEW_SIZE - len(shown))
+            if committed is not None:
+                committed()
+            changed += count
+            shown += preview
+            if progress is not None:
+                progress(len(batch))
+    finally:
+        # Written even when stopped part-way, so that what was done is on record.
+        with transaction(settings) as conn:
+            audit_id = audit.record(
+                conn,
+                actor=actor,
+                action=action,
+                selection=selection.as_json(),
+                reason=reason,
+                counts={"matched": len(ids), done: changed},
+                payload_patch=payload_patch,
+            )
+    log.info(f"dead_letters_{done}", matched=len(ids), **{done: changed}, actor=actor, audit_id=str(audit_id))
+    return Outcome(len(ids), changed, audit_id, shown)
+
+
 def redrive(
     settings: Settings,
     broker: RedisBroker,
@@ -66,37 +118,26 @@ def redrive(
     ``payload_patch`` is given. Raises InvalidPayloads, changing nothing, if any patched payload
     is invalid. ``progress(n)`` is called after each batch with the number of jobs it handled.
     """
-    _require_reason(reason)
-    with transaction(settings) as conn:
-        ids = resolve(conn, selection, payload_patch, check=True)
-    redriven = 0
-    shown: list[Job] = []
-    try:
-        for batch in _batches(ids):
-            with transaction(settings) as conn:
-                pubs = _redrive_batch(conn, batch, payload_patch)
-                if len(shown) < PREVIEW_SIZE and pubs:
-                    shown += _jobs(conn, [p.job_id for p in pubs[: PREVIEW_SIZE - len(shown)]])
-            _publish(broker, pubs)
-            redriven += len(pubs)
-            if progress is not None:
-                progress(len(batch))
-    finally:
-        # Written even when stopped part-way, so that what was done is on record.
-        with transaction(settings) as conn:
-            audit_id = audit.record(
-                conn,
-                actor=actor,
-                action="redrive",
-                selection=selection.as_json(),
-                reason=reason,
-                counts={"matched": len(ids), "redriven": redriven},
-                payload_patch=payload_patch,
-            )
-    log.info(
-        "dead_letters_redriven", matched=len(ids), redriven=redriven, actor=actor, audit_id=str(audit_id)
+
+    def step(
+        conn: Connection, batch: list[uuid.UUID], room: int
+    ) -> tuple[int, list[Job], Callable[[], object]]:
+        pubs = _redrive_batch(conn, batch, payload_patch)
+        preview = _jobs(conn, [p.job_id for p in pubs[:room]]) if room > 0 and pubs else []
+        return len(pubs), preview, lambda: _publish(broker, pubs)
+
+    return _in_batches(
+        settings,
+        selection,
+        step,
+        action="redrive",
+        done="redriven",
+        reason=reason,
+        actor=actor,
+        payload_patch=payload_patch,
+        check=True,
+        progress=progress,
     )
-    return Outcome(len(ids), redriven, audit_id, shown)
 
 
 def _redrive_batch(
@@ -170,34 +211,22 @@ def discard(
     The job's error becomes {"code": "discarded", "message": reason, "retryable": false,
     "last_error": the error it died with (without its traceback)}; its attempts are kept.
     """
-    _require_reason(reason)
-    with transaction(settings) as conn:
-        ids = resolve(conn, selection, None, check=False)
-    discarded = 0
-    shown: list[Job] = []
-    try:
-        for batch in _batches(ids):
-            with transaction(settings) as conn:
-                rows = conn.execute(_discard_batch(batch, reason)).all()
-            discarded += len(rows)
-            rows = sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)
-            shown += [Job.from_row(r) for r in rows[: PREVIEW_SIZE - len(shown)]]
-            if progress is not None:
-                progress(len(batch))
-    finally:
-        with transaction(settings) as conn:
-            audit_id = audit.record(
-                conn,
-                actor=actor,
-                action="discard",
-                selection=selection.as_json(),
-                reason=reason,
-                counts={"matched": len(ids), "discarded": discarded},
-            )
-    log.info(
-        "dead_letters_discarded", matched=len(ids), discarded=discarded, actor=actor, audit_id=str(audit_id)
+
+    def step(conn: Connection, batch: list[uuid.UUID], room: int) -> tuple[int, list[Job], None]:
+        rows = conn.execute(_discard_batch(batch, reason)).all()
+        rows = sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)
+        return len(rows), [Job.from_row(r) for r in rows[:room]], None
+
+    return _in_batches(
+        settings,
+        selection,
+        step,
+        action="discard",
+        done="discarded",
+        reason=reason,
+        actor=actor,
+        progress=progress,
     )
-    return Outcome(len(ids), discarded, audit_id, shown)
 
 
 def _discard_batch(batch: list[uuid.UUID], reason: str) -> Any:

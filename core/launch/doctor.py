@@ -3,8 +3,8 @@
 A check fails when the farm (or this host's part of it) cannot work: Postgres or Redis unreachable,
 migrations behind, Redis that may evict messages, no data key, a model that does not load on a host
 that runs embeddings. It warns when a feature is off or a production setting is missing: AI replies
-without a provider, WhatsApp in dry run, Redis without persistence. The services' checks are in
-core/launch/doctor_services.py; this module has the host's and the configuration's.
+without a provider, WhatsApp in dry run, Redis without persistence. The services' checks (and the
+Check record) are in core/launch/doctor_services.py; this module has the host's and the configuration's.
 """
 
 from __future__ import annotations
@@ -16,24 +16,13 @@ import platform
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Literal
 
 from core.errors import JobyardError
+from core.launch.doctor_services import Check, data_key, postgres, redis_checks
 from core.platform.settings import Settings
 
-Status = Literal["ok", "warn", "fail"]
 #: Python versions `make test` runs the suite on.
 TESTED_PYTHONS = ((3, 11), (3, 12))
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: Status
-    detail: str
-    #: What to do about a warning or a failure.
-    fix: str | None = None
 
 
 def consumes(settings: Settings, queue: str) -> bool:
@@ -43,8 +32,6 @@ def consumes(settings: Settings, queue: str) -> bool:
 
 def run_checks(settings: Settings, *, model: bool = True) -> list[Check]:
     """Every check, in the order a newcomer would fix them; ``settings`` has the services' URLs."""
-    from core.launch.doctor_services import data_key, postgres, redis_checks
-
     checks = [python_version(), torch_build(), chromium(settings)]
     checks += postgres(settings)
     checks += redis_checks(settings)

@@ -1,22 +1,35 @@
 """`jobyard doctor`'s checks of the services: Postgres (pgvector, migrations), Redis (eviction policy,
-persistence) and the data key against what the database holds. URLs are shown without passwords."""
+persistence) and the data key against what the database holds. URLs are shown without passwords.
+
+Every check of `jobyard doctor` answers a `Check`, defined here, below core/launch/doctor.py which runs
+them all."""
 
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import psycopg
 import redis
 
-from core.launch.doctor import Check
 from core.platform.crypto import DataKeyError, key_label, key_ring, resolve_data_key
 from core.platform.settings import Settings
 
+Status = Literal["ok", "warn", "fail"]
 #: pgvector's iterative index scans (a filtered search keeps reading the HNSW index) came in 0.8.
 PGVECTOR_MIN = (0, 8)
 #: A doctor waits this long for a server before calling it unreachable.
 CONNECT_TIMEOUT_S = 3
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    #: What to do about a warning or a failure.
+    fix: str | None = None
 
 
 def where(url: str) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import structlog
 
-from core.cli import _service_env, queues_except, wait_for_http, worker_argv
 from core.launch.local import LocalServices, admin_key_line, ensure_admin_key, ensure_local_data_key
+from core.launch.roles import queues_except, service_env, wait_for_http, worker_argv
 from core.launch.supervisor import Child, Supervisor
 from core.platform.logs import configure_logging
 from core.platform.settings import Settings
@@ -36,8 +36,8 @@ def run_stack(settings: Settings) -> int:
         upgrade(settings)
         admin_key = ensure_admin_key(settings, home)
         model_line = _embedding_model_line(settings)
-        env = {**os.environ, **_service_env(settings)}
-        supervisor = Supervisor(_children(settings), env, settings.shutdown_timeout_s)
+        env = {**os.environ, **service_env(settings)}
+        supervisor = Supervisor(farm_children(settings), env, settings.shutdown_timeout_s)
         stop.supervisor = supervisor
         supervisor.start()
         base = f"http://{settings.api_host}:{settings.api_port}"
@@ -67,7 +67,7 @@ class _StopFlag:
             self.supervisor.request_stop()
 
 
-def _children(settings: Settings) -> list[Child]:
+def farm_children(settings: Settings) -> list[Child]:
     from core.embeddings.embed import EMBEDDINGS_QUEUE
 
     py = sys.executable

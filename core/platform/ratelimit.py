@@ -5,11 +5,14 @@ agree). A slot within ``max_wait_s`` is taken and waited for in the worker, whic
 into an even stream; a slot further out is not taken and the job waits in Postgres instead
 (RateLimitedError, free of the retry budget). Unlike a fixed one-second window it never lets a
 whole second's quota out in the same millisecond, which is what the provider's limit punishes.
+
+The script (lua/gcra.lua) is the one every rate limit runs: the API's per key and per address too.
 """
 
 from __future__ import annotations
 
 import time
+from importlib.resources import files
 from typing import Any
 
 import redis
@@ -19,22 +22,8 @@ from core.errors import RateLimitedError
 #: Longest a worker thread sleeps for its slot; past this, the job waits in Postgres instead.
 MAX_WAIT_S = 1.0
 
-# KEYS[1]: the theoretical arrival time (µs) of the next free slot. ARGV: slot spacing and the
-# longest acceptable wait, both µs. Returns {taken (0/1), wait µs}. Integers as %.0f strings: Lua
-# numbers are doubles, and tostring() would round a µs timestamp to 14 digits.
-_GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local max_wait = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local wait = tat - now
-if wait > max_wait then return {0, string.format('%.0f', wait)} end
-local ttl = math.ceil((wait + interval) / 1000) + 1000
-redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', ttl)
-return {1, string.format('%.0f', wait)}
-"""
+#: The one GCRA script of every rate limit (the API's too), read once: see lua/gcra.lua.
+GCRA_SCRIPT = (files("core.platform") / "lua" / "gcra.lua").read_text(encoding="utf-8")
 
 
 class RateLimiter:
@@ -46,11 +35,14 @@ class RateLimiter:
         self.key = key
         self.interval_us = max(round(1_000_000 / rate_per_s), 1)
         self.max_wait_us = round(max_wait_s * 1_000_000)
-        self._script: Any = client.register_script(_GCRA)
+        self._script: Any = client.register_script(GCRA_SCRIPT)
 
     def acquire(self) -> None:
         """Return when a slot has come (sleeping at most max_wait_s); RateLimitedError if none is near."""
-        taken, wait_us = self._script(keys=[self.key], args=[self.interval_us, self.max_wait_us])
+        # One slot, taken when it comes within max_wait: a tolerance of max_wait and one interval.
+        taken, _, _, _, wait_us = self._script(
+            keys=[self.key], args=[self.interval_us, self.max_wait_us + self.interval_us, 1]
+        )
         wait = int(wait_us) / 1_000_000
         if not int(taken):
             raise RateLimitedError(

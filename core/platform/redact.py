@@ -20,11 +20,16 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from core.access.keys import KEY_PREFIX, VISIBLE_CHARS
 from core.platform.crypto import mask_phones_in
 from core.platform.settings import Settings
 
 REDACTED = "[redacted]"
+#: Visible start of every API key, so a leaked one is easy to recognise in code or logs (and here).
+#: Defined in this layer, below core.access.keys which mints the keys, so the logs need not import it.
+KEY_PREFIX = "jy_"
+#: Characters of a key shown in listings: "jy_" and seven random ones, enough to tell keys apart. A
+#: key in a log line keeps as many.
+VISIBLE_CHARS = 10
 #: Fields whose value is someone's message (WhatsApp text and templates, chat content, prompts) or a
 #: credential; dropped from log lines whatever they hold.
 SENSITIVE_FIELDS = frozenset(

@@ -32,7 +32,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from core.cli import queues_except
+from core.launch.roles import queues_except
 from core.platform.db import dispose_engines, transaction
 from core.platform.settings import Settings
 from tests.e2e.conftest import FIGURES

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.base import FakeHTTPServer, read_body, reply_json
 
 DIM = 32
 
@@ -20,45 +21,22 @@ def vector(text: str) -> list[float]:
     return out
 
 
-class FakeEmbeddingServer:
+class FakeEmbeddingServer(FakeHTTPServer):
     def __init__(self) -> None:
         self.failures: deque[tuple[int, str | None]] = deque()
         self.inputs: list[list[str]] = []
-        self._lock = threading.Lock()
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
-                with fake._lock:
-                    failure = fake.failures.popleft() if fake.failures else None
-                    if failure is None:
-                        fake.inputs.append(list(body["inputs"]))
-                status, retry_after = failure or (200, None)
-                answer: Any = (
-                    [vector(t) for t in body["inputs"]] if failure is None else {"error": "scripted"}
-                )
-                out = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                if retry_after is not None:
-                    self.send_header("Retry-After", retry_after)
-                self.send_header("content-length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def post(self, request: BaseHTTPRequestHandler) -> None:
+        body = json.loads(read_body(request))
+        with self._lock:
+            failure = self.failures.popleft() if self.failures else None
+            if failure is None:
+                self.inputs.append(list(body["inputs"]))
+        status, retry_after = failure or (200, None)
+        answer: Any = [vector(t) for t in body["inputs"]] if failure is None else {"error": "scripted"}
+        reply_json(request, status, answer, retry_after=retry_after)
 
     def fail(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
         with self._lock:
             self.failures.extend([(status, retry_after)] * times)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

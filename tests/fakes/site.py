@@ -8,8 +8,9 @@ import base64
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+
+from tests.fakes.base import FakeHTTPServer, reply
 
 #: A 1x1 red PNG.
 PIXEL = base64.b64decode(
@@ -48,36 +49,25 @@ def _pages(port: int) -> dict[str, str]:
     }
 
 
-class FakeSite:
+class FakeSite(FakeHTTPServer):
+    protocol_version = "HTTP/1.1"
+
     def __init__(self) -> None:
         self.hits: list[Hit] = []
-        self._lock = threading.Lock()
         self._release = threading.Event()
         self._in_flight = 0
         #: Most /slow requests served at the same time.
         self.max_slow_in_flight = 0
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                with site._lock:
-                    site.hits.append(
-                        Hit(path, self.headers.get("Host", ""), self.headers.get("User-Agent", ""))
-                    )
-                site._serve(self, path)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.port = self.server.server_address[1]
+        super().__init__()
         self.pages = _pages(self.port)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def get(self, request: BaseHTTPRequestHandler) -> None:
+        path = request.path.split("?", 1)[0]
+        with self._lock:
+            self.hits.append(
+                Hit(path, request.headers.get("Host", ""), request.headers.get("User-Agent", ""))
+            )
+        self._serve(request, path)
 
     def _serve(self, h: BaseHTTPRequestHandler, path: str) -> None:
         redirects = {
@@ -103,10 +93,10 @@ class FakeSite:
             self._release.wait(120)
             return
         if path.startswith("/status/"):
-            self._respond(h, int(path.rsplit("/", 1)[1]), "text/html", b"")
+            reply(h, int(path.rsplit("/", 1)[1]), b"", "text/html")
             return
         if path == "/pixel.png":
-            self._respond(h, 200, "image/png", PIXEL)
+            reply(h, 200, PIXEL, "image/png")
             return
         if path == "/slow":
             with self._lock:
@@ -117,17 +107,9 @@ class FakeSite:
                 self._in_flight -= 1
         page = self.pages.get(path)
         if page is None:
-            self._respond(h, 404, "text/plain", b"not here")
+            reply(h, 404, b"not here", "text/plain")
         else:
-            self._respond(h, 200, "text/html; charset=utf-8", page.encode())
-
-    @staticmethod
-    def _respond(h: BaseHTTPRequestHandler, status: int, content_type: str, body: bytes) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+            reply(h, 200, page.encode(), "text/html; charset=utf-8")
 
     def paths(self) -> list[str]:
         with self._lock:
@@ -135,5 +117,4 @@ class FakeSite:
 
     def close(self) -> None:
         self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()

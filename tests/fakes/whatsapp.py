@@ -11,8 +11,10 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.base import FakeHTTPServer, read_body, reply_json
 
 TOKEN = "test-whatsapp-token"
 PHONE_NUMBER_ID = "106540352242922"
@@ -49,37 +51,18 @@ class Request:
     message_id: str | None  # the id answered, if the message was accepted
 
 
-class FakeWhatsApp:
+class FakeWhatsApp(FakeHTTPServer):
     def __init__(self, token: str = TOKEN, phone_number_id: str = PHONE_NUMBER_ID, version: str = VERSION):
         self.token, self.phone_number_id, self.version = token, phone_number_id, version
         self._scripts: dict[str, deque[Behavior]] = defaultdict(deque)
         self._requests: list[Request] = []
-        self._lock = threading.Lock()
         self._closing = threading.Event()
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length)
-                status, body, headers = fake._handle(self.path, self.headers.get("authorization"), raw)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+    def post(self, request: BaseHTTPRequestHandler) -> None:
+        raw = read_body(request)
+        status, body, headers = self._handle(request.path, request.headers.get("authorization"), raw)
+        reply_json(request, status, body, headers=headers)
 
     def _handle(self, path: str, auth: str | None, raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         try:
@@ -127,8 +110,7 @@ class FakeWhatsApp:
 
     def close(self) -> None:
         self._closing.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 def _graph_error(code: int, message: str, subcode: int | None = None) -> dict[str, Any]:

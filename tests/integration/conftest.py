@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from core.access.keys import SCOPES, create_key
-from core.cli import queues_except
 from core.engine.broker import build_broker, redis_client
+from core.launch.roles import queues_except
 from core.platform.crypto import use_data_key
 from core.platform.db import transaction
 from core.platform.settings import Settings

@@ -189,7 +189,7 @@ def _has_torch(pid: int) -> bool:
 
 
 def test_torch_is_loaded_only_by_embeddings_workers(farm: Farm, admin_key: str, wait_job: JobWaiter) -> None:
-    from core.cli import queues_except
+    from core.launch.roles import queues_except
 
     # The farm as `jobyard up` lays it out: a worker for every queue but embeddings, an embeddings
     # worker, the scheduler, and the API, each its own process.

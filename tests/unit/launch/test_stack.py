@@ -7,9 +7,9 @@ from core.platform.settings import Settings
 
 
 def test_up_gives_embedding_jobs_a_worker_of_their_own() -> None:
-    from core.launch.stack import _children
+    from core.launch.stack import farm_children
 
-    children = {c.name: list(c.argv) for c in _children(Settings())}
+    children = {c.name: list(c.argv) for c in farm_children(Settings())}
     assert set(children) == {"api", "worker", "worker_embeddings", "scheduler"}
     light = children["worker"][children["worker"].index("--queues") + 1 :]
     assert "unread_count" in light and EMBEDDINGS_QUEUE not in light
@@ -17,5 +17,5 @@ def test_up_gives_embedding_jobs_a_worker_of_their_own() -> None:
     assert embeddings[embeddings.index("--queues") + 1 :] == [EMBEDDINGS_QUEUE]
     assert embeddings[embeddings.index("--processes") + 1] == "1"
     assert embeddings[embeddings.index("--threads") + 1] == "2"
-    only_light = {c.name for c in _children(Settings(worker_queues=("unread_count",)))}
+    only_light = {c.name for c in farm_children(Settings(worker_queues=("unread_count",)))}
     assert only_light == {"api", "worker", "scheduler"}

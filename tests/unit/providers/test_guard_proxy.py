@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,30 +15,22 @@ import pytest
 from core.platform.netguard import AllowList
 from core.providers import guard_proxy
 from core.providers.guard_proxy import GuardProxy
+from tests.fakes.base import FakeHTTPServer, reply
+
+
+class _Origin(FakeHTTPServer):
+    """Answers every GET with its path."""
+
+    def get(self, request: BaseHTTPRequestHandler) -> None:
+        reply(request, 200, request.path.encode(), "text/plain", {"Connection": "close"})
 
 
 @pytest.fixture
 def origin() -> Iterator[int]:
     """An HTTP server on 127.0.0.1 that answers every GET with its path."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = self.path.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    server = _Origin()
+    yield server.port
+    server.close()
 
 
 async def _socks_get(proxy_url: str, host: str, port: int, path: str) -> tuple[int, bytes]:
