@@ -43,7 +43,7 @@ lint: setup
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/python scripts/import-cycles
+	$(BIN)/python scripts/import-cycles core control_api workers
 
 typecheck: setup
 	$(BIN)/python -m mypy
