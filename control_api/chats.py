@@ -13,8 +13,9 @@ from control_api.auth import requires
 from control_api.errors import ApiError
 from core.chats.history import ChatMessage, list_messages
 from core.chats.unread import mark_read, unread_for_user
+from core.errors import BadCursor
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 

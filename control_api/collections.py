@@ -14,7 +14,8 @@ from litestar.params import FromPath, QueryParameter
 from control_api.auth import requires
 from control_api.errors import ApiError
 from core.embeddings.embed import MAX_K, Collection, Hit, get_collection, search
-from core.embeddings.queries import QueryNotEmbedded, query_vector
+from core.embeddings.queries import query_vector
+from core.errors import QueryNotEmbedded
 from core.platform.db import transaction
 from core.platform.tables import embedding_collections, embedding_documents
 
@@ -48,9 +49,9 @@ def _not_embedded(exc: QueryNotEmbedded) -> ApiError:
         return ApiError(409, exc.code, exc.message)
     if exc.code == "rate_limited":
         error = ApiError(429, exc.code, exc.message)
-        error.headers = {"Retry-After": str(max(1, round(exc.retry_after or 1)))}
+        error.headers = {"Retry-After": str(max(1, round(getattr(exc, "retry_after", None) or 1)))}
         return error
-    return ApiError(503, exc.code, f"the query could not be embedded: {exc.message}")
+    return ApiError(503, exc.code, exc.message)  # "the query could not be embedded: ..."
 
 
 class CollectionsController(Controller):

@@ -21,7 +21,6 @@ from core.access.keys import ApiKey
 from core.engine.audit import AuditEntry, list_audit
 from core.engine.deadletters import (
     DeadFilter,
-    InvalidPayloads,
     Outcome,
     Selection,
     dry_run_discard,
@@ -30,8 +29,9 @@ from core.engine.deadletters import (
 )
 from core.engine.jobs import Job
 from core.engine.redrive import discard, redrive
+from core.errors import BadCursor, InvalidPayloads
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 #: Explicit ids beyond this should be a filter; the cap keeps one request's body and statement sane.

@@ -28,12 +28,9 @@ from control_api.schemas import (
     RescheduleIn,
 )
 from core.engine.groupcommit import GroupCommit
-from core.engine.jobs import Enqueued, IdempotencyConflict, Job, JobStatus, NewJob
+from core.engine.jobs import Enqueued, Job, JobStatus, NewJob
 from core.engine.queries import (
     JobFilter,
-    JobNotFound,
-    NotCancellable,
-    NotReschedulable,
     cancel_by_business_key,
     cancel_job,
     get_job,
@@ -41,8 +38,9 @@ from core.engine.queries import (
     list_jobs,
     reschedule_job,
 )
+from core.errors import BadCursor, IdempotencyConflict, JobNotFound, NotCancellable, NotReschedulable
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 log = structlog.get_logger(__name__)
 

@@ -14,19 +14,11 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from control_api.errors import ApiError
-from core.access.keys import (
-    ApiKey,
-    KeyNotFound,
-    NotRotatable,
-    create_key,
-    get_key,
-    page_keys,
-    revoke_key,
-    rotate_key,
-)
+from core.access.keys import ApiKey, create_key, get_key, page_keys, revoke_key, rotate_key
 from core.engine.jobs import utcnow
+from core.errors import BadCursor, KeyNotFound, NotRotatable
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 Scope = Literal["jobs:write", "jobs:read", "ops"]

@@ -16,6 +16,7 @@ from control_api.auth import requires
 from control_api.errors import ApiError
 from control_api.readerview import all_shown, redactor_for, shown
 from core.access.keys import ApiKey
+from core.errors import BadCursor, NotResolvable
 from core.messaging import outbound
 from core.messaging.optouts import (
     E164_PATTERN,
@@ -26,10 +27,10 @@ from core.messaging.optouts import (
     list_opt_outs,
     remove_opt_out,
 )
-from core.messaging.outbound import NotResolvable, OutboundMessage
+from core.messaging.outbound import OutboundMessage
 from core.platform.crypto import mask_phone
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]

@@ -17,17 +17,16 @@ from control_api.jobs import enqueue_checked
 from control_api.request_id import request_id_of
 from control_api.schemas import SequenceIn, SequenceOut
 from core.engine.schedules import (
-    InvalidSchedule,
     Schedule,
-    ScheduleNotFound,
     create_schedule,
     delete_schedule,
     get_schedule,
     list_schedules,
     update_schedule,
 )
+from core.errors import BadCursor, InvalidSchedule, ScheduleNotFound
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Timezone = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Every = Annotated[int, msgspec.Meta(ge=1, le=366 * 86400)]

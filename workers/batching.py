@@ -24,7 +24,8 @@ from core.engine.batch_lifecycle import claim_many, mark_many_succeeded
 from core.engine.consumer import batch_actor_name
 from core.engine.job_types import JobType
 from core.engine.jobs import utcnow
-from core.engine.lifecycle import Claim, ClaimLost, open_claim
+from core.engine.lifecycle import Claim, open_claim
+from core.errors import ClaimLost
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings
 from workers import middleware

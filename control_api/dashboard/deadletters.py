@@ -24,12 +24,12 @@ from control_api.dashboard.pages import run
 from control_api.dashboard.render import page, pretty
 from control_api.dashboard.session import Refused
 from core.engine import deadletters
-from core.engine.deadletters import DeadFilter, InvalidPayloads, Outcome, Selection, patched
+from core.engine.deadletters import DeadFilter, Outcome, Selection, patched
 from core.engine.job_types import job_types
 from core.engine.jobs import Job
 from core.engine.redrive import discard, redrive
+from core.errors import BadCursor, InvalidPayloads
 from core.platform.db import snapshot
-from core.platform.pagination import BadCursor
 from core.platform.settings import Settings
 
 PAGE_SIZE = 50

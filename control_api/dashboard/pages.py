@@ -18,13 +18,13 @@ from control_api.dashboard.chart import chart
 from control_api.dashboard.render import page
 from control_api.dashboard.session import Refused
 from core.engine import stats as job_stats
-from core.engine.audit import AuditEntryNotFound, get_entry, list_audit
+from core.engine.audit import get_entry, list_audit
 from core.engine.jobs import FINAL, utcnow
-from core.engine.queries import JobNotFound, get_job, list_attempts
+from core.engine.queries import get_job, list_attempts
 from core.engine.queues import QueueRow, queue_overview
-from core.engine.schedules import ScheduleNotFound, list_schedules, update_schedule
+from core.engine.schedules import list_schedules, update_schedule
+from core.errors import AuditEntryNotFound, BadCursor, JobNotFound, ScheduleNotFound
 from core.platform.db import snapshot, transaction
-from core.platform.pagination import BadCursor
 from core.platform.settings import Settings
 
 T = TypeVar("T")

@@ -137,8 +137,8 @@ def dlq_list(
     """List dead letters, newest first, with the error each died with."""
     from core.cli import _settings
     from core.engine.deadletters import list_dead
+    from core.errors import BadCursor
     from core.platform.db import transaction
-    from core.platform.pagination import BadCursor
 
     f = _filter(job_type, error_code, search, since, until)
     try:
@@ -174,9 +174,10 @@ def dlq_redrive(
     """Queue dead letters again with a fresh retry budget; their attempt history is kept."""
     from core.cli import _settings
     from core.engine.broker import build_broker
-    from core.engine.deadletters import InvalidPayloads, dry_run_redrive
+    from core.engine.deadletters import dry_run_redrive
     from core.engine.job_types import load_job_modules
     from core.engine.redrive import redrive
+    from core.errors import InvalidPayloads
     from core.platform.db import transaction
 
     selection = _selection(ids, select_all, _filter(job_type, error_code, search, since, until))

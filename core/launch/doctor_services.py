@@ -9,8 +9,9 @@ from typing import Any
 import psycopg
 import redis
 
+from core.errors import DataKeyError
 from core.launch.doctor import Check
-from core.platform.crypto import DataKeyError, key_label, key_ring, resolve_data_key
+from core.platform.crypto import key_label, key_ring, resolve_data_key
 from core.platform.settings import Settings
 
 #: pgvector's iterative index scans (a filtered search keeps reading the HNSW index) came in 0.8.

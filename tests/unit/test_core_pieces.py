@@ -11,9 +11,9 @@ import pytest
 
 from core.chats.unread import UnreadCountPayload
 from core.engine.job_types import JobType
-from core.engine.retry import next_retry_at
-from core.errors import PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError, error_record
-from core.platform.pagination import BadCursor, decode_cursor, encode_cursor
+from core.engine.retry import error_record, next_retry_at
+from core.errors import BadCursor, PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError
+from core.platform.pagination import decode_cursor, encode_cursor
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,8 @@ import base64
 import pytest
 
 from control_api.limits import json_depth_exceeds
-from core.platform.crypto import DataCipher, DataKeyError, generate_data_key, mask_phone, mask_phones_in
+from core.errors import DataKeyError
+from core.platform.crypto import DataCipher, generate_data_key, mask_phone, mask_phones_in
 from core.platform.redact import Redactor, provider_secrets
 from core.platform.settings import Settings
 

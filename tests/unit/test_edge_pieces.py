@@ -23,7 +23,7 @@ from control_api.headers import HSTS, add_security_headers
 from core.access.keys import ApiKey, KeyCache, well_formed
 from core.engine.broker import REDIS_SOCKET_TIMEOUT_S, build_broker, redis_client
 from core.engine.jobs import utcnow
-from core.errors import error_record
+from core.engine.retry import error_record
 from core.platform.redact import REDACTED, Redactor, provider_secrets, redacted_error
 from core.platform.settings import Settings
 from core.providers.browser import PASSED_ENV, browser_env

@@ -18,7 +18,8 @@ from control_api.forwarded import TrustedProxies
 from control_api.limits import json_depth_exceeds
 from core.access.keys import KEY_PREFIX, well_formed
 from core.engine.deadletters import merge_patch
-from core.platform.netguard import AllowList, Refused, checked_addresses, refusal
+from core.errors import AddressRefused
+from core.platform.netguard import AllowList, checked_addresses, refusal
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -172,7 +173,7 @@ def test_checked_addresses_refuses_every_text_spelling_of_a_non_public_address(
         async def check(name: str = host) -> Any:
             return await checked_addresses(name, 80, AllowList())
 
-        with pytest.raises(Refused):  # the C resolver reads them all, so each is refused by address
+        with pytest.raises(AddressRefused):  # the C resolver reads them all, so each is refused by address
             asyncio.run(check())
 
 

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.platform.netguard import AllowList, NotResolved, Refused, Resolver, checked_addresses, refusal
+from core.errors import AddressRefused, NotResolved
+from core.platform.netguard import AllowList, Resolver, checked_addresses, refusal
 from core.providers import guard_proxy
 from core.providers.guard_proxy import GuardProxy
 
@@ -97,11 +98,13 @@ def test_names_are_checked_by_every_address_they_resolve_to() -> None:
         assert await checked_addresses("public.example", 80, none, resolve) == [
             ipaddress.ip_address("93.184.216.34")
         ]
-        with pytest.raises(Refused, match=r"rebind\.example resolves to 127\.0\.0\.1, a loopback address"):
+        with pytest.raises(
+            AddressRefused, match=r"rebind\.example resolves to 127\.0\.0\.1, a loopback address"
+        ):
             await checked_addresses("rebind.example", 80, none, resolve)
-        with pytest.raises(Refused, match="private"):
+        with pytest.raises(AddressRefused, match="private"):
             await checked_addresses("internal.example", 80, none, resolve)
-        with pytest.raises(Refused, match=r"169\.254\.169\.254 is a link-local"):
+        with pytest.raises(AddressRefused, match=r"169\.254\.169\.254 is a link-local"):
             await checked_addresses("169.254.169.254", 80, none, resolve)
         with pytest.raises(NotResolved):
             await checked_addresses("nowhere.example", 80, none, resolve)
@@ -118,7 +121,7 @@ def test_names_are_checked_by_every_address_they_resolve_to() -> None:
 
 
 def test_localhost_is_refused_through_the_system_resolver() -> None:
-    with pytest.raises(Refused, match=r"localhost resolves to .*loopback"):
+    with pytest.raises(AddressRefused, match=r"localhost resolves to .*loopback"):
         asyncio.run(checked_addresses("localhost", 80, AllowList()))
 
 

@@ -22,13 +22,12 @@ from core.engine.job_types import (
     shown_payload,
     validate_payload,
 )
-from core.errors import DataKeyMismatch, error_record
+from core.engine.retry import error_record
+from core.errors import DataKeyError, DataKeyMismatch, SealedValueError
 from core.platform.crypto import (
     DATA_KEY_FILE,
     DataCipher,
-    DataKeyError,
     KeyRing,
-    SealedValueError,
     generate_data_key,
     key_label,
     key_ring,

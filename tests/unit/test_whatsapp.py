@@ -11,13 +11,13 @@ import msgspec
 import pytest
 
 from core.engine.job_types import get_job_type, load_job_modules, validate_payload
-from core.engine.retry import decide
-from core.errors import PermanentError, Postponed, RateLimitedError, RetryableError, error_record
+from core.engine.retry import decide, error_record
+from core.errors import PermanentError, Postponed, RateLimitedError, RetryableError, SettingsError
 from core.messaging.optouts import e164, is_e164, is_stop_request
 from core.messaging.quiet_hours import QuietHours, next_allowed, parse_quiet_hours
 from core.messaging.send import WhatsAppMessagePayload, request_body
 from core.messaging.webhook import signature, verify_signature
-from core.platform.settings import Settings, SettingsError
+from core.platform.settings import Settings
 from core.providers.whatsapp import GraphError, classify
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
