@@ -22,7 +22,7 @@ from litestar.response import Redirect, Template
 
 from control_api.dashboard.pages import run
 from control_api.dashboard.render import page, pretty
-from control_api.dashboard.session import Refused
+from control_api.dashboard.session import PageRefused
 from core.engine import deadletters
 from core.engine.deadletters import DeadFilter, Outcome, Selection, patched
 from core.engine.job_types import job_types
@@ -176,7 +176,7 @@ async def _action_form(request: Request[Any, Any, Any]) -> ActionForm:
     try:
         return msgspec.convert(_form_dict(await request.form()), ActionForm, strict=False)
     except msgspec.ValidationError as exc:
-        raise Refused(422, "Bad form", f"The form is not valid: {exc}") from None
+        raise PageRefused(422, "Bad form", f"The form is not valid: {exc}") from None
 
 
 def _preview_page(request: Request[Any, Any, Any], form: ActionForm, status: int, **context: Any) -> Template:
