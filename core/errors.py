@@ -6,7 +6,7 @@
     │   │   ├── RateLimitedError       the provider asked us to slow down (retry_after)
     │   │   └── DataKeyUnknown
     │   ├── PermanentError             retrying cannot help: the job goes to the dead letters
-    │   │   ├── DataKeyMismatch, LlmNotConfigured, ScheduleCannotFire
+    │   │   └── DataKeyMismatch, LlmNotConfigured, ScheduleCannotFire
     │   ├── UnknownOutcomeError        an outside effect may or may not have happened
     │   └── Postponed                  not a failure: the job waits (quiet hours)
     ├── NotFound                       no such job, schedule, key, collection, ...
@@ -18,9 +18,11 @@
     ├── Unavailable                    a service Jobyard depends on did not answer
     └── NotConfigured                  a setting is missing or holds a value it cannot take
 
-The API maps each branch to an HTTP status once (control_api/errors.py); the workers store a job
-failure's code and retryable flag (core/engine/retry.py). Anything else a job raises counts as an
-unexpected, retryable error.
+The API maps each branch to an HTTP status once (control_api/errors.py); a class whose answer differs
+from its branch's sits under the branch that answers it (BadCursor is a BadRequest: 400, not 422; a
+query for another model, ModelNotServed, is a Conflict as well as a QueryNotEmbedded). The workers
+store a job failure's code and retryable flag (core/engine/retry.py); anything else a job raises,
+request-level errors included, counts as an unexpected, retryable error, as before.
 """
 
 from __future__ import annotations
