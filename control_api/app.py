@@ -36,10 +36,11 @@ from core.catalog import load_job_types
 from core.engine.broker import async_redis_client, build_broker, redis_client
 from core.engine.fastenqueue import AsyncEnqueuer
 from core.engine.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
+from core.errors import SettingsError
 from core.platform.crypto import use_data_key
 from core.platform.logs import configure_logging
 from core.platform.redact import Redactor, provider_secrets
-from core.platform.settings import Settings, SettingsError, get_settings
+from core.platform.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:

@@ -10,11 +10,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
-from control_api.errors import ApiError
 from core.chats.history import ChatMessage, list_messages
 from core.chats.unread import mark_read, unread_for_user
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -50,11 +49,8 @@ class ChatsController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> MessageList:
-        try:
-            with transaction(state.settings) as conn:
-                items, next_cursor = list_messages(conn, chat_id, limit, cursor)
-        except BadCursor as exc:
-            raise ApiError(400, "bad_cursor", str(exc)) from None
+        with transaction(state.settings) as conn:
+            items, next_cursor = list_messages(conn, chat_id, limit, cursor)
         return MessageList(items, next_cursor)
 
     @get("/unread", guards=[requires("jobs:read")], sync_to_thread=True)

@@ -12,9 +12,9 @@ from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
 from control_api.auth import requires
-from control_api.errors import ApiError
 from core.embeddings.embed import MAX_K, Collection, Hit, get_collection, search
-from core.embeddings.queries import QueryNotEmbedded, query_vector
+from core.embeddings.queries import query_vector
+from core.errors import CollectionNotFound
 from core.platform.db import transaction
 from core.platform.tables import embedding_collections, embedding_documents
 
@@ -39,18 +39,8 @@ def _collection(state: State, name: str) -> Collection:
     with transaction(state.settings) as conn:
         found = get_collection(conn, name)
     if found is None:
-        raise ApiError(404, "collection_not_found", f"no collection {name!r}")
+        raise CollectionNotFound(f"no collection {name!r}")
     return found
-
-
-def _not_embedded(exc: QueryNotEmbedded) -> ApiError:
-    if exc.code == "model_not_served":
-        return ApiError(409, exc.code, exc.message)
-    if exc.code == "rate_limited":
-        error = ApiError(429, exc.code, exc.message)
-        error.headers = {"Retry-After": str(max(1, round(exc.retry_after or 1)))}
-        return error
-    return ApiError(503, exc.code, f"the query could not be embedded: {exc.message}")
 
 
 class CollectionsController(Controller):
@@ -68,7 +58,7 @@ class CollectionsController(Controller):
                 )
             ).first()
         if row is None:
-            raise ApiError(404, "collection_not_found", f"no collection {name!r}")
+            raise CollectionNotFound(f"no collection {name!r}")
         return CollectionOut(**row._asdict())
 
     @get("/{name:str}/search", guards=[requires("jobs:read")], sync_to_thread=True)
@@ -81,10 +71,8 @@ class CollectionsController(Controller):
     ) -> SearchOut:
         """The ``k`` documents nearest to ``q``, embedded with the collection's own model."""
         collection = _collection(state, name)
-        try:
-            vector = query_vector(state.settings, state.query_redis, collection.model, q)
-        except QueryNotEmbedded as exc:
-            raise _not_embedded(exc) from None
+        # QueryNotEmbedded: 503, or 409 for another model than this farm's, 429 for a rate limit.
+        vector = query_vector(state.settings, state.query_redis, collection.model, q)
         with transaction(state.settings) as conn:
             hits = search(conn, collection, vector, k)
         return SearchOut(collection.name, collection.model, hits)

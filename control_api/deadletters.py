@@ -16,12 +16,10 @@ from litestar.datastructures import State
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
-from control_api.errors import ApiError
 from core.access.keys import ApiKey
 from core.engine.audit import AuditEntry, list_audit
 from core.engine.deadletters import (
     DeadFilter,
-    InvalidPayloads,
     Outcome,
     Selection,
     dry_run_discard,
@@ -30,8 +28,9 @@ from core.engine.deadletters import (
 )
 from core.engine.jobs import Job
 from core.engine.redrive import discard, redrive
+from core.errors import InvalidInput
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 #: Explicit ids beyond this should be a filter; the cap keeps one request's body and statement sane.
@@ -83,17 +82,8 @@ class AuditList(msgspec.Struct):
 
 def _selection(data: DiscardIn) -> Selection:
     if (data.ids is None) == (data.filter is None):
-        raise ApiError(
-            422,
-            "validation_error",
-            "the request has invalid fields",
-            [{"field": "ids", "message": "give either ids or filter (not both)"}],
-        )
+        raise InvalidInput(details=[{"field": "ids", "message": "give either ids or filter (not both)"}])
     return Selection(ids=tuple(data.ids) if data.ids is not None else None, filter=data.filter)
-
-
-def _bad_cursor(exc: BadCursor) -> ApiError:
-    return ApiError(400, "bad_cursor", str(exc))
 
 
 class DeadLettersController(Controller):
@@ -115,18 +105,12 @@ class DeadLettersController(Controller):
         naive = [name for name, value in (("since", since), ("until", until)) if value and not value.tzinfo]
         if naive:
             # Postgres would read such a time in its session's zone; make the caller say which.
-            raise ApiError(
-                422,
-                "validation_error",
-                "the request has invalid fields",
-                [{"field": name, "message": "needs a time zone (e.g. Z or +01:00)"} for name in naive],
+            raise InvalidInput(
+                details=[{"field": name, "message": "needs a time zone (e.g. Z or +01:00)"} for name in naive]
             )
         f = DeadFilter(type=type, error_code=error_code, q=q, since=since, until=until)
-        try:
-            with transaction(state.settings) as conn:
-                items, next_cursor = list_dead(conn, f, limit, cursor)
-        except BadCursor as exc:
-            raise _bad_cursor(exc) from None
+        with transaction(state.settings) as conn:
+            items, next_cursor = list_dead(conn, f, limit, cursor)
         return DeadList(items, next_cursor)
 
     @post("/redrive", guards=OPS, sync_to_thread=True, status_code=200, summary="Queue dead letters again")
@@ -134,21 +118,18 @@ class DeadLettersController(Controller):
         self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[RedriveIn]
     ) -> RedriveOut:
         selection = _selection(data)
-        try:
-            if data.dry_run:
-                with transaction(state.settings) as conn:
-                    out: Outcome = dry_run_redrive(conn, selection, data.payload_patch)
-            else:
-                out = redrive(
-                    state.settings,
-                    state.broker,
-                    selection,
-                    data.reason,
-                    request.user.name,
-                    payload_patch=data.payload_patch,
-                )
-        except InvalidPayloads as exc:
-            raise ApiError(422, "validation_error", str(exc), exc.errors) from None
+        if data.dry_run:  # InvalidPayloads: 422 naming each job's bad fields
+            with transaction(state.settings) as conn:
+                out: Outcome = dry_run_redrive(conn, selection, data.payload_patch)
+        else:
+            out = redrive(
+                state.settings,
+                state.broker,
+                selection,
+                data.reason,
+                request.user.name,
+                payload_patch=data.payload_patch,
+            )
         return RedriveOut(out.matched, out.changed, out.audit_id, out.preview)
 
     @post("/discard", guards=OPS, sync_to_thread=True, status_code=200, summary="Cancel dead letters")
@@ -172,9 +153,6 @@ class AuditController(Controller):
     def list(
         self, state: State, limit: Limit = DEFAULT_LIMIT, cursor: FromQuery[str | None] = None
     ) -> AuditList:
-        try:
-            with transaction(state.settings) as conn:
-                items, next_cursor = list_audit(conn, limit, cursor)
-        except BadCursor as exc:
-            raise _bad_cursor(exc) from None
+        with transaction(state.settings) as conn:
+            items, next_cursor = list_audit(conn, limit, cursor)
         return AuditList(items, next_cursor)

@@ -1,4 +1,8 @@
-"""One error shape for every failure: {"error": {"code", "message", "details"}} with the right status."""
+"""One error shape for every failure: {"error": {"code", "message", "details"}} with the right status.
+
+Core raises the errors of its tree (core/errors.py); STATUS below is the one place that gives each
+branch its HTTP status, and controllers let core errors through instead of translating them.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,19 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
+
+from core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    JobyardError,
+    NotConfigured,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +52,33 @@ _CODES = {
 DATABASE_RETRY_AFTER_S = 2
 
 
+#: The one table: each branch of core's error tree and its status. A class takes the row of its
+#: nearest listed ancestor (so BadRequest, an InvalidInput, answers 400). A job failure (retryable,
+#: permanent, ...) that reaches a request is a bug: 500, as any unexpected error.
+STATUS: dict[type[JobyardError], int] = {
+    BadRequest: 400,  # a bad cursor, a body that is not JSON
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,  # details lists each bad field
+    TooManyRequests: 429,  # with Retry-After
+    Unavailable: 503,
+    NotConfigured: 503,
+}
+
+
+def status_of(exc: JobyardError) -> int | None:
+    """The status of ``exc``'s branch, or None for an error that no request should meet."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return None
+
+
 class ApiError(HTTPException):
-    """An error a handler raises on purpose, with its code and details."""
+    """An error of the API layer itself (authentication, rate limits), with its code and details.
+    Controllers raise core errors instead (see STATUS)."""
 
     def __init__(self, status_code: int, code: str, message: str, details: Any = None) -> None:
         super().__init__(status_code=status_code, detail=message)
@@ -167,12 +209,23 @@ def _unstorable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return error_response(status, code, message)
 
 
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def _core_error(request: Request[Any, Any, Any], exc: JobyardError) -> Response[Any]:
+    status = status_of(exc)
+    if status is None:
+        return unexpected(request, exc)
+    response = error_response(status, exc.code, exc.message, exc.details)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
+    return response
+
+
+def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled_error", path=request.url.path)
     return error_response(500, "internal_error", "an unexpected error occurred; see the server log")
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    JobyardError: _core_error,
     HTTPException: _http_exception,
     sqlalchemy.exc.DataError: _unstorable,
     sqlalchemy.exc.OperationalError: _database_down,
@@ -184,5 +237,5 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     psycopg.InterfaceError: _database_down,
     psycopg_pool.PoolTimeout: _database_down,
     redis.RedisError: _redis_down,
-    Exception: _unexpected,
+    Exception: unexpected,
 }

@@ -14,7 +14,6 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
-from control_api.errors import ApiError
 from control_api.readerview import all_shown, redactor_for, shown
 from control_api.request_id import request_id_of
 from control_api.schemas import (
@@ -28,12 +27,9 @@ from control_api.schemas import (
     RescheduleIn,
 )
 from core.engine.groupcommit import GroupCommit
-from core.engine.jobs import Enqueued, IdempotencyConflict, Job, JobStatus, NewJob
+from core.engine.jobs import Enqueued, Job, JobStatus, NewJob
 from core.engine.queries import (
     JobFilter,
-    JobNotFound,
-    NotCancellable,
-    NotReschedulable,
     cancel_by_business_key,
     cancel_job,
     get_job,
@@ -41,29 +37,18 @@ from core.engine.queries import (
     list_jobs,
     reschedule_job,
 )
+from core.errors import InvalidInput
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 log = structlog.get_logger(__name__)
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 
 
-def _invalid(errors: list[dict[str, Any]]) -> ApiError:
-    return ApiError(422, "validation_error", "the request has invalid fields", errors)
-
-
 async def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Enqueued]:
-    try:
-        group_commit: GroupCommit = state.group_commit
-        return await group_commit.enqueue(new_jobs)
-    except IdempotencyConflict as exc:
-        raise ApiError(
-            409,
-            "idempotency_conflict",
-            str(exc),
-            {"index": exc.index, "idempotency_key": exc.key, "existing_job_id": str(exc.existing_id)},
-        ) from None
+    group_commit: GroupCommit = state.group_commit
+    return await group_commit.enqueue(new_jobs)  # IdempotencyConflict: 409
 
 
 async def enqueue_checked(
@@ -78,12 +63,8 @@ async def enqueue_checked(
             new_jobs.append(new_job)
         errors.extend({"index": index, **e.as_dict()} for e in item_errors)
     if errors:
-        raise _invalid(errors)
+        raise InvalidInput(details=errors)
     return await _enqueue(state, new_jobs)
-
-
-def _not_found(job_id: uuid.UUID) -> ApiError:
-    return ApiError(404, "job_not_found", f"no job {job_id}")
 
 
 class JobsController(Controller):
@@ -102,7 +83,7 @@ class JobsController(Controller):
     ) -> Response[Job]:
         new_job, errors = data.to_new_job(request_id_of(request.scope))
         if new_job is None:
-            raise _invalid([e.as_dict() for e in errors])
+            raise InvalidInput(details=[e.as_dict() for e in errors])
         (result,) = await _enqueue(state, [new_job])
         log.info("job_enqueued", job_id=str(result.job.id), type=result.job.type, created=result.created)
         # An idempotent repeat answers the first job, which may have failed by now.
@@ -139,7 +120,9 @@ class JobsController(Controller):
             if v and not v.tzinfo
         ]
         if naive:
-            raise _invalid([{"field": n, "message": "needs a time zone (e.g. Z or +01:00)"} for n in naive])
+            raise InvalidInput(
+                details=[{"field": n, "message": "needs a time zone (e.g. Z or +01:00)"} for n in naive]
+            )
         f = JobFilter(
             type=type,
             status=status.value if status else None,
@@ -147,40 +130,26 @@ class JobsController(Controller):
             created_after=created_after,
             created_before=created_before,
         )
-        try:
-            with transaction(state.settings) as conn:
-                items, next_cursor = list_jobs(conn, f, limit, cursor)
-        except BadCursor as exc:
-            raise ApiError(400, "bad_cursor", str(exc)) from None
+        with transaction(state.settings) as conn:
+            items, next_cursor = list_jobs(conn, f, limit, cursor)
         return JobList(all_shown(items, redactor_for(request)), next_cursor)
 
     @get("/{job_id:uuid}", guards=[requires("jobs:read")], sync_to_thread=True, summary="Get a job")
     def read(self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
-        try:
-            with transaction(state.settings) as conn:
-                return shown(get_job(conn, job_id), redactor_for(request))
-        except JobNotFound:
-            raise _not_found(job_id) from None
+        with transaction(state.settings) as conn:
+            return shown(get_job(conn, job_id), redactor_for(request))
 
     @get("/{job_id:uuid}/attempts", guards=[requires("jobs:read")], sync_to_thread=True, summary="Attempts")
     def attempts(
         self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]
     ) -> AttemptList:
-        try:
-            with transaction(state.settings) as conn:
-                return AttemptList(all_shown(list_attempts(conn, job_id), redactor_for(request)))
-        except JobNotFound:
-            raise _not_found(job_id) from None
+        with transaction(state.settings) as conn:
+            return AttemptList(all_shown(list_attempts(conn, job_id), redactor_for(request)))
 
     @post("/{job_id:uuid}/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
     def cancel(self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
-        try:
-            with transaction(state.settings) as conn:
-                return shown(cancel_job(conn, job_id), redactor_for(request))
-        except JobNotFound:
-            raise _not_found(job_id) from None
-        except NotCancellable as exc:
-            raise ApiError(409, "not_cancellable", str(exc), {"status": exc.status}) from None
+        with transaction(state.settings) as conn:
+            return shown(cancel_job(conn, job_id), redactor_for(request))
 
     @post("/{job_id:uuid}/reschedule", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
     def reschedule(
@@ -192,14 +161,9 @@ class JobsController(Controller):
     ) -> Job:
         run_at, errors = data.checked_run_at()
         if run_at is None:
-            raise _invalid([e.as_dict() for e in errors])
-        try:
-            with transaction(state.settings) as conn:
-                return shown(reschedule_job(conn, job_id, run_at), redactor_for(request))
-        except JobNotFound:
-            raise _not_found(job_id) from None
-        except NotReschedulable as exc:
-            raise ApiError(409, "not_reschedulable", str(exc), {"status": exc.status}) from None
+            raise InvalidInput(details=[e.as_dict() for e in errors])
+        with transaction(state.settings) as conn:
+            return shown(reschedule_job(conn, job_id, run_at), redactor_for(request))
 
     @post("/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
     def cancel_by_key(self, state: State, data: JSONBody[CancelByKeyIn]) -> CancelledCount:

@@ -13,20 +13,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
-from control_api.errors import ApiError
-from core.access.keys import (
-    ApiKey,
-    KeyNotFound,
-    NotRotatable,
-    create_key,
-    get_key,
-    page_keys,
-    revoke_key,
-    rotate_key,
-)
+from core.access.keys import ApiKey, create_key, get_key, page_keys, revoke_key, rotate_key
 from core.engine.jobs import utcnow
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 Scope = Literal["jobs:write", "jobs:read", "ops"]
@@ -68,10 +58,6 @@ class KeyList(msgspec.Struct):
     next_cursor: str | None
 
 
-def _not_found(key_id: uuid.UUID) -> ApiError:
-    return ApiError(404, "key_not_found", f"no API key {key_id}")
-
-
 class KeysController(Controller):
     path = "/v1/keys"
     tags = ["keys"]
@@ -89,19 +75,13 @@ class KeysController(Controller):
     def list(
         self, state: State, limit: Limit = DEFAULT_LIMIT, cursor: FromQuery[str | None] = None
     ) -> KeyList:
-        try:
-            with transaction(state.settings) as conn:
-                return KeyList(*page_keys(conn, limit, cursor))
-        except BadCursor as exc:
-            raise ApiError(400, "bad_cursor", str(exc)) from None
+        with transaction(state.settings) as conn:
+            return KeyList(*page_keys(conn, limit, cursor))
 
     @get("/{key_id:uuid}", guards=OPS, sync_to_thread=True, summary="An API key")
     def read(self, state: State, key_id: FromPath[uuid.UUID]) -> ApiKey:
-        try:
-            with transaction(state.settings) as conn:
-                return get_key(conn, key_id)
-        except KeyNotFound:
-            raise _not_found(key_id) from None
+        with transaction(state.settings) as conn:
+            return get_key(conn, key_id)
 
     @post(
         "/{key_id:uuid}/rotate",
@@ -115,20 +95,12 @@ class KeysController(Controller):
         grace = state.settings.key_rotation_grace_s
         if data is not None and data.grace_seconds is not None:
             grace = data.grace_seconds
-        try:
-            with transaction(state.settings) as conn:
-                new, secret, old = rotate_key(conn, key_id, grace)
-        except KeyNotFound:
-            raise _not_found(key_id) from None
-        except NotRotatable as exc:
-            raise ApiError(409, "not_rotatable", str(exc)) from None
+        with transaction(state.settings) as conn:
+            new, secret, old = rotate_key(conn, key_id, grace)
         return Response(RotatedOut(key=new, secret=secret, previous=old), status_code=201)
 
     @post("/{key_id:uuid}/revoke", guards=OPS, sync_to_thread=True, status_code=200, summary="Revoke a key")
     def revoke(self, state: State, key_id: FromPath[uuid.UUID]) -> ApiKey:
-        try:
-            with transaction(state.settings) as conn:
-                revoke_key(conn, str(key_id))
-                return get_key(conn, key_id)
-        except KeyNotFound:
-            raise _not_found(key_id) from None
+        with transaction(state.settings) as conn:
+            revoke_key(conn, str(key_id))
+            return get_key(conn, key_id)

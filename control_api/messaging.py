@@ -13,9 +13,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
-from control_api.errors import ApiError
 from control_api.readerview import all_shown, redactor_for, shown
 from core.access.keys import ApiKey
+from core.errors import InvalidInput, OptOutNotFound, OutboundMessageNotFound
 from core.messaging import outbound
 from core.messaging.optouts import (
     E164_PATTERN,
@@ -26,10 +26,10 @@ from core.messaging.optouts import (
     list_opt_outs,
     remove_opt_out,
 )
-from core.messaging.outbound import NotResolvable, OutboundMessage
+from core.messaging.outbound import OutboundMessage
 from core.platform.crypto import mask_phone
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
@@ -60,16 +60,7 @@ def _number(value: str) -> str:
     try:
         return e164(value)
     except ValueError as exc:
-        raise ApiError(
-            422,
-            "validation_error",
-            "the request has invalid fields",
-            [{"field": "number", "message": str(exc)}],
-        ) from None
-
-
-def _bad_cursor(exc: BadCursor) -> ApiError:
-    return ApiError(400, "bad_cursor", str(exc))
+        raise InvalidInput(details=[{"field": "number", "message": str(exc)}]) from None
 
 
 class OptOutsController(Controller):
@@ -92,11 +83,8 @@ class OptOutsController(Controller):
     def list(
         self, state: State, limit: Limit = DEFAULT_LIMIT, cursor: FromQuery[str | None] = None
     ) -> OptOutList:
-        try:
-            with transaction(state.settings) as conn:
-                return OptOutList(*list_opt_outs(conn, limit, cursor))
-        except BadCursor as exc:
-            raise _bad_cursor(exc) from None
+        with transaction(state.settings) as conn:
+            return OptOutList(*list_opt_outs(conn, limit, cursor))
 
     @get(
         "/{number:str}",
@@ -109,7 +97,7 @@ class OptOutsController(Controller):
         with transaction(state.settings) as conn:
             found = get_opt_out(conn, address)
         if found is None:
-            raise ApiError(404, "opt_out_not_found", f"{mask_phone(address)} has not opted out")
+            raise OptOutNotFound(f"{mask_phone(address)} has not opted out")
         return found
 
     @delete("/{number:str}", guards=[requires("ops")], sync_to_thread=True, summary="Remove an opt-out")
@@ -117,7 +105,7 @@ class OptOutsController(Controller):
         address = _number(number)
         with transaction(state.settings) as conn:
             if not remove_opt_out(conn, address):
-                raise ApiError(404, "opt_out_not_found", f"{mask_phone(address)} has not opted out")
+                raise OptOutNotFound(f"{mask_phone(address)} has not opted out")
 
 
 class OutboundMessagesController(Controller):
@@ -136,13 +124,10 @@ class OutboundMessagesController(Controller):
         cursor: FromQuery[str | None] = None,
     ) -> OutboundList:
         number = _number(to) if to is not None else None
-        try:
-            with transaction(state.settings) as conn:
-                items, next_cursor = outbound.list_outbound(
-                    conn, job_id=job_id, to=number, status=status, limit=limit, cursor=cursor
-                )
-        except BadCursor as exc:
-            raise _bad_cursor(exc) from None
+        with transaction(state.settings) as conn:
+            items, next_cursor = outbound.list_outbound(
+                conn, job_id=job_id, to=number, status=status, limit=limit, cursor=cursor
+            )
         return OutboundList(all_shown(items, redactor_for(request)), next_cursor)
 
     @get(
@@ -157,7 +142,7 @@ class OutboundMessagesController(Controller):
         with transaction(state.settings) as conn:
             found = outbound.get(conn, outbound_id)
         if found is None:
-            raise ApiError(404, "outbound_message_not_found", f"no outbound message {outbound_id}")
+            raise OutboundMessageNotFound(f"no outbound message {outbound_id}")
         return shown(found, redactor_for(request))
 
     @post(
@@ -175,11 +160,8 @@ class OutboundMessagesController(Controller):
         data: JSONBody[ResolveIn],
     ) -> OutboundMessage:
         key: ApiKey = request.user
-        try:
-            with transaction(state.settings) as conn:
-                found = outbound.resolve(conn, outbound_id, sent=data.sent, actor=key.name, note=data.note)
-        except NotResolvable as exc:
-            raise ApiError(409, "not_resolvable", str(exc), {"status": exc.status}) from None
+        with transaction(state.settings) as conn:  # NotResolvable: 409
+            found = outbound.resolve(conn, outbound_id, sent=data.sent, actor=key.name, note=data.note)
         if found is None:
-            raise ApiError(404, "outbound_message_not_found", f"no outbound message {outbound_id}")
+            raise OutboundMessageNotFound(f"no outbound message {outbound_id}")
         return found

@@ -12,22 +12,20 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires, requires_any
-from control_api.errors import ApiError
 from control_api.jobs import enqueue_checked
 from control_api.request_id import request_id_of
 from control_api.schemas import SequenceIn, SequenceOut
 from core.engine.schedules import (
-    InvalidSchedule,
     Schedule,
-    ScheduleNotFound,
     create_schedule,
     delete_schedule,
     get_schedule,
     list_schedules,
     update_schedule,
 )
+from core.errors import InvalidInput
 from core.platform.db import transaction
-from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, BadCursor
+from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 Timezone = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Every = Annotated[int, msgspec.Meta(ge=1, le=366 * 86400)]
@@ -62,27 +60,14 @@ class ScheduleList(msgspec.Struct):
     next_cursor: str | None
 
 
-def _invalid(exc: InvalidSchedule) -> ApiError:
-    return ApiError(
-        422, "validation_error", "the schedule has invalid fields", [e.as_dict() for e in exc.errors]
-    )
-
-
-def _not_found(schedule_id: uuid.UUID) -> ApiError:
-    return ApiError(404, "schedule_not_found", f"no schedule {schedule_id}")
-
-
 class SchedulesController(Controller):
     path = "/v1/schedules"
     tags = ["schedules"]
 
     @post("/", guards=[requires_any("ops", "jobs:write")], sync_to_thread=True, summary="Create a schedule")
     def create(self, state: State, data: JSONBody[ScheduleIn]) -> Response[Schedule]:
-        try:
-            with transaction(state.settings) as conn:
-                created = create_schedule(conn, msgspec.structs.asdict(data))
-        except InvalidSchedule as exc:
-            raise _invalid(exc) from None
+        with transaction(state.settings) as conn:
+            created = create_schedule(conn, msgspec.structs.asdict(data))
         return Response(created, status_code=201)
 
     @get("/", guards=[requires("ops")], sync_to_thread=True, summary="List schedules")
@@ -92,40 +77,26 @@ class SchedulesController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> ScheduleList:
-        try:
-            with transaction(state.settings) as conn:
-                return ScheduleList(*list_schedules(conn, limit, cursor))
-        except BadCursor as exc:
-            raise ApiError(400, "bad_cursor", str(exc)) from None
+        with transaction(state.settings) as conn:
+            return ScheduleList(*list_schedules(conn, limit, cursor))
 
     @get("/{schedule_id:uuid}", guards=[requires("ops")], sync_to_thread=True)
     def read(self, state: State, schedule_id: FromPath[uuid.UUID]) -> Schedule:
-        try:
-            with transaction(state.settings) as conn:
-                return get_schedule(conn, schedule_id)
-        except ScheduleNotFound:
-            raise _not_found(schedule_id) from None
+        with transaction(state.settings) as conn:
+            return get_schedule(conn, schedule_id)
 
     @patch("/{schedule_id:uuid}", guards=[requires("ops")], sync_to_thread=True)
     def update(
         self, state: State, schedule_id: FromPath[uuid.UUID], data: JSONBody[SchedulePatch]
     ) -> Schedule:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-        try:
-            with transaction(state.settings) as conn:
-                return update_schedule(conn, schedule_id, changes)
-        except ScheduleNotFound:
-            raise _not_found(schedule_id) from None
-        except InvalidSchedule as exc:
-            raise _invalid(exc) from None
+        with transaction(state.settings) as conn:
+            return update_schedule(conn, schedule_id, changes)
 
     @delete("/{schedule_id:uuid}", guards=[requires("ops")], sync_to_thread=True)
     def remove(self, state: State, schedule_id: FromPath[uuid.UUID]) -> None:
-        try:
-            with transaction(state.settings) as conn:
-                delete_schedule(conn, schedule_id)
-        except ScheduleNotFound:
-            raise _not_found(schedule_id) from None
+        with transaction(state.settings) as conn:
+            delete_schedule(conn, schedule_id)
 
 
 class SequencesController(Controller):
@@ -138,8 +109,6 @@ class SequencesController(Controller):
     ) -> Response[SequenceOut]:
         job_ins, errors = data.to_job_ins()
         if errors:
-            raise ApiError(
-                422, "validation_error", "the request has invalid fields", [e.as_dict() for e in errors]
-            )
+            raise InvalidInput(details=[e.as_dict() for e in errors])
         results = await enqueue_checked(state, job_ins, request_id_of(request.scope), prefix="steps")
         return Response(SequenceOut(data.business_key, [r.job for r in results]), status_code=201)

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 import msgspec
 
-from core.engine.job_types import FieldError, UnknownJobType, get_job_type, validate_payload
+from core.engine.job_types import FieldError, get_job_type, validate_payload
 from core.engine.jobs import Job, NewJob, utcnow
 from core.engine.queries import Attempt
 from core.engine.timebounds import HORIZON_S, bounded_utc
+from core.errors import UnknownJobType
 
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 #: Delays and offsets share the horizon of client times (core/engine/timebounds.py).

@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from control_api.auth import requires
-from control_api.errors import ApiError
+from core.errors import ScrapeNotFound, ScreenshotNotFound
 from core.platform.db import transaction
 from core.scrape.pages import Scrape, get_scrape, get_screenshot
 
@@ -23,7 +23,7 @@ class ScrapesController(Controller):
         with transaction(state.settings) as conn:
             found = get_scrape(conn, scrape_id)
         if found is None:
-            raise ApiError(404, "scrape_not_found", f"no scrape {scrape_id}")
+            raise ScrapeNotFound(f"no scrape {scrape_id}")
         return found
 
     @get(
@@ -37,6 +37,6 @@ class ScrapesController(Controller):
         with transaction(state.settings) as conn:
             shot = get_screenshot(conn, scrape_id)
         if shot is None:
-            raise ApiError(404, "screenshot_not_found", f"scrape {scrape_id} has no screenshot")
+            raise ScreenshotNotFound(f"scrape {scrape_id} has no screenshot")
         # A stored screenshot never changes; it is private because it needs a key.
         return Response(shot, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

@@ -19,8 +19,8 @@ from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
 
 from control_api.auth import PUBLIC
-from control_api.errors import ApiError
 from control_api.schemas import ErrorOut
+from core.errors import BadSignature, Forbidden, MalformedJson, WebhookNotConfigured
 from core.messaging.webhook import SIGNATURE_HEADER, WebhookSummary, process, verify_signature
 from core.platform.db import transaction
 from core.platform.settings import Settings
@@ -28,8 +28,8 @@ from core.platform.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-def _not_configured(setting: str) -> ApiError:
-    return ApiError(503, "webhook_not_configured", f"{setting} is not set, so the WhatsApp webhook is off")
+def _not_configured(setting: str) -> WebhookNotConfigured:
+    return WebhookNotConfigured(f"{setting} is not set, so the WhatsApp webhook is off")
 
 
 class WhatsAppWebhookController(Controller):
@@ -53,7 +53,7 @@ class WhatsAppWebhookController(Controller):
         if params.get("hub.mode") != "subscribe" or not hmac.compare_digest(
             given.encode(), expected.encode()
         ):
-            raise ApiError(403, "forbidden", "wrong hub.mode or hub.verify_token")
+            raise Forbidden("wrong hub.mode or hub.verify_token")
         return str(params.get("hub.challenge") or "")
 
     @post(
@@ -71,11 +71,11 @@ class WhatsAppWebhookController(Controller):
         body = await request.body()  # the raw bytes: the signature covers them exactly
         if not verify_signature(secret, body, request.headers.get(SIGNATURE_HEADER)):
             log.warning("whatsapp_webhook_bad_signature", bytes=len(body))
-            raise ApiError(401, "bad_signature", f"missing or invalid {SIGNATURE_HEADER}")
+            raise BadSignature(f"missing or invalid {SIGNATURE_HEADER}")
         try:
             data = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+            raise MalformedJson(f"the body is not valid JSON: {exc}") from None
         summary = await anyio.to_thread.run_sync(_apply, settings, data)
         counts = dataclasses.asdict(summary)
         log.info("whatsapp_webhook", **counts)

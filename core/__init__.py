@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from core.engine.declare import BatchContext, JobContext, job_type
     from core.engine.job_types import Resource
     from core.errors import (
+        JobFailure,
         JobyardError,
         PermanentError,
         Postponed,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchContext",
     "JobContext",
+    "JobFailure",
     "JobyardError",
     "PermanentError",
     "Postponed",
@@ -47,6 +49,7 @@ __all__ = [
 
 #: What a handler raises to say how its job failed; the class decides retries (core/errors.py).
 _ERRORS = {
+    "JobFailure",
     "JobyardError",
     "PermanentError",
     "Postponed",

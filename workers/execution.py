@@ -21,7 +21,8 @@ from core.engine.batch_lifecycle import claim_many, mark_many_succeeded
 from core.engine.declare import BatchContext, JobContext
 from core.engine.job_types import JobType, get_job_type
 from core.engine.jobs import utcnow
-from core.engine.lifecycle import Claim, ClaimLost, mark_succeeded, open_claim
+from core.engine.lifecycle import Claim, mark_succeeded, open_claim
+from core.errors import ClaimLost
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings
 from workers import middleware

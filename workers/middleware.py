@@ -22,9 +22,10 @@ from dramatiq.middleware import Middleware, SkipMessage
 from core.engine.consumer import BATCH_OPTION
 from core.engine.job_types import get_job_type
 from core.engine.jobs import utcnow
-from core.engine.lifecycle import Claim, ClaimLost, claim, mark_failed
+from core.engine.lifecycle import Claim, claim, mark_failed
 from core.engine.recovery import beat, hand_back, new_worker_id, register_worker, unregister_worker
-from core.errors import error_record
+from core.engine.retry import error_record
+from core.errors import ClaimLost
 from core.platform.db import transaction
 from core.platform.settings import Settings
 

@@ -17,7 +17,9 @@ from litestar.static_files import create_static_files_router
 
 from control_api.dashboard import deadletters, pages, session
 from control_api.dashboard.render import STATIC, STATIC_PATH, page, template_config
-from control_api.dashboard.session import Refused
+from control_api.dashboard.session import PageRefused
+from control_api.errors import status_of, unexpected
+from core.errors import JobyardError
 
 __all__ = ["dashboard_routers", "template_config"]
 
@@ -26,8 +28,20 @@ SESSION_AUTH: dict[str, Any] = {"exclude_from_auth": True, "auth": "session"}
 PUBLIC_AUTH: dict[str, Any] = {"exclude_from_auth": True, "auth": "public"}
 
 
-def _refused(request: Request[Any, Any, Any], exc: Refused) -> Response[Any]:
+def _refused(request: Request[Any, Any, Any], exc: PageRefused) -> Response[Any]:
     return page(request, "error.html", exc.status_code, title=exc.title, message=exc.message)
+
+
+#: The heading of a core error's page, by its status (which is the API's: control_api/errors.py).
+_TITLES = {400: "Bad link", 404: "Not found", 409: "Conflict", 422: "Bad form", 503: "Unavailable"}
+
+
+def _core_error(request: Request[Any, Any, Any], exc: JobyardError) -> Response[Any]:
+    status = status_of(exc)
+    if status is None:  # a job failure met by a request is a bug: the API's 500
+        return unexpected(request, exc)
+    message = exc.message[:1].upper() + exc.message[1:]
+    return page(request, "error.html", status, title=_TITLES.get(status, "Error"), message=f"{message}.")
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -65,7 +79,8 @@ def dashboard_routers() -> list[Router]:
         ],
         before_request=session.require_session,
         exception_handlers={
-            Refused: _refused,
+            PageRefused: _refused,
+            JobyardError: _core_error,
             HTTPException: _http_error,
             sqlalchemy.exc.OperationalError: _database_down,
             sqlalchemy.exc.InterfaceError: _database_down,

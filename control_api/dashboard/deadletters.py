@@ -22,14 +22,14 @@ from litestar.response import Redirect, Template
 
 from control_api.dashboard.pages import run
 from control_api.dashboard.render import page, pretty
-from control_api.dashboard.session import Refused
+from control_api.dashboard.session import PageRefused
 from core.engine import deadletters
-from core.engine.deadletters import DeadFilter, InvalidPayloads, Outcome, Selection, patched
+from core.engine.deadletters import DeadFilter, Outcome, Selection, patched
 from core.engine.job_types import job_types
 from core.engine.jobs import Job
 from core.engine.redrive import discard, redrive
+from core.errors import BadCursor, InvalidPayloads
 from core.platform.db import snapshot
-from core.platform.pagination import BadCursor
 from core.platform.settings import Settings
 
 PAGE_SIZE = 50
@@ -177,7 +177,7 @@ async def _action_form(request: Request[Any, Any, Any]) -> ActionForm:
     try:
         return msgspec.convert(_form_dict(await request.form()), ActionForm, strict=False)
     except msgspec.ValidationError as exc:
-        raise Refused(422, "Bad form", f"The form is not valid: {exc}") from None
+        raise PageRefused(422, "Bad form", f"The form is not valid: {exc}") from None
 
 
 def _preview_page(request: Request[Any, Any, Any], form: ActionForm, status: int, **context: Any) -> Template:

@@ -16,15 +16,14 @@ from sqlalchemy.engine import Connection
 
 from control_api.dashboard.chart import chart
 from control_api.dashboard.render import page
-from control_api.dashboard.session import Refused
+from control_api.dashboard.session import PageRefused
 from core.engine import stats as job_stats
-from core.engine.audit import AuditEntryNotFound, get_entry, list_audit
+from core.engine.audit import get_entry, list_audit
 from core.engine.jobs import FINAL, utcnow
-from core.engine.queries import JobNotFound, get_job, list_attempts
+from core.engine.queries import get_job, list_attempts
 from core.engine.queues import QueueRow, queue_overview
-from core.engine.schedules import ScheduleNotFound, list_schedules, update_schedule
+from core.engine.schedules import list_schedules, update_schedule
 from core.platform.db import snapshot, transaction
-from core.platform.pagination import BadCursor
 from core.platform.settings import Settings
 
 T = TypeVar("T")
@@ -75,12 +74,9 @@ async def overview_fragment(request: Request[Any, Any, Any], state: State) -> Te
 
 
 def _job(settings: Settings, job_id: uuid.UUID) -> dict[str, Any]:
-    try:
-        with snapshot(settings) as conn:
-            job = get_job(conn, job_id)
-            attempts = list_attempts(conn, job_id)
-    except JobNotFound:
-        raise Refused(404, "No such job", f"There is no job {job_id}.") from None
+    with snapshot(settings) as conn:
+        job = get_job(conn, job_id)
+        attempts = list_attempts(conn, job_id)
     return {"job": job, "attempts": attempts, "final": job.status in FINAL}
 
 
@@ -101,13 +97,8 @@ Lister = Callable[[Connection, int, str | None], tuple[list[Any], str | None]]
 
 def _paged(settings: Settings, lister: Lister, cursor: str | None) -> dict[str, Any]:
     """One page of a list, newest first, and the cursor of the next."""
-    try:
-        with snapshot(settings) as conn:
-            items, next_cursor = lister(conn, PAGE_SIZE, cursor)
-    except BadCursor:
-        raise Refused(
-            400, "Bad link", "That page link is not valid any more; start from the first page."
-        ) from None
+    with snapshot(settings) as conn:
+        items, next_cursor = lister(conn, PAGE_SIZE, cursor)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -119,11 +110,8 @@ async def schedules(
 
 
 def _set_enabled(settings: Settings, schedule_id: uuid.UUID, enabled: bool) -> None:
-    try:
-        with transaction(settings) as conn:
-            update_schedule(conn, schedule_id, {"enabled": enabled})
-    except ScheduleNotFound:
-        raise Refused(404, "No such schedule", f"There is no schedule {schedule_id}.") from None
+    with transaction(settings) as conn:
+        update_schedule(conn, schedule_id, {"enabled": enabled})
 
 
 @post("/schedules/{schedule_id:uuid}/enabled", name="dashboard_schedule_enabled")
@@ -133,7 +121,7 @@ async def set_enabled(
     form = await request.form()
     enabled = form.get("enabled")
     if enabled not in ("true", "false"):
-        raise Refused(422, "Bad form", "enabled must be true or false.")
+        raise PageRefused(422, "Bad form", "enabled must be true or false.")
     await run(_set_enabled, state.settings, schedule_id, enabled == "true")
     return Redirect("/dashboard/schedules", status_code=303)
 
@@ -146,11 +134,8 @@ async def audit(
 
 
 def _action(settings: Settings, audit_id: uuid.UUID) -> dict[str, Any]:
-    try:
-        with snapshot(settings) as conn:
-            return {"entry": get_entry(conn, audit_id)}
-    except AuditEntryNotFound:
-        raise Refused(404, "No such action", f"There is no audit entry {audit_id}.") from None
+    with snapshot(settings) as conn:
+        return {"entry": get_entry(conn, audit_id)}
 
 
 @get("/actions/{audit_id:uuid}", name="dashboard_action")

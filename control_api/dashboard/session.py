@@ -39,7 +39,7 @@ PUBLIC = "dashboard_public"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class Refused(Exception):
+class PageRefused(Exception):
     """A dashboard request that must not go through; shown to the user as an error page."""
 
     def __init__(self, status_code: int, title: str, message: str) -> None:
@@ -78,7 +78,7 @@ def safe_next(target: str | None) -> str:
 def _check_origin(request: Request[Any, Any, Any]) -> None:
     origin = request.headers.get("origin")
     if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-        raise Refused(403, "Refused", "This form was sent from another site.")
+        raise PageRefused(403, "Refused", "This form was sent from another site.")
 
 
 def _lookup(settings: Settings, token: str) -> Session | None:
@@ -105,7 +105,7 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
         form = await request.form()
         sent = form.get(CSRF_FIELD)
         if not isinstance(sent, str) or not secrets.compare_digest(sent, session.csrf_token):
-            raise Refused(
+            raise PageRefused(
                 403,
                 "Form expired",
                 "This form could not be verified (its CSRF token is missing or stale). "

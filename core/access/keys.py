@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.engine.jobs import utcnow
+from core.errors import KeyNotFound, NotRotatable, UnknownScope
 from core.platform.pagination import page, split_page
 from core.platform.redact import KEY_PREFIX, VISIBLE_CHARS
 from core.platform.tables import api_keys
@@ -27,10 +28,6 @@ SCOPES = ("jobs:write", "jobs:read", "ops")
 SECRET_BYTES = 24
 #: Every key `create_key` ever made has exactly this shape; anything else is refused unread.
 KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + "[A-Za-z0-9_-]{" + str(SECRET_BYTES * 4 // 3) + "}")
-
-
-class UnknownScope(ValueError):
-    pass
 
 
 class ApiKey(msgspec.Struct, kw_only=True):
@@ -46,10 +43,6 @@ class ApiKey(msgspec.Struct, kw_only=True):
     rate_limit_per_s: float | None = None
     #: The key that replaced this one by rotation.
     replaced_by: uuid.UUID | None = None
-
-
-class KeyNotFound(LookupError):
-    pass
 
 
 def carried_secret(authorization: str, x_api_key: str | None) -> str | None:
@@ -119,7 +112,7 @@ def page_keys(conn: Connection, limit: int, cursor: str | None) -> tuple[list[Ap
 def get_key(conn: Connection, key_id: uuid.UUID) -> ApiKey:
     row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
     if row is None:
-        raise KeyNotFound(str(key_id))
+        raise KeyNotFound(f"no API key {key_id}")
     return _key(row)
 
 
@@ -150,10 +143,6 @@ def revoke_key(conn: Connection, key_id_or_prefix: str) -> int:
     return int(result.rowcount)
 
 
-class NotRotatable(Exception):
-    """Only a live key that was not rotated already can be rotated."""
-
-
 def rotate_key(conn: Connection, key_id: uuid.UUID, grace_s: float) -> tuple[ApiKey, str, ApiKey]:
     """Replace a key by a new one with the same name, scopes, expiry and rate limit.
 
@@ -162,7 +151,7 @@ def rotate_key(conn: Connection, key_id: uuid.UUID, grace_s: float) -> tuple[Api
     """
     row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id).with_for_update()).first()
     if row is None:
-        raise KeyNotFound(str(key_id))
+        raise KeyNotFound(f"no API key {key_id}")
     old = _key(row)
     now = utcnow()
     if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):

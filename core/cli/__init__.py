@@ -24,7 +24,8 @@ from core.platform.settings import Settings, get_settings
 
 def _farm_settings() -> Settings:
     """Settings for a long-running role, once Postgres (migrated) and Redis answer."""
-    from core.launch.readiness import ServicesNotReady, wait_for_services
+    from core.errors import ServicesNotReady
+    from core.launch.readiness import wait_for_services
 
     settings = get_settings()
     try:

@@ -153,8 +153,8 @@ def dlq_list(
 ) -> None:
     """List dead letters, newest first, with the error each died with."""
     from core.engine.deadletters import list_dead
+    from core.errors import BadCursor
     from core.platform.db import transaction
-    from core.platform.pagination import BadCursor
 
     f = _filter(job_type, error_code, search, since, until)
     try:
@@ -184,8 +184,9 @@ def dlq_redrive(
     """Queue dead letters again with a fresh retry budget; their attempt history is kept."""
     from core.catalog import load_job_types
     from core.engine.broker import build_broker
-    from core.engine.deadletters import InvalidPayloads, dry_run_redrive
+    from core.engine.deadletters import dry_run_redrive
     from core.engine.redrive import redrive
+    from core.errors import InvalidPayloads
     from core.platform.db import transaction
 
     reason, patch = _reason(reason), _patch(payload_patch)

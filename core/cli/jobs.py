@@ -54,8 +54,9 @@ def jobs_enqueue(
     """Enqueue a job of JOB_TYPE with a JSON PAYLOAD; prints the job."""
     from core.catalog import load_job_types
     from core.engine.broker import build_broker
-    from core.engine.job_types import UnknownJobType, get_job_type, validate_payload
+    from core.engine.job_types import get_job_type, validate_payload
     from core.engine.jobs import NewJob, enqueue, utcnow
+    from core.errors import UnknownJobType
 
     settings = cli_settings()
     load_job_types(settings)
@@ -94,7 +95,8 @@ def jobs_enqueue(
 def jobs_show(job_id: str, wait: float) -> None:
     """Print a job as JSON."""
     from core.engine.jobs import FINAL
-    from core.engine.queries import JobNotFound, get_job
+    from core.engine.queries import get_job
+    from core.errors import JobNotFound
     from core.platform.db import transaction
 
     settings = cli_settings()
@@ -169,7 +171,8 @@ def _when(moment: datetime) -> str:
 def jobs_cancel(job_id: str | None, business_key: str | None) -> None:
     """Cancel a job a worker has not claimed yet (scheduled, queued or retrying), or every such job of
     a business key."""
-    from core.engine.queries import JobNotFound, NotCancellable, cancel_by_business_key, cancel_job
+    from core.engine.queries import cancel_by_business_key, cancel_job
+    from core.errors import JobNotFound, NotCancellable
     from core.platform.db import transaction
 
     if (job_id is None) == (business_key is None):

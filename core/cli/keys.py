@@ -34,8 +34,9 @@ def keys_create(
     name: str, scopes: tuple[str, ...], expires_in_days: float | None, rate_limit: float | None
 ) -> None:
     """Create a key; its secret is printed once and never stored."""
-    from core.access.keys import UnknownScope, create_key
+    from core.access.keys import create_key
     from core.engine.jobs import utcnow
+    from core.errors import UnknownScope
     from core.platform.db import transaction
 
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
@@ -87,7 +88,8 @@ def keys_list(as_json: bool) -> None:
 )
 def keys_rotate(key_id_or_prefix: str, grace_seconds: float | None) -> None:
     """Replace a key by a new one (printed once); the old one works for a grace period."""
-    from core.access.keys import KeyNotFound, NotRotatable, find_key, rotate_key
+    from core.access.keys import find_key, rotate_key
+    from core.errors import KeyNotFound, NotRotatable
     from core.platform.db import transaction
 
     settings = cli_settings()
@@ -132,7 +134,8 @@ def data_key_generate() -> None:
 def _ring_settings() -> Settings:
     """Settings, with the job modules loaded (their sealed fields) and the key ring installed."""
     from core.catalog import load_job_types
-    from core.platform.crypto import DataKeyError, use_data_key
+    from core.errors import DataKeyError
+    from core.platform.crypto import use_data_key
 
     settings = cli_settings()
     load_job_types(settings)

@@ -17,17 +17,10 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from core.engine.job_types import job_types, payload_context
+from core.errors import SealedValueError
 from core.messaging.optouts import OPT_OUT_CONTEXT
 from core.messaging.outbound import BODY_TO_CONTEXT, TO_CONTEXT
-from core.platform.crypto import (
-    LEGACY_PREFIX,
-    SEALED_PREFIX,
-    KeyRing,
-    SealedValueError,
-    key_id_of,
-    key_label,
-    looks_sealed,
-)
+from core.platform.crypto import LEGACY_PREFIX, SEALED_PREFIX, KeyRing, key_id_of, key_label, looks_sealed
 from core.platform.tables import jobs, opt_outs, outbound_messages, schedules
 
 log = structlog.get_logger(__name__)

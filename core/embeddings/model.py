@@ -15,7 +15,7 @@ import structlog
 
 from core.embeddings.queries import serve_one
 from core.engine.broker import redis_client
-from core.errors import JobyardError, RetryableError
+from core.errors import JobFailure, RetryableError
 from core.platform.settings import Settings
 from core.providers.embeddings import EmbeddingBackend, Vector, build_backend
 
@@ -27,7 +27,7 @@ class EmbeddingModel:
 
     def __init__(self) -> None:
         self.backend: EmbeddingBackend | None = None
-        self.error: JobyardError | None = None
+        self.error: JobFailure | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -50,7 +50,7 @@ class EmbeddingModel:
                     self.backend = build_backend(settings)
                 self.backend.load()
                 self.error = None
-            except JobyardError as exc:
+            except JobFailure as exc:
                 self.error = exc
                 log.error("embedding_model_unavailable", error_code=exc.code, error=exc.message)
             except Exception as exc:  # a surprise must not crash-loop the worker: its jobs retry

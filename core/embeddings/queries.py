@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import redis
 
-from core.errors import JobyardError
+from core.errors import JobFailure, ModelNotServed, QueryNotEmbedded, QueryRateLimited
 from core.platform.settings import Settings
 from core.providers.embeddings import InferenceBackend, Vector
 
@@ -33,16 +33,6 @@ REQUEST_TTL_S = 60
 REPLY_TTL_S = 30
 #: A worker still answers a request this long past its deadline: hosts' clocks differ a little.
 CLOCK_SLACK_S = 5.0
-
-
-class QueryNotEmbedded(Exception):
-    """The query could not be embedded; ``code`` says why (`embeddings_unavailable` on a timeout)."""
-
-    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 class _Request(msgspec.Struct):
@@ -55,6 +45,16 @@ class _Reply(msgspec.Struct, omit_defaults=True):
     vector: Vector | None = None
     code: str | None = None
     message: str | None = None
+
+
+def not_embedded(code: str, message: str, *, retry_after: float | None = None) -> QueryNotEmbedded:
+    """Why a query was not embedded: another model than this farm's (a conflict), the provider's
+    rate limit (slow down), or an outage."""
+    if code == "model_not_served":
+        return ModelNotServed(message, code=code)
+    if code == "rate_limited":
+        return QueryRateLimited(message, code=code, retry_after=retry_after)
+    return QueryNotEmbedded(f"the query could not be embedded: {message}", code=code)
 
 
 def requests_key(settings: Settings, model: str) -> str:
@@ -76,14 +76,14 @@ def _hosted(model: str, base_url: str | None, batch: int) -> InferenceBackend:
 
 def _embed_hosted(settings: Settings, model: str, text: str) -> Vector:
     if model != settings.embedding_model:
-        raise QueryNotEmbedded(
+        raise not_embedded(
             "model_not_served", f"this farm serves {settings.embedding_model!r}, not {model!r}"
         )
     backend = _hosted(model, settings.embedding_inference_url, settings.embedding_batch)
     try:
         return backend.embed([text])[0]
-    except JobyardError as exc:
-        raise QueryNotEmbedded(exc.code, exc.message, retry_after=getattr(exc, "retry_after", None)) from exc
+    except JobFailure as exc:
+        raise not_embedded(exc.code, exc.message, retry_after=getattr(exc, "retry_after", None)) from exc
 
 
 def _ask_worker(settings: Settings, client: redis.Redis, model: str, text: str) -> Vector:
@@ -97,15 +97,12 @@ def _ask_worker(settings: Settings, client: redis.Redis, model: str, text: str) 
         pipe.execute()
     popped: Any = client.blpop([reply_to], timeout=timeout)
     if popped is None:
-        raise QueryNotEmbedded(
-            "embeddings_unavailable",
-            f"no embeddings worker serving {model!r} answered within {timeout:g} s",
+        raise not_embedded(
+            "embeddings_unavailable", f"no embeddings worker serving {model!r} answered within {timeout:g} s"
         )
     reply = msgspec.json.decode(popped[1], type=_Reply)
     if reply.vector is None:
-        raise QueryNotEmbedded(
-            reply.code or "embedding_failed", reply.message or "the query was not embedded"
-        )
+        raise not_embedded(reply.code or "embedding_failed", reply.message or "the query was not embedded")
     return reply.vector
 
 
@@ -128,7 +125,7 @@ def serve_one(
         return True  # its caller has given up
     try:
         reply = _Reply(vector=embed([request.text])[0])
-    except JobyardError as exc:
+    except JobFailure as exc:
         reply = _Reply(code=exc.code, message=exc.message)
     except Exception as exc:  # the caller must hear of it, not wait for its timeout
         reply = _Reply(code="unexpected_error", message=f"{type(exc).__name__}: {exc}")

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.engine.jobs import utcnow
+from core.errors import AuditEntryNotFound
 from core.platform.crypto import mask_phones_deep, mask_phones_in
 from core.platform.pagination import page, split_page
 from core.platform.tables import audit_log
@@ -65,12 +66,8 @@ def list_audit(conn: Connection, limit: int, cursor: str | None) -> tuple[list[A
     return [AuditEntry(**dict(r._mapping)) for r in rows], next_cursor
 
 
-class AuditEntryNotFound(LookupError):
-    pass
-
-
 def get_entry(conn: Connection, entry_id: uuid.UUID) -> AuditEntry:
     row = conn.execute(sa.select(audit_log).where(audit_log.c.id == entry_id)).first()
     if row is None:
-        raise AuditEntryNotFound(str(entry_id))
+        raise AuditEntryNotFound(f"no audit entry {entry_id}")
     return AuditEntry(**dict(row._mapping))

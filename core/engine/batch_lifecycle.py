@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.lifecycle import Claim
+from core.errors import BatchClaimLost
 
 # Each step is one statement (data-modifying CTEs): one round trip, one plan, for any batch size.
 _CLAIM = sa.text(
@@ -52,11 +53,6 @@ _SUCCEED = sa.text(
     SELECT count(*) FROM done
     """
 )
-
-
-class BatchClaimLost(Exception):
-    """Some claims of the batch are no longer this worker's: the caller rolls the batch back and
-    runs its jobs one by one, each fenced on its own."""
 
 
 def claim_many(

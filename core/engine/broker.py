@@ -17,12 +17,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from core.engine.consumer import BATCH_SUFFIX, WAKE_TOKENS, JobyardConsumer, wake_key
+from core.errors import RedisNotConfigured
 from core.platform.settings import Settings, get_settings
-
-
-class RedisNotConfigured(RuntimeError):
-    """REDIS_URL is not set and no embedded Redis was started."""
-
 
 #: Longest wait for a Redis reply, for every client but the consumers' (whose reads block on
 #: purpose): a Redis that hangs fails the call in seconds instead of holding a thread or a request.

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import Connection
 
-from core.engine.job_types import FieldError, UnknownJobType, get_job_type, open_payload, validate_payload
+from core.engine.job_types import FieldError, get_job_type, open_payload, validate_payload
 from core.engine.jobs import Job, JobStatus
-from core.errors import DataKeyMismatch
+from core.errors import DataKeyMismatch, InvalidPayloads, InvalidSelection, UnknownJobType
 from core.platform.pagination import page, split_page
 from core.platform.tables import jobs
 
@@ -45,10 +45,6 @@ class DeadFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_
     until: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
-class InvalidSelection(ValueError):
-    pass
-
-
 @dataclass(frozen=True, slots=True)
 class Selection:
     """The dead letters an action applies to: explicit ids, or a filter (exactly one of them)."""
@@ -67,16 +63,6 @@ class Selection:
         if self.ids is not None:
             return {"ids": [str(i) for i in self.ids]}
         return {"filter": msgspec.to_builtins(self.filter)}
-
-
-class InvalidPayloads(Exception):
-    """The payload patch would leave some jobs with an invalid payload; nothing was changed."""
-
-    def __init__(self, job_ids: list[uuid.UUID], errors: list[dict[str, str]]) -> None:
-        super().__init__(f"the patched payload of {len(job_ids)} job(s) is invalid")
-        self.job_ids = job_ids
-        #: {"job_id", "field", "message"} for the first MAX_REPORTED_ERRORS bad fields.
-        self.errors = errors
 
 
 @dataclass(frozen=True, slots=True)

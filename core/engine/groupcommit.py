@@ -23,7 +23,8 @@ import sqlalchemy.exc
 from dramatiq.brokers.redis import RedisBroker
 
 from core.engine.fastenqueue import AsyncEnqueuer
-from core.engine.jobs import Enqueued, IdempotencyConflict, NewJob, enqueue
+from core.engine.jobs import Enqueued, NewJob, enqueue
+from core.errors import IdempotencyConflict
 from core.platform.settings import Settings
 
 #: Jobs in one flush at most: the size of the largest batch request, so no statement is larger.

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from core.engine.broker import Publication, publish
 from core.engine.jobs import JobStatus, utcnow
-from core.errors import JobyardError
+from core.errors import JobFailure
 from core.platform.crypto import mask_phones_in
 from core.platform.db import transaction
 from core.platform.settings import Settings
@@ -70,7 +70,7 @@ def is_items_fault(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """A failure as stored on the item and shown to clients: one line, phone numbers masked."""
-    text = exc.message if isinstance(exc, JobyardError) else f"{type(exc).__name__}: {exc}"
+    text = exc.message if isinstance(exc, JobFailure) else f"{type(exc).__name__}: {exc}"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return mask_phones_in(first[:500])
 
@@ -90,7 +90,7 @@ def isolated(
     except Exception as exc:
         if not is_items_fault(exc):
             raise
-        if isinstance(exc, JobyardError):  # an expected item failure: its code says it all
+        if isinstance(exc, JobFailure):  # an expected item failure: its code says it all
             log.warning(event, code=exc.code, error=describe(exc), **fields)
         else:
             log.exception(event, error=describe(exc), **fields)

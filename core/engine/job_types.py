@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from core.errors import DataKeyMismatch
-from core.platform.crypto import SealedValueError, data_cipher, key_label, looks_sealed, masked
+from core.errors import DataKeyMismatch, SealedValueError, UnknownJobType
+from core.platform.crypto import data_cipher, key_label, looks_sealed, masked
 from core.platform.settings import Settings
 
 
@@ -154,10 +154,6 @@ def shown_payload(type_name: str, stored: dict[str, Any]) -> dict[str, Any]:
         else v
         for k, v in stored.items()
     }
-
-
-class UnknownJobType(LookupError):
-    pass
 
 
 _registry: dict[str, JobType] = {}

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Row
 
 from core.engine.broker import Publication, publish
 from core.engine.job_types import get_job_type, same_payload, shown_payload
+from core.errors import IdempotencyConflict
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings, get_settings
 from core.platform.tables import jobs
@@ -103,14 +104,6 @@ class Job(msgspec.Struct, kw_only=True):
             finished_at=m["finished_at"],
             request_id=m["request_id"],
         )
-
-
-class IdempotencyConflict(Exception):
-    """The idempotency key was first used with a different type or payload."""
-
-    def __init__(self, index: int, key: str, existing_id: uuid.UUID) -> None:
-        super().__init__(f"idempotency key {key!r} was used for a different job ({existing_id})")
-        self.index, self.key, self.existing_id = index, key, existing_id
 
 
 @dataclass(frozen=True, slots=True)

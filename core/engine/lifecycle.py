@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from core.engine.job_types import get_job_type, open_payload
 from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.retry import decide
+from core.errors import ClaimLost
 from core.platform.tables import job_attempts, jobs
 
 
@@ -57,10 +58,6 @@ def open_claim(c: Claim) -> dict[str, Any]:
     """The claim's payload with its sealed fields opened, for the handler; DataKeyMismatch (a
     permanent failure of this job alone) when one does not open."""
     return open_payload(get_job_type(c.type), c.stored_payload)
-
-
-class ClaimLost(Exception):
-    """Another worker or a recovery took the job over; this worker's writes must be dropped."""
 
 
 def claim(

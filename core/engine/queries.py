@@ -11,18 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.engine.jobs import CANCELLABLE, Job, JobStatus, utcnow
+from core.errors import JobNotFound, NotCancellable, NotReschedulable
 from core.platform.pagination import page, split_page
 from core.platform.tables import job_attempts, jobs
-
-
-class JobNotFound(LookupError):
-    pass
-
-
-class NotCancellable(Exception):
-    def __init__(self, status: str) -> None:
-        super().__init__(f"a {status} job cannot be cancelled")
-        self.status = status
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -39,7 +30,7 @@ class Attempt(msgspec.Struct, kw_only=True):
 def get_job(conn: Connection, job_id: uuid.UUID) -> Job:
     row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
     if row is None:
-        raise JobNotFound(str(job_id))
+        raise JobNotFound(f"no job {job_id}")
     return Job.from_row(row)
 
 
@@ -113,12 +104,6 @@ def cancel_by_business_key(conn: Connection, business_key: str) -> int:
         .values(**_cancel_values())
     )
     return int(result.rowcount)
-
-
-class NotReschedulable(Exception):
-    def __init__(self, status: str) -> None:
-        super().__init__(f"only a scheduled job can be rescheduled; this one is {status}")
-        self.status = status
 
 
 def reschedule_job(conn: Connection, job_id: uuid.UUID, run_at: datetime) -> Job:

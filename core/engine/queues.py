@@ -17,9 +17,10 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.engine.job_types import UnknownJobType, get_job_type, job_types
+from core.engine.job_types import get_job_type, job_types
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.stats import FAILED_OUTCOMES, attempt_type
+from core.errors import UnknownJobType
 from core.platform.db import snapshot
 from core.platform.settings import Settings
 from core.platform.tables import OPEN_STATUSES, job_attempts, jobs, workers

@@ -10,12 +10,17 @@ design keeps for work that is due now.
 from __future__ import annotations
 
 import random
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
 from core.engine.job_types import JobType
 from core.engine.jobs import JobStatus
+from core.errors import JobFailure, Postponed, RateLimitedError
+from core.platform.crypto import mask_phones_in
 
 #: Longest wait a Retry-After may ask for; longer requests are honoured up to this and counted.
 MAX_RETRY_AFTER_S = 86400.0
@@ -71,3 +76,32 @@ def decide(
             JobStatus.RETRYING, next_retry_at(job_type, attempt - retry_base, now), False, "failed"
         )
     return Decision(JobStatus.DEAD, None, free=False, outcome="failed")
+
+
+#: Frames of traceback kept on a stored error: enough to find the line, small enough for a row.
+TRACEBACK_FRAMES = 8
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """The JSON stored on a job and an attempt for an exception."""
+    extra: dict[str, Any] = {}
+    if isinstance(exc, JobFailure):
+        code, retryable, message = exc.code, exc.retryable, exc.message
+        if isinstance(exc, RateLimitedError):
+            extra["retry_after"] = exc.retry_after
+        if isinstance(exc, Postponed):
+            extra["postponed_until"] = exc.until.isoformat()
+    elif isinstance(exc, TimeLimitExceeded):
+        code, retryable, message = "time_limit_exceeded", True, "the attempt ran past its time limit"
+    else:
+        # Anything unexpected counts as retryable: a bug fixed by a deploy, or a blip we did not map.
+        code, retryable, message = "unexpected_error", True, f"{type(exc).__name__}: {exc}"
+    excerpt = "".join(traceback.format_exception(exc, limit=-TRACEBACK_FRAMES))
+    # Stored for good and shown to every reader of the job: a recipient's number appears masked.
+    return {
+        "code": code,
+        "message": mask_phones_in(message[:2000]),
+        "retryable": retryable,
+        **extra,
+        "traceback": mask_phones_in(excerpt[-4000:]),
+    }

@@ -21,14 +21,11 @@ from croniter import CroniterError, croniter
 
 from core.engine.job_types import FieldError
 from core.engine.timebounds import HORIZON, HORIZON_TEXT, zone_named
+from core.errors import NoNextSlot
 
 #: Candidate local slots looked at before giving up on finding one after now: a safety net, as the
 #: search starts where the first candidate is already after now.
 MAX_CANDIDATES = 1000
-
-
-class NoNextSlot(ValueError):
-    """The rule yields no slot after the given time (31 February, or past year 9999)."""
 
 
 def check_rule(

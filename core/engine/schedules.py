@@ -27,18 +27,18 @@ from sqlalchemy.engine import Connection
 
 from core.engine.broker import Publication
 from core.engine.isolation import describe, isolated, publish_isolated
-from core.engine.job_types import (
-    FieldError,
-    UnknownJobType,
-    get_job_type,
-    open_payload,
-    shown_payload,
-    validate_payload,
-)
+from core.engine.job_types import FieldError, get_job_type, open_payload, shown_payload, validate_payload
 from core.engine.jobs import NewJob, insert_jobs, utcnow
-from core.engine.schedule_rules import NoNextSlot, check_rule, next_slot
+from core.engine.schedule_rules import check_rule, next_slot
 from core.engine.timebounds import bounded_utc
-from core.errors import DataKeyMismatch, PermanentError
+from core.errors import (
+    DataKeyMismatch,
+    InvalidSchedule,
+    NoNextSlot,
+    ScheduleCannotFire,
+    ScheduleNotFound,
+    UnknownJobType,
+)
 from core.platform.db import transaction
 from core.platform.pagination import page, split_page
 from core.platform.settings import Settings
@@ -74,22 +74,6 @@ class Schedule(msgspec.Struct, kw_only=True):
         m = dict(row._mapping)
         m["payload"] = shown_payload(m["type"], m["payload"])
         return cls(**{f: m[f] for f in cls.__struct_fields__})
-
-
-class ScheduleNotFound(LookupError):
-    pass
-
-
-class InvalidSchedule(ValueError):
-    def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
-        self.errors = errors
-
-
-class CannotFire(PermanentError):
-    """The schedule cannot fire; it is disabled with this code until someone fixes and re-enables it."""
-
-    code = "schedule_cannot_fire"
 
 
 def create_schedule(conn: Connection, fields: dict[str, Any]) -> Schedule:
@@ -138,7 +122,7 @@ def get_schedule(conn: Connection, schedule_id: uuid.UUID, *, lock: bool = False
     query = sa.select(schedules).where(schedules.c.id == schedule_id)
     row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
-        raise ScheduleNotFound(str(schedule_id))
+        raise ScheduleNotFound(f"no schedule {schedule_id}")
     return Schedule.from_row(row)
 
 
@@ -195,7 +179,7 @@ def update_schedule(conn: Connection, schedule_id: uuid.UUID, changes: dict[str,
 
 def delete_schedule(conn: Connection, schedule_id: uuid.UUID) -> None:
     if conn.execute(sa.delete(schedules).where(schedules.c.id == schedule_id)).rowcount != 1:
-        raise ScheduleNotFound(str(schedule_id))
+        raise ScheduleNotFound(f"no schedule {schedule_id}")
 
 
 # -- firing ------------------------------------------------------------------------------------
@@ -241,7 +225,7 @@ def _fire(conn: Connection, schedule_id: uuid.UUID, now: datetime) -> Publicatio
     try:
         job_type = get_job_type(row.type)
     except UnknownJobType:
-        raise CannotFire(
+        raise ScheduleCannotFire(
             f"job type {row.type!r} is not registered (was it removed, or is a job module missing "
             "from JOBYARD_JOB_MODULES?)",
             code="unknown_job_type",
@@ -249,11 +233,11 @@ def _fire(conn: Connection, schedule_id: uuid.UUID, now: datetime) -> Publicatio
     try:
         opened = open_payload(job_type, row.payload)
     except DataKeyMismatch as exc:
-        raise CannotFire(exc.message, code=exc.code) from None
+        raise ScheduleCannotFire(exc.message, code=exc.code) from None
     _, errors = validate_payload(job_type, opened)
     if errors:
         reasons = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        raise CannotFire(f"the stored payload no longer validates: {reasons}", code="payload_invalid")
+        raise ScheduleCannotFire(f"the stored payload no longer validates: {reasons}", code="payload_invalid")
     slot: datetime = row.next_run_at
     publication, job_id = None, row.last_job_id
     claimed = conn.execute(
@@ -305,7 +289,7 @@ def _disabled_values(code: str, reason: str, now: datetime) -> dict[str, Any]:
 
 
 def _disable(conn: Connection, schedule_id: uuid.UUID, exc: Exception) -> None:
-    code = exc.code if isinstance(exc, CannotFire) else "fire_failed"
+    code = exc.code if isinstance(exc, ScheduleCannotFire) else "fire_failed"
     conn.execute(
         sa.update(schedules)
         .where(schedules.c.id == schedule_id)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 
-from core.errors import JobyardError
+from core.errors import JobFailure
 from core.launch.doctor_services import Check, data_key, postgres, redis_checks
 from core.platform.settings import Settings
 
@@ -97,7 +97,7 @@ def chromium(settings: Settings) -> Check:
     )
     try:
         found = find_chromium(settings.chromium_path, None)
-    except JobyardError as exc:
+    except JobFailure as exc:
         return Check("chromium", "fail", f"scrape jobs cannot run: {exc.message}", fix)
     assert found is not None
     try:
@@ -110,7 +110,8 @@ def chromium(settings: Settings) -> Check:
 
 
 def llm(settings: Settings) -> Check:
-    from core.providers.llm import LlmNotConfigured, provider_chain
+    from core.errors import LlmNotConfigured
+    from core.providers.llm import provider_chain
 
     try:
         chain = provider_chain(settings)
@@ -179,7 +180,7 @@ def embedding_model(settings: Settings) -> Check:
     try:
         backend.load()
         dim = len(backend.embed(["Is the farm healthy?"])[0])
-    except JobyardError as exc:
+    except JobFailure as exc:
         return Check("embedding model", "fail", f"{model}: {exc.message}", _model_fix(source.offline))
     except Exception as exc:  # a broken install fails in many ways
         return Check(

@@ -13,7 +13,8 @@ from typing import Any, Literal
 import psycopg
 import redis
 
-from core.platform.crypto import DataKeyError, key_label, key_ring, resolve_data_key
+from core.errors import DataKeyError
+from core.platform.crypto import key_label, key_ring, resolve_data_key
 from core.platform.settings import Settings
 
 Status = Literal["ok", "warn", "fail"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from core.errors import EmbeddedServiceError
 from core.platform.settings import Settings
 
 #: Unix socket paths are limited to ~107 bytes; longer homes put the Redis socket in /tmp.
@@ -25,10 +26,6 @@ _MAX_SOCKET_PATH = 100
 DATABASE_NAME = "jobyard"
 #: Written by `jobyard up` so other commands (`jobyard keys ...`) find the embedded servers.
 SERVICES_FILE = "services.json"
-
-
-class EmbeddedServiceError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -14,15 +14,12 @@ from collections.abc import Callable
 import psycopg
 import redis
 
+from core.errors import ServicesNotReady
 from core.launch.embedded import SERVICES_FILE, with_running_services
 from core.platform.settings import Settings
 
 #: Between two looks; the wait is for another process, which takes seconds.
 POLL_S = 0.5
-
-
-class ServicesNotReady(RuntimeError):
-    """Postgres or Redis was not usable within the wait; the message says which and why."""
 
 
 def _connect(database_url: str) -> psycopg.Connection[tuple[object, ...]]:

@@ -16,9 +16,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from core.engine.jobs import utcnow
-from core.errors import DataKeyUnknown
-from core.platform.crypto import SealedValueError, data_cipher, key_label, mask_phone, mask_phones_in
-from core.platform.pagination import BadCursor
+from core.errors import BadCursor, DataKeyUnknown, SealedValueError
+from core.platform.crypto import data_cipher, key_label, mask_phone, mask_phones_in
 from core.platform.tables import opt_outs
 
 #: E.164: a plus, a country code that does not start with 0, at most 15 digits in all.

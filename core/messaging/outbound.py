@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.engine.jobs import utcnow
+from core.errors import NotResolvable
 from core.platform.crypto import data_cipher, masked
 from core.platform.pagination import page, split_page
 from core.platform.tables import outbound_messages as om
@@ -161,12 +162,6 @@ def apply_status(
             }
     conn.execute(sa.update(om).where(om.c.id == row.id).values(**values))
     return True
-
-
-class NotResolvable(Exception):
-    def __init__(self, status: str) -> None:
-        super().__init__(f"only a pending or unknown message can be resolved; this one is {status}")
-        self.status = status
 
 
 def resolve(

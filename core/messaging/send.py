@@ -26,8 +26,9 @@ from core.engine.broker import redis_client
 from core.engine.declare import JobContext, job_type
 from core.engine.job_types import get_job_type
 from core.engine.jobs import JobStatus, utcnow
-from core.engine.lifecycle import Claim, ClaimLost
-from core.errors import JobyardError, PermanentError, Postponed, UnknownOutcomeError, error_record
+from core.engine.lifecycle import Claim
+from core.engine.retry import error_record
+from core.errors import ClaimLost, JobFailure, PermanentError, Postponed, UnknownOutcomeError
 from core.messaging import outbound
 from core.messaging.optouts import E164_PATTERN, is_opted_out
 from core.messaging.quiet_hours import next_allowed, parse_quiet_hours, zone
@@ -175,7 +176,7 @@ def send_message(
     except UnknownOutcomeError as exc:
         _record_unsent(settings, outbound_id, outbound.UNKNOWN, exc)
         raise
-    except JobyardError as exc:  # a definite answer: it was not sent
+    except JobFailure as exc:  # a definite answer: it was not sent
         _record_unsent(settings, outbound_id, "failed", exc)
         raise
     except (Exception, TimeLimitExceeded) as exc:  # anything else mid-call: it may have gone out

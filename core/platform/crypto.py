@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from core.errors import DataKeyError, SealedValueError
 from core.platform.settings import Settings, get_settings
 
 #: What ``seal`` writes: key id and context bound by the associated data.
@@ -50,22 +51,6 @@ _NONCE_BYTES = 12
 #: Anything that looks like a phone number inside free text (log lines, error messages): E.164, or
 #: its digits alone as WhatsApp ids are written. Not digits inside a word, an id or a decimal.
 PHONE_IN_TEXT = re.compile(r"(?<![\w+.-])\+?[1-9]\d{6,14}(?![\w-]|\.\d)")
-
-
-class DataKeyError(RuntimeError):
-    """The data key is missing or malformed."""
-
-
-class SealedValueError(DataKeyError):
-    """A sealed value cannot be opened: its key is not in this process's ring, or it is damaged, or
-    it was sealed for another field or job type."""
-
-    def __init__(self, message: str, key_id: str | None, *, key_held: bool) -> None:
-        super().__init__(message)
-        #: The key id the value names (None when even that cannot be read).
-        self.key_id = key_id
-        #: Whether this process holds that key (False: a key is missing; True: the value is bad).
-        self.key_held = key_held
 
 
 def generate_data_key() -> str:

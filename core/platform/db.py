@@ -17,16 +17,13 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from core.errors import DatabaseNotConfigured
 from core.platform.settings import Settings, get_settings
 
 _engines: dict[tuple[str, int, str], Engine] = {}
 _lock = threading.Lock()
 #: (statement, lock) timeouts in seconds installed for this process; None: the settings' own.
 _timeouts: tuple[float, float] | None = None
-
-
-class DatabaseNotConfigured(RuntimeError):
-    """DATABASE_URL is not set and no embedded Postgres was started."""
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -15,6 +15,8 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from core.errors import AddressRefused, NotResolved
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: NAT64's well-known prefix (RFC 6052): always /96, the IPv4 address in the last 32 bits.
@@ -67,18 +69,6 @@ NON_GLOBAL = tuple(
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 #: Longest wait for a DNS answer; a name that takes longer is treated as not resolving.
 RESOLVE_TIMEOUT_S = 10.0
-
-
-class Refused(Exception):
-    """A host may not be reached: it resolves to an address that is not public."""
-
-    def __init__(self, host: str, address: str, reason: str, *, literal: bool = False) -> None:
-        super().__init__(f"{host} is {reason}" if literal else f"{host} resolves to {address}, {reason}")
-        self.host, self.address, self.reason = host, address, reason
-
-
-class NotResolved(Exception):
-    """A host name has no address (NXDOMAIN, no answer in time)."""
 
 
 def _bits(value: int, start: int, length: int) -> int:
@@ -234,7 +224,7 @@ async def system_resolve(host: str, port: int) -> list[str]:
 async def checked_addresses(
     host: str, port: int, allow: AllowList, resolve: Resolver = system_resolve
 ) -> list[IPAddress]:
-    """The addresses to connect to for ``host``; Refused if one is not public and the host is not
+    """The addresses to connect to for ``host``; AddressRefused if one is not public and the host is not
     allow-listed, NotResolved if it has none."""
     host = normalize_host(host)
     entry = allow.match(host)
@@ -251,5 +241,5 @@ async def checked_addresses(
         for address in addresses:
             reason = refusal(address)
             if reason is not None:
-                raise Refused(host, str(address), reason, literal=literal is not None)
+                raise AddressRefused(host, str(address), reason, literal=literal is not None)
     return addresses

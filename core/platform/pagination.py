@@ -10,13 +10,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.errors import BadCursor
+
 #: Page size when the caller gives none, and the most a caller may ask for (API.md).
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-
-
-class BadCursor(ValueError):
-    pass
 
 
 def encode_cursor(created_at: datetime, item_id: uuid.UUID) -> str:

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-
-class SettingsError(ValueError):
-    """An environment variable holds a value its setting cannot take."""
+from core.errors import SettingsError
 
 
 def _setting(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:

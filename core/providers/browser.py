@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from core.errors import JobyardError, PermanentError, RetryableError
+from core.errors import JobFailure, PermanentError, RetryableError, SettingsError
 from core.platform.netguard import AllowList
-from core.platform.settings import Settings, SettingsError
+from core.platform.settings import Settings
 from core.providers.guard_proxy import GuardProxy
 from core.providers.page import PageRequest, PageResult, Visit, first_line
 
@@ -185,7 +185,7 @@ class BrowserPool:
         self._ensure_thread()
         try:
             self._call(self._ensure_browser(), LAUNCH_TIMEOUT_S)
-        except (JobyardError, concurrent.futures.TimeoutError) as exc:
+        except (JobFailure, concurrent.futures.TimeoutError) as exc:
             log.error("browser_unavailable", error=str(exc))
 
     def load(self, request: PageRequest) -> PageResult:
@@ -282,7 +282,7 @@ class BrowserPool:
     async def _launch_quietly(self) -> None:
         try:
             await self._ensure_browser()
-        except JobyardError as exc:
+        except JobFailure as exc:
             log.error("browser_unavailable", error=exc.message)
 
     async def _load(self, request: PageRequest, job_log: dict[str, Any]) -> PageResult:

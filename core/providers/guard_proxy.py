@@ -25,15 +25,8 @@ from typing import Any
 
 import structlog
 
-from core.platform.netguard import (
-    AllowList,
-    NotResolved,
-    Refused,
-    Resolver,
-    checked_addresses,
-    normalize_host,
-    system_resolve,
-)
+from core.errors import AddressRefused, NotResolved
+from core.platform.netguard import AllowList, Resolver, checked_addresses, normalize_host, system_resolve
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +131,7 @@ class GuardProxy:
         key = (normalize_host(host), port)
         try:
             addresses = await checked_addresses(host, port, self.allow, self.resolve)
-        except Refused as exc:
+        except AddressRefused as exc:
             log.warning("scrape_request_refused", **self.log_fields, host=host, port=port, reason=str(exc))
             await self._fail(writer, key, Failure(REFUSED, str(exc)), _NOT_ALLOWED)
             return None

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random
 
-from core.errors import PermanentError, RateLimitedError, RetryableError
+from core.errors import PermanentError, ProviderBusy, RateLimitedError, RetryableError
 
 #: In-call retries of a blip: total tries, and the pause between them.
 BLIP_TRIES = 3
@@ -22,15 +22,9 @@ BLIP_WAIT_S = (0.05, 0.3)
 _BLIP_STATUSES = {502, 503, 504}
 
 
-class _Blip(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-
-
 def _is_blip(exc: BaseException) -> bool:
     # Timeouts are not blips: retrying them inside the call would multiply the job's wait.
-    return isinstance(exc, _Blip) or (
+    return isinstance(exc, ProviderBusy) or (
         isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
     )
 
@@ -62,12 +56,12 @@ def request(client: httpx.Client, method: str, url: str, *, provider: str, **kwa
     def send() -> httpx.Response:
         response = client.request(method, url, **kwargs)
         if response.status_code in _BLIP_STATUSES:
-            raise _Blip(response)
+            raise ProviderBusy(response)
         return response
 
     try:
         response = send()
-    except _Blip as blip:
+    except ProviderBusy as blip:
         response = blip.response
     except httpx.TimeoutException as exc:
         raise RetryableError(f"{provider} did not answer in time: {exc}", code="provider_timeout") from exc

@@ -23,7 +23,7 @@ import openai
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
-from core.errors import JobyardError, PermanentError, RateLimitedError, RetryableError
+from core.errors import JobFailure, LlmNotConfigured, PermanentError, RateLimitedError, RetryableError
 from core.platform.settings import Settings
 from core.providers.http import parse_retry_after
 
@@ -35,12 +35,6 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     base_url: str | None = None
     api_key: str | None = None
     model: str | None = None
-
-
-class LlmNotConfigured(PermanentError):
-    """No LLM provider is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL) or JOBYARD_LLM_PROVIDERS."""
-
-    code = "llm_not_configured"
 
 
 def provider_chain(settings: Settings) -> tuple[ProviderConfig, ...]:
@@ -135,7 +129,7 @@ class LlmChain:
         """Ask the first provider whose breaker is closed; fall through the chain on provider failures."""
         if not self.providers:
             raise LlmNotConfigured()
-        last_error: JobyardError | None = None
+        last_error: JobFailure | None = None
         for p in self.providers:
             breaker = self.breakers[p.name]
             if not breaker.allow():
@@ -169,7 +163,7 @@ class LlmChain:
         raise last_error
 
 
-def map_error(exc: openai.APIError, provider: str) -> JobyardError:
+def map_error(exc: openai.APIError, provider: str) -> JobFailure:
     """An SDK error as a Jobyard error: timeouts and 5xx retry, 429 waits, other 4xx are permanent."""
     if isinstance(exc, openai.APITimeoutError):
         return RetryableError(f"{provider} timed out", code="provider_timeout")

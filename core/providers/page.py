@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from core.errors import JobyardError, PermanentError, RateLimitedError, RetryableError
+from core.errors import JobFailure, PermanentError, RateLimitedError, RetryableError
 from core.providers import guard_proxy
 from core.providers.guard_proxy import GuardProxy
 from core.providers.http import parse_retry_after
@@ -176,7 +176,7 @@ class Visit:
                 refused.append(url)
         return refused
 
-    def error(self, exc: Exception) -> JobyardError:
+    def error(self, exc: Exception) -> JobFailure:
         """What a failed page load means for the job."""
         message = first_line(exc)
         url = self.failed_document or self.request.url
@@ -196,7 +196,7 @@ class Visit:
         return net_error(message)
 
 
-def _guard_error(url: str, failure: guard_proxy.Failure) -> JobyardError:
+def _guard_error(url: str, failure: guard_proxy.Failure) -> JobFailure:
     if failure.kind == guard_proxy.REFUSED:
         return PermanentError(f"{url} was not loaded: {failure.detail}", code="ssrf_blocked")
     if failure.kind == guard_proxy.UNRESOLVED:
@@ -228,7 +228,7 @@ _RETRYABLE_NET_ERRORS = {
 }
 
 
-def net_error(message: str) -> JobyardError:
+def net_error(message: str) -> JobFailure:
     """A navigation error from Chromium's message (``net::ERR_...``)."""
     found = re.search(r"net::(ERR_[A-Z0-9_]+)", message)
     name = found.group(1) if found else ""
@@ -243,7 +243,7 @@ def net_error(message: str) -> JobyardError:
     return RetryableError(message, code=_RETRYABLE_NET_ERRORS.get(name, "navigation_failed"))
 
 
-def status_error(status: int, url: str, retry_after: str | None = None) -> JobyardError | None:
+def status_error(status: int, url: str, retry_after: str | None = None) -> JobFailure | None:
     """The error an HTTP status of the main document means, or None for a page to read."""
     if status < 400:
         return None

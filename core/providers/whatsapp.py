@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
-from core.errors import JobyardError, PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError
+from core.errors import JobFailure, PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError
 from core.platform.settings import Settings
 from core.providers.http import BLIP_TRIES, BLIP_WAIT_S, parse_retry_after
 
@@ -119,7 +119,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def classify(error: GraphError, retry_after: str | None = None) -> JobyardError:
+def classify(error: GraphError, retry_after: str | None = None) -> JobFailure:
     """The error-tree exception for a failed send (see the table in the module docstring)."""
     text, code = error.describe(), error.code
     if code is not None:

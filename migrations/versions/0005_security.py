@@ -19,7 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from core.platform.crypto import DataCipher, DataKeyError, looks_sealed, mask_phones_in, resolve_data_key
+from core.errors import DataKeyError
+from core.platform.crypto import DataCipher, looks_sealed, mask_phones_in, resolve_data_key
 from core.platform.settings import Settings, get_settings
 
 revision = "0005"

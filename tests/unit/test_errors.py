@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from core.errors import PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError, error_record
+from core.engine.retry import error_record
+from core.errors import PermanentError, RateLimitedError, RetryableError, UnknownOutcomeError
 
 
 def test_error_records_carry_code_message_and_traceback() -> None:

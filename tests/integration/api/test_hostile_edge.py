@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from control_api.headers import DOCS_CSP, HSTS, STRICT_CSP
-from core.errors import error_record
+from core.engine.retry import error_record
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import jobs

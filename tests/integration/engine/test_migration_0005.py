@@ -14,9 +14,10 @@ from alembic.script import ScriptDirectory
 from psycopg import sql
 
 from core.engine.job_types import payload_context
+from core.errors import DataKeyError
 from core.messaging.optouts import is_opted_out
 from core.messaging.outbound import BODY_TO_CONTEXT, list_outbound
-from core.platform.crypto import DataKeyError, data_cipher
+from core.platform.crypto import data_cipher
 from core.platform.db import dispose_engines, transaction
 from core.platform.migrate import alembic_config, upgrade
 from core.platform.settings import Settings

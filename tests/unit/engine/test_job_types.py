@@ -20,7 +20,8 @@ from core.engine.job_types import (
     shown_payload,
     validate_payload,
 )
-from core.errors import DataKeyMismatch, error_record
+from core.engine.retry import error_record
+from core.errors import DataKeyMismatch
 from core.platform.crypto import (
     DataCipher,
     KeyRing,

@@ -8,11 +8,8 @@ from datetime import UTC, datetime, timedelta
 from core.catalog import load_job_types
 from core.chats.unread import UnreadCountPayload
 from core.engine.job_types import JobType, get_job_type
-from core.engine.retry import decide, next_retry_at
-from core.errors import (
-    Postponed,
-    error_record,
-)
+from core.engine.retry import decide, error_record, next_retry_at
+from core.errors import Postponed
 from core.platform.settings import Settings
 
 

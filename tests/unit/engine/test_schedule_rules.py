@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from core.engine.schedule_rules import NoNextSlot, check_rule, next_slot
+from core.engine.schedule_rules import check_rule, next_slot
 from core.engine.timebounds import HORIZON
+from core.errors import NoNextSlot
 
 START = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 LONDON = ZoneInfo("Europe/London")

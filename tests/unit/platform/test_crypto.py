@@ -13,12 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.errors import DataKeyError, SealedValueError
 from core.platform.crypto import (
     DATA_KEY_FILE,
     DataCipher,
-    DataKeyError,
     KeyRing,
-    SealedValueError,
     generate_data_key,
     key_label,
     key_ring,

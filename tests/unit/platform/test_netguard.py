@@ -12,7 +12,8 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from core.platform.netguard import AllowList, NotResolved, Refused, Resolver, checked_addresses, refusal
+from core.errors import AddressRefused
+from core.platform.netguard import AllowList, NotResolved, Resolver, checked_addresses, refusal
 from tests.properties import PROPERTY
 
 #: IPv4 ranges no scraped page may reach, whatever spelling points at them.
@@ -163,7 +164,7 @@ def test_checked_addresses_refuses_every_text_spelling_of_a_non_public_address(
         async def check(name: str = host) -> Any:
             return await checked_addresses(name, 80, AllowList())
 
-        with pytest.raises(Refused):  # the C resolver reads them all, so each is refused by address
+        with pytest.raises(AddressRefused):  # the C resolver reads them all, so each is refused by address
             asyncio.run(check())
 
 
@@ -244,11 +245,13 @@ def test_names_are_checked_by_every_address_they_resolve_to() -> None:
         assert await checked_addresses("public.example", 80, none, resolve) == [
             ipaddress.ip_address("93.184.216.34")
         ]
-        with pytest.raises(Refused, match=r"rebind\.example resolves to 127\.0\.0\.1, a loopback address"):
+        with pytest.raises(
+            AddressRefused, match=r"rebind\.example resolves to 127\.0\.0\.1, a loopback address"
+        ):
             await checked_addresses("rebind.example", 80, none, resolve)
-        with pytest.raises(Refused, match="private"):
+        with pytest.raises(AddressRefused, match="private"):
             await checked_addresses("internal.example", 80, none, resolve)
-        with pytest.raises(Refused, match=r"169\.254\.169\.254 is a link-local"):
+        with pytest.raises(AddressRefused, match=r"169\.254\.169\.254 is a link-local"):
             await checked_addresses("169.254.169.254", 80, none, resolve)
         with pytest.raises(NotResolved):
             await checked_addresses("nowhere.example", 80, none, resolve)
@@ -265,5 +268,5 @@ def test_names_are_checked_by_every_address_they_resolve_to() -> None:
 
 
 def test_localhost_is_refused_through_the_system_resolver() -> None:
-    with pytest.raises(Refused, match=r"localhost resolves to .*loopback"):
+    with pytest.raises(AddressRefused, match=r"localhost resolves to .*loopback"):
         asyncio.run(checked_addresses("localhost", 80, AllowList()))

@@ -7,7 +7,7 @@ import json
 
 import sqlalchemy.exc
 
-from core.errors import error_record
+from core.engine.retry import error_record
 from core.platform.redact import REDACTED, Redactor, provider_secrets, redacted_error
 from core.platform.settings import Settings
 from tests.services import TEST_DATA_KEY

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from core.platform.settings import Settings, SettingsError, documented_settings, get_settings
+from core.errors import SettingsError
+from core.platform.settings import Settings, documented_settings, get_settings
 from tests.services import ROOT
 
 SETTINGS_PAGE = ROOT / "docs" / "reference" / "settings.md"
