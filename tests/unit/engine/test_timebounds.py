@@ -29,6 +29,7 @@ any_time = st.datetimes(
 @example(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(-timedelta(hours=14))))
 @example(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))))
 @example(datetime(1970, 1, 1, tzinfo=UTC))
+@example(datetime(2020, 10, 4, 0, 1, tzinfo=zoneinfo.ZoneInfo("Antarctica/Casey")))  # in a zone change
 def test_a_client_time_is_a_utc_time_within_the_horizon_or_a_field_error(value: datetime) -> None:
     utc, error = bounded_utc(value, "run_at", NOW)
     if error is not None:
@@ -36,7 +37,11 @@ def test_a_client_time_is_a_utc_time_within_the_horizon_or_a_field_error(value: 
         assert error.field == "run_at" and error.message
         return
     assert utc is not None
-    assert utc.tzinfo is UTC and utc == value  # the same instant, in UTC
+    # The same instant, in UTC: local time less its offset. (Not `utc == value`: Python never finds a
+    # time in a DST gap or fold equal to a time in another zone, PEP 495.)
+    offset = value.utcoffset()
+    assert offset is not None
+    assert utc.tzinfo is UTC and utc.replace(tzinfo=None) == value.replace(tzinfo=None) - offset
     assert NOW - HORIZON <= utc <= NOW + HORIZON
 
 
