@@ -1,6 +1,6 @@
 """One error shape for every failure: {"error": {"code", "message", "details"}} with the right status.
 
-Core raises the errors of its tree (core/errors.py); STATUS below is the one place that gives each
+Core raises the errors of its tree (core/errors/); STATUS below is the one place that gives each
 branch its HTTP status, and controllers let core errors through instead of translating them.
 """
 

@@ -47,7 +47,7 @@ __all__ = [
     "job_type",
 ]
 
-#: What a handler raises to say how its job failed; the class decides retries (core/errors.py).
+#: What a handler raises to say how its job failed; the class decides retries (core/errors/).
 _ERRORS = {
     "JobFailure",
     "JobyardError",

@@ -1,4 +1,4 @@
-"""The error tree of core/errors.py: what a stored error record carries and which errors are retried."""
+"""The error tree of core/errors/: what a stored error record carries and which errors are retried."""
 
 from __future__ import annotations
 

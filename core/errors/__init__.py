@@ -1,0 +1,161 @@
+"""Every exception of core, one tree. The bottom layer: it imports nothing of Jobyard.
+The classes live in four modules (base, jobs, requests, services); import them from here.
+
+    JobyardError                       code, message, details (e.g. field errors)
+    ├── JobFailure                     how a job attempt ended; the retry policy reads the class
+    │   ├── RetryableError             another attempt may succeed
+    │   │   ├── RateLimitedError       the provider asked us to slow down (retry_after)
+    │   │   └── DataKeyUnknown
+    │   ├── PermanentError             retrying cannot help: the job goes to the dead letters
+    │   │   └── DataKeyMismatch, LlmNotConfigured, ScheduleCannotFire
+    │   ├── UnknownOutcomeError        an outside effect may or may not have happened
+    │   └── Postponed                  not a failure: the job waits (quiet hours)
+    ├── NotFound                       no such job, schedule, key, collection, ...
+    ├── Conflict                       the request conflicts with the current state
+    ├── InvalidInput                   invalid fields (details lists them)
+    │   └── BadRequest                 a request that cannot be read at all (a bad cursor, bad JSON)
+    ├── Unauthorized, Forbidden        who is asking, and whether they may
+    ├── TooManyRequests                slow down (retry_after)
+    ├── Unavailable                    a service Jobyard depends on did not answer
+    └── NotConfigured                  a setting is missing or holds a value it cannot take
+
+The API maps each branch to an HTTP status once (control_api/errors.py); a class whose answer differs
+from its branch's sits under the branch that answers it (BadCursor is a BadRequest: 400, not 422; a
+query for another model, ModelNotServed, is a Conflict as well as a QueryNotEmbedded). The workers
+store a job failure's code and retryable flag (core/engine/retry.py); anything else a job raises,
+request-level errors included, counts as an unexpected, retryable error, as before.
+"""
+
+from __future__ import annotations
+
+from core.errors.base import (
+    FieldProblem,
+    JobyardError,
+)
+from core.errors.jobs import (
+    DataKeyMismatch,
+    DataKeyUnknown,
+    JobFailure,
+    LlmNotConfigured,
+    PermanentError,
+    Postponed,
+    RateLimitedError,
+    RetryableError,
+    ScheduleCannotFire,
+    UnknownOutcomeError,
+)
+from core.errors.requests import (
+    AddressRefused,
+    AuditEntryNotFound,
+    BadCursor,
+    BadRequest,
+    BadSignature,
+    BatchClaimLost,
+    ClaimLost,
+    CollectionNotFound,
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidPayloads,
+    InvalidSchedule,
+    InvalidSelection,
+    JobNotFound,
+    KeyNotFound,
+    MalformedJson,
+    NoNextSlot,
+    NotCancellable,
+    NotFound,
+    NotReschedulable,
+    NotResolvable,
+    NotResolved,
+    NotRotatable,
+    OptOutNotFound,
+    OutboundMessageNotFound,
+    ScheduleNotFound,
+    ScrapeNotFound,
+    ScreenshotNotFound,
+    TooManyRequests,
+    Unauthorized,
+    UnknownJobType,
+    UnknownScope,
+)
+from core.errors.services import (
+    DatabaseNotConfigured,
+    DataKeyError,
+    EmbeddedServiceError,
+    ModelNotServed,
+    NotConfigured,
+    ProviderBusy,
+    QueryNotEmbedded,
+    QueryRateLimited,
+    RedisNotConfigured,
+    SealedValueError,
+    ServicesNotReady,
+    SettingsError,
+    Unavailable,
+    WebhookNotConfigured,
+)
+
+__all__ = [
+    "AddressRefused",
+    "AuditEntryNotFound",
+    "BadCursor",
+    "BadRequest",
+    "BadSignature",
+    "BatchClaimLost",
+    "ClaimLost",
+    "CollectionNotFound",
+    "Conflict",
+    "DataKeyError",
+    "DataKeyMismatch",
+    "DataKeyUnknown",
+    "DatabaseNotConfigured",
+    "EmbeddedServiceError",
+    "FieldProblem",
+    "Forbidden",
+    "IdempotencyConflict",
+    "InvalidInput",
+    "InvalidPayloads",
+    "InvalidSchedule",
+    "InvalidSelection",
+    "JobFailure",
+    "JobNotFound",
+    "JobyardError",
+    "KeyNotFound",
+    "LlmNotConfigured",
+    "MalformedJson",
+    "ModelNotServed",
+    "NoNextSlot",
+    "NotCancellable",
+    "NotConfigured",
+    "NotFound",
+    "NotReschedulable",
+    "NotResolvable",
+    "NotResolved",
+    "NotRotatable",
+    "OptOutNotFound",
+    "OutboundMessageNotFound",
+    "PermanentError",
+    "Postponed",
+    "ProviderBusy",
+    "QueryNotEmbedded",
+    "QueryRateLimited",
+    "RateLimitedError",
+    "RedisNotConfigured",
+    "RetryableError",
+    "ScheduleCannotFire",
+    "ScheduleNotFound",
+    "ScrapeNotFound",
+    "ScreenshotNotFound",
+    "SealedValueError",
+    "ServicesNotReady",
+    "SettingsError",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unavailable",
+    "UnknownJobType",
+    "UnknownOutcomeError",
+    "UnknownScope",
+    "WebhookNotConfigured",
+]
