@@ -39,13 +39,13 @@ class Farm:
         )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _env(home: Path) -> dict[str, str]:
+def up_env(home: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -60,7 +60,7 @@ def start_up(home: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*JOBYARD, "up", "--port", str(port)],
-            env=_env(home),
+            env=up_env(home),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -82,10 +82,10 @@ def stop_up(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> int:
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     home = tmp_path_factory.mktemp("e2e") / "home"
-    port = _free_port()
+    port = free_port()
     proc, log = start_up(home, port)
     key = (home / "admin.key").read_text().strip()
-    yield Farm(home, f"http://127.0.0.1:{port}", key, proc, log, _env(home))
+    yield Farm(home, f"http://127.0.0.1:{port}", key, proc, log, up_env(home))
     if proc.poll() is None:
         stop_up(proc)
 
@@ -157,7 +157,7 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(farm: Farm) -> Non
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{farm.base}/healthz", timeout=2)
 
-    port = _free_port()
+    port = free_port()
     proc, log_path = start_up(farm.home, port)
     try:
         restart_log = log_path.read_text()

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_up import JOBYARD, _env, _free_port, stop_up
+from tests.e2e.test_up import JOBYARD, free_port, stop_up, up_env
 from tests.services import ROOT, wait_for
 
 
 def test_up_embeds_in_its_own_worker_and_searches(tmp_path: Path) -> None:
-    home, port = tmp_path / "home", _free_port()
+    home, port = tmp_path / "home", free_port()
     # An empty HF_HOME: nothing from an earlier download can help.
-    env = _env(home) | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = up_env(home) | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -17,7 +17,7 @@ from core.platform.settings import Settings
 from core.platform.tables import dashboard_sessions
 from tests.integration.conftest import make_key
 
-_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+SESSION_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -30,10 +30,10 @@ def browser(settings: Settings) -> Iterator[TestClient[Any]]:
         yield client
 
 
-def _login(client: TestClient[Any], key: str, next_path: str = "/dashboard") -> Any:
+def dashboard_login(client: TestClient[Any], key: str, next_path: str = "/dashboard") -> Any:
     form = client.get("/dashboard/login", params={"next": next_path})
     assert form.status_code == 200
-    token = _TOKEN.search(form.text)
+    token = SESSION_TOKEN.search(form.text)
     assert token, form.text
     return client.post(
         "/dashboard/login", data={"api_key": key, "csrf_token": token.group(1), "next": next_path}
@@ -46,14 +46,14 @@ def test_only_a_key_holding_ops_opens_a_session(browser: TestClient[Any], settin
     assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Fdead-letters%3Ftype%3Dx"
 
     reader = make_key(settings, "jobs:read", name="reader")
-    refused = _login(browser, reader)
+    refused = dashboard_login(browser, reader)
     assert refused.status_code == 401
     assert "lacks the &#39;ops&#39; scope" in refused.text
-    assert _login(browser, "jy_not_a_key").status_code == 401
+    assert dashboard_login(browser, "jy_not_a_key").status_code == 401
     assert "jobyard_session" not in browser.cookies
 
     ops = make_key(settings, "ops", name="night-shift")
-    ok = _login(browser, ops, "/dashboard/dead-letters")
+    ok = dashboard_login(browser, ops, "/dashboard/dead-letters")
     assert ok.status_code == 303
     assert ok.headers["location"] == "/dashboard/dead-letters"
     cookie = next(h for h in ok.headers.get_list("set-cookie") if h.startswith("jobyard_session="))
@@ -70,15 +70,15 @@ def test_only_a_key_holding_ops_opens_a_session(browser: TestClient[Any], settin
 
 
 def test_a_login_elsewhere_redirect_is_refused(browser: TestClient[Any], settings: Settings) -> None:
-    r = _login(browser, make_key(settings, "ops"), "//evil.example/steal")
+    r = dashboard_login(browser, make_key(settings, "ops"), "//evil.example/steal")
     assert r.status_code == 303
     assert r.headers["location"] == "/dashboard"
 
 
 def test_forms_need_the_session_csrf_token(browser: TestClient[Any], settings: Settings) -> None:
-    _login(browser, make_key(settings, "ops"))
+    dashboard_login(browser, make_key(settings, "ops"))
     page = browser.get("/dashboard/dead-letters")
-    token = _TOKEN.search(page.text)
+    token = SESSION_TOKEN.search(page.text)
     assert token
     form = {"action": "discard", "target": "matching", "reason": "cleanup"}
     assert browser.post("/dashboard/dead-letters/preview", data=form).status_code == 403
@@ -103,14 +103,14 @@ def test_revoking_the_key_or_logging_out_ends_the_session(
     browser: TestClient[Any], settings: Settings
 ) -> None:
     key = make_key(settings, "ops", name="temp")
-    _login(browser, key)
+    dashboard_login(browser, key)
     assert browser.get("/dashboard").status_code == 200
     with transaction(settings) as conn:
         revoke_key(conn, key[:10])
     assert browser.get("/dashboard").status_code == 303
 
-    _login(browser, make_key(settings, "ops"))
-    token = _TOKEN.search(browser.get("/dashboard").text)
+    dashboard_login(browser, make_key(settings, "ops"))
+    token = SESSION_TOKEN.search(browser.get("/dashboard").text)
     assert token
     out = browser.post("/dashboard/logout", data={"csrf_token": token.group(1)})
     assert out.status_code == 303

@@ -106,7 +106,7 @@ def _stop_from(number: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def _columns_holding(settings: Settings, needles: list[str]) -> list[str]:
+def columns_holding(settings: Settings, needles: list[str]) -> list[str]:
     """Every text or JSON column of every table whose values contain one of ``needles``."""
     found = []
     with transaction(settings) as conn:
@@ -195,7 +195,7 @@ def test_no_number_in_clear_at_rest_found_by_keyed_hash_and_no_secret_in_logs(
     )
 
     # At rest: no number in any column of any table, with or without its plus.
-    assert _columns_holding(settings, [n.lstrip("+") for n in NUMBERS]) == []
+    assert columns_holding(settings, [n.lstrip("+") for n in NUMBERS]) == []
     with transaction(settings) as conn:
         sealed = conn.execute(sa.text("SELECT to_sealed, to_hash FROM outbound_messages LIMIT 1")).one()
     assert sealed.to_sealed.startswith(f"jy2:{data_cipher().key_id}:") and len(sealed.to_hash) == 64

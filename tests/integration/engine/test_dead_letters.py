@@ -29,7 +29,7 @@ JOBYARD = str(Path(sys.executable).parent / "jobyard")
 DIES_AT_ONCE = {"fail_times": 99, "error": "permanent"}
 
 
-def _insert_dead(
+def insert_dead(
     settings: Settings,
     n: int = 1,
     *,
@@ -83,7 +83,7 @@ def _insert_dead(
     return [str(r["id"]) for r in rows]
 
 
-def _status(settings: Settings) -> dict[str, int]:
+def job_status(settings: Settings) -> dict[str, int]:
     with transaction(settings) as conn:
         rows = conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)).all()
     return {status: count for status, count in rows}
@@ -147,11 +147,11 @@ def test_merge_patch_follows_rfc_7386() -> None:
 
 def test_list_filters_searches_and_pages(api: TestClient[Any], settings: Settings) -> None:
     now = datetime.now(UTC)
-    (card,) = _insert_dead(settings, message="card declined for order 100%", died=now - timedelta(days=3))
-    (slow,) = _insert_dead(
+    (card,) = insert_dead(settings, message="card declined for order 100%", died=now - timedelta(days=3))
+    (slow,) = insert_dead(
         settings, code="provider_timeout", message="took too long", died=now - timedelta(hours=1)
     )
-    (sleepy,) = _insert_dead(
+    (sleepy,) = insert_dead(
         settings,
         type="test_sleep",
         payload={"seconds": 1.5, "blocking": False},
@@ -213,7 +213,7 @@ def test_dead_letters_and_audit_need_the_ops_scope(api: TestClient[Any], setting
 
 
 def test_selection_and_reason_are_checked(api: TestClient[Any], settings: Settings) -> None:
-    (dead,) = _insert_dead(settings)
+    (dead,) = insert_dead(settings)
     for body in (
         {"reason": "neither"},
         {"ids": [dead], "filter": {"type": "test_flaky"}, "reason": "both"},
@@ -230,15 +230,15 @@ def test_selection_and_reason_are_checked(api: TestClient[Any], settings: Settin
             r = api.post(f"/v1/dead-letters/{action}", json=body)
             assert r.status_code == 422, (action, body, r.text)
             assert r.json()["error"]["code"] == "validation_error"
-    assert _status(settings) == {"dead": 1}
+    assert job_status(settings) == {"dead": 1}
     assert _audit(api) == []
 
 
 def test_a_dry_run_counts_and_changes_nothing(
     api: TestClient[Any], settings: Settings, redis_conn: Any
 ) -> None:
-    ids = _insert_dead(settings, 7)
-    _insert_dead(settings, 2, type="test_sleep", payload={"seconds": 1.0})
+    ids = insert_dead(settings, 7)
+    insert_dead(settings, 2, type="test_sleep", payload={"seconds": 1.0})
     for action in ("redrive", "discard"):
         r = api.post(
             f"/v1/dead-letters/{action}",
@@ -263,7 +263,7 @@ def test_a_dry_run_counts_and_changes_nothing(
     ).json()
     assert by_ids["matched"] == 1  # an unknown id matches nothing
 
-    assert _status(settings) == {"dead": 9}
+    assert job_status(settings) == {"dead": 9}
     with transaction(settings) as conn:
         assert conn.execute(sa.select(sa.func.count()).where(jobs.c.payload == DIES_AT_ONCE)).scalar() == 7
     assert redis_conn.llen(f"{settings.redis_namespace}:test_flaky") == 0
@@ -340,7 +340,7 @@ def test_a_payload_patch_fixes_jobs_and_a_bad_patch_changes_nothing(
 ) -> None:
     farm.worker()
     broken = [_make_dead(api, wait_job, DIES_AT_ONCE) for _ in range(2)]
-    (sleeper,) = _insert_dead(settings, type="test_sleep", payload={"seconds": 1.0, "blocking": False})
+    (sleeper,) = insert_dead(settings, type="test_sleep", payload={"seconds": 1.0, "blocking": False})
 
     bad = api.post(
         "/v1/dead-letters/redrive",
@@ -395,8 +395,8 @@ def test_a_payload_patch_fixes_jobs_and_a_bad_patch_changes_nothing(
 
 def test_discard_cancels_with_the_reason_and_is_audited(api: TestClient[Any], settings: Settings) -> None:
     key = make_key(settings, "ops", name="oncall-alice")
-    doomed = _insert_dead(settings, 3, code="provider_rejected", message="invalid phone number")
-    (kept,) = _insert_dead(settings)
+    doomed = insert_dead(settings, 3, code="provider_rejected", message="invalid phone number")
+    (kept,) = insert_dead(settings)
     selection = {"filter": {"error_code": "provider_rejected", "q": "phone"}}
 
     r = api.post(
@@ -439,7 +439,7 @@ def test_discard_cancels_with_the_reason_and_is_audited(api: TestClient[Any], se
 
 
 def test_the_audit_log_pages_newest_first(api: TestClient[Any], settings: Settings) -> None:
-    ids = _insert_dead(settings, 3)
+    ids = insert_dead(settings, 3)
     for n, job_id in enumerate(ids):
         r = api.post("/v1/dead-letters/discard", json={"ids": [job_id], "reason": f"r{n}"})
         assert r.status_code == 200
@@ -476,8 +476,8 @@ def audit_log_locked(settings: Settings) -> Iterator[threading.Event]:
 def test_a_redrive_of_2000_jobs_runs_in_batches_while_the_api_answers(
     farm: Farm, settings: Settings, audit_log_locked: threading.Event
 ) -> None:
-    _insert_dead(settings, 2000, code="provider_unavailable", message="the provider answered 503")
-    _insert_dead(settings, 5, code="test_permanent")
+    insert_dead(settings, 2000, code="provider_unavailable", message="the provider answered 503")
+    insert_dead(settings, 5, code="test_permanent")
     _, base = farm.api()
     headers = {"Authorization": f"Bearer {make_key(settings, 'ops', 'jobs:read', name='ops')}"}
     result: dict[str, Any] = {}
@@ -493,7 +493,7 @@ def test_a_redrive_of_2000_jobs_runs_in_batches_while_the_api_answers(
     request.start()
     # Each batch commits on its own: all 2,000 are queued while the request is still running
     # (it is waiting to write its audit row).
-    wait_for(lambda: _status(settings).get("queued") == 2000, timeout=60, what="2000 jobs queued")
+    wait_for(lambda: job_status(settings).get("queued") == 2000, timeout=60, what="2000 jobs queued")
     assert request.is_alive()
     with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
         assert client.get("/healthz").status_code == 200
@@ -507,7 +507,7 @@ def test_a_redrive_of_2000_jobs_runs_in_batches_while_the_api_answers(
     response = result["response"]
     assert response.status_code == 200, response.text
     assert (response.json()["matched"], response.json()["redriven"]) == (2000, 2000)
-    assert _status(settings) == {"queued": 2000, "dead": 5}
+    assert job_status(settings) == {"queued": 2000, "dead": 5}
     # Every job was published under the message id on its row, with a fresh budget and its history.
     assert farm.redis.llen(f"{settings.redis_namespace}:test_flaky") == 2000
     with transaction(settings) as conn:
@@ -540,8 +540,8 @@ def _cli(settings: Settings, *args: str, input: str | None = None) -> subprocess
 
 
 def test_the_cli_lists_dry_runs_redrives_and_discards(api: TestClient[Any], settings: Settings) -> None:
-    redrivable = _insert_dead(settings, 3, code="provider_timeout", message="provider timed out")
-    (other,) = _insert_dead(settings, code="test_permanent")
+    redrivable = insert_dead(settings, 3, code="provider_timeout", message="provider timed out")
+    (other,) = insert_dead(settings, code="test_permanent")
 
     listed = _cli(settings, "list", "--error-code", "provider_timeout")
     assert listed.returncode == 0, listed.stderr
@@ -557,7 +557,7 @@ def test_the_cli_lists_dry_runs_redrives_and_discards(api: TestClient[Any], sett
     declined = _cli(settings, "redrive", *selection, "--reason", "timeouts fixed", input="n\n")
     assert declined.returncode == 1
     assert "3 dead letter(s) match" in declined.stdout and "Redrive 3 dead letter(s)?" in declined.stdout
-    assert _status(settings) == {"dead": 4}
+    assert job_status(settings) == {"dead": 4}
     assert _audit(api) == []
 
     bad = _cli(

@@ -22,7 +22,7 @@ from core.platform.db import dispose_engines, transaction
 from core.platform.migrate import alembic_config, upgrade
 from core.platform.settings import Settings
 from tests import services as test_services
-from tests.integration.datakeys.test_personal_data import _columns_holding
+from tests.integration.datakeys.test_personal_data import columns_holding
 
 NUMBER, OPTED_OUT, IN_SCHEDULE = "+14155550123", "+14155550124", "+14155550125"
 
@@ -99,14 +99,14 @@ def test_upgrading_seals_every_number_written_before(empty_database: Settings) -
     settings = empty_database
     upgrade(settings, _before_0005())
     job_id = _write_clear_rows(settings)
-    assert _columns_holding(settings, [NUMBER[1:]]) != []  # the check sees clear numbers
+    assert columns_holding(settings, [NUMBER[1:]]) != []  # the check sees clear numbers
 
     # Without the data key the upgrade refuses (and changes nothing), saying what to do.
     with pytest.raises(DataKeyError, match="JOBYARD_DATA_KEY"):
         upgrade(settings.replace(data_key=None, home=settings.home_path / "no-such-home"))
     upgrade(settings)
 
-    assert _columns_holding(settings, [n[1:] for n in (NUMBER, OPTED_OUT, IN_SCHEDULE)]) == []
+    assert columns_holding(settings, [n[1:] for n in (NUMBER, OPTED_OUT, IN_SCHEDULE)]) == []
     cipher = data_cipher()
     with transaction(settings) as conn:
         payload = conn.execute(

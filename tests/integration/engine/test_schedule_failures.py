@@ -15,7 +15,7 @@ from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import schedule_firings
 from tests.integration.conftest import Farm, JobWaiter
-from tests.integration.engine.test_time_bounds import _store_year_10000_rows
+from tests.integration.engine.test_time_bounds import store_year_10000_rows
 from tests.services import Process, wait_for
 
 UNREAD = {"type": "unread_count", "payload": {"chat_id": "c", "user_id": "u"}}
@@ -60,7 +60,7 @@ def test_a_broken_schedule_is_disabled_with_a_code_and_the_others_fire_on(
             sa.text("""UPDATE schedules SET payload = '{"chat_id": 5}' WHERE id = :id"""),
             {"id": bad_payload["id"]},
         )
-    job_id, schedule_id = _store_year_10000_rows(settings)  # and rows holding a time Python cannot read
+    job_id, schedule_id = store_year_10000_rows(settings)  # and rows holding a time Python cannot read
     farm.worker()
     scheduler = farm.scheduler()
 

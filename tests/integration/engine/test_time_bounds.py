@@ -97,7 +97,7 @@ def test_time_filters_of_reads_take_any_valid_time(api: TestClient[Any]) -> None
         assert r.status_code in (200, 422), r.text
 
 
-def _store_year_10000_rows(settings: Settings) -> tuple[uuid.UUID, uuid.UUID]:
+def store_year_10000_rows(settings: Settings) -> tuple[uuid.UUID, uuid.UUID]:
     """Rows as the API stored them before times were bounded."""
     job_id, schedule_id = uuid.uuid4(), uuid.uuid4()
     with transaction(settings) as conn:
@@ -123,7 +123,7 @@ def _store_year_10000_rows(settings: Settings) -> tuple[uuid.UUID, uuid.UUID]:
 def test_a_row_python_cannot_read_answers_409_until_the_scheduler_fails_it(
     api: TestClient[Any], settings: Settings
 ) -> None:
-    job_id, schedule_id = _store_year_10000_rows(settings)
+    job_id, schedule_id = store_year_10000_rows(settings)
     for r in (api.get(f"/v1/jobs/{job_id}"), api.post(f"/v1/jobs/{job_id}/cancel"), api.get("/v1/jobs")):
         assert r.status_code == 409, r.text
         error = r.json()["error"]
