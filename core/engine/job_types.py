@@ -14,6 +14,7 @@ import msgspec
 from core.errors import DataKeyMismatch, SealedValueError, UnknownJobType
 from core.platform.crypto import data_cipher, key_label, looks_sealed, masked
 from core.platform.settings import Settings
+from core.platform.tables import PRUNED_STATUSES
 
 
 class Resource(Protocol):
@@ -29,10 +30,6 @@ class Resource(Protocol):
     def start(self, settings: Settings) -> None: ...
 
     def stop(self) -> None: ...
-
-
-#: The final statuses whose jobs are removed once their retention has passed (core/engine/retention.py).
-PRUNED_STATUSES = ("succeeded", "cancelled", "dead")
 
 
 @dataclass(frozen=True, slots=True)
