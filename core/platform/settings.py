@@ -155,8 +155,9 @@ class Settings:
     retain_outbound_s: float = _setting(
         "JOBYARD_RETAIN_OUTBOUND",
         30 * 86400.0,
-        "Seconds an outbound message row outlives its job at least, counted from its creation: its "
-        "delivery and read statuses may still arrive (Meta retries a webhook for days). 0: kept forever.",
+        "Seconds an outbound message row is kept at least, counted from its creation, even once its job "
+        "is gone: a delivery status may still come (WhatsApp tries an offline phone for 30 days). "
+        "0: kept forever.",
     )
     prune_interval_s: float = _setting(
         "JOBYARD_PRUNE_INTERVAL",
