@@ -146,6 +146,9 @@ def test_finished_jobs_go_after_their_retention_and_dead_letters_after_theirs(
     # The attempts are folded into the job counters first (as minutes pass): pruning waits for that.
     job_stats.refresh(settings, utcnow() + timedelta(minutes=5))
 
+    succeeded_lag = ("jobyard_prune_lag_seconds", (("status", "succeeded"), ("table", "jobs")))
+    wait_for(lambda: _metrics(api)[succeeded_lag] > 0, timeout=10, what="the succeeded jobs to be overdue")
+
     schedulers = [farm.scheduler()]
     wait_for(
         lambda: all(api.get(f"/v1/jobs/{i}").status_code == 404 for i in [*succeeded, cancelled["id"]]),
@@ -186,6 +189,7 @@ def test_finished_jobs_go_after_their_retention_and_dead_letters_after_theirs(
     assert _pruned(api, "audit_log", "") == 1
     assert _pruned(api, "jobs", "dead") == 0
     metrics = _metrics(api)
+    assert metrics[succeeded_lag] == 0
     assert metrics[("jobyard_prune_lag_seconds", (("status", "dead"), ("table", "jobs")))] == 0
     assert metrics[("jobyard_jobs_rows", (("status", "dead"),))] == 3
     assert metrics[("jobyard_table_size_bytes", (("table", "jobs"),))] > 0
