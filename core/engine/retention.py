@@ -64,7 +64,7 @@ def _status_is(status: str) -> sa.TextClause:
     return sa.text(f"jobs.status = '{status}'")
 
 
-def oldest_per_type(conn: Connection, status: str) -> dict[str, datetime]:
+def oldest_per_type(conn: Connection, status: str) -> dict[str, datetime | None]:
     """When the job of each type that ended ``status`` first finished, for the types that have any:
     a loose scan of ix_jobs_finished, two index probes per type whatever the history holds."""
     is_status = _status_is(status).text.removeprefix("jobs.")
@@ -184,7 +184,7 @@ def _batches(settings: Settings) -> Iterator[tuple[str, Callable[[], int]]]:
     for status, oldest in present.items():
         for type_name, first in oldest.items():
             before = _before(now, retention_s(type_name, status, settings))
-            if before is not None and first < before:
+            if before is not None and first is not None and first < before:
                 # The attempts of a job that finished after folded_until are not counted yet.
                 before = min(before, folded_until)
                 batch = functools.partial(
@@ -193,15 +193,15 @@ def _batches(settings: Settings) -> Iterator[tuple[str, Callable[[], int]]]:
                 yield f"jobs:{status}:{type_name}", batch
     if outbound_before is not None:
         om = outbound_messages.c
-        where = sa.and_(om.job_id.is_(None), om.created_at < outbound_before)
+        unowned = sa.and_(om.job_id.is_(None), om.created_at < outbound_before)
         yield (
             "outbound_messages",
-            lambda: _prune_rows_batch(settings, outbound_messages, om.created_at, where),
+            functools.partial(_prune_rows_batch, settings, outbound_messages, om.created_at, unowned),
         )
     audit_before = _before(now, settings.retain_audit_s)
     if audit_before is not None:
-        where = audit_log.c.at < audit_before
-        yield "audit_log", lambda: _prune_rows_batch(settings, audit_log, audit_log.c.at, where)
+        old = audit_log.c.at < audit_before
+        yield "audit_log", functools.partial(_prune_rows_batch, settings, audit_log, audit_log.c.at, old)
 
 
 def prune(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -> int:
