@@ -4,7 +4,8 @@ Two sources. HTTP metrics (`jobyard_http_*`) come from Litestar's Prometheus mid
 each API process (with ``--workers N`` set PROMETHEUS_MULTIPROC_DIR, as prometheus-client wants).
 Job metrics (`jobyard_job*`, queue and worker gauges) are computed at scrape time from Postgres and
 Redis, never counted in memory: every API process answers the same, whichever workers ran the jobs,
-and a restart of anything loses nothing. The workers write nothing extra for them.
+and a restart of anything loses nothing. The workers write nothing extra for them. The history's
+metrics (rows, pruning, table sizes, the xmin horizon) are control_api/history_metrics.py's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from control_api.auth import requires
+from control_api.history_metrics import history_families
 from control_api.http_metrics import HttpMetricsMiddleware
 from core.engine import stats as job_stats
 from core.engine.job_types import job_types
@@ -133,8 +135,9 @@ def _job_metrics(state: State) -> bytes:
         overview = queue_overview(
             conn, state.health_redis, settings.redis_namespace, now, settings.worker_dead_after_s
         )
+        families = [*_job_families(counters, overview), *history_families(conn, settings, overview, now)]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(list(_job_families(counters, overview))))
+    registry.register(_Fixed(families))
     return generate_latest(registry)
 
 

@@ -1,8 +1,10 @@
 """The scheduler process: publishes due jobs, fires recurring schedules, re-publishes jobs whose
-message Redis lost, recovers jobs from dead or hung workers, and fails rows holding times Python
-cannot read.
+message Redis lost, recovers jobs from dead or hung workers, fails rows holding times Python
+cannot read, and, in a thread of its own, removes history past its retention (core/engine/retention.py),
+so that a long pruning never makes a due job late.
 
-Any number of schedulers may run; row locks keep them from publishing the same job twice.
+Any number of schedulers may run; row locks keep them from publishing the same job twice, or
+pruning the same rows.
 Run it with `jobyard scheduler` (or `python -m workers.scheduler`).
 
 Nothing a client sends may stop this loop. Each step isolates its items (core/engine/isolation.py); a step
@@ -28,6 +30,7 @@ from core.engine.dispatch import publish_due, republish_lost, seconds_until_due
 from core.engine.isolation import describe, is_transient
 from core.engine.out_of_range import fail_out_of_range
 from core.engine.recovery import recover_lost_jobs
+from core.engine.retention import prune
 from core.engine.schedules import fire_due_schedules
 from core.platform.crypto import use_data_key
 from core.platform.logs import configure_logging
@@ -107,6 +110,9 @@ class Scheduler:
             Step("fail_out_of_range", lambda: fail_out_of_range(s), OUT_OF_RANGE_EVERY_S),
         ]
         self._loop_failures = 0
+        # Its own loop, in a thread: it runs until nothing past its retention is left, batch by batch.
+        self.pruning = Step("prune_history", lambda: prune(s, self.stopping.is_set), s.prune_interval_s)
+        self._pruner = threading.Thread(target=self._prune_loop, name="prune_history", daemon=True)
 
     def tick(self) -> int:
         """One pass over the steps that are due. Returns jobs published."""
@@ -118,6 +124,7 @@ class Scheduler:
 
     def run(self) -> None:
         log.info("scheduler_started", interval_s=self.settings.scheduler_interval_s)
+        self._pruner.start()
         while not self.stopping.is_set():
             try:
                 self._pass()
@@ -127,7 +134,20 @@ class Scheduler:
                 pause = backoff(self._loop_failures)
                 log.exception("scheduler_loop_failed", retry_in_s=pause, error=describe(exc))
                 self.stopping.wait(pause)
+        # A batch in flight is one short transaction: let it commit rather than be cut off.
+        self._pruner.join(timeout=self.settings.db_statement_timeout_s or None)
         log.info("scheduler_stopped")
+
+    def _prune_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                removed = self.pruning.attempt(time.monotonic())
+                if removed:
+                    log.info("pruned", rows=removed)
+            except Exception as exc:  # attempt() already catches; this is the last line of defence
+                log.exception("prune_loop_failed", error=describe(exc))
+                self.pruning.next_at = time.monotonic() + MAX_ERROR_BACKOFF_S
+            self.stopping.wait(max(self.pruning.next_at - time.monotonic(), 0.05))
 
     def _pass(self) -> None:
         published = self.tick()

@@ -15,14 +15,14 @@ Declaring touches no broker, database or network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar, Unpack
 
 import msgspec
 from sqlalchemy.engine import Connection
 
-from core.engine.job_types import JobType, Resource, register_job_type
+from core.engine.job_types import JobType, Resource, Retention, register_job_type
 from core.engine.lifecycle import Claim
 from core.platform.settings import Settings
 
@@ -85,6 +85,7 @@ def job_type(
     transactional: bool = True,
     batch: BatchHandler | None = None,
     resources: Sequence[Resource] = (),
+    retain: Mapping[str, float] | None = None,
     **options: Unpack[JobTypeOptions],
 ) -> Callable[[H], H]:
     """Declare the job type ``name`` with the decorated function as its handler.
@@ -108,8 +109,14 @@ def job_type(
     ``resources`` are started at boot in the worker processes that consume the type's queue, and
     stopped at their shutdown (see Resource).
 
+    ``retain`` keeps the type's finished jobs for other times than JOBYARD_RETAIN_SUCCEEDED,
+    _CANCELLED and _DEAD say, in seconds after they finished, per final status (0: forever), e.g.
+    ``retain={"succeeded": 3600}``; checked here, so a wrong one fails at import, not at pruning.
+
     The function is returned as it is: it stays an ordinary function, callable in tests.
     """
+
+    retention = Retention.declared(name, retain)
 
     def declare(fn: H) -> H:
         register_job_type(
@@ -120,6 +127,7 @@ def job_type(
                 transactional=transactional,
                 batch=batch,
                 resources=tuple(resources),
+                retain=retention,
                 **options,
             )
         )

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ import msgspec
 from core.errors import DataKeyMismatch, SealedValueError, UnknownJobType
 from core.platform.crypto import data_cipher, key_label, looks_sealed, masked
 from core.platform.settings import Settings
+from core.platform.tables import PRUNED_STATUSES
 
 
 class Resource(Protocol):
@@ -28,6 +30,53 @@ class Resource(Protocol):
     def start(self, settings: Settings) -> None: ...
 
     def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a type's finished jobs are kept, per final status, in seconds after they finished.
+
+    None: the setting's (JOBYARD_RETAIN_SUCCEEDED, _CANCELLED, _DEAD); 0: kept forever.
+    """
+
+    succeeded: float | None = None
+    cancelled: float | None = None
+    dead: float | None = None
+
+    @classmethod
+    def declared(cls, type_name: str, retain: Mapping[str, float] | None) -> Retention:
+        """The ``retain={...}`` of a declaration, checked: only final statuses, seconds >= 0."""
+        if retain is None:
+            return cls()
+        if not isinstance(retain, Mapping):
+            raise ValueError(f"job type {type_name!r}: retain must map statuses to seconds, not {retain!r}")
+        values: dict[str, float] = {}
+        for status, seconds in retain.items():
+            if status not in PRUNED_STATUSES:
+                raise ValueError(
+                    f"job type {type_name!r}: retain names {status!r}; only finished jobs are removed: "
+                    f"{', '.join(PRUNED_STATUSES)}"
+                )
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not math.isfinite(seconds)
+            ):
+                raise ValueError(f"job type {type_name!r}: retain[{status!r}] must be a number of seconds")
+            if seconds < 0:
+                raise ValueError(
+                    f"job type {type_name!r}: retain[{status!r}] is negative (0 keeps them forever)"
+                )
+            values[status] = float(seconds)
+        return cls(**values)
+
+    def seconds(self, status: str, settings: Settings) -> float:
+        """Seconds a job of this type that ended ``status`` is kept; 0: forever."""
+        own: float | None = getattr(self, status)
+        if own is not None:
+            return own
+        default: float = getattr(settings, f"retain_{status}_s")
+        return default
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +113,8 @@ class JobType:
     batch: Callable[..., list[Any]] | None = None
     #: What its handler needs once per worker process, started at boot where its queue is consumed.
     resources: tuple[Resource, ...] = ()
+    #: How long its finished jobs are kept, when not as long as the settings say.
+    retain: Retention = Retention()
 
     @property
     def queue_name(self) -> str:

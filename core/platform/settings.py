@@ -129,6 +129,48 @@ class Settings:
     scheduler_batch: int = _setting(
         "JOBYARD_SCHEDULER_BATCH", 500, "Due jobs published per scheduler transaction."
     )
+    retain_succeeded_s: float = _setting(
+        "JOBYARD_RETAIN_SUCCEEDED",
+        7 * 86400.0,
+        "Seconds a succeeded job (its attempts, scrape, outbound rows) is kept after it finished: a week "
+        "to look into what ran; a job type's `retain` overrides it. 0: kept forever.",
+    )
+    retain_cancelled_s: float = _setting(
+        "JOBYARD_RETAIN_CANCELLED",
+        7 * 86400.0,
+        "The same for a cancelled job: a week, like a succeeded one. 0: kept forever.",
+    )
+    retain_dead_s: float = _setting(
+        "JOBYARD_RETAIN_DEAD",
+        30 * 86400.0,
+        "The same for a dead letter: a month, since ops need time to find the cause and redrive. "
+        "0: kept forever.",
+    )
+    retain_audit_s: float = _setting(
+        "JOBYARD_RETAIN_AUDIT",
+        365 * 86400.0,
+        "Seconds an audit log entry (who redrove or discarded what, and why) is kept: a year of "
+        "accountability. 0: kept forever.",
+    )
+    retain_outbound_s: float = _setting(
+        "JOBYARD_RETAIN_OUTBOUND",
+        30 * 86400.0,
+        "Seconds an outbound message row is kept at least, counted from its creation, even once its job "
+        "is gone: a delivery status may still come (WhatsApp tries an offline phone for 30 days). "
+        "0: kept forever.",
+    )
+    prune_interval_s: float = _setting(
+        "JOBYARD_PRUNE_INTERVAL",
+        60.0,
+        "How often a scheduler removes history past its retention (in a thread of its own, so due "
+        "jobs are never late for it); it goes on at once while a batch comes back full.",
+    )
+    prune_batch: int = _setting(
+        "JOBYARD_PRUNE_BATCH",
+        500,
+        "Jobs (or audit entries, outbound rows) removed per pruning transaction: short enough never to "
+        "hold up enqueue or claim, which it never locks anyway.",
+    )
     embedding_model: str = _setting(
         "JOBYARD_EMBEDDING_MODEL",
         "sentence-transformers/all-MiniLM-L6-v2",

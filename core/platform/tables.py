@@ -106,6 +106,18 @@ sa.Index(
     postgresql_where=jobs.c.status.in_(OPEN_STATUSES),
 )
 
+#: Final statuses whose jobs are removed once their retention has passed (core/engine/retention.py).
+PRUNED_STATUSES = ("succeeded", "cancelled", "dead")
+# Pruning: per final status and type, the jobs that finished first; also the oldest one (prune lag),
+# and the types present (a loose index scan).
+sa.Index(
+    "ix_jobs_finished",
+    jobs.c.status,
+    jobs.c.type,
+    jobs.c.finished_at,
+    postgresql_where=jobs.c.status.in_(PRUNED_STATUSES),
+)
+
 # Recovery: running jobs of a given worker process, and running jobs past their deadline.
 sa.Index("ix_jobs_running_worker", jobs.c.worker_id, postgresql_where=jobs.c.status == "running")
 sa.Index("ix_jobs_running_deadline", jobs.c.deadline_at, postgresql_where=jobs.c.status == "running")
@@ -305,6 +317,13 @@ sa.Index(
     postgresql_where=outbound_messages.c.provider_message_id.isnot(None),
 )
 
+# Pruning: outbound rows whose job is gone, oldest first; each goes once no delivery status can come.
+sa.Index(
+    "ix_outbound_messages_unowned",
+    outbound_messages.c.created_at,
+    postgresql_where=outbound_messages.c.job_id.is_(None),
+)
+
 # Recipients who asked not to be messaged (by API or by writing STOP). The number is found by its
 # keyed hash and kept sealed (core/platform/crypto.py); Postgres never sees it in clear.
 opt_outs = sa.Table(
@@ -447,3 +466,13 @@ scrapes = sa.Table(
     _ts("created_at", nullable=False, default_now=True),
 )
 sa.Index("ix_scrapes_job_id", scrapes.c.job_id)
+
+# Rows pruned since the farm began, per table and job status ("" for tables without one): added to
+# in the transaction that deletes them, so the count is exact across schedulers and restarts.
+prune_counts = sa.Table(
+    "prune_counts",
+    metadata,
+    sa.Column("table_name", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, primary_key=True),
+    sa.Column("pruned", sa.BigInteger, nullable=False),
+)
