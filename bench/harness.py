@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,11 @@ class Bench:
     api_key: str = ""
     log_level: str = "WARNING"
     procs: list[Proc] = field(default_factory=list)
+    #: Set by the growth scenario: jobs created before it are history the other scenarios keep (their
+    #: counts and reset touch only the jobs created since).
+    since: datetime | None = None
+    #: Added to the environment of every process started (the growth scenario's retention settings).
+    extra_env: dict[str, str] = field(default_factory=dict)
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -134,10 +140,19 @@ class Bench:
 
     # -- state between scenarios -----------------------------------------------------------------
 
+    def fresh(self) -> str:
+        """A condition on jobs: the scenario's own jobs, not the history a growth run keeps."""
+        return "TRUE" if self.since is None else f"created_at >= '{self.since.isoformat()}'::timestamptz"
+
     def reset(self) -> None:
-        """Empty the job tables and every Redis database the harness uses."""
+        """Empty the job tables (but the kept history, see ``since``) and every Redis database the
+        harness uses."""
         with transaction(self.settings) as conn:
-            conn.execute(sa.text("TRUNCATE jobs, job_attempts, unread_counters, chats, workers CASCADE"))
+            if self.since is None:
+                conn.execute(sa.text("TRUNCATE jobs, job_attempts, unread_counters, chats, workers CASCADE"))
+            else:
+                conn.execute(sa.text(f"DELETE FROM jobs WHERE {self.fresh()}"))  # attempts by cascade
+                conn.execute(sa.text("TRUNCATE unread_counters, chats, workers CASCADE"))
         for db in (0, DRAMATIQ_DB, CELERY_DB):
             client = self.redis(db)
             if db == 0:
@@ -189,6 +204,7 @@ class Bench:
             JOBYARD_HOME=str(self.workdir / "home"),
             PYTHONPATH=str(ROOT),
         )
+        env.update(self.extra_env)
         env.update(extra)
         return env
 

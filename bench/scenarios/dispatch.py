@@ -42,7 +42,9 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     with transaction(bench.settings) as conn:
         lags = [
             float(lag) * 1000
-            for (lag,) in conn.exec_driver_sql("SELECT extract(epoch FROM published_at - run_at) FROM jobs")
+            for (lag,) in conn.exec_driver_sql(
+                f"SELECT extract(epoch FROM published_at - run_at) FROM jobs WHERE {bench.fresh()}"
+            )
         ]
     bench.stop_all()
     return {

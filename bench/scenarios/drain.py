@@ -102,7 +102,9 @@ def jobyard(bench: Bench, n: int) -> dict[str, Any]:
     client.close()
     bench.stop_all()
     with transaction(bench.settings) as conn:
-        succeeded = conn.exec_driver_sql("SELECT count(*) FROM jobs WHERE status = 'succeeded'").scalar_one()
+        succeeded = conn.exec_driver_sql(
+            f"SELECT count(*) FROM jobs WHERE status = 'succeeded' AND {bench.fresh()}"
+        ).scalar_one()
         total = conn.exec_driver_sql("SELECT sum(unread) FROM unread_counters").scalar_one()
     if succeeded != n or int(total) != n:
         raise RuntimeError(f"{succeeded} jobs succeeded and the counters add up to {total}, not {n}")

@@ -93,7 +93,7 @@ def _measure(
     bench.reset()
     time.sleep(0.5)
     result = _wrk(bench, base, path, body, connections, args.enqueue_seconds)
-    jobs = int(bench.scalar("SELECT count(*) FROM jobs"))
+    jobs = int(bench.scalar(f"SELECT count(*) FROM jobs WHERE {bench.fresh()}"))
     bench.stop_all()
     result["jobs_committed"] = jobs
     result["jobs_per_s"] = round(jobs / result["duration_s"], 1)

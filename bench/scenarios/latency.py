@@ -68,7 +68,9 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
     conn.close()
     total = count + WARMUP
     wait_until(
-        lambda: bench.scalar("SELECT count(*) FROM jobs WHERE status = 'succeeded'") >= total,
+        lambda: (
+            bench.scalar(f"SELECT count(*) FROM jobs WHERE status = 'succeeded' AND {bench.fresh()}") >= total
+        ),
         60,
         "the latency jobs",
         interval=0.05,
@@ -77,7 +79,8 @@ def jobyard(bench: Bench, rate: float, count: int) -> dict[str, Any]:
 
     with transaction(bench.settings) as db:
         rows = db.exec_driver_sql(
-            "SELECT id::text, extract(epoch FROM started_at), extract(epoch FROM finished_at) FROM jobs"
+            "SELECT id::text, extract(epoch FROM started_at), extract(epoch FROM finished_at) FROM jobs "
+            f"WHERE {bench.fresh()}"
         ).all()
     commit = _commit_latency(bench, rate, count // 2)
     bench.stop_all()
