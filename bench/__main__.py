@@ -3,6 +3,10 @@
     python -m bench [--only latency,drain,enqueue,dispatch,memory]
     python -m bench --only sweeper        (not in the default run: it fills a million queued jobs)
     python -m bench --only bad_keys --out /tmp/bench     # a valid client under a flood of bad keys
+    python -m bench --only growth [--growth-history 10000000] --out /tmp/growth
+        (not in the default run: the scenarios on an empty history and on N finished jobs over 30
+        days, the ratios, then half of the history pruned under a steady enqueue load, and the
+        tables' sizes; see docs/performance.md#growth)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
@@ -24,7 +28,7 @@ from bench.harness import Bench
 #: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -48,6 +52,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweeper-passes", type=int, default=10)
     parser.add_argument("--bad-keys-requests", type=int, default=5_000, help="random-key requests a round")
     parser.add_argument("--bad-keys-rounds", type=int, default=5)
+    parser.add_argument("--growth-history", type=int, default=10_000_000, help="finished jobs written")
+    parser.add_argument("--growth-load-rate", type=float, default=500.0, help="jobs/s enqueued while pruning")
+    parser.add_argument("--growth-window", type=float, default=10.0, help="seconds of load before the prune")
+    parser.add_argument(
+        "--growth-prune-batch", type=int, default=500, help="JOBYARD_PRUNE_BATCH of the prune (its default)"
+    )
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
