@@ -212,7 +212,8 @@ def growth_markdown(r: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"Pruning: every final status kept {p['retention_s'] / 86400:.0f} days, batches of {p['prune_batch']}, "
-        f"`core.engine.retention.prune` called by the harness while `jobyard api` and a worker took "
+        f"`core.engine.retention.prune` called by the harness while `jobyard api` and a worker took, from "
+        f"{p['load_threads']} paced client threads, "
         f"{p['load_rate_asked']:,.0f} single-job enqueues/s asked ({b['jobs_per_s']:,.0f} before, "
         f"{d['jobs_per_s']:,.0f} during, as sent).",
         "",
@@ -224,6 +225,8 @@ def growth_markdown(r: dict[str, Any]) -> list[str]:
         f"| enqueue p50 / p99 before the prune, ms | {_f(b['p50_ms'], 2)} / {_f(b['p99_ms'], 2)} |",
         f"| enqueue p50 / p99 during the prune, ms | {_f(d['p50_ms'], 2)} / {_f(d['p99_ms'], 2)} |",
         f"| p99 during / before | {p['p99_ratio']:.2f}x |",
+        f"| enqueues without a 201 (status or error: count), before / during | {b['failed'] or 0} / "
+        f"{d['failed'] or 0} |",
         f"| VACUUM after the prune, s | {p['vacuum_s']:,.1f} |",
         "",
         "| size, MiB (rows) | before the fill | after the fill | before the prune | after the prune and VACUUM |",

@@ -33,6 +33,7 @@ import math
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,8 @@ HISTORY_DAYS, PRUNE_KEEP_DAYS = 30, 15
 #: Rows written per INSERT statement (each its own transaction).
 CHUNK = 250_000
 READ_RUNS, READ_WARMUP = 15, 2
+#: A load request unanswered this long counts as failed (and its thread goes on, on a new connection).
+TIMEOUT_S = 30.0
 TYPES = ("unread_count", "ai_reply", "whatsapp_message", "embed", "scrape")
 
 FILL_SQL = """
@@ -284,7 +287,8 @@ class Load:
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.rate, self.n = rate, threads
         self.samples: list[tuple[float, float]] = []
-        self.failures: dict[int, int] = {}
+        #: (send time, status or exception name) of every request that did not answer 201.
+        self.failed: list[tuple[float, str]] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
@@ -294,7 +298,7 @@ class Load:
             t.start()
 
     def _run(self, index: int) -> None:
-        conn = http.client.HTTPConnection(self.url.hostname or "127.0.0.1", self.url.port, timeout=60)
+        conn = http.client.HTTPConnection(self.url.hostname or "127.0.0.1", self.url.port, timeout=TIMEOUT_S)
         interval = self.n / self.rate
         body = json.dumps({"type": "unread_count", "payload": {"chat_id": f"c{index}", "user_id": "u"}})
         due = time.monotonic() + index * interval / self.n
@@ -304,15 +308,23 @@ class Load:
                 time.sleep(delay)
             due += interval
             sent = time.monotonic()
-            conn.request("POST", "/v1/jobs", body, self.headers)
-            response = conn.getresponse()
-            response.read()
+            try:
+                conn.request("POST", "/v1/jobs", body, self.headers)
+                response = conn.getresponse()
+                response.read()
+                status: int | str = response.status
+            except (OSError, http.client.HTTPException) as exc:  # no answer in time, or a broken connection
+                status = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection(
+                    self.url.hostname or "127.0.0.1", self.url.port, timeout=TIMEOUT_S
+                )
             took = (time.monotonic() - sent) * 1000
             with self.lock:
-                if response.status == 201:
+                if status == 201:
                     self.samples.append((sent, took))
                 else:
-                    self.failures[response.status] = self.failures.get(response.status, 0) + 1
+                    self.failed.append((sent, str(status)))
         conn.close()
 
     def finish(self) -> None:
@@ -322,8 +334,13 @@ class Load:
 
     def window(self, a: float, b: float) -> dict[str, Any]:
         ms = [took for sent, took in self.samples if a <= sent < b]
+        failed: dict[str, int] = {}
+        for sent, what in self.failed:
+            if a <= sent < b:
+                failed[what] = failed.get(what, 0) + 1
         return {
             "requests": len(ms),
+            "failed": failed,
             "jobs_per_s": round(len(ms) / max(b - a, 1e-9), 1),
             "p50_ms": round(percentile(ms, 0.5), 2),
             "p99_ms": round(percentile(ms, 0.99), 2),
@@ -373,7 +390,8 @@ def prune_under_load(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "enqueue_before": before,
         "enqueue_during": during,
         "p99_ratio": round(during["p99_ms"] / before["p99_ms"], 2),
-        "enqueue_failures": load.failures,
+        "enqueue_failures": dict(Counter(what for _, what in load.failed)),
+        "load_threads": len(load.threads),
         "vacuum_s": vacuum_s,
     }
 
