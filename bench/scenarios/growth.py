@@ -35,80 +35,25 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from bench.harness import Bench, percentile
-from bench.scenarios import dispatch, drain, enqueue, latency
+from bench.scenarios import dispatch, drain, enqueue, history, latency
 from core.access.keys import lookup_key
 from core.access.sessions import open_session
 from core.engine import stats
 from core.engine.jobs import utcnow
 from core.engine.retention import prune
-from core.platform.db import autocommit, transaction
-from core.platform.settings import Settings
+from core.platform.db import transaction
 
-DAY_S = 86400.0
 #: History is spread over this many days; pruning keeps the last PRUNE_KEEP_DAYS of them.
 HISTORY_DAYS, PRUNE_KEEP_DAYS = 30, 15
-#: Rows written per INSERT statement (each its own transaction).
-CHUNK = 250_000
 READ_RUNS, READ_WARMUP = 15, 2
 #: A load request unanswered this long counts as failed (and its thread goes on, on a new connection).
 TIMEOUT_S = 30.0
-TYPES = ("unread_count", "ai_reply", "whatsapp_message", "embed", "scrape")
-
-FILL_SQL = """
-WITH src AS (
-    SELECT g, random() AS r_status, random() AS r_type, random() AS r_retry,
-           CAST(:t0 AS timestamptz) - interval '3 minutes'
-               - ((CAST(:n AS bigint) - g)::float8 / CAST(:n AS bigint)) * interval '30 days' - random() * interval '1 second' AS f
-    FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS g
-), shaped AS (
-    SELECT g, f,
-           (CAST(:types AS text[]))[1 + floor(r_type * 5)::int] AS type,
-           CASE WHEN r_status < 0.03 THEN 'dead' WHEN r_status < 0.05 THEN 'cancelled' ELSE 'succeeded' END
-               AS status,
-           CASE WHEN r_status < 0.03 THEN 4 WHEN r_status < 0.05 THEN 0 WHEN r_retry < 0.05 THEN 2 ELSE 1 END
-               AS attempts
-    FROM src
-), j AS (
-    INSERT INTO jobs (id, type, queue, status, payload, idempotency_key, run_at, attempts, max_retries,
-                      result, error, message_id, worker, created_at, updated_at, published_at, started_at,
-                      finished_at)
-    SELECT gen_random_uuid(), type, type, status,
-           jsonb_build_object('chat_id', 'c' || (g % 1000), 'user_id', 'u' || (g % 97)),
-           CASE WHEN type = 'whatsapp_message' THEN 'wa-' || g END,
-           f - interval '2 seconds' - attempts * interval '10 seconds', attempts, 3,
-           CASE WHEN status = 'succeeded' THEN jsonb_build_object('unread', g % 50) END,
-           CASE WHEN status = 'dead'
-                THEN '{"code": "provider_unavailable", "message": "503 from the provider"}'::jsonb END,
-           md5(g::text),
-           CASE WHEN attempts > 0 THEN 'bench-history' END,
-           f - interval '2 seconds' - attempts * interval '10 seconds', f,
-           f - interval '2 seconds' - attempts * interval '10 seconds' + interval '5 ms',
-           CASE WHEN attempts > 0 THEN f - interval '80 ms' END, f
-    FROM shaped
-    RETURNING id, type, status, attempts, finished_at
-)
-INSERT INTO job_attempts (job_id, number, type, worker, started_at, finished_at, outcome, error, job_status)
-SELECT j.id, a.n, j.type, 'bench-history',
-       j.finished_at - (j.attempts - a.n) * interval '10 seconds' - interval '80 ms',
-       j.finished_at - (j.attempts - a.n) * interval '10 seconds',
-       CASE WHEN a.n < j.attempts OR j.status = 'dead' THEN 'failed' ELSE 'succeeded' END,
-       CASE WHEN a.n < j.attempts OR j.status = 'dead'
-            THEN '{"code": "provider_unavailable", "message": "503 from the provider"}'::jsonb END,
-       CASE WHEN a.n < j.attempts THEN 'retrying' ELSE j.status END
-FROM j, generate_series(1, j.attempts) AS a(n)
-"""
-
-SIZES_SQL = """
-SELECT relname, pg_total_relation_size(oid) AS total, pg_indexes_size(oid) AS indexes
-FROM pg_class WHERE relname IN ('jobs', 'job_attempts') AND relkind = 'r'
-"""
 
 #: (phase key, figure key, label, kind): a throughput must stay >= 0.9x, a latency <= 1.2x.
 FIGURES = (
@@ -126,66 +71,6 @@ FIGURES = (
 )
 THROUGHPUT_MIN, LATENCY_MAX, READ_MAX_MS = 0.9, 1.2, 100.0
 PRUNE_MAX_S, PRUNE_P99_MAX, SIZE_MAX = 60.0, 2.0, 1.2
-
-
-def _unbounded(settings: Settings) -> Settings:
-    """Writing, vacuuming and pruning millions of rows outlasts the farm's statement timeout."""
-    return settings.replace(db_statement_timeout_s=0, db_lock_timeout_s=0)
-
-
-def _db_now(bench: Bench) -> datetime:
-    value: datetime = bench.scalar("SELECT clock_timestamp()")
-    return value
-
-
-def _sizes(bench: Bench) -> dict[str, dict[str, int]]:
-    with transaction(bench.settings) as conn:
-        rows = conn.execute(sa.text(SIZES_SQL)).all()
-        count = {
-            name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one())
-            for name in ("jobs", "job_attempts")
-        }
-    return {
-        r.relname: {
-            "rows": count[r.relname],
-            "total_bytes": int(r.total),
-            "index_bytes": int(r.indexes),
-            "table_bytes": int(r.total) - int(r.indexes),
-        }
-        for r in rows
-    }
-
-
-def _vacuum(bench: Bench, analyze: bool = True) -> float:
-    started = time.monotonic()
-    with autocommit(_unbounded(bench.settings)) as conn:
-        conn.exec_driver_sql(f"VACUUM {'ANALYZE ' if analyze else ''}jobs, job_attempts")
-    return round(time.monotonic() - started, 1)
-
-
-def fill(bench: Bench, n: int) -> dict[str, Any]:
-    """Write ``n`` finished jobs with their attempts, finishing over the last 30 days."""
-    settings = _unbounded(bench.settings)
-    t0 = _db_now(bench)
-    started = time.monotonic()
-    for lo in range(1, n + 1, CHUNK):
-        hi = min(n, lo + CHUNK - 1)
-        with transaction(settings) as conn:
-            conn.execute(sa.text(FILL_SQL), {"t0": t0, "n": n, "lo": lo, "hi": hi, "types": list(TYPES)})
-        print(f"      history: {hi:,} / {n:,} jobs ({time.monotonic() - started:.0f} s)", flush=True)
-    insert_s = time.monotonic() - started
-    vacuum_s = _vacuum(bench)
-    # The attempts of the history ended before the job counters' last rollup (the pre-fill refresh
-    # moved it to now): like a farm's, they count as folded already.
-    started = time.monotonic()
-    stats.refresh(bench.settings, utcnow())
-    return {
-        "jobs": n,
-        "insert_s": round(insert_s, 1),
-        "jobs_per_s": round(n / max(insert_s, 1e-9)),
-        "vacuum_analyze_s": vacuum_s,
-        "rollup_after_fill_s": round(time.monotonic() - started, 2),
-    }
 
 
 # -- the ops reads over HTTP ------------------------------------------------------------------------
@@ -351,12 +236,12 @@ class Load:
 def prune_under_load(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     bench.reset()
     # What the measurements on the history deleted is space for new rows by now, as autovacuum makes it.
-    _vacuum(bench)
-    sizes = _sizes(bench)
-    settings = _unbounded(bench.settings).replace(
-        retain_succeeded_s=PRUNE_KEEP_DAYS * DAY_S,
-        retain_cancelled_s=PRUNE_KEEP_DAYS * DAY_S,
-        retain_dead_s=PRUNE_KEEP_DAYS * DAY_S,
+    history.vacuum(bench)
+    sizes = history.sizes(bench)
+    settings = history.unbounded(bench.settings).replace(
+        retain_succeeded_s=PRUNE_KEEP_DAYS * history.DAY_S,
+        retain_cancelled_s=PRUNE_KEEP_DAYS * history.DAY_S,
+        retain_dead_s=PRUNE_KEEP_DAYS * history.DAY_S,
         prune_batch=args.growth_prune_batch,
     )
     history_before = int(bench.scalar(f"SELECT count(*) FROM jobs WHERE NOT ({bench.fresh()})"))
@@ -376,10 +261,10 @@ def prune_under_load(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     bench.stop_all()
     history_after = int(bench.scalar(f"SELECT count(*) FROM jobs WHERE NOT ({bench.fresh()})"))
     before, during = load.window(before_from, prune_from), load.window(prune_from, prune_to)
-    vacuum_s = _vacuum(bench)
+    vacuum_s = history.vacuum(bench)
     return {
         "sizes_before": sizes,
-        "retention_s": PRUNE_KEEP_DAYS * DAY_S,
+        "retention_s": PRUNE_KEEP_DAYS * history.DAY_S,
         "prune_batch": args.growth_prune_batch,
         "load_rate_asked": args.growth_load_rate,
         "history_jobs_before": history_before,
@@ -407,27 +292,27 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "JOBYARD_RETAIN_CANCELLED": "0",
         "JOBYARD_RETAIN_DEAD": "0",
     }
-    bench.since = _db_now(bench)
+    bench.since = history.db_now(bench)
     stats.refresh(bench.settings, utcnow())  # the job counters' rollup starts now, not in 1970
     print("      growth: measuring on an empty history", flush=True)
     empty = measure(bench, args)
 
     with transaction(bench.settings) as conn:
         conn.execute(sa.text("TRUNCATE jobs, job_attempts CASCADE"))
-    sizes_before = _sizes(bench)
+    sizes_before = history.sizes(bench)
     print(f"      growth: writing {args.growth_history:,} finished jobs", flush=True)
-    filled = fill(bench, args.growth_history)
-    sizes_filled = _sizes(bench)
-    bench.since = _db_now(bench)
+    filled = history.fill(bench, args.growth_history)
+    sizes_filled = history.sizes(bench)
+    bench.since = history.db_now(bench)
 
     print("      growth: measuring on the history", flush=True)
-    history = measure(bench, args)
-    ratios = compare(empty, history)
+    on_history = measure(bench, args)
+    ratios = compare(empty, on_history)
 
     print("      growth: pruning half of it under load", flush=True)
     pruning = prune_under_load(bench, args)
     sizes_before_prune = pruning.pop("sizes_before")
-    sizes_after = _sizes(bench)
+    sizes_after = history.sizes(bench)
 
     before_b, filled_b, after_b = (
         _total(s, "total_bytes") for s in (sizes_before, sizes_filled, sizes_after)
@@ -436,7 +321,7 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     verdicts = {
         "throughputs_and_latencies": all(r["met"] for r in ratios),
         "reads_under_100_ms": all(
-            history[k]["median_ms"] < READ_MAX_MS for k in ("queues", "overview", "metrics")
+            on_history[k]["median_ms"] < READ_MAX_MS for k in ("queues", "overview", "metrics")
         ),
         "prune_under_60_s": pruning["prune_s"] < PRUNE_MAX_S,
         "prune_p99_under_2x": pruning["p99_ratio"] < PRUNE_P99_MAX,
@@ -449,7 +334,7 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "history_jobs": args.growth_history,
         "fill": filled,
         "empty": empty,
-        "history": history,
+        "history": on_history,
         "ratios": ratios,
         "prune": pruning,
         "sizes": {
