@@ -37,31 +37,22 @@ GOALS = (
         lambda r: r["bad_keys"]["limited"]["p99_ratio"] <= 3,
         "bad_keys",
     ),
+)
+
+#: The growth scenario's verdicts (bench/scenarios/growth.py), each a key of its "verdicts".
+GROWTH_GOALS = (
+    ("every throughput >= 0.9x and latency <= 1.2x of the empty history's", "throughputs_and_latencies"),
+    ("/v1/queues, overview and /metrics each < 100 ms on the history", "reads_under_100_ms"),
+    ("pruning half of the history < 60 s", "prune_under_60_s"),
+    ("enqueue p99 during the prune < 2x before it", "prune_p99_under_2x"),
     (
-        "growth: every throughput >= 0.9x and latency <= 1.2x of the empty history's",
-        lambda r: r["growth"]["verdicts"]["throughputs_and_latencies"],
-        "growth",
+        "jobs tables after prune + VACUUM within 20 % of their size before the fill",
+        "size_within_20_percent_of_before_fill",
     ),
-    (
-        "growth: /v1/queues, overview and /metrics each < 100 ms on the history",
-        lambda r: r["growth"]["verdicts"]["reads_under_100_ms"],
-        "growth",
-    ),
-    (
-        "growth: pruning half of the history < 60 s",
-        lambda r: r["growth"]["verdicts"]["prune_under_60_s"],
-        "growth",
-    ),
-    (
-        "growth: enqueue p99 during the prune < 2x before it",
-        lambda r: r["growth"]["verdicts"]["prune_p99_under_2x"],
-        "growth",
-    ),
-    (
-        "growth: jobs tables after prune + VACUUM within 20 % of their size before the fill",
-        lambda r: r["growth"]["verdicts"]["size_within_20_percent_of_before_fill"],
-        "growth",
-    ),
+)
+GOALS += tuple(
+    (f"growth: {label}", lambda r, key=key: r["growth"]["verdicts"][key], "growth")
+    for label, key in GROWTH_GOALS
 )
 
 
