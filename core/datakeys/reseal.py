@@ -21,7 +21,7 @@ from core.errors import SealedValueError
 from core.messaging.optouts import OPT_OUT_CONTEXT
 from core.messaging.outbound import BODY_TO_CONTEXT, TO_CONTEXT
 from core.platform.crypto import LEGACY_PREFIX, SEALED_PREFIX, KeyRing, key_id_of, key_label, looks_sealed
-from core.platform.tables import jobs, opt_outs, outbound_messages, schedules
+from core.platform.tables import job_history, jobs, opt_outs, outbound_messages, schedules
 
 log = structlog.get_logger(__name__)
 
@@ -282,7 +282,9 @@ def tables() -> list[tuple[str, Batch]]:
     """Every table that holds a sealed value or a keyed hash, with its batch; job payloads one job
     type (with sealed fields) at a time."""
     walks: list[tuple[str, Batch]] = []
-    for table in (jobs, schedules):
+    # A job that moves to the history during the walk is found again by the history's walk, which
+    # comes after.
+    for table in (jobs, schedules, job_history):
         for name in sorted(_sealed_fields()):
             walks.append((table.name, functools.partial(_payload_batch, table=table, type_name=name)))
     return [*walks, ("opt_outs", _opt_out_batch), ("outbound_messages", _outbound_batch)]
@@ -293,6 +295,9 @@ def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:
     key_id = ring.key_id
     counts = {
         "jobs": sa.select(sa.func.count()).select_from(jobs).where(_payload_pending(jobs, key_id)),
+        "job_history": sa.select(sa.func.count())
+        .select_from(job_history)
+        .where(_payload_pending(job_history, key_id)),
         "schedules": sa.select(sa.func.count())
         .select_from(schedules)
         .where(_payload_pending(schedules, key_id)),

@@ -20,8 +20,11 @@ from sqlalchemy.engine import Connection
 
 from core.platform.tables import audit_log, job_attempts, jobs, outbound_messages, prune_counts, scrapes
 
-#: The tables whose rows are history (and are pruned).
+#: The tables whose rows are history (and are pruned); job_history, partitioned, is added up over its days.
 HISTORY_TABLES = tuple(t.name for t in (jobs, job_attempts, outbound_messages, scrapes, audit_log))
+
+#: job_history and its days (each a table of its own to Postgres's bookkeeping).
+_DAYS = "SELECT inhrelid FROM pg_inherits WHERE inhparent = CAST('job_history' AS regclass)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +51,20 @@ class Horizon:
 def table_figures(conn: Connection) -> list[TableFigures]:
     rows = conn.execute(
         sa.text(
-            """
-            SELECT c.relname AS table, pg_total_relation_size(c.oid) AS total_bytes,
-                   pg_indexes_size(c.oid) AS index_bytes,
-                   coalesce(s.n_live_tup, 0) AS live_tuples, coalesce(s.n_dead_tup, 0) AS dead_tuples
-            FROM pg_class c
-            LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-            WHERE c.oid = ANY(CAST(:tables AS regclass[]))
-            ORDER BY c.relname
+            f"""
+            WITH figures AS (
+                SELECT CASE WHEN c.oid = ANY(CAST(:tables AS regclass[])) THEN c.relname
+                            ELSE 'job_history' END AS table,
+                       pg_total_relation_size(c.oid) AS total_bytes, pg_indexes_size(c.oid) AS index_bytes,
+                       coalesce(s.n_live_tup, 0) AS live_tuples, coalesce(s.n_dead_tup, 0) AS dead_tuples
+                FROM pg_class c
+                LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+                WHERE c.oid = ANY(CAST(:tables AS regclass[])) OR c.oid IN ({_DAYS})
+            )
+            SELECT "table", CAST(sum(total_bytes) AS bigint) AS total_bytes,
+                   CAST(sum(index_bytes) AS bigint) AS index_bytes,
+                   CAST(sum(live_tuples) AS bigint) AS live_tuples, CAST(sum(dead_tuples) AS bigint) AS dead_tuples
+            FROM figures GROUP BY "table" ORDER BY "table"
             """
         ),
         {"tables": list(HISTORY_TABLES)},
@@ -92,18 +101,25 @@ def pruned(conn: Connection) -> dict[tuple[str, str], int]:
 
 
 def estimated_rows_per_status(conn: Connection) -> dict[str, int]:
-    """Rows of jobs per status as the planner's statistics estimate them (empty before the first
-    ANALYZE): reltuples times each status's share among the most common values."""
-    row = conn.execute(
+    """Rows of jobs and job_history per status as the planner's statistics estimate them (empty
+    before the first ANALYZE): per table (each day of the history is one), reltuples times each
+    status's share among the most common values. A row per table kept: one per day of history."""
+    rows = conn.execute(
         sa.text(
-            """
-            SELECT c.reltuples, CAST(CAST(s.most_common_vals AS text) AS text[]) AS vals, s.most_common_freqs AS freqs
+            f"""
+            SELECT c.reltuples, CAST(CAST(s.most_common_vals AS text) AS text[]) AS vals,
+                   s.most_common_freqs AS freqs
             FROM pg_class c
-            LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = 'jobs' AND s.attname = 'status'
-            WHERE c.oid = CAST('jobs' AS regclass)
+            JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = c.relname
+                           AND s.attname = 'status' AND NOT s.inherited
+            WHERE c.oid = CAST('jobs' AS regclass) OR c.oid IN ({_DAYS})
             """
         )
-    ).one()
-    if row.reltuples is None or row.reltuples < 0 or not row.vals:
-        return {}
-    return {status: round(row.reltuples * freq) for status, freq in zip(row.vals, row.freqs, strict=True)}
+    ).all()
+    estimated: dict[str, int] = {}
+    for row in rows:
+        if row.reltuples is None or row.reltuples < 0 or not row.vals:
+            continue
+        for status, freq in zip(row.vals, row.freqs, strict=True):
+            estimated[status] = estimated.get(status, 0) + round(row.reltuples * freq)
+    return estimated

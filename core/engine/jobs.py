@@ -22,7 +22,7 @@ from core.engine.job_types import get_job_type, same_payload, shown_payload
 from core.errors import IdempotencyConflict
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings, get_settings
-from core.platform.tables import jobs
+from core.platform.tables import job_history, jobs
 
 log = structlog.get_logger(__name__)
 
@@ -216,6 +216,20 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     if keys:
         found = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
         existing = {row.idempotency_key: row for row in found}
+    fresh_keys = [
+        r.idempotency_key for r, new in zip(rows, created, strict=True) if new and r.idempotency_key
+    ]
+    if fresh_keys:
+        # The unique index covers jobs only: a key whose job has moved to the history is found
+        # there. Read after the insert, in a statement of its own: had the job been moving at
+        # that moment, the insert waited for the move to commit, and this read sees it.
+        found = conn.execute(sa.select(job_history).where(job_history.c.idempotency_key.in_(fresh_keys)))
+        moved = {row.idempotency_key: row for row in found}
+        if moved:
+            taken = [r.id for r in rows if r.idempotency_key in moved and str(r.id) in inserted]
+            conn.execute(sa.delete(jobs).where(jobs.c.id.in_(taken)))
+            existing.update(moved)
+            created = [new and r.idempotency_key not in moved for r, new in zip(rows, created, strict=True)]
     results = []
     for index, (r, new) in enumerate(zip(rows, created, strict=True)):
         if new:

@@ -1,4 +1,9 @@
-"""Reads and cancellations of jobs, as the control API and the CLI need them."""
+"""Reads and cancellations of jobs, as the control API and the CLI need them.
+
+A job is in ``jobs`` while it is open or just finished, then in ``job_history``
+(core/engine/finished.py): reads look in both, changes only in ``jobs`` (a job in the history is
+final, and answers as one).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.engine import finished
 from core.engine.jobs import CANCELLABLE, Job, JobStatus, utcnow
 from core.errors import JobNotFound, NotCancellable, NotReschedulable
 from core.platform.pagination import page, split_page
-from core.platform.tables import job_attempts, jobs
+from core.platform.tables import job_attempts, job_history, jobs
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -27,30 +33,38 @@ class Attempt(msgspec.Struct, kw_only=True):
     job_status: str | None = None
 
 
-def get_job(conn: Connection, job_id: uuid.UUID) -> Job:
-    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+def _row(conn: Connection, job_id: uuid.UUID) -> sa.Row[Any]:
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first() or finished.find(conn, job_id)
     if row is None:
         raise JobNotFound(f"no job {job_id}")
-    return Job.from_row(row)
+    return row
+
+
+def get_job(conn: Connection, job_id: uuid.UUID) -> Job:
+    return Job.from_row(_row(conn, job_id))
+
+
+def _attempt(r: Any) -> Attempt:
+    return Attempt(
+        number=r["number"],
+        worker=r["worker"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        outcome=r["outcome"],
+        error=r["error"],
+        job_status=r["job_status"],
+    )
 
 
 def list_attempts(conn: Connection, job_id: uuid.UUID) -> list[Attempt]:
-    get_job(conn, job_id)
+    row = _row(conn, job_id)
+    if "attempt_log" in row._mapping:
+        # Moved to the history: the attempts travel with the job, their times as JSON strings.
+        return [msgspec.convert(a, Attempt, strict=False) for a in row._mapping["attempt_log"]]
     rows = conn.execute(
         sa.select(job_attempts).where(job_attempts.c.job_id == job_id).order_by(job_attempts.c.number)
     )
-    return [
-        Attempt(
-            number=r.number,
-            worker=r.worker,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            outcome=r.outcome,
-            error=r.error,
-            job_status=r.job_status,
-        )
-        for r in rows
-    ]
+    return [_attempt(r._mapping) for r in rows]
 
 
 class JobFilter(msgspec.Struct, kw_only=True):
@@ -61,20 +75,28 @@ class JobFilter(msgspec.Struct, kw_only=True):
     created_before: datetime | None = None
 
 
-def list_jobs(conn: Connection, f: JobFilter, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
-    query = sa.select(jobs)
+def _filtered(table: sa.Table, f: JobFilter) -> sa.Select[Any]:
+    c = table.c
+    query = sa.select(*(c[name] for name in finished.COLUMNS))
     if f.type:
-        query = query.where(jobs.c.type == f.type)
+        query = query.where(c.type == f.type)
     if f.status:
-        query = query.where(jobs.c.status == f.status)
+        query = query.where(c.status == f.status)
     if f.business_key:
-        query = query.where(jobs.c.business_key == f.business_key)
+        query = query.where(c.business_key == f.business_key)
     if f.created_after:
-        query = query.where(jobs.c.created_at > f.created_after)
+        query = query.where(c.created_at > f.created_after)
     if f.created_before:
-        query = query.where(jobs.c.created_at < f.created_before)
+        query = query.where(c.created_at < f.created_before)
+    return query
+
+
+def list_jobs(conn: Connection, f: JobFilter, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
+    """Newest first, from both tables: Postgres merges their (and each day's) newest-first indexes,
+    so a page costs the page, not the history."""
+    both = sa.union_all(_filtered(jobs, f), _filtered(job_history, f)).subquery("j")
     rows, next_cursor = split_page(
-        conn.execute(page(query, jobs.c.created_at, jobs.c.id, limit, cursor)).all(), limit
+        conn.execute(page(sa.select(both), both.c.created_at, both.c.id, limit, cursor)).all(), limit
     )
     return [Job.from_row(r) for r in rows], next_cursor
 

@@ -1,19 +1,28 @@
 """Retention: finished jobs, the outbound rows they leave and audit entries, removed once their time is up.
 
-``prune`` is the one way history goes. Today it deletes in bounded batches; the day history is
-partitioned by day of finishing, the same call detaches and drops whole days instead, and nothing
-around it changes (the scheduler's thread, the counts, the metrics).
+``prune`` is the one way history goes, in this order each time the scheduler's thread calls it:
+
+1. Live rows past their retention (dead letters, which stay in ``jobs``, and any finished job not
+   moved yet) go by bounded batches of JOBYARD_PRUNE_BATCH.
+2. Finished jobs whose attempts are counted move to ``job_history`` (core/engine/finished.py).
+3. A day of ``job_history`` goes by dropping its partition once the whole day has passed the longest
+   retention of the statuses and types it holds: no DELETE, no dead tuples, nothing for vacuum.
+4. A history row kept less long than its day (a type with a shorter ``retain``, or a retention of
+   seconds) goes by bounded batches once its retention and once more as much (at most a day) have
+   passed: a day's partition is not emptied row by row just before it is dropped.
+5. Outbound rows and audit entries past their own retention, by bounded batches.
 
 What goes, and when (docs/operations/retention.md):
 
 * A job that ended succeeded, cancelled or dead, once its type's retention for that status has
-  passed since it finished (JOBYARD_RETAIN_SUCCEEDED, _CANCELLED, _DEAD, or the type's ``retain``),
-  with its attempts, its scrapes (screenshots included), its outbound message rows that are older
-  than JOBYARD_RETAIN_OUTBOUND, and its idempotency key, which is a column of the job: once the job
-  is gone, the key may be used again. A job is never removed before its attempts are folded into the
+  passed since it finished (JOBYARD_RETAIN_SUCCEEDED, _CANCELLED, _DEAD, or the type's ``retain``;
+  for a moved job, at most a day later, when its day goes), with its attempts, its scrapes
+  (screenshots included) and its idempotency key, which is a column of the job: once the job is
+  gone, the key may be used again. A job is never removed before its attempts are folded into the
   job counters (core/engine/stats.py, about two minutes after it finished), so no counter goes back.
-* An outbound row whose job is gone, once JOBYARD_RETAIN_OUTBOUND has passed since it was written:
-  until then a delivery or read status may still arrive for it (core/messaging/webhook.py).
+* An outbound row, once JOBYARD_RETAIN_OUTBOUND has passed since it was written and its job has left
+  ``jobs`` (until then a delivery or read status may still arrive for it, core/messaging/webhook.py;
+  a dead job's rows stay with it, so a redrive never sends twice).
 * An audit entry older than JOBYARD_RETAIN_AUDIT.
 
 Never anything else: chats, chat messages, unread counters, embeddings, opt-outs and schedules are
@@ -22,7 +31,8 @@ the farm's data, not its history.
 Each batch is one short transaction that locks only the finished rows it removes, taken with
 ``FOR UPDATE SKIP LOCKED``: queued and running jobs are never touched, so enqueue and claim never
 wait for it, and any number of schedulers prune side by side, each removing rows no other does.
-The rows removed are added to ``prune_counts`` in the same transaction: the count is exact.
+Dropping a day takes an advisory lock and checks the day is still there, so it happens once. The
+rows removed are added to ``prune_counts`` in the same transaction: the count is exact.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.engine import stats
+from core.engine import finished, stats
 from core.engine.job_types import job_types
 from core.engine.jobs import utcnow
 from core.platform.db import transaction
@@ -45,7 +55,6 @@ from core.platform.tables import (
     PRUNED_STATUSES,
     audit_log,
     job_attempts,
-    job_stats_rollup,
     jobs,
     outbound_messages,
     prune_counts,
@@ -56,27 +65,30 @@ from core.platform.tables import (
 Removed = Counter[tuple[str, str]]
 
 
-def _status_is(status: str) -> sa.TextClause:
-    # Spelled out, not bound: the planner must see the status to use the partial index ix_jobs_finished
+def _status_is(status: str) -> str:
+    # Spelled out, not bound: the planner must see the status to use a partial index
     # (a generic plan of a prepared statement would not).
     if status not in PRUNED_STATUSES:
         raise ValueError(f"{status!r} is not a final status")
-    return sa.text(f"jobs.status = '{status}'")
+    return f"status = '{status}'"
 
 
-def oldest_per_type(conn: Connection, status: str) -> dict[str, datetime | None]:
-    """When the job of each type that ended ``status`` first finished, for the types that have any:
-    a loose scan of ix_jobs_finished, one index probe per type whatever the history holds."""
-    is_status = _status_is(status).text.removeprefix("jobs.")
-    # Ordered by (type, finished_at), which only ix_jobs_finished gives: another index on type
-    # would have to step over every job of a type that is not in ``status``.
+def oldest_per_type(conn: Connection, status: str, table: str = "jobs") -> dict[str, datetime | None]:
+    """When the job of each type that ended ``status`` first finished in ``table`` (jobs or
+    job_history), for the types that have any: a loose scan of its (status, type, finished_at)
+    index, one index probe per type (and day of history) whatever the history holds."""
+    if table not in ("jobs", "job_history"):
+        raise ValueError(table)
+    is_status = _status_is(status)
+    # Ordered by (type, finished_at), which only that index gives: another index on type would have
+    # to step over every job of a type that is not in ``status``.
     query = sa.text(
         f"""
         WITH RECURSIVE t(type, oldest) AS (
-            (SELECT type, finished_at FROM jobs WHERE {is_status} ORDER BY type, finished_at LIMIT 1)
+            (SELECT type, finished_at FROM {table} WHERE {is_status} ORDER BY type, finished_at LIMIT 1)
             UNION ALL
             SELECT n.type, n.finished_at FROM t, LATERAL (
-                SELECT j.type, j.finished_at FROM jobs j WHERE j.{is_status} AND j.type > t.type
+                SELECT j.type, j.finished_at FROM {table} j WHERE j.{is_status} AND j.type > t.type
                 ORDER BY j.type, j.finished_at LIMIT 1
             ) n
         )
@@ -111,16 +123,35 @@ def _add_counts(conn: Connection, removed: Removed) -> None:
     )
 
 
-def _prune_jobs_batch(
-    settings: Settings, status: str, type_name: str, before: datetime, outbound_before: datetime | None
-) -> int:
-    """Remove up to a batch of ``type_name`` jobs that ended ``status`` before ``before``, with what
-    hangs off them, in one transaction. Returns the jobs removed."""
+def _before(now: datetime, seconds: float) -> datetime | None:
+    return now - timedelta(seconds=seconds) if seconds > 0 else None
+
+
+def _history_before(now: datetime, seconds: float) -> datetime | None:
+    """When a history row is due for a batch delete: its retention and as much again, at most a day
+    more, so rows whose day is about to be dropped are left to the drop."""
+    return (
+        now - timedelta(seconds=seconds) - min(timedelta(seconds=seconds), finished.DAY)
+        if seconds > 0
+        else None
+    )
+
+
+# -- 1. live rows ------------------------------------------------------------------------------------
+
+
+def _prune_jobs_batch(settings: Settings, status: str, type_name: str, before: datetime) -> int:
+    """Remove up to a batch of ``type_name`` jobs in ``jobs`` that ended ``status`` before ``before``,
+    with their attempts and scrapes, in one transaction. Returns the jobs removed."""
     with transaction(settings) as conn:
         ids = list(
             conn.execute(
                 sa.select(jobs.c.id)
-                .where(_status_is(status), jobs.c.type == type_name, jobs.c.finished_at < before)
+                .where(
+                    sa.text(f"jobs.{_status_is(status)}"),
+                    jobs.c.type == type_name,
+                    jobs.c.finished_at < before,
+                )
                 .order_by(jobs.c.finished_at)
                 .limit(settings.prune_batch)
                 .with_for_update(skip_locked=True)
@@ -132,19 +163,136 @@ def _prune_jobs_batch(
         removed["scrapes", status] = conn.execute(
             sa.delete(scrapes).where(scrapes.c.job_id.in_(ids))
         ).rowcount
-        if outbound_before is not None:
-            # The younger ones stay, their job_id set to NULL by the foreign key, until their own time.
-            removed["outbound_messages", status] = conn.execute(
-                sa.delete(outbound_messages).where(
-                    outbound_messages.c.job_id.in_(ids), outbound_messages.c.created_at < outbound_before
-                )
-            ).rowcount
         removed["job_attempts", status] = conn.execute(
             sa.delete(job_attempts).where(job_attempts.c.job_id.in_(ids))
         ).rowcount
         removed["jobs", status] = conn.execute(sa.delete(jobs).where(jobs.c.id.in_(ids))).rowcount
         _add_counts(conn, removed)
         return len(ids)
+
+
+def _live_batches(settings: Settings, now: datetime, folded: datetime) -> Iterator[Callable[[], int]]:
+    with transaction(settings) as conn:
+        present = {status: oldest_per_type(conn, status) for status in PRUNED_STATUSES}
+    for status, oldest in present.items():
+        for type_name, first in oldest.items():
+            before = _before(now, retention_s(type_name, status, settings))
+            if before is not None and first is not None and first < before:
+                # The attempts of a job that finished after ``folded`` are not counted yet.
+                yield functools.partial(_prune_jobs_batch, settings, status, type_name, min(before, folded))
+
+
+# -- 3. days of history ----------------------------------------------------------------------------
+
+
+def _history_present(conn: Connection) -> dict[str, dict[str, datetime | None]]:
+    return {status: oldest_per_type(conn, status, "job_history") for status in finished.MOVED_STATUSES}
+
+
+def _kept_longest(settings: Settings, present: dict[str, dict[str, datetime | None]]) -> float | None:
+    """The longest retention of what job_history holds, in seconds; None: something is kept forever."""
+    longest = 0.0
+    for status, oldest in present.items():
+        for type_name in oldest:
+            seconds = retention_s(type_name, status, settings)
+            if seconds <= 0:
+                return None
+            longest = max(longest, seconds)
+    return longest
+
+
+def _drop_day(settings: Settings, name: str) -> int:
+    """Count what the day holds, remove its scrapes, and drop it, in one transaction; 0 if another
+    scheduler dropped it first. Returns the jobs removed."""
+    with transaction(settings) as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": finished.PARTITIONS_LOCK})
+        if name not in finished.partitions(conn):
+            return 0
+        removed: Removed = Counter()
+        counts = conn.execute(
+            sa.text(
+                f"SELECT status, count(*) AS n, coalesce(sum(jsonb_array_length(attempt_log)), 0) AS a "
+                f"FROM {name} GROUP BY status"
+            )
+        ).all()
+        for r in counts:
+            removed["jobs", r.status] += r.n
+            removed["job_attempts", r.status] += r.a
+        gone = conn.execute(sa.text(f"DELETE FROM scrapes WHERE job_id IN (SELECT id FROM {name})")).rowcount
+        removed["scrapes", ""] += gone
+        # Last, so job_history's lock is held only for the commit.
+        conn.execute(sa.text(f"DROP TABLE {name}"))
+        _add_counts(conn, removed)
+        return sum(r.n for r in counts)
+
+
+def _drop_days(settings: Settings, now: datetime, should_stop: Callable[[], bool]) -> int:
+    with transaction(settings) as conn:
+        days = finished.partitions(conn)
+        longest = _kept_longest(settings, _history_present(conn))
+    if longest is None:
+        return 0
+    cutoff = now - timedelta(seconds=longest)
+    total = 0
+    for name in days:
+        if should_stop():
+            break
+        if finished.day_start(finished.day_of(name)) + finished.DAY <= min(cutoff, now):
+            total += _drop_day(settings, name)
+    return total
+
+
+# -- 4. history rows kept less long than their day ---------------------------------------------------
+
+_PRUNE_HISTORY = """
+WITH doomed AS (
+    SELECT id, finished_at FROM job_history
+    WHERE {is_status} AND type = :type AND finished_at < :before
+    ORDER BY finished_at LIMIT :n FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM job_history h USING doomed d WHERE h.id = d.id AND h.finished_at = d.finished_at
+    RETURNING h.id, jsonb_array_length(h.attempt_log) AS attempts
+), scraped AS (
+    DELETE FROM scrapes WHERE job_id IN (SELECT id FROM gone) RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS jobs, (SELECT coalesce(sum(attempts), 0) FROM gone) AS attempts,
+       (SELECT count(*) FROM scraped) AS scrapes
+"""
+
+
+def _prune_history_batch(settings: Settings, status: str, type_name: str, before: datetime) -> int:
+    with transaction(settings) as conn:
+        r = conn.execute(
+            sa.text(_PRUNE_HISTORY.format(is_status=_status_is(status))),
+            {"type": type_name, "before": before, "n": settings.prune_batch},
+        ).one()
+        removed: Removed = Counter(
+            {
+                ("jobs", status): r.jobs,
+                ("job_attempts", status): int(r.attempts),
+                ("scrapes", status): r.scrapes,
+            }
+        )
+        _add_counts(conn, removed)
+        return int(r.jobs)
+
+
+def _history_batches(settings: Settings, now: datetime) -> Iterator[Callable[[], int]]:
+    with transaction(settings) as conn:
+        present = _history_present(conn)
+    for status, oldest in present.items():
+        for type_name, first in oldest.items():
+            before = _history_before(now, retention_s(type_name, status, settings))
+            if before is not None and first is not None and first < before:
+                yield functools.partial(_prune_history_batch, settings, status, type_name, before)
+
+
+# -- 5. outbound rows and audit entries ------------------------------------------------------------
+
+
+def _outbound_due(before: datetime) -> sa.ColumnElement[bool]:
+    om = outbound_messages.c
+    return sa.and_(om.created_at < before, ~sa.exists().where(jobs.c.id == om.job_id))
 
 
 def _prune_rows_batch(
@@ -165,75 +313,83 @@ def _prune_rows_batch(
         return int(count)
 
 
-def _before(now: datetime, seconds: float) -> datetime | None:
-    return now - timedelta(seconds=seconds) if seconds > 0 else None
-
-
-def _batches(settings: Settings) -> Iterator[tuple[str, Callable[[], int]]]:
-    """Every kind of batch due now, as (what, run once); each is run until it comes back short."""
-    now = utcnow()
-    # Attempts are counted by folding them into the job counters: fold what is due first, and never
-    # remove a job whose attempts are not folded yet.
-    stats.refresh(settings, now)
-    with transaction(settings) as conn:
-        folded_until: datetime = conn.execute(
-            sa.select(job_stats_rollup.c.rolled_until).where(job_stats_rollup.c.id == 1)
-        ).scalar_one()
-        present = {status: oldest_per_type(conn, status) for status in PRUNED_STATUSES}
+def _row_batches(settings: Settings, now: datetime) -> Iterator[Callable[[], int]]:
     outbound_before = _before(now, settings.retain_outbound_s)
-    for status, oldest in present.items():
-        for type_name, first in oldest.items():
-            before = _before(now, retention_s(type_name, status, settings))
-            if before is not None and first is not None and first < before:
-                # The attempts of a job that finished after folded_until are not counted yet.
-                before = min(before, folded_until)
-                batch = functools.partial(
-                    _prune_jobs_batch, settings, status, type_name, before, outbound_before
-                )
-                yield f"jobs:{status}:{type_name}", batch
     if outbound_before is not None:
-        om = outbound_messages.c
-        unowned = sa.and_(om.job_id.is_(None), om.created_at < outbound_before)
-        yield (
-            "outbound_messages",
-            functools.partial(_prune_rows_batch, settings, outbound_messages, om.created_at, unowned),
+        yield functools.partial(
+            _prune_rows_batch,
+            settings,
+            outbound_messages,
+            outbound_messages.c.created_at,
+            _outbound_due(outbound_before),
         )
     audit_before = _before(now, settings.retain_audit_s)
     if audit_before is not None:
         old = audit_log.c.at < audit_before
-        yield "audit_log", functools.partial(_prune_rows_batch, settings, audit_log, audit_log.c.at, old)
+        yield functools.partial(_prune_rows_batch, settings, audit_log, audit_log.c.at, old)
 
 
-def prune(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -> int:
-    """Remove everything past its retention, a batch per transaction, until nothing is left or
-    ``should_stop()``. Returns the rows removed (jobs, outbound rows and audit entries)."""
+def _drain(runs: Iterator[Callable[[], int]], batch: int, should_stop: Callable[[], bool]) -> int:
+    """Run each batch until it comes back short (or ``should_stop()``)."""
     total = 0
-    for _, run in _batches(settings):
+    for run in runs:
         while not should_stop():
             done = run()
             total += done
-            if done < settings.prune_batch:
+            if done < batch:
                 break
     return total
 
 
+def prune(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Remove everything past its retention and move what has finished to the history (see the
+    module's docstring), until nothing is left or ``should_stop()``. Returns the rows removed (jobs,
+    outbound rows and audit entries; moved jobs are not counted)."""
+    now = utcnow()
+    # Attempts are counted by folding them into the job counters: fold what is due first, and never
+    # remove or move a job whose attempts are not folded yet.
+    stats.refresh(settings, now)
+    with transaction(settings) as conn:
+        folded = finished.folded_until(conn)
+    total = _drain(_live_batches(settings, now, folded), settings.prune_batch, should_stop)
+    finished.move_finished(settings, folded, should_stop)
+    total += _drop_days(settings, now, should_stop)
+    total += _drain(_history_batches(settings, now), settings.prune_batch, should_stop)
+    total += _drain(_row_batches(settings, now), settings.prune_batch, should_stop)
+    return total
+
+
 def prune_lag(conn: Connection, settings: Settings, now: datetime) -> dict[tuple[str, str], float]:
-    """Per (table, job status or ""), how many seconds the oldest row has been past its retention
-    (0: none is). Bounded like the pruning itself: index probes, whatever the history holds."""
+    """Per (table, job status or ""), how many seconds the oldest row has been past the time it should
+    have gone (0: none is). Bounded like the pruning itself: index probes, whatever the history holds."""
     lag: dict[tuple[str, str], float] = {}
 
     def late(first: datetime | None, before: datetime | None) -> float:
         return max((before - first).total_seconds(), 0.0) if first and before else 0.0
 
     for status in PRUNED_STATUSES:
-        oldest = oldest_per_type(conn, status)
+        live = oldest_per_type(conn, status)
+        kept = oldest_per_type(conn, status, "job_history") if status in finished.MOVED_STATUSES else {}
         lag["jobs", status] = max(
-            [late(first, _before(now, retention_s(t, status, settings))) for t, first in oldest.items()],
+            [late(first, _before(now, retention_s(t, status, settings))) for t, first in live.items()]
+            + [
+                late(first, _history_before(now, retention_s(t, status, settings)))
+                for t, first in kept.items()
+            ],
             default=0.0,
         )
-    om = outbound_messages.c
-    first_unowned = conn.execute(sa.select(sa.func.min(om.created_at)).where(om.job_id.is_(None))).scalar()
-    lag["outbound_messages", ""] = late(first_unowned, _before(now, settings.retain_outbound_s))
+    outbound_before = _before(now, settings.retain_outbound_s)
+    first_outbound = (
+        conn.execute(
+            sa.select(outbound_messages.c.created_at)
+            .where(_outbound_due(outbound_before))
+            .order_by(outbound_messages.c.created_at)
+            .limit(1)
+        ).scalar()
+        if outbound_before is not None
+        else None
+    )
+    lag["outbound_messages", ""] = late(first_outbound, outbound_before)
     first_audit = conn.execute(sa.select(sa.func.min(audit_log.c.at))).scalar()
     lag["audit_log", ""] = late(first_audit, _before(now, settings.retain_audit_s))
     return lag

@@ -171,6 +171,13 @@ class Settings:
         "Jobs (or audit entries, outbound rows) removed per pruning transaction: short enough never to "
         "hold up enqueue or claim, which it never locks anyway.",
     )
+    history_batch: int = _setting(
+        "JOBYARD_HISTORY_BATCH",
+        2000,
+        "Finished jobs moved from the live table into job_history per transaction "
+        "(core/engine/finished.py): one set-based statement, so larger than a pruning batch; it locks "
+        "only the finished rows it moves.",
+    )
     embedding_model: str = _setting(
         "JOBYARD_EMBEDDING_MODEL",
         "sentence-transformers/all-MiniLM-L6-v2",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -164,6 +166,66 @@ sa.Index(
     postgresql_where=job_attempts.c.finished_at.isnot(None),
 )
 
+# Finished history: succeeded and cancelled jobs leave ``jobs`` once their attempts are folded into the
+# job counters (core/engine/finished.py), their attempts folded into ``attempt_log``. Partitioned by
+# the UTC day the job finished (job_history_YYYYMMDD), so a day of history goes by dropping its table:
+# no DELETE, no dead tuples, no vacuum (core/engine/retention.py). Dead jobs stay in ``jobs``, where
+# the dead-letter queue and its redrive work. The primary key must hold the partition key; ids are
+# random UUIDs, and a job is in one table at a time (moved in one transaction).
+job_history = sa.Table(
+    "job_history",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Column("business_key", sa.Text),
+    sa.Column("run_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_retries", sa.Integer, nullable=False),
+    sa.Column("result", Json),
+    sa.Column("error", Json),
+    sa.Column("request_id", sa.Text),
+    sa.Column("message_id", sa.Text),
+    sa.Column("worker", sa.Text),
+    sa.Column("retry_base", sa.Integer, nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    _ts("published_at"),
+    _ts("started_at"),
+    sa.Column("finished_at", sa.DateTime(timezone=True), primary_key=True),
+    # The job's attempts, oldest first, as GET /v1/jobs/{id}/attempts shows them.
+    sa.Column("attempt_log", Json, nullable=False),
+    postgresql_partition_by="RANGE (finished_at)",
+)
+#: The name of a day's partition of job_history, e.g. job_history_20261202.
+HISTORY_PARTITION = re.compile(r"job_history_\d{8}")
+
+
+def is_history_partition(name: str | None) -> bool:
+    """A day of job_history: made and dropped by the farm, so no migration declares it."""
+    return name is not None and HISTORY_PARTITION.fullmatch(name) is not None
+
+
+# The same reads as jobs': the list endpoint (newest first, by type), business and idempotency keys.
+sa.Index("ix_job_history_created", job_history.c.created_at.desc(), job_history.c.id.desc())
+sa.Index("ix_job_history_type_created", job_history.c.type, job_history.c.created_at.desc())
+sa.Index(
+    "ix_job_history_business_key",
+    job_history.c.business_key,
+    postgresql_where=job_history.c.business_key.isnot(None),
+)
+sa.Index(
+    "ix_job_history_idempotency_key",
+    job_history.c.idempotency_key,
+    postgresql_where=job_history.c.idempotency_key.isnot(None),
+)
+# Per status and type, the jobs that finished first: a type kept less long than its day goes by
+# bounded batches, and the prune lag is a few index probes.
+sa.Index("ix_job_history_finished", job_history.c.status, job_history.c.type, job_history.c.finished_at)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,
@@ -288,7 +350,8 @@ outbound_messages = sa.Table(
     "outbound_messages",
     metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
-    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="SET NULL")),
+    # The job that sends it, in jobs or job_history (no foreign key: a finished job moves).
+    sa.Column("job_id", UUID(as_uuid=True)),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("channel", sa.Text, nullable=False, server_default="whatsapp"),
     # The recipient, sealed (core/platform/crypto.py), and its keyed hash to find a number's messages.
@@ -317,12 +380,9 @@ sa.Index(
     postgresql_where=outbound_messages.c.provider_message_id.isnot(None),
 )
 
-# Pruning: outbound rows whose job is gone, oldest first; each goes once no delivery status can come.
-sa.Index(
-    "ix_outbound_messages_unowned",
-    outbound_messages.c.created_at,
-    postgresql_where=outbound_messages.c.job_id.is_(None),
-)
+# Pruning: the oldest outbound rows first; each goes once no delivery status can come for it and its
+# job has left ``jobs`` (a dead job's rows guard its redrive against sending twice).
+sa.Index("ix_outbound_messages_created", outbound_messages.c.created_at)
 
 # Recipients who asked not to be messaged (by API or by writing STOP). The number is found by its
 # keyed hash and kept sealed (core/platform/crypto.py); Postgres never sees it in clear.
@@ -451,7 +511,8 @@ scrapes = sa.Table(
     "scrapes",
     metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
-    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="SET NULL")),
+    # The job that read it, in jobs or job_history (no foreign key: a finished job moves).
+    sa.Column("job_id", UUID(as_uuid=True)),
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("final_url", sa.Text, nullable=False),
     sa.Column("status_code", sa.Integer),
