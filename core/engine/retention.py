@@ -40,9 +40,10 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
@@ -61,8 +62,13 @@ from core.platform.tables import (
     scrapes,
 )
 
+log = structlog.get_logger(__name__)
+
 #: (table, job status or "") -> rows removed.
 Removed = Counter[tuple[str, str]]
+#: How long dropping a day waits for job_history's lock (reads of finished jobs queue behind it).
+DROP_LOCK_TIMEOUT_MS = 1000
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def _status_is(status: str) -> str:
@@ -220,25 +226,43 @@ def _drop_day(settings: Settings, name: str) -> int:
             removed["job_attempts", r.status] += r.a
         gone = conn.execute(sa.text(f"DELETE FROM scrapes WHERE job_id IN (SELECT id FROM {name})")).rowcount
         removed["scrapes", ""] += gone
-        # Last, so job_history's lock is held only for the commit.
+        # Last, so job_history's lock is held only for the commit; and not waited for long, since
+        # reads of finished jobs queue behind the wait: a day that is busy goes next pass.
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT_MS}ms'"))
         conn.execute(sa.text(f"DROP TABLE {name}"))
         _add_counts(conn, removed)
         return sum(r.n for r in counts)
 
 
-def _drop_days(settings: Settings, now: datetime, should_stop: Callable[[], bool]) -> int:
+def _drop_line(settings: Settings, now: datetime) -> datetime | None:
+    """The days of history that end by this time (a UTC midnight) go whole; None: no day goes, since
+    something the history holds is kept forever."""
     with transaction(settings) as conn:
-        days = finished.partitions(conn)
         longest = _kept_longest(settings, _history_present(conn))
     if longest is None:
+        return None
+    cutoff = min(now - timedelta(seconds=longest), now)
+    return finished.day_start(cutoff.astimezone(UTC).date())
+
+
+def _drop_days(settings: Settings, line: datetime | None, should_stop: Callable[[], bool]) -> int:
+    if line is None:
         return 0
-    cutoff = now - timedelta(seconds=longest)
+    with transaction(settings) as conn:
+        days = [
+            name for name in finished.partitions(conn) if finished.day_start(finished.day_of(name)) < line
+        ]
     total = 0
     for name in days:
         if should_stop():
             break
-        if finished.day_start(finished.day_of(name)) + finished.DAY <= min(cutoff, now):
+        try:
             total += _drop_day(settings, name)
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            # Rolled back whole (its scrapes too): the day goes next pass.
+            log.info("history_day_busy", day=name, retry_in_s=settings.prune_interval_s)
     return total
 
 
@@ -247,7 +271,7 @@ def _drop_days(settings: Settings, now: datetime, should_stop: Callable[[], bool
 _PRUNE_HISTORY = """
 WITH doomed AS (
     SELECT id, finished_at FROM job_history
-    WHERE {is_status} AND type = :type AND finished_at < :before
+    WHERE {is_status} AND type = :type AND finished_at < :before AND finished_at >= :line
     ORDER BY finished_at LIMIT :n FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM job_history h USING doomed d WHERE h.id = d.id AND h.finished_at = d.finished_at
@@ -260,11 +284,18 @@ SELECT (SELECT count(*) FROM gone) AS jobs, (SELECT coalesce(sum(attempts), 0) F
 """
 
 
-def _prune_history_batch(settings: Settings, status: str, type_name: str, before: datetime) -> int:
+def _prune_history_batch(
+    settings: Settings, status: str, type_name: str, before: datetime, line: datetime | None
+) -> int:
     with transaction(settings) as conn:
         r = conn.execute(
             sa.text(_PRUNE_HISTORY.format(is_status=_status_is(status))),
-            {"type": type_name, "before": before, "n": settings.prune_batch},
+            {
+                "type": type_name,
+                "before": before,
+                "line": line or datetime.min.replace(tzinfo=UTC),
+                "n": settings.prune_batch,
+            },
         ).one()
         removed: Removed = Counter(
             {
@@ -277,14 +308,16 @@ def _prune_history_batch(settings: Settings, status: str, type_name: str, before
         return int(r.jobs)
 
 
-def _history_batches(settings: Settings, now: datetime) -> Iterator[Callable[[], int]]:
+def _history_batches(settings: Settings, now: datetime, line: datetime | None) -> Iterator[Callable[[], int]]:
+    """Rows past their retention in days that are not dropped whole (the days before ``line`` are
+    left to the drop, even while it waits for a busy day)."""
     with transaction(settings) as conn:
         present = _history_present(conn)
     for status, oldest in present.items():
         for type_name, first in oldest.items():
             before = _history_before(now, retention_s(type_name, status, settings))
             if before is not None and first is not None and first < before:
-                yield functools.partial(_prune_history_batch, settings, status, type_name, before)
+                yield functools.partial(_prune_history_batch, settings, status, type_name, before, line)
 
 
 # -- 5. outbound rows and audit entries ------------------------------------------------------------
@@ -353,8 +386,9 @@ def prune(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -
         folded = finished.folded_until(conn)
     total = _drain(_live_batches(settings, now, folded), settings.prune_batch, should_stop)
     finished.move_finished(settings, folded, should_stop)
-    total += _drop_days(settings, now, should_stop)
-    total += _drain(_history_batches(settings, now), settings.prune_batch, should_stop)
+    line = _drop_line(settings, now)
+    total += _drop_days(settings, line, should_stop)
+    total += _drain(_history_batches(settings, now, line), settings.prune_batch, should_stop)
     total += _drain(_row_batches(settings, now), settings.prune_batch, should_stop)
     return total
 

@@ -16,7 +16,8 @@ from litestar.testing import TestClient
 from core.engine import stats as job_stats
 from core.engine.finished import partitions
 from core.engine.jobs import utcnow
-from core.platform.db import transaction
+from core.engine.retention import prune
+from core.platform.db import get_engine, transaction
 from core.platform.settings import Settings
 from core.platform.tables import job_attempts, job_history, jobs, prune_counts
 from tests.integration.conftest import Farm, JobWaiter
@@ -183,3 +184,20 @@ def test_two_schedulers_drop_days_of_history_each_once(
     for proc in (first, second):
         log = proc.log()
         assert "scheduler_step_failed" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_a_day_a_reader_holds_goes_on_the_next_pass(settings: Settings) -> None:
+    """Dropping a day waits briefly for the history's lock, then leaves the day for the next pass,
+    whole (its scrapes and counts too), rather than hold up every read of finished jobs behind it."""
+    _insert_finished(settings, 100, 6)
+    prune(settings.replace(retain_succeeded_s=30 * DAY_S))  # moves them into their day
+    assert _count(settings, job_history) == 100
+    short = settings.replace(retain_succeeded_s=4 * DAY_S)
+    with get_engine(settings).connect() as reader:
+        held = reader.begin()
+        reader.execute(sa.text("SELECT count(*) FROM job_history"))  # holds its lock until rollback
+        prune(short)
+        held.rollback()
+    assert _count(settings, job_history) == 100 and _pruned_jobs(settings) is None
+    prune(short)
+    assert _count(settings, job_history) == 0 and _pruned_jobs(settings) == 100
