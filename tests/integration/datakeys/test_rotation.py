@@ -274,7 +274,13 @@ def test_rotation_under_load_loses_nothing_and_opt_outs_still_hold(
     _check_every_row_opens_under_the_new_key(
         settings, seeded, len(load.sends) + len(load.refused), len(load.sends)
     )
-    assert pending_counts_now(settings) == {"jobs": 0, "schedules": 0, "opt_outs": 0, "outbound_messages": 0}
+    assert pending_counts_now(settings) == {
+        "jobs": 0,
+        "job_history": 0,
+        "schedules": 0,
+        "opt_outs": 0,
+        "outbound_messages": 0,
+    }
     with transaction(settings) as conn:
         entry = conn.execute(sa.select(audit_log).where(audit_log.c.action == "data_key_rotate")).one()
     assert entry.reason == "yearly rotation" and entry.selection["key"] == key_label(DataCipher(NEW).key_id)
