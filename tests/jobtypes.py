@@ -160,7 +160,7 @@ class EffectPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 #: Where test_effect records each run that commits. A test creates it (EFFECTS_TABLE); the schema
-#: in core/platform/tables.py stays the product's own.
+#: in core/platform/tables/ stays the product's own.
 EFFECTS_TABLE = (
     "CREATE TABLE IF NOT EXISTS test_effects (marker text NOT NULL, job_id uuid NOT NULL, "
     "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"

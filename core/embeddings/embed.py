@@ -259,9 +259,9 @@ def search(conn: Connection, collection: Collection, vector: Sequence[float], k:
     """The ``k`` documents nearest to ``vector`` by cosine distance, nearest first.
 
     The cast to ``vector(dim)`` and the ``dim`` filter match the partial HNSW index of that dimension
-    (see core.platform.tables), so the planner can use it. The index is shared by every collection of that
-    dimension; pgvector's iterative scan keeps reading it until ``k`` rows of this collection are found
-    (relaxed order, re-sorted below).
+    (see core.platform.tables.embeddings), so the planner can use it. The index is shared by every
+    collection of that dimension; pgvector's iterative scan keeps reading it until ``k`` rows of this
+    collection are found (relaxed order, re-sorted below).
     """
     if len(vector) != collection.dim:
         raise PermanentError(

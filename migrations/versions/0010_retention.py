@@ -21,7 +21,7 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-#: Copied from core/platform/tables.py: a migration must not change when the code does.
+#: Copied from core/platform/tables/engine.py: a migration must not change when the code does.
 PRUNED_STATUSES = ("succeeded", "cancelled", "dead")
 
 

@@ -1,4 +1,4 @@
-"""The Alembic revisions produce exactly the schema core/platform/tables.py declares."""
+"""The Alembic revisions produce exactly the schema core/platform/tables/ declares."""
 
 from __future__ import annotations
 

@@ -1,0 +1,74 @@
+"""Postgres tables. Alembic's revisions must produce exactly this schema (a test checks).
+
+One MetaData holds every table; each module declares the tables of one owner, with their indexes and
+the comments that explain them:
+
+- ``base``: the MetaData and its naming convention, the ``Json`` type, ``timestamp_column``.
+- ``engine``: jobs, job_attempts, job_history (a partition a day) and its partition helpers, workers,
+  schedules, schedule_firings, the job_stats_* rollups, prune_counts; the job status tuples.
+- ``access``: api_keys, dashboard_sessions, audit_log.
+- ``chats``, ``messaging``, ``embeddings``, ``scrape``: the features' tables.
+
+The modules import ``base`` and nothing else of this package; a foreign key names a table of its own
+module, so any import order resolves it. Code imports the names from here (``from
+core.platform.tables import jobs``), not from the modules.
+"""
+
+from __future__ import annotations
+
+from core.platform.tables.access import api_keys, audit_log, dashboard_sessions
+from core.platform.tables.base import Json, metadata, timestamp_column
+from core.platform.tables.chats import chat_messages, chats, unread_counters
+from core.platform.tables.embeddings import INDEXED_DIMS, embedding_collections, embedding_documents
+from core.platform.tables.engine import (
+    HISTORY_PARTITION,
+    JOB_STATUSES,
+    OPEN_STATUSES,
+    PRUNED_STATUSES,
+    is_history_partition,
+    job_attempts,
+    job_history,
+    job_stats_minutes,
+    job_stats_rollup,
+    job_stats_totals,
+    jobs,
+    prune_counts,
+    schedule_firings,
+    schedules,
+    workers,
+)
+from core.platform.tables.messaging import opt_outs, outbound_messages
+from core.platform.tables.scrape import scrapes
+
+__all__ = [
+    "HISTORY_PARTITION",
+    "INDEXED_DIMS",
+    "JOB_STATUSES",
+    "OPEN_STATUSES",
+    "PRUNED_STATUSES",
+    "Json",
+    "api_keys",
+    "audit_log",
+    "chat_messages",
+    "chats",
+    "dashboard_sessions",
+    "embedding_collections",
+    "embedding_documents",
+    "is_history_partition",
+    "job_attempts",
+    "job_history",
+    "job_stats_minutes",
+    "job_stats_rollup",
+    "job_stats_totals",
+    "jobs",
+    "metadata",
+    "opt_outs",
+    "outbound_messages",
+    "prune_counts",
+    "schedule_firings",
+    "schedules",
+    "scrapes",
+    "timestamp_column",
+    "unread_counters",
+    "workers",
+]

@@ -1,0 +1,45 @@
+"""Chats: the conversations, their messages, and each user's unread count."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID
+
+from core.platform.tables.base import Json, metadata, timestamp_column
+
+chats = sa.Table(
+    "chats",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    timestamp_column("created_at", nullable=False, default_now=True),
+)
+
+chat_messages = sa.Table(
+    "chat_messages",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("chat_id", sa.Text, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    # Who wrote it: a user id for role "user"; NULL for the assistant and the system.
+    sa.Column("author_id", sa.Text),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("model", sa.Text),
+    sa.Column("provider", sa.Text),
+    sa.Column("usage", Json),
+    sa.Column("job_id", UUID(as_uuid=True)),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
+)
+sa.Index("ix_chat_messages_chat_created", chat_messages.c.chat_id, chat_messages.c.created_at.desc())
+
+unread_counters = sa.Table(
+    "unread_counters",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("chat_id", sa.Text, sa.ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("unread", sa.Integer, nullable=False, server_default="0"),
+    # Messages after this time, not written by the user, are unread (what `recount` counts).
+    timestamp_column("last_read_at"),
+    timestamp_column("updated_at", nullable=False, default_now=True),
+    sa.CheckConstraint("unread >= 0", name="unread"),
+)

@@ -1,0 +1,63 @@
+"""Embeddings: collections and their documents' vectors, with an HNSW index per common dimension."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy.dialects.postgresql import UUID
+
+from core.platform.tables.base import Json, metadata, timestamp_column
+
+# Embeddings. A collection keeps the one model (and so the one dimension) it was created with.
+embedding_collections = sa.Table(
+    "embedding_collections",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("updated_at", nullable=False, default_now=True),
+    sa.CheckConstraint("dim > 0", name="dim_positive"),
+)
+
+#: Dimensions that get an HNSW index (MiniLM/bge-small 384, 512, mpnet/bge-base 768, bge-large/e5-large
+#: 1024, OpenAI-sized 1536). A model of another dimension still works, searched exactly, unindexed.
+INDEXED_DIMS = (384, 512, 768, 1024, 1536)
+
+# HNSW needs a fixed dimension, but one column must hold every model's vectors. So `embedding` is a
+# `vector` without a dimension, `dim` records it (a check keeps the two in step), and each indexed
+# dimension has a partial expression index over `embedding::vector(d) WHERE dim = d`. A search casts
+# the same way and filters on `dim`, so the planner can use that index; a new dimension is one new
+# index in a migration, not a new table or a column rewrite.
+embedding_documents = sa.Table(
+    "embedding_documents",
+    metadata,
+    sa.Column(
+        "collection",
+        sa.Text,
+        sa.ForeignKey("embedding_collections.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    # sha256 of the text, with `model`: a document whose text and model are unchanged is not re-embedded.
+    sa.Column("text_sha256", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("embedding", VECTOR(), nullable=False),
+    sa.Column("metadata", Json),
+    # The job that last embedded it.
+    sa.Column("job_id", UUID(as_uuid=True)),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("updated_at", nullable=False, default_now=True),
+    sa.CheckConstraint("vector_dims(embedding) = dim", name="dim_matches"),
+)
+for _dim in INDEXED_DIMS:
+    _cast = sa.cast(embedding_documents.c.embedding, VECTOR(_dim)).label(f"embedding_{_dim}")
+    sa.Index(
+        f"ix_embedding_documents_hnsw_{_dim}",
+        _cast,
+        postgresql_using="hnsw",
+        postgresql_ops={f"embedding_{_dim}": "vector_cosine_ops"},
+        postgresql_where=embedding_documents.c.dim == _dim,
+    )
