@@ -133,7 +133,7 @@ def _before(now: datetime, seconds: float) -> datetime | None:
     return now - timedelta(seconds=seconds) if seconds > 0 else None
 
 
-def _history_before(now: datetime, seconds: float) -> datetime | None:
+def history_due_before(now: datetime, seconds: float) -> datetime | None:
     """When a history row is due for a batch delete: its retention and as much again, at most a day
     more, so rows whose day is about to be dropped are left to the drop."""
     return (
@@ -241,7 +241,12 @@ def _drop_line(settings: Settings, now: datetime) -> datetime | None:
         longest = _kept_longest(settings, _history_present(conn))
     if longest is None:
         return None
-    cutoff = min(now - timedelta(seconds=longest), now)
+    return drop_line(now, longest)
+
+
+def drop_line(now: datetime, longest_s: float) -> datetime:
+    """The UTC midnight before which every day of history has passed ``longest_s`` whole."""
+    cutoff = min(now - timedelta(seconds=longest_s), now)
     return finished.day_start(cutoff.astimezone(UTC).date())
 
 
@@ -315,7 +320,7 @@ def _history_batches(settings: Settings, now: datetime, line: datetime | None) -
         present = _history_present(conn)
     for status, oldest in present.items():
         for type_name, first in oldest.items():
-            before = _history_before(now, retention_s(type_name, status, settings))
+            before = history_due_before(now, retention_s(type_name, status, settings))
             if before is not None and first is not None and first < before:
                 yield functools.partial(_prune_history_batch, settings, status, type_name, before, line)
 
@@ -407,7 +412,7 @@ def prune_lag(conn: Connection, settings: Settings, now: datetime) -> dict[tuple
         lag["jobs", status] = max(
             [late(first, _before(now, retention_s(t, status, settings))) for t, first in live.items()]
             + [
-                late(first, _history_before(now, retention_s(t, status, settings)))
+                late(first, history_due_before(now, retention_s(t, status, settings)))
                 for t, first in kept.items()
             ],
             default=0.0,

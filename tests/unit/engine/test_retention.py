@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.engine.declare import JobContext, job_type
-from core.engine.retention import oldest_per_type, retention_s
+from core.engine.finished import DAY
+from core.engine.retention import drop_line, history_due_before, oldest_per_type, retention_s
 from core.platform.settings import Settings
+from tests.properties import PROPERTY
 
 
 class Empty(msgspec.Struct):
@@ -42,3 +48,32 @@ def test_a_types_own_retention_comes_first_then_the_settings(
 def test_only_final_statuses_have_a_retention() -> None:
     with pytest.raises(ValueError, match="not a final status"):
         oldest_per_type(None, "queued")  # type: ignore[arg-type]
+
+
+def _removed(finished_at: datetime, now: datetime, kept_s: float, longest_s: float) -> bool:
+    """Whether a pass at ``now`` removes a history row, as prune decides: its whole day dropped, or a
+    batch delete past its own due time in a day that is not dropped."""
+    line = drop_line(now, longest_s)
+    due = history_due_before(now, kept_s)
+    return finished_at < line or (due is not None and line <= finished_at < due)
+
+
+SECONDS = st.floats(min_value=1.0, max_value=400 * 86400.0)
+TIMES = st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
+
+
+@PROPERTY
+@given(
+    finished_at=TIMES, kept_s=SECONDS, more_s=st.floats(min_value=0.0, max_value=400 * 86400.0), after=SECONDS
+)
+def test_a_history_row_goes_never_before_its_retention_and_at_most_a_day_after(
+    finished_at: datetime, kept_s: float, more_s: float, after: float
+) -> None:
+    """Whatever its own retention, the longest its day holds, and when the pass runs: never early, and
+    once its retention and a day (or as much again, if less) have passed, gone."""
+    longest_s = kept_s + more_s
+    now = finished_at + timedelta(seconds=after)
+    if _removed(finished_at, now, kept_s, longest_s):
+        assert now - finished_at >= timedelta(seconds=kept_s)
+    if now - finished_at > timedelta(seconds=kept_s) + min(timedelta(seconds=kept_s), DAY):
+        assert _removed(finished_at, now, kept_s, longest_s)
