@@ -55,11 +55,9 @@ from core.platform.settings import Settings
 from core.platform.tables import (
     PRUNED_STATUSES,
     audit_log,
-    job_attempts,
     jobs,
     outbound_messages,
     prune_counts,
-    scrapes,
 )
 
 log = structlog.get_logger(__name__)
@@ -146,35 +144,35 @@ def history_due_before(now: datetime, seconds: float) -> datetime | None:
 # -- 1. live rows ------------------------------------------------------------------------------------
 
 
+_PRUNE_LIVE = """
+WITH doomed AS (
+    SELECT id FROM jobs WHERE {is_status} AND type = :type AND finished_at < :before
+    ORDER BY finished_at LIMIT :n FOR UPDATE SKIP LOCKED
+), scraped AS (
+    DELETE FROM scrapes WHERE job_id IN (SELECT id FROM doomed) RETURNING 1
+), attempts AS (
+    DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM doomed) RETURNING 1
+), gone AS (
+    DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS jobs, (SELECT count(*) FROM attempts) AS attempts,
+       (SELECT count(*) FROM scraped) AS scrapes
+"""
+
+
 def _prune_jobs_batch(settings: Settings, status: str, type_name: str, before: datetime) -> int:
     """Remove up to a batch of ``type_name`` jobs in ``jobs`` that ended ``status`` before ``before``,
-    with their attempts and scrapes, in one transaction. Returns the jobs removed."""
+    with their attempts and scrapes, in one statement. Returns the jobs removed."""
     with transaction(settings) as conn:
-        ids = list(
-            conn.execute(
-                sa.select(jobs.c.id)
-                .where(
-                    sa.text(f"jobs.{_status_is(status)}"),
-                    jobs.c.type == type_name,
-                    jobs.c.finished_at < before,
-                )
-                .order_by(jobs.c.finished_at)
-                .limit(settings.prune_batch)
-                .with_for_update(skip_locked=True)
-            ).scalars()
+        r = conn.execute(
+            sa.text(_PRUNE_LIVE.format(is_status=_status_is(status))),
+            {"type": type_name, "before": before, "n": settings.prune_batch},
+        ).one()
+        removed: Removed = Counter(
+            {("jobs", status): r.jobs, ("job_attempts", status): r.attempts, ("scrapes", status): r.scrapes}
         )
-        if not ids:
-            return 0
-        removed: Removed = Counter()
-        removed["scrapes", status] = conn.execute(
-            sa.delete(scrapes).where(scrapes.c.job_id.in_(ids))
-        ).rowcount
-        removed["job_attempts", status] = conn.execute(
-            sa.delete(job_attempts).where(job_attempts.c.job_id.in_(ids))
-        ).rowcount
-        removed["jobs", status] = conn.execute(sa.delete(jobs).where(jobs.c.id.in_(ids))).rowcount
         _add_counts(conn, removed)
-        return len(ids)
+        return int(r.jobs)
 
 
 def _live_batches(settings: Settings, now: datetime, folded: datetime) -> Iterator[Callable[[], int]]:
