@@ -291,7 +291,10 @@ def test_rotation_under_load_loses_nothing_and_opt_outs_still_hold(
     again = _rotate(settings)
     assert again.returncode == 0 and "nothing to rotate" in again.stdout, again.stdout + again.stderr
     status = _data_key(settings.replace(data_keys_old=()), "status").stdout
-    assert "not yet under the current key: jobs 0, schedules 0, opt_outs 0, outbound_messages 0" in status
+    assert (
+        "not yet under the current key: jobs 0, job_history 0, schedules 0, opt_outs 0, outbound_messages 0"
+        in status
+    )
     assert "MISSING" not in status
 
     # The old key can go: opt-outs hold for a farm that holds only the new key, the twice-recorded
