@@ -5,8 +5,9 @@
     python -m bench --only bad_keys --out /tmp/bench     # a valid client under a flood of bad keys
     python -m bench --only growth [--growth-history 10000000] --out /tmp/growth
         (not in the default run: the scenarios on an empty history and on N finished jobs over 30
-        days, the ratios, then half of the history pruned under a steady enqueue load, and the
-        tables' sizes; see docs/performance.md#growth)
+        days, written as the farm keeps them in jobs and job_history, the ratios, then the older
+        half's days dropped by pruning under a steady enqueue load, and the tables' sizes; see
+        docs/performance.md#growth)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for

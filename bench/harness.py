@@ -141,17 +141,24 @@ class Bench:
     # -- state between scenarios -----------------------------------------------------------------
 
     def fresh(self) -> str:
-        """A condition on jobs: the scenario's own jobs, not the history a growth run keeps."""
+        """A condition on jobs (or job_history): the scenario's own jobs, not the history a growth run
+        keeps."""
         return "TRUE" if self.since is None else f"created_at >= '{self.since.isoformat()}'::timestamptz"
 
     def reset(self) -> None:
         """Empty the job tables (but the kept history, see ``since``) and every Redis database the
-        harness uses."""
+        harness uses. A scheduler may have moved a scenario's finished jobs into job_history: they go
+        from there too."""
         with transaction(self.settings) as conn:
             if self.since is None:
-                conn.execute(sa.text("TRUNCATE jobs, job_attempts, unread_counters, chats, workers CASCADE"))
+                conn.execute(
+                    sa.text(
+                        "TRUNCATE jobs, job_attempts, job_history, unread_counters, chats, workers CASCADE"
+                    )
+                )
             else:
                 conn.execute(sa.text(f"DELETE FROM jobs WHERE {self.fresh()}"))  # attempts by cascade
+                conn.execute(sa.text(f"DELETE FROM job_history WHERE {self.fresh()}"))
                 conn.execute(sa.text("TRUNCATE unread_counters, chats, workers CASCADE"))
         for db in (0, DRAMATIQ_DB, CELERY_DB):
             client = self.redis(db)
