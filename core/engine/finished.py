@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.engine.jobs import utcnow
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import HISTORY_PARTITION, job_history, job_stats_rollup
@@ -138,6 +139,11 @@ def move_finished(
 ) -> int:
     """Move every job that finished before ``before`` (and whose attempts are counted), a batch per
     transaction, until none is left or ``should_stop()``. Returns the jobs moved."""
+    # Today's and tomorrow's days are made ahead, in a transaction of their own: making a day locks
+    # job_history, and a move that had to make its day would hold that lock for its whole batch.
+    today = utcnow().astimezone(UTC).date()
+    with transaction(settings) as conn:
+        ensure_partitions(conn, {today, today + DAY})
     moved = 0
     while not should_stop():
         done = move_batch(settings, before)

@@ -23,7 +23,7 @@ from core.engine.stats import FAILED_OUTCOMES, attempt_type
 from core.errors import UnknownJobType
 from core.platform.db import snapshot
 from core.platform.settings import Settings
-from core.platform.tables import OPEN_STATUSES, job_attempts, jobs, workers
+from core.platform.tables import IN_FLIGHT_STATUSES, dead_letter_counts, job_attempts, jobs, workers
 
 #: The window of the throughput and latency figures (`succeeded_1m`, `latency_p50_ms`, ...).
 RECENT = timedelta(minutes=1)
@@ -157,7 +157,10 @@ def queue_overview(
 
 
 def _count_open(conn: Connection, rows: _Rows, now: datetime) -> None:
-    # Answered from ix_jobs_open alone: the finished jobs, most of the table, are not in it.
+    # Answered from ix_jobs_open alone: the finished jobs and the dead letters are not in it. Dead
+    # letters are counted by type and queue in dead_letter_counts (triggers on jobs, migration 0012).
+    for r in conn.execute(sa.select(dead_letter_counts).where(dead_letter_counts.c.n > 0)):
+        rows.get(r.type, r.queue).dead = r.n
     query = (
         sa.select(
             jobs.c.type,
@@ -166,7 +169,7 @@ def _count_open(conn: Connection, rows: _Rows, now: datetime) -> None:
             sa.func.count().label("n"),
             sa.func.min(jobs.c.published_at).label("oldest"),
         )
-        .where(jobs.c.status.in_(OPEN_STATUSES))
+        .where(jobs.c.status.in_(IN_FLIGHT_STATUSES))
         .group_by(jobs.c.type, jobs.c.queue, jobs.c.status)
     )
     for r in conn.execute(query):

@@ -22,9 +22,11 @@ from core.platform.tables.chats import chat_messages, chats, unread_counters
 from core.platform.tables.embeddings import INDEXED_DIMS, embedding_collections, embedding_documents
 from core.platform.tables.engine import (
     HISTORY_PARTITION,
+    IN_FLIGHT_STATUSES,
     JOB_STATUSES,
     OPEN_STATUSES,
     PRUNED_STATUSES,
+    dead_letter_counts,
     is_history_partition,
     job_attempts,
     job_history,
@@ -43,6 +45,7 @@ from core.platform.tables.scrape import scrapes
 __all__ = [
     "HISTORY_PARTITION",
     "INDEXED_DIMS",
+    "IN_FLIGHT_STATUSES",
     "JOB_STATUSES",
     "OPEN_STATUSES",
     "PRUNED_STATUSES",
@@ -52,6 +55,7 @@ __all__ = [
     "chat_messages",
     "chats",
     "dashboard_sessions",
+    "dead_letter_counts",
     "embedding_collections",
     "embedding_documents",
     "is_history_partition",

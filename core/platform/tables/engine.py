@@ -77,18 +77,30 @@ sa.Index(
     postgresql_where=jobs.c.status == "queued",
 )
 
-#: Statuses the queue overview counts; succeeded and cancelled rows, the bulk of the table, are not in
-#: its index.
+#: Statuses the queue overview counts: the work in flight from ix_jobs_open, dead letters from
+#: dead_letter_counts.
 OPEN_STATUSES = ("scheduled", "queued", "running", "retrying", "dead")
-# The queue overview and the metrics gauges: counts per type, queue and status, and the oldest queued
-# job, read from this index alone.
+# The queue overview and the metrics gauges: counts per type, queue and status of the work in flight,
+# and the oldest queued job, read from this index alone.
+#: Statuses of jobs still to run (or running): the work in flight, whose size the live table follows.
+IN_FLIGHT_STATUSES = ("scheduled", "queued", "running", "retrying")
 sa.Index(
     "ix_jobs_open",
     jobs.c.type,
     jobs.c.queue,
     jobs.c.status,
     jobs.c.published_at,
-    postgresql_where=jobs.c.status.in_(OPEN_STATUSES),
+    postgresql_where=jobs.c.status.in_(IN_FLIGHT_STATUSES),
+)
+# Dead letters per type and queue, kept by triggers on jobs in the transaction that makes a job dead,
+# redrives, discards or prunes it (migration 0012): the overview reads a row per type, not every dead
+# letter (a month of them is hundreds of thousands on a busy farm).
+dead_letter_counts = sa.Table(
+    "dead_letter_counts",
+    metadata,
+    sa.Column("type", sa.Text, primary_key=True),
+    sa.Column("queue", sa.Text, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
 )
 
 #: Final statuses whose jobs are removed once their retention has passed (core/engine/retention.py).
