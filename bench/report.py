@@ -193,7 +193,7 @@ def growth_markdown(r: dict[str, Any]) -> list[str]:
     lines = [
         f"Growth: {r['history_jobs']:,} finished jobs written as the farm leaves them (succeeded and cancelled "
         f"into job_history's day partitions, dead into jobs and job_attempts): {halves}; "
-        f"{f['jobs_per_s']:,} jobs/s in all, VACUUM ANALYZE {f['vacuum_analyze_s']:,.0f} s. Each figure "
+        f"{f['jobs_per_s']:,} jobs/s in all, VACUUM ANALYZE {f['vacuum_analyze_s']:,.0f} s, CHECKPOINT {f.get('checkpoint_s', 0):,.0f} s. Each figure "
         "measured before and after in the same run.",
         "",
         "| figure | empty history | with the history | ratio | goal | met |",

@@ -188,6 +188,7 @@ def fill(bench: Bench, n: int, today: datetime) -> dict[str, Any]:
         "insert_s": round(insert_s, 1),
         "jobs_per_s": round(n / max(insert_s, 1e-9)),
         "vacuum_analyze_s": round(kept["vacuum_analyze_s"] + prunable["vacuum_analyze_s"], 1),
+        "checkpoint_s": round(kept["checkpoint_s"] + prunable["checkpoint_s"], 1),
         "rollup_after_fill_s": round(time.monotonic() - started, 2),
         "sizes": sizes,
     }

@@ -35,17 +35,29 @@ BEGIN
         DELETE FROM dead_letter_counts;
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'INSERT' THEN
+    IF TG_OP = 'UPDATE' THEN
         IF OLD.status = 'dead' THEN
             UPDATE dead_letter_counts SET n = n - 1 WHERE type = OLD.type AND queue = OLD.queue;
         END IF;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
         IF NEW.status = 'dead' THEN
             INSERT INTO dead_letter_counts (type, queue, n) VALUES (NEW.type, NEW.queue, 1)
             ON CONFLICT (type, queue) DO UPDATE SET n = dead_letter_counts.n + 1;
         END IF;
     END IF;
+    RETURN NULL;
+END
+$$
+"""
+
+# Deletes (pruning, by batches of hundreds) are counted once per statement, from its deleted rows.
+UNCOUNT_DELETED = """
+CREATE FUNCTION jobyard_uncount_deleted_dead() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE dead_letter_counts c SET n = c.n - g.n
+    FROM (SELECT type, queue, count(*) AS n FROM gone WHERE status = 'dead' GROUP BY type, queue) g
+    WHERE c.type = g.type AND c.queue = g.queue;
     RETURN NULL;
 END
 $$
@@ -57,8 +69,8 @@ TRIGGERS = (
     "CREATE TRIGGER jobs_count_dead_update AFTER UPDATE OF status ON jobs FOR EACH ROW "
     "WHEN (OLD.status IS DISTINCT FROM NEW.status AND (OLD.status = 'dead' OR NEW.status = 'dead')) "
     "EXECUTE FUNCTION jobyard_count_dead()",
-    "CREATE TRIGGER jobs_count_dead_delete AFTER DELETE ON jobs FOR EACH ROW "
-    "WHEN (OLD.status = 'dead') EXECUTE FUNCTION jobyard_count_dead()",
+    "CREATE TRIGGER jobs_count_dead_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS gone "
+    "FOR EACH STATEMENT EXECUTE FUNCTION jobyard_uncount_deleted_dead()",
     "CREATE TRIGGER jobs_count_dead_truncate AFTER TRUNCATE ON jobs FOR EACH STATEMENT "
     "EXECUTE FUNCTION jobyard_count_dead()",
 )
@@ -78,6 +90,7 @@ def upgrade() -> None:
         "SELECT type, queue, count(*) FROM jobs WHERE status = 'dead' GROUP BY type, queue"
     )
     op.execute(COUNT_DEAD)
+    op.execute(UNCOUNT_DELETED)
     for trigger in TRIGGERS:
         op.execute(trigger)
     op.drop_index("ix_jobs_open", table_name="jobs", postgresql_where=sa.text(f"status IN {OPEN_STATUSES}"))
@@ -104,4 +117,5 @@ def downgrade() -> None:
     for name in ("insert", "update", "delete", "truncate"):
         op.execute(f"DROP TRIGGER jobs_count_dead_{name} ON jobs")
     op.execute("DROP FUNCTION jobyard_count_dead()")
+    op.execute("DROP FUNCTION jobyard_uncount_deleted_dead()")
     op.drop_table("dead_letter_counts")
