@@ -25,10 +25,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.engine import stats
 from core.engine.jobs import utcnow
 from core.platform.db import transaction
 from core.platform.settings import Settings
-from core.platform.tables import HISTORY_PARTITION, job_history, job_stats_rollup
+from core.platform.tables import HISTORY_PARTITION, job_history
 
 #: The statuses whose jobs move to the history (dead ones stay, for the dead-letter queue).
 MOVED_STATUSES = ("succeeded", "cancelled")
@@ -110,10 +111,7 @@ def ensure_partitions(conn: Connection, days: Iterable[date]) -> list[str]:
 
 def folded_until(conn: Connection) -> datetime:
     """Attempts that ended before this are counted: their jobs may leave ``jobs``."""
-    value: datetime = conn.execute(
-        sa.select(job_stats_rollup.c.rolled_until).where(job_stats_rollup.c.id == 1)
-    ).scalar_one()
-    return value
+    return stats.rolled_until(conn)
 
 
 def move_batch(settings: Settings, before: datetime) -> int:

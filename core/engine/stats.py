@@ -188,7 +188,8 @@ def _totals_rows(conn: Connection) -> dict[Key, Tally]:
     return out
 
 
-def _rolled_until(conn: Connection) -> datetime:
+def rolled_until(conn: Connection) -> datetime:
+    """Attempts that ended before this are folded into the counters."""
     value: datetime = conn.execute(
         sa.select(job_stats_rollup.c.rolled_until).where(job_stats_rollup.c.id == 1)
     ).scalar_one()
@@ -198,7 +199,7 @@ def _rolled_until(conn: Connection) -> datetime:
 def totals(conn: Connection) -> dict[Key, Tally]:
     """Every finished attempt ever, per (type, outcome, job_status). Read in a snapshot (core.platform.db)."""
     out = _totals_rows(conn)
-    for (_, t, o, s), tally in _aggregate(conn, _rolled_until(conn), None).items():
+    for (_, t, o, s), tally in _aggregate(conn, rolled_until(conn), None).items():
         out[(t, o, s)].add(tally.attempts, tally.duration_s, tally.buckets)
     return out
 
@@ -218,7 +219,7 @@ def per_minute(conn: Connection, now: datetime, minutes: int = 60) -> list[Minut
     present (zeros included); the last point is the current, unfinished minute."""
     current = now.replace(second=0, microsecond=0)
     since = current - timedelta(minutes=minutes - 1)
-    rolled_until = _rolled_until(conn)
+    folded = rolled_until(conn)
     counts: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
 
     def count(minute: datetime, outcome: str, job_status: str, attempts: int) -> None:
@@ -232,12 +233,12 @@ def per_minute(conn: Connection, now: datetime, minutes: int = 60) -> list[Minut
 
     rows = conn.execute(
         sa.select(job_stats_minutes).where(
-            job_stats_minutes.c.minute >= since, job_stats_minutes.c.minute < rolled_until
+            job_stats_minutes.c.minute >= since, job_stats_minutes.c.minute < folded
         )
     )
     for row in rows:
         count(row.minute, row.outcome, row.job_status, row.attempts)
-    for (m, _, o, s), tally in _aggregate(conn, max(rolled_until, since), None).items():
+    for (m, _, o, s), tally in _aggregate(conn, max(folded, since), None).items():
         count(m, o, s, tally.attempts)
     points = []
     for i in range(minutes):

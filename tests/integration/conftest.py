@@ -73,6 +73,12 @@ def broker(settings: Settings) -> Iterator[Any]:
     b.client.close()
 
 
+def count_rows(settings: Settings, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+    """Rows of ``table`` matching ``where``, read in a transaction of its own."""
+    with transaction(settings) as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
+
+
 def make_key(settings: Settings, *scopes: str, name: str = "test") -> str:
     with transaction(settings) as conn:
         _, secret = create_key(conn, name, scopes or SCOPES)

@@ -20,7 +20,7 @@ from core.engine.retention import prune
 from core.platform.db import get_engine, transaction
 from core.platform.settings import Settings
 from core.platform.tables import job_attempts, job_history, jobs, prune_counts
-from tests.integration.conftest import Farm, JobWaiter
+from tests.integration.conftest import Farm, JobWaiter, count_rows
 from tests.services import wait_for
 
 DAY_S = 86400.0
@@ -30,11 +30,6 @@ DAY_S = 86400.0
 def settings(settings: Settings) -> Iterator[Settings]:
     """Pruning (and moving) every 0.2 s, in small batches; history kept as by default."""
     yield settings.replace(prune_interval_s=0.2, history_batch=3, prune_batch=7)
-
-
-def _count(settings: Settings, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
-    with transaction(settings) as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
 
 
 def test_a_finished_job_moves_to_the_history_and_reads_as_before(
@@ -69,15 +64,15 @@ def test_a_finished_job_moves_to_the_history_and_reads_as_before(
     # Their attempts are folded into the job counters (as minutes pass): then they may move.
     job_stats.refresh(settings, utcnow() + timedelta(minutes=5))
     wait_for(
-        lambda: _count(settings, job_history, job_history.c.id.in_(ids)) == 3,
+        lambda: count_rows(settings, job_history, job_history.c.id.in_(ids)) == 3,
         timeout=30,
         interval=0.2,
         what="the finished jobs to move to the history",
     )
-    assert _count(settings, jobs, jobs.c.id.in_(ids)) == 0
-    assert _count(settings, job_attempts, job_attempts.c.job_id.in_(ids)) == 0
+    assert count_rows(settings, jobs, jobs.c.id.in_(ids)) == 0
+    assert count_rows(settings, job_attempts, job_attempts.c.job_id.in_(ids)) == 0
     # The dead letter stays where the dead-letter queue works on it.
-    assert _count(settings, jobs, jobs.c.status == "dead") == 1
+    assert count_rows(settings, jobs, jobs.c.status == "dead") == 1
     today = f"job_history_{utcnow():%Y%m%d}"
     with transaction(settings) as conn:
         assert today in partitions(conn)
@@ -110,7 +105,7 @@ def test_a_finished_job_moves_to_the_history_and_reads_as_before(
         "/v1/jobs", json={"type": "test_flaky", "payload": {"fail_times": 1}, "idempotency_key": "moved-once"}
     )
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "idempotency_conflict"
-    assert _count(settings, jobs, jobs.c.idempotency_key == "moved-once") == 0
+    assert count_rows(settings, jobs, jobs.c.idempotency_key == "moved-once") == 0
     # A finished job cannot be cancelled or rescheduled, wherever it is.
     refused = api.post(f"/v1/jobs/{retried['id']}/cancel")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "not_cancellable"
@@ -159,7 +154,10 @@ def test_two_schedulers_drop_days_of_history_each_once(
     farm.settings = settings.replace(retain_succeeded_s=30 * DAY_S, history_batch=1000)
     keeper = farm.scheduler()
     wait_for(
-        lambda: _count(settings, job_history) == 3 * n, timeout=60, interval=0.2, what="the history to move"
+        lambda: count_rows(settings, job_history) == 3 * n,
+        timeout=60,
+        interval=0.2,
+        what="the history to move",
     )
     with transaction(settings) as conn:
         days = partitions(conn)
@@ -170,7 +168,7 @@ def test_two_schedulers_drop_days_of_history_each_once(
     farm.settings = settings.replace(retain_succeeded_s=4 * DAY_S)
     first, second = farm.scheduler(), farm.scheduler()
     wait_for(lambda: _pruned_jobs(settings) == 2 * n, timeout=60, interval=0.2, what="two days to be dropped")
-    assert _count(settings, job_history) == n
+    assert count_rows(settings, job_history) == n
     with transaction(settings) as conn:
         left = partitions(conn)
         dead_tuples = conn.execute(
@@ -191,13 +189,13 @@ def test_a_day_a_reader_holds_goes_on_the_next_pass(settings: Settings) -> None:
     whole (its scrapes and counts too), rather than hold up every read of finished jobs behind it."""
     _insert_finished(settings, 100, 6)
     prune(settings.replace(retain_succeeded_s=30 * DAY_S))  # moves them into their day
-    assert _count(settings, job_history) == 100
+    assert count_rows(settings, job_history) == 100
     short = settings.replace(retain_succeeded_s=4 * DAY_S)
     with get_engine(settings).connect() as reader:
         held = reader.begin()
         reader.execute(sa.text("SELECT count(*) FROM job_history"))  # holds its lock until rollback
         prune(short)
         held.rollback()
-    assert _count(settings, job_history) == 100 and _pruned_jobs(settings) is None
+    assert count_rows(settings, job_history) == 100 and _pruned_jobs(settings) is None
     prune(short)
-    assert _count(settings, job_history) == 0 and _pruned_jobs(settings) == 100
+    assert count_rows(settings, job_history) == 0 and _pruned_jobs(settings) == 100

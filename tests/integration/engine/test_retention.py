@@ -29,7 +29,7 @@ from core.platform.tables import (
     prune_counts,
     scrapes,
 )
-from tests.integration.conftest import Farm, JobWaiter
+from tests.integration.conftest import Farm, JobWaiter, count_rows
 from tests.services import wait_for
 
 DIES = {"fail_times": 9, "error": "permanent"}
@@ -115,11 +115,6 @@ def _hang_things_off(settings: Settings, job_id: str) -> dict[str, uuid.UUID]:
     return ids
 
 
-def _count(settings: Settings, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
-    with transaction(settings) as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
-
-
 def test_finished_jobs_go_after_their_retention_and_dead_letters_after_theirs(
     farm: Farm, settings: Settings, api: TestClient[Any], wait_job: JobWaiter
 ) -> None:
@@ -159,8 +154,8 @@ def test_finished_jobs_go_after_their_retention_and_dead_letters_after_theirs(
     never = api.get(f"/v1/jobs/{uuid.uuid4()}").json()["error"]
     assert api.get(f"/v1/jobs/{succeeded[0]}").json()["error"]["code"] == never["code"] == "job_not_found"
     assert api.get(f"/v1/jobs/{succeeded[0]}/attempts").status_code == 404
-    assert _count(settings, job_attempts, job_attempts.c.job_id.in_(succeeded)) == 0
-    assert _count(settings, scrapes) == 0
+    assert count_rows(settings, job_attempts, job_attempts.c.job_id.in_(succeeded)) == 0
+    assert count_rows(settings, scrapes) == 0
     assert api.get(f"/v1/scrapes/{things['scrape']}").status_code == 404
     # The outbound row past its window went once its job left jobs; the recent one waits for late
     # statuses, still naming its job.
@@ -171,7 +166,7 @@ def test_finished_jobs_go_after_their_retention_and_dead_letters_after_theirs(
     for job_id in dead:
         assert api.get(f"/v1/jobs/{job_id}").json()["status"] == "dead"
     assert api.get(f"/v1/jobs/{later['id']}").json()["status"] == "scheduled"
-    assert _count(settings, job_attempts, job_attempts.c.job_id.in_(dead)) == 3
+    assert count_rows(settings, job_attempts, job_attempts.c.job_id.in_(dead)) == 3
     # The audit log keeps a year; domain data is never history.
     assert {r for (r,) in _rows(settings, audit_log.c.id)} == {things["audit"]}
     assert {r for (r,) in _rows(settings, chat_messages.c.id)} == {things["message"]}
@@ -262,8 +257,8 @@ def test_two_schedulers_prune_together_each_row_once(
         return counted.get("jobs") == n
 
     wait_for(pruned_all, timeout=120, interval=0.2, what=f"the {n} jobs to be pruned")
-    assert _count(settings, jobs, jobs.c.status == "succeeded") == 0
-    assert _count(settings, job_attempts) == 0
+    assert count_rows(settings, jobs, jobs.c.status == "succeeded") == 0
+    assert count_rows(settings, job_attempts) == 0
     assert _pruned(api, "jobs", "succeeded") == n
     assert _pruned(api, "job_attempts", "succeeded") == n
     assert api.get(f"/v1/jobs/{later['id']}").json()["status"] == "scheduled"
