@@ -84,13 +84,24 @@ def test_generated_requests_get_no_server_error_and_match_the_schema(api: TestCl
         try:
             run()
         except (Exception, BaseExceptionGroup) as exc:  # report every operation's failures at once
-            failures[operation.label] = str(exc)[:3000]
+            failures[operation.label] = _describe(exc)[:3000]
 
     assert failures == {}, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
     total = sum(per_operation.values())
     print(f"schemathesis: {total} cases over {len(per_operation)} operations")
     assert len(per_operation) >= 35, sorted(per_operation)
     assert total >= MIN_TOTAL_CASES, per_operation
+
+
+def _describe(exc: BaseException) -> str:
+    """The failure with every exception it groups (hypothesis's "inconsistent results" hides the
+    first run's own error inside its group), and their causes."""
+    parts = [f"{type(exc).__name__}: {exc}"]
+    if exc.__cause__ is not None:
+        parts.append(f"  caused by {type(exc.__cause__).__name__}: {exc.__cause__}")
+    for inner in getattr(exc, "exceptions", ()):
+        parts.extend("  " + line for line in _describe(inner).splitlines())
+    return "\n".join(parts)
 
 
 #: Values at the edges of times, cron rules and time zones (a security review found a 201 that broke
@@ -212,7 +223,7 @@ def test_edge_times_cron_rules_and_zones_get_a_clear_answer(api: TestClient[Any]
         try:
             run()
         except (Exception, BaseExceptionGroup) as exc:
-            failures[operation.label] = str(exc)[:3000]
+            failures[operation.label] = _describe(exc)[:3000]
 
     assert failures == {}, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
     print(f"schemathesis edge values: {dict(sent)} sent over {checked}")
