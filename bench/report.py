@@ -205,6 +205,14 @@ def growth_markdown(r: dict[str, Any]) -> list[str]:
             f"| {row['figure']} | {_f(row['empty'], 2)} | {_f(row['history'], 2)} | {_f(row['ratio'], 2)} "
             f"| {goal} | {'yes' if row['met'] else '**no**'} |"
         )
+    drains = [r.get(side, {}).get("drain", {}).get("rounds_per_s") for side in ("empty", "history")]
+    if all(drains):
+        lines += [
+            "",
+            f"The drain is the median of {len(drains[0])} runs on each side: "
+            f"{', '.join(f'{x:,.0f}' for x in drains[0])} jobs/s on the empty history, "
+            f"{', '.join(f'{x:,.0f}' for x in drains[1])} on the history.",
+        ]
     b, d = p["enqueue_before"], p["enqueue_during"]
     counts = ", ".join(f"{k} {n:,}" for k, n in p["pruned_counts"].items()) or "none"
     dropped = p["partitions_dropped"]

@@ -177,6 +177,24 @@ class Farm:
         self.redis.close()
 
 
+#: The last lines of each farm process's log that a failed test's report shows.
+FARM_LOG_TAIL = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran farm processes shows the end of each one's log in its report: in CI
+    the run's files are gone with the machine, and an API that stopped answering says why only there."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    farm = getattr(item, "funcargs", {}).get("farm")
+    if not report.failed or not isinstance(farm, Farm):
+        return
+    for proc in farm.processes:
+        lines = proc.log().splitlines()[-FARM_LOG_TAIL:]
+        report.sections.append((f"farm log {proc.log_path.name} ({report.when})", "\n".join(lines)))
+
+
 @pytest.fixture
 def farm(settings: Settings, tmp_path: Path) -> Iterator[Farm]:
     f = Farm(settings, tmp_path)

@@ -82,6 +82,8 @@ def _growth(after_mib: float) -> dict[str, Any]:
             "vacuum_analyze_s": 1.0,
         },
         "ratios": [{**ratio, "ratio": 0.95, "met": True}],
+        "empty": {"drain": {"steady_per_s": 10.0, "rounds_per_s": [11.0, 10.0, 9.0]}},
+        "history": {"drain": {"steady_per_s": 9.5, "rounds_per_s": [9.5, 8.0, 9.9]}},
         "prune": {
             "retention_s": 15 * 86400.0,
             "prune_batch": 500,
@@ -132,6 +134,11 @@ def test_the_report_gives_the_sizes_of_all_three_tables_at_each_step() -> None:
     assert "| days dropped (the prunable half's: 15) | 15: 20261102 to 20261116 |" in text
     assert "1.10x their size after the kept half" in text and "(goal: within 20 %: met)" in text
     assert "crossed UTC midnight" not in text
+
+
+def test_the_report_gives_every_drain_round_of_both_sides() -> None:
+    text = "\n".join(report.growth_markdown(_growth(after_mib=11.0)))
+    assert "median of 3 runs on each side: 11, 10, 9 jobs/s on the empty history, 10, 8, 10 on" in text
 
 
 def test_the_size_goal_is_judged_against_the_size_after_the_kept_half() -> None:
