@@ -70,6 +70,7 @@ API_KEY: dict[str, Any] = {
     "last_used_at": "2026-11-23T10:42:00Z",
     "rate_limit_per_s": None,
     "replaced_by": None,
+    "tenant": "shop-a",
 }
 EXAMPLE_SECRET = "jy_Qx7vT2mK9pL4wR8sD1fG6hJ3kZ5xC0vB"  # noqa: S105 - an example, not a key
 SCHEDULE: dict[str, Any] = {

@@ -117,7 +117,12 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
     ("GET", "/v1/keys"): OperationDoc("listKeys", response={"items": [API_KEY], "next_cursor": None}),
     ("POST", "/v1/keys"): OperationDoc(
         "createKey",
-        request={"name": "shop-backend", "scopes": ["jobs:write", "jobs:read"], "expires_in_seconds": None},
+        request={
+            "name": "shop-backend",
+            "scopes": ["jobs:write", "jobs:read"],
+            "tenant": "shop-a",
+            "expires_in_seconds": None,
+        },
         response={"key": API_KEY | {"last_used_at": None}, "secret": EXAMPLE_SECRET},
     ),
     ("GET", "/v1/keys/{key_id}"): OperationDoc("getKey", params={"key_id": KEY_ID}, response=API_KEY),

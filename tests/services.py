@@ -48,14 +48,14 @@ def wait_for(
         time.sleep(interval)
 
 
-def _with_db(url: str, database: str) -> str:
+def with_db(url: str, database: str) -> str:
     """Swap the database name in a postgres URL (socket or TCP form)."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = database
     return psycopg.conninfo.make_conninfo(**info)
 
 
-def _as_url(conninfo: str) -> str:
+def as_url(conninfo: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(conninfo)
     user = info.get("user", "postgres")
     password = info.get("password", "")
@@ -102,13 +102,13 @@ class TestServices:
             )
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE_DB)))
         settings = Settings(
-            database_url=_as_url(_with_db(self.admin_url, TEMPLATE_DB)), redis_url=self.redis_url
+            database_url=as_url(with_db(self.admin_url, TEMPLATE_DB)), redis_url=self.redis_url
         )
         upgrade(settings)
         dispose_engines()  # a template must have no open connections to be cloned
 
     def template_url(self) -> str:
-        return _as_url(_with_db(self.admin_url, TEMPLATE_DB))
+        return as_url(with_db(self.admin_url, TEMPLATE_DB))
 
     @contextmanager
     def database(self, *, migrated: bool = True) -> Iterator[str]:
@@ -124,7 +124,7 @@ class TestServices:
             else:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            yield _as_url(_with_db(self.admin_url, name))
+            yield as_url(with_db(self.admin_url, name))
         finally:
             dispose_engines()
             with self._admin() as conn:
@@ -149,6 +149,18 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(JOBYARD_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
     env.update(extra)
     return env
+
+
+def jobyard(settings: Settings, *args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    """The `jobyard` command as a user runs it (the installed script, in a subprocess)."""
+    return subprocess.run(
+        [*JOBYARD, *args],
+        env=settings_env(settings, **env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 class Process:

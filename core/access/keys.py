@@ -17,13 +17,15 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.access.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant
 from core.engine.jobs import utcnow
 from core.errors import KeyNotFound, NotRotatable, UnknownScope
 from core.platform.pagination import page, split_page
 from core.platform.redact import KEY_PREFIX, VISIBLE_CHARS
 from core.platform.tables import api_keys
 
-SCOPES = ("jobs:write", "jobs:read", "ops")
+#: What a key may do; ``admin`` is not a task but a reach: every tenant's data, not only its own.
+SCOPES = ("jobs:write", "jobs:read", "ops", ADMIN_SCOPE)
 #: Random bytes of a key: 192 bits, written as 32 URL-safe base64 characters.
 SECRET_BYTES = 24
 #: Every key `create_key` ever made has exactly this shape; anything else is refused unread.
@@ -43,6 +45,13 @@ class ApiKey(msgspec.Struct, kw_only=True):
     rate_limit_per_s: float | None = None
     #: The key that replaced this one by rotation.
     replaced_by: uuid.UUID | None = None
+    #: The tenant whose data the key reaches (every tenant's with the admin scope).
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def reach(self) -> str | None:
+        """The one tenant this key's reads and writes see, or None: every tenant (admin)."""
+        return None if ADMIN_SCOPE in self.scopes else self.tenant
 
 
 def carried_secret(authorization: str, x_api_key: str | None) -> str | None:
@@ -70,8 +79,10 @@ def create_key(
     scopes: Iterable[str],
     expires_at: datetime | None = None,
     rate_limit_per_s: float | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> tuple[ApiKey, str]:
     """Store a new key and return it with its secret, which is never stored or shown again."""
+    checked_tenant(tenant)
     scopes = sorted(set(scopes))
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
@@ -87,6 +98,7 @@ def create_key(
             scopes=scopes,
             expires_at=expires_at,
             rate_limit_per_s=rate_limit_per_s,
+            tenant=tenant,
         )
         .returning(*api_keys.c)
     ).one()
@@ -98,19 +110,29 @@ def _key(row: sa.Row[tuple[object, ...]]) -> ApiKey:
     return ApiKey(**{f: m[f] for f in ApiKey.__struct_fields__})
 
 
-def list_keys(conn: Connection) -> list[ApiKey]:
-    return [_key(r) for r in conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at))]
+def _of(tenant: str | None) -> sa.ColumnElement[bool]:
+    """The keys of ``tenant``; every key for None (an admin's reach)."""
+    return sa.true() if tenant is None else api_keys.c.tenant == tenant
 
 
-def page_keys(conn: Connection, limit: int, cursor: str | None) -> tuple[list[ApiKey], str | None]:
-    """Newest first, a page at a time (the API's list)."""
-    rows = conn.execute(page(sa.select(api_keys), api_keys.c.created_at, api_keys.c.id, limit, cursor)).all()
+def list_keys(conn: Connection, tenant: str | None = None) -> list[ApiKey]:
+    query = sa.select(api_keys).where(_of(tenant)).order_by(api_keys.c.created_at)
+    return [_key(r) for r in conn.execute(query)]
+
+
+def page_keys(
+    conn: Connection, limit: int, cursor: str | None, tenant: str | None = None
+) -> tuple[list[ApiKey], str | None]:
+    """Newest first, a page at a time (the API's list), of ``tenant``'s keys (None: every tenant's)."""
+    query = sa.select(api_keys).where(_of(tenant))
+    rows = conn.execute(page(query, api_keys.c.created_at, api_keys.c.id, limit, cursor)).all()
     found, next_cursor = split_page(rows, limit)
     return [_key(r) for r in found], next_cursor
 
 
-def get_key(conn: Connection, key_id: uuid.UUID) -> ApiKey:
-    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).first()
+def get_key(conn: Connection, key_id: uuid.UUID, tenant: str | None = None) -> ApiKey:
+    """The key, if it is ``tenant``'s (any tenant's for None): another tenant's is not found."""
+    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id, _of(tenant))).first()
     if row is None:
         raise KeyNotFound(f"no API key {key_id}")
     return _key(row)
@@ -133,23 +155,29 @@ def find_key(conn: Connection, key_id_or_prefix: str) -> ApiKey:
     return _key(rows[0])
 
 
-def revoke_key(conn: Connection, key_id_or_prefix: str) -> int:
-    """Revoke by id or by visible prefix; returns how many keys were revoked."""
+def revoke_key(conn: Connection, key_id_or_prefix: str, tenant: str | None = None) -> int:
+    """Revoke by id or by visible prefix, among ``tenant``'s keys (None: all); returns how many
+    keys were revoked."""
     result = conn.execute(
         sa.update(api_keys)
-        .where(_match(key_id_or_prefix), api_keys.c.revoked_at.is_(None))
+        .where(_match(key_id_or_prefix), _of(tenant), api_keys.c.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
     return int(result.rowcount)
 
 
-def rotate_key(conn: Connection, key_id: uuid.UUID, grace_s: float) -> tuple[ApiKey, str, ApiKey]:
-    """Replace a key by a new one with the same name, scopes, expiry and rate limit.
+def rotate_key(
+    conn: Connection, key_id: uuid.UUID, grace_s: float, tenant: str | None = None
+) -> tuple[ApiKey, str, ApiKey]:
+    """Replace a key (``tenant``'s; None: any tenant's) by a new one with the same name, scopes,
+    expiry, rate limit and tenant.
 
     The old value keeps working for ``grace_s`` seconds (or until its own expiry, if sooner), so
     callers can switch to the new one without a failed request. Returns (new key, its secret, old key).
     """
-    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id).with_for_update()).first()
+    row = conn.execute(
+        sa.select(api_keys).where(api_keys.c.id == key_id, _of(tenant)).with_for_update()
+    ).first()
     if row is None:
         raise KeyNotFound(f"no API key {key_id}")
     old = _key(row)
@@ -158,7 +186,9 @@ def rotate_key(conn: Connection, key_id: uuid.UUID, grace_s: float) -> tuple[Api
         raise NotRotatable(f"key {old.prefix} is revoked or expired")
     if old.replaced_by is not None:
         raise NotRotatable(f"key {old.prefix} was already rotated (replaced by {old.replaced_by})")
-    new, secret = create_key(conn, old.name, old.scopes, old.expires_at, old.rate_limit_per_s)
+    new, secret = create_key(
+        conn, old.name, old.scopes, old.expires_at, old.rate_limit_per_s, tenant=old.tenant
+    )
     until = now + timedelta(seconds=max(grace_s, 0.0))
     if old.expires_at is not None:
         until = min(until, old.expires_at)

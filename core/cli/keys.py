@@ -21,7 +21,14 @@ def keys() -> None:
 @keys.command("create")
 @click.argument("name")
 @click.option(
-    "--scope", "scopes", multiple=True, required=True, help="jobs:write, jobs:read or ops (repeat)."
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="jobs:write, jobs:read, ops or admin (every tenant's data, not only its own) (repeat).",
+)
+@click.option(
+    "--tenant", default="default", show_default=True, help="The tenant whose data the key reaches (a slug)."
 )
 @click.option("--expires-in-days", type=float, default=None)
 @click.option(
@@ -31,21 +38,25 @@ def keys() -> None:
     help="Requests per second for this key; 0: unlimited [JOBYARD_RATE_LIMIT_PER_S].",
 )
 def keys_create(
-    name: str, scopes: tuple[str, ...], expires_in_days: float | None, rate_limit: float | None
+    name: str, scopes: tuple[str, ...], tenant: str, expires_in_days: float | None, rate_limit: float | None
 ) -> None:
     """Create a key; its secret is printed once and never stored."""
     from core.access.keys import create_key
     from core.engine.jobs import utcnow
-    from core.errors import UnknownScope
+    from core.errors import InvalidTenant, UnknownScope
     from core.platform.db import transaction
 
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     try:
         with transaction(cli_settings()) as conn:
-            key, secret = create_key(conn, name, scopes, expires, rate_limit)
+            key, secret = create_key(conn, name, scopes, expires, rate_limit, tenant=tenant)
     except UnknownScope as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
-    click.echo(f"created key {key.name} ({key.id}) with scopes {', '.join(key.scopes)}")
+    except InvalidTenant as exc:
+        raise click.BadParameter(str(exc), param_hint="--tenant") from None
+    click.echo(
+        f"created key {key.name} ({key.id}) of tenant {key.tenant} with scopes {', '.join(key.scopes)}"
+    )
     click.echo(secret)
 
 
@@ -75,7 +86,9 @@ def keys_list(as_json: bool) -> None:
             click.echo(msgspec.json.encode({**msgspec.to_builtins(k), "state": state.split(",")[0]}).decode())
             continue
         used = f"used {k.last_used_at:%Y-%m-%d %H:%M}Z" if k.last_used_at else "never used"
-        click.echo(f"{k.id}  {k.prefix}…  {k.name:<20} {','.join(k.scopes):<28} {used:<24} {state}")
+        click.echo(
+            f"{k.id}  {k.prefix}…  {k.tenant:<12} {k.name:<20} {','.join(k.scopes):<34} {used:<24} {state}"
+        )
 
 
 @keys.command("rotate")

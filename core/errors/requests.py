@@ -202,6 +202,12 @@ class UnknownScope(InvalidInput):
     code = "unknown_scope"
 
 
+class InvalidTenant(InvalidInput):
+    """A tenant name that is not a slug."""
+
+    code = "invalid_tenant"
+
+
 class NoNextSlot(InvalidInput):
     """The rule yields no slot after the given time (31 February, or past year 9999)."""
 

@@ -6,21 +6,25 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
 from litestar.testing import TestClient
+from psycopg import sql
 
 from core.access.keys import SCOPES, create_key
 from core.engine.broker import build_broker, redis_client
 from core.launch.roles import queues_except
 from core.platform.crypto import use_data_key
-from core.platform.db import transaction
+from core.platform.db import dispose_engines, transaction
+from core.platform.migrate import upgrade
 from core.platform.settings import Settings
 from core.platform.tables import workers
 from tests.fakes.whatsapp import FakeWhatsApp
@@ -29,11 +33,31 @@ from tests.services import (
     TEST_DATA_KEY,
     Process,
     TestServices,
+    as_url,
     scheduler_argv,
     settings_env,
     wait_for,
+    with_db,
     worker_argv,
 )
+
+
+@contextmanager
+def database_at(services: TestServices, settings: Settings, revision: str | None) -> Iterator[Settings]:
+    """``settings`` pointing at a new database migrated up to ``revision`` only (for a test of a
+    later migration; None: left empty), dropped afterwards."""
+    name = f"jobyard_m_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(services.admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    migrated = settings.replace(database_url=as_url(with_db(services.admin_url, name)))
+    try:
+        if revision is not None:
+            upgrade(migrated, revision)
+        yield migrated
+    finally:
+        dispose_engines()
+        with psycopg.connect(services.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -79,9 +103,9 @@ def count_rows(settings: Settings, table: sa.Table, *where: sa.ColumnElement[boo
         return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
 
 
-def make_key(settings: Settings, *scopes: str, name: str = "test") -> str:
+def make_key(settings: Settings, *scopes: str, name: str = "test", tenant: str = "default") -> str:
     with transaction(settings) as conn:
-        _, secret = create_key(conn, name, scopes or SCOPES)
+        _, secret = create_key(conn, name, scopes or SCOPES, tenant=tenant)
     return secret
 
 

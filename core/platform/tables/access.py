@@ -24,6 +24,8 @@ api_keys = sa.Table(
     sa.Column("rate_limit_per_s", sa.Float),
     # Set when the key was rotated: the key that replaces it (this one expires after a grace period).
     sa.Column("replaced_by", UUID(as_uuid=True)),
+    # The tenant whose data the key reaches (core/access/tenants.py); the admin scope reaches all.
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
 )
 
 audit_log = sa.Table(

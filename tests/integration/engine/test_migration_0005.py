@@ -7,21 +7,20 @@ import json
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from psycopg import sql
 
 from core.engine.job_types import payload_context
 from core.errors import DataKeyError
 from core.messaging.optouts import is_opted_out
 from core.messaging.outbound import BODY_TO_CONTEXT, list_outbound
 from core.platform.crypto import data_cipher
-from core.platform.db import dispose_engines, transaction
+from core.platform.db import transaction
 from core.platform.migrate import alembic_config, upgrade
 from core.platform.settings import Settings
 from tests import services as test_services
+from tests.integration.conftest import database_at
 from tests.integration.datakeys.test_personal_data import columns_holding
 
 NUMBER, OPTED_OUT, IN_SCHEDULE = "+14155550123", "+14155550124", "+14155550125"
@@ -29,17 +28,8 @@ NUMBER, OPTED_OUT, IN_SCHEDULE = "+14155550123", "+14155550124", "+14155550125"
 
 @pytest.fixture
 def empty_database(services: test_services.TestServices, settings: Settings) -> Iterator[Settings]:
-    name = f"jobyard_m_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield settings.replace(
-            database_url=test_services._as_url(test_services._with_db(services.admin_url, name))
-        )
-    finally:
-        dispose_engines()
-        with psycopg.connect(services.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with database_at(services, settings, None) as migrated:
+        yield migrated
 
 
 def _before_0005() -> str:

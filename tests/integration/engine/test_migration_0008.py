@@ -8,37 +8,25 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
-from psycopg import sql
 
 from control_api.app import create_app
 from core.access.keys import SCOPES, create_key
-from core.platform.db import dispose_engines, transaction
+from core.platform.db import transaction
 from core.platform.migrate import upgrade
 from core.platform.settings import Settings
 from tests import services as test_services
+from tests.integration.conftest import database_at
 
 PAYLOAD = '{"chat_id": "c", "user_id": "u"}'
 
 
 @pytest.fixture
 def at_0007(services: test_services.TestServices, settings: Settings) -> Iterator[Settings]:
-    name = f"jobyard_m_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(services.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    migrated = settings.replace(
-        database_url=test_services._as_url(test_services._with_db(services.admin_url, name))
-    )
-    try:
-        upgrade(migrated, "0007")
+    with database_at(services, settings, "0007") as migrated:
         yield migrated
-    finally:
-        dispose_engines()
-        with psycopg.connect(services.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _insert_job(conn: Any, status: str, run_at: str) -> uuid.UUID:

@@ -11,18 +11,7 @@ from typing import Any
 
 from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
-from tests.services import JOBYARD, ROOT, settings_env
-
-
-def jobyard(settings: Settings, *args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*JOBYARD, *args],
-        env=settings_env(settings, **env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.services import JOBYARD, jobyard, settings_env
 
 
 def test_version_names_the_package_and_python(settings: Settings) -> None:

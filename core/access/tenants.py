@@ -1,0 +1,28 @@
+"""Tenants: the upstream systems that share one farm, each seeing only its own data.
+
+Every API key belongs to a tenant, named by a slug (``shop-a``). What a key reaches is its own
+tenant, unless it holds the ``admin`` scope, which reaches every tenant. Data that existed before
+tenants, and keys made before them, belong to ``default``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from core.errors import InvalidTenant
+
+DEFAULT_TENANT = "default"
+#: Lower-case letters, digits and inner hyphens, 1 to 63 characters (a DNS label): safe in a URL, a
+#: log line, a Redis key and a metric label without quoting.
+TENANT_SHAPE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+TENANT_PATTERN = TENANT_SHAPE.pattern
+ADMIN_SCOPE = "admin"
+
+
+def checked_tenant(slug: str) -> str:
+    """``slug`` if it is a tenant's name; raises InvalidTenant otherwise."""
+    if not TENANT_SHAPE.fullmatch(slug):
+        raise InvalidTenant(
+            f"{slug[:80]!r} is not a tenant name: 1-63 lower-case letters, digits and inner hyphens"
+        )
+    return slug
