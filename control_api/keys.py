@@ -17,11 +17,11 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
 from core.access.keys import ApiKey, create_key, get_key, page_keys, revoke_key, rotate_key
-from core.access.tenants import ADMIN_SCOPE, TENANT_PATTERN
 from core.engine.jobs import utcnow
 from core.errors import Forbidden
 from core.platform.db import transaction
 from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.platform.tenants import ADMIN_SCOPE, TENANT_PATTERN
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 Scope = Literal["jobs:write", "jobs:read", "ops", "admin"]

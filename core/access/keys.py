@@ -17,12 +17,12 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.access.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant
 from core.engine.jobs import utcnow
 from core.errors import KeyNotFound, NotRotatable, UnknownScope
 from core.platform.pagination import page, split_page
 from core.platform.redact import KEY_PREFIX, VISIBLE_CHARS
 from core.platform.tables import api_keys
+from core.platform.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant
 
 #: What a key may do; ``admin`` is not a task but a reach: every tenant's data, not only its own.
 SCOPES = ("jobs:write", "jobs:read", "ops", ADMIN_SCOPE)
