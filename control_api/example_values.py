@@ -32,6 +32,9 @@ JOB: dict[str, Any] = {
     "started_at": "2026-11-23T10:00:00.003Z",
     "finished_at": "2026-11-23T10:00:00.005Z",
     "request_id": "order-4711",
+    "tenant": "shop-a",
+    "created_by": KEY_ID,
+    "cancelled_by": None,
 }
 QUEUED_JOB = JOB | {
     "status": "queued",

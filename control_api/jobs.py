@@ -26,6 +26,7 @@ from control_api.schemas import (
     JobList,
     RescheduleIn,
 )
+from core.access.keys import ApiKey
 from core.engine.groupcommit import GroupCommit
 from core.engine.jobs import Enqueued, Job, JobStatus, NewJob
 from core.engine.queries import (
@@ -52,13 +53,16 @@ async def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Enqueued]:
 
 
 async def enqueue_checked(
-    state: State, items: Sequence[JobIn], request_id: str | None, prefix: str
+    state: State, items: Sequence[JobIn], request_id: str | None, prefix: str, key: ApiKey
 ) -> list[Enqueued]:
-    """Validate every item (422 naming each bad item's index and fields), then enqueue all or none."""
+    """Validate every item (422 naming each bad item's index and fields), then enqueue all or none,
+    as jobs of ``key``'s tenant."""
     new_jobs: list[NewJob] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
-        new_job, item_errors = item.to_new_job(request_id, prefix=f"{prefix}[{index}].")
+        new_job, item_errors = item.to_new_job(
+            request_id, prefix=f"{prefix}[{index}].", tenant=key.tenant, created_by=key.id
+        )
         if new_job is not None:
             new_jobs.append(new_job)
         errors.extend({"index": index, **e.as_dict()} for e in item_errors)
@@ -79,9 +83,10 @@ class JobsController(Controller):
         responses={200: ResponseSpec(Job, description="The idempotency key was seen: the first job")},
     )
     async def create(
-        self, request: Request[Any, Any, Any], state: State, data: JSONBody[JobIn]
+        self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[JobIn]
     ) -> Response[Job]:
-        new_job, errors = data.to_new_job(request_id_of(request.scope))
+        key = request.user
+        new_job, errors = data.to_new_job(request_id_of(request.scope), tenant=key.tenant, created_by=key.id)
         if new_job is None:
             raise InvalidInput(details=[e.as_dict() for e in errors])
         (result,) = await _enqueue(state, [new_job])
@@ -92,9 +97,11 @@ class JobsController(Controller):
 
     @post("/batch", guards=[requires("jobs:write")], summary="Enqueue up to 1000 jobs")
     async def create_batch(
-        self, request: Request[Any, Any, Any], state: State, data: JSONBody[BatchIn]
+        self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[BatchIn]
     ) -> Response[BatchOut]:
-        results = await enqueue_checked(state, data.jobs, request_id_of(request.scope), prefix="jobs")
+        results = await enqueue_checked(
+            state, data.jobs, request_id_of(request.scope), prefix="jobs", key=request.user
+        )
         log.info("jobs_enqueued", jobs=len(results), created=sum(r.created for r in results))
         jobs = [r.job for r in results]
         if any(j.error for j in jobs):
@@ -104,7 +111,7 @@ class JobsController(Controller):
     @get("/", guards=[requires("jobs:read")], sync_to_thread=True, summary="List jobs, newest first")
     def list(
         self,
-        request: Request[Any, Any, Any],
+        request: Request[ApiKey, Any, Any],
         state: State,
         type: FromQuery[str | None] = None,
         status: FromQuery[JobStatus | None] = None,
@@ -129,32 +136,35 @@ class JobsController(Controller):
             business_key=business_key,
             created_after=created_after,
             created_before=created_before,
+            tenant=request.user.reach,
         )
         with transaction(state.settings) as conn:
             items, next_cursor = list_jobs(conn, f, limit, cursor)
         return JobList(all_shown(items, redactor_for(request)), next_cursor)
 
     @get("/{job_id:uuid}", guards=[requires("jobs:read")], sync_to_thread=True, summary="Get a job")
-    def read(self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
+    def read(self, request: Request[ApiKey, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
         with transaction(state.settings) as conn:
-            return shown(get_job(conn, job_id), redactor_for(request))
+            return shown(get_job(conn, job_id, request.user.reach), redactor_for(request))
 
     @get("/{job_id:uuid}/attempts", guards=[requires("jobs:read")], sync_to_thread=True, summary="Attempts")
     def attempts(
-        self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]
+        self, request: Request[ApiKey, Any, Any], state: State, job_id: FromPath[uuid.UUID]
     ) -> AttemptList:
         with transaction(state.settings) as conn:
-            return AttemptList(all_shown(list_attempts(conn, job_id), redactor_for(request)))
+            attempts = list_attempts(conn, job_id, request.user.reach)
+        return AttemptList(all_shown(attempts, redactor_for(request)))
 
     @post("/{job_id:uuid}/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def cancel(self, request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
+    def cancel(self, request: Request[ApiKey, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
+        key = request.user
         with transaction(state.settings) as conn:
-            return shown(cancel_job(conn, job_id), redactor_for(request))
+            return shown(cancel_job(conn, job_id, key.reach, by=key.id), redactor_for(request))
 
     @post("/{job_id:uuid}/reschedule", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
     def reschedule(
         self,
-        request: Request[Any, Any, Any],
+        request: Request[ApiKey, Any, Any],
         state: State,
         job_id: FromPath[uuid.UUID],
         data: JSONBody[RescheduleIn],
@@ -163,9 +173,14 @@ class JobsController(Controller):
         if run_at is None:
             raise InvalidInput(details=[e.as_dict() for e in errors])
         with transaction(state.settings) as conn:
-            return shown(reschedule_job(conn, job_id, run_at), redactor_for(request))
+            return shown(reschedule_job(conn, job_id, run_at, request.user.reach), redactor_for(request))
 
     @post("/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def cancel_by_key(self, state: State, data: JSONBody[CancelByKeyIn]) -> CancelledCount:
+    def cancel_by_key(
+        self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[CancelByKeyIn]
+    ) -> CancelledCount:
+        # A business key names jobs within one tenant: even an admin key cancels only its own
+        # tenant's "order-123", never every tenant's.
+        key = request.user
         with transaction(state.settings) as conn:
-            return CancelledCount(cancel_by_business_key(conn, data.business_key))
+            return CancelledCount(cancel_by_business_key(conn, data.business_key, key.tenant, by=key.id))

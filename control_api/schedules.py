@@ -15,6 +15,7 @@ from control_api.auth import requires, requires_any
 from control_api.jobs import enqueue_checked
 from control_api.request_id import request_id_of
 from control_api.schemas import SequenceIn, SequenceOut
+from core.access.keys import ApiKey
 from core.engine.schedules import (
     Schedule,
     create_schedule,
@@ -105,10 +106,12 @@ class SequencesController(Controller):
 
     @post("/", guards=[requires("jobs:write")], summary="Create a sequence of jobs")
     async def create(
-        self, request: Request[Any, Any, Any], state: State, data: JSONBody[SequenceIn]
+        self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[SequenceIn]
     ) -> Response[SequenceOut]:
         job_ins, errors = data.to_job_ins()
         if errors:
             raise InvalidInput(details=[e.as_dict() for e in errors])
-        results = await enqueue_checked(state, job_ins, request_id_of(request.scope), prefix="steps")
+        results = await enqueue_checked(
+            state, job_ins, request_id_of(request.scope), prefix="steps", key=request.user
+        )
         return Response(SequenceOut(data.business_key, [r.job for r in results]), status_code=201)

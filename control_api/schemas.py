@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -12,6 +13,7 @@ from core.engine.jobs import Job, NewJob, utcnow
 from core.engine.queries import Attempt
 from core.engine.timebounds import HORIZON_S, bounded_utc
 from core.errors import UnknownJobType
+from core.platform.tenants import DEFAULT_TENANT
 
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 #: Delays and offsets share the horizon of client times (core/engine/timebounds.py).
@@ -27,8 +29,16 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     delay_seconds: Annotated[int, msgspec.Meta(ge=0, le=MAX_DELAY_S)] | None = None
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
 
-    def to_new_job(self, request_id: str | None, prefix: str = "") -> tuple[NewJob | None, list[FieldError]]:
-        """Check the payload against the type's schema; every bad field is listed."""
+    def to_new_job(
+        self,
+        request_id: str | None,
+        prefix: str = "",
+        *,
+        tenant: str = DEFAULT_TENANT,
+        created_by: uuid.UUID | None = None,
+    ) -> tuple[NewJob | None, list[FieldError]]:
+        """Check the payload against the type's schema; every bad field is listed. The job is
+        ``tenant``'s, asked for by the key ``created_by``."""
         try:
             job_type = get_job_type(self.type)
         except UnknownJobType:
@@ -53,6 +63,8 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 run_at=run_at,
                 max_retries=self.max_retries,
                 request_id=request_id,
+                tenant=tenant,
+                created_by=created_by,
             ),
             [],
         )

@@ -151,6 +151,10 @@ def move_finished(
     return moved
 
 
-def find(conn: Connection, job_id: Any) -> sa.Row[Any] | None:
-    """A finished job from the history (one index probe per day kept)."""
-    return conn.execute(sa.select(job_history).where(job_history.c.id == job_id)).first()
+def find(conn: Connection, job_id: Any, tenant: str | None = None) -> sa.Row[Any] | None:
+    """A finished job from the history (one index probe per day kept), if it is ``tenant``'s
+    (None: anyone's)."""
+    query = sa.select(job_history).where(job_history.c.id == job_id)
+    if tenant is not None:
+        query = query.where(job_history.c.tenant == tenant)
+    return conn.execute(query).first()

@@ -23,6 +23,7 @@ from core.errors import IdempotencyConflict
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings, get_settings
 from core.platform.tables import job_history, jobs
+from core.platform.tenants import DEFAULT_TENANT
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,10 @@ class NewJob(msgspec.Struct, kw_only=True):
     run_at: datetime | None = None
     max_retries: int | None = None
     request_id: str | None = None
+    #: Whose job it is: the tenant of the key that asked (core/platform/tenants.py).
+    tenant: str = DEFAULT_TENANT
+    #: The API key that asked for it; None for the farm's own jobs (schedules, the CLI).
+    created_by: uuid.UUID | None = None
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -78,6 +83,10 @@ class Job(msgspec.Struct, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     request_id: str | None
+    tenant: str = DEFAULT_TENANT
+    #: The API keys that created and cancelled it (null: the farm itself, or the command line).
+    created_by: uuid.UUID | None = None
+    cancelled_by: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -103,6 +112,9 @@ class Job(msgspec.Struct, kw_only=True):
             started_at=m["started_at"],
             finished_at=m["finished_at"],
             request_id=m["request_id"],
+            tenant=m["tenant"],
+            created_by=m["created_by"],
+            cancelled_by=m["cancelled_by"],
         )
 
 
@@ -163,6 +175,8 @@ _NEW_ROW_COLUMNS = {
     "request_id": "text",
     "message_id": "text",
     "published_at": "timestamptz",
+    "tenant": "text",
+    "created_by": "uuid",
 }
 
 
@@ -173,7 +187,7 @@ def _insert_many_sql(rows: str, now: str) -> str:
         f"SELECT {', '.join(_NEW_ROW_COLUMNS)}, {now}, {now} "
         f"FROM jsonb_to_recordset(CAST({rows} AS jsonb)) AS j("
         + ", ".join(f"{name} {kind}" for name, kind in _NEW_ROW_COLUMNS.items())
-        + ") ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id::text"
+        + ") ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id::text"
     )
 
 
@@ -197,6 +211,8 @@ class NewRow(msgspec.Struct):
     request_id: str | None
     message_id: str | None
     published_at: datetime | None
+    tenant: str
+    created_by: uuid.UUID | None
 
 
 _encode_rows = msgspec.json.Encoder().encode
@@ -211,37 +227,49 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     # Ids compared as text: hashing uuid.UUID objects is slow Python.
     inserted = set(conn.execute(_INSERT_MANY, {"rows": encode_rows(rows), "now": now}).scalars())
     created = [text in inserted for text in texts]
-    keys = [r.idempotency_key for r, new in zip(rows, created, strict=True) if not new]
-    existing: dict[str, Row[Any]] = {}
-    if keys:
-        found = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key.in_(keys)))
-        existing = {row.idempotency_key: row for row in found}
-    fresh_keys = [
-        r.idempotency_key for r, new in zip(rows, created, strict=True) if new and r.idempotency_key
+    # An idempotency key is unique within its tenant: every lookup is by (tenant, key).
+    repeated = [(r.tenant, r.idempotency_key) for r, new in zip(rows, created, strict=True) if not new]
+    existing = _by_key(conn, jobs, repeated)
+    fresh = [
+        (r.tenant, r.idempotency_key)
+        for r, new in zip(rows, created, strict=True)
+        if new and r.idempotency_key
     ]
-    if fresh_keys:
+    if fresh:
         # The unique index covers jobs only: a key whose job has moved to the history is found
         # there. Read after the insert, in a statement of its own: had the job been moving at
         # that moment, the insert waited for the move to commit, and this read sees it.
-        found = conn.execute(sa.select(job_history).where(job_history.c.idempotency_key.in_(fresh_keys)))
-        moved = {row.idempotency_key: row for row in found}
+        moved = _by_key(conn, job_history, fresh)
         if moved:
-            taken = [r.id for r in rows if r.idempotency_key in moved and str(r.id) in inserted]
+            taken = [r.id for r in rows if (r.tenant, r.idempotency_key) in moved and str(r.id) in inserted]
             conn.execute(sa.delete(jobs).where(jobs.c.id.in_(taken)))
             existing.update(moved)
-            created = [new and r.idempotency_key not in moved for r, new in zip(rows, created, strict=True)]
+            created = [
+                new and (r.tenant, r.idempotency_key) not in moved
+                for r, new in zip(rows, created, strict=True)
+            ]
     results = []
     for index, (r, new) in enumerate(zip(rows, created, strict=True)):
         if new:
             results.append(Enqueued(new_job(r, now), created=True, message_id=r.message_id))
             continue
         assert r.idempotency_key is not None  # only a repeated key makes the insert skip a row
-        first = existing[r.idempotency_key]
+        first = existing[(r.tenant, r.idempotency_key)]
         # Sealing is randomised (a fresh nonce each time): sealed fields are compared in clear.
         if first.type != r.type or not same_payload(get_job_type(r.type), first.payload, r.payload):
             raise IdempotencyConflict(index, r.idempotency_key, first.id)
         results.append(Enqueued(Job.from_row(first), created=False))
     return results
+
+
+def _by_key(
+    conn: Connection, table: sa.Table, keys: Sequence[tuple[str, str | None]]
+) -> dict[tuple[str, str | None], Row[Any]]:
+    """The rows of ``table`` holding these (tenant, idempotency key) pairs."""
+    if not keys:
+        return {}
+    pairs = sa.tuple_(table.c.tenant, table.c.idempotency_key).in_(keys)
+    return {(row.tenant, row.idempotency_key): row for row in conn.execute(sa.select(table).where(pairs))}
 
 
 def new_rows(new_jobs: Sequence[NewJob], now: datetime) -> tuple[list[NewRow], list[str]]:
@@ -270,6 +298,8 @@ def new_rows(new_jobs: Sequence[NewJob], now: datetime) -> tuple[list[NewRow], l
                 # a re-publication gets a fresh one.
                 message_id=text if due else None,
                 published_at=now if due else None,
+                tenant=nj.tenant,
+                created_by=nj.created_by,
             )
         )
     return rows, texts
@@ -304,6 +334,8 @@ def new_job(r: NewRow, now: datetime) -> Job:
         started_at=None,
         finished_at=None,
         request_id=r.request_id,
+        tenant=r.tenant,
+        created_by=r.created_by,
     )
 
 

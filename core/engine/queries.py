@@ -3,6 +3,10 @@
 A job is in ``jobs`` while it is open or just finished, then in ``job_history``
 (core/engine/finished.py): reads look in both, changes only in ``jobs`` (a job in the history is
 final, and answers as one).
+
+Every read and change takes the caller's reach, ``tenant``: a key sees only its tenant's jobs, and
+another tenant's job is not found, exactly as one that never existed; None (an admin key, the
+command line) reaches every tenant.
 """
 
 from __future__ import annotations
@@ -33,15 +37,21 @@ class Attempt(msgspec.Struct, kw_only=True):
     job_status: str | None = None
 
 
-def _row(conn: Connection, job_id: uuid.UUID) -> sa.Row[Any]:
-    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first() or finished.find(conn, job_id)
+def reached(table: sa.Table, tenant: str | None) -> sa.ColumnElement[bool]:
+    """The rows of ``table`` a caller whose reach is ``tenant`` may see (all of them for None)."""
+    return sa.true() if tenant is None else table.c.tenant == tenant
+
+
+def _row(conn: Connection, job_id: uuid.UUID, tenant: str | None) -> sa.Row[Any]:
+    live = conn.execute(sa.select(jobs).where(jobs.c.id == job_id, reached(jobs, tenant))).first()
+    row = live or finished.find(conn, job_id, tenant)
     if row is None:
         raise JobNotFound(f"no job {job_id}")
     return row
 
 
-def get_job(conn: Connection, job_id: uuid.UUID) -> Job:
-    return Job.from_row(_row(conn, job_id))
+def get_job(conn: Connection, job_id: uuid.UUID, tenant: str | None = None) -> Job:
+    return Job.from_row(_row(conn, job_id, tenant))
 
 
 def _attempt(r: Any) -> Attempt:
@@ -56,8 +66,8 @@ def _attempt(r: Any) -> Attempt:
     )
 
 
-def list_attempts(conn: Connection, job_id: uuid.UUID) -> list[Attempt]:
-    row = _row(conn, job_id)
+def list_attempts(conn: Connection, job_id: uuid.UUID, tenant: str | None = None) -> list[Attempt]:
+    row = _row(conn, job_id, tenant)
     if "attempt_log" in row._mapping:
         # Moved to the history: the attempts travel with the job, their times as JSON strings.
         return [msgspec.convert(a, Attempt, strict=False) for a in row._mapping["attempt_log"]]
@@ -73,11 +83,13 @@ class JobFilter(msgspec.Struct, kw_only=True):
     business_key: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: The caller's reach (None: every tenant).
+    tenant: str | None = None
 
 
 def _filtered(table: sa.Table, f: JobFilter) -> sa.Select[Any]:
     c = table.c
-    query = sa.select(*(c[name] for name in finished.COLUMNS))
+    query = sa.select(*(c[name] for name in finished.COLUMNS)).where(reached(table, f.tenant))
     if f.type:
         query = query.where(c.type == f.type)
     if f.status:
@@ -101,41 +113,52 @@ def list_jobs(conn: Connection, f: JobFilter, limit: int, cursor: str | None) ->
     return [Job.from_row(r) for r in rows], next_cursor
 
 
-def _cancel_values() -> dict[str, Any]:
+def _cancel_values(by: uuid.UUID | None) -> dict[str, Any]:
     now = utcnow()
-    return {"status": JobStatus.CANCELLED, "finished_at": now, "updated_at": now, "message_id": None}
+    return {
+        "status": JobStatus.CANCELLED,
+        "finished_at": now,
+        "updated_at": now,
+        "message_id": None,
+        "cancelled_by": by,
+    }
 
 
-def cancel_job(conn: Connection, job_id: uuid.UUID) -> Job:
-    """Cancel a job that no worker has claimed; a worker that receives it later skips it."""
+def cancel_job(
+    conn: Connection, job_id: uuid.UUID, tenant: str | None = None, by: uuid.UUID | None = None
+) -> Job:
+    """Cancel a job that no worker has claimed; a worker that receives it later skips it. ``by``:
+    the API key that asked, recorded on the job."""
     row = conn.execute(
         sa.update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status.in_(CANCELLABLE))
-        .values(**_cancel_values())
+        .where(jobs.c.id == job_id, jobs.c.status.in_(CANCELLABLE), reached(jobs, tenant))
+        .values(**_cancel_values(by))
         .returning(*jobs.c)
     ).first()
     if row is not None:
         return Job.from_row(row)
-    raise NotCancellable(get_job(conn, job_id).status)
+    raise NotCancellable(get_job(conn, job_id, tenant).status)
 
 
-def cancel_by_business_key(conn: Connection, business_key: str) -> int:
+def cancel_by_business_key(
+    conn: Connection, business_key: str, tenant: str | None = None, by: uuid.UUID | None = None
+) -> int:
     result = conn.execute(
         sa.update(jobs)
-        .where(jobs.c.business_key == business_key, jobs.c.status.in_(CANCELLABLE))
-        .values(**_cancel_values())
+        .where(jobs.c.business_key == business_key, jobs.c.status.in_(CANCELLABLE), reached(jobs, tenant))
+        .values(**_cancel_values(by))
     )
     return int(result.rowcount)
 
 
-def reschedule_job(conn: Connection, job_id: uuid.UUID, run_at: datetime) -> Job:
+def reschedule_job(conn: Connection, job_id: uuid.UUID, run_at: datetime, tenant: str | None = None) -> Job:
     """Move a job that is still waiting for its time; the scheduler publishes it when run_at comes."""
     row = conn.execute(
         sa.update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.SCHEDULED)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.SCHEDULED, reached(jobs, tenant))
         .values(run_at=run_at, updated_at=utcnow())
         .returning(*jobs.c)
     ).first()
     if row is not None:
         return Job.from_row(row)
-    raise NotReschedulable(get_job(conn, job_id).status)
+    raise NotReschedulable(get_job(conn, job_id, tenant).status)

@@ -46,6 +46,10 @@ jobs = sa.Table(
     timestamp_column("published_at"),
     timestamp_column("started_at"),
     timestamp_column("finished_at"),
+    # Whose job it is (core/platform/tenants.py), and the API keys that created and cancelled it.
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
+    sa.Column("created_by", UUID(as_uuid=True)),
+    sa.Column("cancelled_by", UUID(as_uuid=True)),
     sa.CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status"),
     sa.CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
@@ -58,8 +62,10 @@ sa.Index(
     jobs.c.business_key,
     postgresql_where=jobs.c.business_key.isnot(None),
 )
+# An idempotency key is unique within its tenant: two callers may both use "order-123".
 sa.Index(
     "uq_jobs_idempotency_key",
+    jobs.c.tenant,
     jobs.c.idempotency_key,
     unique=True,
     postgresql_where=jobs.c.idempotency_key.isnot(None),
@@ -191,6 +197,9 @@ job_history = sa.Table(
     timestamp_column("published_at"),
     timestamp_column("started_at"),
     sa.Column("finished_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
+    sa.Column("created_by", UUID(as_uuid=True)),
+    sa.Column("cancelled_by", UUID(as_uuid=True)),
     # The job's attempts, oldest first, as GET /v1/jobs/{id}/attempts shows them.
     sa.Column("attempt_log", Json, nullable=False),
     postgresql_partition_by="RANGE (finished_at)",
@@ -214,6 +223,7 @@ sa.Index(
 )
 sa.Index(
     "ix_job_history_idempotency_key",
+    job_history.c.tenant,
     job_history.c.idempotency_key,
     postgresql_where=job_history.c.idempotency_key.isnot(None),
 )
