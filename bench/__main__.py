@@ -57,7 +57,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--growth-load-rate", type=float, default=500.0, help="jobs/s enqueued while pruning")
     parser.add_argument("--growth-window", type=float, default=10.0, help="seconds of load before the prune")
     parser.add_argument(
-        "--growth-drain-rounds", type=int, default=3, help="drains on each side; the median one is compared"
+        "--growth-rounds", type=int, default=3, help="rounds of each measurement a side; medians compared"
     )
     parser.add_argument(
         "--growth-prune-batch", type=int, default=500, help="JOBYARD_PRUNE_BATCH of the prune (its default)"

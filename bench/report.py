@@ -205,13 +205,20 @@ def growth_markdown(r: dict[str, Any]) -> list[str]:
             f"| {row['figure']} | {_f(row['empty'], 2)} | {_f(row['history'], 2)} | {_f(row['ratio'], 2)} "
             f"| {goal} | {'yes' if row['met'] else '**no**'} |"
         )
-    drains = [r.get(side, {}).get("drain", {}).get("rounds_per_s") for side in ("empty", "history")]
-    if all(drains):
+    rounds = [row for row in r["ratios"] if all(row.get("rounds") or [None])]
+    if rounds:
         lines += [
             "",
-            f"The drain is the median of {len(drains[0])} runs on each side: "
-            f"{', '.join(f'{x:,.0f}' for x in drains[0])} jobs/s on the empty history, "
-            f"{', '.join(f'{x:,.0f}' for x in drains[1])} on the history.",
+            f"Each figure above but the reads is the median of {len(rounds[0]['rounds'][0])} rounds on "
+            "each side; the rounds, in the order they ran:",
+            "",
+            "| figure | empty history | with the history |",
+            "| --- | --- | --- |",
+            *(
+                f"| {row['figure']} | {', '.join(_f(x, 1) for x in row['rounds'][0])} "
+                f"| {', '.join(_f(x, 1) for x in row['rounds'][1])} |"
+                for row in rounds
+            ),
         ]
     b, d = p["enqueue_before"], p["enqueue_during"]
     counts = ", ".join(f"{k} {n:,}" for k, n in p["pruned_counts"].items()) or "none"

@@ -80,10 +80,12 @@ class AuditList(msgspec.Struct):
     next_cursor: str | None
 
 
-def _selection(data: DiscardIn) -> Selection:
+def _selection(data: DiscardIn, key: ApiKey) -> Selection:
+    """What the body selects, among the dead letters the key reaches (its tenant's, or all)."""
     if (data.ids is None) == (data.filter is None):
         raise InvalidInput(details=[{"field": "ids", "message": "give either ids or filter (not both)"}])
-    return Selection(ids=tuple(data.ids) if data.ids is not None else None, filter=data.filter)
+    ids = tuple(data.ids) if data.ids is not None else None
+    return Selection(ids=ids, filter=data.filter, tenant=key.reach)
 
 
 class DeadLettersController(Controller):
@@ -93,6 +95,7 @@ class DeadLettersController(Controller):
     @get("/", guards=OPS, sync_to_thread=True, summary="List dead letters, newest first")
     def list(
         self,
+        request: Request[ApiKey, Any, Any],
         state: State,
         type: FromQuery[str | None] = None,
         error_code: FromQuery[str | None] = None,
@@ -110,14 +113,14 @@ class DeadLettersController(Controller):
             )
         f = DeadFilter(type=type, error_code=error_code, q=q, since=since, until=until)
         with transaction(state.settings) as conn:
-            items, next_cursor = list_dead(conn, f, limit, cursor)
+            items, next_cursor = list_dead(conn, f, limit, cursor, request.user.reach)
         return DeadList(items, next_cursor)
 
     @post("/redrive", guards=OPS, sync_to_thread=True, status_code=200, summary="Queue dead letters again")
     def redrive(
         self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[RedriveIn]
     ) -> RedriveOut:
-        selection = _selection(data)
+        selection = _selection(data, request.user)
         if data.dry_run:  # InvalidPayloads: 422 naming each job's bad fields
             with transaction(state.settings) as conn:
                 out: Outcome = dry_run_redrive(conn, selection, data.payload_patch)
@@ -129,6 +132,7 @@ class DeadLettersController(Controller):
                 data.reason,
                 request.user.name,
                 payload_patch=data.payload_patch,
+                by=request.user.id,
             )
         return RedriveOut(out.matched, out.changed, out.audit_id, out.preview)
 
@@ -136,12 +140,12 @@ class DeadLettersController(Controller):
     def discard(
         self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[DiscardIn]
     ) -> DiscardOut:
-        selection = _selection(data)
+        selection = _selection(data, request.user)
         if data.dry_run:
             with transaction(state.settings) as conn:
                 out = dry_run_discard(conn, selection)
         else:
-            out = discard(state.settings, selection, data.reason, request.user.name)
+            out = discard(state.settings, selection, data.reason, request.user.name, by=request.user.id)
         return DiscardOut(out.matched, out.changed, out.audit_id, out.preview)
 
 
@@ -151,8 +155,12 @@ class AuditController(Controller):
 
     @get("/", guards=OPS, sync_to_thread=True, summary="Redrives and discards, newest first")
     def list(
-        self, state: State, limit: Limit = DEFAULT_LIMIT, cursor: FromQuery[str | None] = None
+        self,
+        request: Request[ApiKey, Any, Any],
+        state: State,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
     ) -> AuditList:
         with transaction(state.settings) as conn:
-            items, next_cursor = list_audit(conn, limit, cursor)
+            items, next_cursor = list_audit(conn, limit, cursor, request.user.reach)
         return AuditList(items, next_cursor)

@@ -126,42 +126,53 @@ def reads(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    """The Jobyard half of the default scenarios, and the ops reads, on whatever history there is."""
+    """The Jobyard half of the default scenarios, each ``--growth-rounds`` times (every figure the
+    median of its rounds: see ``median_of``), and the ops reads, on whatever history there is."""
     out: dict[str, Any] = {}
     steps: tuple[tuple[str, Callable[[], Any]], ...] = (
         (
             "latency",
             lambda: latency.jobyard(bench, args.latency_rate, int(args.latency_rate * args.latency_seconds)),
         ),
-        ("drain", lambda: drain_rounds(bench, args)),
+        ("drain", lambda: drain.jobyard(bench, args.drain_jobs)),
         ("enqueue", lambda: enqueue.run(bench, args)),
         ("dispatch", lambda: dispatch.run(bench, args)),
-        ("reads", lambda: reads(bench, args)),
     )
     for name, step in steps:
         t0 = time.monotonic()
-        result = step()
+        result = median_of([step() for _ in range(max(1, args.growth_rounds))])
         if name == "enqueue":
             out["enqueue_single"], out["enqueue_batch"] = result["single"], result["batch"]
-        elif name == "reads":
-            out.update(result)
         else:
             out[name] = result
         print(f"      {name}: {time.monotonic() - t0:.0f} s", flush=True)
+    t0 = time.monotonic()
+    out.update(reads(bench, args))  # 15 timed requests each already, the median reported
+    print(f"      reads: {time.monotonic() - t0:.0f} s", flush=True)
     bench.reset()
     return out
 
 
-def drain_rounds(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    """The drain ``--growth-drain-rounds`` times: the round of median rate, with every round's rate.
+def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several rounds of a measurement: every number the median of its rounds
+    (nested results too), and each number's rounds under ``rounds``.
 
-    One drain of 20,000 jobs is a window of about five seconds, the shortest of the measurements,
-    and on a shared 2-core machine two such windows a minute apart differ by 10-15 %: one round on
-    each side would compare noise.
+    One round is a window of five to ten seconds, and on a shared 2-core machine two such windows
+    a minute apart differ by 10-30 %: comparing one round on each side would compare that noise.
     """
-    rounds = [drain.jobyard(bench, args.drain_jobs) for _ in range(max(1, args.growth_drain_rounds))]
-    ranked = sorted(rounds, key=lambda r: r["steady_per_s"])
-    return {**ranked[len(ranked) // 2], "rounds_per_s": [r["steady_per_s"] for r in rounds]}
+    out: dict[str, Any] = {}
+    per_round: dict[str, Any] = {}
+    for key, value in rounds[0].items():
+        if isinstance(value, dict):
+            out[key] = median_of([r.get(key) or {} for r in rounds])
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            values = [r[key] for r in rounds if isinstance(r.get(key), int | float)]
+            out[key] = statistics.median(values)
+            per_round[key] = values
+        else:
+            out[key] = value
+    out["rounds"] = per_round
+    return out
 
 
 def compare(empty: dict[str, Any], history: dict[str, Any]) -> list[dict[str, Any]]:
@@ -170,7 +181,18 @@ def compare(empty: dict[str, Any], history: dict[str, Any]) -> list[dict[str, An
         a, b = empty[phase][key], history[phase][key]
         ratio = round(b / a, 2) if a else None
         ok = ratio is not None and (ratio >= THROUGHPUT_MIN if kind == "throughput" else ratio <= LATENCY_MAX)
-        rows.append({"figure": label, "kind": kind, "empty": a, "history": b, "ratio": ratio, "met": ok})
+        rounds = [side[phase].get("rounds", {}).get(key) for side in (empty, history)]
+        rows.append(
+            {
+                "figure": label,
+                "kind": kind,
+                "empty": a,
+                "history": b,
+                "ratio": ratio,
+                "met": ok,
+                "rounds": rounds,
+            }
+        )
     return rows
 
 

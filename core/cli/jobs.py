@@ -135,26 +135,31 @@ def _exit_for(job: Job) -> None:
     default=None,
 )
 @click.option("--business-key", default=None)
+@click.option("--tenant", default=None, help="Only this tenant's jobs (every tenant's by default).")
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, every field.")
 def jobs_list(
-    job_type: str | None, status: str | None, business_key: str | None, limit: int, as_json: bool
+    job_type: str | None,
+    status: str | None,
+    business_key: str | None,
+    tenant: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """List jobs, newest first."""
     from core.engine.queries import JobFilter, list_jobs
     from core.platform.db import transaction
 
+    f = JobFilter(type=job_type, status=status, business_key=business_key, tenant=tenant)
     with transaction(cli_settings()) as conn:
-        found, _ = list_jobs(
-            conn, JobFilter(type=job_type, status=status, business_key=business_key), limit, None
-        )
+        found, _ = list_jobs(conn, f, limit, None)
     for job in found:
         if as_json:
             click.echo(msgspec.json.encode(job).decode())
             continue
         error = (job.error or {}).get("code") or ""
         click.echo(
-            f"{job.id}  {job.type:<17} {job.status:<10} attempts {job.attempts:<3} "
+            f"{job.id}  {job.tenant:<12} {job.type:<17} {job.status:<10} attempts {job.attempts:<3} "
             f"{_when(job.created_at)}  {job.business_key or ''}  {error}".rstrip()
         )
     if not found and not as_json:
@@ -168,7 +173,13 @@ def _when(moment: datetime) -> str:
 @jobs.command("cancel")
 @click.argument("job_id", required=False)
 @click.option("--business-key", default=None, help="Cancel every cancellable job with this key instead.")
-def jobs_cancel(job_id: str | None, business_key: str | None) -> None:
+@click.option(
+    "--tenant",
+    default="default",
+    show_default=True,
+    help="The tenant whose business key it is (a business key names jobs within one tenant).",
+)
+def jobs_cancel(job_id: str | None, business_key: str | None, tenant: str) -> None:
     """Cancel a job a worker has not claimed yet (scheduled, queued or retrying), or every such job of
     a business key."""
     from core.engine.queries import cancel_by_business_key, cancel_job
@@ -180,8 +191,8 @@ def jobs_cancel(job_id: str | None, business_key: str | None) -> None:
     settings = cli_settings()
     if business_key is not None:
         with transaction(settings) as conn:
-            count = cancel_by_business_key(conn, business_key)
-        click.echo(f"cancelled {count} job(s) with business key {business_key}")
+            count = cancel_by_business_key(conn, business_key, tenant)
+        click.echo(f"cancelled {count} job(s) of tenant {tenant} with business key {business_key}")
         return
     assert job_id is not None
     try:

@@ -28,11 +28,14 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     reason: str
     counts: dict[str, int]
     payload_patch: dict[str, Any] | None
+    #: The tenant whose jobs the action reached; null: an admin's action across tenants.
+    tenant: str | None = None
 
 
 def record(
     conn: Connection,
     *,
+    tenant: str | None = None,
     actor: str,
     action: str,
     selection: dict[str, Any],
@@ -54,20 +57,28 @@ def record(
             counts=counts,
             # SQL NULL, not a JSON null, when there is no patch.
             payload_patch=sa.null() if payload_patch is None else mask_phones_deep(payload_patch),
+            tenant=tenant,
         )
     )
     return entry_id
 
 
-def list_audit(conn: Connection, limit: int, cursor: str | None) -> tuple[list[AuditEntry], str | None]:
-    """Audit entries, newest first, a page at a time."""
-    query = page(sa.select(audit_log), audit_log.c.at, audit_log.c.id, limit, cursor)
+def _of(tenant: str | None) -> sa.ColumnElement[bool]:
+    """The entries a caller whose reach is ``tenant`` sees: its tenant's (every one for None)."""
+    return sa.true() if tenant is None else audit_log.c.tenant == tenant
+
+
+def list_audit(
+    conn: Connection, limit: int, cursor: str | None, tenant: str | None = None
+) -> tuple[list[AuditEntry], str | None]:
+    """Audit entries, newest first, a page at a time: ``tenant``'s (every tenant's for None)."""
+    query = page(sa.select(audit_log).where(_of(tenant)), audit_log.c.at, audit_log.c.id, limit, cursor)
     rows, next_cursor = split_page(conn.execute(query).all(), limit, created_key="at")
     return [AuditEntry(**dict(r._mapping)) for r in rows], next_cursor
 
 
-def get_entry(conn: Connection, entry_id: uuid.UUID) -> AuditEntry:
-    row = conn.execute(sa.select(audit_log).where(audit_log.c.id == entry_id)).first()
+def get_entry(conn: Connection, entry_id: uuid.UUID, tenant: str | None = None) -> AuditEntry:
+    row = conn.execute(sa.select(audit_log).where(audit_log.c.id == entry_id, _of(tenant))).first()
     if row is None:
         raise AuditEntryNotFound(f"no audit entry {entry_id}")
     return AuditEntry(**dict(row._mapping))

@@ -47,10 +47,12 @@ class DeadFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The dead letters an action applies to: explicit ids, or a filter (exactly one of them)."""
+    """The dead letters an action applies to: explicit ids, or a filter (exactly one of them),
+    among ``tenant``'s jobs (the caller's reach; None: every tenant's)."""
 
     ids: tuple[uuid.UUID, ...] | None = None
     filter: DeadFilter | None = None
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if (self.ids is None) == (self.filter is None):
@@ -59,7 +61,7 @@ class Selection:
             raise InvalidSelection("ids must not be empty")
 
     def as_json(self) -> dict[str, Any]:
-        """The selection as the audit log stores it."""
+        """The selection as the audit log stores it (the tenant has a column of its own)."""
         if self.ids is not None:
             return {"ids": [str(i) for i in self.ids]}
         return {"filter": msgspec.to_builtins(self.filter)}
@@ -120,12 +122,17 @@ def _filter_where(f: DeadFilter) -> list[sa.ColumnElement[bool]]:
     return where
 
 
+def _dead(tenant: str | None) -> list[sa.ColumnElement[bool]]:
+    """Dead letters, of ``tenant`` (every tenant's for None)."""
+    return [jobs.c.status == JobStatus.DEAD, *([] if tenant is None else [jobs.c.tenant == tenant])]
+
+
 def _where(selection: Selection) -> list[sa.ColumnElement[bool]]:
-    dead = jobs.c.status == JobStatus.DEAD
+    dead = _dead(selection.tenant)
     if selection.ids is not None:
-        return [dead, any_id(selection.ids)]
+        return [*dead, any_id(selection.ids)]
     assert selection.filter is not None
-    return [dead, *_filter_where(selection.filter)]
+    return [*dead, *_filter_where(selection.filter)]
 
 
 def newest_first(query: sa.Select[Any]) -> sa.Select[Any]:
@@ -136,22 +143,24 @@ def newest_first(query: sa.Select[Any]) -> sa.Select[Any]:
 
 
 def list_dead(
-    conn: Connection, f: DeadFilter, limit: int, cursor: str | None
+    conn: Connection, f: DeadFilter, limit: int, cursor: str | None, tenant: str | None = None
 ) -> tuple[list[Job], str | None]:
-    """Dead letters matching ``f``, newest first, with their last error."""
-    query = sa.select(jobs).where(jobs.c.status == JobStatus.DEAD, *_filter_where(f))
+    """Dead letters of ``tenant`` (None: every tenant) matching ``f``, newest first, with their last
+    error."""
+    query = sa.select(jobs).where(*_dead(tenant), *_filter_where(f))
     rows, next_cursor = split_page(
         conn.execute(page(query, jobs.c.created_at, jobs.c.id, limit, cursor)).all(), limit
     )
     return [Job.from_row(r) for r in rows], next_cursor
 
 
-def groups(conn: Connection) -> list[tuple[str, str | None, int]]:
-    """(type, error code, how many) over all dead letters, largest groups first: what is wrong."""
+def groups(conn: Connection, tenant: str | None = None) -> list[tuple[str, str | None, int]]:
+    """(type, error code, how many) over the dead letters of ``tenant`` (None: all), largest groups
+    first: what is wrong."""
     code = jobs.c.error["code"].astext
     query = (
         sa.select(jobs.c.type, code.label("code"), sa.func.count().label("n"))
-        .where(jobs.c.status == JobStatus.DEAD)
+        .where(*_dead(tenant))
         .group_by(jobs.c.type, code)
         .order_by(sa.func.count().desc(), jobs.c.type, code)
     )

@@ -87,6 +87,8 @@ class Job(msgspec.Struct, kw_only=True):
     #: The API keys that created and cancelled it (null: the farm itself, or the command line).
     created_by: uuid.UUID | None = None
     cancelled_by: uuid.UUID | None = None
+    #: The API key that last redrove it from the dead letters.
+    redriven_by: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -115,6 +117,7 @@ class Job(msgspec.Struct, kw_only=True):
             tenant=m["tenant"],
             created_by=m["created_by"],
             cancelled_by=m["cancelled_by"],
+            redriven_by=m["redriven_by"],
         )
 
 

@@ -92,6 +92,7 @@ def _in_batches(
         with transaction(settings) as conn:
             audit_id = audit.record(
                 conn,
+                tenant=selection.tenant,
                 actor=actor,
                 action=action,
                 selection=selection.as_json(),
@@ -111,18 +112,20 @@ def redrive(
     actor: str,
     payload_patch: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    by: uuid.UUID | None = None,
 ) -> Outcome:
     """Put the selected dead letters back in their queues with a fresh retry budget.
 
     Each job keeps its attempt history (numbers continue); its payload is patched first when
     ``payload_patch`` is given. Raises InvalidPayloads, changing nothing, if any patched payload
     is invalid. ``progress(n)`` is called after each batch with the number of jobs it handled.
+    ``by``: the API key that asked, recorded on each job.
     """
 
     def step(
         conn: Connection, batch: list[uuid.UUID], room: int
     ) -> tuple[int, list[Job], Callable[[], object]]:
-        pubs = _redrive_batch(conn, batch, payload_patch)
+        pubs = _redrive_batch(conn, batch, payload_patch, by)
         preview = _jobs(conn, [p.job_id for p in pubs[:room]]) if room > 0 and pubs else []
         return len(pubs), preview, lambda: _publish(broker, pubs)
 
@@ -141,7 +144,7 @@ def redrive(
 
 
 def _redrive_batch(
-    conn: Connection, batch: list[uuid.UUID], patch: dict[str, Any] | None
+    conn: Connection, batch: list[uuid.UUID], patch: dict[str, Any] | None, by: uuid.UUID | None
 ) -> list[Publication]:
     # SKIP LOCKED: a job another redrive or discard holds right now is theirs; it is left alone.
     rows = conn.execute(
@@ -179,6 +182,7 @@ def _redrive_batch(
                 message_id=sa.bindparam("b_message_id"),
                 published_at=now,
                 updated_at=now,
+                redriven_by=by,
             ),
             params,
         )
@@ -205,15 +209,17 @@ def discard(
     reason: str,
     actor: str,
     progress: Progress | None = None,
+    by: uuid.UUID | None = None,
 ) -> Outcome:
     """Give up on the selected dead letters: they become `cancelled`, finished now.
 
     The job's error becomes {"code": "discarded", "message": reason, "retryable": false,
-    "last_error": the error it died with (without its traceback)}; its attempts are kept.
+    "last_error": the error it died with (without its traceback)}; its attempts are kept. ``by``:
+    the API key that asked, recorded on each job as the one that cancelled it.
     """
 
     def step(conn: Connection, batch: list[uuid.UUID], room: int) -> tuple[int, list[Job], None]:
-        rows = conn.execute(_discard_batch(batch, reason)).all()
+        rows = conn.execute(_discard_batch(batch, reason, by)).all()
         rows = sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)
         return len(rows), [Job.from_row(r) for r in rows[:room]], None
 
@@ -229,7 +235,7 @@ def discard(
     )
 
 
-def _discard_batch(batch: list[uuid.UUID], reason: str) -> Any:
+def _discard_batch(batch: list[uuid.UUID], reason: str, by: uuid.UUID | None) -> Any:
     locked = (
         sa.select(jobs.c.id)
         .where(jobs.c.status == JobStatus.DEAD, any_id(batch))
@@ -242,6 +248,13 @@ def _discard_batch(batch: list[uuid.UUID], reason: str) -> Any:
     return (
         sa.update(jobs)
         .where(jobs.c.id.in_(locked.scalar_subquery()))
-        .values(status=JobStatus.CANCELLED, error=error, finished_at=now, updated_at=now, message_id=None)
+        .values(
+            status=JobStatus.CANCELLED,
+            error=error,
+            finished_at=now,
+            updated_at=now,
+            message_id=None,
+            cancelled_by=by,
+        )
         .returning(*jobs.c)
     )

@@ -39,6 +39,8 @@ audit_log = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("counts", Json, nullable=False),
     sa.Column("payload_patch", Json),
+    # The tenant whose jobs the action reached; NULL: an admin's, across tenants.
+    sa.Column("tenant", sa.Text),
 )
 sa.Index("ix_audit_log_at", audit_log.c.at.desc())
 

@@ -46,10 +46,12 @@ jobs = sa.Table(
     timestamp_column("published_at"),
     timestamp_column("started_at"),
     timestamp_column("finished_at"),
-    # Whose job it is (core/platform/tenants.py), and the API keys that created and cancelled it.
+    # Whose job it is (core/platform/tenants.py), and the API keys that created, cancelled (or
+    # discarded) and last redrove it.
     sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
     sa.Column("created_by", UUID(as_uuid=True)),
     sa.Column("cancelled_by", UUID(as_uuid=True)),
+    sa.Column("redriven_by", UUID(as_uuid=True)),
     sa.CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status"),
     sa.CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
 )
@@ -200,6 +202,7 @@ job_history = sa.Table(
     sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
     sa.Column("created_by", UUID(as_uuid=True)),
     sa.Column("cancelled_by", UUID(as_uuid=True)),
+    sa.Column("redriven_by", UUID(as_uuid=True)),
     # The job's attempts, oldest first, as GET /v1/jobs/{id}/attempts shows them.
     sa.Column("attempt_log", Json, nullable=False),
     postgresql_partition_by="RANGE (finished_at)",

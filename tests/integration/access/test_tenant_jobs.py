@@ -4,6 +4,7 @@ the keys that created and cancelled it; an admin key reads every tenant's."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from core.engine.queries import get_job
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from tests.integration.conftest import make_key
-
+from tests.services import jobyard
 
 
 class Caller:
@@ -125,3 +126,20 @@ def test_an_admin_key_reads_every_tenants_jobs(api: TestClient[Any], settings: S
         api.post("/v1/jobs", json={"type": "test_effect", "payload": {"marker": "x"}}).json()["tenant"]
         == "default"
     )
+
+
+def test_the_command_line_cancels_a_business_key_within_one_tenant(
+    api: TestClient[Any], settings: Settings
+) -> None:
+    a, b = Caller(api, settings, "shop-a"), Caller(api, settings, "shop-b")
+    job_a = a.enqueue(business_key="order-9").json()["id"]
+    job_b = b.enqueue(business_key="order-9").json()["id"]
+    done = jobyard(settings, "jobs", "cancel", "--business-key", "order-9", "--tenant", "shop-b")
+    assert done.returncode == 0, done.stderr
+    assert "cancelled 1 job(s) of tenant shop-b" in done.stdout
+    assert (
+        a.request("GET", f"/v1/jobs/{job_a}").json()["status"],
+        b.request("GET", f"/v1/jobs/{job_b}").json()["status"],
+    ) == ("scheduled", "cancelled")
+    listed = jobyard(settings, "jobs", "list", "--tenant", "shop-a", "--json")
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [job_a]

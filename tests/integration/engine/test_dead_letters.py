@@ -38,6 +38,7 @@ def insert_dead(
     code: str = "test_permanent",
     message: str = "the test asked for a permanent failure",
     died: datetime | None = None,
+    tenant: str = "default",
 ) -> list[str]:
     """Set-up: dead jobs written straight into Postgres (with one failed attempt each), newest last."""
     now = datetime.now(UTC)
@@ -61,6 +62,7 @@ def insert_dead(
                 "updated_at": died,
                 "started_at": died,
                 "finished_at": died,
+                "tenant": tenant,
             }
         )
     with transaction(settings) as conn:
@@ -435,6 +437,7 @@ def test_discard_cancels_with_the_reason_and_is_audited(api: TestClient[Any], se
         "reason": "numbers were wrong at the source",
         "counts": {"matched": 3, "discarded": 3},
         "payload_patch": None,
+        "tenant": "default",  # an ops key without admin acts within its own tenant
     }
 
 

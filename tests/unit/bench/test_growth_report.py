@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from bench import report
-from bench.scenarios import history
+from bench.scenarios import growth, history
 from core.engine import finished
 from core.platform.tables import job_history
 
@@ -81,9 +81,7 @@ def _growth(after_mib: float) -> dict[str, Any]:
             "jobs_per_s": 10_000,
             "vacuum_analyze_s": 1.0,
         },
-        "ratios": [{**ratio, "ratio": 0.95, "met": True}],
-        "empty": {"drain": {"steady_per_s": 10.0, "rounds_per_s": [11.0, 10.0, 9.0]}},
-        "history": {"drain": {"steady_per_s": 9.5, "rounds_per_s": [9.5, 8.0, 9.9]}},
+        "ratios": [{**ratio, "ratio": 0.95, "met": True, "rounds": [[11.0, 10.0, 9.0], [9.5, 8.0, 9.9]]}],
         "prune": {
             "retention_s": 15 * 86400.0,
             "prune_batch": 500,
@@ -136,9 +134,23 @@ def test_the_report_gives_the_sizes_of_all_three_tables_at_each_step() -> None:
     assert "crossed UTC midnight" not in text
 
 
-def test_the_report_gives_every_drain_round_of_both_sides() -> None:
+def test_the_report_gives_every_round_of_both_sides() -> None:
     text = "\n".join(report.growth_markdown(_growth(after_mib=11.0)))
-    assert "median of 3 runs on each side: 11, 10, 9 jobs/s on the empty history, 10, 8, 10 on" in text
+    assert "the median of 3 rounds on each side" in text
+    assert "| drain, jobs/s (10-90 %) | 11.0, 10.0, 9.0 | 9.5, 8.0, 9.9 |" in text
+
+
+def test_several_rounds_make_one_result_of_medians() -> None:
+    rounds = [
+        {"p50_ms": 5.0, "p99_ms": 30.0, "single": {"jobs_per_s": 100}, "system": "jobyard"},
+        {"p50_ms": 4.0, "p99_ms": 20.0, "single": {"jobs_per_s": 300}, "system": "jobyard"},
+        {"p50_ms": 6.0, "p99_ms": 90.0, "single": {"jobs_per_s": 200}, "system": "jobyard"},
+    ]
+    result = growth.median_of(rounds)
+    assert (result["p50_ms"], result["p99_ms"], result["single"]["jobs_per_s"]) == (5.0, 30.0, 200)
+    assert result["system"] == "jobyard"
+    assert result["rounds"] == {"p50_ms": [5.0, 4.0, 6.0], "p99_ms": [30.0, 20.0, 90.0]}
+    assert result["single"]["rounds"] == {"jobs_per_s": [100, 300, 200]}
 
 
 def test_the_size_goal_is_judged_against_the_size_after_the_kept_half() -> None:
