@@ -66,38 +66,50 @@ class SchedulesController(Controller):
     tags = ["schedules"]
 
     @post("/", guards=[requires_any("ops", "jobs:write")], sync_to_thread=True, summary="Create a schedule")
-    def create(self, state: State, data: JSONBody[ScheduleIn]) -> Response[Schedule]:
+    def create(
+        self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[ScheduleIn]
+    ) -> Response[Schedule]:
+        key = request.user
         with transaction(state.settings) as conn:
-            created = create_schedule(conn, msgspec.structs.asdict(data))
+            created = create_schedule(conn, msgspec.structs.asdict(data), key.tenant, key.id)
         return Response(created, status_code=201)
 
     @get("/", guards=[requires("ops")], sync_to_thread=True, summary="List schedules")
     def list(
         self,
+        request: Request[ApiKey, Any, Any],
         state: State,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> ScheduleList:
         with transaction(state.settings) as conn:
-            return ScheduleList(*list_schedules(conn, limit, cursor))
+            return ScheduleList(*list_schedules(conn, limit, cursor, request.user.reach))
 
     @get("/{schedule_id:uuid}", guards=[requires("ops")], sync_to_thread=True)
-    def read(self, state: State, schedule_id: FromPath[uuid.UUID]) -> Schedule:
+    def read(
+        self, request: Request[ApiKey, Any, Any], state: State, schedule_id: FromPath[uuid.UUID]
+    ) -> Schedule:
         with transaction(state.settings) as conn:
-            return get_schedule(conn, schedule_id)
+            return get_schedule(conn, schedule_id, tenant=request.user.reach)
 
     @patch("/{schedule_id:uuid}", guards=[requires("ops")], sync_to_thread=True)
     def update(
-        self, state: State, schedule_id: FromPath[uuid.UUID], data: JSONBody[SchedulePatch]
+        self,
+        request: Request[ApiKey, Any, Any],
+        state: State,
+        schedule_id: FromPath[uuid.UUID],
+        data: JSONBody[SchedulePatch],
     ) -> Schedule:
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         with transaction(state.settings) as conn:
-            return update_schedule(conn, schedule_id, changes)
+            return update_schedule(conn, schedule_id, changes, request.user.reach)
 
     @delete("/{schedule_id:uuid}", guards=[requires("ops")], sync_to_thread=True)
-    def remove(self, state: State, schedule_id: FromPath[uuid.UUID]) -> None:
+    def remove(
+        self, request: Request[ApiKey, Any, Any], state: State, schedule_id: FromPath[uuid.UUID]
+    ) -> None:
         with transaction(state.settings) as conn:
-            delete_schedule(conn, schedule_id)
+            delete_schedule(conn, schedule_id, request.user.reach)
 
 
 class SequencesController(Controller):

@@ -43,6 +43,7 @@ from core.platform.db import transaction
 from core.platform.pagination import page, split_page
 from core.platform.settings import Settings
 from core.platform.tables import schedule_firings, schedules
+from core.platform.tenants import DEFAULT_TENANT
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,9 @@ class Schedule(msgspec.Struct, kw_only=True):
     disabled_code: str | None = None
     disabled_reason: str | None = None
     disabled_at: datetime | None = None
+    #: Whose schedule it is (its jobs are that tenant's), and the API key that created it.
+    tenant: str = DEFAULT_TENANT
+    created_by: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
@@ -76,8 +80,19 @@ class Schedule(msgspec.Struct, kw_only=True):
         return cls(**{f: m[f] for f in cls.__struct_fields__})
 
 
-def create_schedule(conn: Connection, fields: dict[str, Any]) -> Schedule:
-    """Validate and store a schedule. ``fields`` holds the API body's fields."""
+def _of(tenant: str | None) -> sa.ColumnElement[bool]:
+    """The schedules a caller whose reach is ``tenant`` sees (every one for None)."""
+    return sa.true() if tenant is None else schedules.c.tenant == tenant
+
+
+def create_schedule(
+    conn: Connection,
+    fields: dict[str, Any],
+    tenant: str = DEFAULT_TENANT,
+    created_by: uuid.UUID | None = None,
+) -> Schedule:
+    """Validate and store ``tenant``'s schedule. ``fields`` holds the API body's fields;
+    ``created_by``, the API key that asked."""
     now = utcnow()
     errors: list[FieldError] = []
     start_at = now
@@ -109,6 +124,8 @@ def create_schedule(conn: Connection, fields: dict[str, Any]) -> Schedule:
         "start_at": start_at,
         "created_at": now,
         "updated_at": now,
+        "tenant": tenant,
+        "created_by": created_by,
     }
     if values["cron"] is None and start_at >= now:
         first = start_at  # an interval starts at its start time; a cron rule at its first slot
@@ -118,28 +135,36 @@ def create_schedule(conn: Connection, fields: dict[str, Any]) -> Schedule:
     return Schedule.from_row(row)
 
 
-def get_schedule(conn: Connection, schedule_id: uuid.UUID, *, lock: bool = False) -> Schedule:
-    query = sa.select(schedules).where(schedules.c.id == schedule_id)
+def get_schedule(
+    conn: Connection, schedule_id: uuid.UUID, *, lock: bool = False, tenant: str | None = None
+) -> Schedule:
+    """The schedule, if ``tenant``'s (anyone's for None): another tenant's is not found."""
+    query = sa.select(schedules).where(schedules.c.id == schedule_id, _of(tenant))
     row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise ScheduleNotFound(f"no schedule {schedule_id}")
     return Schedule.from_row(row)
 
 
-def list_schedules(conn: Connection, limit: int, cursor: str | None) -> tuple[list[Schedule], str | None]:
-    rows, next_cursor = split_page(
-        conn.execute(page(sa.select(schedules), schedules.c.created_at, schedules.c.id, limit, cursor)).all(),
-        limit,
+def list_schedules(
+    conn: Connection, limit: int, cursor: str | None, tenant: str | None = None
+) -> tuple[list[Schedule], str | None]:
+    query = page(
+        sa.select(schedules).where(_of(tenant)), schedules.c.created_at, schedules.c.id, limit, cursor
     )
+    rows, next_cursor = split_page(conn.execute(query).all(), limit)
     return [Schedule.from_row(r) for r in rows], next_cursor
 
 
-def update_schedule(conn: Connection, schedule_id: uuid.UUID, changes: dict[str, Any]) -> Schedule:
-    """Apply a partial update; a new rule or a re-enable moves next_run_at to the next slot from now.
+def update_schedule(
+    conn: Connection, schedule_id: uuid.UUID, changes: dict[str, Any], tenant: str | None = None
+) -> Schedule:
+    """Apply a partial update to ``tenant``'s schedule (anyone's for None); a new rule or a re-enable
+    moves next_run_at to the next slot from now.
 
     Re-enabling clears the reason the scheduler disabled it for.
     """
-    current = get_schedule(conn, schedule_id, lock=True)
+    current = get_schedule(conn, schedule_id, lock=True, tenant=tenant)
     now = utcnow()
     merged = {f: changes.get(f, getattr(current, f)) for f in ("every_seconds", "cron", "timezone")}
     if "every_seconds" in changes and changes["every_seconds"] is not None and "cron" not in changes:
@@ -177,8 +202,8 @@ def update_schedule(conn: Connection, schedule_id: uuid.UUID, changes: dict[str,
     return Schedule.from_row(row)
 
 
-def delete_schedule(conn: Connection, schedule_id: uuid.UUID) -> None:
-    if conn.execute(sa.delete(schedules).where(schedules.c.id == schedule_id)).rowcount != 1:
+def delete_schedule(conn: Connection, schedule_id: uuid.UUID, tenant: str | None = None) -> None:
+    if conn.execute(sa.delete(schedules).where(schedules.c.id == schedule_id, _of(tenant))).rowcount != 1:
         raise ScheduleNotFound(f"no schedule {schedule_id}")
 
 
@@ -252,6 +277,7 @@ def _fire(conn: Connection, schedule_id: uuid.UUID, now: datetime) -> Publicatio
             payload=row.payload,  # as stored: still sealed, and insert_jobs keeps it so
             business_key=row.business_key,
             max_retries=row.max_retries,
+            tenant=row.tenant,
         )
         (enqueued,) = insert_jobs(conn, [new_job])
         job_id = enqueued.job.id

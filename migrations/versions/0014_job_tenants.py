@@ -1,5 +1,5 @@
 """job tenants: every job carries its tenant and the keys that created, cancelled and redrove it;
-every audit entry the tenant whose jobs it reached
+every schedule its tenant and creator; every audit entry the tenant whose jobs it reached
 
 Revision ID: 0014
 Revises: 0013
@@ -32,12 +32,16 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("cancelled_by", postgresql.UUID(as_uuid=True)))
         op.add_column(table, sa.Column("redriven_by", postgresql.UUID(as_uuid=True)))
     op.add_column("audit_log", sa.Column("tenant", sa.Text))
+    op.add_column("schedules", sa.Column("tenant", sa.Text, nullable=False, server_default="default"))
+    op.add_column("schedules", sa.Column("created_by", postgresql.UUID(as_uuid=True)))
     _keys_index(("tenant", "idempotency_key"))
 
 
 def downgrade() -> None:
     _keys_index(("idempotency_key",))
     op.drop_column("audit_log", "tenant")
+    op.drop_column("schedules", "created_by")
+    op.drop_column("schedules", "tenant")
     for table in TABLES:
         for column in ("redriven_by", "cancelled_by", "created_by", "tenant"):
             op.drop_column(table, column)

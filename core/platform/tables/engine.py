@@ -258,6 +258,9 @@ schedules = sa.Table(
     sa.Column("disabled_code", sa.Text),
     sa.Column("disabled_reason", sa.Text),
     timestamp_column("disabled_at"),
+    # Whose schedule it is (its jobs are that tenant's), and the API key that created it.
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
+    sa.Column("created_by", UUID(as_uuid=True)),
     sa.CheckConstraint("(every_seconds IS NULL) <> (cron IS NULL)", name="one_rule"),
     sa.CheckConstraint("every_seconds IS NULL OR every_seconds > 0", name="every_positive"),
 )
