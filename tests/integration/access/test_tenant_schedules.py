@@ -13,10 +13,14 @@ from tests.integration.conftest import make_key
 
 
 def _as(settings: Settings, tenant: str, *scopes: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_key(settings, *scopes, name=f'{tenant} {scopes}', tenant=tenant)}"}
+    return {
+        "Authorization": f"Bearer {make_key(settings, *scopes, name=f'{tenant} {scopes}', tenant=tenant)}"
+    }
 
 
-def test_a_schedule_and_its_jobs_are_their_tenants(api: TestClient[Any], settings: Settings, broker: Any) -> None:
+def test_a_schedule_and_its_jobs_are_their_tenants(
+    api: TestClient[Any], settings: Settings, broker: Any
+) -> None:
     writer_a = _as(settings, "shop-a", "jobs:write", "jobs:read")
     ops_a, ops_b = _as(settings, "shop-a", "ops"), _as(settings, "shop-b", "ops")
     made = api.post(
