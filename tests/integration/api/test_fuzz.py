@@ -27,6 +27,16 @@ from schemathesis.checks import (
 
 from core.platform.settings import Settings
 
+# Hypothesis warns when the global `random` state changes while it draws a case, meaning a strategy
+# used `random`. Here the app under test runs in the same process, and its libraries use `random`
+# in their own threads (psycopg_pool's jitter of connection lifetimes and reconnect delays) whenever
+# they happen to run during a draw: the warning, an error under the suite's settings, then fails
+# one case at random and hypothesis reports "inconsistent results" (seen in CI, twice). The
+# strategies here use no `random`; the warning says nothing about the API.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies:hypothesis.errors.HypothesisDeprecationWarning"
+)
+
 #: Examples per operation: with ~40 operations this passes 1,000 requests in all, a minute or so.
 EXAMPLES_PER_OPERATION = 40
 MIN_TOTAL_CASES = 1000
