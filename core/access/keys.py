@@ -22,7 +22,7 @@ from core.errors import KeyNotFound, NotRotatable, UnknownScope
 from core.platform.pagination import page, split_page
 from core.platform.redact import KEY_PREFIX, VISIBLE_CHARS
 from core.platform.tables import api_keys
-from core.platform.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant
+from core.platform.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant, reached
 
 #: What a key may do; ``admin`` is not a task but a reach: every tenant's data, not only its own.
 SCOPES = ("jobs:write", "jobs:read", "ops", ADMIN_SCOPE)
@@ -110,13 +110,8 @@ def _key(row: sa.Row[tuple[object, ...]]) -> ApiKey:
     return ApiKey(**{f: m[f] for f in ApiKey.__struct_fields__})
 
 
-def _of(tenant: str | None) -> sa.ColumnElement[bool]:
-    """The keys of ``tenant``; every key for None (an admin's reach)."""
-    return sa.true() if tenant is None else api_keys.c.tenant == tenant
-
-
 def list_keys(conn: Connection, tenant: str | None = None) -> list[ApiKey]:
-    query = sa.select(api_keys).where(_of(tenant)).order_by(api_keys.c.created_at)
+    query = sa.select(api_keys).where(reached(api_keys, tenant)).order_by(api_keys.c.created_at)
     return [_key(r) for r in conn.execute(query)]
 
 
@@ -124,7 +119,7 @@ def page_keys(
     conn: Connection, limit: int, cursor: str | None, tenant: str | None = None
 ) -> tuple[list[ApiKey], str | None]:
     """Newest first, a page at a time (the API's list), of ``tenant``'s keys (None: every tenant's)."""
-    query = sa.select(api_keys).where(_of(tenant))
+    query = sa.select(api_keys).where(reached(api_keys, tenant))
     rows = conn.execute(page(query, api_keys.c.created_at, api_keys.c.id, limit, cursor)).all()
     found, next_cursor = split_page(rows, limit)
     return [_key(r) for r in found], next_cursor
@@ -132,7 +127,7 @@ def page_keys(
 
 def get_key(conn: Connection, key_id: uuid.UUID, tenant: str | None = None) -> ApiKey:
     """The key, if it is ``tenant``'s (any tenant's for None): another tenant's is not found."""
-    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id, _of(tenant))).first()
+    row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id, reached(api_keys, tenant))).first()
     if row is None:
         raise KeyNotFound(f"no API key {key_id}")
     return _key(row)
@@ -160,7 +155,7 @@ def revoke_key(conn: Connection, key_id_or_prefix: str, tenant: str | None = Non
     keys were revoked."""
     result = conn.execute(
         sa.update(api_keys)
-        .where(_match(key_id_or_prefix), _of(tenant), api_keys.c.revoked_at.is_(None))
+        .where(_match(key_id_or_prefix), reached(api_keys, tenant), api_keys.c.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
     return int(result.rowcount)
@@ -176,7 +171,7 @@ def rotate_key(
     callers can switch to the new one without a failed request. Returns (new key, its secret, old key).
     """
     row = conn.execute(
-        sa.select(api_keys).where(api_keys.c.id == key_id, _of(tenant)).with_for_update()
+        sa.select(api_keys).where(api_keys.c.id == key_id, reached(api_keys, tenant)).with_for_update()
     ).first()
     if row is None:
         raise KeyNotFound(f"no API key {key_id}")

@@ -15,6 +15,7 @@ from core.errors import AuditEntryNotFound
 from core.platform.crypto import mask_phones_deep, mask_phones_in
 from core.platform.pagination import page, split_page
 from core.platform.tables import audit_log
+from core.platform.tenants import reached
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):
@@ -63,22 +64,21 @@ def record(
     return entry_id
 
 
-def _of(tenant: str | None) -> sa.ColumnElement[bool]:
-    """The entries a caller whose reach is ``tenant`` sees: its tenant's (every one for None)."""
-    return sa.true() if tenant is None else audit_log.c.tenant == tenant
-
-
 def list_audit(
     conn: Connection, limit: int, cursor: str | None, tenant: str | None = None
 ) -> tuple[list[AuditEntry], str | None]:
     """Audit entries, newest first, a page at a time: ``tenant``'s (every tenant's for None)."""
-    query = page(sa.select(audit_log).where(_of(tenant)), audit_log.c.at, audit_log.c.id, limit, cursor)
+    query = page(
+        sa.select(audit_log).where(reached(audit_log, tenant)), audit_log.c.at, audit_log.c.id, limit, cursor
+    )
     rows, next_cursor = split_page(conn.execute(query).all(), limit, created_key="at")
     return [AuditEntry(**dict(r._mapping)) for r in rows], next_cursor
 
 
 def get_entry(conn: Connection, entry_id: uuid.UUID, tenant: str | None = None) -> AuditEntry:
-    row = conn.execute(sa.select(audit_log).where(audit_log.c.id == entry_id, _of(tenant))).first()
+    row = conn.execute(
+        sa.select(audit_log).where(audit_log.c.id == entry_id, reached(audit_log, tenant))
+    ).first()
     if row is None:
         raise AuditEntryNotFound(f"no audit entry {entry_id}")
     return AuditEntry(**dict(row._mapping))

@@ -22,6 +22,7 @@ from core.engine.jobs import Job, JobStatus
 from core.errors import DataKeyMismatch, InvalidPayloads, InvalidSelection, UnknownJobType
 from core.platform.pagination import page, split_page
 from core.platform.tables import jobs
+from core.platform.tenants import reached
 
 #: Rows read per round trip when resolving a selection.
 FETCH_SIZE = 500
@@ -124,7 +125,7 @@ def _filter_where(f: DeadFilter) -> list[sa.ColumnElement[bool]]:
 
 def _dead(tenant: str | None) -> list[sa.ColumnElement[bool]]:
     """Dead letters, of ``tenant`` (every tenant's for None)."""
-    return [jobs.c.status == JobStatus.DEAD, *([] if tenant is None else [jobs.c.tenant == tenant])]
+    return [jobs.c.status == JobStatus.DEAD, reached(jobs, tenant)]
 
 
 def _where(selection: Selection) -> list[sa.ColumnElement[bool]]:

@@ -30,6 +30,7 @@ from core.engine.jobs import utcnow
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import HISTORY_PARTITION, job_history
+from core.platform.tenants import reached
 
 #: The statuses whose jobs move to the history (dead ones stay, for the dead-letter queue).
 MOVED_STATUSES = ("succeeded", "cancelled")
@@ -154,7 +155,5 @@ def move_finished(
 def find(conn: Connection, job_id: Any, tenant: str | None = None) -> sa.Row[Any] | None:
     """A finished job from the history (one index probe per day kept), if it is ``tenant``'s
     (None: anyone's)."""
-    query = sa.select(job_history).where(job_history.c.id == job_id)
-    if tenant is not None:
-        query = query.where(job_history.c.tenant == tenant)
+    query = sa.select(job_history).where(job_history.c.id == job_id, reached(job_history, tenant))
     return conn.execute(query).first()

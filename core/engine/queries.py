@@ -24,6 +24,7 @@ from core.engine.jobs import CANCELLABLE, Job, JobStatus, utcnow
 from core.errors import JobNotFound, NotCancellable, NotReschedulable
 from core.platform.pagination import page, split_page
 from core.platform.tables import job_attempts, job_history, jobs
+from core.platform.tenants import reached
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -35,11 +36,6 @@ class Attempt(msgspec.Struct, kw_only=True):
     error: dict[str, Any] | None
     #: The status the attempt left the job in (succeeded, retrying, dead, queued); null while running.
     job_status: str | None = None
-
-
-def reached(table: sa.Table, tenant: str | None) -> sa.ColumnElement[bool]:
-    """The rows of ``table`` a caller whose reach is ``tenant`` may see (all of them for None)."""
-    return sa.true() if tenant is None else table.c.tenant == tenant
 
 
 def _row(conn: Connection, job_id: uuid.UUID, tenant: str | None) -> sa.Row[Any]:

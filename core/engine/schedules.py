@@ -43,7 +43,7 @@ from core.platform.db import transaction
 from core.platform.pagination import page, split_page
 from core.platform.settings import Settings
 from core.platform.tables import schedule_firings, schedules
-from core.platform.tenants import DEFAULT_TENANT
+from core.platform.tenants import DEFAULT_TENANT, reached
 
 log = structlog.get_logger(__name__)
 
@@ -78,11 +78,6 @@ class Schedule(msgspec.Struct, kw_only=True):
         m = dict(row._mapping)
         m["payload"] = shown_payload(m["type"], m["payload"])
         return cls(**{f: m[f] for f in cls.__struct_fields__})
-
-
-def _of(tenant: str | None) -> sa.ColumnElement[bool]:
-    """The schedules a caller whose reach is ``tenant`` sees (every one for None)."""
-    return sa.true() if tenant is None else schedules.c.tenant == tenant
 
 
 def create_schedule(
@@ -139,7 +134,7 @@ def get_schedule(
     conn: Connection, schedule_id: uuid.UUID, *, lock: bool = False, tenant: str | None = None
 ) -> Schedule:
     """The schedule, if ``tenant``'s (anyone's for None): another tenant's is not found."""
-    query = sa.select(schedules).where(schedules.c.id == schedule_id, _of(tenant))
+    query = sa.select(schedules).where(schedules.c.id == schedule_id, reached(schedules, tenant))
     row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise ScheduleNotFound(f"no schedule {schedule_id}")
@@ -150,7 +145,11 @@ def list_schedules(
     conn: Connection, limit: int, cursor: str | None, tenant: str | None = None
 ) -> tuple[list[Schedule], str | None]:
     query = page(
-        sa.select(schedules).where(_of(tenant)), schedules.c.created_at, schedules.c.id, limit, cursor
+        sa.select(schedules).where(reached(schedules, tenant)),
+        schedules.c.created_at,
+        schedules.c.id,
+        limit,
+        cursor,
     )
     rows, next_cursor = split_page(conn.execute(query).all(), limit)
     return [Schedule.from_row(r) for r in rows], next_cursor
@@ -203,7 +202,12 @@ def update_schedule(
 
 
 def delete_schedule(conn: Connection, schedule_id: uuid.UUID, tenant: str | None = None) -> None:
-    if conn.execute(sa.delete(schedules).where(schedules.c.id == schedule_id, _of(tenant))).rowcount != 1:
+    if (
+        conn.execute(
+            sa.delete(schedules).where(schedules.c.id == schedule_id, reached(schedules, tenant))
+        ).rowcount
+        != 1
+    ):
         raise ScheduleNotFound(f"no schedule {schedule_id}")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import sqlalchemy as sa
+
 from core.errors import InvalidTenant
 
 DEFAULT_TENANT = "default"
@@ -26,3 +28,9 @@ def checked_tenant(slug: str) -> str:
             f"{slug[:80]!r} is not a tenant name: 1-63 lower-case letters, digits and inner hyphens"
         )
     return slug
+
+
+def reached(table: sa.Table, tenant: str | None) -> sa.ColumnElement[bool]:
+    """The rows of ``table`` (one with a ``tenant`` column) that a caller whose reach is ``tenant``
+    sees and changes: that tenant's, or every row for None (an admin key, the command line)."""
+    return sa.true() if tenant is None else table.c.tenant == tenant
