@@ -18,10 +18,20 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.platform.tables import audit_log, job_attempts, jobs, outbound_messages, prune_counts, scrapes
+from core.platform.tables import (
+    audit_log,
+    job_attempts,
+    jobs,
+    outbound_messages,
+    prune_counts,
+    schedule_firings,
+    scrapes,
+)
 
 #: The tables whose rows are history (and are pruned); job_history, partitioned, is added up over its days.
-HISTORY_TABLES = tuple(t.name for t in (jobs, job_attempts, outbound_messages, scrapes, audit_log))
+HISTORY_TABLES = tuple(
+    t.name for t in (jobs, job_attempts, outbound_messages, scrapes, audit_log, schedule_firings)
+)
 
 #: job_history and its days (each a table of its own to Postgres's bookkeeping).
 _DAYS = "SELECT inhrelid FROM pg_inherits WHERE inhparent = CAST('job_history' AS regclass)"

@@ -10,7 +10,8 @@
 4. A history row kept less long than its day (a type with a shorter ``retain``, or a retention of
    seconds) goes by bounded batches once its retention and once more as much (at most a day) have
    passed: a day's partition is not emptied row by row just before it is dropped.
-5. Outbound rows and audit entries past their own retention, by bounded batches.
+5. Outbound rows, audit entries and the records of schedules' firings past their own retention, by
+   bounded batches.
 
 What goes, and when (docs/operations/retention.md):
 
@@ -24,9 +25,12 @@ What goes, and when (docs/operations/retention.md):
   ``jobs`` (until then a delivery or read status may still arrive for it, core/messaging/webhook.py;
   a dead job's rows stay with it, so a redrive never sends twice).
 * An audit entry older than JOBYARD_RETAIN_AUDIT.
+* The record of a schedule's firing (which slot made which job), once its slot is older than the
+  longest of JOBYARD_RETAIN_SUCCEEDED, _CANCELLED and _DEAD (kept forever if any of them is 0): the
+  job it names is gone by then, and the slot, long past, is never due again.
 
-Never anything else: chats, chat messages, unread counters, embeddings, opt-outs and schedules are
-the farm's data, not its history.
+Never anything else: chats, chat messages, unread counters, embeddings, opt-outs and schedules
+themselves are the farm's data, not its history.
 
 Each batch is one short transaction that locks only the finished rows it removes, taken with
 ``FOR UPDATE SKIP LOCKED``: queued and running jobs are never touched, so enqueue and claim never
@@ -50,6 +54,7 @@ from sqlalchemy.engine import Connection
 from core.engine import finished, stats
 from core.engine.job_types import job_types
 from core.engine.jobs import utcnow
+from core.engine.schedules import delete_old_firings
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import (
@@ -323,7 +328,7 @@ def _history_batches(settings: Settings, now: datetime, line: datetime | None) -
                 yield functools.partial(_prune_history_batch, settings, status, type_name, before, line)
 
 
-# -- 5. outbound rows and audit entries ------------------------------------------------------------
+# -- 5. outbound rows, audit entries, firings ---------------------------------------------------
 
 
 def _outbound_due(before: datetime) -> sa.ColumnElement[bool]:
@@ -363,6 +368,22 @@ def _row_batches(settings: Settings, now: datetime) -> Iterator[Callable[[], int
     if audit_before is not None:
         old = audit_log.c.at < audit_before
         yield functools.partial(_prune_rows_batch, settings, audit_log, audit_log.c.at, old)
+    firings_before = _before(now, _longest_job_retention_s(settings))
+    if firings_before is not None:
+        yield functools.partial(_prune_firings_batch, settings, firings_before)
+
+
+def _longest_job_retention_s(settings: Settings) -> float:
+    """The longest retention a finished job has by the settings; 0 if one of them keeps jobs forever."""
+    kept = (settings.retain_succeeded_s, settings.retain_cancelled_s, settings.retain_dead_s)
+    return 0.0 if min(kept) <= 0 else max(kept)
+
+
+def _prune_firings_batch(settings: Settings, before: datetime) -> int:
+    with transaction(settings) as conn:
+        count = delete_old_firings(conn, before, settings.prune_batch)
+        _add_counts(conn, Counter({("schedule_firings", ""): count}))
+        return count
 
 
 def _drain(runs: Iterator[Callable[[], int]], batch: int, should_stop: Callable[[], bool]) -> int:
@@ -380,7 +401,7 @@ def _drain(runs: Iterator[Callable[[], int]], batch: int, should_stop: Callable[
 def prune(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -> int:
     """Remove everything past its retention and move what has finished to the history (see the
     module's docstring), until nothing is left or ``should_stop()``. Returns the rows removed (jobs,
-    outbound rows and audit entries; moved jobs are not counted)."""
+    outbound rows, audit entries and firings; moved jobs are not counted)."""
     now = utcnow()
     # Attempts are counted by folding them into the job counters: fold what is due first, and never
     # remove or move a job whose attempts are not folded yet.

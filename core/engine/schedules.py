@@ -5,6 +5,9 @@ A schedule that was down for a while fires once and then moves to the next slot 
 once per missed slot. Firing locks the schedule row (FOR UPDATE SKIP LOCKED) and records the slot in
 ``schedule_firings``, whose primary key (schedule, slot) keeps several schedulers from firing a slot
 twice. That namespace is the scheduler's own: a client's idempotency keys cannot collide with it.
+A firing is kept as long as the job it made may be (core/engine/retention.py removes older ones,
+``delete_old_firings``): a slot once past is never due again, since firing moves ``next_run_at``
+past *now*.
 
 A schedule that cannot fire (its job type is gone after a deploy, its stored payload no longer
 validates, its rule has no next slot) is disabled with a code and a reason shown by the API; the
@@ -326,3 +329,26 @@ def _disable(conn: Connection, schedule_id: uuid.UUID, exc: Exception) -> None:
         .values(**_disabled_values(code, describe(exc), utcnow()))
     )
     log.warning("schedule_disabled", schedule_id=str(schedule_id), code=code)
+
+
+#: A batch of firings before a time: per schedule through the primary key (schedule, slot), so the
+#: cost is a probe per schedule, whatever the number of firings kept.
+_OLD_FIRINGS = """
+DELETE FROM schedule_firings f USING (
+    SELECT old.schedule_id, old.slot FROM schedules s
+    CROSS JOIN LATERAL (
+        SELECT schedule_id, slot FROM schedule_firings
+        WHERE schedule_id = s.id AND slot < :before
+        ORDER BY slot LIMIT :n FOR UPDATE SKIP LOCKED
+    ) old
+    LIMIT :n
+) doomed
+WHERE f.schedule_id = doomed.schedule_id AND f.slot = doomed.slot
+"""
+
+
+def delete_old_firings(conn: Connection, before: datetime, limit: int) -> int:
+    """Remove up to ``limit`` records of slots fired before ``before``; returns how many went.
+
+    Rows another transaction holds are skipped, so pruners side by side never remove the same one."""
+    return int(conn.execute(sa.text(_OLD_FIRINGS), {"before": before, "n": limit}).rowcount)

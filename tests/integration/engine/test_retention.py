@@ -27,6 +27,8 @@ from core.platform.tables import (
     jobs,
     outbound_messages,
     prune_counts,
+    schedule_firings,
+    schedules,
     scrapes,
 )
 from tests.integration.conftest import Farm, JobWaiter, count_rows
@@ -63,9 +65,11 @@ def _pruned(api: TestClient[Any], table: str, status: str) -> float:
 
 def _hang_things_off(settings: Settings, job_id: str) -> dict[str, uuid.UUID]:
     """A scrape with its screenshot, two outbound rows (one past its window), a chat message naming
-    the job, and two audit entries (one past its retention); their ids."""
+    the job, two audit entries (one past its retention), and a paused hourly schedule with the
+    records of two slots it fired (one older than any job is kept); their ids."""
     now = utcnow()
-    ids = {name: uuid.uuid4() for name in ("scrape", "old_out", "new_out", "message", "old_audit", "audit")}
+    names = ("scrape", "old_out", "new_out", "message", "old_audit", "audit", "schedule")
+    ids = {name: uuid.uuid4() for name in names}
     outbound = {
         "attempt": 1,
         "to_sealed": "jy2:test",
@@ -110,6 +114,23 @@ def _hang_things_off(settings: Settings, job_id: str) -> dict[str, uuid.UUID]:
             [
                 {**entry, "id": ids["old_audit"], "at": now - timedelta(days=366)},
                 {**entry, "id": ids["audit"], "at": now},
+            ],
+        )
+        conn.execute(
+            sa.insert(schedules).values(
+                id=ids["schedule"],
+                type="test_flaky",
+                payload={},
+                every_seconds=3600,
+                enabled=False,
+                next_run_at=now + timedelta(hours=1),
+            )
+        )
+        conn.execute(
+            sa.insert(schedule_firings),
+            [
+                {"schedule_id": ids["schedule"], "slot": now - timedelta(hours=2), "job_id": job_id},
+                {"schedule_id": ids["schedule"], "slot": now - timedelta(minutes=1), "job_id": job_id},
             ],
         )
     return ids
@@ -170,6 +191,12 @@ def test_finished_jobs_go_after_their_retention_and_dead_letters_after_theirs(
     # The audit log keeps a year; domain data is never history.
     assert {r for (r,) in _rows(settings, audit_log.c.id)} == {things["audit"]}
     assert {r for (r,) in _rows(settings, chat_messages.c.id)} == {things["message"]}
+    # A schedule's record of a slot goes once no job it made can be kept (the longest retention
+    # here is the dead letters' hour); the schedule stays.
+    assert [r.slot > utcnow() - timedelta(hours=1) for r in _rows(settings, schedule_firings.c.slot)] == [
+        True
+    ]
+    assert api.get(f"/v1/schedules/{things['schedule']}").status_code == 200
     # The idempotency key went with its job: the same key now makes a new job.
     again = api.post(
         "/v1/jobs",
@@ -183,6 +210,7 @@ def test_finished_jobs_go_after_their_retention_and_dead_letters_after_theirs(
     assert _pruned(api, "scrapes", "succeeded") == 1
     assert _pruned(api, "outbound_messages", "") == 1
     assert _pruned(api, "audit_log", "") == 1
+    assert _pruned(api, "schedule_firings", "") == 1
     assert _pruned(api, "jobs", "dead") == 0
     metrics = _metrics(api)
     assert metrics[succeeded_lag] == 0
