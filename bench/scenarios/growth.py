@@ -33,7 +33,9 @@ of it under a steady enqueue load (issue 18's benchmark).
    the fill of what was pruned; the sizes before any fill are reported as information.
 
 The jobs a measurement creates are told from the history by their creation time (``Bench.since``):
-the scenarios count only those, and a reset deletes only those (from jobs and from job_history).
+the scenarios count only those, and a reset deletes only those (from jobs and from job_history), then
+vacuums jobs and job_attempts. The empty database is reset the same way (its ``since`` is its
+creation), never by TRUNCATE, so that both sides start each measurement in the same state.
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ class Side:
 
     settings: Settings
     api_key: str
-    #: Jobs created before this are the history (Bench.since); None on the empty database.
+    #: Jobs created before this are the history (Bench.since), which a reset keeps; on the empty
+    #: database, its creation.
     since: datetime | None
 
     @contextmanager
@@ -181,7 +184,11 @@ def empty_side(bench: Bench) -> Side:
     with transaction(settings) as conn:
         _, secret = create_key(conn, "bench", SCOPES)
     stats.refresh(settings, utcnow())  # the job counters' rollup starts now, not in 1970
-    return Side(settings, secret, None)
+    # Reset the way the history's side is (Bench.reset: delete what a measurement made, then
+    # vacuum), not by TRUNCATE: a fresh file each time is not the state a farm's live table is in.
+    with transaction(settings) as conn:
+        since = conn.execute(sa.text("SELECT now()")).scalar_one()
+    return Side(settings, secret, since)
 
 
 def measure(bench: Bench, args: argparse.Namespace, sides: dict[str, Side]) -> dict[str, dict[str, Any]]:
