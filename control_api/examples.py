@@ -159,6 +159,7 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
                     "usage": {"prompt_tokens": 312, "completion_tokens": 9},
                     "job_id": JOB_ID,
                     "created_at": AT,
+                    "tenant": "shop-a",
                 }
             ],
             "next_cursor": None,
@@ -169,12 +170,12 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         summary="Mark a chat read for a user (unread count to zero)",
         params={"chat_id": "c1"},
         request={"user_id": "u1"},
-        response={"chat_id": "c1", "unread": 0},
+        response={"chat_id": "c1", "unread": 0, "tenant": "shop-a"},
     ),
     ("GET", "/v1/unread"): OperationDoc(
         "getUnreadCounts",
         summary="A user's unread counts per chat",
-        response={"items": [{"chat_id": "c1", "unread": 2}], "total": 2},
+        response={"items": [{"chat_id": "c1", "unread": 2, "tenant": "shop-a"}], "total": 2},
     ),
     # -- collections, scrapes -------------------------------------------------------------------------
     ("GET", "/v1/collections/{name}"): OperationDoc(
@@ -188,6 +189,7 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
             "documents": 2,
             "created_at": AT,
             "updated_at": AT,
+            "tenant": "shop-a",
         },
     ),
     ("GET", "/v1/collections/{name}/search"): OperationDoc(
@@ -205,6 +207,7 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
                     "score": 0.43,
                 }
             ],
+            "tenant": "shop-a",
         },
     ),
     ("GET", "/v1/scrapes/{scrape_id}"): OperationDoc(
@@ -224,6 +227,7 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
             "content_sha256": "3f0a1c9e2b7d4a6f8e5c1b0d9a7f6e4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e",
             "screenshot_url": f"/v1/scrapes/{SCRAPE_ID}/screenshot",
             "created_at": AT,
+            "tenant": "shop-a",
         },
     ),
     ("GET", "/v1/scrapes/{scrape_id}/screenshot"): OperationDoc(

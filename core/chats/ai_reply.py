@@ -3,7 +3,8 @@
 The handler runs inside the job's transaction: the user's message, the reply and the unread bump
 commit together with the job's success, so a worker that dies after the LLM answered leaves no half
 reply behind, and a retry writes the reply exactly once. The LLM call itself has no outside effect
-beyond its cost, so repeating it after a crash is safe.
+beyond its cost, so repeating it after a crash is safe. The chat is the job's tenant's: its history
+and its reply are that tenant's chat ``chat_id``, never another tenant's of the same id.
 """
 
 from __future__ import annotations
@@ -49,34 +50,39 @@ class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_payload_bytes=320 * 1024,
 )
 def ai_reply(ctx: JobContext, payload: AiReplyPayload) -> dict[str, Any]:
-    return reply(ctx.conn, payload, chain_for(ctx.settings), ctx.claim.job_id)
+    return reply(ctx.conn, ctx.tenant, payload, chain_for(ctx.settings), ctx.claim.job_id)
 
 
-def history(conn: Connection, chat_id: str, limit: int) -> list[dict[str, str]]:
-    """The chat's last ``limit`` messages, oldest first, as chat-completions messages."""
+def history(conn: Connection, tenant: str, chat_id: str, limit: int) -> list[dict[str, str]]:
+    """The tenant's chat's last ``limit`` messages, oldest first, as chat-completions messages."""
     if limit == 0:
         return []
     rows = conn.execute(
         sa.select(chat_messages.c.role, chat_messages.c.content)
-        .where(chat_messages.c.chat_id == chat_id)
+        .where(chat_messages.c.chat_id == chat_id, chat_messages.c.tenant == tenant)
         .order_by(chat_messages.c.created_at.desc(), chat_messages.c.id.desc())
         .limit(limit)
     ).all()
     return [{"role": r.role, "content": r.content} for r in reversed(rows)]
 
 
-def _store(conn: Connection, chat_id: str, **values: Any) -> uuid.UUID:
+def _store(conn: Connection, tenant: str, chat_id: str, **values: Any) -> uuid.UUID:
     message_id = uuid.uuid4()
     conn.execute(
-        sa.insert(chat_messages).values(id=message_id, chat_id=chat_id, created_at=utcnow(), **values)
+        sa.insert(chat_messages).values(
+            id=message_id, chat_id=chat_id, tenant=tenant, created_at=utcnow(), **values
+        )
     )
     return message_id
 
 
-def reply(conn: Connection, payload: AiReplyPayload, chain: LlmChain, job_id: uuid.UUID) -> dict[str, Any]:
-    """Write the user's message (if any) and the assistant's reply, and bump the user's unread count."""
-    ensure_chat(conn, payload.chat_id)
-    messages = history(conn, payload.chat_id, payload.history_limit)
+def reply(
+    conn: Connection, tenant: str, payload: AiReplyPayload, chain: LlmChain, job_id: uuid.UUID
+) -> dict[str, Any]:
+    """Write the user's message (if any) and the assistant's reply in ``tenant``'s chat, and bump the
+    user's unread count there."""
+    ensure_chat(conn, tenant, payload.chat_id)
+    messages = history(conn, tenant, payload.chat_id, payload.history_limit)
     if payload.system_prompt:
         messages.insert(0, {"role": "system", "content": payload.system_prompt})
     if payload.message is not None:
@@ -91,6 +97,7 @@ def reply(conn: Connection, payload: AiReplyPayload, chain: LlmChain, job_id: uu
     if payload.message is not None:
         _store(
             conn,
+            tenant,
             payload.chat_id,
             role="user",
             author_id=payload.user_id,
@@ -100,6 +107,7 @@ def reply(conn: Connection, payload: AiReplyPayload, chain: LlmChain, job_id: uu
     usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}
     message_id = _store(
         conn,
+        tenant,
         payload.chat_id,
         role="assistant",
         content=completion.content,
@@ -109,7 +117,9 @@ def reply(conn: Connection, payload: AiReplyPayload, chain: LlmChain, job_id: uu
         job_id=job_id,
     )
     apply_unread(
-        conn, UnreadCountPayload(chat_id=payload.chat_id, user_id=payload.user_id, op="increment", by=1)
+        conn,
+        tenant,
+        UnreadCountPayload(chat_id=payload.chat_id, user_id=payload.user_id, op="increment", by=1),
     )
     return {
         "message_id": str(message_id),

@@ -1,4 +1,4 @@
-"""Chats and their messages, as the API reads them."""
+"""Chats and their messages, as the API reads them: a key's reach (core/platform/tenants.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from core.platform.pagination import page, split_page
 from core.platform.tables import chat_messages
+from core.platform.tenants import reached
 
 
 class ChatMessage(msgspec.Struct, kw_only=True):
@@ -25,12 +26,16 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     usage: dict[str, Any] | None
     job_id: uuid.UUID | None
     created_at: datetime
+    #: Whose chat it is (an admin key's list may hold several tenants' chats of this id).
+    tenant: str
 
 
 def list_messages(
-    conn: Connection, chat_id: str, limit: int, cursor: str | None
+    conn: Connection, chat_id: str, limit: int, cursor: str | None, tenant: str | None = None
 ) -> tuple[list[ChatMessage], str | None]:
-    query = sa.select(chat_messages).where(chat_messages.c.chat_id == chat_id)
+    """The messages of ``tenant``'s chat ``chat_id`` (None: of every tenant's chat of that id), newest
+    first, a page at a time. Another tenant's chat reads as one that does not exist: no messages."""
+    query = sa.select(chat_messages).where(chat_messages.c.chat_id == chat_id, reached(chat_messages, tenant))
     rows, next_cursor = split_page(
         conn.execute(page(query, chat_messages.c.created_at, chat_messages.c.id, limit, cursor)).all(), limit
     )

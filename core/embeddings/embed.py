@@ -4,6 +4,9 @@ A collection keeps the model it was created with: vectors of two models are not 
 naming another model for an existing collection fails permanently (`collection_model_mismatch`)
 instead of mixing them. To change a collection's model, embed into a new collection.
 
+A collection is its tenant's: an `embed` job writes into its own tenant's collection of that name,
+and two tenants' `products` are two collections that never share a document or a search.
+
 Nothing here imports torch: the model itself is behind ``core.providers.embeddings``.
 """
 
@@ -28,6 +31,7 @@ from core.engine.job_types import get_job_type
 from core.engine.jobs import utcnow
 from core.errors import PermanentError
 from core.platform.tables import embedding_collections, embedding_documents
+from core.platform.tenants import reached
 from core.providers.embeddings import EmbeddingBackend
 
 #: Embedding jobs have a queue of their own, consumed only by the worker processes that load the
@@ -72,7 +76,7 @@ class EmbedPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_payload_bytes=8 * 1024 * 1024,
 )
 def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
-    return embed_documents(ctx.conn, payload, MODEL.ready(ctx.settings), ctx.claim.job_id)
+    return embed_documents(ctx.conn, ctx.tenant, payload, MODEL.ready(ctx.settings), ctx.claim.job_id)
 
 
 EMBED = get_job_type("embed")
@@ -83,6 +87,7 @@ class Collection:
     name: str
     model: str
     dim: int
+    tenant: str
 
 
 def text_sha256(text: str) -> str:
@@ -100,10 +105,25 @@ def vector_text(vector: Sequence[float]) -> str:
     return _vector_format(len(vector)) % tuple(vector)
 
 
-def get_collection(conn: Connection, name: str) -> Collection | None:
+def get_collection(conn: Connection, tenant: str, name: str) -> Collection | None:
+    """The tenant's collection ``name``, if it has one."""
     c = embedding_collections.c
-    row = conn.execute(sa.select(c.name, c.model, c.dim).where(c.name == name)).first()
-    return Collection(row.name, row.model, row.dim) if row else None
+    row = conn.execute(sa.select(c.model, c.dim).where(c.name == name, c.tenant == tenant)).first()
+    return Collection(name, row.model, row.dim, tenant) if row else None
+
+
+def find_collection(conn: Connection, name: str, reach: str | None, own: str) -> Collection | None:
+    """The collection ``name`` that a key reaching ``reach`` reads: its tenant's. An admin key
+    (``reach`` None) reaches every tenant's, and reads its own tenant's (``own``) if there is one,
+    else another tenant's, the first by tenant name."""
+    c = embedding_collections.c
+    row = conn.execute(
+        sa.select(c.model, c.dim, c.tenant)
+        .where(c.name == name, reached(embedding_collections, reach))
+        .order_by(c.tenant != own, c.tenant)
+        .limit(1)
+    ).first()
+    return Collection(name, row.model, row.dim, row.tenant) if row else None
 
 
 def _mismatch(collection: Collection, model: str) -> PermanentError:
@@ -114,21 +134,24 @@ def _mismatch(collection: Collection, model: str) -> PermanentError:
     )
 
 
-def _ensure_collection(conn: Connection, name: str, model: str, dim: int) -> Collection:
-    """The collection, created with this model and dimension if new; its `updated_at` is bumped.
+def _ensure_collection(conn: Connection, tenant: str, name: str, model: str, dim: int) -> Collection:
+    """The tenant's collection, created with this model and dimension if new; its `updated_at` is
+    bumped.
 
     Two jobs creating it at once: the second waits on the row until the first commits, then gets
     the first one's model and dimension back and is checked against them.
     """
     now = utcnow()
-    stmt = pg_insert(embedding_collections).values(name=name, model=model, dim=dim, updated_at=now)
+    stmt = pg_insert(embedding_collections).values(
+        name=name, tenant=tenant, model=model, dim=dim, updated_at=now
+    )
     c = embedding_collections.c
     row = conn.execute(
-        stmt.on_conflict_do_update(index_elements=[c.name], set_={"updated_at": now}).returning(
+        stmt.on_conflict_do_update(index_elements=[c.name, c.tenant], set_={"updated_at": now}).returning(
             c.model, c.dim
         )
     ).one()
-    collection = Collection(name, row.model, row.dim)
+    collection = Collection(name, row.model, row.dim, tenant)
     if collection.model != model:
         raise _mismatch(collection, model)
     if collection.dim != dim:
@@ -140,9 +163,14 @@ def _ensure_collection(conn: Connection, name: str, model: str, dim: int) -> Col
 
 
 def embed_documents(
-    conn: Connection, payload: EmbedPayload, backend: EmbeddingBackend, job_id: uuid.UUID | None = None
+    conn: Connection,
+    tenant: str,
+    payload: EmbedPayload,
+    backend: EmbeddingBackend,
+    job_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """Embed the payload's new and changed documents and upsert them, in the caller's transaction."""
+    """Embed the payload's new and changed documents and upsert them into ``tenant``'s collection, in
+    the caller's transaction."""
     name = payload.collection
     model = payload.model or backend.model
     seen: set[str] = set()
@@ -150,7 +178,7 @@ def embed_documents(
         if doc.id in seen:
             raise PermanentError(f"document id {doc.id!r} appears twice", code="duplicate_document_id")
         seen.add(doc.id)
-    existing_collection = get_collection(conn, name)
+    existing_collection = get_collection(conn, tenant, name)
     if existing_collection is not None and existing_collection.model != model:
         raise _mismatch(existing_collection, model)
     if model != backend.model:
@@ -164,7 +192,9 @@ def embed_documents(
     stored = {
         row.id: (row.text_sha256, row.model)
         for row in conn.execute(
-            sa.select(d.id, d.text_sha256, d.model).where(d.collection == name, d.id.in_(list(hashes)))
+            sa.select(d.id, d.text_sha256, d.model).where(
+                d.collection == name, d.tenant == tenant, d.id.in_(list(hashes))
+            )
         )
     }
     changed = [doc for doc in payload.documents if stored.get(doc.id) != (hashes[doc.id], model)]
@@ -177,17 +207,15 @@ def embed_documents(
         dim = existing_collection.dim
     else:  # unreachable: documents are stored only in an existing collection
         raise PermanentError(f"collection {name!r} has no dimension yet", code="embedding_dimension_unknown")
-    _ensure_collection(conn, name, model, dim)
-    _upsert(conn, name, model, dim, changed, vectors, hashes, job_id)
-    _update_metadata(conn, name, unchanged)
+    collection = _ensure_collection(conn, tenant, name, model, dim)
+    _upsert(conn, collection, changed, vectors, hashes, job_id)
+    _update_metadata(conn, collection, unchanged)
     return {"embedded": len(changed), "skipped_unchanged": len(unchanged), "dim": dim, "model": model}
 
 
 def _upsert(
     conn: Connection,
-    name: str,
-    model: str,
-    dim: int,
+    collection: Collection,
     docs: Sequence[Document],
     vectors: Sequence[Sequence[float]],
     hashes: dict[str, str],
@@ -198,12 +226,13 @@ def _upsert(
     now = utcnow()
     rows = [
         {
-            "collection": name,
+            "collection": collection.name,
+            "tenant": collection.tenant,
             "id": doc.id,
             "text": doc.text,
             "text_sha256": hashes[doc.id],
-            "model": model,
-            "dim": dim,
+            "model": collection.model,
+            "dim": collection.dim,
             "embedding_text": vector_text(vector),
             "metadata": doc.metadata,
             "job_id": job_id,
@@ -217,7 +246,11 @@ def _upsert(
     stmt = pg_insert(embedding_documents).values(embedding=sa.cast(text, VECTOR()))
     conn.execute(
         stmt.on_conflict_do_update(
-            index_elements=[embedding_documents.c.collection, embedding_documents.c.id],
+            index_elements=[
+                embedding_documents.c.collection,
+                embedding_documents.c.id,
+                embedding_documents.c.tenant,
+            ],
             set_={
                 col: stmt.excluded[col]
                 for col in ("text", "text_sha256", "model", "dim", "embedding", "metadata", "job_id")
@@ -228,7 +261,7 @@ def _upsert(
     )
 
 
-def _update_metadata(conn: Connection, name: str, docs: Sequence[Document]) -> None:
+def _update_metadata(conn: Connection, collection: Collection, docs: Sequence[Document]) -> None:
     """Unchanged texts keep their vectors, but take the metadata the job gives them."""
     if not docs:
         return
@@ -237,7 +270,10 @@ def _update_metadata(conn: Connection, name: str, docs: Sequence[Document]) -> N
     conn.execute(
         sa.update(embedding_documents)
         .where(
-            d.collection == name, d.id == sa.bindparam("doc_id"), d.metadata.is_distinct_from(new_metadata)
+            d.collection == collection.name,
+            d.tenant == collection.tenant,
+            d.id == sa.bindparam("doc_id"),
+            d.metadata.is_distinct_from(new_metadata),
         )
         .values(metadata=new_metadata, updated_at=utcnow()),
         [{"doc_id": doc.id, "new_metadata": doc.metadata} for doc in docs],
@@ -261,7 +297,8 @@ def search(conn: Connection, collection: Collection, vector: Sequence[float], k:
     The cast to ``vector(dim)`` and the ``dim`` filter match the partial HNSW index of that dimension
     (see core.platform.tables.embeddings), so the planner can use it. The index is shared by every
     collection of that dimension; pgvector's iterative scan keeps reading it until ``k`` rows of this
-    collection are found (relaxed order, re-sorted below).
+    collection are found (relaxed order, re-sorted below). Only the collection's own tenant's
+    documents are candidates.
     """
     if len(vector) != collection.dim:
         raise PermanentError(
@@ -276,7 +313,7 @@ def search(conn: Connection, collection: Collection, vector: Sequence[float], k:
     conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     nearest = (
         sa.select(d.id, d.text, d.metadata, distance.label("distance"))
-        .where(d.collection == collection.name, d.dim == collection.dim)
+        .where(d.collection == collection.name, d.tenant == collection.tenant, d.dim == collection.dim)
         .order_by(distance)
         .limit(k)
         .cte("nearest")

@@ -46,10 +46,16 @@ class JobContext:
             )
         return self.job_conn
 
+    @property
+    def tenant(self) -> str:
+        """Whose job it is: the rows its handler reads and writes are that tenant's."""
+        return self.claim.tenant
+
 
 @dataclass(frozen=True, slots=True)
 class BatchContext:
-    """What a batch handler gets: the claims (in queue order) and the transaction of their effects."""
+    """What a batch handler gets: the claims (in queue order) and the transaction of their effects.
+    Each job is its own claim's tenant's (a batch may hold several tenants' jobs)."""
 
     claims: Sequence[Claim]
     settings: Settings

@@ -37,11 +37,13 @@ class Claim:
     retry_base: int
     request_id: str | None
     business_key: str | None
+    #: Whose job it is: its handler reads and writes that tenant's rows (core/platform/tenants.py).
+    tenant: str
 
     @classmethod
     def from_row(cls, row: Any) -> Claim:
         """From a claimed row: id, type, payload, attempts, max_retries, retry_base, request_id,
-        business_key."""
+        business_key, tenant."""
         return cls(
             job_id=row.id,
             type=row.type,
@@ -51,6 +53,7 @@ class Claim:
             retry_base=row.retry_base,
             request_id=row.request_id,
             business_key=row.business_key,
+            tenant=row.tenant,
         )
 
 
@@ -90,6 +93,7 @@ def claim(
             jobs.c.retry_base,
             jobs.c.request_id,
             jobs.c.business_key,
+            jobs.c.tenant,
         )
     ).first()
     if row is None:

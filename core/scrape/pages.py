@@ -3,7 +3,8 @@ screenshot stored in `scrapes`.
 
 The handler runs in the job's transaction, so the scrape row commits with the job's success, exactly
 once. The page is loaded before the first statement: the connection is held but no transaction is
-open on the server while the browser works.
+open on the server while the browser works. A scrape is its job's tenant's, and the API shows it (and
+its screenshot) only to keys that reach that tenant.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.engine.declare import JobContext, job_type
 from core.engine.jobs import utcnow
 from core.platform.netguard import normalize_host
 from core.platform.tables import scrapes
+from core.platform.tenants import reached
 from core.providers.page import PageRequest, PageResult
 from core.scrape.browser import BROWSER
 from core.scrape.domain_slots import DomainSlots
@@ -88,7 +90,7 @@ def url_problem(url: str) -> str | None:
 def scrape_page(ctx: JobContext, payload: ScrapePayload) -> dict[str, Any]:
     token = f"{ctx.claim.job_id}:{ctx.claim.attempt}"
     load = BROWSER.pool(ctx.settings).load
-    return scrape(ctx.conn, ctx.claim.job_id, token, payload, load, BROWSER.slots(ctx.settings))
+    return scrape(ctx.conn, ctx.tenant, ctx.claim.job_id, token, payload, load, BROWSER.slots(ctx.settings))
 
 
 PageLoader = Callable[[PageRequest], PageResult]
@@ -96,13 +98,15 @@ PageLoader = Callable[[PageRequest], PageResult]
 
 def scrape(
     conn: Connection,
+    tenant: str,
     job_id: uuid.UUID,
     token: str,
     payload: ScrapePayload,
     load: PageLoader,
     slots: DomainSlots | None,
 ) -> dict[str, Any]:
-    """Load the page (holding one of its host's slots) and store it in the caller's transaction."""
+    """Load the page (holding one of its host's slots) and store it, as ``tenant``'s, in the caller's
+    transaction."""
     request = PageRequest(
         url=payload.url,
         selectors=payload.selectors or {},
@@ -119,6 +123,7 @@ def scrape(
     conn.execute(
         sa.insert(scrapes).values(
             id=scrape_id,
+            tenant=tenant,
             job_id=job_id,
             url=payload.url,
             final_url=page.final_url,
@@ -169,13 +174,18 @@ class Scrape(msgspec.Struct, kw_only=True):
     content_sha256: str
     screenshot_url: str | None
     created_at: datetime
+    #: Whose scrape it is: its job's tenant.
+    tenant: str
 
 
-def get_scrape(conn: Connection, scrape_id: uuid.UUID) -> Scrape | None:
+def get_scrape(conn: Connection, scrape_id: uuid.UUID, tenant: str | None = None) -> Scrape | None:
+    """The scrape, if it is ``tenant``'s (anyone's for None): another tenant's is not found."""
     c = scrapes.c
     columns = [col for col in scrapes.c if col.name != "screenshot"]
     row = conn.execute(
-        sa.select(*columns, c.screenshot.isnot(None).label("has_screenshot")).where(c.id == scrape_id)
+        sa.select(*columns, c.screenshot.isnot(None).label("has_screenshot")).where(
+            c.id == scrape_id, reached(scrapes, tenant)
+        )
     ).first()
     if row is None:
         return None
@@ -184,7 +194,10 @@ def get_scrape(conn: Connection, scrape_id: uuid.UUID) -> Scrape | None:
     return Scrape(**m, screenshot_url=screenshot_path(scrape_id) if has_screenshot else None)
 
 
-def get_screenshot(conn: Connection, scrape_id: uuid.UUID) -> bytes | None:
-    """The scrape's PNG screenshot; None when there is no such scrape or it has none."""
-    shot = conn.execute(sa.select(scrapes.c.screenshot).where(scrapes.c.id == scrape_id)).scalar()
+def get_screenshot(conn: Connection, scrape_id: uuid.UUID, tenant: str | None = None) -> bytes | None:
+    """The scrape's PNG screenshot; None when there is no such scrape of ``tenant`` (of anyone for
+    None) or it has none."""
+    shot = conn.execute(
+        sa.select(scrapes.c.screenshot).where(scrapes.c.id == scrape_id, reached(scrapes, tenant))
+    ).scalar()
     return bytes(shot) if shot is not None else None

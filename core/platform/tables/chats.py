@@ -1,4 +1,9 @@
-"""Chats: the conversations, their messages, and each user's unread count."""
+"""Chats: the conversations, their messages, and each user's unread count.
+
+Each row is its tenant's (core/platform/tenants.py): a chat id and a user id name things within one
+tenant, so two tenants may both have chat ``c1``. The tenant comes last in every key, so a read by
+id alone (an admin key's, across tenants) still finds its rows by the index.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ chats = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     timestamp_column("created_at", nullable=False, default_now=True),
+    sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
 )
 
 chat_messages = sa.Table(
     "chat_messages",
     metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
-    sa.Column("chat_id", sa.Text, sa.ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("chat_id", sa.Text, nullable=False),
     sa.Column("role", sa.Text, nullable=False),
     # Who wrote it: a user id for role "user"; NULL for the assistant and the system.
     sa.Column("author_id", sa.Text),
@@ -28,18 +34,27 @@ chat_messages = sa.Table(
     sa.Column("usage", Json),
     sa.Column("job_id", UUID(as_uuid=True)),
     timestamp_column("created_at", nullable=False, default_now=True),
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
     sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
+    sa.ForeignKeyConstraint(["chat_id", "tenant"], ["chats.id", "chats.tenant"], ondelete="CASCADE"),
 )
-sa.Index("ix_chat_messages_chat_created", chat_messages.c.chat_id, chat_messages.c.created_at.desc())
+sa.Index(
+    "ix_chat_messages_chat_created",
+    chat_messages.c.chat_id,
+    chat_messages.c.tenant,
+    chat_messages.c.created_at.desc(),
+)
 
 unread_counters = sa.Table(
     "unread_counters",
     metadata,
     sa.Column("user_id", sa.Text, primary_key=True),
-    sa.Column("chat_id", sa.Text, sa.ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("chat_id", sa.Text, primary_key=True),
     sa.Column("unread", sa.Integer, nullable=False, server_default="0"),
     # Messages after this time, not written by the user, are unread (what `recount` counts).
     timestamp_column("last_read_at"),
     timestamp_column("updated_at", nullable=False, default_now=True),
+    sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
     sa.CheckConstraint("unread >= 0", name="unread"),
+    sa.ForeignKeyConstraint(["chat_id", "tenant"], ["chats.id", "chats.tenant"], ondelete="CASCADE"),
 )

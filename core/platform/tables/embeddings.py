@@ -8,7 +8,9 @@ from sqlalchemy.dialects.postgresql import UUID
 
 from core.platform.tables.base import Json, metadata, timestamp_column
 
-# Embeddings. A collection keeps the one model (and so the one dimension) it was created with.
+# Embeddings. A collection keeps the one model (and so the one dimension) it was created with. A
+# collection is its tenant's (core/platform/tenants.py): two tenants may both have `products`. The
+# tenant comes last in the keys, so a lookup by name alone (an admin key's) still uses them.
 embedding_collections = sa.Table(
     "embedding_collections",
     metadata,
@@ -17,6 +19,7 @@ embedding_collections = sa.Table(
     sa.Column("dim", sa.Integer, nullable=False),
     timestamp_column("created_at", nullable=False, default_now=True),
     timestamp_column("updated_at", nullable=False, default_now=True),
+    sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
     sa.CheckConstraint("dim > 0", name="dim_positive"),
 )
 
@@ -32,12 +35,7 @@ INDEXED_DIMS = (384, 512, 768, 1024, 1536)
 embedding_documents = sa.Table(
     "embedding_documents",
     metadata,
-    sa.Column(
-        "collection",
-        sa.Text,
-        sa.ForeignKey("embedding_collections.name", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    sa.Column("collection", sa.Text, primary_key=True),
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("text", sa.Text, nullable=False),
     # sha256 of the text, with `model`: a document whose text and model are unchanged is not re-embedded.
@@ -50,7 +48,13 @@ embedding_documents = sa.Table(
     sa.Column("job_id", UUID(as_uuid=True)),
     timestamp_column("created_at", nullable=False, default_now=True),
     timestamp_column("updated_at", nullable=False, default_now=True),
+    sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
     sa.CheckConstraint("vector_dims(embedding) = dim", name="dim_matches"),
+    sa.ForeignKeyConstraint(
+        ["collection", "tenant"],
+        ["embedding_collections.name", "embedding_collections.tenant"],
+        ondelete="CASCADE",
+    ),
 )
 for _dim in INDEXED_DIMS:
     _cast = sa.cast(embedding_documents.c.embedding, VECTOR(_dim)).label(f"embedding_{_dim}")

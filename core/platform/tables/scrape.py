@@ -27,5 +27,7 @@ scrapes = sa.Table(
     sa.Column("content_sha256", sa.Text, nullable=False),
     sa.Column("screenshot", sa.LargeBinary),
     timestamp_column("created_at", nullable=False, default_now=True),
+    # Whose scrape it is: its job's tenant (core/platform/tenants.py).
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
 )
 sa.Index("ix_scrapes_job_id", scrapes.c.job_id)

@@ -55,7 +55,7 @@ def test_increments_apply_exactly_once_under_duplicate_delivery(
         lambda: _status_counts(settings).get("succeeded") == 1000, timeout=120, what="1000 jobs to succeed"
     )
     unread = httpx.get(f"{base}/v1/unread", params={"user_id": "u1"}, headers=headers).json()
-    assert unread == {"items": [{"chat_id": "hot", "unread": 1000}], "total": 1000}
+    assert unread == {"items": [{"chat_id": "hot", "unread": 1000, "tenant": "default"}], "total": 1000}
     assert _status_counts(settings) == {"succeeded": 1000}
     # All 100 duplicates really were delivered, and each was skipped rather than applied.
     wait_for(lambda: worker.log().count('"job_skipped"') == 100, timeout=30, what="100 duplicates skipped")

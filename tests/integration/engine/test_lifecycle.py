@@ -27,7 +27,7 @@ def test_unread_job_succeeds_and_records_its_attempt(
     assert done["attempts"] == 1
     assert done["started_at"] and done["finished_at"]
     assert api.get("/v1/unread", params={"user_id": "u1"}).json() == {
-        "items": [{"chat_id": "c1", "unread": 3}],
+        "items": [{"chat_id": "c1", "unread": 3, "tenant": "default"}],
         "total": 3,
     }
     attempts = api.get(f"/v1/jobs/{job['id']}/attempts").json()["items"]
@@ -51,7 +51,8 @@ def test_reset_recount_and_mark_read(api: TestClient[Any], farm: Farm, wait_job:
     # No messages in the chat since the reset: a recount agrees with zero.
     assert run("recount") == {"chat_id": "c9", "unread": 0}
     run("increment", by=2)
-    assert api.post("/v1/chats/c9/read", json={"user_id": "u9"}).json() == {"chat_id": "c9", "unread": 0}
+    read = api.post("/v1/chats/c9/read", json={"user_id": "u9"}).json()
+    assert read == {"chat_id": "c9", "unread": 0, "tenant": "default"}
     assert api.get("/v1/unread", params={"user_id": "u9"}).json()["total"] == 0
     assert api.get("/v1/chats/c9/messages").json() == {"items": [], "next_cursor": None}
 
