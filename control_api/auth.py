@@ -239,6 +239,24 @@ def requires_any(*scopes: str) -> Guard:
     return guard
 
 
+async def reaches_every_tenant(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard, after a scope guard, for what shows every tenant's figures together (the farm's
+    metrics): it lets through keys holding ``admin`` only."""
+    key: ApiKey = connection.user
+    if key.reach is not None:
+        raise PermissionDeniedException(
+            "this shows every tenant's figures: it needs a key holding admin, which reaches every tenant"
+        )
+
+
+reaches_every_tenant.every_tenant = True  # type: ignore[attr-defined]
+
+
+def needs_every_tenant(handler: BaseRouteHandler) -> bool:
+    """Whether the handler is guarded by ``reaches_every_tenant``."""
+    return any(getattr(getattr(g, "func", g), "every_tenant", False) for g in handler.resolve_guards())
+
+
 def guard_scopes(handler: BaseRouteHandler) -> tuple[str, ...]:
     """The scopes the handler's guards demand (any of them lets a key through); empty if none."""
     found: list[str] = []

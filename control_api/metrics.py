@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from control_api.auth import requires
+from control_api.auth import reaches_every_tenant, requires
 from control_api.history_metrics import history_families
 from control_api.http_metrics import HttpMetricsMiddleware
 from core.engine import stats as job_stats
@@ -151,11 +151,12 @@ def _http_metrics() -> bytes:
 
 @get(
     "/metrics",
-    guards=[requires("ops")],
+    guards=[requires("ops"), reaches_every_tenant],
     sync_to_thread=True,
     tags=["queues and health"],
     media_type=CONTENT_TYPE_LATEST,
 )
 def metrics(state: State) -> Response[bytes]:
-    """Prometheus text format: HTTP metrics of this process, then job, queue and worker metrics."""
+    """Prometheus text format: HTTP metrics of this process, then job, queue and worker metrics.
+    The farm's, every tenant's together: a key that reaches every tenant (`admin`) only."""
     return Response(_http_metrics() + _job_metrics(state), media_type=CONTENT_TYPE_LATEST)

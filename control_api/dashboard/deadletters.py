@@ -22,7 +22,8 @@ from litestar.response import Redirect, Template
 
 from control_api.dashboard.pages import run
 from control_api.dashboard.render import page, pretty
-from control_api.dashboard.session import PageRefused
+from control_api.dashboard.session import PageRefused, session_reach
+from core.access.sessions import Session
 from core.engine import deadletters
 from core.engine.deadletters import DeadFilter, Outcome, Selection, patched
 from core.engine.job_types import job_types
@@ -70,12 +71,13 @@ class ActionForm(FilterForm, kw_only=True):
     reason: str = ""
     payload_patch: str = ""
 
-    def selection(self) -> Selection:
+    def selection(self, reach: str | None) -> Selection:
+        """The jobs the form names, among those of the tenant the session reaches (None: all)."""
         if self.target == "matching":
-            return Selection(filter=self.to_filter())
+            return Selection(filter=self.to_filter(), tenant=reach)
         if not self.ids:
             raise FormError("Select at least one job, or choose every job matching the filter.")
-        return Selection(ids=tuple(self.ids))
+        return Selection(ids=tuple(self.ids), tenant=reach)
 
     def checked_reason(self) -> str:
         if not self.reason.strip():
@@ -113,13 +115,13 @@ def _form_dict(form: Any) -> dict[str, Any]:
     return data
 
 
-def _list(settings: Settings, form: FilterForm, cursor: str | None) -> dict[str, Any]:
+def _list(settings: Settings, form: FilterForm, cursor: str | None, reach: str | None) -> dict[str, Any]:
     f = form.to_filter()
     try:
         with snapshot(settings) as conn:
-            items, next_cursor = deadletters.list_dead(conn, f, PAGE_SIZE, cursor)
-            matched = deadletters.count(conn, Selection(filter=f))
-            groups = deadletters.groups(conn)
+            items, next_cursor = deadletters.list_dead(conn, f, PAGE_SIZE, cursor, reach)
+            matched = deadletters.count(conn, Selection(filter=f, tenant=reach))
+            groups = deadletters.groups(conn, reach)
     except BadCursor:
         raise FormError("That page link is not valid any more; start from the first page.") from None
     types = sorted(set(job_types()) | {t for t, _, _ in groups})
@@ -139,7 +141,7 @@ async def dead_letters(
 ) -> Template:
     form = FilterForm(type=type, error_code=error_code, q=q, since=since, until=until)
     try:
-        data = await run(_list, state.settings, form, cursor)
+        data = await run(_list, state.settings, form, cursor, session_reach(request))
     except FormError as exc:
         data = {"items": [], "next_cursor": None, "matched": 0, "groups": [], "types": [], "error": str(exc)}
     return page(request, "deadletters.html", filter=form, **data)
@@ -157,8 +159,8 @@ def payload_diff(before: Any, after: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _preview(settings: Settings, form: ActionForm) -> dict[str, Any]:
-    selection, reason, patch = form.selection(), form.checked_reason(), form.patch()
+def _preview(settings: Settings, form: ActionForm, reach: str | None) -> dict[str, Any]:
+    selection, reason, patch = form.selection(reach), form.checked_reason(), form.patch()
     with snapshot(settings) as conn:
         if form.action == "redrive":
             outcome: Outcome = deadletters.dry_run_redrive(conn, selection, patch)
@@ -189,7 +191,7 @@ async def preview(request: Request[Any, Any, Any], state: State) -> Template:
     """The dry run: how many jobs the action would take, the first of them, the patch's diff."""
     form = await _action_form(request)
     try:
-        data = await run(_preview, state.settings, form)
+        data = await run(_preview, state.settings, form, session_reach(request))
     except FormError as exc:
         return _preview_page(request, form, 422, error=str(exc))
     except InvalidPayloads as exc:
@@ -197,20 +199,20 @@ async def preview(request: Request[Any, Any, Any], state: State) -> Template:
     return _preview_page(request, form, 200, **data)
 
 
-def _apply(settings: Settings, broker: Any, form: ActionForm, actor: str) -> Outcome:
-    selection, reason = form.selection(), form.checked_reason()
+def _apply(settings: Settings, broker: Any, form: ActionForm, session: Session) -> Outcome:
+    selection, reason = form.selection(session.reach), form.checked_reason()
+    actor, by = session.key_name, session.key_id
     if form.action == "redrive":
-        return redrive(settings, broker, selection, reason, actor, payload_patch=form.patch())
-    return discard(settings, selection, reason, actor)
+        return redrive(settings, broker, selection, reason, actor, payload_patch=form.patch(), by=by)
+    return discard(settings, selection, reason, actor, by=by)
 
 
 @post("/dead-letters/apply", name="dashboard_dead_letters_apply")
 async def apply(request: Request[Any, Any, Any], state: State) -> Template | Redirect:
     """The confirmed action; lands on its audit entry."""
     form = await _action_form(request)
-    actor = request.state.dashboard_session.key_name
     try:
-        outcome = await run(_apply, state.settings, state.broker, form, actor)
+        outcome = await run(_apply, state.settings, state.broker, form, request.state.dashboard_session)
     except FormError as exc:
         return _preview_page(request, form, 422, error=str(exc))
     except InvalidPayloads as exc:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from control_api.dashboard.chart import chart
 from control_api.dashboard.render import page
-from control_api.dashboard.session import PageRefused
+from control_api.dashboard.session import PageRefused, session_reach
 from core.engine import stats as job_stats
 from core.engine.audit import get_entry, list_audit
 from core.engine.jobs import FINAL, utcnow
@@ -38,15 +38,17 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(fn, *args)
 
 
-def _overview(state: State) -> dict[str, Any]:
+def _overview(state: State, reach: str | None) -> dict[str, Any]:
+    """The queues as ``reach`` sees them (a tenant's, or every tenant's for None), and the chart of
+    the farm's throughput, which counts every tenant's jobs together: shown to admin sessions only."""
     settings: Settings = state.settings
     now = utcnow()
     job_stats.refresh(settings, now)
     with snapshot(settings) as conn:
         overview = queue_overview(
-            conn, state.health_redis, settings.redis_namespace, now, settings.worker_dead_after_s
+            conn, state.health_redis, settings.redis_namespace, now, settings.worker_dead_after_s, reach
         )
-        points = job_stats.per_minute(conn, now)
+        points = job_stats.per_minute(conn, now) if reach is None else []
     totals = {name: sum(getattr(row, name) for row in overview.items) for name in SUMMED}
     # Ready is per queue: summing it per type would count a shared queue twice.
     ready = [q.ready for q in overview.queues]
@@ -63,42 +65,42 @@ def _queue_is_shared(rows: list[QueueRow]) -> set[str]:
 
 @get("/", name="dashboard_overview")
 async def overview(request: Request[Any, Any, Any], state: State) -> Template:
-    data = await run(_overview, state)
+    data = await run(_overview, state, session_reach(request))
     return page(request, "overview.html", shared=_queue_is_shared(data["overview"].items), **data)
 
 
 @get("/overview/fragment", name="dashboard_overview_fragment")
 async def overview_fragment(request: Request[Any, Any, Any], state: State) -> Template:
-    data = await run(_overview, state)
+    data = await run(_overview, state, session_reach(request))
     return page(request, "_overview.html", shared=_queue_is_shared(data["overview"].items), **data)
 
 
-def _job(settings: Settings, job_id: uuid.UUID) -> dict[str, Any]:
+def _job(settings: Settings, job_id: uuid.UUID, reach: str | None) -> dict[str, Any]:
     with snapshot(settings) as conn:
-        job = get_job(conn, job_id)
-        attempts = list_attempts(conn, job_id)
+        job = get_job(conn, job_id, reach)
+        attempts = list_attempts(conn, job_id, reach)
     return {"job": job, "attempts": attempts, "final": job.status in FINAL}
 
 
 @get("/jobs/{job_id:uuid}", name="dashboard_job")
 async def job_page(request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Template:
-    return page(request, "job.html", **await run(_job, state.settings, job_id))
+    return page(request, "job.html", **await run(_job, state.settings, job_id, session_reach(request)))
 
 
 @get("/jobs/{job_id:uuid}/fragment", name="dashboard_job_fragment")
 async def job_fragment(
     request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]
 ) -> Template:
-    return page(request, "_job.html", **await run(_job, state.settings, job_id))
+    return page(request, "_job.html", **await run(_job, state.settings, job_id, session_reach(request)))
 
 
-Lister = Callable[[Connection, int, str | None], tuple[list[Any], str | None]]
+Lister = Callable[[Connection, int, str | None, str | None], tuple[list[Any], str | None]]
 
 
-def _paged(settings: Settings, lister: Lister, cursor: str | None) -> dict[str, Any]:
-    """One page of a list, newest first, and the cursor of the next."""
+def _paged(settings: Settings, lister: Lister, cursor: str | None, reach: str | None) -> dict[str, Any]:
+    """One page of a list, newest first, and the cursor of the next: what ``reach`` sees."""
     with snapshot(settings) as conn:
-        items, next_cursor = lister(conn, PAGE_SIZE, cursor)
+        items, next_cursor = lister(conn, PAGE_SIZE, cursor, reach)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -106,12 +108,13 @@ def _paged(settings: Settings, lister: Lister, cursor: str | None) -> dict[str, 
 async def schedules(
     request: Request[Any, Any, Any], state: State, cursor: FromQuery[str | None] = None
 ) -> Template:
-    return page(request, "schedules.html", **await run(_paged, state.settings, list_schedules, cursor))
+    data = await run(_paged, state.settings, list_schedules, cursor, session_reach(request))
+    return page(request, "schedules.html", **data)
 
 
-def _set_enabled(settings: Settings, schedule_id: uuid.UUID, enabled: bool) -> None:
+def _set_enabled(settings: Settings, schedule_id: uuid.UUID, enabled: bool, reach: str | None) -> None:
     with transaction(settings) as conn:
-        update_schedule(conn, schedule_id, {"enabled": enabled})
+        update_schedule(conn, schedule_id, {"enabled": enabled}, reach)
 
 
 @post("/schedules/{schedule_id:uuid}/enabled", name="dashboard_schedule_enabled")
@@ -122,7 +125,7 @@ async def set_enabled(
     enabled = form.get("enabled")
     if enabled not in ("true", "false"):
         raise PageRefused(422, "Bad form", "enabled must be true or false.")
-    await run(_set_enabled, state.settings, schedule_id, enabled == "true")
+    await run(_set_enabled, state.settings, schedule_id, enabled == "true", session_reach(request))
     return Redirect("/dashboard/schedules", status_code=303)
 
 
@@ -130,12 +133,14 @@ async def set_enabled(
 async def audit(
     request: Request[Any, Any, Any], state: State, cursor: FromQuery[str | None] = None
 ) -> Template:
-    return page(request, "audit.html", **await run(_paged, state.settings, list_audit, cursor))
+    return page(
+        request, "audit.html", **await run(_paged, state.settings, list_audit, cursor, session_reach(request))
+    )
 
 
-def _action(settings: Settings, audit_id: uuid.UUID) -> dict[str, Any]:
+def _action(settings: Settings, audit_id: uuid.UUID, reach: str | None) -> dict[str, Any]:
     with snapshot(settings) as conn:
-        return {"entry": get_entry(conn, audit_id)}
+        return {"entry": get_entry(conn, audit_id, reach)}
 
 
 @get("/actions/{audit_id:uuid}", name="dashboard_action")
@@ -143,4 +148,6 @@ async def action_done(
     request: Request[Any, Any, Any], state: State, audit_id: FromPath[uuid.UUID]
 ) -> Template:
     """What a redrive or discard did, from its audit entry (where the confirm form lands)."""
-    return page(request, "action.html", **await run(_action, state.settings, audit_id))
+    return page(
+        request, "action.html", **await run(_action, state.settings, audit_id, session_reach(request))
+    )

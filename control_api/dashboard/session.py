@@ -114,6 +114,12 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
     return None
 
 
+def session_reach(request: Request[Any, Any, Any]) -> str | None:
+    """The tenant the session's pages see, or None: every tenant (its key holds admin)."""
+    session: Session = request.state.dashboard_session
+    return session.reach
+
+
 def _login_form(request: Request[Any, Any, Any], target: str, error: str | None, status: int) -> Template:
     token = secrets.token_urlsafe(32)
     response = page(request, "login.html", status, login_token=token, next=target, error=error)

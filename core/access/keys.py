@@ -22,7 +22,7 @@ from core.errors import KeyNotFound, NotRotatable, UnknownScope
 from core.platform.pagination import page, split_page
 from core.platform.redact import KEY_PREFIX, VISIBLE_CHARS
 from core.platform.tables import api_keys
-from core.platform.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant, reached
+from core.platform.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant, reach_of, reached
 
 #: What a key may do; ``admin`` is not a task but a reach: every tenant's data, not only its own.
 SCOPES = ("jobs:write", "jobs:read", "ops", ADMIN_SCOPE)
@@ -51,7 +51,7 @@ class ApiKey(msgspec.Struct, kw_only=True):
     @property
     def reach(self) -> str | None:
         """The one tenant this key's reads and writes see, or None: every tenant (admin)."""
-        return None if ADMIN_SCOPE in self.scopes else self.tenant
+        return reach_of(self.tenant, self.scopes)
 
 
 def carried_secret(authorization: str, x_api_key: str | None) -> str | None:

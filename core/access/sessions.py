@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from core.access.keys import ApiKey, hash_key
 from core.engine.jobs import utcnow
 from core.platform.tables import api_keys, dashboard_sessions
+from core.platform.tenants import DEFAULT_TENANT, reach_of
 
 #: The scope a key needs to open the dashboard.
 DASHBOARD_SCOPE = "ops"
@@ -32,6 +33,10 @@ class Session:
     #: The synchronizer token every form of this session must send back.
     csrf_token: str
     expires_at: datetime
+    #: The key's tenant, and the tenant its pages reach (None: every tenant, a key holding admin);
+    #: read from the key at each request, so a change of the key's scopes applies at once.
+    tenant: str = DEFAULT_TENANT
+    reach: str | None = DEFAULT_TENANT
 
 
 def open_session(conn: Connection, key: ApiKey, ttl_s: float) -> tuple[str, Session]:
@@ -45,6 +50,8 @@ def open_session(conn: Connection, key: ApiKey, ttl_s: float) -> tuple[str, Sess
         key_name=key.name,
         csrf_token=secrets.token_urlsafe(32),
         expires_at=now + timedelta(seconds=ttl_s),
+        tenant=key.tenant,
+        reach=key.reach,
     )
     conn.execute(
         sa.insert(dashboard_sessions).values(
@@ -68,6 +75,8 @@ def find_session(conn: Connection, token: str) -> Session | None:
             dashboard_sessions.c.csrf_token,
             dashboard_sessions.c.expires_at,
             api_keys.c.name,
+            api_keys.c.tenant,
+            api_keys.c.scopes,
         )
         .select_from(dashboard_sessions.join(api_keys, api_keys.c.id == dashboard_sessions.c.key_id))
         .where(
@@ -80,7 +89,14 @@ def find_session(conn: Connection, token: str) -> Session | None:
     ).first()
     if row is None:
         return None
-    return Session(key_id=row.key_id, key_name=row.name, csrf_token=row.csrf_token, expires_at=row.expires_at)
+    return Session(
+        key_id=row.key_id,
+        key_name=row.name,
+        csrf_token=row.csrf_token,
+        expires_at=row.expires_at,
+        tenant=row.tenant,
+        reach=reach_of(row.tenant, row.scopes),
+    )
 
 
 def close_session(conn: Connection, token: str) -> None:

@@ -4,6 +4,10 @@ and the metrics gauges show.
 How many messages wait in each queue comes from Redis (the length of Dramatiq's list
 ``<namespace>:<queue>``); everything else from Postgres, which holds every job's state, so the
 answer is the same whichever API process gives it. Read inside a snapshot (core.platform.db.snapshot).
+
+A key of one tenant sees that tenant's counts only (``tenant``; None for every tenant's, an admin
+key's). Redis's lists are shared by every tenant: their depths (``ready``) are shown to admin keys
+only, and are null for a tenant's key. The workers are the farm's, shown to both.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from core.errors import UnknownJobType
 from core.platform.db import snapshot
 from core.platform.settings import Settings
 from core.platform.tables import IN_FLIGHT_STATUSES, dead_letter_counts, job_attempts, jobs, workers
+from core.platform.tenants import reached
 
 #: The window of the throughput and latency figures (`succeeded_1m`, `latency_p50_ms`, ...).
 RECENT = timedelta(minutes=1)
@@ -36,8 +41,8 @@ class QueueRow(msgspec.Struct, kw_only=True):
 
     type: str
     queue: str
-    #: Messages waiting in the queue's Redis list; shared by the types of one queue. Null if Redis
-    #: did not answer.
+    #: Messages waiting in the queue's Redis list; shared by the types of one queue, and by every
+    #: tenant. Null if Redis did not answer, and for a key of one tenant.
     ready: int | None = 0
     #: Jobs queued in Postgres: those ready plus those a worker has fetched but not started. Far more
     #: than `ready` for long means messages were lost; the scheduler's sweeper re-publishes them.
@@ -116,10 +121,12 @@ def queue_depths(client: redis.Redis, namespace: str, queues: Iterable[str]) -> 
     return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
 
 
-def read_overview(settings: Settings, client: redis.Redis) -> Overview:
-    """The overview now, in a snapshot of its own."""
+def read_overview(settings: Settings, client: redis.Redis, tenant: str | None = None) -> Overview:
+    """The overview now, in a snapshot of its own, of ``tenant``'s jobs (None: every tenant's)."""
     with snapshot(settings) as conn:
-        return queue_overview(conn, client, settings.redis_namespace, utcnow(), settings.worker_dead_after_s)
+        return queue_overview(
+            conn, client, settings.redis_namespace, utcnow(), settings.worker_dead_after_s, tenant
+        )
 
 
 def queue_overview(
@@ -128,23 +135,25 @@ def queue_overview(
     namespace: str,
     now: datetime,
     dead_after_s: float,
+    tenant: str | None = None,
 ) -> Overview:
     """Every registered job type (idle ones too) and any other type with jobs in an open state, with
-    their counts, ages and last-minute throughput; and the workers alive."""
+    their counts, ages and last-minute throughput, of ``tenant``'s jobs (None: every tenant's); and
+    the workers alive."""
     rows = _Rows()
     for job_type in job_types().values():
         rows.get(job_type.name, job_type.queue_name)
-    _count_open(conn, rows, now)
-    _count_delayed(conn, rows, now)
-    _recent(conn, rows, now)
+    _count_open(conn, rows, now, tenant)
+    _count_delayed(conn, rows, now, tenant)
+    _recent(conn, rows, now, tenant)
     redis_error = None
-    depths: dict[str, int | None] = {}
     queues = {queue for _, queue in rows.by_key}
-    try:
-        depths.update(queue_depths(client, namespace, queues))
-    except (redis.RedisError, OSError) as exc:
-        redis_error = f"Redis did not answer: {exc}"
-        depths = dict.fromkeys(queues)
+    depths: dict[str, int | None] = dict.fromkeys(queues)
+    if tenant is None:
+        try:
+            depths.update(queue_depths(client, namespace, queues))
+        except (redis.RedisError, OSError) as exc:
+            redis_error = f"Redis did not answer: {exc}"
     for row in rows.by_key.values():
         row.ready = depths[row.queue]
     return Overview(
@@ -156,11 +165,17 @@ def queue_overview(
     )
 
 
-def _count_open(conn: Connection, rows: _Rows, now: datetime) -> None:
+def _count_open(conn: Connection, rows: _Rows, now: datetime, tenant: str | None) -> None:
     # Answered from ix_jobs_open alone: the finished jobs and the dead letters are not in it. Dead
-    # letters are counted by type and queue in dead_letter_counts (triggers on jobs, migration 0012).
-    for r in conn.execute(sa.select(dead_letter_counts).where(dead_letter_counts.c.n > 0)):
-        rows.get(r.type, r.queue).dead = r.n
+    # letters are counted by tenant, type and queue in dead_letter_counts (triggers on jobs,
+    # migrations 0012 and 0016).
+    dead = (
+        sa.select(dead_letter_counts.c.type, dead_letter_counts.c.queue, sa.func.sum(dead_letter_counts.c.n))
+        .where(dead_letter_counts.c.n > 0, reached(dead_letter_counts, tenant))
+        .group_by(dead_letter_counts.c.type, dead_letter_counts.c.queue)
+    )
+    for type_, queue, n in conn.execute(dead):
+        rows.get(type_, queue).dead = int(n)
     query = (
         sa.select(
             jobs.c.type,
@@ -169,7 +184,7 @@ def _count_open(conn: Connection, rows: _Rows, now: datetime) -> None:
             sa.func.count().label("n"),
             sa.func.min(jobs.c.published_at).label("oldest"),
         )
-        .where(jobs.c.status.in_(IN_FLIGHT_STATUSES))
+        .where(jobs.c.status.in_(IN_FLIGHT_STATUSES), reached(jobs, tenant))
         .group_by(jobs.c.type, jobs.c.queue, jobs.c.status)
     )
     for r in conn.execute(query):
@@ -179,20 +194,31 @@ def _count_open(conn: Connection, rows: _Rows, now: datetime) -> None:
             row.oldest_ready_age_s = round(max((now - r.oldest).total_seconds(), 0.0), 3)
 
 
-def _count_delayed(conn: Connection, rows: _Rows, now: datetime) -> None:
+def _count_delayed(conn: Connection, rows: _Rows, now: datetime, tenant: str | None) -> None:
     query = (
         sa.select(jobs.c.type, jobs.c.queue, sa.func.count().label("n"))
-        .where(jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)), jobs.c.run_at <= now)
+        .where(
+            jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)),
+            jobs.c.run_at <= now,
+            reached(jobs, tenant),
+        )
         .group_by(jobs.c.type, jobs.c.queue)
     )
     for r in conn.execute(query):
         rows.get(r.type, r.queue).delayed = r.n
 
 
-def _recent(conn: Connection, rows: _Rows, now: datetime) -> None:
+def _recent(conn: Connection, rows: _Rows, now: datetime, tenant: str | None) -> None:
     succeeded = job_attempts.c.outcome == "succeeded"
     type_ = attempt_type()
     window = job_attempts.c.finished_at >= now - RECENT
+    if tenant is not None:
+        # Attempts do not record their tenant; their jobs, still in the live table a minute after
+        # they finished (core/engine/finished.py moves them later), do.
+        window = sa.and_(
+            window,
+            sa.exists().where(jobs.c.id == job_attempts.c.job_id, jobs.c.tenant == tenant),
+        )
     counts = (
         sa.select(
             type_.label("type"),

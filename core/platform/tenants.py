@@ -8,6 +8,7 @@ tenants, and keys made before them, belong to ``default``.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 import sqlalchemy as sa
 
@@ -28,6 +29,11 @@ def checked_tenant(slug: str) -> str:
             f"{slug[:80]!r} is not a tenant name: 1-63 lower-case letters, digits and inner hyphens"
         )
     return slug
+
+
+def reach_of(tenant: str, scopes: Collection[str]) -> str | None:
+    """The tenant a key of ``tenant`` holding ``scopes`` reaches, or None: every tenant (admin)."""
+    return None if ADMIN_SCOPE in scopes else tenant
 
 
 def reached(table: sa.Table, tenant: str | None) -> sa.ColumnElement[bool]:

@@ -98,14 +98,17 @@ sa.Index(
     jobs.c.queue,
     jobs.c.status,
     jobs.c.published_at,
+    # Last, so that a tenant's counts are answered from the index too (migration 0016).
+    jobs.c.tenant,
     postgresql_where=jobs.c.status.in_(IN_FLIGHT_STATUSES),
 )
-# Dead letters per type and queue, kept by triggers on jobs in the transaction that makes a job dead,
+# Dead letters per tenant, type and queue, kept by triggers on jobs in the transaction that makes a job dead,
 # redrives, discards or prunes it (migration 0012): the overview reads a row per type, not every dead
 # letter (a month of them is hundreds of thousands on a busy farm).
 dead_letter_counts = sa.Table(
     "dead_letter_counts",
     metadata,
+    sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
     sa.Column("type", sa.Text, primary_key=True),
     sa.Column("queue", sa.Text, primary_key=True),
     sa.Column("n", sa.BigInteger, nullable=False),

@@ -19,7 +19,7 @@ from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
 
 from control_api.app import create_app
-from control_api.auth import AUTH_OPT, guard_scopes, protection
+from control_api.auth import AUTH_OPT, guard_scopes, needs_every_tenant, protection
 from core.access.keys import SCOPES
 from core.platform.settings import Settings
 from tests.integration.conftest import make_key
@@ -87,6 +87,8 @@ def test_every_route_needs_a_scope_or_is_on_the_public_list(settings: Settings) 
 def test_scope_guarded_routes_refuse_no_key_and_a_key_without_the_scope(settings: Settings) -> None:
     app = create_app(settings, configure_logs=False)
     keys = {scope: make_key(settings, scope, name=f"only-{scope}") for scope in SCOPES}
+    # For routes showing every tenant's figures together: each scope with admin's reach.
+    reaching = {scope: make_key(settings, scope, "admin", name=f"{scope}-admin") for scope in SCOPES}
     checked = 0
     with TestClient(app) as client:
         for method, path, handler in _handlers(app):
@@ -102,8 +104,16 @@ def test_scope_guarded_routes_refuse_no_key_and_a_key_without_the_scope(settings
                 method, url, headers={"Authorization": "Bearer jy_not-a-real-key-at-all"}, **kwargs
             )
             assert bad.status_code == 401, (method, path, bad.text)
+            every_tenant = needs_every_tenant(handler)
             for scope, secret in keys.items():
                 r = client.request(method, url, headers={"Authorization": f"Bearer {secret}"}, **kwargs)
+                if every_tenant and scope in needed and scope != "admin":
+                    # The scope alone is not enough: a key of one tenant is refused, one reaching
+                    # every tenant is let through.
+                    assert r.status_code == 403, (method, path, scope, r.text)
+                    r = client.request(
+                        method, url, headers={"Authorization": f"Bearer {reaching[scope]}"}, **kwargs
+                    )
                 if scope in needed:
                     assert r.status_code not in (401, 403) and r.status_code < 500, (
                         method,

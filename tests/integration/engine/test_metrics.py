@@ -78,7 +78,7 @@ def _run_100_jobs(client: httpx.Client) -> list[str]:
 
 
 def test_metrics_count_exactly_what_the_workers_did(farm: Farm, settings: Settings) -> None:
-    key = make_key(settings, "ops", "jobs:write", "jobs:read")
+    key = make_key(settings, "ops", "admin", "jobs:write", "jobs:read")
     farm.worker(processes=2)
     api, base = farm.api()
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
