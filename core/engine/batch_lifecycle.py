@@ -28,7 +28,7 @@ _CLAIM = sa.text(
         UPDATE jobs SET status = :running, attempts = attempts + 1, started_at = :now,
                         updated_at = :now, worker = :worker, worker_id = :worker_id, deadline_at = :deadline
         WHERE id = ANY(CAST(:ids AS uuid[])) AND status = ANY(CAST(:claimable AS text[]))
-        RETURNING id, type, payload, attempts, max_retries, retry_base, request_id, business_key
+        RETURNING id, type, payload, attempts, max_retries, retry_base, request_id, business_key, tenant
     ), recorded AS (
         INSERT INTO job_attempts (job_id, number, type, worker, started_at)
         SELECT id, attempts, type, :worker, :now FROM claimed

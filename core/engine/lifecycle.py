@@ -20,6 +20,7 @@ from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.retry import decide
 from core.errors import ClaimLost
 from core.platform.tables import job_attempts, jobs
+from core.platform.tenants import DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +38,13 @@ class Claim:
     retry_base: int
     request_id: str | None
     business_key: str | None
+    #: Whose job it is (core/platform/tenants.py): a handler acts in its tenant's name.
+    tenant: str = DEFAULT_TENANT
 
     @classmethod
     def from_row(cls, row: Any) -> Claim:
         """From a claimed row: id, type, payload, attempts, max_retries, retry_base, request_id,
-        business_key."""
+        business_key, tenant."""
         return cls(
             job_id=row.id,
             type=row.type,
@@ -51,6 +54,7 @@ class Claim:
             retry_base=row.retry_base,
             request_id=row.request_id,
             business_key=row.business_key,
+            tenant=row.tenant,
         )
 
 
@@ -90,6 +94,7 @@ def claim(
             jobs.c.retry_base,
             jobs.c.request_id,
             jobs.c.business_key,
+            jobs.c.tenant,
         )
     ).first()
     if row is None:
