@@ -337,7 +337,7 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         request={
             "phone_number_id": "106540352242922",
             "access_token": "EAAGm0PX4ZCpsBA...ZD9x",
-            "app_secret": "8f3c1e0b9a7d4c2e",
+            "app_secret": "8f3c1e0b9a7d4c2e5b6a7f8e9d0c1b2a",
             "verify_token": "shop-a-hook-2026",
         },
         response=TENANT_WHATSAPP,

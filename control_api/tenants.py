@@ -33,9 +33,10 @@ from core.platform.redact import learn_secrets
 from core.platform.tenants import TENANT_SHAPE
 
 OPS = [requires("ops")]
-#: Printable ASCII without spaces, as Meta's tokens and secrets are; 8 characters at least, so each
-#: one is long enough for the log redactor to search every line for it.
-Secret = Annotated[str, msgspec.Meta(min_length=8, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
+#: Printable ASCII without spaces, as Meta's tokens and secrets are (an app secret is 32 hex digits,
+#: a token far longer); 16 characters at least, so that the log redactor, which searches every line
+#: for each one, cannot be taught a word that log lines are made of.
+Secret = Annotated[str, msgspec.Meta(min_length=16, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
 
 
 class WhatsAppNumberIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -74,10 +75,10 @@ class TenantWhatsAppController(Controller):
         tenant: FromPath[str],
         data: JSONBody[WhatsAppNumberIn],
     ) -> Response[TenantWhatsApp]:
-        # Before anything else, so not even an error of this request can log them.
-        learn_secrets(data.access_token, data.app_secret, data.verify_token)
         key = request.user
         target = _reached(key, tenant)
+        # Before anything else is done with them, so not even an error of this request can log them.
+        learn_secrets(data.access_token, data.app_secret, data.verify_token)
         with transaction(state.settings) as conn:
             number, created = set_number(
                 conn,

@@ -28,8 +28,8 @@ from tests.integration.conftest import Farm, JobWaiter, make_key
 FARM_SECRET = "farm-app-secret-0"
 #: Each tenant's own number on the fake Cloud API: phone number id, token, app secret, verify token.
 NUMBERS = {
-    "shop-a": ("200000000000001", "shop-a-token-AAAA1111", "shop-a-app-secret-x1", "shop-a-verify-1"),
-    "shop-b": ("200000000000002", "shop-b-token-BBBB2222", "shop-b-app-secret-y2", "shop-b-verify-2"),
+    "shop-a": ("200000000000001", "shop-a-token-AAAA1111", "shop-a-app-secret-x1", "shop-a-verify-token-1"),
+    "shop-b": ("200000000000002", "shop-b-token-BBBB2222", "shop-b-app-secret-y2", "shop-b-verify-token-2"),
 }
 RECIPIENT = "+14155550201"
 
@@ -298,7 +298,7 @@ def test_only_the_tenant_or_an_admin_sets_reads_and_removes_a_tenants_number(
     assert public.get("/webhooks/whatsapp", params={**params, "hub.verify_token": "guess"}).status_code == 403
 
     # Replaced (200), then removed; each change is in the tenant's audit log, without the secrets.
-    assert _set_number(api, "shop-b", keys["shop-b"], verify_token="shop-b-verify-9").status_code == 200
+    assert _set_number(api, "shop-b", keys["shop-b"], verify_token="shop-b-verify-token-9").status_code == 200
     assert api.delete("/v1/tenants/shop-b/whatsapp", headers=keys["shop-b"]).status_code == 204
     assert api.get("/v1/tenants/shop-b/whatsapp").status_code == 404
     entries = api.get("/v1/audit", headers=keys["shop-b"]).json()["items"]
