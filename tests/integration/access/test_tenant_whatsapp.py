@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
@@ -309,3 +310,33 @@ def test_only_the_tenant_or_an_admin_sets_reads_and_removes_a_tenants_number(
     ]
     assert api.get("/v1/audit", headers=keys["shop-a"]).json()["items"] == []
     assert not any(s in json.dumps(entries) for s in NUMBERS["shop-b"][1:])
+
+
+def test_no_tenant_secret_reaches_the_api_log(farm: Farm, settings: Settings) -> None:
+    """A real API process: setting, replacing, reading a number, a bad request carrying secrets, the
+    handshake and signed and forged webhooks; its log holds none of the secrets."""
+    _, base = farm.api()
+    headers = _key(settings, "shop-a")
+    phone_number_id, token, app_secret, verify_token = NUMBERS["shop-a"]
+    body = {
+        "phone_number_id": phone_number_id,
+        "access_token": token,
+        "app_secret": app_secret,
+        "verify_token": verify_token,
+    }
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        assert client.put("/v1/tenants/shop-a/whatsapp", json=body).status_code == 201
+        assert client.put("/v1/tenants/shop-a/whatsapp", json=body).status_code == 200
+        assert client.get("/v1/tenants/shop-a/whatsapp").json()["token_last4"] == token[-4:]
+        bad = client.put("/v1/tenants/shop-a/whatsapp", json={**body, "phone_number_id": token})
+        assert bad.status_code == 422 and token not in bad.text
+        params = {"hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": "7"}
+        assert client.get("/webhooks/whatsapp", params=params).text == "7"
+        raw = json.dumps(_stop(phone_number_id, RECIPIENT)).encode()
+        for secret, status in ((app_secret, 200), (FARM_SECRET, 401)):
+            sig = {"content-type": "application/json", "X-Hub-Signature-256": signature(secret, raw)}
+            assert client.post("/webhooks/whatsapp", content=raw, headers=sig).status_code == status
+    (api,) = farm.processes
+    log = api.log()
+    assert '"whatsapp_webhook_bad_signature"' in log and '"path": "/v1/tenants/shop-a/whatsapp"' in log
+    assert [s for s in (token, app_secret, verify_token) if s in log] == []
