@@ -30,6 +30,7 @@ from control_api.ratelimit import KeyRateLimiter, RateLimitMiddleware
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
 from control_api.scrapes import ScrapesController
+from control_api.tenants import TenantWhatsAppController
 from control_api.webhooks import WhatsAppWebhookController
 from core.access.keys import KeyCache, UsageClock
 from core.catalog import load_job_types
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             SequencesController,
             OptOutsController,
             OutboundMessagesController,
+            TenantWhatsAppController,
             WhatsAppWebhookController,
             QueuesController,
             healthz,

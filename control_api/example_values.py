@@ -97,6 +97,7 @@ SCHEDULE: dict[str, Any] = {
     "disabled_at": None,
 }
 OPT_OUT = {
+    "tenant": "shop-a",
     "channel": "whatsapp",
     "address": "+447700900123",
     "source": "api",
@@ -120,5 +121,19 @@ OUTBOUND: dict[str, Any] = {
     "sent_at": AT,
     "delivered_at": "2026-11-23T10:00:02Z",
     "read_at": None,
+    "tenant": "shop-a",
+}
+#: A tenant's own WhatsApp number as the API shows it: the secrets never, the token's last four.
+TENANT_WHATSAPP: dict[str, Any] = {
+    "tenant": "shop-a",
+    "phone_number_id": "106540352242922",
+    "token_set": True,
+    "token_last4": "ZD9x",
+    "app_secret_set": True,
+    "verify_token_set": True,
+    "key_id": "1a2b3c4d",
+    "created_at": AT,
+    "updated_at": AT,
+    "updated_by": KEY_ID,
 }
 DEAD_FILTER = {"error_code": "provider_unavailable", "since": "2026-11-20T00:00:00Z"}

@@ -30,6 +30,7 @@ from control_api.example_values import (
     SCHEDULE_ID,
     SCHEDULED_JOB,
     SCRAPE_ID,
+    TENANT_WHATSAPP,
     UNREAD_PAYLOAD,
 )
 
@@ -333,6 +334,23 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         request={"sent": False, "note": "not in the customer's chat; send again"},
         response=OUTBOUND
         | {"status": "failed", "provider_message_id": None, "sent_at": None, "delivered_at": None},
+    ),
+    ("PUT", "/v1/tenants/{tenant}/whatsapp"): OperationDoc(
+        "setTenantWhatsApp",
+        params={"tenant": "shop-a"},
+        request={
+            "phone_number_id": "106540352242922",
+            "access_token": "EAAGm0PX4ZCpsBA...ZD9x",
+            "app_secret": "8f3c1e0b9a7d4c2e5b6a7f8e9d0c1b2a",
+            "verify_token": "shop-a-hook-2026",
+        },
+        response=TENANT_WHATSAPP,
+    ),
+    ("GET", "/v1/tenants/{tenant}/whatsapp"): OperationDoc(
+        "getTenantWhatsApp", params={"tenant": "shop-a"}, response=TENANT_WHATSAPP
+    ),
+    ("DELETE", "/v1/tenants/{tenant}/whatsapp"): OperationDoc(
+        "deleteTenantWhatsApp", params={"tenant": "shop-a"}
     ),
     ("GET", "/webhooks/whatsapp"): OperationDoc("verifyWhatsAppWebhook", response="1158201444"),
     ("POST", "/webhooks/whatsapp"): OperationDoc(

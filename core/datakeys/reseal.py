@@ -18,10 +18,11 @@ from sqlalchemy.engine import Connection
 
 from core.engine.job_types import job_types, payload_context
 from core.errors import SealedValueError
+from core.messaging import numbers
 from core.messaging.optouts import OPT_OUT_CONTEXT
 from core.messaging.outbound import BODY_TO_CONTEXT, TO_CONTEXT
 from core.platform.crypto import LEGACY_PREFIX, SEALED_PREFIX, KeyRing, key_id_of, key_label, looks_sealed
-from core.platform.tables import job_history, jobs, opt_outs, outbound_messages, schedules
+from core.platform.tables import job_history, jobs, opt_outs, outbound_messages, schedules, tenant_whatsapp
 
 log = structlog.get_logger(__name__)
 
@@ -150,15 +151,17 @@ def _opt_out_pending(key_id: str) -> sa.ColumnElement[bool]:
 
 
 def _opt_out_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally) -> tuple[Any, int]:
-    """Re-hash and re-seal opt-outs. A number recorded under both an older key and the current one
-    (a STOP that came in during the rotation, or two older keys) keeps one row: the older rows go,
-    so the unique (channel, address_hash) never trips."""
+    """Re-hash and re-seal opt-outs. A number one tenant recorded under both an older key and the
+    current one (a STOP that came in during the rotation, or two older keys) keeps one row: the older
+    rows go, so the unique (tenant, channel, address_hash) never trips."""
     oo = opt_outs.c
-    query = sa.select(oo.channel, oo.address_hash, oo.address_sealed).where(_opt_out_pending(ring.key_id))
+    query = sa.select(oo.tenant, oo.channel, oo.address_hash, oo.address_sealed).where(
+        _opt_out_pending(ring.key_id)
+    )
     if after is not None:
-        query = query.where(sa.tuple_(oo.channel, oo.address_hash) > sa.tuple_(*after))
+        query = query.where(sa.tuple_(oo.tenant, oo.channel, oo.address_hash) > sa.tuple_(*after))
     rows = conn.execute(
-        query.order_by(oo.channel, oo.address_hash).limit(limit).with_for_update(skip_locked=True)
+        query.order_by(oo.tenant, oo.channel, oo.address_hash).limit(limit).with_for_update(skip_locked=True)
     ).all()
     moves: list[tuple[Any, str, str, str]] = []  # (row, new hash, new sealed, origin)
     unopenable = 0
@@ -166,7 +169,7 @@ def _opt_out_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tall
         try:
             clear = ring.open(row.address_sealed, OPT_OUT_CONTEXT)
         except SealedValueError as exc:
-            _unopenable(exc, tally, "opt_outs", (row.channel, row.address_hash))
+            _unopenable(exc, tally, "opt_outs", (row.tenant, row.channel, row.address_hash))
             unopenable += 1
             continue
         moves.append(
@@ -181,22 +184,28 @@ def _opt_out_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tall
     moves.sort(key=lambda m: m[0].address_hash != m[1])
     targets = [m[1] for m in moves if m[0].address_hash != m[1]]
     taken = {
-        (r.channel, r.address_hash)
+        (r.tenant, r.channel, r.address_hash)
         for r in conn.execute(
-            sa.select(oo.channel, oo.address_hash).where(oo.address_hash.in_(targets)).with_for_update()
+            sa.select(oo.tenant, oo.channel, oo.address_hash)
+            .where(oo.address_hash.in_(targets))
+            .with_for_update()
         )
     }
     updates: list[dict[str, Any]] = []
     deletes: list[dict[str, Any]] = []
     for row, new_hash, sealed, origin in moves:
         tally.from_key_ids.add(origin)
-        key = {"b_channel": row.channel, "b_hash": row.address_hash}
-        if new_hash != row.address_hash and (row.channel, new_hash) in taken:
+        key = {"b_tenant": row.tenant, "b_channel": row.channel, "b_hash": row.address_hash}
+        if new_hash != row.address_hash and (row.tenant, row.channel, new_hash) in taken:
             deletes.append(key)
             continue
-        taken.add((row.channel, new_hash))
+        taken.add((row.tenant, row.channel, new_hash))
         updates.append({**key, "b_new_hash": new_hash, "b_sealed": sealed})
-    where = sa.and_(oo.channel == sa.bindparam("b_channel"), oo.address_hash == sa.bindparam("b_hash"))
+    where = sa.and_(
+        oo.tenant == sa.bindparam("b_tenant"),
+        oo.channel == sa.bindparam("b_channel"),
+        oo.address_hash == sa.bindparam("b_hash"),
+    )
     if updates:
         conn.execute(
             sa.update(opt_outs)
@@ -213,7 +222,48 @@ def _opt_out_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tall
     tally.merged_opt_outs += len(deletes)
     tally.add("opt_outs", len(updates) + len(deletes), unopenable)
     last = rows[-1] if rows else None
-    return ((last.channel, last.address_hash) if last is not None else None), len(rows)
+    return ((last.tenant, last.channel, last.address_hash) if last is not None else None), len(rows)
+
+
+# -- tenants' WhatsApp numbers -----------------------------------------------------------------
+
+
+def _number_pending(key_id: str) -> sa.ColumnElement[bool]:
+    tw = tenant_whatsapp.c
+    return sa.or_(
+        tw.key_id != key_id,
+        *(sa.and_(tw[column].isnot(None), _not_current(tw[column], key_id)) for column in numbers.SEALED),
+    )
+
+
+def _number_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally) -> tuple[Any, int]:
+    """Re-seal the secrets of tenants' own WhatsApp numbers (token, app secret, verify token)."""
+    tw = tenant_whatsapp.c
+    query = sa.select(tenant_whatsapp).where(_number_pending(ring.key_id))
+    if after is not None:
+        query = query.where(tw.tenant > after)
+    rows = conn.execute(query.order_by(tw.tenant).limit(limit).with_for_update(skip_locked=True)).all()
+    moved = unopenable = 0
+    for row in rows:
+        values: dict[str, Any] = {}
+        try:
+            for column in numbers.SEALED:
+                sealed = row._mapping[column]
+                if sealed is None:
+                    continue
+                context = numbers.sealing_context(column, row.tenant)
+                values[column] = ring.seal(ring.open(sealed, context), context)
+                tally.from_key_ids.add(_origin(sealed))
+        except SealedValueError as exc:
+            _unopenable(exc, tally, "tenant_whatsapp", row.tenant)
+            unopenable += 1
+            continue
+        conn.execute(
+            sa.update(tenant_whatsapp).where(tw.tenant == row.tenant).values(key_id=ring.key_id, **values)
+        )
+        moved += 1
+    tally.add("tenant_whatsapp", moved, unopenable)
+    return (rows[-1].tenant if rows else None), len(rows)
 
 
 # -- outbound messages -------------------------------------------------------------------------
@@ -287,7 +337,12 @@ def tables() -> list[tuple[str, Batch]]:
     for table in (jobs, schedules, job_history):
         for name in sorted(_sealed_fields()):
             walks.append((table.name, functools.partial(_payload_batch, table=table, type_name=name)))
-    return [*walks, ("opt_outs", _opt_out_batch), ("outbound_messages", _outbound_batch)]
+    return [
+        *walks,
+        ("opt_outs", _opt_out_batch),
+        ("outbound_messages", _outbound_batch),
+        ("tenant_whatsapp", _number_batch),
+    ]
 
 
 def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:
@@ -305,5 +360,8 @@ def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:
         "outbound_messages": sa.select(sa.func.count())
         .select_from(outbound_messages)
         .where(_outbound_pending(key_id)),
+        "tenant_whatsapp": sa.select(sa.func.count())
+        .select_from(tenant_whatsapp)
+        .where(_number_pending(key_id)),
     }
     return {name: int(conn.execute(query).scalar_one()) for name, query in counts.items()}

@@ -20,6 +20,7 @@ from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.retry import decide
 from core.errors import ClaimLost
 from core.platform.tables import job_attempts, jobs
+from core.platform.tenants import DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class Claim:
     request_id: str | None
     business_key: str | None
     #: Whose job it is: its handler reads and writes that tenant's rows (core/platform/tenants.py).
-    tenant: str
+    tenant: str = DEFAULT_TENANT
 
     @classmethod
     def from_row(cls, row: Any) -> Claim:

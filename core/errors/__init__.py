@@ -80,6 +80,8 @@ from core.errors.requests import (
     Unauthorized,
     UnknownJobType,
     UnknownScope,
+    WhatsAppNumberNotFound,
+    WhatsAppNumberTaken,
 )
 from core.errors.services import (
     DatabaseNotConfigured,
@@ -160,4 +162,6 @@ __all__ = [
     "UnknownOutcomeError",
     "UnknownScope",
     "WebhookNotConfigured",
+    "WhatsAppNumberNotFound",
+    "WhatsAppNumberTaken",
 ]

@@ -72,6 +72,12 @@ class OutboundMessageNotFound(NotFound):
     code = "outbound_message_not_found"
 
 
+class WhatsAppNumberNotFound(NotFound):
+    """The tenant has no WhatsApp number of its own (it sends through the farm's)."""
+
+    code = "whatsapp_number_not_found"
+
+
 class NotResolved(NotFound):
     """A host name has no address (NXDOMAIN, no answer in time)."""
 
@@ -133,6 +139,12 @@ class NotResolvable(_StatusConflict):
 
     def __init__(self, status: str) -> None:
         super().__init__(f"only a pending or unknown message can be resolved; this one is {status}", status)
+
+
+class WhatsAppNumberTaken(Conflict):
+    """The phone number id is another tenant's, or the farm's own: a webhook must find one owner."""
+
+    code = "whatsapp_number_taken"
 
 
 class NotRotatable(Conflict):

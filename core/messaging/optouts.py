@@ -1,4 +1,10 @@
-"""Opt-outs: recipients who asked not to be messaged, by API or by writing STOP. Checked before every send."""
+"""Opt-outs: recipients who asked not to be messaged, by API or by writing STOP. Checked before every send.
+
+Each tenant has its own: a recipient who wrote STOP to shop-a's number may still hear from shop-b. A
+STOP written to the farm's own number is recorded for ``default`` and binds every send through the
+farm's number, whatever its tenant (the recipient cannot tell the tenants sharing it apart); see
+``binding``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from core.engine.jobs import utcnow
 from core.errors import BadCursor, DataKeyUnknown, SealedValueError
 from core.platform.crypto import data_cipher, key_label, mask_phone, mask_phones_in
 from core.platform.tables import opt_outs
+from core.platform.tenants import DEFAULT_TENANT, reached
 
 #: E.164: a plus, a country code that does not start with 0, at most 15 digits in all.
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
@@ -54,6 +61,8 @@ def is_stop_request(text: str) -> bool:
 
 
 class OptOut(msgspec.Struct, kw_only=True):
+    #: The tenant whose messages the recipient refused.
+    tenant: str
     channel: str
     #: The number in full: the list is for `ops`, who must know whom not to message. ``+***`` when
     #: it was sealed with a data key this process does not hold.
@@ -72,6 +81,7 @@ def _from_row(row: Any) -> OptOut:
     except SealedValueError:
         address = mask_phone(m["address_sealed"])
     return OptOut(
+        tenant=m["tenant"],
         channel=m["channel"],
         address=address,
         source=m["source"],
@@ -81,24 +91,44 @@ def _from_row(row: Any) -> OptOut:
     )
 
 
-def _is(address: str, channel: str) -> sa.ColumnElement[bool]:
-    """The number's rows, whichever key of the ring hashed them (during a rotation, both)."""
+def _is(address: str, tenants: str | tuple[str, ...] | None, channel: str) -> sa.ColumnElement[bool]:
+    """The number's rows for these tenants (every tenant's for None), whichever key of the ring
+    hashed them (during a rotation, both)."""
+    if isinstance(tenants, tuple):
+        whose: sa.ColumnElement[bool] = opt_outs.c.tenant.in_(tenants)
+    else:
+        whose = reached(opt_outs, tenants)
     return sa.and_(
-        opt_outs.c.channel == channel, opt_outs.c.address_hash.in_(data_cipher().lookup_hashes(address))
+        whose,
+        opt_outs.c.channel == channel,
+        opt_outs.c.address_hash.in_(data_cipher().lookup_hashes(address)),
     )
 
 
+def binding(tenant: str, through_farm_number: bool) -> tuple[str, ...]:
+    """The tenants whose opt-outs a send of ``tenant``'s binds: its own, and when it goes through
+    the farm's own number, the opt-outs recorded for that number (``default``'s) too."""
+    return (tenant, DEFAULT_TENANT) if through_farm_number and tenant != DEFAULT_TENANT else (tenant,)
+
+
 def add_opt_out(
-    conn: Connection, address: str, source: Source, reason: str | None = None, channel: str = CHANNEL
+    conn: Connection,
+    address: str,
+    source: Source,
+    reason: str | None = None,
+    channel: str = CHANNEL,
+    *,
+    tenant: str = DEFAULT_TENANT,
 ) -> tuple[OptOut, bool]:
-    """Record an opt-out (kept as first recorded if it exists); returns it and whether it is new."""
-    existing = conn.execute(sa.select(opt_outs).where(_is(address, channel)).limit(1)).first()
+    """Record ``tenant``'s opt-out (kept as first recorded if it exists); returns it and whether it is new."""
+    existing = conn.execute(sa.select(opt_outs).where(_is(address, tenant, channel)).limit(1)).first()
     if existing is not None:
         return _from_row(existing), False
     cipher = data_cipher()
     row = conn.execute(
         pg_insert(opt_outs)
         .values(
+            tenant=tenant,
             channel=channel,
             address_hash=cipher.lookup_hash(address),
             address_key_id=cipher.key_id,
@@ -107,32 +137,39 @@ def add_opt_out(
             reason=mask_phones_in(reason) if reason else reason,
             created_at=utcnow(),
         )
-        .on_conflict_do_nothing(index_elements=[opt_outs.c.channel, opt_outs.c.address_hash])
+        .on_conflict_do_nothing(
+            index_elements=[opt_outs.c.tenant, opt_outs.c.channel, opt_outs.c.address_hash]
+        )
         .returning(*opt_outs.c)
     ).first()
     if row is not None:
         return _from_row(row), True
-    existing = conn.execute(sa.select(opt_outs).where(_is(address, channel)).limit(1)).one()
+    existing = conn.execute(sa.select(opt_outs).where(_is(address, tenant, channel)).limit(1)).one()
     return _from_row(existing), False
 
 
-def remove_opt_out(conn: Connection, address: str, channel: str = CHANNEL) -> bool:
-    done = conn.execute(sa.delete(opt_outs).where(_is(address, channel)))
+def remove_opt_out(conn: Connection, address: str, channel: str = CHANNEL, *, tenant: str) -> bool:
+    """Remove ``tenant``'s opt-out of the number; whether there was one."""
+    done = conn.execute(sa.delete(opt_outs).where(_is(address, tenant, channel)))
     return done.rowcount >= 1
 
 
-def is_opted_out(conn: Connection, address: str, channel: str = CHANNEL) -> bool:
-    """Found by the number's keyed hash: the check never needs the number in clear in Postgres.
+def is_opted_out(
+    conn: Connection, address: str, channel: str = CHANNEL, *, tenants: tuple[str, ...] = (DEFAULT_TENANT,)
+) -> bool:
+    """Whether the number opted out of any of ``tenants``' messages (``binding`` says which).
+    Found by the number's keyed hash: the check never needs the number in clear in Postgres.
 
     Raises DataKeyUnknown when some opt-outs are hashed under a key this process does not hold: it
     cannot tell whether the number is among them, and a send must not guess.
     """
     require_opt_out_keys(conn)
-    return conn.execute(sa.select(sa.literal(1)).where(_is(address, channel))).first() is not None
+    return conn.execute(sa.select(sa.literal(1)).where(_is(address, tenants, channel))).first() is not None
 
 
-def get_opt_out(conn: Connection, address: str, channel: str = CHANNEL) -> OptOut | None:
-    row = conn.execute(sa.select(opt_outs).where(_is(address, channel)).limit(1)).first()
+def get_opt_out(conn: Connection, address: str, channel: str = CHANNEL, *, tenant: str) -> OptOut | None:
+    """``tenant``'s opt-out of the number, or None."""
+    row = conn.execute(sa.select(opt_outs).where(_is(address, tenant, channel)).limit(1)).first()
     return _from_row(row) if row is not None else None
 
 
@@ -192,37 +229,46 @@ def require_opt_out_keys(conn: Connection) -> None:
 
 
 def list_opt_outs(
-    conn: Connection, limit: int, cursor: str | None, channel: str = CHANNEL
+    conn: Connection, limit: int, cursor: str | None, channel: str = CHANNEL, *, tenant: str | None = None
 ) -> tuple[list[OptOut], str | None]:
-    """Newest first; the cursor holds the last item's (created_at, number hash), never the number."""
-    query = sa.select(opt_outs).where(opt_outs.c.channel == channel)
+    """``tenant``'s opt-outs (every tenant's for None), newest first; the cursor holds the last
+    item's (created_at, number hash, tenant), never the number."""
+    oo = opt_outs.c
+    query = sa.select(opt_outs).where(oo.channel == channel, reached(opt_outs, tenant))
     if cursor:
-        created_at, address_hash = _decode(cursor)
-        query = query.where(
-            sa.tuple_(opt_outs.c.created_at, opt_outs.c.address_hash) < sa.tuple_(created_at, address_hash)
-        )
+        created_at, address_hash, after_tenant = _decode(cursor)
+        if after_tenant is None:  # a cursor from before tenants
+            query = query.where(
+                sa.tuple_(oo.created_at, oo.address_hash) < sa.tuple_(created_at, address_hash)
+            )
+        else:
+            query = query.where(
+                sa.tuple_(oo.created_at, oo.address_hash, oo.tenant)
+                < sa.tuple_(created_at, address_hash, after_tenant)
+            )
     rows = conn.execute(
-        query.order_by(opt_outs.c.created_at.desc(), opt_outs.c.address_hash.desc()).limit(limit + 1)
+        query.order_by(oo.created_at.desc(), oo.address_hash.desc(), oo.tenant.desc()).limit(limit + 1)
     ).all()
     items = [_from_row(r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = _encode(last.created_at, last.address_hash)
+        next_cursor = _encode(last.created_at, last.address_hash, last.tenant)
     return items, next_cursor
 
 
-def _encode(created_at: datetime, address_hash: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{address_hash}".encode()).decode().rstrip("=")
+def _encode(created_at: datetime, address_hash: str, tenant: str) -> str:
+    raw = f"{created_at.isoformat()}|{address_hash}|{tenant}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[datetime, str]:
+def _decode(cursor: str) -> tuple[datetime, str, str | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, address_hash = raw.split("|", 1)
+        stamp, address_hash, *rest = raw.split("|", 2)
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None:
             raise ValueError("cursor time has no zone")
-        return created_at, address_hash
+        return created_at, address_hash, rest[0] if rest else None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadCursor(f"invalid cursor: {exc}") from None

@@ -3,6 +3,9 @@
 A row still `pending` (the worker died during the call) or `unknown` (the call got no answer) means
 the message may have gone out: the send is never repeated automatically. A human checks, then
 resolves the row as sent or not sent (`resolve`), and redrives the job if it must go again.
+
+A row is its job's tenant's: every read and change takes the caller's reach (core/platform/tenants.py),
+and another tenant's row is not found, as one that never existed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from core.errors import NotResolvable
 from core.platform.crypto import data_cipher, masked
 from core.platform.pagination import page, split_page
 from core.platform.tables import outbound_messages as om
+from core.platform.tenants import DEFAULT_TENANT, reached
 
 #: The call is about to be made, or was made and its outcome never recorded.
 PENDING = "pending"
@@ -52,6 +56,8 @@ class OutboundMessage(msgspec.Struct, kw_only=True):
     sent_at: datetime | None
     delivered_at: datetime | None
     read_at: datetime | None
+    #: Whose message it is: its job's tenant.
+    tenant: str = DEFAULT_TENANT
 
     @classmethod
     def from_row(cls, row: Any) -> OutboundMessage:
@@ -73,12 +79,14 @@ def insert(
     kind: str,
     body: dict[str, Any],
     status: str,
+    tenant: str = DEFAULT_TENANT,
 ) -> None:
     now = utcnow()
     cipher = data_cipher()
     conn.execute(
         sa.insert(om).values(
             id=outbound_id,
+            tenant=tenant,
             job_id=job_id,
             attempt=attempt,
             to_sealed=cipher.seal(to, TO_CONTEXT),
@@ -125,15 +133,19 @@ def apply_status(
     at: datetime,
     callback: str | None = None,
     error: Any = None,
+    tenant: str | None = None,
 ) -> bool:
-    """Apply a delivery status from a webhook; returns whether a message was found.
+    """Apply a delivery status from a webhook to one of ``tenant``'s messages (any tenant's for
+    None: the farm's own number); returns whether a message was found.
 
     The status only moves forward (a late `delivered` after `read` fills delivered_at only). A status
     for a row whose outcome was unknown (found by the outbound id we sent as callback data) settles
     it: the message did go out.
     """
     row = conn.execute(
-        sa.select(om).where(om.c.provider_message_id == provider_message_id).with_for_update()
+        sa.select(om)
+        .where(om.c.provider_message_id == provider_message_id, reached(om, tenant))
+        .with_for_update()
     ).first()
     if row is None and callback:
         try:
@@ -141,7 +153,9 @@ def apply_status(
         except ValueError:
             return False
         row = conn.execute(
-            sa.select(om).where(om.c.id == outbound_id, om.c.status.in_((PENDING, UNKNOWN))).with_for_update()
+            sa.select(om)
+            .where(om.c.id == outbound_id, om.c.status.in_((PENDING, UNKNOWN)), reached(om, tenant))
+            .with_for_update()
         ).first()
     if row is None:
         return False
@@ -165,10 +179,19 @@ def apply_status(
 
 
 def resolve(
-    conn: Connection, outbound_id: uuid.UUID, *, sent: bool, actor: str, note: str | None
+    conn: Connection,
+    outbound_id: uuid.UUID,
+    *,
+    sent: bool,
+    actor: str,
+    note: str | None,
+    tenant: str | None = None,
 ) -> OutboundMessage | None:
-    """A human's answer for a message whose outcome was unknown; None if there is no such message."""
-    row = conn.execute(sa.select(om).where(om.c.id == outbound_id).with_for_update()).first()
+    """A human's answer for a message whose outcome was unknown; None if there is no such message
+    (of ``tenant``'s; None: any tenant's)."""
+    row = conn.execute(
+        sa.select(om).where(om.c.id == outbound_id, reached(om, tenant)).with_for_update()
+    ).first()
     if row is None:
         return None
     if row.status not in (PENDING, UNKNOWN):
@@ -187,8 +210,8 @@ def resolve(
     return OutboundMessage.from_row(found)
 
 
-def get(conn: Connection, outbound_id: uuid.UUID) -> OutboundMessage | None:
-    row = conn.execute(sa.select(om).where(om.c.id == outbound_id)).first()
+def get(conn: Connection, outbound_id: uuid.UUID, tenant: str | None = None) -> OutboundMessage | None:
+    row = conn.execute(sa.select(om).where(om.c.id == outbound_id, reached(om, tenant))).first()
     return OutboundMessage.from_row(row) if row is not None else None
 
 
@@ -200,8 +223,10 @@ def list_outbound(
     status: str | None,
     limit: int,
     cursor: str | None,
+    tenant: str | None = None,
 ) -> tuple[list[OutboundMessage], str | None]:
-    query = sa.select(om)
+    """``tenant``'s messages (every tenant's for None), newest first."""
+    query = sa.select(om).where(reached(om, tenant))
     if job_id is not None:
         query = query.where(om.c.job_id == job_id)
     if to is not None:

@@ -7,6 +7,11 @@ answer. An attempt that finds a `pending` or `unknown` row from an earlier attem
 already have happened (the worker died mid-call) and stops with `unknown_outcome` for a human to
 decide: at most once, then ask. A row already `sent` means only the job's success was lost; that
 attempt succeeds without sending again.
+
+A job sends in its tenant's name: through the tenant's own number and token when it has one
+(core/messaging/numbers.py, read on every send, so a changed token is used from the next send on),
+through the farm's otherwise; its outbound row is its tenant's, and the opt-outs that bind it are
+its tenant's (and, through the farm's number, the farm number's: core/messaging/optouts.py).
 """
 
 from __future__ import annotations
@@ -28,9 +33,18 @@ from core.engine.job_types import get_job_type
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.lifecycle import Claim
 from core.engine.retry import error_record
-from core.errors import ClaimLost, JobFailure, PermanentError, Postponed, UnknownOutcomeError
+from core.errors import (
+    ClaimLost,
+    DataKeyUnknown,
+    JobFailure,
+    PermanentError,
+    Postponed,
+    SealedValueError,
+    UnknownOutcomeError,
+)
 from core.messaging import outbound
-from core.messaging.optouts import E164_PATTERN, is_opted_out
+from core.messaging.numbers import WhatsAppNumber, tenant_number, unopenable_message
+from core.messaging.optouts import E164_PATTERN, binding, is_opted_out
 from core.messaging.quiet_hours import next_allowed, parse_quiet_hours, zone
 from core.platform.crypto import mask_phone
 from core.platform.db import transaction
@@ -92,7 +106,7 @@ class WhatsAppMessagePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only
     sealed_fields=("to",),
 )
 def whatsapp_message(ctx: JobContext, payload: WhatsAppMessagePayload) -> dict[str, Any]:
-    return send_message(ctx.claim, payload, ctx.settings, sender(ctx.settings))
+    return send_message(ctx.claim, payload, ctx.settings)
 
 
 WHATSAPP_MESSAGE = get_job_type("whatsapp_message")
@@ -127,10 +141,9 @@ class Sender:
     limiter: RateLimiter | None
 
 
-@functools.cache
-def sender(settings: Settings) -> Sender:
-    """One client and one rate limiter per worker process, built on the first send (never at import)."""
-    client = WhatsAppClient.from_settings(settings)
+def _with_limiter(settings: Settings, client: WhatsAppClient | None) -> Sender:
+    """The client with the rate limit of its number, shared by every worker process (a Redis key
+    per phone number id: each tenant's number has its own)."""
     if client is None or settings.whatsapp_rate_per_s <= 0:
         return Sender(client, None)
     key = f"{settings.redis_namespace}:whatsapp:rate:{client.phone_number_id}"
@@ -138,16 +151,58 @@ def sender(settings: Settings) -> Sender:
     return Sender(client, limiter)
 
 
-def send_message(
-    claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, sender: Sender
-) -> dict[str, Any]:
+@functools.cache
+def sender(settings: Settings) -> Sender:
+    """The farm's number: one client and one rate limiter per worker process, built on the first
+    send (never at import)."""
+    return _with_limiter(settings, WhatsAppClient.from_settings(settings))
+
+
+#: Tenant numbers' senders kept per process (their connections stay open between sends).
+TENANT_SENDERS = 256
+
+
+@functools.lru_cache(maxsize=TENANT_SENDERS)
+def _tenant_sender(settings: Settings, phone_number_id: str, token: str) -> Sender:
+    """A tenant number's sender, keyed by its token too: a changed token makes a new client on the
+    next send, and the old one is dropped."""
+    client = WhatsAppClient(
+        token=token,
+        phone_number_id=phone_number_id,
+        base_url=settings.whatsapp_api_base_url,
+        version=settings.whatsapp_api_version,
+    )
+    return _with_limiter(settings, client)
+
+
+def sender_for(settings: Settings, number: WhatsAppNumber | None) -> Sender:
+    """What a job sends with: its tenant's own number, or the farm's (None)."""
+    if number is None or not number.phone_number_id or not number.token:
+        return sender(settings)
+    return _tenant_sender(settings, number.phone_number_id, number.token)
+
+
+def _number_of(conn: Connection, tenant: str) -> WhatsAppNumber | None:
+    """The tenant's own number, or None (the farm's). DataKeyUnknown (retried) when its secrets are
+    sealed under a key this process does not hold: the message must not go out through another number."""
+    try:
+        return tenant_number(conn, tenant)
+    except SealedValueError as exc:
+        message = unopenable_message(tenant, exc)
+        log.error("whatsapp_number_unopenable", tenant=tenant, detail=message)
+        raise DataKeyUnknown(message) from None
+
+
+def send_message(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings) -> dict[str, Any]:
     """Run one attempt of a `whatsapp_message` job in short transactions of its own (never across the call)."""
     with transaction(settings) as conn:
         already = _earlier_attempts(conn, claim)
         if already is not None:
             return already
-        if is_opted_out(conn, payload.to):
+        number = _number_of(conn, claim.tenant)
+        if is_opted_out(conn, payload.to, tenants=binding(claim.tenant, through_farm_number=number is None)):
             raise PermanentError(f"{mask_phone(payload.to)} opted out of WhatsApp messages", code="opted_out")
+    sender = sender_for(settings, number)
     if payload.respect_quiet_hours:
         _check_quiet_hours(payload, settings)
     kind = "template" if payload.template is not None else "text"
@@ -169,6 +224,7 @@ def send_message(
             kind=kind,
             body=body,
             status=outbound.PENDING,
+            tenant=claim.tenant,
         )
     # Committed: from here on a crash leaves the row pending, and no later attempt sends again.
     try:
@@ -186,7 +242,13 @@ def send_message(
         ) from exc
     with transaction(settings) as conn:
         outbound.mark_sent(conn, outbound_id, sent.message_id)
-    log.info("whatsapp_sent", outbound_id=str(outbound_id), provider_message_id=sent.message_id)
+    log.info(
+        "whatsapp_sent",
+        outbound_id=str(outbound_id),
+        provider_message_id=sent.message_id,
+        tenant=claim.tenant,
+        number="farm" if number is None else "tenant",
+    )
     return {"outbound_id": str(outbound_id), "status": "sent", "provider_message_id": sent.message_id}
 
 
@@ -238,6 +300,7 @@ def _dry_run(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, 
             kind=kind,
             body=body,
             status="dry_run",
+            tenant=claim.tenant,
         )
     log.warning(
         "whatsapp_dry_run",

@@ -1,7 +1,16 @@
 """What WhatsApp tells us by webhook: delivery statuses of our messages, and users writing STOP.
 
 Meta signs each POST with the app secret: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
-body>`. Nothing is read from a body whose signature does not match.
+body>`. Nothing is acted on in a body whose signature does not match.
+
+Which app secret: that of the number each change was sent to (``metadata.phone_number_id``). A
+tenant's own number (core/messaging/numbers.py) is checked with the tenant's app secret, and its
+changes reach only that tenant: statuses settle its outbound messages, a STOP opts the writer out
+of its messages. Any other number is the farm's own, checked with JOBYARD_WHATSAPP_APP_SECRET; its
+statuses reach any tenant's messages sent through it, and a STOP is recorded for ``default``, which
+binds every send through the farm's number. A body naming several numbers must be signed with the
+app secret of each (one Meta app serving them all): a body signed with tenant A's secret that names
+tenant B's number is refused whole.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from core.engine.jobs import utcnow
 from core.messaging import outbound
+from core.messaging.numbers import PHONE_NUMBER_ID, WhatsAppNumber, numbers_by_id
 from core.messaging.optouts import add_opt_out, e164, is_stop_request
 from core.platform.crypto import mask_phone
 
@@ -52,10 +62,40 @@ def _when(value: Any) -> datetime:
         return utcnow()
 
 
-def process(conn: Connection, data: Any) -> WebhookSummary:
-    """Apply every status and STOP message in a (verified) webhook body; other content is ignored."""
+#: A change's value, with the number it was sent to.
+Routed = list[tuple[WhatsAppNumber, dict[str, Any]]]
+
+
+def phone_number_id(value: dict[str, Any]) -> str | None:
+    """The number a change was sent to: ``metadata.phone_number_id``."""
+    metadata = value.get("metadata")
+    found = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+    # Meta's ids are digits; anything else names no tenant's number (and reaches no query).
+    return found if isinstance(found, str) and PHONE_NUMBER_ID.fullmatch(found) else None
+
+
+def route(conn: Connection, farm: WhatsAppNumber, data: Any) -> Routed:
+    """Each change of a (not yet verified) body with its number: a tenant's own, or else the farm's.
+    One query, whatever the body names. SealedValueError when a tenant's secrets do not open."""
+    values = _values(data)
+    tenants = numbers_by_id(conn, {n for v in values if (n := phone_number_id(v)) is not None})
+    return [(tenants.get(phone_number_id(v) or "", farm), v) for v in values]
+
+
+def signers(routed: Routed, farm: WhatsAppNumber) -> list[WhatsAppNumber]:
+    """The numbers whose app secret must each have signed the body: every number named (the farm's
+    for a body that names none)."""
+    found: dict[str | None, WhatsAppNumber] = {}
+    for number, _ in routed:
+        found.setdefault(number.tenant, number)
+    return list(found.values()) or [farm]
+
+
+def process(conn: Connection, routed: Routed) -> WebhookSummary:
+    """Apply every status and STOP message of a verified webhook body, each in its number's tenant;
+    other content is ignored."""
     summary = WebhookSummary()
-    for value in _values(data):
+    for number, value in routed:
         for status in _dicts(value.get("statuses")):
             message_id, state = status.get("id"), status.get("status")
             if not isinstance(message_id, str) or state not in ("sent", "delivered", "read", "failed"):
@@ -67,6 +107,7 @@ def process(conn: Connection, data: Any) -> WebhookSummary:
                 _when(status.get("timestamp")),
                 callback=status.get("biz_opaque_callback_data"),
                 error=status.get("errors"),
+                tenant=number.tenant,
             )
             if found:
                 summary.statuses += 1
@@ -75,13 +116,21 @@ def process(conn: Connection, data: Any) -> WebhookSummary:
         for message in _dicts(value.get("messages")):
             if _is_stop(message):
                 try:
-                    number = e164(str(message.get("from", "")))
+                    writer = e164(str(message.get("from", "")))
                 except ValueError:
                     log.warning("whatsapp_stop_from_bad_number")
                     continue
-                _, created = add_opt_out(conn, number, "webhook", reason=f"wrote {_text(message)!r}")
+                _, created = add_opt_out(
+                    conn, writer, "webhook", reason=f"wrote {_text(message)!r}", tenant=number.owner
+                )
                 summary.opt_outs += 1
-                log.info("whatsapp_opt_out", to=mask_phone(number), new=created, source="webhook")
+                log.info(
+                    "whatsapp_opt_out",
+                    to=mask_phone(writer),
+                    new=created,
+                    source="webhook",
+                    tenant=number.owner,
+                )
     return summary
 
 

@@ -6,7 +6,9 @@ library's (Dramatiq, uvicorn, httpx) and formatted tracebacks. It removes
 - API keys (`jy_...`: the ten-character prefix listings show stays, the rest goes), bearer tokens,
   OpenAI-style keys (`sk-...`), passwords in URLs (`redis://:pw@host`), and the exact values of the
   secrets in the settings (WhatsApp token, app secret and verify token, LLM keys, the data key, the
-  Postgres and Redis passwords of DATABASE_URL and REDIS_URL);
+  Postgres and Redis passwords of DATABASE_URL and REDIS_URL) and of the secrets the process came to
+  hold after it started (``learn_secrets``: a tenant's WhatsApp token, app secret and verify token,
+  taught the moment they are opened or received, before anything could log them);
 - message bodies: values of fields that carry what people wrote or will read (`text`, `body`,
   `content`, `components`, `system_prompt`, ...), whatever their depth in the event;
 - phone numbers, anywhere in any text, masked to `+44*******789`.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -48,6 +51,9 @@ SENSITIVE_FIELDS = frozenset(
         "secret",
         "password",
         "data_key",
+        "access_token",
+        "app_secret",
+        "verify_token",
     }
 )
 _API_KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{8,}")
@@ -96,14 +102,48 @@ def url_passwords(*urls: str | None) -> list[str]:
     return found
 
 
+# Secrets learnt after start, shared by every Redactor of the process: a tenant's WhatsApp token is
+# read from Postgres long after the log chain was built.
+_learned: set[str] = set()
+_learned_version = 0
+_learned_lock = threading.Lock()
+
+
+def learn_secrets(*values: str | None) -> None:
+    """Teach every Redactor of this process these secret values (too-short ones are still dropped
+    by field name only). Call it as soon as a secret is in hand: on receiving or opening it."""
+    global _learned_version
+    new = {v for v in values if isinstance(v, str) and len(v) >= _MIN_SECRET_LEN}
+    if new <= _learned:  # the usual case, every send: known already, no lock taken
+        return
+    with _learned_lock:
+        _learned.update(new)
+        _learned_version += 1
+
+
+def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    ordered = sorted(set(values), key=len, reverse=True)  # one that contains another goes whole
+    return re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+
+
 class Redactor:
     """The processor: ``Redactor(settings)`` in structlog's chain."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values = list(secrets)
-        self._secrets = re.compile("|".join(re.escape(s) for s in values)) if values else None
+        self._given = list(secrets)
+        self._version = -1
+        self._secrets: re.Pattern[str] | None = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        with _learned_lock:
+            version, learned = _learned_version, list(_learned)
+        self._secrets = _pattern([*self._given, *learned])
+        self._version = version
 
     def text(self, value: str) -> str:
+        if self._version != _learned_version:
+            self._refresh()
         if self._secrets is not None:
             value = self._secrets.sub(REDACTED, value)
         value = _API_KEY.sub(lambda m: m.group(0)[:VISIBLE_CHARS] + "..." + REDACTED, value)

@@ -1,7 +1,9 @@
 """A fake WhatsApp Cloud API: `POST /{version}/{phone_number_id}/messages` on 127.0.0.1, speaking the
-real protocol (bearer token, Graph error bodies), recording every request it receives, and failing
-on demand per recipient: scripted Graph errors, or a stall after the request was recorded (the
-message "accepted" while the sender waits for an answer that comes late or never)."""
+real protocol (bearer token, Graph error bodies), recording every request it receives (with the
+phone number id of its path and the bearer token it carried), and failing on demand per recipient:
+scripted Graph errors, or a stall after the request was recorded (the message "accepted" while the
+sender waits for an answer that comes late or never). It serves several business numbers, each
+with its own token (``add_number``), as Meta serves several tenants' numbers."""
 
 from __future__ import annotations
 
@@ -50,10 +52,18 @@ class Request:
     body: dict[str, Any]
     message_id: str | None  # the id answered, if the message was accepted
 
+    @property
+    def number(self) -> str:
+        """The phone number id of the path: the business number the message was sent through."""
+        parts = self.path.strip("/").split("/")
+        return parts[1] if len(parts) >= 2 else ""
+
 
 class FakeWhatsApp(FakeHTTPServer):
     def __init__(self, token: str = TOKEN, phone_number_id: str = PHONE_NUMBER_ID, version: str = VERSION):
         self.token, self.phone_number_id, self.version = token, phone_number_id, version
+        #: Every number served, with the token its sends must carry.
+        self._numbers = {phone_number_id: token}
         self._scripts: dict[str, deque[Behavior]] = defaultdict(deque)
         self._requests: list[Request] = []
         self._closing = threading.Event()
@@ -73,11 +83,14 @@ class FakeWhatsApp(FakeHTTPServer):
         with self._lock:
             script = self._scripts[to]
             behavior = script.popleft() if script else None
-        expected = f"/{self.version}/{self.phone_number_id}/messages"
-        if path != expected:
+        prefix, _, rest = path.lstrip("/").partition("/")
+        number, _, tail = rest.partition("/")
+        with self._lock:
+            token = self._numbers.get(number)
+        if prefix != self.version or tail != "messages" or token is None:
             self._record(path, auth, body, None)
             return 400, _graph_error(100, f"Unsupported post request to {path}"), {}
-        if auth != f"Bearer {self.token}":
+        if auth != f"Bearer {token}":
             self._record(path, auth, body, None)
             return 401, _graph_error(190, "Invalid OAuth access token - Cannot parse access token"), {}
         if isinstance(behavior, GraphFail):
@@ -99,14 +112,24 @@ class FakeWhatsApp(FakeHTTPServer):
         with self._lock:
             self._requests.append(Request(time.time(), path, auth, body, message_id))
 
+    def add_number(self, phone_number_id: str, token: str) -> None:
+        """Serve another business number (or give one a new token: the old one is refused from now on)."""
+        with self._lock:
+            self._numbers[phone_number_id] = token
+
     def script(self, to: str, *behaviors: Behavior) -> None:
         """The next answers for messages to ``to``; afterwards every message to it is accepted."""
         with self._lock:
             self._scripts[to].extend(behaviors)
 
-    def requests(self, to: str | None = None) -> list[Request]:
+    def requests(self, to: str | None = None, *, number: str | None = None) -> list[Request]:
+        """What was received: to one recipient, through one number (its phone number id), or all."""
         with self._lock:
-            return [r for r in self._requests if to is None or r.body.get("to") == to]
+            return [
+                r
+                for r in self._requests
+                if (to is None or r.body.get("to") == to) and (number is None or r.number == number)
+            ]
 
     def close(self) -> None:
         self._closing.set()

@@ -39,7 +39,7 @@ from core.platform.tables.engine import (
     schedules,
     workers,
 )
-from core.platform.tables.messaging import opt_outs, outbound_messages
+from core.platform.tables.messaging import opt_outs, outbound_messages, tenant_whatsapp
 from core.platform.tables.scrape import scrapes
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "schedule_firings",
     "schedules",
     "scrapes",
+    "tenant_whatsapp",
     "timestamp_column",
     "unread_counters",
     "workers",

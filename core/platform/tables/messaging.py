@@ -33,7 +33,15 @@ outbound_messages = sa.Table(
     timestamp_column("sent_at"),
     timestamp_column("delivered_at"),
     timestamp_column("read_at"),
+    # Whose message it is: its job's tenant (core/platform/tenants.py).
+    sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
     sa.UniqueConstraint("job_id", "attempt", name="uq_outbound_messages_job_attempt"),
+)
+# A tenant's messages, newest first (GET /v1/outbound-messages with a tenant's key).
+sa.Index(
+    "ix_outbound_messages_tenant_created",
+    outbound_messages.c.tenant,
+    outbound_messages.c.created_at.desc(),
 )
 sa.Index("ix_outbound_messages_to_hash", outbound_messages.c.to_hash, outbound_messages.c.created_at.desc())
 # Delivery-status webhooks find the message by the provider's id.
@@ -49,9 +57,11 @@ sa.Index("ix_outbound_messages_created", outbound_messages.c.created_at)
 
 # Recipients who asked not to be messaged (by API or by writing STOP). The number is found by its
 # keyed hash and kept sealed (core/platform/crypto.py); Postgres never sees it in clear.
+# Each tenant has its own: a recipient who wrote STOP to shop-a's number may still hear from shop-b.
 opt_outs = sa.Table(
     "opt_outs",
     metadata,
+    sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
     sa.Column("channel", sa.Text, primary_key=True),
     sa.Column("address_hash", sa.Text, primary_key=True),
     sa.Column("address_sealed", sa.Text, nullable=False),
@@ -64,3 +74,25 @@ opt_outs = sa.Table(
 )
 # The distinct key ids of the opt-outs, read by a loose index scan (one probe per key id).
 sa.Index("ix_opt_outs_address_key_id", opt_outs.c.address_key_id)
+
+# A tenant's own WhatsApp number (core/messaging/numbers.py): sends of its jobs go out through it,
+# and the webhook finds the tenant by it. The secrets are sealed (core/platform/crypto.py), each bound
+# to its field and its tenant; none is ever shown again.
+tenant_whatsapp = sa.Table(
+    "tenant_whatsapp",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    # Meta's id of the business phone number: the path of every send, and metadata.phone_number_id
+    # of every webhook for it. One tenant's only.
+    sa.Column("phone_number_id", sa.Text, nullable=False),
+    sa.Column("token_sealed", sa.Text, nullable=False),
+    sa.Column("app_secret_sealed", sa.Text, nullable=False),
+    sa.Column("verify_token_sealed", sa.Text),
+    # The data key the secrets are sealed under: a rotation finds what it has still to move.
+    sa.Column("key_id", sa.Text, nullable=False),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    timestamp_column("updated_at", nullable=False, default_now=True),
+    # The API key that last set it.
+    sa.Column("updated_by", UUID(as_uuid=True)),
+    sa.UniqueConstraint("phone_number_id", name="uq_tenant_whatsapp_phone_number_id"),
+)

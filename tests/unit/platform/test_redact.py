@@ -4,11 +4,12 @@ log lines, and errors shown to readers without secrets or SQL values but with th
 from __future__ import annotations
 
 import json
+import uuid
 
 import sqlalchemy.exc
 
 from core.engine.retry import error_record
-from core.platform.redact import REDACTED, Redactor, provider_secrets, redacted_error
+from core.platform.redact import REDACTED, Redactor, learn_secrets, provider_secrets, redacted_error
 from core.platform.settings import Settings
 from tests.services import TEST_DATA_KEY
 
@@ -77,3 +78,21 @@ def test_errors_shown_to_readers_lose_secrets_and_sql_values_but_keep_their_code
     # The shape of the message stays: what failed, just not with what.
     shown = redacted_error(error_record(errors[0]), redactor)
     assert "duplicate key value violates unique constraint" in shown["message"]
+
+
+def test_secrets_learnt_after_start_are_redacted_by_every_redactor() -> None:
+    redactor = Redactor(provider_secrets(Settings()))  # built before the secret is known
+    token = "tenant-token-" + uuid.uuid4().hex
+    assert token in redactor.text(f"sending with {token}")
+    learn_secrets(token, None, "short")  # None and too-short values are ignored, not matched everywhere
+    assert redactor.text(f"sending with {token}") == f"sending with {REDACTED}"
+    assert Redactor().text(f"x{token}y") == f"x{REDACTED}y"
+    assert redactor.text("a short word") == "a short word"
+    # The API's fields for them are dropped by name, whatever they hold.
+    event = {"access_token": "x", "app_secret": "y", "verify_token": "z", "phone_number_id": "1065"}
+    assert redactor(None, "info", event) == {
+        "access_token": REDACTED,
+        "app_secret": REDACTED,
+        "verify_token": REDACTED,
+        "phone_number_id": "1065",
+    }

@@ -1,0 +1,87 @@
+"""A data key rotation and tenants: opt-outs of one number by several tenants stay one row per tenant
+(only a tenant's own twice-recorded row is merged), and the sealed secrets of tenants' own WhatsApp
+numbers are re-sealed, each still bound to its field and tenant."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from core.datakeys.reseal import pending_counts
+from core.datakeys.rotation import rotate
+from core.errors import SealedValueError
+from core.messaging.numbers import SEALED, sealing_context, set_number, tenant_number
+from core.messaging.optouts import OPT_OUT_CONTEXT, is_opted_out
+from core.platform.crypto import DataCipher, data_cipher, generate_data_key, use_data_key
+from core.platform.db import transaction
+from core.platform.settings import Settings
+from core.platform.tables import opt_outs, tenant_whatsapp
+from tests.services import TEST_DATA_KEY
+
+NUMBER = "+447700900555"
+
+
+def _opt_out(cipher: DataCipher, tenant: str) -> dict[str, str]:
+    return {
+        "tenant": tenant,
+        "channel": "whatsapp",
+        "address_hash": cipher.lookup_hash(NUMBER),
+        "address_sealed": cipher.seal(NUMBER, OPT_OUT_CONTEXT),
+        "address_key_id": cipher.key_id,
+        "source": "webhook",
+    }
+
+
+def test_a_rotation_moves_each_tenants_opt_outs_and_number_secrets(settings: Settings) -> None:
+    old, new_key = DataCipher(TEST_DATA_KEY), generate_data_key()
+    new = DataCipher(new_key)
+    # Under the old key: shop-a's number, and the same recipient opted out of three tenants' messages;
+    # shop-a's recorded again under the new key (a STOP that reached a process holding only it).
+    with transaction(settings) as conn:
+        for tenant, pid in (("shop-a", "300000000000001"), ("shop-b", "300000000000002")):
+            set_number(
+                conn,
+                tenant,
+                phone_number_id=pid,
+                token=f"{tenant}-token-123456",
+                app_secret=f"{tenant}-secret-123456",
+                verify_token=None if tenant == "shop-b" else f"{tenant}-verify-123",
+                by=None,
+                farm_phone_number_id=None,
+            )
+        conn.execute(sa.insert(opt_outs), [_opt_out(old, t) for t in ("default", "shop-a", "shop-b")])
+        conn.execute(sa.insert(opt_outs), [_opt_out(new, "shop-a")])
+
+    rotated = settings.replace(data_key=new_key, data_keys_old=(TEST_DATA_KEY,))
+    ring = use_data_key(rotated)
+    report = rotate(rotated, ring, actor="cli:test", reason="yearly")
+    assert report.remaining == 0 and report.merged_opt_outs == 1
+    assert report.moved["tenant_whatsapp"] == 2
+
+    use_data_key(rotated.replace(data_keys_old=()))  # the old key is gone
+    with transaction(rotated) as conn:
+        assert sum(pending_counts(conn, data_cipher()).values()) == 0
+        rows = conn.execute(sa.select(opt_outs).order_by(opt_outs.c.tenant)).all()
+        assert [r.tenant for r in rows] == ["default", "shop-a", "shop-b"]
+        assert {r.address_key_id for r in rows} == {new.key_id}
+        for tenant in ("shop-a", "shop-b"):
+            assert is_opted_out(conn, NUMBER, tenants=(tenant,))
+        assert not is_opted_out(conn, NUMBER, tenants=("shop-c",))
+
+        numbers = conn.execute(sa.select(tenant_whatsapp).order_by(tenant_whatsapp.c.tenant)).all()
+        assert {r.key_id for r in numbers} == {new.key_id}
+        for row in numbers:
+            for column in SEALED:
+                sealed = row._mapping[column]
+                assert sealed is None or sealed.startswith(f"jy2:{new.key_id}:")
+        a = tenant_number(conn, "shop-a")
+        b = tenant_number(conn, "shop-b")
+    assert a is not None and (a.token, a.app_secret, a.verify_token) == (
+        "shop-a-token-123456",
+        "shop-a-secret-123456",
+        "shop-a-verify-123",
+    )
+    assert b is not None and (b.token, b.verify_token) == ("shop-b-token-123456", None)
+    # Still bound to its tenant: shop-a's sealed token does not open as shop-b's.
+    with pytest.raises(SealedValueError, match="does not open"):
+        data_cipher().open(numbers[0].token_sealed, sealing_context("token_sealed", "shop-b"))
