@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -329,6 +330,11 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     measured = measure(bench, args, sides)
     empty, on_history = measured["empty"], measured["history"]
     ratios = compare(empty, on_history)
+    # Kept before the prune, which runs for minutes more: a failure there must not lose them.
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "growth-measured.json").write_text(
+        json.dumps({"measured": measured, "ratios": ratios}, default=str)
+    )
 
     print("      growth: pruning the older half of it under load", flush=True)
     pruned = pruning.prune_under_load(bench, args, today)
