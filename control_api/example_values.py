@@ -35,6 +35,7 @@ JOB: dict[str, Any] = {
     "tenant": "shop-a",
     "created_by": KEY_ID,
     "cancelled_by": None,
+    "priority": 5,
 }
 QUEUED_JOB = JOB | {
     "status": "queued",
@@ -95,6 +96,7 @@ SCHEDULE: dict[str, Any] = {
     "disabled_code": None,
     "disabled_reason": None,
     "disabled_at": None,
+    "priority": 5,
 }
 OPT_OUT = {
     "channel": "whatsapp",

@@ -60,7 +60,12 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         request={
             "jobs": [
                 {"type": "unread_count", "payload": UNREAD_PAYLOAD},
-                {"type": "scrape", "payload": {"url": "https://shop.example.com/p/42"}, "delay_seconds": 60},
+                {
+                    "type": "scrape",
+                    "payload": {"url": "https://shop.example.com/p/42"},
+                    "delay_seconds": 60,
+                    "priority": 8,
+                },
             ]
         },
         response={"items": [QUEUED_JOB]},
