@@ -71,7 +71,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--fairness-b-jobs", type=int, default=150, help="tenant B's jobs alone (one per 100 ms)"
     )
-    parser.add_argument("--fairness-rounds", type=int, default=3, help="rounds of the three phases, in turns")
+    parser.add_argument("--fairness-rounds", type=int, default=5, help="rounds of the three phases, in turns")
     parser.add_argument(
         "--fairness-baseline",
         action=argparse.BooleanOptionalAction,

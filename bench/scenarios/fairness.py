@@ -14,7 +14,8 @@ round, in turns, so the machine's drift falls on all of them:
   90 % of A's jobs acknowledged, as the drain scenario takes it: A's waiting messages (its lanes) plus
   those fetched and not yet acknowledged (the ack sets), every 10 ms.
 - **Together**: A's 50,000 published at once while B goes on sending one every 100 ms; B's figures
-  are taken over its jobs sent while A's backlog was there.
+  are taken over its jobs sent while A's backlog was there. A alone and together swap places every
+  other round.
 
 Goals (issue 19): B's p99 together <= 3x its p99 alone, and A's rate together >= 0.8x its rate
 alone, each side the median of its rounds. Once, after the rounds, B's jobs are sent with a key of
@@ -281,11 +282,14 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     for i in range(args.fairness_rounds):
         print(f"      round {i + 1}/{args.fairness_rounds}", flush=True)
         r: dict[str, Any] = {}
-        for phase, measure in (
+        phases = [
             ("b_alone", lambda: b_alone(bench, base, key_b, count)),
             ("a_alone", lambda: a_alone(bench, n)),
             ("together", lambda: together(bench, base, key_b, n)),
-        ):
+        ]
+        if i % 2:  # A alone and together swap places every other round: neither always goes first
+            phases[1], phases[2] = phases[2], phases[1]
+        for phase, measure in phases:
             r[phase] = measure()
             _idle(bench)
             _truncate(bench)

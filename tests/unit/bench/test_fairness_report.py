@@ -66,4 +66,4 @@ def test_fairness_runs_only_when_named_with_its_defaults(tmp_path: Path) -> None
     assert "fairness" not in parse([]).only
     args: argparse.Namespace = parse(["--only", "fairness", "--out", str(tmp_path)])
     assert args.only == ["fairness"]
-    assert (args.fairness_jobs, args.fairness_rounds, args.fairness_baseline) == (50_000, 3, True)
+    assert (args.fairness_jobs, args.fairness_rounds, args.fairness_baseline) == (50_000, 5, True)
