@@ -124,3 +124,19 @@ OUTBOUND: dict[str, Any] = {
     "read_at": None,
 }
 DEAD_FILTER = {"error_code": "provider_unavailable", "since": "2026-11-20T00:00:00Z"}
+
+TENANT_LIMITS: dict[str, Any] = {
+    "tenant": "shop-a",
+    "max_queued": 200_000,
+    "max_running_per_queue": 0,
+    "rate_limit_per_s": 0.0,
+    "weight": 2,
+    "overrides": {
+        "max_queued": 200_000,
+        "max_running_per_queue": None,
+        "rate_limit_per_s": None,
+        "weight": 2,
+    },
+    "updated_at": AT,
+    "updated_by": KEY_ID,
+}

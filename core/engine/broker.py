@@ -88,11 +88,14 @@ class JobyardRedisBroker(RedisBroker):
     at the queue again, which bounds the wait for a message pushed without a wake token.
     """
 
-    def __init__(self, *, idle_poll_ms: int, batch_max: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *, idle_poll_ms: int, batch_max: int = 1, max_running: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.idle_poll_ms = idle_poll_ms
         self.batch_max = batch_max
+        #: The farm's running cap per tenant and queue (JOBYARD_TENANT_MAX_RUNNING_PER_QUEUE).
+        self.max_running = max_running
         self.fetch_script = self.client.register_script(lanes.FETCH_SCRIPT)
+        self.ack_script = self.client.register_script(lanes.ACK_SCRIPT)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         # Only a queue whose actors have batch handlers is batched (never a delay queue, `<q>.DQ`,
@@ -124,7 +127,25 @@ class JobyardRedisBroker(RedisBroker):
             room,
             room if cap is None else cap,
             held or {},
+            (self.max_running, self.heartbeat_timeout),
         )
+
+    def ack(self, queue_name: str, pairs: list[tuple[str, str]]) -> None:
+        """Acknowledge the (redis id, tenant) pairs this broker's consumer holds (lua/ack.lua)."""
+        args = [queue_name, self.broker_id, *(x for pair in pairs for x in pair)]
+        self.ack_script(keys=[self.namespace], args=args)
+
+    def release(self, queue_name: str, pairs: list[tuple[str, str]]) -> None:
+        """Drop the (redis id, tenant) pairs from their tenants' running hashes (a nack, a requeue)."""
+        pipe = self.client.pipeline(transaction=False)
+        for redis_id, tenant in pairs:
+            pipe.hdel(lanes.running_key(self.namespace, queue_name, tenant), redis_id)
+        pipe.execute()
+
+    def beat(self) -> None:
+        """The heartbeat a fetch gives, for a consumer that has no room to fetch: Dramatiq's
+        maintenance and the running caps take a consumer silent this long for a dead one."""
+        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: int(time.time() * 1000)})
 
     def maintain(self, queue_name: str) -> None:
         """Dramatiq's maintenance of a queue, as its own fetch runs it now and then: the messages of
@@ -150,6 +171,7 @@ def build_broker(
         middleware=list(middleware),
         idle_poll_ms=settings.worker_idle_poll_ms,
         batch_max=settings.worker_batch_max,
+        max_running=settings.tenant_max_running_per_queue,
     )
 
 

@@ -36,6 +36,7 @@ from dramatiq.brokers.redis import MAINTENANCE_SCALE, _RedisConsumer
 from dramatiq.errors import ConnectionClosed
 
 from core.engine.lanes import tenant_of
+from core.platform.tenants import DEFAULT_TENANT
 
 #: Tokens kept on a wake list: enough to wake every consumer of a queue, bounded so a burst of
 #: publishes with no consumer listening leaves no pile behind.
@@ -90,8 +91,6 @@ class JobyardConsumer(_RedisConsumer):
         ns = broker.namespace
         self.wake_key = wake_key(ns, queue_name)
         self.own_wake_key = f"{self.wake_key}.{broker.broker_id}"
-        self.acks_key = f"{ns}:__acks__.{broker.broker_id}.{queue_name}"
-        self.msgs_key = f"{ns}:{queue_name}.msgs"
 
     @property
     def outstanding_message_count(self) -> int:
@@ -130,41 +129,35 @@ class JobyardConsumer(_RedisConsumer):
             pipe.execute()
 
     def ack(self, message: MessageProxy) -> None:
-        self._settle(message, _RedisConsumer.ack, self._ack_many)
+        self._settle(message, self._ack)
 
     def nack(self, message: MessageProxy) -> None:
-        self._settle(message, _RedisConsumer.nack, self._nack_many)
+        self._settle(message, self._nack)
 
-    def _settle(
-        self,
-        message: MessageProxy,
-        one: Callable[[_RedisConsumer, MessageProxy], None],
-        many: Callable[[list[str]], None],
-    ) -> None:
+    def _settle(self, message: MessageProxy, settle: Callable[[list[tuple[str, str]]], None]) -> None:
+        """Ack or nack a message (a batch: every job of it), then free its room."""
         pairs = message.options.get(BATCH_OPTION)
         ids = [message.options["redis_message_id"]] if pairs is None else [r for _, r in pairs]
         try:
-            if pairs is None:
-                one(self, message)
-            else:
-                many(ids)
+            settle(self._with_tenants(ids))
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         finally:
             self.queued_message_ids.discard(message.message_id)
             self._release(ids)
 
-    def _ack_many(self, ids: list[str]) -> None:
-        # Dramatiq's ack, for many at once: drop from this consumer's ack set, then the messages, in
-        # one MULTI/EXEC so no one sees a message in neither (the sweeper would count it orphaned).
-        pipe = self.broker.client.pipeline(transaction=True)
-        pipe.srem(self.acks_key, *ids)
-        pipe.hdel(self.msgs_key, *ids)
-        pipe.execute()
+    def _with_tenants(self, ids: list[str]) -> list[tuple[str, str]]:
+        with self.freed:
+            return [(i, self.tenants.get(i, DEFAULT_TENANT)) for i in ids]
 
-    def _nack_many(self, ids: list[str]) -> None:
-        for redis_id in ids:
-            self.broker.do_nack(self.queue_name, redis_id)
+    def _ack(self, pairs: list[tuple[str, str]]) -> None:
+        # Dramatiq's ack, for one or many at once, which also frees the tenants' running room.
+        self.broker.ack(self.queue_name, pairs)
+
+    def _nack(self, pairs: list[tuple[str, str]]) -> None:
+        for redis_id, _ in pairs:
+            self.broker.do_nack(self.queue_name, redis_id)  # to Dramatiq's dead-letter set, as before
+        self.broker.release(self.queue_name, pairs)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         ids: list[str] = []
@@ -174,6 +167,7 @@ class JobyardConsumer(_RedisConsumer):
         if ids:
             # Back on Dramatiq's list, which the next fetch takes first (core/engine/lanes.py).
             self.broker.do_requeue(self.queue_name, *ids)
+            self.broker.release(self.queue_name, self._with_tenants(ids))
             self._release(ids)
 
     def _fetch(self, room: int) -> list[bytes]:
@@ -193,7 +187,10 @@ class JobyardConsumer(_RedisConsumer):
                 if room <= 0:
                     # Every prefetched message is being worked on: wait for an ack, not a fixed sleep.
                     with self.freed:
-                        self.freed.wait(self.timeout / 1000)
+                        freed = self.freed.wait(self.timeout / 1000)
+                    if not freed:
+                        # Long jobs: beat as a fetch would, or this consumer would look dead.
+                        self.broker.beat()
                     return None
                 try:
                     self.message_cache = self._fetch(room)

@@ -11,7 +11,12 @@ queue ``q`` of namespace ``ns`` keeps, in Redis:
     ns:q.clock                 string                    the queue's virtual clock (below)
     ns:q                       list of ids               Dramatiq's: messages given back, first out
     ns:__acks__.<broker>.q     set of ids                Dramatiq's: fetched by a consumer, not acked
-    ns:tenant-weights          hash, tenant -> weight    optional; 1 when absent
+    ns:q.running.<tenant>      hash, id -> broker id     held by a consumer, for a tenant with a
+                                                         running cap (acks remove them)
+    ns:tenant-weights          hash, tenant -> weight    a tenant's own limits, mirrored from
+    ns:tenant-max-running      hash, tenant -> jobs      Postgres (core/access/quotas.py); absent:
+    ns:tenant-max-queued       hash, tenant -> jobs      the farm's setting (weight 1)
+    ns:tenant-rate             hash, tenant -> per s
 
 Publishing (core/engine/broker.py) writes the message to the hash, its id to its lane and the
 tenant into ``ns:q.tenants``, in one MULTI/EXEC. Workers fetch with one script (lua/fetch.lua),
@@ -36,7 +41,9 @@ check, which also puts back into the ring a tenant whose lane lost its place the
 
 The script gives each consumer a cap per tenant (core/engine/consumer.py): a worker is never filled
 with one tenant's messages, so another tenant's job published now is fetched now, not after the
-worker's local backlog.
+worker's local backlog. A tenant with a running cap (JOBYARD_TENANT_MAX_RUNNING_PER_QUEUE, or its
+own) gets nothing more once the messages live consumers hold of it reach the cap; a consumer whose
+heartbeat stopped holds nothing any more.
 """
 
 from __future__ import annotations
@@ -60,10 +67,13 @@ DEFAULT_PRIORITY = 5
 PRIORITIES = range(MIN_PRIORITY, MAX_PRIORITY + 1)
 #: Option of a published message: its tenant, read back by the consumer to count what it holds.
 TENANT_OPTION = "jobyard_tenant"
+#: The hashes of the tenants' own limits (tenant -> value), as ``tenant_limits_key`` names them.
+WEIGHTS, MAX_RUNNING, MAX_QUEUED, RATE = "weights", "max-running", "max-queued", "rate"
 #: Ids per LRANGE when a lane is read whole: Redis stays responsive between steps.
 _CHUNK = 10_000
 
 FETCH_SCRIPT = (files("core.engine") / "lua" / "fetch.lua").read_text(encoding="utf-8")
+ACK_SCRIPT = (files("core.engine") / "lua" / "ack.lua").read_text(encoding="utf-8")
 
 #: A Lua function for the scripts that count waiting messages (core/engine/locate.py too): those in
 #: Dramatiq's list and in every lane of the tenants in the ring.
@@ -78,6 +88,23 @@ local function waiting(ns, queue)
     end
     return n
 end
+"""
+
+#: KEYS[1]: the namespace; ARGV: a tenant, the farm's cap on queued jobs, then queues. Returns the
+#: tenant's cap (its own, or the farm's) and, unless it is 0 (no cap), its messages waiting in those
+#: queues' lanes.
+TENANT_WAITING_LUA = f"""
+local ns, tenant = KEYS[1], ARGV[1]
+local cap = tonumber(redis.call("hget", ns .. ":tenant-{MAX_QUEUED}", tenant) or ARGV[2]) or 0
+local n = 0
+if cap > 0 then
+    for i = 3, #ARGV do
+        for p = {MIN_PRIORITY}, {MAX_PRIORITY} do
+            n = n + redis.call("llen", ns .. ":" .. ARGV[i] .. ".lane." .. tenant .. "." .. p)
+        end
+    end
+end
+return {{cap, n}}
 """
 
 #: KEYS[1]: the namespace; ARGV: queues. Returns each one's waiting messages.
@@ -100,8 +127,17 @@ def ring_key(namespace: str, queue: str) -> str:
     return f"{namespace}:{queue}.tenants"
 
 
+def tenant_limits_key(namespace: str, name: str) -> str:
+    return f"{namespace}:tenant-{name}"
+
+
 def weights_key(namespace: str) -> str:
-    return f"{namespace}:tenant-weights"
+    return tenant_limits_key(namespace, WEIGHTS)
+
+
+def running_key(namespace: str, queue: str, tenant: str) -> str:
+    """The hash of the messages of ``tenant`` that consumers hold, for its running cap."""
+    return f"{namespace}:{queue}.running.{tenant}"
 
 
 def lane_commands(
@@ -176,11 +212,13 @@ def fetch(
     room: int,
     cap: int,
     held: Mapping[str, int],
+    running: tuple[int, int] = (0, 60_000),
 ) -> list[bytes]:
     """Up to ``room`` messages of ``queue`` for the consumer ``broker_id``, which holds ``held``
-    messages of each tenant already and may hold ``cap`` of one tenant. ``script`` is FETCH_SCRIPT
-    registered on the client to use (see lua/fetch.lua)."""
-    args: list[Any] = [queue, broker_id, now_ms, room, cap]
+    messages of each tenant already and may hold ``cap`` of one tenant. ``running``: the farm's
+    running cap per tenant (0: none) and the heartbeat timeout (ms) past which a consumer holds
+    nothing. ``script`` is FETCH_SCRIPT registered on the client to use (see lua/fetch.lua)."""
+    args: list[Any] = [queue, broker_id, now_ms, room, cap, *running]
     for tenant, n in held.items():
         if n > 0:
             args += [tenant, n]

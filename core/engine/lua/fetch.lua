@@ -3,12 +3,15 @@
 -- The layout and the reasons are in core/engine/lanes.py.
 --
 -- KEYS[1]: the namespace.
--- ARGV: queue, broker id, now (ms), room, cap, then (tenant, held) pairs: how many messages of
--- each tenant the consumer holds already. A tenant holding `cap` gets nothing more from this call.
+-- ARGV: queue, broker id, now (ms), room, cap, the farm's running cap per tenant (0: none), the
+-- heartbeat timeout (ms), then (tenant, held) pairs: how many messages of each tenant the consumer
+-- holds already. A tenant holding `cap` gets nothing more from this call, nor one whose messages
+-- held by live consumers reach its running cap.
 -- Returns the messages (Dramatiq's encoding), each id put in the consumer's ack set.
 local ns = KEYS[1]
-local queue, broker, now = ARGV[1], ARGV[2], ARGV[3]
+local queue, broker, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local room, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
+local default_running, heartbeat_timeout = tonumber(ARGV[6]), tonumber(ARGV[7])
 local base = ns .. ":" .. queue
 local msgs = base .. ".msgs"
 local acks = ns .. ":__acks__." .. broker .. "." .. queue
@@ -19,15 +22,19 @@ local clock_key = base .. ".clock"
 redis.call("zadd", ns .. ":__heartbeats__", now, broker)
 
 local out = {}
+-- Puts the messages of ``ids`` in ``out`` and their ids in the ack set; returns the ids taken.
 local function take(ids)
+    local taken = {}
     for _, id in ipairs(ids) do
         -- An id whose message is gone (removed as an orphan, its job published again) is dropped.
         local data = redis.call("hget", msgs, id)
         if data then
             redis.call("sadd", acks, id)
             out[#out + 1] = data
+            taken[#taken + 1] = id
         end
     end
+    return taken
 end
 
 -- Dramatiq's list: messages given back by a consumer (shutdown, or a dead one's), and any published
@@ -39,16 +46,46 @@ if room > 0 then
     end
 end
 
-local left, blocked = {}, 0
-for i = 6, #ARGV, 2 do
-    local allowed = cap - tonumber(ARGV[i + 1])
-    left[ARGV[i]] = allowed
-    if allowed <= 0 then
-        blocked = blocked + 1
-    end
+local left = {}
+for i = 8, #ARGV, 2 do
+    left[ARGV[i]] = cap - tonumber(ARGV[i + 1])
 end
+
+-- A tenant's running cap: its messages held by live consumers (a hash per queue and tenant, id ->
+-- the broker holding it; acks remove them) count against it. A consumer whose heartbeat stopped
+-- holds nothing any more: its entries go.
+local alive, leases = {}, {}
+local function running_room(tenant)
+    local limit = tonumber(redis.call("hget", ns .. ":tenant-max-running", tenant) or default_running) or 0
+    if limit <= 0 then
+        return room
+    end
+    local key = base .. ".running." .. tenant
+    leases[tenant] = key
+    local entries = redis.call("hgetall", key)
+    local live = 0
+    for i = 1, #entries, 2 do
+        local holder = entries[i + 1]
+        if alive[holder] == nil then
+            local beat = redis.call("zscore", ns .. ":__heartbeats__", holder)
+            alive[holder] = beat ~= false and tonumber(beat) >= now - heartbeat_timeout
+        end
+        if alive[holder] then
+            live = live + 1
+        else
+            redis.call("hdel", key, entries[i])
+        end
+    end
+    return math.max(limit - live, 0)
+end
+
+local checked = {}
 local function allowance(tenant)
-    return left[tenant] or cap
+    if not checked[tenant] then
+        checked[tenant] = true
+        left[tenant] = math.min(left[tenant] or cap, running_room(tenant))
+    end
+    return left[tenant]
 end
 
 local weights = {}
@@ -80,22 +117,32 @@ end
 -- last message taken; a tenant that joins (published with score 0) starts at the clock, so it goes
 -- next but banks no credit for the time it had nothing queued.
 local clock = tonumber(redis.call("get", clock_key) or "0")
-local moved = false
-while #out < room do
-    -- The two lowest scores among tenants this consumer may still take from.
-    local head = redis.call("zrange", ring, 0, blocked + 1, "WITHSCORES")
-    local tenant, score, next_score = nil, nil, nil
-    for i = 1, #head, 2 do
-        if allowance(head[i]) > 0 then
-            local s = math.max(tonumber(head[i + 1]), clock)
-            if tenant == nil then
+
+-- The two lowest scores among the tenants this consumer may still take from, read a page at a time.
+local function pick()
+    local tenant, score = nil, nil
+    local start = 0
+    while true do
+        local head = redis.call("zrange", ring, start, start + 15, "WITHSCORES")
+        for i = 1, #head, 2 do
+            if allowance(head[i]) > 0 then
+                local s = math.max(tonumber(head[i + 1]), clock)
+                if tenant ~= nil then
+                    return tenant, score, s
+                end
                 tenant, score = head[i], s
-            else
-                next_score = s
-                break
             end
         end
+        if #head < 32 then
+            return tenant, score, nil
+        end
+        start = start + 16
     end
+end
+
+local moved = false
+while #out < room do
+    local tenant, score, next_score = pick()
     if tenant == nil then
         break
     end
@@ -112,10 +159,12 @@ while #out < room do
             n = math.min(n, math.max(1, math.ceil((next_score - score) * w - 1e-9)))
         end
         local ids = redis.call("lpop", lane, n) or {}
-        take(ids)
+        local taken = take(ids)
         left[tenant] = allowance(tenant) - #ids
-        if left[tenant] <= 0 then
-            blocked = blocked + 1
+        if leases[tenant] then
+            for _, id in ipairs(taken) do
+                redis.call("hset", leases[tenant], id, broker)
+            end
         end
         -- The clock is the start of the last message taken: one that joins now competes from there.
         local last = score + (#ids - 1) / w
