@@ -20,8 +20,8 @@ round, in turns, so the machine's drift falls on all of them:
 Goals (issue 19): B's p99 together <= 3x its p99 alone, and A's rate together >= 0.8x its rate
 alone, each side the median of its rounds. Once, after the rounds, B's jobs are sent with a key of
 tenant A instead (the same farm without the turns between tenants: B's jobs queue behind A's
-backlog), to show what the turns are worth. Between phases the job tables are emptied and the farm
-left idle; its processes keep running.
+backlog), to show what the turns are worth. Between phases the farm finishes every job, the job
+tables are emptied and Postgres checkpoints; the farm's processes keep running.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from bench.harness import Bench, percentile, wait_until
+from bench.scenarios import history
 from core.access.keys import create_key
 from core.engine.broker import build_broker, publish_commands
 from core.engine.jobs import NewJob, insert_jobs, publication
@@ -141,9 +142,12 @@ def _b_latencies(bench: Bench, sent: list[tuple[str, float]], since: float, unti
 
 
 def _truncate(bench: Bench) -> None:
-    """Empty the job tables (not ``workers``: the farm keeps running) once the farm is idle."""
+    """Empty the job tables (not ``workers``: the farm keeps running) once the farm is idle, and
+    write what the last phase left in Postgres's buffers: the next phase must not pay for a
+    checkpoint of 50,000 jobs' writes (as the growth scenario does after its fill)."""
     with transaction(bench.settings) as conn:
         conn.execute(sa.text("TRUNCATE jobs, job_attempts, job_history, unread_counters, chats CASCADE"))
+    history.checkpoint(bench)
 
 
 def _idle(bench: Bench) -> None:
