@@ -8,6 +8,9 @@
         days, written as the farm keeps them in jobs and job_history, the ratios, then the older
         half's days dropped by pruning under a steady enqueue load, and the tables' sizes; see
         docs/performance.md#growth)
+    python -m bench --only fairness --out /tmp/fair
+        (not in the default run: tenant B's latency and tenant A's drain of 50,000 jobs, alone and
+        together, in rounds; see docs/performance.md#fair-share)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
@@ -29,7 +32,7 @@ from bench.harness import Bench
 #: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -61,6 +64,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--growth-prune-batch", type=int, default=500, help="JOBYARD_PRUNE_BATCH of the prune (its default)"
+    )
+    parser.add_argument(
+        "--fairness-jobs", type=int, default=50_000, help="tenant A's jobs, published at once"
+    )
+    parser.add_argument(
+        "--fairness-b-jobs", type=int, default=150, help="tenant B's jobs alone (one per 100 ms)"
+    )
+    parser.add_argument("--fairness-rounds", type=int, default=5, help="rounds of the three phases, in turns")
+    parser.add_argument(
+        "--fairness-baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="once more, B's jobs in A's tenant: the farm without turns between tenants",
     )
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")

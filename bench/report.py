@@ -54,6 +54,18 @@ GOALS += tuple(
     (f"growth: {label}", lambda r, key=key: r["growth"]["verdicts"][key], "growth")
     for label, key in GROWTH_GOALS
 )
+GOALS += (
+    (
+        "fairness: B's enqueue -> start p99 beside A's backlog <= 3x alone",
+        lambda r: r["fairness"]["goal_b_p99_within_3x"],
+        "fairness",
+    ),
+    (
+        "fairness: A's drain beside B >= 0.8x alone",
+        lambda r: r["fairness"]["goal_a_rate_at_least_0_8x"],
+        "fairness",
+    ),
+)
 
 
 def _machine() -> dict[str, Any]:
@@ -159,6 +171,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             )
     if "growth" in results:
         lines += ["", *growth_markdown(results["growth"])]
+    if "fairness" in results:
+        from bench.scenarios import fairness
+
+        lines += ["", *fairness.markdown(results["fairness"])]
     lines += ["", "| goal | met |", "| --- | --- |"]
     for label, check, scenario in GOALS:
         met = "not run" if scenario not in results else ("yes" if check(results) else "**no**")

@@ -37,6 +37,7 @@ from dramatiq.brokers.redis import RedisBroker
 from core.engine.broker import JobyardRedisBroker, Publication, publish, publish_commands
 from core.engine.dispatch import republish_lost
 from core.engine.jobs import JobStatus, utcnow
+from core.engine.lanes import waiting_ids
 from core.engine.recovery import live_broker_ids, register_worker
 from core.launch.embedded import EmbeddedPostgres, EmbeddedRedis
 from core.platform.db import get_engine, transaction
@@ -77,7 +78,8 @@ def _locate_before_15(broker: RedisBroker, pubs: Sequence[Publication]) -> list[
     queues = {pub.queue for pub, ok in zip(pubs, present, strict=True) if ok}
     waiting: set[bytes] = set()
     for queue in queues:
-        waiting.update(cast(list[bytes], broker.client.lrange(f"{ns}:{queue}", 0, -1)))
+        # Its LRANGE of the queue's list, over the lanes the list became (core/engine/lanes.py).
+        waiting.update(waiting_ids(broker.client, ns, queue))
     fetched = [i for i, pub in enumerate(pubs) if present[i] and pub.message_id.encode() not in waiting]
     if not fetched:
         return where
@@ -213,7 +215,7 @@ def _fill(settings: Settings, client: redis.Redis, queued: int, consumers: int, 
     for c in range(consumers):
         holder = JobyardRedisBroker(client=client, namespace=ns, middleware=[], idle_poll_ms=1000)
         holder.broker_id = f"bench-consumer-{c}-{uuid.uuid4().hex[:6]}"
-        holder.do_fetch(QUEUE, held)  # as a consumer's fetch: from the list into its ack set
+        holder.fetch(QUEUE, held)  # as a consumer's fetch: from its lane into its ack set
         register_worker(settings, f"bench-worker-{c}", [QUEUE], holder.broker_id)
 
 

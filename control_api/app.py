@@ -26,10 +26,12 @@ from control_api.messaging import OptOutsController, OutboundMessagesController
 from control_api.metrics import PROMETHEUS, metrics
 from control_api.openapi import declare_common_responses, openapi_config
 from control_api.queues import QueuesController
-from control_api.ratelimit import KeyRateLimiter, RateLimitMiddleware
+from control_api.quotas import QueueCap
+from control_api.ratelimit import KeyRateLimiter, RateLimitMiddleware, TenantRateLimiter
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
 from control_api.scrapes import ScrapesController
+from control_api.tenant_limits import TenantsController
 from control_api.tenants import TenantWhatsAppController
 from control_api.webhooks import WhatsAppWebhookController
 from core.access.keys import KeyCache, UsageClock
@@ -76,6 +78,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         # A slow Redis must not hold every request: past this the limiter lets the request through.
         limiter_redis = async_redis_client(settings, socket_timeout=0.5)
         app.state.rate_limiter = KeyRateLimiter(limiter_redis, settings)
+        # A tenant's quotas (core/access/quotas.py): all its keys' requests, its jobs waiting.
+        app.state.tenant_rate_limiter = TenantRateLimiter(limiter_redis, settings)
+        app.state.queue_cap = QueueCap(limiter_redis, settings)
         app.state.address_limiter = AddressLimiter(limiter_redis, settings)
         try:
             yield
@@ -92,6 +97,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         route_handlers=[
             JobsController,
             KeysController,
+            TenantsController,
             ChatsController,
             CollectionsController,
             ScrapesController,

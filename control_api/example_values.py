@@ -35,6 +35,7 @@ JOB: dict[str, Any] = {
     "tenant": "shop-a",
     "created_by": KEY_ID,
     "cancelled_by": None,
+    "priority": 5,
 }
 QUEUED_JOB = JOB | {
     "status": "queued",
@@ -95,6 +96,7 @@ SCHEDULE: dict[str, Any] = {
     "disabled_code": None,
     "disabled_reason": None,
     "disabled_at": None,
+    "priority": 5,
 }
 OPT_OUT = {
     "tenant": "shop-a",
@@ -137,3 +139,19 @@ TENANT_WHATSAPP: dict[str, Any] = {
     "updated_by": KEY_ID,
 }
 DEAD_FILTER = {"error_code": "provider_unavailable", "since": "2026-11-20T00:00:00Z"}
+
+TENANT_LIMITS: dict[str, Any] = {
+    "tenant": "shop-a",
+    "max_queued": 200_000,
+    "max_running_per_queue": 0,
+    "rate_limit_per_s": 0.0,
+    "weight": 2,
+    "overrides": {
+        "max_queued": 200_000,
+        "max_running_per_queue": None,
+        "rate_limit_per_s": None,
+        "weight": 2,
+    },
+    "updated_at": AT,
+    "updated_by": KEY_ID,
+}

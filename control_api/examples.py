@@ -30,6 +30,7 @@ from control_api.example_values import (
     SCHEDULE_ID,
     SCHEDULED_JOB,
     SCRAPE_ID,
+    TENANT_LIMITS,
     TENANT_WHATSAPP,
     UNREAD_PAYLOAD,
 )
@@ -61,7 +62,12 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         request={
             "jobs": [
                 {"type": "unread_count", "payload": UNREAD_PAYLOAD},
-                {"type": "scrape", "payload": {"url": "https://shop.example.com/p/42"}, "delay_seconds": 60},
+                {
+                    "type": "scrape",
+                    "payload": {"url": "https://shop.example.com/p/42"},
+                    "delay_seconds": 60,
+                    "priority": 8,
+                },
             ]
         },
         response={"items": [QUEUED_JOB]},
@@ -113,6 +119,20 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         params={"job_id": JOB_ID},
         request={"run_at": "2026-12-08T09:00:00Z"},
         response=SCHEDULED_JOB | {"run_at": "2026-12-08T09:00:00Z"},
+    ),
+    # -- tenants --------------------------------------------------------------------------------------
+    ("GET", "/v1/tenants/{tenant}/limits"): OperationDoc(
+        "getTenantLimits",
+        summary="A tenant's quotas and weight",
+        params={"tenant": "shop-a"},
+        response=TENANT_LIMITS,
+    ),
+    ("PUT", "/v1/tenants/{tenant}/limits"): OperationDoc(
+        "setTenantLimits",
+        summary="Set a tenant's own quotas and weight",
+        params={"tenant": "shop-a"},
+        request={"max_queued": 200_000, "weight": 2},
+        response=TENANT_LIMITS,
     ),
     # -- keys -----------------------------------------------------------------------------------------
     ("GET", "/v1/keys"): OperationDoc("listKeys", response={"items": [API_KEY], "next_cursor": None}),

@@ -14,6 +14,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
+from control_api.quotas import QueueCap
 from control_api.readerview import all_shown, redactor_for, shown
 from control_api.request_id import request_id_of
 from control_api.schemas import (
@@ -48,6 +49,8 @@ Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size
 
 
 async def _enqueue(state: State, new_jobs: list[NewJob]) -> list[Enqueued]:
+    queue_cap: QueueCap = state.queue_cap
+    await queue_cap.check(new_jobs)  # TenantQueueFull: 429
     group_commit: GroupCommit = state.group_commit
     return await group_commit.enqueue(new_jobs)  # IdempotencyConflict: 409
 

@@ -1,4 +1,5 @@
-"""A request rate per API key, shared by every API process through Redis: 429 with Retry-After.
+"""A request rate per API key, and per tenant, shared by every API process through Redis: 429 with
+Retry-After.
 
 GCRA (the generic cell rate algorithm): one Redis key per API key holds the theoretical arrival
 time of the next request; a request is let through if that time is within ``burst`` intervals of
@@ -16,6 +17,10 @@ Refills of one key are single-flight: requests that find the lease spent wait fo
 
 Every answer carries RateLimit-* and X-RateLimit-* headers. If Redis does not answer, requests are
 let through (fail open): the API must keep accepting jobs, which Postgres holds, while Redis blips.
+
+A tenant's rate (JOBYARD_TENANT_RATE_LIMIT_PER_S, or its own: core/access/quotas.py) is a second
+budget the same way, shared by every key of the tenant, with one second of it as its burst; over it,
+429 ``tenant_rate_limited``. Its own rate is read from Redis at most every ``TENANT_RATE_CACHE_S``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_api.errors import ApiError
 from core.access.keys import ApiKey
+from core.engine.lanes import RATE, tenant_limits_key
 from core.platform.ratelimit import GCRA_SCRIPT
 from core.platform.settings import Settings
 
@@ -48,6 +54,8 @@ LEASE_TTL_S = 0.25
 LEASE_RATE_SHARE = 0.02
 #: ... and at most this share of its burst.
 LEASE_BURST_SHARE = 1 / 16
+#: How long an API process keeps a tenant's own rate before reading it again (a change's lag).
+TENANT_RATE_CACHE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +97,10 @@ class KeyRateLimiter:
         self.settings = settings
         self._script: Any = client.register_script(GCRA_SCRIPT)
         self._warned_at = -_WARN_EVERY_S
-        self._leases: dict[uuid.UUID, _Lease] = {}
-        self._next_size: dict[uuid.UUID, int] = {}
-        self._refills: dict[uuid.UUID, asyncio.Future[Verdict | None]] = {}
+        # Per budget (a key's id, or a tenant's name).
+        self._leases: dict[uuid.UUID | str, _Lease] = {}
+        self._next_size: dict[uuid.UUID | str, int] = {}
+        self._refills: dict[uuid.UUID | str, asyncio.Future[Verdict | None]] = {}
 
     def limits(self, key: ApiKey) -> tuple[float, int]:
         """(requests per second, burst) for the key; a rate of 0 means unlimited.
@@ -110,38 +119,44 @@ class KeyRateLimiter:
     async def check(self, key: ApiKey) -> Verdict | None:
         """The verdict for one request, or None when the key is unlimited or Redis did not answer."""
         rate, burst = self.limits(key)
+        return await self.spend(key.id, rate, burst)
+
+    async def spend(self, budget: uuid.UUID | str, rate: float, burst: int) -> Verdict | None:
+        """One request from ``budget`` (a key's id, or a tenant's name); None when unlimited."""
         if rate <= 0:
             return None
         while True:
-            lease = self._leases.get(key.id)
+            lease = self._leases.get(budget)
             if lease is not None and lease.left > 0 and lease.expires_at > time.monotonic():
                 lease.left -= 1
                 if lease.left == 0:  # spent before it expired: ask for more next time
-                    self._next_size[key.id] = min(lease.size * 2, self.max_lease(rate, burst))
+                    self._next_size[budget] = min(lease.size * 2, self.max_lease(rate, burst))
                 v = lease.verdict
                 return Verdict(True, v.limit, v.remaining + lease.left, 0.0, v.reset_s)
-            refill = self._refills.get(key.id)
+            refill = self._refills.get(budget)
             if refill is None:
-                refill = asyncio.ensure_future(self._refill(key, rate, burst))
-                self._refills[key.id] = refill
-                refill.add_done_callback(functools.partial(self._refilled, key.id))
+                refill = asyncio.ensure_future(self._refill(budget, rate, burst))
+                self._refills[budget] = refill
+                refill.add_done_callback(functools.partial(self._refilled, budget))
             verdict = await asyncio.shield(refill)
             if verdict is None or not verdict.allowed:
                 return verdict
             # Granted: loop to take one from the new lease (others waiting may have spent it).
 
-    def _refilled(self, key_id: uuid.UUID, _: asyncio.Future[Verdict | None]) -> None:
-        self._refills.pop(key_id, None)
+    def _refilled(self, budget: uuid.UUID | str, _: asyncio.Future[Verdict | None]) -> None:
+        self._refills.pop(budget, None)
 
-    async def _refill(self, key: ApiKey, rate: float, burst: int) -> Verdict | None:
-        old = self._leases.pop(key.id, None)
-        size = self._next_size.get(key.id, 1)
+    async def _refill(self, budget: uuid.UUID | str, rate: float, burst: int) -> Verdict | None:
+        old = self._leases.pop(budget, None)
+        size = self._next_size.get(budget, 1)
         if old is not None and old.left > 0:  # expired unspent: the key is slower than the lease
             size = max(1, size // 2)
         size = min(size, self.max_lease(rate, burst))
-        self._next_size[key.id] = size
+        self._next_size[budget] = size
         interval_us = max(1, round(1_000_000 / rate))
-        redis_key = f"{self.settings.redis_namespace}:ratelimit:{key.id}"
+        # A tenant's budget has a key of its own: names and key ids never meet.
+        name = f"tenant:{budget}" if isinstance(budget, str) else str(budget)
+        redis_key = f"{self.settings.redis_namespace}:ratelimit:{name}"
         try:
             granted, retry_us, remaining, reset_us, _ = await self._script(
                 keys=[redis_key], args=[interval_us, interval_us * burst, size]
@@ -163,8 +178,41 @@ class KeyRateLimiter:
             if len(self._leases) > 10_000:  # many keys at once must not grow memory without bound
                 self._leases.clear()
                 self._next_size.clear()
-            self._leases[key.id] = _Lease(int(granted), time.monotonic() + LEASE_TTL_S, int(granted), verdict)
+            self._leases[budget] = _Lease(int(granted), time.monotonic() + LEASE_TTL_S, int(granted), verdict)
         return verdict
+
+
+class TenantRateLimiter(KeyRateLimiter):
+    """The budget every key of a tenant shares (module docstring)."""
+
+    def __init__(self, client: redis.asyncio.Redis, settings: Settings) -> None:
+        super().__init__(client, settings)
+        self._rates: dict[str, tuple[float, float]] = {}  # tenant -> (its rate, read at)
+        self._rates_key = tenant_limits_key(settings.redis_namespace, RATE)
+
+    async def rate(self, tenant: str) -> float:
+        """The tenant's own rate, or the farm's; the farm's when Redis does not answer."""
+        now = time.monotonic()
+        cached = self._rates.get(tenant)
+        if cached is not None and now - cached[1] < TENANT_RATE_CACHE_S:
+            return cached[0]
+        rate = self.settings.tenant_rate_limit_per_s
+        try:
+            own = await self.client.hget(self._rates_key, tenant)
+        except (redis.RedisError, OSError):
+            return rate
+        if own is not None:
+            rate = float(own)
+        if len(self._rates) > 10_000:
+            self._rates.clear()
+        self._rates[tenant] = (rate, now)
+        return rate
+
+    async def check_tenant(self, tenant: str) -> tuple[Verdict | None, float]:
+        """The verdict for one request of ``tenant`` (None: unlimited, or Redis did not answer) and
+        the rate it was judged by."""
+        rate = await self.rate(tenant)
+        return await self.spend(tenant, rate, max(1, math.ceil(rate))), rate
 
 
 class RateLimitMiddleware:
@@ -180,6 +228,19 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         verdict = await limiter.check(key)
+        tenants: TenantRateLimiter | None = getattr(scope["app"].state, "tenant_rate_limiter", None)
+        if tenants is not None and (verdict is None or verdict.allowed):
+            shared, rate = await tenants.check_tenant(key.tenant)
+            if shared is not None and not shared.allowed:
+                error = ApiError(
+                    429,
+                    "tenant_rate_limited",
+                    f"tenant {key.tenant!r} is over its rate of {rate:g} requests per second, all its keys "
+                    f"together; retry after {shared.retry_after_s:.2f} s",
+                    {"retry_after_s": round(shared.retry_after_s, 3), "tenant": key.tenant},
+                )
+                error.headers = {k.decode(): v.decode() for k, v in shared.headers()}
+                raise error
         if verdict is None:
             await self.app(scope, receive, send)
             return

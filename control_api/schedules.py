@@ -14,8 +14,9 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from control_api.auth import requires, requires_any
 from control_api.jobs import enqueue_checked
 from control_api.request_id import request_id_of
-from control_api.schemas import SequenceIn, SequenceOut
+from control_api.schemas import Priority, SequenceIn, SequenceOut
 from core.access.keys import ApiKey
+from core.engine.lanes import DEFAULT_PRIORITY
 from core.engine.schedules import (
     Schedule,
     create_schedule,
@@ -44,6 +45,7 @@ class ScheduleIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     business_key: Key | None = None
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
+    priority: Priority = DEFAULT_PRIORITY
 
 
 class SchedulePatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
@@ -54,6 +56,7 @@ class SchedulePatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, om
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
     business_key: Key | msgspec.UnsetType | None = msgspec.UNSET
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | msgspec.UnsetType | None = msgspec.UNSET
+    priority: Priority | msgspec.UnsetType = msgspec.UNSET
 
 
 class ScheduleList(msgspec.Struct):

@@ -10,12 +10,22 @@ import msgspec
 
 from core.engine.job_types import FieldError, get_job_type, validate_payload
 from core.engine.jobs import Job, NewJob, utcnow
+from core.engine.lanes import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from core.engine.queries import Attempt
 from core.engine.timebounds import HORIZON_S, bounded_utc
 from core.errors import UnknownJobType
 from core.platform.tenants import DEFAULT_TENANT
 
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+#: Orders a tenant's jobs within its share of the workers; never another tenant's.
+Priority = Annotated[
+    int,
+    msgspec.Meta(
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="0-9, 9 the most urgent: which of the tenant's queued jobs a worker takes first",
+    ),
+]
 #: Delays and offsets share the horizon of client times (core/engine/timebounds.py).
 MAX_DELAY_S = HORIZON_S
 
@@ -28,6 +38,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     run_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     delay_seconds: Annotated[int, msgspec.Meta(ge=0, le=MAX_DELAY_S)] | None = None
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
+    priority: Priority = DEFAULT_PRIORITY
 
     def to_new_job(
         self,
@@ -65,6 +76,7 @@ class JobIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 request_id=request_id,
                 tenant=tenant,
                 created_by=created_by,
+                priority=self.priority,
             ),
             [],
         )
@@ -89,6 +101,7 @@ class StepIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     payload: dict[str, Any]
     idempotency_key: Key | None = None
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
+    priority: Priority = DEFAULT_PRIORITY
 
 
 class SequenceIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -117,6 +130,7 @@ class SequenceIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                     idempotency_key=step.idempotency_key,
                     run_at=run_at,
                     max_retries=step.max_retries,
+                    priority=step.priority,
                 )
             )
         return job_ins, errors

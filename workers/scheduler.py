@@ -24,6 +24,7 @@ from types import FrameType
 
 import structlog
 
+from core.access.quotas import SYNC_EVERY_S, sync_limits
 from core.catalog import load_job_types
 from core.engine.broker import build_broker
 from core.engine.dispatch import publish_due, republish_lost, seconds_until_due
@@ -108,6 +109,8 @@ class Scheduler:
                 max(min(s.worker_dead_after_s / 5, 5.0), 0.2),
             ),
             Step("fail_out_of_range", lambda: fail_out_of_range(s), OUT_OF_RANGE_EVERY_S),
+            # The tenants' own limits into Redis, where the API and the workers read them.
+            Step("sync_tenant_limits", lambda: sync_limits(s, b.client), SYNC_EVERY_S),
         ]
         self._loop_failures = 0
         # Its own loop, in a thread: it runs until nothing past its retention is left, batch by batch.

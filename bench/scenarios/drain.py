@@ -22,6 +22,7 @@ from bench.harness import Bench, Proc, cpu_seconds
 from bench.peers.run import PEERS, peer, sender, start_worker
 from core.engine.broker import build_broker
 from core.engine.jobs import NewJob, enqueue
+from core.engine.lanes import waiting_counts
 from core.platform.db import transaction
 
 POLL_S = 0.01
@@ -95,7 +96,7 @@ def jobyard(bench: Bench, n: int) -> dict[str, Any]:
 
     def pending() -> int:
         held = sum(int(client.scard(k)) for k in client.scan_iter(match=f"{ns}:__acks__.*"))
-        return int(client.llen(f"{ns}:unread_count")) + held
+        return waiting_counts(client, ns, ["unread_count"])["unread_count"] + held
 
     worker = bench.worker(wait=False)
     result = _watch(n, pending, _Cpu(bench, worker), worker)

@@ -1,1 +1,1 @@
-"""Who may call the farm: API keys and dashboard sessions."""
+"""Who may call the farm, and how much: API keys, dashboard sessions, a tenant's quotas."""

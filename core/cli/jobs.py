@@ -44,12 +44,16 @@ def jobs() -> None:
 @click.option("--delay-seconds", type=int, default=None)
 @click.option("--business-key", default=None)
 @click.option("--idempotency-key", default=None)
+@click.option(
+    "--priority", type=click.IntRange(0, 9), default=5, show_default=True, help="9 is the most urgent"
+)
 def jobs_enqueue(
     job_type: str,
     payload: str,
     delay_seconds: int | None,
     business_key: str | None,
     idempotency_key: str | None,
+    priority: int,
 ) -> None:
     """Enqueue a job of JOB_TYPE with a JSON PAYLOAD; prints the job."""
     from core.catalog import load_job_types
@@ -77,6 +81,7 @@ def jobs_enqueue(
         run_at=run_at,
         business_key=business_key,
         idempotency_key=idempotency_key,
+        priority=priority,
     )
     broker = build_broker(settings)
     (result,) = enqueue([new], broker, settings)

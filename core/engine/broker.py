@@ -16,9 +16,12 @@ import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
+from core.engine import lanes
 from core.engine.consumer import BATCH_SUFFIX, WAKE_TOKENS, JobyardConsumer, wake_key
+from core.engine.lanes import DEFAULT_PRIORITY, TENANT_OPTION
 from core.errors import RedisNotConfigured
 from core.platform.settings import Settings, get_settings
+from core.platform.tenants import DEFAULT_TENANT
 
 #: Longest wait for a Redis reply, for every client but the consumers' (whose reads block on
 #: purpose): a Redis that hangs fails the call in seconds instead of holding a thread or a request.
@@ -78,16 +81,21 @@ def async_redis_client(
 
 
 class JobyardRedisBroker(RedisBroker):
-    """RedisBroker whose consumers wake at once when a job is published (see core/engine/consumer.py).
+    """RedisBroker whose consumers fetch from the lanes (core/engine/lanes.py) and wake at once when
+    a job is published (see core/engine/consumer.py).
 
     An idle consumer blocks on its queue's wake list for at most ``idle_poll_ms`` before it looks
     at the queue again, which bounds the wait for a message pushed without a wake token.
     """
 
-    def __init__(self, *, idle_poll_ms: int, batch_max: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *, idle_poll_ms: int, batch_max: int = 1, max_running: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.idle_poll_ms = idle_poll_ms
         self.batch_max = batch_max
+        #: The farm's running cap per tenant and queue (JOBYARD_TENANT_MAX_RUNNING_PER_QUEUE).
+        self.max_running = max_running
+        self.fetch_script = self.client.register_script(lanes.FETCH_SCRIPT)
+        self.ack_script = self.client.register_script(lanes.ACK_SCRIPT)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         # Only a queue whose actors have batch handlers is batched (never a delay queue, `<q>.DQ`,
@@ -96,10 +104,56 @@ class JobyardRedisBroker(RedisBroker):
             a.queue_name == queue_name and a.actor_name.endswith(BATCH_SUFFIX) for a in self.actors.values()
         )
         if batched:
-            # A full batch being worked on and the next one ready.
-            prefetch = max(prefetch, self.batch_max * 2)
+            # One tenant may hold a full batch being worked on and the next one ready; one batch
+            # more is kept for the others, so their jobs never wait for this tenant's to finish.
+            cap = max(prefetch, self.batch_max * 2)
+            prefetch = cap + self.batch_max
+        else:
+            # Dramatiq's prefetch is twice its threads: one tenant may fill the threads, and the
+            # other half is kept for the others, whose jobs then start on the first thread free.
+            cap = max(prefetch // 2, 1)
         batch_max = self.batch_max if batched else 1
-        return JobyardConsumer(self, queue_name, prefetch, min(timeout, self.idle_poll_ms), batch_max)
+        return JobyardConsumer(self, queue_name, prefetch, min(timeout, self.idle_poll_ms), batch_max, cap)
+
+    def fetch(self, queue_name: str, room: int, cap: int | None = None, held: Any = None) -> list[bytes]:
+        """Up to ``room`` messages of the queue into this broker's ack set, fairly between tenants
+        (lanes.fetch); ``cap`` messages of one tenant at most, counting the ``held`` ones."""
+        return lanes.fetch(
+            self.fetch_script,
+            self.namespace,
+            queue_name,
+            self.broker_id,
+            int(time.time() * 1000),
+            room,
+            room if cap is None else cap,
+            held or {},
+            (self.max_running, self.heartbeat_timeout),
+        )
+
+    def ack(self, queue_name: str, pairs: list[tuple[str, str]]) -> None:
+        """Acknowledge the (redis id, tenant) pairs this broker's consumer holds (lua/ack.lua)."""
+        args = [queue_name, self.broker_id, *(x for pair in pairs for x in pair)]
+        self.ack_script(keys=[self.namespace], args=args)
+
+    def release(self, queue_name: str, pairs: list[tuple[str, str]]) -> None:
+        """Drop the (redis id, tenant) pairs from their tenants' running hashes (a nack, a requeue)."""
+        pipe = self.client.pipeline(transaction=False)
+        for redis_id, tenant in pairs:
+            pipe.hdel(lanes.running_key(self.namespace, queue_name, tenant), redis_id)
+        pipe.execute()
+
+    def beat(self) -> None:
+        """The heartbeat a fetch gives, for a consumer that has no room to fetch: Dramatiq's
+        maintenance and the running caps take a consumer silent this long for a dead one."""
+        self.client.zadd(f"{self.namespace}:__heartbeats__", {self.broker_id: int(time.time() * 1000)})
+
+    def maintain(self, queue_name: str) -> None:
+        """Dramatiq's maintenance of a queue, as its own fetch runs it now and then: the messages of
+        consumers whose heartbeat stopped go back to the queue's list, whose messages the next
+        fetch takes first, and expired dead-lettered messages go."""
+        dispatch = self.scripts["dispatch"]
+        args = ["fetch", int(time.time() * 1000), queue_name, self.broker_id, self.heartbeat_timeout]
+        dispatch(keys=[self.namespace], args=[*args, self.dead_message_ttl, 1, 1, 0])
 
 
 def build_broker(
@@ -117,6 +171,7 @@ def build_broker(
         middleware=list(middleware),
         idle_poll_ms=settings.worker_idle_poll_ms,
         batch_max=settings.worker_batch_max,
+        max_running=settings.tenant_max_running_per_queue,
     )
 
 
@@ -129,16 +184,28 @@ class Publication:
     queue: str
     message_id: str
     request_id: str | None = None
+    #: Whose job it is and how urgent: the lane its message waits in (core/engine/lanes.py).
+    tenant: str = DEFAULT_TENANT
+    priority: int = DEFAULT_PRIORITY
 
 
 def new_message_id() -> str:
     return str(uuid.uuid4())
 
 
-def message_for(pub: Publication) -> dramatiq.Message[Any]:
-    options: dict[str, Any] = {"redis_message_id": pub.message_id, "job_id": str(pub.job_id)}
+def _options(pub: Publication) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "redis_message_id": pub.message_id,
+        "job_id": str(pub.job_id),
+        TENANT_OPTION: pub.tenant,
+    }
     if pub.request_id:
         options["request_id"] = pub.request_id
+    return options
+
+
+def message_for(pub: Publication) -> dramatiq.Message[Any]:
+    options = _options(pub)
     return dramatiq.Message(
         queue_name=pub.queue,
         actor_name=pub.type,
@@ -165,10 +232,7 @@ _encode_message = msgspec.json.Encoder().encode
 
 
 def _encoded(pub: Publication, timestamp: int) -> bytes:
-    options: dict[str, Any] = {"redis_message_id": pub.message_id, "job_id": str(pub.job_id)}
-    if pub.request_id:
-        options["request_id"] = pub.request_id
-    wire = _WireMessage(pub.queue, pub.type, (str(pub.job_id),), {}, options, pub.message_id, timestamp)
+    wire = _WireMessage(pub.queue, pub.type, (str(pub.job_id),), {}, _options(pub), pub.message_id, timestamp)
     return _encode_message(wire)
 
 
@@ -176,22 +240,23 @@ def publish_commands(
     namespace: str, pubs: Sequence[Publication], encoded: Sequence[bytes] | None = None
 ) -> list[tuple[Any, ...]]:
     """The Redis commands that publish ``pubs`` (messages encoded here unless given): per queue one
-    HSET of the messages and one RPUSH of their ids, whatever their number (per-command overhead in
-    redis-py, not Redis, is what a large publish spends its time on), then the wake tokens."""
+    HSET of the messages, one RPUSH of their ids per lane (tenant and priority, core/engine/lanes.py)
+    and one ZADD of their tenants, whatever their number (per-command overhead in redis-py, not
+    Redis, is what a large publish spends its time on), then the wake tokens."""
     timestamp = int(time.time() * 1000)
-    per_queue: dict[str, tuple[list[str | bytes], list[str]]] = {}
+    per_queue: dict[str, tuple[list[str | bytes], dict[tuple[str, int], list[str]]]] = {}
     for i, pub in enumerate(pubs):
         data = encoded[i] if encoded is not None else _encoded(pub, timestamp)
-        fields, ids = per_queue.setdefault(pub.queue, ([], []))
+        fields, by_lane = per_queue.setdefault(pub.queue, ([], {}))
         fields += (pub.message_id, data)
-        ids.append(pub.message_id)
+        by_lane.setdefault((pub.tenant, pub.priority), []).append(pub.message_id)
     commands: list[tuple[Any, ...]] = []
-    for queue, (fields, ids) in per_queue.items():
+    for queue, (fields, by_lane) in per_queue.items():
         wake = wake_key(namespace, queue)
+        commands.append(("HSET", f"{namespace}:{queue}.msgs", *fields))
+        commands += lanes.lane_commands(namespace, queue, by_lane)
         commands += [
-            ("HSET", f"{namespace}:{queue}.msgs", *fields),
-            ("RPUSH", f"{namespace}:{queue}", *ids),
-            ("RPUSH", wake, *(b"1" for _ in range(min(len(ids), WAKE_TOKENS)))),
+            ("RPUSH", wake, *(b"1" for _ in range(min(len(fields) // 2, WAKE_TOKENS)))),
             ("LTRIM", wake, -WAKE_TOKENS, -1),
         ]
     return commands
@@ -201,9 +266,9 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     """Put each job's message on its queue under the Redis id already committed on the job row.
 
     ``RedisBroker.enqueue`` would pick a fresh Redis id and make one round trip per message; this
-    writes Dramatiq's queue layout directly (the message in ``<ns>:<queue>.msgs``, its id pushed on
-    ``<ns>:<queue>``, as its dispatch script does) in one pipeline, under ids the sweeper can look up,
-    and pushes wake tokens for the queue's idle consumers.
+    writes the queue's layout directly (the message in Dramatiq's ``<ns>:<queue>.msgs``, its id in
+    its tenant's lane for its priority, core/engine/lanes.py) in one pipeline, under ids the sweeper
+    can look up, and pushes wake tokens for the queue's idle consumers.
     """
     pubs = list(publications)
     if not pubs:
@@ -213,8 +278,9 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     messages = [message_for(pub) for pub in pubs] if broker.middleware else []
     for message in messages:
         broker.emit_before("enqueue", message, None)
-    # One MULTI/EXEC: a message is never in its queue's hash without its id in the list (the sweeper
-    # counts on it), even when the connection breaks mid-pipeline.
+    # One MULTI/EXEC: a message is never in its queue's hash without its id in a lane, nor a lane
+    # without its tenant in the ring (the sweeper counts on both), even when the connection breaks
+    # mid-pipeline.
     pipe = broker.client.pipeline(transaction=True)
     encoded = [m.encode() for m in messages] if messages else None
     for command in publish_commands(broker.namespace, pubs, encoded):

@@ -1,10 +1,19 @@
-"""The Redis consumer of Jobyard's workers: woken at once by a publish, and able to hand out batches.
+"""The Redis consumer of Jobyard's workers: fair between tenants, woken at once by a publish, and able
+to hand out batches.
+
+It fetches from the queue's lanes (core/engine/lanes.py) with one script that serves the tenants
+round robin, the most urgent lane of each first. It counts the messages it holds per tenant and
+holds at most ``cap`` of one tenant (its prefetch is larger): a tenant with a backlog of thousands
+fills its share of the worker, never all of it, so another tenant's job published now is fetched
+now and starts on the first thread free, instead of waiting behind everything this worker fetched.
 
 Dramatiq's own Redis consumer sleeps with a growing backoff while its queue is empty, so a job
 published to an idle worker waits for the end of that sleep. Here every publish also pushes a token
 on the queue's wake list (same pipeline) and an idle consumer blocks on that list with ``BLPOP``, so
-it fetches as soon as something arrives. The queue layout is Dramatiq's (the message hash, the id
-list, the per-consumer ack set), so recovery and the sweeper see messages where they always were.
+it fetches as soon as something arrives. A consumer that has nothing to fetch only because its
+tenants are at their cap blocks on its own wake list too, which an ack pushes to: it fetches again
+as soon as one of its messages is done. The hash and the per-consumer ack set are Dramatiq's, so
+recovery and the sweeper see messages where they always were.
 
 For job types with a batch handler, the consumer hands the worker one message standing for up to
 ``batch_max`` queued jobs, acknowledged together in one round trip once their results are committed.
@@ -12,8 +21,10 @@ For job types with a batch handler, the consumer hands the worker one message st
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,8 +32,11 @@ import dramatiq
 import msgspec
 import redis
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.redis import _RedisConsumer
+from dramatiq.brokers.redis import MAINTENANCE_SCALE, _RedisConsumer
 from dramatiq.errors import ConnectionClosed
+
+from core.engine.lanes import tenant_of
+from core.platform.tenants import DEFAULT_TENANT
 
 #: Tokens kept on a wake list: enough to wake every consumer of a queue, bounded so a burst of
 #: publishes with no consumer listening leaves no pile behind.
@@ -30,6 +44,8 @@ WAKE_TOKENS = 64
 #: Option of a batch message: the (job id, redis message id) pairs it stands for.
 BATCH_OPTION = "jobyard_batch"
 BATCH_SUFFIX = "__batch"
+#: Most messages one fetch takes (the script unpacks no list of this size).
+MAX_FETCH = 1000
 
 
 def wake_key(namespace: str, queue: str) -> str:
@@ -51,16 +67,30 @@ class _Envelope(msgspec.Struct):
 _decode_envelope = msgspec.json.Decoder(_Envelope).decode
 
 
+class _Options(msgspec.Struct):
+    options: dict[str, Any]
+
+
+_decode_options = msgspec.json.Decoder(_Options).decode
+
+
 class JobyardConsumer(_RedisConsumer):
-    def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int, batch_max: int) -> None:
+    def __init__(
+        self, broker: Any, queue_name: str, prefetch: int, timeout: int, batch_max: int, cap: int
+    ) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self.batch_max = batch_max
+        self.cap = cap  # the most messages of one tenant this consumer holds
         self.held = 0  # fetched messages not yet acknowledged, counted one by one (batches too)
-        self.freed = threading.Condition()
+        self.freed = threading.Condition()  # its lock guards held, by_tenant, tenants and blocked
+        # Messages fetched and not yet acknowledged (the cache's too): per tenant, and each one's tenant.
+        self.by_tenant: Counter[str] = Counter()
+        self.tenants: dict[str, str] = {}
+        # Set while a fetch may find nothing only because of the cap: an ack then wakes the consumer.
+        self.blocked = False
         ns = broker.namespace
         self.wake_key = wake_key(ns, queue_name)
-        self.acks_key = f"{ns}:__acks__.{broker.broker_id}.{queue_name}"
-        self.msgs_key = f"{ns}:{queue_name}.msgs"
+        self.own_wake_key = f"{self.wake_key}.{broker.broker_id}"
 
     @property
     def outstanding_message_count(self) -> int:
@@ -70,46 +100,64 @@ class JobyardConsumer(_RedisConsumer):
         with self.freed:
             self.held += count
 
-    def _release(self, count: int) -> None:
+    def _track(self, fetched: list[bytes]) -> None:
+        """Count the fetched messages under their tenants."""
         with self.freed:
-            self.held -= count
+            for data in fetched:
+                options = _decode_options(data).options
+                tenant = tenant_of(options)
+                self.tenants[options["redis_message_id"]] = tenant
+                self.by_tenant[tenant] += 1
+
+    def _release(self, redis_ids: list[str]) -> None:
+        with self.freed:
+            self.held -= len(redis_ids)
+            for redis_id in redis_ids:
+                tenant = self.tenants.pop(redis_id, None)
+                if tenant is not None:
+                    self.by_tenant[tenant] -= 1
+                    if self.by_tenant[tenant] <= 0:
+                        del self.by_tenant[tenant]
+            wake = self.blocked
             self.freed.notify()
+        if wake:
+            # The consumer may be blocked in Redis waiting for room under the cap: room it has now.
+            pipe = self.broker.client.pipeline(transaction=False)
+            pipe.rpush(self.own_wake_key, b"1")
+            pipe.ltrim(self.own_wake_key, -1, -1)
+            pipe.expire(self.own_wake_key, 60)
+            pipe.execute()
 
     def ack(self, message: MessageProxy) -> None:
-        self._settle(message, _RedisConsumer.ack, self._ack_many)
+        self._settle(message, self._ack)
 
     def nack(self, message: MessageProxy) -> None:
-        self._settle(message, _RedisConsumer.nack, self._nack_many)
+        self._settle(message, self._nack)
 
-    def _settle(
-        self,
-        message: MessageProxy,
-        one: Callable[[_RedisConsumer, MessageProxy], None],
-        many: Callable[[list[str]], None],
-    ) -> None:
+    def _settle(self, message: MessageProxy, settle: Callable[[list[tuple[str, str]]], None]) -> None:
+        """Ack or nack a message (a batch: every job of it), then free its room."""
         pairs = message.options.get(BATCH_OPTION)
+        ids = [message.options["redis_message_id"]] if pairs is None else [r for _, r in pairs]
         try:
-            if pairs is None:
-                one(self, message)
-            else:
-                many([redis_id for _, redis_id in pairs])
+            settle(self._with_tenants(ids))
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         finally:
             self.queued_message_ids.discard(message.message_id)
-            self._release(1 if pairs is None else len(pairs))
+            self._release(ids)
 
-    def _ack_many(self, ids: list[str]) -> None:
-        # Dramatiq's ack, for many at once: drop from this consumer's ack set, then the messages, in
-        # one MULTI/EXEC so no one sees a message in neither (the sweeper would count it orphaned).
-        pipe = self.broker.client.pipeline(transaction=True)
-        pipe.srem(self.acks_key, *ids)
-        pipe.hdel(self.msgs_key, *ids)
-        pipe.execute()
+    def _with_tenants(self, ids: list[str]) -> list[tuple[str, str]]:
+        with self.freed:
+            return [(i, self.tenants.get(i, DEFAULT_TENANT)) for i in ids]
 
-    def _nack_many(self, ids: list[str]) -> None:
-        for redis_id in ids:
-            self.broker.do_nack(self.queue_name, redis_id)
+    def _ack(self, pairs: list[tuple[str, str]]) -> None:
+        # Dramatiq's ack, for one or many at once, which also frees the tenants' running room.
+        self.broker.ack(self.queue_name, pairs)
+
+    def _nack(self, pairs: list[tuple[str, str]]) -> None:
+        for redis_id, _ in pairs:
+            self.broker.do_nack(self.queue_name, redis_id)  # to Dramatiq's dead-letter set, as before
+        self.broker.release(self.queue_name, pairs)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         ids: list[str] = []
@@ -117,7 +165,20 @@ class JobyardConsumer(_RedisConsumer):
             pairs = message.options.get(BATCH_OPTION)
             ids.extend(r for _, r in pairs) if pairs else ids.append(message.options["redis_message_id"])
         if ids:
+            # Back on Dramatiq's list, which the next fetch takes first (core/engine/lanes.py).
             self.broker.do_requeue(self.queue_name, *ids)
+            self.broker.release(self.queue_name, self._with_tenants(ids))
+            self._release(ids)
+
+    def _fetch(self, room: int) -> list[bytes]:
+        if random.randint(1, MAINTENANCE_SCALE) <= self.broker.maintenance_chance:  # noqa: S311 - a chance, not a secret
+            self.broker.maintain(self.queue_name)  # as often as Dramatiq's fetch runs it
+        with self.freed:
+            held = dict(self.by_tenant)
+            self.blocked = any(n >= self.cap for n in held.values())
+        fetched: list[bytes] = self.broker.fetch(self.queue_name, min(room, MAX_FETCH), self.cap, held)
+        self._track(fetched)
+        return fetched
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -126,13 +187,21 @@ class JobyardConsumer(_RedisConsumer):
                 if room <= 0:
                     # Every prefetched message is being worked on: wait for an ack, not a fixed sleep.
                     with self.freed:
-                        self.freed.wait(self.timeout / 1000)
+                        freed = self.freed.wait(self.timeout / 1000)
+                    if not freed:
+                        # Long jobs: beat as a fetch would, or this consumer would look dead.
+                        self.broker.beat()
                     return None
-                self.message_cache = [m for m in self.broker.do_fetch(self.queue_name, room) if m]
-                if not self.message_cache:
-                    # Idle: sleep until a publisher pushes a wake token (or the idle timeout passes).
-                    self.broker.client.blpop([self.wake_key], self.timeout / 1000)
-                    return None
+                try:
+                    self.message_cache = self._fetch(room)
+                    if not self.message_cache:
+                        # Idle, or its tenants at their cap: sleep until a publisher pushes a wake
+                        # token, an ack makes room (own_wake_key), or the idle timeout passes.
+                        self.broker.client.blpop([self.wake_key, self.own_wake_key], self.timeout / 1000)
+                        return None
+                finally:
+                    with self.freed:
+                        self.blocked = False
             first = _decode_envelope(self.message_cache[0])
             if self.batch_max > 1 and batch_actor_name(first.actor_name) in self.broker.actors:
                 return self._next_batch(first.actor_name)

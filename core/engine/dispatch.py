@@ -29,11 +29,21 @@ from core.platform.tables import jobs
 
 log = structlog.get_logger(__name__)
 
-_PUBLISHED = (jobs.c.id, jobs.c.type, jobs.c.queue, jobs.c.message_id, jobs.c.request_id)
+_PUBLISHED = (
+    jobs.c.id,
+    jobs.c.type,
+    jobs.c.queue,
+    jobs.c.message_id,
+    jobs.c.request_id,
+    jobs.c.tenant,
+    jobs.c.priority,
+)
 
 
 def _publications(rows: Sequence[Any]) -> list[Publication]:
-    return [Publication(r.id, r.type, r.queue, r.message_id, r.request_id) for r in rows]
+    return [
+        Publication(r.id, r.type, r.queue, r.message_id, r.request_id, r.tenant, r.priority) for r in rows
+    ]
 
 
 def publish_due(settings: Settings, broker: RedisBroker) -> int:

@@ -14,8 +14,17 @@ import redis
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from core.engine.broker import Publication, async_redis_client, publish_commands
-from core.engine.jobs import INSERT_MANY_PSYCOPG, Enqueued, NewJob, encode_rows, new_job, new_rows, utcnow
+from core.engine.broker import async_redis_client, publish_commands
+from core.engine.jobs import (
+    INSERT_MANY_PSYCOPG,
+    Enqueued,
+    NewJob,
+    encode_rows,
+    new_job,
+    new_rows,
+    publication,
+    utcnow,
+)
 from core.platform.db import session_options
 from core.platform.settings import Settings
 
@@ -68,11 +77,7 @@ class AsyncEnqueuer:
         if inserted != len(rows):  # only an idempotency key can skip a row, and none was given
             raise RuntimeError(f"{len(rows) - inserted} of {len(rows)} new jobs were not inserted")
         results = [Enqueued(new_job(r, now), created=True, message_id=r.message_id) for r in rows]
-        pubs = [
-            Publication(e.job.id, e.job.type, e.job.queue, e.message_id, e.job.request_id)
-            for e in results
-            if e.message_id is not None
-        ]
+        pubs = [publication(e) for e in results if e.message_id is not None]
         if pubs:
             try:
                 pipe = self.redis.pipeline(transaction=True)  # as core.engine.broker.publish

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Row
 
 from core.engine.broker import Publication, publish
 from core.engine.job_types import get_job_type, same_payload, shown_payload
+from core.engine.lanes import DEFAULT_PRIORITY
 from core.errors import IdempotencyConflict
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings, get_settings
@@ -62,6 +63,8 @@ class NewJob(msgspec.Struct, kw_only=True):
     tenant: str = DEFAULT_TENANT
     #: The API key that asked for it; None for the farm's own jobs (schedules, the CLI).
     created_by: uuid.UUID | None = None
+    #: 0-9, 9 the most urgent: orders the tenant's jobs within its share (core/engine/lanes.py).
+    priority: int = DEFAULT_PRIORITY
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -89,6 +92,8 @@ class Job(msgspec.Struct, kw_only=True):
     cancelled_by: uuid.UUID | None = None
     #: The API key that last redrove it from the dead letters.
     redriven_by: uuid.UUID | None = None
+    #: 0-9, 9 the most urgent: which of its tenant's jobs a worker takes first.
+    priority: int = DEFAULT_PRIORITY
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -118,6 +123,7 @@ class Job(msgspec.Struct, kw_only=True):
             created_by=m["created_by"],
             cancelled_by=m["cancelled_by"],
             redriven_by=m["redriven_by"],
+            priority=m["priority"],
         )
 
 
@@ -153,11 +159,7 @@ def enqueue(
     keyed = any(nj.idempotency_key for nj in new_jobs)
     with transaction(settings) if keyed else autocommit(settings) as conn:
         results = insert_jobs(conn, new_jobs)
-    to_publish = [
-        Publication(e.job.id, e.job.type, e.job.queue, e.message_id, e.job.request_id)
-        for e in results
-        if e.message_id is not None
-    ]
+    to_publish = [publication(e) for e in results if e.message_id is not None]
     _publish_after_commit(broker, to_publish)
     return results
 
@@ -180,6 +182,7 @@ _NEW_ROW_COLUMNS = {
     "published_at": "timestamptz",
     "tenant": "text",
     "created_by": "uuid",
+    "priority": "smallint",
 }
 
 
@@ -216,6 +219,7 @@ class NewRow(msgspec.Struct):
     published_at: datetime | None
     tenant: str
     created_by: uuid.UUID | None
+    priority: int
 
 
 _encode_rows = msgspec.json.Encoder().encode
@@ -303,6 +307,7 @@ def new_rows(new_jobs: Sequence[NewJob], now: datetime) -> tuple[list[NewRow], l
                 published_at=now if due else None,
                 tenant=nj.tenant,
                 created_by=nj.created_by,
+                priority=nj.priority,
             )
         )
     return rows, texts
@@ -339,7 +344,15 @@ def new_job(r: NewRow, now: datetime) -> Job:
         request_id=r.request_id,
         tenant=r.tenant,
         created_by=r.created_by,
+        priority=r.priority,
     )
+
+
+def publication(e: Enqueued) -> Publication:
+    """The message of a new job that is due now (``e.message_id`` is set)."""
+    assert e.message_id is not None
+    j = e.job
+    return Publication(j.id, j.type, j.queue, e.message_id, j.request_id, j.tenant, j.priority)
 
 
 def _publish_after_commit(broker: RedisBroker, pubs: list[Publication]) -> None:

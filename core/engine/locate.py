@@ -1,18 +1,19 @@
 """Where a published message is, for the sweeper: waiting in its queue, fetched by a consumer, or gone.
 
-Dramatiq keeps a message in its queue's hash (``<ns>:<queue>.msgs``) while its id is in the queue's
-list (``<ns>:<queue>``) or in the ack set of the consumer that fetched it
-(``<ns>:__acks__.<broker id>.<queue>``, one per broker id in ``<ns>:__heartbeats__``, which every
-fetch updates). Every write to these keys, Dramatiq's scripts and Jobyard's MULTI/EXEC publish and
-batch ack, keeps that true. So a message in the hash and in no ack set is waiting in the list, and
-the sweeper can tell where each message is without reading the list: the cost of a look-up grows
-with the messages looked up and the consumers, never with the backlog.
+A message is in its queue's hash (``<ns>:<queue>.msgs``) while its id waits in one of the queue's
+lists (a lane of its tenant, or Dramatiq's ``<ns>:<queue>``, core/engine/lanes.py) or sits in the
+ack set of the consumer that fetched it (``<ns>:__acks__.<broker id>.<queue>``, one per broker id
+in ``<ns>:__heartbeats__``, which every fetch updates). Every write to these keys, Dramatiq's
+scripts and Jobyard's MULTI/EXEC publish, fetch script and batch ack, keeps that true. So a message
+in the hash and in no ack set is waiting, and the sweeper can tell where each message is without
+reading the lists: the cost of a look-up grows with the messages looked up, the consumers and the
+tenants with work, never with the backlog.
 
 Only a hand outside Jobyard and Dramatiq breaks the rule (a key evicted under a ``maxmemory``
 policy other than ``noeviction``, a list deleted by hand). The look-up sees it in the counts (hash
-minus list minus ack sets above zero), and the queue's orphaned messages are then found by reading
-its list and removed, so their jobs are published again; that read costs O(backlog) and is done at
-most every ``ORPHAN_CHECK_EVERY_S`` per queue.
+minus waiting minus ack sets above zero), and the queue's orphaned messages are then found by
+reading its lists and removed, so their jobs are published again; that read costs O(backlog) and
+is done at most every ``ORPHAN_CHECK_EVERY_S`` per queue.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 
 from core.engine.broker import Publication
+from core.engine.lanes import WAITING_LUA, waiting_ids
 
 log = structlog.get_logger(__name__)
 
@@ -33,13 +35,15 @@ WAITING, MISSING = "waiting", "missing"
 #: How often at most a queue whose counts show orphaned messages has its list read to find them: an
 #: O(backlog) read, for a Redis that lost part of a queue, shared by every scheduler.
 ORPHAN_CHECK_EVERY_S = 60
-#: Ids per LRANGE / HSCAN step when a queue is read whole: Redis stays responsive between steps.
+#: Ids per HSCAN step when a queue's hash is read whole: Redis stays responsive between steps.
 _CHUNK = 10_000
 
 #: One atomic round trip. KEYS: the namespace. ARGV: per queue, its name, the number of ids, the ids.
 #: Returns per id "" (gone), "+" (waiting) or the broker id holding it, and after each queue's ids
-#: its surplus: messages in the hash minus those in the list and the ack sets (0 or less normally).
-_LOCATE_LUA = """
+#: its surplus: messages in the hash minus those waiting and in the ack sets (0 or less normally).
+_LOCATE_LUA = (
+    WAITING_LUA
+    + """
 local ns = KEYS[1]
 local brokers = redis.call("zrange", ns .. ":__heartbeats__", 0, -1)
 local out = {}
@@ -61,11 +65,12 @@ while i <= #ARGV do
             out[#out + 1] = holder[id] or "+"
         end
     end
-    out[#out + 1] = redis.call("hlen", msgs) - redis.call("llen", ns .. ":" .. queue) - held
+    out[#out + 1] = redis.call("hlen", msgs) - waiting(ns, queue) - held
     i = i + 2 + n
 end
 return out
 """
+)
 
 
 def locate_messages(broker: RedisBroker, pubs: Sequence[Publication]) -> list[str]:
@@ -96,7 +101,7 @@ def locate_messages(broker: RedisBroker, pubs: Sequence[Publication]) -> list[st
 
 
 def remove_orphans(broker: RedisBroker, queue: str, surplus: int) -> set[str]:
-    """Delete the messages of ``queue`` that are in neither its list nor an ack set; their ids.
+    """Delete the messages of ``queue`` that are in none of its lists nor an ack set; their ids.
 
     Nothing when another pass did this within ``ORPHAN_CHECK_EVERY_S``. The hash is read first: a
     message published later is not looked at, and one fetched meanwhile is in an ack set by the
@@ -107,13 +112,7 @@ def remove_orphans(broker: RedisBroker, queue: str, surplus: int) -> set[str]:
     if not client.set(f"{ns}:{queue}.orphan-check", 1, nx=True, ex=ORPHAN_CHECK_EVERY_S):
         return set()
     stored = {key for key, _ in client.hscan_iter(f"{ns}:{queue}.msgs", count=_CHUNK)}
-    # From the tail: consumers pop at the head, which moves no index counted from the tail.
-    end = -1
-    while chunk := cast(list[bytes], client.lrange(f"{ns}:{queue}", end - _CHUNK + 1, end)):
-        stored.difference_update(chunk)
-        if len(chunk) < _CHUNK:
-            break
-        end -= _CHUNK
+    stored.difference_update(waiting_ids(client, ns, queue))
     for broker_id in cast(list[bytes], client.zrange(f"{ns}:__heartbeats__", 0, -1)):
         stored.difference_update(
             cast(set[bytes], client.smembers(f"{ns}:__acks__.{broker_id.decode()}.{queue}"))

@@ -1,8 +1,8 @@
 """The state of the queues, per job type and queue: what `GET /v1/queues`, the dashboard's overview
 and the metrics gauges show.
 
-How many messages wait in each queue comes from Redis (the length of Dramatiq's list
-``<namespace>:<queue>``); everything else from Postgres, which holds every job's state, so the
+How many messages wait in each queue comes from Redis (its lanes and Dramatiq's list,
+core/engine/lanes.py); everything else from Postgres, which holds every job's state, so the
 answer is the same whichever API process gives it. Read inside a snapshot (core.platform.db.snapshot).
 
 A key of one tenant sees that tenant's counts only (``tenant``; None for every tenant's, an admin
@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from core.engine.job_types import get_job_type, job_types
 from core.engine.jobs import JobStatus, utcnow
+from core.engine.lanes import waiting_counts
 from core.engine.stats import FAILED_OUTCOMES, attempt_type
 from core.errors import UnknownJobType
 from core.platform.db import snapshot
@@ -41,7 +42,7 @@ class QueueRow(msgspec.Struct, kw_only=True):
 
     type: str
     queue: str
-    #: Messages waiting in the queue's Redis list; shared by the types of one queue, and by every
+    #: Messages waiting in the queue in Redis; shared by the types of one queue, and by every
     #: tenant. Null if Redis did not answer, and for a key of one tenant.
     ready: int | None = 0
     #: Jobs queued in Postgres: those ready plus those a worker has fetched but not started. Far more
@@ -113,12 +114,8 @@ class _Rows:
 
 
 def queue_depths(client: redis.Redis, namespace: str, queues: Iterable[str]) -> dict[str, int]:
-    """Messages waiting in each queue's Redis list (fetched ones sit in their consumer's ack set)."""
-    names = sorted(set(queues))
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.llen(f"{namespace}:{name}")
-    return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+    """Messages waiting in each queue (fetched ones sit in their consumer's ack set)."""
+    return waiting_counts(client, namespace, queues)
 
 
 def read_overview(settings: Settings, client: redis.Redis, tenant: str | None = None) -> Overview:

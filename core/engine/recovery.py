@@ -114,7 +114,7 @@ def _return_job(
             **common,
         )
     )
-    return Publication(row.id, row.type, row.queue, message_id, row.request_id)
+    return Publication(row.id, row.type, row.queue, message_id, row.request_id, row.tenant, row.priority)
 
 
 _RUNNING = (
@@ -127,6 +127,8 @@ _RUNNING = (
     jobs.c.request_id,
     jobs.c.worker_id,
     jobs.c.deadline_at,
+    jobs.c.tenant,
+    jobs.c.priority,
 )
 
 

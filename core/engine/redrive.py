@@ -149,9 +149,15 @@ def _redrive_batch(
     # SKIP LOCKED: a job another redrive or discard holds right now is theirs; it is left alone.
     rows = conn.execute(
         newest_first(
-            sa.select(jobs.c.id, jobs.c.type, jobs.c.queue, jobs.c.payload, jobs.c.request_id).where(
-                jobs.c.status == JobStatus.DEAD, any_id(batch)
-            )
+            sa.select(
+                jobs.c.id,
+                jobs.c.type,
+                jobs.c.queue,
+                jobs.c.payload,
+                jobs.c.request_id,
+                jobs.c.tenant,
+                jobs.c.priority,
+            ).where(jobs.c.status == JobStatus.DEAD, any_id(batch))
         ).with_for_update(skip_locked=True)
     ).all()
     params: list[dict[str, Any]] = []
@@ -165,7 +171,9 @@ def _redrive_batch(
         message_id = new_message_id()
         stored = get_job_type(row.type).seal(payload)
         params.append({"b_id": row.id, "b_payload": stored, "b_message_id": message_id})
-        pubs.append(Publication(row.id, row.type, row.queue, message_id, row.request_id))
+        pubs.append(
+            Publication(row.id, row.type, row.queue, message_id, row.request_id, row.tenant, row.priority)
+        )
     if params:
         now = utcnow()
         conn.execute(

@@ -32,6 +32,7 @@ from core.engine.broker import Publication
 from core.engine.isolation import describe, isolated, publish_isolated
 from core.engine.job_types import FieldError, get_job_type, open_payload, shown_payload, validate_payload
 from core.engine.jobs import NewJob, insert_jobs, utcnow
+from core.engine.lanes import DEFAULT_PRIORITY
 from core.engine.schedule_rules import check_rule, next_slot
 from core.engine.timebounds import bounded_utc
 from core.errors import (
@@ -74,6 +75,8 @@ class Schedule(msgspec.Struct, kw_only=True):
     #: Whose schedule it is (its jobs are that tenant's), and the API key that created it.
     tenant: str = DEFAULT_TENANT
     created_by: uuid.UUID | None = None
+    #: The priority of the jobs it fires (0-9, 9 the most urgent).
+    priority: int = DEFAULT_PRIORITY
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
@@ -124,6 +127,7 @@ def create_schedule(
         "updated_at": now,
         "tenant": tenant,
         "created_by": created_by,
+        "priority": fields.get("priority", DEFAULT_PRIORITY),
     }
     if values["cron"] is None and start_at >= now:
         first = start_at  # an interval starts at its start time; a cron rule at its first slot
@@ -187,7 +191,7 @@ def update_schedule(
     if errors:
         raise InvalidSchedule(errors)
     values: dict[str, Any] = {**merged, "updated_at": now}
-    for name in ("enabled", "business_key", "max_retries"):
+    for name in ("enabled", "business_key", "max_retries", "priority"):
         if name in changes:
             values[name] = changes[name]
     rule_changed = any(k in changes for k in ("every_seconds", "cron", "timezone"))
@@ -285,6 +289,7 @@ def _fire(conn: Connection, schedule_id: uuid.UUID, now: datetime) -> Publicatio
             business_key=row.business_key,
             max_retries=row.max_retries,
             tenant=row.tenant,
+            priority=row.priority,
         )
         (enqueued,) = insert_jobs(conn, [new_job])
         job_id = enqueued.job.id
@@ -294,7 +299,9 @@ def _fire(conn: Connection, schedule_id: uuid.UUID, now: datetime) -> Publicatio
             .values(job_id=job_id)
         )
         if enqueued.message_id is not None:
-            publication = Publication(job_id, row.type, enqueued.job.queue, enqueued.message_id, None)
+            publication = Publication(
+                job_id, row.type, enqueued.job.queue, enqueued.message_id, None, row.tenant, row.priority
+            )
     else:
         log.warning("schedule_slot_already_fired", schedule_id=str(schedule_id), slot=slot.isoformat())
     values: dict[str, Any] = {"last_run_at": now, "last_job_id": job_id, "updated_at": now}

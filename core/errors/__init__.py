@@ -16,6 +16,7 @@ The classes live in four modules (base, jobs, requests, services); import them f
     │   └── BadRequest                 a request that cannot be read at all (a bad cursor, bad JSON)
     ├── Unauthorized, Forbidden        who is asking, and whether they may
     ├── TooManyRequests                slow down (retry_after)
+    │   └── TenantQueueFull            the tenant's cap on queued jobs is reached
     ├── Unavailable                    a service Jobyard depends on did not answer
     └── NotConfigured                  a setting is missing or holds a value it cannot take
 
@@ -76,6 +77,7 @@ from core.errors.requests import (
     ScheduleNotFound,
     ScrapeNotFound,
     ScreenshotNotFound,
+    TenantQueueFull,
     TooManyRequests,
     Unauthorized,
     UnknownJobType,
@@ -155,6 +157,7 @@ __all__ = [
     "SealedValueError",
     "ServicesNotReady",
     "SettingsError",
+    "TenantQueueFull",
     "TooManyRequests",
     "Unauthorized",
     "Unavailable",

@@ -281,7 +281,18 @@ class TooManyRequests(JobyardError):
     code = "rate_limited"
 
     def __init__(
-        self, message: str | None = None, *, code: str | None = None, retry_after: float | None = None
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        details: Any = None,
     ) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, details=details)
         self.retry_after = retry_after
+
+
+class TenantQueueFull(TooManyRequests):
+    """The tenant has as many jobs waiting for a worker as its cap allows (core/access/quotas.py)."""
+
+    code = "tenant_queue_full"

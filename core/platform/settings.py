@@ -284,6 +284,26 @@ class Settings:
         10000,
         "Requests a key may make at once above its steady rate before it is limited.",
     )
+    tenant_max_queued: int = _setting(
+        "JOBYARD_TENANT_MAX_QUEUED",
+        1_000_000,
+        "Jobs one tenant may have waiting for a worker, over every queue; an enqueue past it answers "
+        "429 tenant_queue_full. A tenant's own limit overrides it (PUT /v1/tenants/{tenant}/limits); "
+        "0: no cap. Generous: it stops a runaway tenant from filling Redis, not a busy one.",
+    )
+    tenant_max_running_per_queue: int = _setting(
+        "JOBYARD_TENANT_MAX_RUNNING_PER_QUEUE",
+        0,
+        "Jobs of one tenant that the workers run (or hold to run next) at once in each queue; the "
+        "others wait their turn. A tenant's own limit overrides it; 0: no cap.",
+    )
+    tenant_rate_limit_per_s: float = _setting(
+        "JOBYARD_TENANT_RATE_LIMIT_PER_S",
+        0.0,
+        "Requests per second all of one tenant's keys may make together, shared by every API process "
+        "(429 tenant_rate_limited above; each key's own limit still applies). A tenant's own limit "
+        "overrides it; 0: no cap.",
+    )
     key_rotation_grace_s: float = _setting(
         "JOBYARD_KEY_ROTATION_GRACE",
         86400.0,

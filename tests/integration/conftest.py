@@ -21,6 +21,7 @@ from psycopg import sql
 
 from core.access.keys import SCOPES, create_key
 from core.engine.broker import build_broker, redis_client
+from core.engine.lanes import waiting_counts
 from core.launch.roles import queues_except
 from core.platform.crypto import use_data_key
 from core.platform.db import dispose_engines, transaction
@@ -101,6 +102,11 @@ def count_rows(settings: Settings, table: sa.Table, *where: sa.ColumnElement[boo
     """Rows of ``table`` matching ``where``, read in a transaction of its own."""
     with transaction(settings) as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def waiting(client: redis.Redis, settings: Settings, queue: str) -> int:
+    """Messages of ``queue`` waiting in Redis: in its lanes and Dramatiq's list (core/engine/lanes.py)."""
+    return waiting_counts(client, settings.redis_namespace, [queue])[queue]
 
 
 def make_key(settings: Settings, *scopes: str, name: str = "test", tenant: str = "default") -> str:

@@ -6,7 +6,7 @@ the comments that explain them:
 - ``base``: the MetaData and its naming convention, the ``Json`` type, ``timestamp_column``.
 - ``engine``: jobs, job_attempts, job_history (a partition a day) and its partition helpers, workers,
   schedules, schedule_firings, the job_stats_* rollups, prune_counts; the job status tuples.
-- ``access``: api_keys, dashboard_sessions, audit_log.
+- ``access``: api_keys, dashboard_sessions, audit_log, tenant_limits.
 - ``chats``, ``messaging``, ``embeddings``, ``scrape``: the features' tables.
 
 The modules import ``base`` and nothing else of this package; a foreign key names a table of its own
@@ -16,7 +16,7 @@ core.platform.tables import jobs``), not from the modules.
 
 from __future__ import annotations
 
-from core.platform.tables.access import api_keys, audit_log, dashboard_sessions
+from core.platform.tables.access import api_keys, audit_log, dashboard_sessions, tenant_limits
 from core.platform.tables.base import Json, metadata, timestamp_column
 from core.platform.tables.chats import chat_messages, chats, unread_counters
 from core.platform.tables.embeddings import INDEXED_DIMS, embedding_collections, embedding_documents
@@ -72,6 +72,7 @@ __all__ = [
     "schedule_firings",
     "schedules",
     "scrapes",
+    "tenant_limits",
     "tenant_whatsapp",
     "timestamp_column",
     "unread_counters",

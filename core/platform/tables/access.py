@@ -57,3 +57,23 @@ dashboard_sessions = sa.Table(
     timestamp_column("expires_at", nullable=False),
 )
 sa.Index("ix_dashboard_sessions_expires", dashboard_sessions.c.expires_at)
+
+# A tenant's own quotas and fair-share weight, set by an admin (core/access/quotas.py). Each NULL
+# column takes the farm's setting (JOBYARD_TENANT_*); 0 lifts the cap. Mirrored into Redis, where
+# the API and the workers read them.
+tenant_limits = sa.Table(
+    "tenant_limits",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("max_queued", sa.Integer),
+    sa.Column("max_running_per_queue", sa.Integer),
+    sa.Column("rate_limit_per_s", sa.Float),
+    sa.Column("weight", sa.Integer),
+    timestamp_column("updated_at", nullable=False, default_now=True),
+    # The API key that set them (null: the command line).
+    sa.Column("updated_by", UUID(as_uuid=True)),
+    sa.CheckConstraint(
+        "max_queued >= 0 AND max_running_per_queue >= 0 AND rate_limit_per_s >= 0 AND weight >= 1",
+        name="ranges",
+    ),
+)

@@ -52,8 +52,11 @@ jobs = sa.Table(
     sa.Column("created_by", UUID(as_uuid=True)),
     sa.Column("cancelled_by", UUID(as_uuid=True)),
     sa.Column("redriven_by", UUID(as_uuid=True)),
+    # 0-9, 9 the most urgent: orders the work of one tenant within its share (core/engine/lanes.py).
+    sa.Column("priority", sa.SmallInteger, nullable=False, server_default="5"),
     sa.CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status"),
     sa.CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
+    sa.CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
 )
 # The list endpoint: newest first, with and without filters.
 sa.Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
@@ -206,6 +209,7 @@ job_history = sa.Table(
     sa.Column("created_by", UUID(as_uuid=True)),
     sa.Column("cancelled_by", UUID(as_uuid=True)),
     sa.Column("redriven_by", UUID(as_uuid=True)),
+    sa.Column("priority", sa.SmallInteger, nullable=False, server_default="5"),
     # The job's attempts, oldest first, as GET /v1/jobs/{id}/attempts shows them.
     sa.Column("attempt_log", Json, nullable=False),
     postgresql_partition_by="RANGE (finished_at)",
@@ -264,8 +268,11 @@ schedules = sa.Table(
     # Whose schedule it is (its jobs are that tenant's), and the API key that created it.
     sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
     sa.Column("created_by", UUID(as_uuid=True)),
+    # The priority of the jobs it fires.
+    sa.Column("priority", sa.SmallInteger, nullable=False, server_default="5"),
     sa.CheckConstraint("(every_seconds IS NULL) <> (cron IS NULL)", name="one_rule"),
     sa.CheckConstraint("every_seconds IS NULL OR every_seconds > 0", name="every_positive"),
+    sa.CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
 )
 # The scheduler: enabled schedules that are due.
 sa.Index("ix_schedules_due", schedules.c.next_run_at, postgresql_where=schedules.c.enabled)

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, jobs, schedules
-from tests.integration.conftest import Farm, make_key
+from tests.integration.conftest import Farm, make_key, waiting
 from tests.services import ROOT, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -161,7 +161,7 @@ def test_ops_redrive_a_dead_job_from_the_dashboard(
     assert flaky.locator('[data-field="dead"]').inner_text() == "3"
     assert flaky.locator('[data-field="scheduled"]').inner_text() == "2"
     crash_ready = page.locator('tr[data-type="test_crash"] [data-field="ready"]').inner_text()
-    assert crash_ready == str(farm.redis.llen(f"{settings.redis_namespace}:test_crash")) == "2"
+    assert crash_ready == str(waiting(farm.redis, settings, "test_crash")) == "2"
     assert page.locator('[data-total="workers"]').inner_text() == "1"
     _loaded_from_jobyard_alone(page, outside, failed, bad_status)
     _screenshot(page, tmp_path, "dashboard-overview.png")
@@ -223,7 +223,7 @@ def test_ops_redrive_a_dead_job_from_the_dashboard(
     # The overview refreshes itself: two dead letters left, without reloading the page.
     page.goto(f"{base}/dashboard")
     expect(page.locator('tr[data-type="test_flaky"] [data-field="dead"]')).to_have_text("2")
-    redis_depth_before = farm.redis.llen(f"{settings.redis_namespace}:test_flaky")
+    redis_depth_before = waiting(farm.redis, settings, "test_flaky")
 
     # A POST without the session's CSRF token is refused, and changes nothing.
     forged = context.request.post(
@@ -232,7 +232,7 @@ def test_ops_redrive_a_dead_job_from_the_dashboard(
     )
     assert forged.status == 403
     assert _count(settings, "test_flaky", "dead") == 2
-    assert farm.redis.llen(f"{settings.redis_namespace}:test_flaky") == redis_depth_before
+    assert waiting(farm.redis, settings, "test_flaky") == redis_depth_before
 
     page.click("text=Log out")
     page.wait_for_url(f"{base}/dashboard/login")

@@ -22,7 +22,7 @@ from core.engine.deadletters import merge_patch
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import job_attempts, jobs
-from tests.integration.conftest import Farm, JobWaiter, make_key
+from tests.integration.conftest import Farm, JobWaiter, make_key, waiting
 from tests.services import settings_env, wait_for
 
 JOBYARD = str(Path(sys.executable).parent / "jobyard")
@@ -268,7 +268,7 @@ def test_a_dry_run_counts_and_changes_nothing(
     assert job_status(settings) == {"dead": 9}
     with transaction(settings) as conn:
         assert conn.execute(sa.select(sa.func.count()).where(jobs.c.payload == DIES_AT_ONCE)).scalar() == 7
-    assert redis_conn.llen(f"{settings.redis_namespace}:test_flaky") == 0
+    assert waiting(redis_conn, settings, "test_flaky") == 0
     assert _audit(api) == []
 
 
@@ -512,7 +512,7 @@ def test_a_redrive_of_2000_jobs_runs_in_batches_while_the_api_answers(
     assert (response.json()["matched"], response.json()["redriven"]) == (2000, 2000)
     assert job_status(settings) == {"queued": 2000, "dead": 5}
     # Every job was published under the message id on its row, with a fresh budget and its history.
-    assert farm.redis.llen(f"{settings.redis_namespace}:test_flaky") == 2000
+    assert waiting(farm.redis, settings, "test_flaky") == 2000
     with transaction(settings) as conn:
         queued = conn.execute(
             sa.select(

@@ -14,7 +14,7 @@ from core.engine.broker import Publication, publish
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import jobs
-from tests.integration.conftest import Farm
+from tests.integration.conftest import Farm, waiting
 from tests.services import wait_for
 
 
@@ -67,11 +67,10 @@ def test_no_job_is_lost_when_redis_loses_its_data(farm: Farm, settings: Settings
     ]
     r = api.post("/v1/jobs/batch", json={"jobs": batch})
     assert r.status_code == 201
-    queue = f"{settings.redis_namespace}:unread_count"
-    assert farm.redis.llen(queue) == 500
+    assert waiting(farm.redis, settings, "unread_count") == 500
 
     farm.redis.flushall()
-    assert farm.redis.llen(queue) == 0
+    assert waiting(farm.redis, settings, "unread_count") == 0
 
     farm.worker()
     farm.scheduler()
@@ -87,7 +86,7 @@ def test_several_schedulers_publish_each_due_job_once(farm: Farm, settings: Sett
     assert api.post("/v1/jobs/batch", json={"jobs": batch}).status_code == 201
     assert _status_counts(settings) == {"scheduled": 300}
     queue = f"{settings.redis_namespace}:unread_count"
-    assert farm.redis.llen(queue) == 0
+    assert waiting(farm.redis, settings, "unread_count") == 0
 
     for _ in range(3):
         farm.scheduler()
@@ -99,7 +98,7 @@ def test_several_schedulers_publish_each_due_job_once(farm: Farm, settings: Sett
     wait_for(
         lambda: _max_published(settings) > published_before, timeout=10, what="a sweep to check the messages"
     )
-    assert farm.redis.llen(queue) == 300
+    assert waiting(farm.redis, settings, "unread_count") == 300
     assert farm.redis.hlen(f"{queue}.msgs") == 300
 
 

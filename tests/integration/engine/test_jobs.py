@@ -8,7 +8,7 @@ from typing import Any
 from litestar.testing import TestClient
 
 from core.platform.settings import Settings
-from tests.integration.conftest import make_key
+from tests.integration.conftest import make_key, waiting
 
 UNREAD = {"type": "unread_count", "payload": {"chat_id": "c1", "user_id": "u1"}}
 
@@ -26,7 +26,7 @@ def test_enqueue_returns_the_committed_job_and_publishes_it(
     assert job["request_id"] == "req-123"
     assert r.headers["X-Request-ID"] == "req-123"
     assert datetime.fromisoformat(job["created_at"]).tzinfo is not None
-    assert redis_conn.llen(f"{settings.redis_namespace}:unread_count") == 1
+    assert waiting(redis_conn, settings, "unread_count") == 1
 
     got = api.get(f"/v1/jobs/{job['id']}")
     assert got.status_code == 200
@@ -114,7 +114,7 @@ def test_scheduled_jobs_wait_in_postgres_not_redis(
     assert r.json()["status"] == "scheduled"
     r2 = api.post("/v1/jobs", json={**UNREAD, "delay_seconds": 3600, "business_key": "order-9"})
     assert r2.json()["status"] == "scheduled"
-    assert redis_conn.llen(f"{settings.redis_namespace}:unread_count") == 0
+    assert waiting(redis_conn, settings, "unread_count") == 0
 
     cancelled = api.post("/v1/jobs/cancel", json={"business_key": "order-9"})
     assert cancelled.json() == {"cancelled": 2}

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import jobs
-from tests.integration.conftest import Farm, JobWaiter
+from tests.integration.conftest import Farm, JobWaiter, waiting
 from tests.services import wait_for
 
 
@@ -74,7 +74,7 @@ def test_queues_show_what_postgres_and_redis_hold(
     assert 0 < flaky["latency_p50_ms"] <= flaky["latency_p95_ms"] < 10_000
     assert sleep["running"] == counts[("test_sleep", "running")] == 1
     assert sleep["succeeded_1m"] == 0 and sleep["latency_p50_ms"] is None
-    assert crash["ready"] == farm.redis.llen(f"{settings.redis_namespace}:test_crash") == 3
+    assert crash["ready"] == waiting(farm.redis, settings, "test_crash") == 3
     assert crash["queued"] == counts[("test_crash", "queued")] == 3
     assert crash["oldest_ready_age_s"] > 0
     # Registered types with no jobs are listed too, at zero.

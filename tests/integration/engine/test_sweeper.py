@@ -1,6 +1,6 @@
 """The sweeper (``republish_lost``): queued jobs whose message Redis lost are published again, once,
 at a cost that does not grow with the backlog. Real Postgres and Redis; consumers are stood in for
-by Dramatiq's own fetch script, under broker ids registered as workers the way worker processes do.
+by the workers' own fetch script, under broker ids registered as workers the way worker processes do.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import sqlalchemy as sa
 from core.engine.broker import Publication, build_broker, publish
 from core.engine.dispatch import republish_lost
 from core.engine.jobs import NewJob, insert_jobs, utcnow
+from core.engine.lanes import DEFAULT_PRIORITY, lane_key, ring_key, waiting_ids
 from core.engine.recovery import register_worker
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import jobs, workers
+from core.platform.tenants import DEFAULT_TENANT
+from tests.integration.conftest import waiting
 
 QUEUE = "test_effect"
 
@@ -77,9 +80,9 @@ def test_lost_messages_are_found_without_reading_a_queue_or_scanning_keys(
     after = _message_ids(settings)
     assert {j for j in after if after[j] != before[j]} == {p.job_id for p in pubs[:10]}
     assert redis_conn.hlen(f"{settings.redis_namespace}:{QUEUE}.msgs") == 1000
-    assert redis_conn.llen(f"{settings.redis_namespace}:{QUEUE}") == 1000
+    assert waiting(redis_conn, settings, QUEUE) == 1000
     assert all(redis_conn.hexists(f"{settings.redis_namespace}:{QUEUE}.msgs", m) for m in after.values())
-    # Four passes over 1,000 queued messages: none read the queue's list or scanned the keyspace.
+    # Four passes over 1,000 queued messages: none read the queue's lanes or scanned the keyspace.
     assert not _commands(redis_conn) & {"lrange", "scan", "keys", "hkeys", "hgetall", "hscan"}
 
 
@@ -90,9 +93,9 @@ def test_a_message_held_by_a_silent_worker_is_published_again_and_one_a_live_wor
     publish(broker, pubs)
     live, silent = build_broker(settings), build_broker(settings)
     try:
-        # What a consumer's fetch does: the message moves from the list to the broker's ack set.
-        assert len(live.do_fetch(QUEUE, 1)) == 1
-        assert len(silent.do_fetch(QUEUE, 1)) == 1
+        # What a consumer's fetch does: the message moves from its lane to the broker's ack set.
+        assert len(live.fetch(QUEUE, 1)) == 1
+        assert len(silent.fetch(QUEUE, 1)) == 1
         register_worker(settings, "live-worker", [QUEUE], live.broker_id)
         register_worker(settings, "silent-worker", [QUEUE], silent.broker_id)
         with transaction(settings) as conn:
@@ -116,13 +119,13 @@ def test_a_message_held_by_a_silent_worker_is_published_again_and_one_a_live_wor
         silent.client.close()
 
 
-def test_messages_orphaned_by_an_evicted_queue_list_are_published_again(
+def test_messages_orphaned_by_an_evicted_lane_are_published_again(
     settings: Settings, broker: Any, redis_conn: redis.Redis
 ) -> None:
     pubs = _queued(settings, 200)
     publish(broker, pubs)
-    # As an eviction policy other than noeviction would: the list goes, the message hash stays.
-    redis_conn.delete(f"{settings.redis_namespace}:{QUEUE}")
+    # As an eviction policy other than noeviction would: the lane goes, the message hash stays.
+    redis_conn.delete(lane_key(settings.redis_namespace, QUEUE, DEFAULT_TENANT, DEFAULT_PRIORITY))
 
     assert _sweep_all(settings, broker) == 200
 
@@ -130,9 +133,8 @@ def test_messages_orphaned_by_an_evicted_queue_list_are_published_again(
     messages = f"{settings.redis_namespace}:{QUEUE}.msgs"
     # The orphans are gone and each job is on the queue once, under its new message id.
     assert redis_conn.hlen(messages) == 200
-    assert sorted(
-        m.decode() for m in redis_conn.lrange(f"{settings.redis_namespace}:{QUEUE}", 0, -1)
-    ) == sorted(ids.values())
+    waiting_now = waiting_ids(redis_conn, settings.redis_namespace, QUEUE)
+    assert sorted(m.decode() for m in waiting_now) == sorted(ids.values())
     assert not set(ids.values()) & {str(p.message_id) for p in pubs}
     # The counts add up again, so the next passes are back to their constant cost.
     _stale_again(settings)
@@ -167,5 +169,24 @@ def test_schedulers_sweeping_side_by_side_publish_each_lost_job_once(
 
     assert errors == []
     assert sum(republished) == 1000
-    assert redis_conn.llen(f"{settings.redis_namespace}:{QUEUE}") == 1000
+    assert waiting(redis_conn, settings, QUEUE) == 1000
     assert redis_conn.hlen(f"{settings.redis_namespace}:{QUEUE}.msgs") == 1000
+
+
+def test_a_lane_whose_tenant_left_the_ring_is_served_again_not_published_twice(
+    settings: Settings, broker: Any, redis_conn: redis.Redis
+) -> None:
+    pubs = _queued(settings, 50)
+    publish(broker, pubs)
+    # The sorted set of tenants goes (an eviction), the lane and the hash stay: nothing would fetch
+    # the lane, and the counts no longer add up.
+    redis_conn.delete(ring_key(settings.redis_namespace, QUEUE))
+    assert broker.fetch(QUEUE, 10) == []
+    before = _message_ids(settings)
+
+    assert _sweep_all(settings, broker) == 0
+
+    # The orphan check found the lane, put its tenant back, and every message is where it was.
+    assert _message_ids(settings) == before
+    assert waiting(redis_conn, settings, QUEUE) == 50
+    assert len(broker.fetch(QUEUE, 100)) == 50

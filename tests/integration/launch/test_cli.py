@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.platform.settings import Settings
-from tests.integration.conftest import Farm, make_key
+from tests.integration.conftest import Farm, make_key, waiting
 from tests.services import JOBYARD, jobyard, settings_env
 
 
@@ -45,7 +45,7 @@ def test_a_dotenv_file_is_read_and_the_real_environment_wins(settings: Settings,
 
     client = redis_client(settings, socket_timeout=5)
     try:
-        assert client.llen(f"{settings.redis_namespace}:unread_count") == 1
+        assert waiting(client, settings, "unread_count") == 1
         assert not client.exists("from-the-file:unread_count")
     finally:
         client.close()
@@ -104,14 +104,14 @@ def test_jobs_show_wait_exit_codes(settings: Settings, farm: Farm) -> None:
     farm.worker()
     succeeded = _enqueue(settings, {"fail_times": 0}, "test_flaky")
     dead = _enqueue(settings, {"fail_times": 1, "error": "permanent"}, "test_flaky")
-    waiting = _enqueue(settings, {"chat_id": "w", "user_id": "w"}, "unread_count", "--delay-seconds", "3600")
+    delayed = _enqueue(settings, {"chat_id": "w", "user_id": "w"}, "unread_count", "--delay-seconds", "3600")
 
     ok = jobyard(settings, "jobs", "show", succeeded, "--wait", "30")
     assert (ok.returncode, json.loads(ok.stdout)["status"]) == (0, "succeeded")
     died = jobyard(settings, "jobs", "show", dead, "--wait", "30")
     assert (died.returncode, json.loads(died.stdout)["status"]) == (1, "dead")
     assert "ended dead (test_permanent)" in died.stderr
-    late = jobyard(settings, "jobs", "show", waiting, "--wait", "0.5")
+    late = jobyard(settings, "jobs", "show", delayed, "--wait", "0.5")
     assert (late.returncode, json.loads(late.stdout)["status"]) == (124, "scheduled")
     assert "still scheduled" in late.stderr
     # Without --wait it only prints the job.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from tests.deployfiles import (
 )
 
 KUBERNETES_VERSION = "1.30.0"
+#: The GJSON path of a queue's waiting messages in GET /v1/queues (core.engine.queues.Overview).
+QUEUE_READY = re.compile(r'queues\.#\(name=="(\w+)"\)\.ready')
 KEDA_SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "keda-v1alpha1.json").read_text())
 
 
@@ -55,10 +58,12 @@ def test_the_keda_schema_refuses_what_keda_refuses() -> None:
     assert keda_errors(good) == []
     broken = []
     for change in (
-        lambda d: d["spec"]["triggers"][0]["metadata"].update(listLength=500),  # KEDA wants strings
-        lambda d: d["spec"]["triggers"][0]["metadata"].pop("listName"),
-        lambda d: d["spec"]["triggers"][0]["metadata"].update(listname="x"),
-        lambda d: d["spec"]["triggers"][0].pop("authenticationRef"),  # then no Redis address at all
+        lambda d: d["spec"]["triggers"][0]["metadata"].update(targetValue=500),  # KEDA wants strings
+        lambda d: d["spec"]["triggers"][0]["metadata"].pop("valueLocation"),
+        lambda d: d["spec"]["triggers"][0]["metadata"].update(valuelocation="x"),
+        lambda d: d["spec"]["triggers"][0].pop("authenticationRef"),  # then no key for authMode
+        lambda d: d["spec"]["triggers"][0]["metadata"].update(authMode="token"),
+        lambda d: d["spec"]["triggers"][0].update(type="redis"),  # a Redis trigger needs listName
         lambda d: d["spec"]["scaleTargetRef"].pop("name"),
         lambda d: d["spec"].update(triggers=[]),
         lambda d: d["spec"].update(maxReplicas=3),
@@ -97,8 +102,6 @@ def test_every_command_is_a_real_jobyard_command() -> None:
 
 
 def test_worker_groups_consume_every_queue_once_and_keda_watches_exactly_those_queues() -> None:
-    config = k8s_kind("ConfigMap")["jobyard-config"]["data"]
-    namespace = config.get("JOBYARD_REDIS_NAMESPACE", Settings().redis_namespace)
     consumed = {
         name.removeprefix("jobyard-worker-"): consumed_queues(argv)
         for name, argv in k8s_commands().items()
@@ -109,16 +112,22 @@ def test_worker_groups_consume_every_queue_once_and_keda_watches_exactly_those_q
     assert consumed["light"] == queues() - {SCRAPE, EMBEDDINGS}
     deployments = k8s_kind("Deployment")
     auths = k8s_kind("TriggerAuthentication")
+    (api_service,) = k8s_kind("Service")
+    namespace = yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"]
     for name, scaled in k8s_kind("ScaledObject").items():
         target = scaled["spec"]["scaleTargetRef"]["name"]
         assert target == name and target in deployments
         watched = set()
         for trigger in scaled["spec"]["triggers"]:
-            assert trigger["type"] == "redis"
+            # GET /v1/queues counts every tenant's lanes (a queue is no single Redis list any more).
+            assert trigger["type"] == "metrics-api"
             assert trigger["authenticationRef"]["name"] in auths
-            prefix, _, queue = trigger["metadata"]["listName"].partition(":")
-            assert prefix == namespace
-            watched.add(queue)
+            metadata = trigger["metadata"]
+            assert metadata["url"] == f"http://{api_service}.{namespace}.svc/v1/queues"
+            assert (metadata["authMode"], metadata["keyParamName"]) == ("apiKey", "X-API-Key")
+            found = QUEUE_READY.fullmatch(metadata["valueLocation"])
+            assert found, metadata["valueLocation"]
+            watched.add(found.group(1))
         assert watched == consumed[name.removeprefix("jobyard-worker-")], name
 
 
@@ -142,7 +151,8 @@ def test_secrets_and_config_hold_only_settings_jobyard_reads() -> None:
     for auth in k8s_kind("TriggerAuthentication").values():
         for ref in auth["spec"]["secretTargetRef"]:
             assert ref["key"] in secrets[ref["name"]]["stringData"]
-        assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"address", "password"}
+        # The metrics-api triggers' API key (authMode apiKey), from a Secret of its own.
+        assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {"apiKey"}
 
 
 def test_workers_get_longer_to_stop_than_their_shutdown_deadline() -> None:
