@@ -43,6 +43,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in CHECKED:
-        op.drop_constraint(f"ck_{table}_priority", table, type_="check")
+        # Spelt out: op.drop_constraint would prefix the name with the naming convention again.
+        op.execute(f"ALTER TABLE {table} DROP CONSTRAINT ck_{table}_priority")
     for table in ("jobs", "job_history", "schedules"):
         op.drop_column(table, "priority")
