@@ -68,7 +68,12 @@ def test_body_size_batch_size_and_payload_size_have_limits(settings: Settings, a
             "too_deeply_nested",
         ),
         (
-            b'{"type": "unread_count", "payload": {"chat_id": "c1", "user_id": "u1"}, "priority": 9}',
+            b'{"type": "unread_count", "payload": {"chat_id": "c1", "user_id": "u1"}, "urgency": 9}',
+            422,
+            "validation_error",
+        ),
+        (
+            b'{"type": "unread_count", "payload": {"chat_id": "c1", "user_id": "u1"}, "priority": 10}',
             422,
             "validation_error",
         ),
