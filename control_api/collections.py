@@ -25,7 +25,7 @@ from core.embeddings.queries import query_vector
 from core.errors import CollectionNotFound
 from core.platform.db import transaction
 from core.platform.tables import embedding_collections, embedding_documents
-from core.platform.tenants import DEFAULT_TENANT
+from core.platform.tenants import DEFAULT_TENANT, reaches
 
 Tenant = Annotated[
     str | None,
@@ -59,7 +59,7 @@ class SearchOut(msgspec.Struct):
 
 def _find(conn: Connection, key: ApiKey, name: str, tenant: str | None) -> Collection:
     """The collection ``name`` within the key's reach, narrowed to ``tenant`` if given."""
-    if tenant is not None and key.reach not in (None, tenant):
+    if tenant is not None and not reaches(key.reach, tenant):
         found = None  # another tenant's: as if it did not exist
     else:
         found = find_collection(conn, name, tenant or key.reach, own=key.tenant)

@@ -20,7 +20,7 @@ from core.access.keys import ApiKey
 from core.access.quotas import LimitOverrides, TenantLimits, get_limits, mirror, set_limits
 from core.errors import NotFound
 from core.platform.db import transaction
-from core.platform.tenants import checked_tenant
+from core.platform.tenants import checked_tenant, reaches
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ class LimitsIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def _reached(key: ApiKey, tenant: str) -> str:
     checked_tenant(tenant)
-    if key.reach is not None and key.reach != tenant:
+    if not reaches(key.reach, tenant):
         raise NotFound(f"no tenant {tenant!r}", code="tenant_not_found")
     return tenant
 

@@ -30,7 +30,7 @@ from core.messaging.numbers import (
 )
 from core.platform.db import transaction
 from core.platform.redact import learn_secrets
-from core.platform.tenants import TENANT_SHAPE
+from core.platform.tenants import TENANT_SHAPE, reaches
 
 OPS = [requires("ops")]
 #: Printable ASCII without spaces, as Meta's tokens and secrets are (an app secret is 32 hex digits,
@@ -52,7 +52,7 @@ class WhatsAppNumberIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
 def _reached(key: ApiKey, tenant: str) -> str:
     """``tenant`` if ``key`` reaches it; WhatsAppNumberNotFound otherwise, as if it had none."""
-    if (key.reach is not None and tenant != key.tenant) or not TENANT_SHAPE.fullmatch(tenant):
+    if not reaches(key.reach, tenant) or not TENANT_SHAPE.fullmatch(tenant):
         raise WhatsAppNumberNotFound(f"tenant {tenant[:63]!r} has no WhatsApp number of its own")
     return tenant
 

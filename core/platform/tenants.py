@@ -36,6 +36,11 @@ def reach_of(tenant: str, scopes: Collection[str]) -> str | None:
     return None if ADMIN_SCOPE in scopes else tenant
 
 
+def reaches(reach: str | None, tenant: str) -> bool:
+    """Whether a caller whose reach is ``reach`` (None: every tenant) may see ``tenant``'s objects."""
+    return reach is None or reach == tenant
+
+
 def reached(table: sa.Table, tenant: str | None) -> sa.ColumnElement[bool]:
     """The rows of ``table`` (one with a ``tenant`` column) that a caller whose reach is ``tenant``
     sees and changes: that tenant's, or every row for None (an admin key, the command line)."""
