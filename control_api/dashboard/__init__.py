@@ -65,6 +65,7 @@ def dashboard_routers() -> list[Router]:
             session.login_form,
             session.login,
             session.logout,
+            session.choose_tenant,
             pages.overview,
             pages.overview_fragment,
             pages.job_page,

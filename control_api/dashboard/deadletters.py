@@ -70,6 +70,21 @@ class ActionForm(FilterForm, kw_only=True):
     ids: list[uuid.UUID] = msgspec.field(default_factory=list)
     reason: str = ""
     payload_patch: str = ""
+    #: The tenant the page that sent the form showed ('' for every tenant); absent on a form that
+    #: does not say. The action refuses to go on if the session's choice has changed since.
+    tenant: str | None = None
+
+    def check_tenant(self, reach: str | None) -> None:
+        """Refuse a form made while the header showed another tenant than it does now (the choice
+        changed in another tab): it would act on other jobs than the page showed."""
+        if self.tenant is not None and self.tenant != (reach or ""):
+            shown = self.tenant or "every tenant"
+            raise PageRefused(
+                409,
+                "Tenant changed",
+                f"This form was made for {shown}, and the dashboard now shows "
+                f"{reach or 'every tenant'}. Nothing changed; go back to the dead letters and try again.",
+            )
 
     def selection(self, reach: str | None) -> Selection:
         """The jobs the form names, among those of the tenant the session reaches (None: all)."""
@@ -190,8 +205,10 @@ def _preview_page(request: Request[Any, Any, Any], form: ActionForm, status: int
 async def preview(request: Request[Any, Any, Any], state: State) -> Template:
     """The dry run: how many jobs the action would take, the first of them, the patch's diff."""
     form = await _action_form(request)
+    reach = session_reach(request)
+    form.check_tenant(reach)
     try:
-        data = await run(_preview, state.settings, form, session_reach(request))
+        data = await run(_preview, state.settings, form, reach)
     except FormError as exc:
         return _preview_page(request, form, 422, error=str(exc))
     except InvalidPayloads as exc:
@@ -199,8 +216,10 @@ async def preview(request: Request[Any, Any, Any], state: State) -> Template:
     return _preview_page(request, form, 200, **data)
 
 
-def _apply(settings: Settings, broker: Any, form: ActionForm, session: Session) -> Outcome:
-    selection, reason = form.selection(session.reach), form.checked_reason()
+def _apply(settings: Settings, broker: Any, form: ActionForm, session: Session, reach: str | None) -> Outcome:
+    """The action among ``reach``'s dead letters (the session's tenant, or the one chosen in the
+    header; None: every tenant's), which the audit entry records as its tenant."""
+    selection, reason = form.selection(reach), form.checked_reason()
     actor, by = session.key_name, session.key_id
     if form.action == "redrive":
         return redrive(settings, broker, selection, reason, actor, payload_patch=form.patch(), by=by)
@@ -211,8 +230,11 @@ def _apply(settings: Settings, broker: Any, form: ActionForm, session: Session) 
 async def apply(request: Request[Any, Any, Any], state: State) -> Template | Redirect:
     """The confirmed action; lands on its audit entry."""
     form = await _action_form(request)
+    reach = session_reach(request)
+    form.check_tenant(reach)
+    session = request.state.dashboard_session
     try:
-        outcome = await run(_apply, state.settings, state.broker, form, request.state.dashboard_session)
+        outcome = await run(_apply, state.settings, state.broker, form, session, reach)
     except FormError as exc:
         return _preview_page(request, form, 422, error=str(exc))
     except InvalidPayloads as exc:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from control_api.dashboard.chart import chart
 from control_api.dashboard.render import page
-from control_api.dashboard.session import PageRefused, session_reach
+from control_api.dashboard.session import FRAGMENT, PageRefused, session_reach
 from core.engine import stats as job_stats
 from core.engine.audit import get_entry, list_audit
 from core.engine.jobs import FINAL, utcnow
@@ -40,7 +40,8 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
 
 def _overview(state: State, reach: str | None) -> dict[str, Any]:
     """The queues as ``reach`` sees them (a tenant's, or every tenant's for None), and the chart of
-    the farm's throughput, which counts every tenant's jobs together: shown to admin sessions only."""
+    the farm's throughput, which counts every tenant's jobs together: shown to admin sessions only,
+    and only while they show every tenant."""
     settings: Settings = state.settings
     now = utcnow()
     job_stats.refresh(settings, now)
@@ -69,7 +70,7 @@ async def overview(request: Request[Any, Any, Any], state: State) -> Template:
     return page(request, "overview.html", shared=_queue_is_shared(data["overview"].items), **data)
 
 
-@get("/overview/fragment", name="dashboard_overview_fragment")
+@get("/overview/fragment", name="dashboard_overview_fragment", opt={FRAGMENT: True})
 async def overview_fragment(request: Request[Any, Any, Any], state: State) -> Template:
     data = await run(_overview, state, session_reach(request))
     return page(request, "_overview.html", shared=_queue_is_shared(data["overview"].items), **data)
@@ -87,7 +88,7 @@ async def job_page(request: Request[Any, Any, Any], state: State, job_id: FromPa
     return page(request, "job.html", **await run(_job, state.settings, job_id, session_reach(request)))
 
 
-@get("/jobs/{job_id:uuid}/fragment", name="dashboard_job_fragment")
+@get("/jobs/{job_id:uuid}/fragment", name="dashboard_job_fragment", opt={FRAGMENT: True})
 async def job_fragment(
     request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]
 ) -> Template:

@@ -75,8 +75,11 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 
 
 def page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any) -> Template:
-    """Render ``name`` with what every page needs: the session, its CSRF token, the refresh pace."""
+    """Render ``name`` with what every page needs: the session, its CSRF token, the refresh pace, the
+    tenant its pages reach (None: every tenant) and, for a session reaching every tenant, the tenants
+    its header's selector lists (None on a page answering a POST: the header names the reach only)."""
     session = getattr(request.state, "dashboard_session", None)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return Template(
         template_name=name,
         status_code=status_code,
@@ -85,6 +88,10 @@ def page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **c
             "csrf_token": session.csrf_token if session else "",
             "refresh_s": request.app.state.settings.dashboard_refresh_s,
             "path": request.url.path,
+            "reach": getattr(request.state, "dashboard_reach", None),
+            "tenants": getattr(request.state, "dashboard_tenants", None),
+            # Where the tenant selector comes back to: this page, or the overview after a POST's page.
+            "here": here if request.method == "GET" else "/dashboard",
             **context,
         },
     )

@@ -5,6 +5,11 @@ Secure over https, scoped to /dashboard); the key itself is never stored in the 
 that changes something carries the session's CSRF token (synchronizer pattern, compared in constant
 time), and a POST whose Origin names another host is refused as well. The login form, which has no
 session yet, is protected by a double-submit cookie of its own.
+
+A session whose key holds admin reaches every tenant; it may narrow its pages to one tenant with the
+selector in the header, which sets a cookie of the chosen tenant (a POST carrying the CSRF token).
+Every page then reads with that tenant as its reach, as a login of that tenant's key would. A
+session of one tenant has no choice: the cookie is ignored, and choosing another tenant answers 404.
 """
 
 from __future__ import annotations
@@ -23,19 +28,24 @@ from litestar.response import Redirect, Response, Template
 from control_api.auth import authenticate, client_address
 from control_api.dashboard.render import page
 from control_api.errors import ApiError
-from core.access.keys import ApiKey
+from core.access.keys import ApiKey, known_tenants
 from core.access.sessions import DASHBOARD_SCOPE, Session, close_session, find_session, open_session
 from core.platform.db import transaction
 from core.platform.settings import Settings
+from core.platform.tenants import TENANT_SHAPE
 
 SESSION_COOKIE = "jobyard_session"
 LOGIN_COOKIE = "jobyard_login_csrf"
+#: The tenant an admin session narrows its pages to (absent: every tenant).
+TENANT_COOKIE = "jobyard_tenant"
 #: The hidden field every dashboard form sends back.
 CSRF_FIELD = "csrf_token"
 COOKIE_PATH = "/dashboard"
 LOGIN_PATH = "/dashboard/login"
 #: Route opt of the few dashboard routes reachable without a session (the login form).
 PUBLIC = "dashboard_public"
+#: Route opt of the fragments the pages poll: no header, so no list of tenants to read.
+FRAGMENT = "dashboard_fragment"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -86,6 +96,35 @@ def _lookup(settings: Settings, token: str) -> Session | None:
         return find_session(conn, token)
 
 
+def _lookup_with_tenants(settings: Settings, token: str) -> tuple[Session | None, list[str] | None]:
+    """The session, and for one reaching every tenant the tenants its header's selector lists."""
+    with transaction(settings) as conn:
+        session = find_session(conn, token)
+        tenants = known_tenants(conn) if session is not None and session.reach is None else None
+    return session, tenants
+
+
+def chosen_tenant(value: str | None) -> str | None:
+    """The tenant a cookie or a form names, or None for every tenant ('' or absent); raises
+    ValueError for anything that is not a tenant's name (core.platform.tenants.TENANT_SHAPE)."""
+    if not value:
+        return None
+    if not TENANT_SHAPE.fullmatch(value):
+        raise ValueError(value)
+    return value
+
+
+def _reach(request: Request[Any, Any, Any], session: Session) -> str | None:
+    """What the request's pages see: the session's own tenant, or for a session reaching every
+    tenant the one chosen in the header (a cookie that is not a tenant's name is ignored)."""
+    if session.reach is not None:
+        return session.reach
+    try:
+        return chosen_tenant(request.cookies.get(TENANT_COOKIE))
+    except ValueError:
+        return None
+
+
 async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Before every dashboard route: a live session (else off to the login form), and for anything
     but a read, the session's CSRF token in the form."""
@@ -93,13 +132,19 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
         return None
     settings: Settings = request.app.state.settings
     token = request.cookies.get(SESSION_COOKIE)
-    session = await anyio.to_thread.run_sync(_lookup, settings, token) if token else None
+    session, tenants = None, None
+    if token and (request.method not in _SAFE_METHODS or request.route_handler.opt.get(FRAGMENT)):
+        session = await anyio.to_thread.run_sync(_lookup, settings, token)
+    elif token:  # a page with the header: its tenant selector lists the tenants
+        session, tenants = await anyio.to_thread.run_sync(_lookup_with_tenants, settings, token)
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if request.method not in _SAFE_METHODS:
             target = COOKIE_PATH
         return Redirect(f"{LOGIN_PATH}?next={quote(target, safe='')}", status_code=303)
     request.state.dashboard_session = session
+    request.state.dashboard_reach = _reach(request, session)
+    request.state.dashboard_tenants = tenants
     if request.method not in _SAFE_METHODS:
         _check_origin(request)
         form = await request.form()
@@ -115,9 +160,10 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
 
 
 def session_reach(request: Request[Any, Any, Any]) -> str | None:
-    """The tenant the session's pages see, or None: every tenant (its key holds admin)."""
-    session: Session = request.state.dashboard_session
-    return session.reach
+    """The tenant the request's pages see, or None: every tenant (its key holds admin, and no tenant
+    is chosen in the header)."""
+    reach: str | None = request.state.dashboard_reach
+    return reach
 
 
 def _login_form(request: Request[Any, Any, Any], target: str, error: str | None, status: int) -> Template:
@@ -180,6 +226,8 @@ async def login(request: Request[Any, Any, Any], state: State) -> Response[Any]:
         cookies=[
             _cookie(request, SESSION_COOKIE, token, ttl, COOKIE_PATH),
             _cookie(request, LOGIN_COOKIE, "", 0, LOGIN_PATH),
+            # A new session starts on every tenant it reaches, whatever the last one chose.
+            _cookie(request, TENANT_COOKIE, "", 0, COOKIE_PATH),
         ],
     )
 
@@ -195,5 +243,38 @@ async def logout(request: Request[Any, Any, Any], state: State) -> Response[Any]
     if token:
         await anyio.to_thread.run_sync(_close, state.settings, token)
     return Redirect(
-        LOGIN_PATH, status_code=303, cookies=[_cookie(request, SESSION_COOKIE, "", 0, COOKIE_PATH)]
+        LOGIN_PATH,
+        status_code=303,
+        cookies=[
+            _cookie(request, SESSION_COOKIE, "", 0, COOKIE_PATH),
+            _cookie(request, TENANT_COOKIE, "", 0, COOKIE_PATH),
+        ],
     )
+
+
+@post("/tenant", name="dashboard_tenant")
+async def choose_tenant(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+    """The header's selector: narrow the session's pages to one tenant, or ('') show every tenant.
+    Only a session reaching every tenant chooses; for another, any tenant but its own is not found."""
+    form = await request.form()
+    session: Session = request.state.dashboard_session
+    value, target = form.get("tenant"), form.get("next")
+    target = safe_next(target if isinstance(target, str) else None)
+    try:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(value)
+        tenant = chosen_tenant(value)
+    except ValueError:
+        shown = value[:80] if isinstance(value, str) else "that"
+        raise PageRefused(
+            400,
+            "Not a tenant",
+            f"{shown!r} is not a tenant's name: 1-63 lower-case letters, digits and inner hyphens.",
+        ) from None
+    if session.reach is not None:
+        if tenant not in (None, session.reach):
+            raise PageRefused(404, "Not found", f"No tenant {tenant!r} for this session.")
+        return Redirect(target, status_code=303)
+    ttl = int(state.settings.dashboard_session_ttl_s)
+    cookie = _cookie(request, TENANT_COOKIE, tenant or "", ttl if tenant else 0, COOKIE_PATH)
+    return Redirect(target, status_code=303, cookies=[cookie])

@@ -21,7 +21,7 @@ from core.engine.jobs import utcnow
 from core.errors import KeyNotFound, NotRotatable, UnknownScope
 from core.platform.pagination import page, split_page
 from core.platform.redact import KEY_PREFIX, VISIBLE_CHARS
-from core.platform.tables import api_keys
+from core.platform.tables import api_keys, dead_letter_counts, tenant_limits
 from core.platform.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant, reach_of, reached
 
 #: What a key may do; ``admin`` is not a task but a reach: every tenant's data, not only its own.
@@ -113,6 +113,17 @@ def _key(row: sa.Row[tuple[object, ...]]) -> ApiKey:
 def list_keys(conn: Connection, tenant: str | None = None) -> list[ApiKey]:
     query = sa.select(api_keys).where(reached(api_keys, tenant)).order_by(api_keys.c.created_at)
     return [_key(r) for r in conn.execute(query)]
+
+
+def known_tenants(conn: Connection) -> list[str]:
+    """The tenants the farm knows by name, sorted: those of its API keys (revoked ones too), of the
+    tenants given limits of their own, and of dead letters. Three small tables, never the jobs."""
+    query = sa.union(
+        sa.select(api_keys.c.tenant),
+        sa.select(tenant_limits.c.tenant),
+        sa.select(dead_letter_counts.c.tenant),
+    )
+    return sorted(conn.execute(query).scalars())
 
 
 def page_keys(

@@ -57,9 +57,15 @@ function wireRows(form) {
   });
 }
 
+// The header's tenant selector: choosing is enough (its Show button is for pages without script).
+function wireAutosubmit(select) {
+  select.addEventListener("change", () => select.form.requestSubmit());
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh-url]").forEach(startRefresh);
   document.querySelectorAll("[data-select-all]").forEach(wireSelectAll);
   document.querySelectorAll("form#dead-letters").forEach(wireRows);
+  document.querySelectorAll("select[data-autosubmit]").forEach(wireAutosubmit);
   document.documentElement.dataset.js = "ready";
 });
