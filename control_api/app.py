@@ -32,7 +32,7 @@ from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
 from control_api.scrapes import ScrapesController
 from control_api.tenant_limits import TenantsController
-from control_api.tenants import TenantWhatsAppController
+from control_api.tenants import TenantLlmController, TenantWhatsAppController
 from control_api.webhooks import WhatsAppWebhookController
 from core.access.keys import KeyCache, UsageClock
 from core.catalog import load_job_types
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             OptOutsController,
             OutboundMessagesController,
             TenantWhatsAppController,
+            TenantLlmController,
             WhatsAppWebhookController,
             QueuesController,
             healthz,

@@ -138,6 +138,29 @@ TENANT_WHATSAPP: dict[str, Any] = {
     "updated_at": AT,
     "updated_by": KEY_ID,
 }
+TENANT_LLM: dict[str, Any] = {
+    "tenant": "shop-a",
+    "providers": [
+        {
+            "name": "groq",
+            "base_url": "https://api.groq.com/openai/v1",
+            "model": "llama-3.3-70b-versatile",
+            "api_key_set": True,
+            "api_key_last4": "Qx7w",
+        },
+        {
+            "name": "openai",
+            "base_url": None,
+            "model": "gpt-4o-mini",
+            "api_key_set": True,
+            "api_key_last4": "k9Tz",
+        },
+    ],
+    "key_id": "1a2b3c4d",
+    "created_at": AT,
+    "updated_at": AT,
+    "updated_by": KEY_ID,
+}
 DEAD_FILTER = {"error_code": "provider_unavailable", "since": "2026-11-20T00:00:00Z"}
 
 TENANT_LIMITS: dict[str, Any] = {

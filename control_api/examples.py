@@ -31,6 +31,7 @@ from control_api.example_values import (
     SCHEDULED_JOB,
     SCRAPE_ID,
     TENANT_LIMITS,
+    TENANT_LLM,
     TENANT_WHATSAPP,
     UNREAD_PAYLOAD,
 )
@@ -372,6 +373,26 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
     ("DELETE", "/v1/tenants/{tenant}/whatsapp"): OperationDoc(
         "deleteTenantWhatsApp", params={"tenant": "shop-a"}
     ),
+    ("PUT", "/v1/tenants/{tenant}/llm"): OperationDoc(
+        "setTenantLlm",
+        params={"tenant": "shop-a"},
+        request={
+            "providers": [
+                {
+                    "name": "groq",
+                    "base_url": "https://api.groq.com/openai/v1",
+                    "api_key": "gsk_8Jd2kLq...Qx7w",
+                    "model": "llama-3.3-70b-versatile",
+                },
+                {"name": "openai", "api_key": "sk-proj-4fG7...k9Tz", "model": "gpt-4o-mini"},
+            ]
+        },
+        response=TENANT_LLM,
+    ),
+    ("GET", "/v1/tenants/{tenant}/llm"): OperationDoc(
+        "getTenantLlm", params={"tenant": "shop-a"}, response=TENANT_LLM
+    ),
+    ("DELETE", "/v1/tenants/{tenant}/llm"): OperationDoc("deleteTenantLlm", params={"tenant": "shop-a"}),
     ("GET", "/webhooks/whatsapp"): OperationDoc("verifyWhatsAppWebhook", response="1158201444"),
     ("POST", "/webhooks/whatsapp"): OperationDoc(
         "receiveWhatsAppWebhook", response={"statuses": 2, "unknown_statuses": 0, "opt_outs": 1}

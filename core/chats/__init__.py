@@ -1,1 +1,2 @@
-"""Chats: unread counters (`unread_count`), AI replies (`ai_reply`), and the chat history the API shows."""
+"""Chats: unread counters (`unread_count`), AI replies (`ai_reply`) with each tenant's own LLM provider
+chain (`tenant_llm`), and the chat history the API shows."""

@@ -4,7 +4,9 @@ The handler runs inside the job's transaction: the user's message, the reply and
 commit together with the job's success, so a worker that dies after the LLM answered leaves no half
 reply behind, and a retry writes the reply exactly once. The LLM call itself has no outside effect
 beyond its cost, so repeating it after a crash is safe. The chat is the job's tenant's: its history
-and its reply are that tenant's chat ``chat_id``, never another tenant's of the same id.
+and its reply are that tenant's chat ``chat_id``, never another tenant's of the same id. The
+providers asked are the tenant's own chain when it has one (core/chats/tenant_llm.py), else the
+farm's; the stored reply records which provider answered.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.chats.tenant_llm import chain_of
 from core.chats.unread import Id, UnreadCountPayload, apply_unread, ensure_chat
 from core.engine.declare import JobContext, job_type
 from core.engine.jobs import utcnow
 from core.platform.tables import chat_messages
-from core.providers.llm import LlmChain, chain_for
+from core.providers.llm import LlmChain
 
 
 class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -50,7 +53,8 @@ class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_payload_bytes=320 * 1024,
 )
 def ai_reply(ctx: JobContext, payload: AiReplyPayload) -> dict[str, Any]:
-    return reply(ctx.conn, ctx.tenant, payload, chain_for(ctx.settings), ctx.claim.job_id)
+    chain = chain_of(ctx.conn, ctx.settings, ctx.tenant)
+    return reply(ctx.conn, ctx.tenant, payload, chain, ctx.claim.job_id)
 
 
 def history(conn: Connection, tenant: str, chat_id: str, limit: int) -> list[dict[str, str]]:

@@ -16,13 +16,22 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection
 
+from core.chats import tenant_llm as llm
 from core.engine.job_types import job_types, payload_context
 from core.errors import SealedValueError
 from core.messaging import numbers
 from core.messaging.optouts import OPT_OUT_CONTEXT
 from core.messaging.outbound import BODY_TO_CONTEXT, TO_CONTEXT
 from core.platform.crypto import LEGACY_PREFIX, SEALED_PREFIX, KeyRing, key_id_of, key_label, looks_sealed
-from core.platform.tables import job_history, jobs, opt_outs, outbound_messages, schedules, tenant_whatsapp
+from core.platform.tables import (
+    job_history,
+    jobs,
+    opt_outs,
+    outbound_messages,
+    schedules,
+    tenant_llm,
+    tenant_whatsapp,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -266,6 +275,54 @@ def _number_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tally
     return (rows[-1].tenant if rows else None), len(rows)
 
 
+# -- tenants' LLM providers --------------------------------------------------------------------
+
+
+def _llm_pending(key_id: str) -> sa.ColumnElement[bool]:
+    """A chain whose key id is not the current key's, or that holds an api key sealed otherwise."""
+    element = (
+        sa.func.jsonb_array_elements(tenant_llm.c.providers).table_valued("value").render_derived(name="p")
+    )
+    sealed = element.c.value.op("->>")("api_key_sealed")
+    stale = sa.exists(
+        sa.select(1).select_from(element).where(sealed.isnot(None), _not_current(sealed, key_id))
+    )
+    return sa.or_(tenant_llm.c.key_id != key_id, stale)
+
+
+def _llm_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally) -> tuple[Any, int]:
+    """Re-seal the api keys of tenants' own LLM providers. ``updated_at`` stays: the clear keys are
+    the same, so the workers' cached chains stay good."""
+    tl = tenant_llm.c
+    query = sa.select(tenant_llm).where(_llm_pending(ring.key_id))
+    if after is not None:
+        query = query.where(tl.tenant > after)
+    rows = conn.execute(query.order_by(tl.tenant).limit(limit).with_for_update(skip_locked=True)).all()
+    moved = unopenable = 0
+    for row in rows:
+        providers = []
+        try:
+            for provider in row.providers:
+                sealed = provider.get("api_key_sealed")
+                if sealed is not None:
+                    context = llm.sealing_context(row.tenant, provider["name"])
+                    provider = {**provider, "api_key_sealed": ring.seal(ring.open(sealed, context), context)}
+                    tally.from_key_ids.add(_origin(sealed))
+                providers.append(provider)
+        except SealedValueError as exc:
+            _unopenable(exc, tally, "tenant_llm", row.tenant)
+            unopenable += 1
+            continue
+        conn.execute(
+            sa.update(tenant_llm)
+            .where(tl.tenant == row.tenant)
+            .values(key_id=ring.key_id, providers=providers)
+        )
+        moved += 1
+    tally.add("tenant_llm", moved, unopenable)
+    return (rows[-1].tenant if rows else None), len(rows)
+
+
 # -- outbound messages -------------------------------------------------------------------------
 
 
@@ -342,6 +399,7 @@ def tables() -> list[tuple[str, Batch]]:
         ("opt_outs", _opt_out_batch),
         ("outbound_messages", _outbound_batch),
         ("tenant_whatsapp", _number_batch),
+        ("tenant_llm", _llm_batch),
     ]
 
 
@@ -363,5 +421,6 @@ def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:
         "tenant_whatsapp": sa.select(sa.func.count())
         .select_from(tenant_whatsapp)
         .where(_number_pending(key_id)),
+        "tenant_llm": sa.select(sa.func.count()).select_from(tenant_llm).where(_llm_pending(key_id)),
     }
     return {name: int(conn.execute(query).scalar_one()) for name, query in counts.items()}

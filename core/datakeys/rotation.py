@@ -3,8 +3,9 @@ short batches, while the farm runs.
 
 Where they live: the sealed fields of job payloads (every state, dead letters included) and of
 schedule payloads, opt-outs (sealed number, hash and its key id), outbound messages (sealed
-recipient, hash and its key id, and the `to` of the stored request body) and tenants' own WhatsApp
-numbers (sealed access token, app secret and verify token, and their key id). Nothing else holds one:
+recipient, hash and its key id, and the `to` of the stored request body), tenants' own WhatsApp
+numbers (sealed access token, app secret and verify token, and their key id) and tenants' own LLM
+providers (their sealed api keys, and their key id). Nothing else holds one:
 error texts and audit entries hold numbers masked, chats hold no numbers.
 
 Each batch is one short transaction that locks its rows with FOR UPDATE SKIP LOCKED: a row a worker

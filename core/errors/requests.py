@@ -78,6 +78,12 @@ class WhatsAppNumberNotFound(NotFound):
     code = "whatsapp_number_not_found"
 
 
+class TenantLlmNotFound(NotFound):
+    """The tenant has no LLM provider chain of its own (its jobs ask the farm's)."""
+
+    code = "tenant_llm_not_found"
+
+
 class NotResolved(NotFound):
     """A host name has no address (NXDOMAIN, no answer in time)."""
 

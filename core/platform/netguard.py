@@ -1,10 +1,14 @@
-"""Which addresses a scraped page may reach: public ones, unless its host is on the allow list.
+"""Which addresses a scraped page or a tenant's LLM provider may reach: public ones, unless the host is on
+the allow list.
 
 The check is made on the addresses a name resolves to, never on the name: `localhost`, a name in
 /etc/hosts or a public-looking name whose DNS answers 127.0.0.1 are all refused for what they resolve
 to. Every address of a name must be public, so a DNS answer mixing a public and a private address is
 refused too. The caller connects to an address it got from here (see core/providers/guard_proxy.py),
 so a second lookup that answers differently (DNS rebinding) never decides where a connection goes.
+
+Two callers: the scrape's browser, through core/providers/guard_proxy.py, and the HTTP clients of
+tenants' own LLM providers (core/providers/guarded_http.py), which connect to the checked address.
 """
 
 from __future__ import annotations
@@ -178,7 +182,7 @@ class AllowEntry:
 
 @dataclass(frozen=True, slots=True)
 class AllowList:
-    """Hosts exempt from the address check (JOBYARD_SCRAPE_ALLOW_HOSTS)."""
+    """Hosts exempt from the address check (JOBYARD_SCRAPE_ALLOW_HOSTS, JOBYARD_LLM_ALLOW_HOSTS)."""
 
     entries: tuple[AllowEntry, ...] = ()
 
@@ -221,6 +225,19 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def _judged(
+    host: str, entry: AllowEntry | None, addresses: list[IPAddress], literal: IPAddress | None
+) -> list[IPAddress]:
+    if not addresses:
+        raise NotResolved(f"{host} has no address")
+    if entry is None:
+        for address in addresses:
+            reason = refusal(address)
+            if reason is not None:
+                raise AddressRefused(host, str(address), reason, literal=literal is not None)
+    return addresses
+
+
 async def checked_addresses(
     host: str, port: int, allow: AllowList, resolve: Resolver = system_resolve
 ) -> list[IPAddress]:
@@ -232,14 +249,33 @@ async def checked_addresses(
         return [entry.pinned]
     literal = parse_address(host)
     if literal is not None:
-        addresses = [literal]
-    else:
-        addresses = [a for a in (parse_address(x) for x in await resolve(host, port)) if a is not None]
-        if not addresses:
-            raise NotResolved(f"{host} has no address")
-    if entry is None:
-        for address in addresses:
-            reason = refusal(address)
-            if reason is not None:
-                raise AddressRefused(host, str(address), reason, literal=literal is not None)
-    return addresses
+        return _judged(host, entry, [literal], literal)
+    resolved = [a for a in (parse_address(x) for x in await resolve(host, port)) if a is not None]
+    return _judged(host, entry, resolved, None)
+
+
+SyncResolver = Callable[[str, int], list[str]]
+
+
+def system_resolve_sync(host: str, port: int) -> list[str]:
+    """As system_resolve, for a thread without an event loop (a worker's HTTP client)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise NotResolved(f"{host} does not resolve: {exc}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def checked_addresses_sync(
+    host: str, port: int, allow: AllowList, resolve: SyncResolver = system_resolve_sync
+) -> list[IPAddress]:
+    """checked_addresses for synchronous callers: the same rule, the same errors."""
+    host = normalize_host(host)
+    entry = allow.match(host)
+    if entry is not None and entry.pinned is not None:
+        return [entry.pinned]
+    literal = parse_address(host)
+    if literal is not None:
+        return _judged(host, entry, [literal], literal)
+    resolved = [a for a in (parse_address(x) for x in resolve(host, port)) if a is not None]
+    return _judged(host, entry, resolved, None)

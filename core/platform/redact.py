@@ -8,7 +8,8 @@ library's (Dramatiq, uvicorn, httpx) and formatted tracebacks. It removes
   secrets in the settings (WhatsApp token, app secret and verify token, LLM keys, the data key, the
   Postgres and Redis passwords of DATABASE_URL and REDIS_URL) and of the secrets the process came to
   hold after it started (``learn_secrets``: a tenant's WhatsApp token, app secret and verify token,
-  taught the moment they are opened or received, before anything could log them);
+  its LLM providers' api keys, taught the moment they are opened or received, before anything could
+  log them);
 - message bodies: values of fields that carry what people wrote or will read (`text`, `body`,
   `content`, `components`, `system_prompt`, ...), whatever their depth in the event;
 - phone numbers, anywhere in any text, masked to `+44*******789`.

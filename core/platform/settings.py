@@ -118,6 +118,13 @@ class Settings:
         30.0,
         "How long an open breaker skips its provider before a trial call.",
     )
+    llm_allow_hosts: tuple[str, ...] = _setting(
+        "JOBYARD_LLM_ALLOW_HOSTS",
+        (),
+        "Comma-separated hosts a tenant's own LLM provider (`base_url`) may be at although they resolve "
+        "to private, loopback or other non-public addresses: `host`, `*.domain`, or `host=address` to "
+        "also pin it to that address. The farm's own providers are not checked.",
+    )
     clock_offset_s: float = _setting(
         "JOBYARD_CLOCK_OFFSET_S",
         0.0,

@@ -8,6 +8,11 @@ A provider whose calls keep failing (timeouts, 5xx, refused connections) opens i
 next provider in the chain takes the calls; after a cool-down one trial call is let through, and a
 success closes the breaker again. Breakers are per worker process: each process learns on its own,
 which costs at most ``failures`` calls per process and needs no shared state.
+
+A tenant may have a chain of its own (core/chats/tenant_llm.py builds it from its stored row). Its
+base URLs are addresses a caller chose, so its clients connect only to addresses the guard accepts
+(core/providers/guarded_http.py); a refused address counts as that provider's failure
+(``address_refused``) and the next provider takes the call. The farm's own chain is trusted.
 """
 
 from __future__ import annotations
@@ -23,11 +28,25 @@ import openai
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
-from core.errors import JobFailure, LlmNotConfigured, PermanentError, RateLimitedError, RetryableError
+from core.errors import (
+    AddressRefused,
+    JobFailure,
+    LlmNotConfigured,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+)
+from core.platform.netguard import AllowList
 from core.platform.settings import Settings
+from core.providers.guarded_http import guarded_client
 from core.providers.http import parse_retry_after
 
 log = structlog.get_logger(__name__)
+
+
+#: Where a tenant's provider without a base URL is asked: OpenAI's API, named here so that the SDK's
+#: OPENAI_BASE_URL (the farm's own server) never receives a tenant's calls.
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -104,9 +123,23 @@ class Completion:
 
 
 class LlmChain:
-    def __init__(self, settings: Settings) -> None:
+    """The providers tried in order, with a breaker and a client each. ``providers`` None: the farm's
+    own (its settings). ``allow`` set: a tenant's chain, whose every connection the address guard
+    checks against that allow list (JOBYARD_LLM_ALLOW_HOSTS)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: tuple[ProviderConfig, ...] | None = None,
+        *,
+        allow: AllowList | None = None,
+        tenant: str | None = None,
+    ) -> None:
         self.settings = settings
-        self.providers = provider_chain(settings)
+        self.providers = provider_chain(settings) if providers is None else providers
+        self.allow = allow
+        #: The tenant whose own chain this is, for log lines; None for the farm's.
+        self.tenant = tenant
         self.breakers = {
             p.name: Breaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_s)
             for p in self.providers
@@ -115,13 +148,28 @@ class LlmChain:
 
     def _client(self, p: ProviderConfig) -> openai.OpenAI:
         if p.name not in self._clients:
-            self._clients[p.name] = openai.OpenAI(
-                api_key=p.api_key or "not-needed",  # local servers (Ollama, llama.cpp) take any key
-                base_url=p.base_url,
-                timeout=self.settings.llm_timeout_s,
-                max_retries=0,  # retries are the job's business, across attempts
-            )
+            if self.allow is None:
+                self._clients[p.name] = openai.OpenAI(
+                    api_key=p.api_key or "not-needed",  # local servers (Ollama, llama.cpp) take any key
+                    base_url=p.base_url,
+                    timeout=self.settings.llm_timeout_s,
+                    max_retries=0,  # retries are the job's business, across attempts
+                )
+            else:
+                self._clients[p.name] = openai.OpenAI(
+                    api_key=p.api_key or "not-needed",
+                    base_url=p.base_url or OPENAI_BASE_URL,
+                    timeout=self.settings.llm_timeout_s,
+                    max_retries=0,
+                    http_client=guarded_client(self.allow, timeout=self.settings.llm_timeout_s),
+                )
         return self._clients[p.name]
+
+    def _failed(self, p: ProviderConfig, breaker: Breaker) -> None:
+        if breaker.failed():
+            log.warning(
+                "llm_breaker_open", provider=p.name, tenant=self.tenant, cooldown_s=breaker.cooldown_s
+            )
 
     def complete(
         self, messages: list[dict[str, str]], *, model: str | None = None, **options: Any
@@ -140,12 +188,26 @@ class LlmChain:
                     messages=cast(list[ChatCompletionMessageParam], messages),
                     **options,
                 )
+            except AddressRefused as exc:
+                # A tenant's base URL that resolves (now) to a loopback, private or metadata address:
+                # nothing was sent. The provider is failing, as one that does not answer.
+                log.warning(
+                    "llm_address_refused",
+                    provider=p.name,
+                    tenant=self.tenant,
+                    host=exc.host,
+                    address=exc.address,
+                    reason=exc.reason,
+                )
+                self._failed(p, breaker)
+                last_error = RetryableError(f"{p.name}: {exc}", code="address_refused")
+                continue
             except openai.APIError as exc:
                 error = map_error(exc, p.name)
                 if not error.retryable:
                     raise error from exc  # the request itself is wrong: another provider will not help
-                if not isinstance(error, RateLimitedError) and breaker.failed():
-                    log.warning("llm_breaker_open", provider=p.name, cooldown_s=breaker.cooldown_s)
+                if not isinstance(error, RateLimitedError):
+                    self._failed(p, breaker)
                 last_error = error
                 continue
             breaker.succeeded()

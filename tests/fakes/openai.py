@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible chat-completions server: answers, or fails on demand, and records calls."""
+"""A fake OpenAI-compatible chat-completions server: answers, or fails on demand, and records calls
+(each body, and the Authorization header it came with)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class FakeOpenAI(FakeHTTPServer):
     def __init__(self, name: str) -> None:
         self.name = name
         self.requests: list[dict[str, Any]] = []
+        #: The Authorization header of each request, in the order of ``requests``.
+        self.authorizations: list[str | None] = []
         self.times: list[float] = []
         self._script: deque[Respond] = deque()
         self.default: Respond = Respond(200)
@@ -28,6 +31,7 @@ class FakeOpenAI(FakeHTTPServer):
         body = json.loads(read_body(request) or b"{}")
         with self._lock:
             self.requests.append(body)
+            self.authorizations.append(request.headers.get("Authorization"))
             self.times.append(time.time())
             behavior = self._script.popleft() if self._script else self.default
             n = len(self.requests)

@@ -7,7 +7,8 @@ the comments that explain them:
 - ``engine``: jobs, job_attempts, job_history (a partition a day) and its partition helpers, workers,
   schedules, schedule_firings, the job_stats_* rollups, prune_counts; the job status tuples.
 - ``access``: api_keys, dashboard_sessions, audit_log, tenant_limits.
-- ``chats``, ``messaging``, ``embeddings``, ``scrape``: the features' tables.
+- ``chats``, ``messaging``, ``embeddings``, ``scrape``: the features' tables (``chats`` holds
+  ``tenant_llm``, the LLM provider chain of a tenant's ``ai_reply`` jobs).
 
 The modules import ``base`` and nothing else of this package; a foreign key names a table of its own
 module, so any import order resolves it. Code imports the names from here (``from
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from core.platform.tables.access import api_keys, audit_log, dashboard_sessions, tenant_limits
 from core.platform.tables.base import Json, metadata, timestamp_column
-from core.platform.tables.chats import chat_messages, chats, unread_counters
+from core.platform.tables.chats import chat_messages, chats, tenant_llm, unread_counters
 from core.platform.tables.embeddings import INDEXED_DIMS, embedding_collections, embedding_documents
 from core.platform.tables.engine import (
     HISTORY_PARTITION,
@@ -73,6 +74,7 @@ __all__ = [
     "schedules",
     "scrapes",
     "tenant_limits",
+    "tenant_llm",
     "tenant_whatsapp",
     "timestamp_column",
     "unread_counters",

@@ -58,3 +58,21 @@ unread_counters = sa.Table(
     sa.CheckConstraint("unread >= 0", name="unread"),
     sa.ForeignKeyConstraint(["chat_id", "tenant"], ["chats.id", "chats.tenant"], ondelete="CASCADE"),
 )
+
+# A tenant's own LLM provider chain (core/chats/tenant_llm.py): its `ai_reply` jobs ask these providers,
+# in order, instead of the farm's. ``providers`` is a JSON list of {name, base_url, model,
+# api_key_sealed}: each api key sealed (core/platform/crypto.py), bound to its field, its tenant and
+# its provider's name; none is ever shown again.
+tenant_llm = sa.Table(
+    "tenant_llm",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    sa.Column("providers", Json, nullable=False),
+    # The data key the api keys are sealed under: a rotation finds what it has still to move.
+    sa.Column("key_id", sa.Text, nullable=False),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    # Set on every change: a worker's cached chain for the tenant is good while it is the same.
+    timestamp_column("updated_at", nullable=False, default_now=True),
+    # The API key that last set it.
+    sa.Column("updated_by", UUID(as_uuid=True)),
+)

@@ -1,12 +1,14 @@
 """A data key rotation and tenants: opt-outs of one number by several tenants stay one row per tenant
 (only a tenant's own twice-recorded row is merged), and the sealed secrets of tenants' own WhatsApp
-numbers are re-sealed, each still bound to its field and tenant."""
+numbers and own LLM providers are re-sealed, each still bound to its field and tenant."""
 
 from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
 
+from core.chats.tenant_llm import get_chain, set_chain
+from core.chats.tenant_llm import sealing_context as llm_context
 from core.datakeys.reseal import pending_counts
 from core.datakeys.rotation import rotate
 from core.errors import SealedValueError
@@ -15,7 +17,8 @@ from core.messaging.optouts import OPT_OUT_CONTEXT, is_opted_out
 from core.platform.crypto import DataCipher, data_cipher, generate_data_key, use_data_key
 from core.platform.db import transaction
 from core.platform.settings import Settings
-from core.platform.tables import opt_outs, tenant_whatsapp
+from core.platform.tables import opt_outs, tenant_llm, tenant_whatsapp
+from core.providers.llm import ProviderConfig
 from tests.services import TEST_DATA_KEY
 
 NUMBER = "+447700900555"
@@ -85,3 +88,42 @@ def test_a_rotation_moves_each_tenants_opt_outs_and_number_secrets(settings: Set
     # Still bound to its tenant: shop-a's sealed token does not open as shop-b's.
     with pytest.raises(SealedValueError, match="does not open"):
         data_cipher().open(numbers[0].token_sealed, sealing_context("token_sealed", "shop-b"))
+
+
+def test_a_rotation_reseals_tenants_llm_api_keys_and_keeps_their_chains(settings: Settings) -> None:
+    with transaction(settings) as conn:
+        set_chain(
+            conn,
+            "shop-a",
+            [
+                ProviderConfig(name="main", base_url="https://llm.example/v1", api_key="sk-shop-a-main-1234"),
+                ProviderConfig(name="local", base_url="https://llm2.example/v1"),  # no key
+            ],
+            by=None,
+        )
+        before = conn.execute(sa.select(tenant_llm)).one()
+        assert pending_counts(conn, data_cipher())["tenant_llm"] == 0
+
+    new_key = generate_data_key()
+    rotated = settings.replace(data_key=new_key, data_keys_old=(TEST_DATA_KEY,))
+    ring = use_data_key(rotated)
+    with transaction(rotated) as conn:
+        assert pending_counts(conn, ring)["tenant_llm"] == 1
+    report = rotate(rotated, ring, actor="cli:test", reason="yearly")
+    assert report.remaining == 0 and report.moved["tenant_llm"] == 1
+
+    use_data_key(rotated.replace(data_keys_old=()))  # the old key is gone
+    with transaction(rotated) as conn:
+        assert pending_counts(conn, data_cipher())["tenant_llm"] == 0
+        row = conn.execute(sa.select(tenant_llm)).one()
+        shown = get_chain(conn, "shop-a")
+    assert row.key_id == data_cipher().key_id and row.updated_at == before.updated_at
+    main, local = row.providers
+    assert main["api_key_sealed"].startswith(f"jy2:{data_cipher().key_id}:")
+    assert local["api_key_sealed"] is None
+    assert data_cipher().open(main["api_key_sealed"], llm_context("shop-a", "main")) == "sk-shop-a-main-1234"
+    assert shown is not None and [p.api_key_last4 for p in shown.providers] == ["1234", None]
+    # Bound to its tenant and provider: not another tenant's, nor another provider's.
+    for context in (llm_context("shop-b", "main"), llm_context("shop-a", "local")):
+        with pytest.raises(SealedValueError, match="does not open"):
+            data_cipher().open(main["api_key_sealed"], context)
