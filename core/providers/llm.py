@@ -49,6 +49,10 @@ log = structlog.get_logger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
+#: Headers a tenant's provider never gets from the farm's environment (Omit drops them).
+TENANT_HEADERS: dict[str, Any] = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
+
+
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: Annotated[str, msgspec.Meta(min_length=1)]
     base_url: str | None = None
@@ -162,6 +166,9 @@ class LlmChain:
                     timeout=self.settings.llm_timeout_s,
                     max_retries=0,
                     http_client=guarded_client(self.allow, timeout=self.settings.llm_timeout_s),
+                    # The SDK would fill these from the farm's OPENAI_ORG_ID / OPENAI_PROJECT_ID:
+                    # the farm's account is none of a tenant's provider's business.
+                    default_headers=TENANT_HEADERS,
                 )
         return self._clients[p.name]
 

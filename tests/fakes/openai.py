@@ -19,6 +19,8 @@ class FakeOpenAI(FakeHTTPServer):
         self.requests: list[dict[str, Any]] = []
         #: The Authorization header of each request, in the order of ``requests``.
         self.authorizations: list[str | None] = []
+        #: The OpenAI-Organization header of each request (absent: None).
+        self.organizations: list[str | None] = []
         self.times: list[float] = []
         self._script: deque[Respond] = deque()
         self.default: Respond = Respond(200)
@@ -32,6 +34,7 @@ class FakeOpenAI(FakeHTTPServer):
         with self._lock:
             self.requests.append(body)
             self.authorizations.append(request.headers.get("Authorization"))
+            self.organizations.append(request.headers.get("OpenAI-Organization"))
             self.times.append(time.time())
             behavior = self._script.popleft() if self._script else self.default
             n = len(self.requests)

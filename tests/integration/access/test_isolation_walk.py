@@ -52,6 +52,8 @@ NUMBERS = {
     A: ("300000000000001", "shop-a-token-walk-A111", "shop-a-app-secret-walk", "shop-a-verify-walk-1"),
     B: ("300000000000002", "shop-b-token-walk-B222", "shop-b-app-secret-walk", "shop-b-verify-walk-2"),
 }
+#: Each tenant's own LLM provider's key (the provider itself is the farm's fake, allow-listed).
+LLM_KEYS = {A: "sk-shop-a-llm-key-walk-1111", B: "sk-shop-b-llm-key-walk-2222"}
 #: What A writes that no one else does: found in any answer B gets, it leaked.
 A_MARKER = "a-only-marker-7f3e"
 A_RECIPIENT = "+14155550301"
@@ -103,6 +105,7 @@ def settings(settings: Settings, fakes: dict[str, Any]) -> Settings:
         embedding_inference_url=fakes["tei"].url,
         embedding_model=EMBEDDING_MODEL,
         scrape_allow_hosts=(f"{SITE_HOST}=127.0.0.1",),
+        llm_allow_hosts=("127.0.0.1",),
         worker_queues=queues_except(settings, ()),
     )
 
@@ -161,11 +164,12 @@ class World:
             self.key_id,
             A_MARKER,
             *NUMBERS[self.tenant][:3],
+            LLM_KEYS[self.tenant],
         }
         return {s for s in found if s}
 
 
-def _build(tenant: Tenant, wait_job: JobWaiter, site: FakeSite, marker: str) -> World:
+def _build(tenant: Tenant, wait_job: JobWaiter, fakes: dict[str, Any], marker: str) -> World:
     """One of everything ``tenant`` can own, made through the API and the farm's real workers."""
     t = tenant.tenant
     world = World(
@@ -188,6 +192,7 @@ def _build(tenant: Tenant, wait_job: JobWaiter, site: FakeSite, marker: str) -> 
             "verify_token": verify_token,
         },
     )
+    tenant.ok("PUT", f"/v1/tenants/{t}/llm", json=_chain(t, fakes["llm"]))
     world.jobs["scheduled"] = tenant.job(
         "test_effect",
         {"marker": marker},
@@ -204,7 +209,7 @@ def _build(tenant: Tenant, wait_job: JobWaiter, site: FakeSite, marker: str) -> 
         {"collection": world.collection, "documents": [{"id": f"{t}-doc", "text": f"{marker} red shoes"}]},
     )
     world.jobs["send"] = tenant.job("whatsapp_message", {"to": world.recipient, "text": f"{marker} hello"})
-    world.jobs["scrape"] = tenant.job("scrape", {"url": f"http://{SITE_HOST}:{site.port}/shot"})
+    world.jobs["scrape"] = tenant.job("scrape", {"url": f"http://{SITE_HOST}:{fakes['site'].port}/shot"})
     for role in ("reply", "embed", "send", "scrape"):
         wait_job(world.jobs[role], timeout=90)
     wait_job(world.jobs["dead"], "dead", timeout=30)
@@ -340,6 +345,7 @@ def _reads(a: World) -> list[Attack]:
         ),
         Attack("GET /v1/tenants/{tenant}/whatsapp", f"/v1/tenants/{A}/whatsapp"),
         Attack("GET /v1/tenants/{tenant}/limits", f"/v1/tenants/{A}/limits"),
+        Attack("GET /v1/tenants/{tenant}/llm", f"/v1/tenants/{A}/llm"),
         Attack("GET /metrics", "/metrics"),
         Attack("GET /healthz", "/healthz"),
         Attack("GET /readyz", "/readyz"),
@@ -347,7 +353,7 @@ def _reads(a: World) -> list[Attack]:
     ]
 
 
-def _by_id(a: World) -> list[Attack]:
+def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
     """B's requests naming one of A's objects, each answered as for a ghost of the same kind."""
     later = (utcnow() + timedelta(days=2)).isoformat()
     job, dead = a.jobs["scheduled"], a.jobs["dead"]
@@ -416,6 +422,8 @@ def _by_id(a: World) -> list[Attack]:
             "PUT /v1/tenants/{tenant}/whatsapp", f"/v1/tenants/{A}/whatsapp", A, GHOST_TENANT, json=_number(B)
         ),
         on("DELETE /v1/tenants/{tenant}/whatsapp", f"/v1/tenants/{A}/whatsapp", A, GHOST_TENANT),
+        on("PUT /v1/tenants/{tenant}/llm", f"/v1/tenants/{A}/llm", A, GHOST_TENANT, json=_chain(B, llm)),
+        on("DELETE /v1/tenants/{tenant}/llm", f"/v1/tenants/{A}/llm", A, GHOST_TENANT),
         on(
             "PUT /v1/tenants/{tenant}/limits",
             f"/v1/tenants/{A}/limits",
@@ -441,6 +449,11 @@ def _by_id(a: World) -> list[Attack]:
             content=raw,
         ),
     ]
+
+
+def _chain(tenant: str, llm: FakeOpenAI) -> dict[str, Any]:
+    provider = {"name": f"{tenant}-llm", "base_url": llm.base_url, "api_key": LLM_KEYS[tenant], "model": "m"}
+    return {"providers": [provider]}
 
 
 def _number(tenant: str) -> dict[str, str]:
@@ -516,6 +529,7 @@ def _a_view(a_tenant: Tenant, a: World) -> dict[str, Any]:
         f"/v1/keys/{a.key_id}",
         f"/v1/tenants/{A}/whatsapp",
         f"/v1/tenants/{A}/limits",
+        f"/v1/tenants/{A}/llm",
         "/v1/queues",
     ]
     return {path: _body(a_tenant.call("GET", path)) for path in paths}
@@ -532,7 +546,7 @@ def test_no_operation_lets_one_tenant_read_change_or_learn_of_anothers_objects(
 ) -> None:
     farm.worker(threads=4)  # every queue: ai_reply, embed, whatsapp, scrape and the test types
     a_tenant, b_tenant = Tenant(api, settings, A), Tenant(api, settings, B)
-    b_world = _build(b_tenant, wait_job, fakes["site"], "b-marker")
+    b_world = _build(b_tenant, wait_job, fakes, "b-marker")
     a_names = World(
         tenant=A, chat=f"{A}-chat", user=f"{A}-user", collection=f"{A}-products", recipient=A_RECIPIENT
     )
@@ -540,7 +554,7 @@ def test_no_operation_lets_one_tenant_read_change_or_learn_of_anothers_objects(
 
     # Before A exists: what B reads of the farm, A's client-chosen names included.
     before = [(attack, attack.send(b_tenant)) for attack in _reads(a_names)]
-    a = _build(a_tenant, wait_job, fakes["site"], A_MARKER)
+    a = _build(a_tenant, wait_job, fakes, A_MARKER)
     assert api.put(f"/v1/tenants/{A}/limits", json={"max_queued": 10_000}).status_code == 200
     a_before = _a_view(a_tenant, a)
     secrets = a.secrets() - b_world.secrets()
@@ -564,7 +578,7 @@ def test_no_operation_lets_one_tenant_read_change_or_learn_of_anothers_objects(
         )
 
     # Requests naming A's objects: each answered exactly as for a ghost of the same kind.
-    for attack in _by_id(a):
+    for attack in _by_id(a, fakes["llm"]):
         assert attack.target and attack.ghost
         answer = checked(attack, attack.send(b_tenant))
         ghost = attack.send(b_tenant, swap=(attack.target, attack.ghost))
@@ -591,6 +605,8 @@ def test_no_operation_lets_one_tenant_read_change_or_learn_of_anothers_objects(
 
     # A's world is as A left it.
     assert _a_view(a_tenant, a) == a_before
+    # A's reply went to A's own provider key; and nothing was sent to A's recipient but A's message.
+    assert f"Bearer {LLM_KEYS[A]}" in fakes["llm"].authorizations
     sent_to_a = fakes["whatsapp"].requests(A_RECIPIENT)
     assert [(r.number, r.authorization) for r in sent_to_a] == [(NUMBERS[A][0], f"Bearer {NUMBERS[A][1]}")]
     assert walked == _operations(api)
@@ -606,7 +622,7 @@ def _operations(api: TestClient[Any]) -> set[str]:
     }
 
 
-def test_the_walk_covers_every_operation(api: TestClient[Any]) -> None:
+def test_the_walk_covers_every_operation(api: TestClient[Any], fakes: dict[str, Any]) -> None:
     """Without the farm: the walk's attacks name exactly the operations the OpenAPI document has."""
     world = World(
         tenant=A,
@@ -621,5 +637,5 @@ def test_the_walk_covers_every_operation(api: TestClient[Any]) -> None:
         idempotency_key="i",
         key_id="k",
     )
-    named = {attack.operation for attack in (*_reads(world), *_by_id(world), *_creates(world))}
+    named = {attack.operation for attack in (*_reads(world), *_by_id(world, fakes["llm"]), *_creates(world))}
     assert named == _operations(api)

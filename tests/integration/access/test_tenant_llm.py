@@ -88,6 +88,9 @@ def test_each_tenant_is_answered_by_its_own_providers_with_its_own_key(
         r = api.put(f"/v1/tenants/{tenant}/llm", json=_chain(tenant, servers[tenant]), headers=keys[tenant])
         assert r.status_code == 201, r.text
         answers.append(r.text)
+    # The farm's own OpenAI account, which the SDK reads from the environment: for the farm's
+    # provider only, never sent to a tenant's.
+    farm.env["OPENAI_ORG_ID"] = "org-of-the-farm"
     farm.worker()
 
     jobs = {tenant: _reply(api, headers, "c1", f"hello from {tenant}") for tenant, headers in keys.items()}
@@ -96,11 +99,13 @@ def test_each_tenant_is_answered_by_its_own_providers_with_its_own_key(
         server = servers[tenant]
         assert server.calls() == 1, tenant
         assert server.authorizations == [f"Bearer {api_key}"]
+        assert server.organizations == [None], tenant
         assert server.requests[0]["model"] == model
         assert server.requests[0]["messages"][-1] == {"role": "user", "content": f"hello from {tenant}"}
         assert (done[tenant]["result"]["provider"], done[tenant]["result"]["model"]) == (name, model)
     # shop-c has no chain of its own: the farm's provider answered it, and only it.
     assert servers["farm"].authorizations == [f"Bearer {FARM_KEY}"]
+    assert servers["farm"].organizations == ["org-of-the-farm"]
     assert servers["farm"].requests[0]["messages"][-1]["content"] == "hello from shop-c"
     assert done["shop-c"]["result"]["provider"] == "default"
 
