@@ -283,7 +283,7 @@ def new_rows(new_jobs: Sequence[NewJob], now: datetime) -> tuple[list[NewRow], l
     """The rows to insert for ``new_jobs``, and their ids as text."""
     rows: list[NewRow] = []
     texts: list[str] = []
-    for job_id, nj in zip(_uuid4s(len(new_jobs)), new_jobs, strict=True):
+    for job_id, nj in zip(time_ordered_ids(len(new_jobs), now), new_jobs, strict=True):
         text = str(job_id)
         texts.append(text)
         job_type = get_job_type(nj.type)
@@ -317,10 +317,29 @@ def encode_rows(rows: list[NewRow]) -> str:
     return _encode_rows(rows).decode()
 
 
-def _uuid4s(n: int) -> list[uuid.UUID]:
-    """``n`` random (version 4) UUIDs from one read of the OS's random source, not one each."""
-    raw = os.urandom(16 * n)
-    return [uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4) for i in range(n)]
+def time_ordered_ids(n: int, at: datetime) -> list[uuid.UUID]:
+    """``n`` time-ordered UUIDs (version 7, RFC 9562): ``at`` in Unix milliseconds in the first 48
+    bits, then the version, 12 random bits, the variant and 62 random bits, all the random bits from
+    one read of the OS's random source.
+
+    Why time-ordered: a job's id leads the primary keys of jobs, job_attempts and job_history. With
+    random ids every new job lands on a random page of those indexes, so the pages enqueue, claim
+    and finish touch grow with everything the tables hold (months of dead letters and their
+    attempts), and past the database's buffer cache each one costs a read and an eviction. Ids that
+    grow with time put every new job on the indexes' newest pages, the same few however long the
+    history is. The id tells when the job was created, to the millisecond, as ``created_at`` does.
+    """
+    # The milliseconds, version 7 and the variant's bits 10, laid over 80 random bits (12 + 62 used).
+    fixed = (int(at.timestamp() * 1000) << 80) | (7 << 76) | (2 << 62)
+    raw = os.urandom(10 * n)
+    ids = []
+    for i in range(n):
+        r = int.from_bytes(raw[10 * i : 10 * i + 10], "big")
+        ids.append(uuid.UUID(int=fixed | ((r >> 68) << 64) | (r & _RAND_B)))
+    return ids
+
+
+_RAND_B = (1 << 62) - 1
 
 
 def new_job(r: NewRow, now: datetime) -> Job:
