@@ -238,20 +238,33 @@ def _judged(
     return addresses
 
 
+def _without_lookup(host: str, allow: AllowList) -> tuple[str, AllowEntry | None, list[IPAddress] | None]:
+    """The host as compared, its allow-list entry, and its addresses where no lookup is needed (a
+    pinned host, an address literal: judged already); None where the name must be resolved."""
+    host = normalize_host(host)
+    entry = allow.match(host)
+    if entry is not None and entry.pinned is not None:
+        return host, entry, [entry.pinned]
+    literal = parse_address(host)
+    if literal is not None:
+        return host, entry, _judged(host, entry, [literal], literal)
+    return host, entry, None
+
+
+def _looked_up(host: str, entry: AllowEntry | None, answers: list[str]) -> list[IPAddress]:
+    """The addresses a lookup of ``host`` answered, judged."""
+    return _judged(host, entry, [a for a in (parse_address(x) for x in answers) if a is not None], None)
+
+
 async def checked_addresses(
     host: str, port: int, allow: AllowList, resolve: Resolver = system_resolve
 ) -> list[IPAddress]:
     """The addresses to connect to for ``host``; AddressRefused if one is not public and the host is not
     allow-listed, NotResolved if it has none."""
-    host = normalize_host(host)
-    entry = allow.match(host)
-    if entry is not None and entry.pinned is not None:
-        return [entry.pinned]
-    literal = parse_address(host)
-    if literal is not None:
-        return _judged(host, entry, [literal], literal)
-    resolved = [a for a in (parse_address(x) for x in await resolve(host, port)) if a is not None]
-    return _judged(host, entry, resolved, None)
+    host, entry, known = _without_lookup(host, allow)
+    if known is not None:
+        return known
+    return _looked_up(host, entry, await resolve(host, port))
 
 
 SyncResolver = Callable[[str, int], list[str]]
@@ -270,12 +283,7 @@ def checked_addresses_sync(
     host: str, port: int, allow: AllowList, resolve: SyncResolver = system_resolve_sync
 ) -> list[IPAddress]:
     """checked_addresses for synchronous callers: the same rule, the same errors."""
-    host = normalize_host(host)
-    entry = allow.match(host)
-    if entry is not None and entry.pinned is not None:
-        return [entry.pinned]
-    literal = parse_address(host)
-    if literal is not None:
-        return _judged(host, entry, [literal], literal)
-    resolved = [a for a in (parse_address(x) for x in resolve(host, port)) if a is not None]
-    return _judged(host, entry, resolved, None)
+    host, entry, known = _without_lookup(host, allow)
+    if known is not None:
+        return known
+    return _looked_up(host, entry, resolve(host, port))
