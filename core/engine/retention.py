@@ -32,7 +32,8 @@ What goes, and when (docs/operations/retention.md):
 Never anything else: chats, chat messages, unread counters, embeddings, opt-outs and schedules
 themselves are the farm's data, not its history.
 
-Each batch is one short transaction that locks only the finished rows it removes, taken with
+Each batch is one short transaction, followed by a rest as long as it took (JOBYARD_PRUNE_REST), that
+locks only the finished rows it removes, taken with
 ``FOR UPDATE SKIP LOCKED``: queued and running jobs are never touched, so enqueue and claim never
 wait for it, and any number of schedulers prune side by side, each removing rows no other does.
 Dropping a day takes an advisory lock and checks the day is still there, so it happens once. The
@@ -42,8 +43,10 @@ rows removed are added to ``prune_counts`` in the same transaction: the count is
 from __future__ import annotations
 
 import functools
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -386,15 +389,38 @@ def _prune_firings_batch(settings: Settings, before: datetime) -> int:
         return count
 
 
-def _drain(runs: Iterator[Callable[[], int]], batch: int, should_stop: Callable[[], bool]) -> int:
-    """Run each batch until it comes back short (or ``should_stop()``)."""
+#: The longest rest after one batch, whatever it took.
+MAX_REST_S = 1.0
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How batches follow each other: after a full batch, a rest of ``rest`` times its duration
+    (JOBYARD_PRUNE_REST), so that a long backlog of history takes a share of the database, not all
+    of it. The clock and the sleep are the standard ones; a test passes its own."""
+
+    batch: int
+    rest: float
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def of(cls, settings: Settings) -> Pace:
+        return cls(settings.prune_batch, settings.prune_rest)
+
+
+def run_batches(runs: Iterator[Callable[[], int]], pace: Pace, should_stop: Callable[[], bool]) -> int:
+    """Run each batch until it comes back short (or ``should_stop()``), resting after every full one."""
     total = 0
     for run in runs:
         while not should_stop():
+            started = pace.clock()
             done = run()
             total += done
-            if done < batch:
+            if done < pace.batch:
                 break
+            if pace.rest > 0:
+                pace.sleep(min(MAX_REST_S, pace.rest * (pace.clock() - started)))
     return total
 
 
@@ -408,12 +434,13 @@ def prune(settings: Settings, should_stop: Callable[[], bool] = lambda: False) -
     stats.refresh(settings, now)
     with transaction(settings) as conn:
         folded = finished.folded_until(conn)
-    total = _drain(_live_batches(settings, now, folded), settings.prune_batch, should_stop)
+    pace = Pace.of(settings)
+    total = run_batches(_live_batches(settings, now, folded), pace, should_stop)
     finished.move_finished(settings, folded, should_stop)
     line = _drop_line(settings, now)
     total += _drop_days(settings, line, should_stop)
-    total += _drain(_history_batches(settings, now, line), settings.prune_batch, should_stop)
-    total += _drain(_row_batches(settings, now), settings.prune_batch, should_stop)
+    total += run_batches(_history_batches(settings, now, line), pace, should_stop)
+    total += run_batches(_row_batches(settings, now), pace, should_stop)
     return total
 
 

@@ -178,6 +178,13 @@ class Settings:
         "Jobs (or audit entries, outbound rows) removed per pruning transaction: short enough never to "
         "hold up enqueue or claim, which it never locks anyway.",
     )
+    prune_rest: float = _setting(
+        "JOBYARD_PRUNE_REST",
+        1.0,
+        "After each pruning batch, a rest of this many times the batch's own duration (capped at a "
+        "second): 1 keeps pruning to half of one connection's time, so a backlog of history shares "
+        "the database's CPU with enqueue and claim instead of taking it; 0 prunes flat out.",
+    )
     history_batch: int = _setting(
         "JOBYARD_HISTORY_BATCH",
         2000,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -12,7 +13,15 @@ from hypothesis import strategies as st
 
 from core.engine.declare import JobContext, job_type
 from core.engine.finished import DAY
-from core.engine.retention import drop_line, history_due_before, oldest_per_type, retention_s
+from core.engine.retention import (
+    MAX_REST_S,
+    Pace,
+    drop_line,
+    history_due_before,
+    oldest_per_type,
+    retention_s,
+    run_batches,
+)
 from core.platform.settings import Settings
 from tests.properties import PROPERTY
 
@@ -77,3 +86,47 @@ def test_a_history_row_goes_never_before_its_retention_and_at_most_a_day_after(
         assert now - finished_at >= timedelta(seconds=kept_s)
     if now - finished_at > timedelta(seconds=kept_s) + min(timedelta(seconds=kept_s), DAY):
         assert _removed(finished_at, now, kept_s, longest_s)
+
+
+class Clock:
+    """A clock each batch moves on by its own duration, and a sleep that moves it by what it slept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _batches(clock: Clock, sizes: list[int], took_s: float) -> Iterator[Callable[[], int]]:
+    def run(size: int) -> int:
+        clock.now += took_s
+        return size
+
+    def each() -> Callable[[], int]:
+        left = list(sizes)
+        return lambda: run(left.pop(0))
+
+    yield each()
+
+
+@pytest.mark.parametrize(("rest", "took_s", "slept"), [(1.0, 0.2, 0.2), (0.5, 0.2, 0.1), (1.0, 3.0, 1.0)])
+def test_pruning_rests_after_each_full_batch_as_long_as_it_took(
+    rest: float, took_s: float, slept: float
+) -> None:
+    clock = Clock()
+    pace = Pace(batch=500, rest=rest, clock=lambda: clock.now, sleep=clock.sleep)
+    removed = run_batches(_batches(clock, [500, 500, 120], took_s), pace, lambda: False)
+    assert removed == 1120
+    # A rest after each of the two full batches, none after the short last one (nothing is left);
+    # never more than MAX_REST_S.
+    assert clock.slept == pytest.approx([min(slept, MAX_REST_S)] * 2)
+
+
+def test_pruning_flat_out_does_not_rest() -> None:
+    clock = Clock()
+    pace = Pace(batch=500, rest=0.0, clock=lambda: clock.now, sleep=clock.sleep)
+    assert run_batches(_batches(clock, [500, 500, 0], 0.2), pace, lambda: False) == 1000
+    assert clock.slept == []
