@@ -6,7 +6,6 @@ that is not a tenant's name is refused (the form) or ignored (the cookie), never
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,30 +15,12 @@ from litestar.testing import TestClient
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import jobs
-from tests.integration.access.test_sessions import SESSION_TOKEN, dashboard_login
+from tests.integration.access.test_sessions import tenant_login
 from tests.integration.conftest import make_key
 from tests.integration.engine.test_dead_letters import insert_dead
 
 CHART = 'aria-label="Succeeded and failed attempts'
 SELECTOR = 'action="/dashboard/tenant"'
-
-
-@pytest.fixture
-def browser(settings: Settings) -> Iterator[TestClient[Any]]:
-    from control_api.app import create_app
-
-    with TestClient(create_app(settings, configure_logs=False)) as client:
-        client.follow_redirects = False
-        yield client
-
-
-def _login(browser: TestClient[Any], settings: Settings, tenant: str, *scopes: str) -> str:
-    """Log ``browser`` in with a new ops key of ``tenant``; the session's CSRF token."""
-    key = make_key(settings, "ops", *scopes, name=f"{tenant} shift", tenant=tenant)
-    assert dashboard_login(browser, key).status_code == 303
-    token = SESSION_TOKEN.search(browser.get("/dashboard/dead-letters").text)
-    assert token
-    return token.group(1)
 
 
 def _choose(browser: TestClient[Any], csrf: str, tenant: str, next_path: str = "/dashboard") -> Any:
@@ -75,7 +56,7 @@ def test_an_admin_session_narrows_every_page_to_the_tenant_it_picks(
 ) -> None:
     a_dead, b_dead = insert_dead(settings, 2, tenant="shop-a"), insert_dead(settings, 1, tenant="shop-b")
     a_schedule, b_schedule = _schedule(api, settings, "shop-a"), _schedule(api, settings, "shop-b")
-    csrf = _login(browser, settings, "ops-team", "admin")
+    csrf = tenant_login(browser, settings, "ops-team", "admin")
 
     # Every tenant at first: the selector lists the tenants the farm knows, on "all tenants".
     every = browser.get("/dashboard")
@@ -149,7 +130,7 @@ def test_a_form_made_for_another_tenant_than_the_one_shown_now_changes_nothing(
     action is refused rather than run on other jobs than the dry run showed."""
     insert_dead(settings, 1, tenant="shop-a")
     insert_dead(settings, 1, tenant="shop-b")
-    csrf = _login(browser, settings, "ops-team", "admin")
+    csrf = tenant_login(browser, settings, "ops-team", "admin")
     assert _choose(browser, csrf, "shop-b").status_code == 303
     form = {"csrf_token": csrf, "action": "discard", "target": "matching", "reason": "x", "tenant": "shop-a"}
     for step in ("preview", "apply"):
@@ -164,7 +145,7 @@ def test_a_tenants_session_cannot_reach_another_tenant_through_the_selector(
     browser: TestClient[Any], settings: Settings
 ) -> None:
     theirs, mine = insert_dead(settings, 1, tenant="shop-a"), insert_dead(settings, 1, tenant="shop-b")
-    csrf = _login(browser, settings, "shop-b")
+    csrf = tenant_login(browser, settings, "shop-b")
 
     page = browser.get("/dashboard")
     assert SELECTOR not in page.text and "shop-a" not in page.text
@@ -208,7 +189,7 @@ def test_a_tenants_session_cannot_reach_another_tenant_through_the_selector(
 def test_a_value_that_is_not_a_tenant_is_refused_never_a_500(
     browser: TestClient[Any], settings: Settings, value: str
 ) -> None:
-    csrf = _login(browser, settings, "ops-team", "admin")
+    csrf = tenant_login(browser, settings, "ops-team", "admin")
     refused = _choose(browser, csrf, value)
     assert refused.status_code == 400, refused.text
     assert "is not a tenant&#39;s name" in refused.text
@@ -220,7 +201,7 @@ def test_a_cookie_that_is_not_a_tenant_is_ignored(
     browser: TestClient[Any], settings: Settings, value: str
 ) -> None:
     a_dead, b_dead = insert_dead(settings, 1, tenant="shop-a"), insert_dead(settings, 1, tenant="shop-b")
-    _login(browser, settings, "ops-team", "admin")
+    tenant_login(browser, settings, "ops-team", "admin")
     session = browser.cookies["jobyard_session"]
     headers = {"Cookie": f"jobyard_session={session}; jobyard_tenant={value}"}
     page = browser.get("/dashboard/dead-letters", headers=headers)

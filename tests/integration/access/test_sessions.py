@@ -4,10 +4,8 @@ the cookie looks like, CSRF on every form, and revocation ending a session."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
@@ -20,16 +18,6 @@ from tests.integration.conftest import make_key
 SESSION_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-@pytest.fixture
-def browser(settings: Settings) -> Iterator[TestClient[Any]]:
-    """The app in-process with no API key: a browser, as far as the dashboard can tell."""
-    from control_api.app import create_app
-
-    with TestClient(create_app(settings, configure_logs=False)) as client:
-        client.follow_redirects = False
-        yield client
-
-
 def dashboard_login(client: TestClient[Any], key: str, next_path: str = "/dashboard") -> Any:
     form = client.get("/dashboard/login", params={"next": next_path})
     assert form.status_code == 200
@@ -38,6 +26,15 @@ def dashboard_login(client: TestClient[Any], key: str, next_path: str = "/dashbo
     return client.post(
         "/dashboard/login", data={"api_key": key, "csrf_token": token.group(1), "next": next_path}
     )
+
+
+def tenant_login(browser: TestClient[Any], settings: Settings, tenant: str, *scopes: str) -> str:
+    """Log ``browser`` in with a new ops key of ``tenant`` (and ``scopes``); the session's CSRF token."""
+    key = make_key(settings, "ops", *scopes, name=f"{tenant} shift", tenant=tenant)
+    assert dashboard_login(browser, key).status_code == 303
+    token = SESSION_TOKEN.search(browser.get("/dashboard/dead-letters").text)
+    assert token
+    return token.group(1)
 
 
 def test_only_a_key_holding_ops_opens_a_session(browser: TestClient[Any], settings: Settings) -> None:

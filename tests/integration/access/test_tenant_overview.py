@@ -6,14 +6,12 @@ another's (its job answers 404, its dead letters match nothing)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 
 from core.platform.settings import Settings
-from tests.integration.access.test_sessions import SESSION_TOKEN, dashboard_login
+from tests.integration.access.test_sessions import tenant_login
 from tests.integration.conftest import make_key
 from tests.integration.engine.test_dead_letters import insert_dead, job_status
 
@@ -62,24 +60,6 @@ def test_metrics_need_a_key_that_reaches_every_tenant(api: TestClient[Any], sett
     assert api.get("/metrics", headers=_as(settings, "shop-a", "ops", "admin")).status_code == 200
 
 
-@pytest.fixture
-def browser(settings: Settings) -> Iterator[TestClient[Any]]:
-    from control_api.app import create_app
-
-    with TestClient(create_app(settings, configure_logs=False)) as client:
-        client.follow_redirects = False
-        yield client
-
-
-def _login(browser: TestClient[Any], settings: Settings, tenant: str, *scopes: str) -> str:
-    """Log ``browser`` in with a new ops key of ``tenant``; the session's CSRF token."""
-    key = make_key(settings, "ops", *scopes, name=f"{tenant} shift", tenant=tenant)
-    assert dashboard_login(browser, key).status_code == 303
-    token = SESSION_TOKEN.search(browser.get("/dashboard/dead-letters").text)
-    assert token
-    return token.group(1)
-
-
 def test_a_tenants_dashboard_shows_its_own_jobs_only(
     api: TestClient[Any], browser: TestClient[Any], settings: Settings
 ) -> None:
@@ -90,7 +70,7 @@ def test_a_tenants_dashboard_shows_its_own_jobs_only(
         json={"type": "test_flaky", "payload": {}, "every_seconds": 3600, "start_at": "2030-01-01T00:00:00Z"},
         headers=_as(settings, "shop-a", "jobs:write"),
     ).json()
-    csrf = _login(browser, settings, "shop-b")
+    csrf = tenant_login(browser, settings, "shop-b")
 
     overview = browser.get("/dashboard")
     assert overview.status_code == 200
