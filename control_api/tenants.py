@@ -32,7 +32,7 @@ from core.chats.tenant_llm import (
     set_chain,
 )
 from core.engine import audit
-from core.errors import InvalidInput, TenantLlmNotFound, WhatsAppNumberNotFound
+from core.errors import InvalidInput, NotFound, TenantLlmNotFound, WhatsAppNumberNotFound
 from core.messaging.numbers import (
     PHONE_NUMBER_ID_PATTERN,
     TenantWhatsApp,
@@ -63,11 +63,16 @@ class WhatsAppNumberIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     verify_token: Secret | None = None
 
 
-def _reached(key: ApiKey, tenant: str) -> str:
-    """``tenant`` if ``key`` reaches it; WhatsAppNumberNotFound otherwise, as if it had none."""
+def _reached(key: ApiKey, tenant: str, missing: type[NotFound], what: str) -> str:
+    """``tenant`` if ``key`` reaches it; ``missing`` otherwise, as if the tenant had no ``what`` of
+    its own (the same answer for a tenant the key does not reach and for one without it)."""
     if not reaches(key.reach, tenant) or not TENANT_SHAPE.fullmatch(tenant):
-        raise WhatsAppNumberNotFound(f"tenant {tenant[:63]!r} has no WhatsApp number of its own")
+        raise missing(f"tenant {tenant[:63]!r} has no {what} of its own")
     return tenant
+
+
+def _number_reached(key: ApiKey, tenant: str) -> str:
+    return _reached(key, tenant, WhatsAppNumberNotFound, "WhatsApp number")
 
 
 class TenantWhatsAppController(Controller):
@@ -89,7 +94,7 @@ class TenantWhatsAppController(Controller):
         data: JSONBody[WhatsAppNumberIn],
     ) -> Response[TenantWhatsApp]:
         key = request.user
-        target = _reached(key, tenant)
+        target = _number_reached(key, tenant)
         # Before anything else is done with them, so not even an error of this request can log them.
         learn_secrets(data.access_token, data.app_secret, data.verify_token)
         with transaction(state.settings) as conn:
@@ -118,7 +123,7 @@ class TenantWhatsAppController(Controller):
     def read(
         self, request: Request[ApiKey, None, State], state: State, tenant: FromPath[str]
     ) -> TenantWhatsApp:
-        target = _reached(request.user, tenant)
+        target = _number_reached(request.user, tenant)
         with transaction(state.settings) as conn:
             found = get_number(conn, target)
         if found is None:
@@ -133,7 +138,7 @@ class TenantWhatsAppController(Controller):
     )
     def remove(self, request: Request[ApiKey, None, State], state: State, tenant: FromPath[str]) -> None:
         key = request.user
-        target = _reached(key, tenant)
+        target = _number_reached(key, tenant)
         with transaction(state.settings) as conn:
             gone = delete_number(conn, target)
             if gone is None:
@@ -168,10 +173,7 @@ class TenantLlmIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def _chain_reached(key: ApiKey, tenant: str) -> str:
-    """``tenant`` if ``key`` reaches it; TenantLlmNotFound otherwise, as if it had none."""
-    if not reaches(key.reach, tenant) or not TENANT_SHAPE.fullmatch(tenant):
-        raise TenantLlmNotFound(f"tenant {tenant[:63]!r} has no LLM provider chain of its own")
-    return tenant
+    return _reached(key, tenant, TenantLlmNotFound, "LLM provider chain")
 
 
 def _checked(state: State, data: TenantLlmIn) -> list[ProviderConfig]:
