@@ -31,6 +31,7 @@ from control_api.ratelimit import KeyRateLimiter, RateLimitMiddleware, TenantRat
 from control_api.request_id import RequestIdMiddleware
 from control_api.schedules import SchedulesController, SequencesController
 from control_api.scrapes import ScrapesController
+from control_api.stackdump import install as install_stack_dumps
 from control_api.tenant_limits import TenantsController
 from control_api.tenants import TenantLlmController, TenantWhatsAppController
 from control_api.webhooks import WhatsAppWebhookController
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     async def services(app: Litestar) -> AsyncIterator[None]:
         # Refuse to start without the data key: a job holding a phone number could not be stored.
         use_data_key(settings)
+        install_stack_dumps()  # kill -USR1 / -USR2: where a stuck API process waits
         app.state.settings = settings
         app.state.trusted_proxies = trusted_proxies
         # Errors shown to callers without `ops` go through it (control_api/readerview.py).

@@ -167,6 +167,7 @@ class Process:
     """A child process of the farm (worker, scheduler, API) that a test starts and stops."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -63,6 +64,8 @@ class PgProxy:
         #: Every transaction that ended, as (its command tags, whether it committed).
         self.ended: list[tuple[list[str], bool]] = []
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
+        #: Each open connection's last traffic: what ``describe`` shows of a test that hung.
+        self._traffic: dict[tuple[socket.socket, socket.socket], _Traffic] = {}
         self._closed = False
         threading.Thread(target=self._accept, name="pgproxy-accept", daemon=True).start()
 
@@ -84,6 +87,13 @@ class PgProxy:
         for pair in pairs:
             self._close(pair)
         return len(pairs)
+
+    def describe(self) -> str:
+        """Every open connection: seconds since each side last sent, and what the proxy holds back."""
+        now = time.monotonic()
+        with self._lock:
+            traffic = list(self._traffic.values())
+        return "\n".join(t.line(now) for t in traffic) or "no connection open"
 
     def close(self) -> None:
         self._closed = True
@@ -109,13 +119,16 @@ class PgProxy:
             pair = (client, server)
             with self._lock:
                 self._pairs.add(pair)
+                self._traffic[pair] = _Traffic(time.monotonic())
             threading.Thread(target=self._upstream_pump, args=(pair,), daemon=True).start()
             threading.Thread(target=self._downstream_pump, args=(pair,), daemon=True).start()
 
     def _upstream_pump(self, pair: tuple[socket.socket, socket.socket]) -> None:
         client, server = pair
+        traffic = self._traffic[pair]
         try:
             while data := client.recv(65536):
+                traffic.client_sent(data)
                 server.sendall(data)
         except OSError:
             pass
@@ -126,12 +139,14 @@ class PgProxy:
         pending = bytearray()
         tags: list[str] = []
         failed = False
+        traffic = self._traffic[pair]
         try:
             while True:
                 head = _recv_exact(server, 5)
                 kind = head[0]
                 body = _recv_exact(server, int.from_bytes(head[1:5], "big") - 4)
                 pending += head + body
+                traffic.server_sent(kind, len(pending))
                 if kind == ord("C"):
                     tags.append(body.rstrip(b"\0").decode(errors="replace"))
                 elif kind == ord("E"):
@@ -145,6 +160,7 @@ class PgProxy:
                 if kind == ord("Z") or kind in _PASS_AT_ONCE:
                     client.sendall(pending)
                     pending.clear()
+                    traffic.held = 0
         except OSError:
             pass
         self._close(pair)
@@ -160,10 +176,37 @@ class PgProxy:
     def _close(self, pair: tuple[socket.socket, socket.socket]) -> None:
         with self._lock:
             self._pairs.discard(pair)
+            self._traffic.pop(pair, None)
         for sock in pair:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+class _Traffic:
+    """One connection's last traffic each way (times from time.monotonic)."""
+
+    def __init__(self, opened: float) -> None:
+        self.opened = opened
+        self.from_client = self.from_server = opened
+        self.client_kind = self.server_kind = "-"
+        #: Bytes of Postgres's answer the proxy holds until its ReadyForQuery.
+        self.held = 0
+
+    def client_sent(self, data: bytes) -> None:
+        self.from_client = time.monotonic()
+        self.client_kind = chr(data[0]) if data[0] < 128 else "?"
+
+    def server_sent(self, kind: int, held: int) -> None:
+        self.from_server = time.monotonic()
+        self.server_kind, self.held = chr(kind), held
+
+    def line(self, now: float) -> str:
+        return (
+            f"open {now - self.opened:.1f}s; client last sent {now - self.from_client:.1f}s ago "
+            f"({self.client_kind!r} first); Postgres last sent {now - self.from_server:.1f}s ago "
+            f"({self.server_kind!r}); held back {self.held} bytes"
+        )
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import uuid
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 from psycopg import sql
 
+from control_api import stackdump
 from core.access.keys import SCOPES, create_key
 from core.engine.broker import build_broker, redis_client
 from core.engine.lanes import waiting_counts
@@ -223,6 +225,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     for proc in farm.processes:
         lines = proc.log().splitlines()[-FARM_LOG_TAIL:]
         report.sections.append((f"farm log {proc.log_path.name} ({report.when})", "\n".join(lines)))
+        if "control_api" in proc.argv and proc.alive():
+            report.sections.append((f"where {proc.log_path.name} waits ({report.when})", _stacks(proc)))
+
+
+def _stacks(proc: Process) -> str:
+    """An API's thread and asyncio task stacks (control_api/stackdump.py), asked for by signal."""
+    before = len(proc.log())
+    proc.proc.send_signal(stackdump.THREADS_SIGNAL)
+    proc.proc.send_signal(stackdump.TASKS_SIGNAL)
+    # An event loop that does not run never logs its tasks: the thread stacks show why.
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: "asyncio_tasks" in proc.log()[before:], timeout=5, what="the stack dump")
+    return proc.log()[before:]
 
 
 @pytest.fixture

@@ -35,13 +35,19 @@ def proxy(settings: Settings) -> Iterator[PgProxy]:
     p.close()
 
 
-def _post_all(base: str, key: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+def _post_all(base: str, key: str, bodies: list[dict[str, Any]], proxy: PgProxy) -> list[httpx.Response]:
     headers = {"Authorization": f"Bearer {key}"}
     with (
         httpx.Client(base_url=base, headers=headers, timeout=60) as client,
         ThreadPoolExecutor(CLIENTS) as pool,
     ):
-        return list(pool.map(lambda body: client.post("/v1/jobs", json=body), bodies))
+        try:
+            return list(pool.map(lambda body: client.post("/v1/jobs", json=body), bodies))
+        except httpx.TimeoutException as exc:
+            # Which side stopped: the API (it sent nothing), or the proxy (it holds an answer back).
+            raise AssertionError(
+                f"a request got no answer; the proxy's connections:\n{proxy.describe()}"
+            ) from exc
 
 
 def _jobs_by_marker(settings: Settings) -> dict[str, list[str]]:
@@ -63,7 +69,7 @@ def test_a_connection_lost_after_a_group_commit_answers_503_and_inserts_nothing_
     proxy.cut_after_commit(lambda tags: inserted_rows(tags) >= 2, times=CUTS)
     bodies = [{"type": "test_effect", "payload": {"marker": f"m{i}"}} for i in range(REQUESTS)]
 
-    responses = _post_all(base, admin_key, bodies)
+    responses = _post_all(base, admin_key, bodies, proxy)
 
     assert len(proxy.cuts) == CUTS, "the proxy never saw a group commit to cut"
     assert set(Counter(r.status_code for r in responses)) <= {201, 503}, [r.text for r in responses]
@@ -96,7 +102,7 @@ def test_keyed_requests_of_a_cut_group_are_answered_with_their_committed_job(
         for i in range(REQUESTS)
     ]
 
-    responses = _post_all(base, admin_key, bodies)
+    responses = _post_all(base, admin_key, bodies, proxy)
 
     assert len(proxy.cuts) == CUTS, "the proxy never saw a group commit to cut"
     statuses = Counter(r.status_code for r in responses)
@@ -121,7 +127,7 @@ def test_a_value_postgres_refuses_fails_only_its_own_request_of_a_group(
         for i in range(REQUESTS)
     ]
 
-    responses = _post_all(base, admin_key, bodies)
+    responses = _post_all(base, admin_key, bodies, proxy)
 
     for body, r in zip(bodies, responses, strict=True):
         if "\0" in body["payload"]["marker"]:
