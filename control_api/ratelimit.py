@@ -134,7 +134,11 @@ class KeyRateLimiter:
                 v = lease.verdict
                 return Verdict(True, v.limit, v.remaining + lease.left, 0.0, v.reset_s)
             refill = self._refills.get(budget)
-            if refill is None:
+            # A finished refill stays in the map until its done-callback runs, on a later turn of
+            # the event loop. Awaiting it again would not yield (a done future returns at once), so
+            # with its lease already spent this loop would spin and that callback never run: the
+            # whole process would hang. A finished refill is spent; ask for a new one.
+            if refill is None or refill.done():
                 refill = asyncio.ensure_future(self._refill(budget, rate, burst))
                 self._refills[budget] = refill
                 refill.add_done_callback(functools.partial(self._refilled, budget))
@@ -143,8 +147,9 @@ class KeyRateLimiter:
                 return verdict
             # Granted: loop to take one from the new lease (others waiting may have spent it).
 
-    def _refilled(self, budget: uuid.UUID | str, _: asyncio.Future[Verdict | None]) -> None:
-        self._refills.pop(budget, None)
+    def _refilled(self, budget: uuid.UUID | str, refill: asyncio.Future[Verdict | None]) -> None:
+        if self._refills.get(budget) is refill:  # not a newer refill started since
+            del self._refills[budget]
 
     async def _refill(self, budget: uuid.UUID | str, rate: float, burst: int) -> Verdict | None:
         old = self._leases.pop(budget, None)

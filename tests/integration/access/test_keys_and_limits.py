@@ -7,6 +7,7 @@ import asyncio
 import base64
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from typing import Any
@@ -248,6 +249,52 @@ def test_a_busy_key_leases_from_the_shared_budget_without_overspending_it(settin
     # Not underspent: at least the whole burst got through.
     assert allowed >= 2000, (allowed, elapsed)
     assert refused and all(v.retry_after_s > 0 and v.remaining == 0 for v in refused)
+
+
+#: Requests of one key whose other steps run at any moment, around each refill of its small lease.
+_REQUESTS_AROUND_REFILLS = textwrap.dedent(
+    """
+    import asyncio, random, sys, uuid
+    import redis.asyncio
+    from control_api.ratelimit import KeyRateLimiter
+    from core.platform.settings import Settings
+
+    async def main(url: str) -> None:
+        limiter = KeyRateLimiter(redis.asyncio.Redis.from_url(url), Settings(redis_url=url))
+        budget = uuid.uuid4()  # 100/s with a large burst: leases of at most 2 requests
+
+        async def requests() -> None:
+            for _ in range(200):
+                await asyncio.sleep(random.random() / 1000)
+                verdict = await limiter.spend(budget, 100.0, 100_000)
+                assert verdict is not None and verdict.allowed
+
+        await asyncio.gather(*(requests() for _ in range(32)))
+        print("all answered")
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def test_requests_arriving_as_a_refill_finishes_never_hang_the_api_process(settings: Settings) -> None:
+    """A request that found the lease spent in the moment between a refill finishing and its
+    callback running awaited the finished refill again, which returns without yielding: the event
+    loop spun at full CPU and the API answered nothing more. Run in a process of its own, since a
+    loop that never yields cannot be timed out from inside."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _REQUESTS_AROUND_REFILLS, str(settings.redis_url)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            "6,400 requests of 32 clients were not all answered in 60 s: the limiter hung"
+        ) from None
+    assert done.returncode == 0 and "all answered" in done.stdout, done.stderr
 
 
 def _script_calls(client: redis.Redis) -> int:
