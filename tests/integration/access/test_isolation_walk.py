@@ -6,7 +6,8 @@ unread count, a collection, a scrape with its screenshot, an outbound WhatsApp m
 its own WhatsApp number, its limits, its keys and the audit entries all that wrote. Tenant B
 (shop-b) holds every scope a tenant's key can hold (``jobs:write``, ``jobs:read``, ``ops``), owns
 objects of its own, and then calls every operation of the OpenAPI document, naming A's ids, names,
-business keys and idempotency keys wherever the operation takes one. The walk checks what a careful attacker would:
+business keys and idempotency keys wherever the operation takes one. The walk checks what a careful
+attacker would:
 
 - **Nothing is read.** No answer B gets holds anything of A's that B did not send itself: ids,
   payload markers, chat text, document text, numbers, key prefixes.
