@@ -20,6 +20,7 @@ the workflow's waiting steps with its jobs.
 
 from __future__ import annotations
 
+import heapq
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,21 +78,25 @@ class NewWorkflow:
 
 
 def _order(after: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """The steps in an order where each comes after those it names; None if they form a cycle."""
+    """The steps in an order where each comes after those it names, otherwise in the order given;
+    None if they form a cycle."""
+    index = {name: i for i, name in enumerate(after)}
     waiting = {name: len(set(deps)) for name, deps in after.items()}
     successors: dict[str, list[str]] = {name: [] for name in after}
     for name, deps in after.items():
         for dep in set(deps):
             successors[dep].append(name)
-    ready = [name for name, n in waiting.items() if n == 0]
+    ready = [index[name] for name, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    names = list(after)
     order: list[str] = []
     while ready:
-        name = ready.pop()
+        name = names[heapq.heappop(ready)]
         order.append(name)
         for succ in successors[name]:
             waiting[succ] -= 1
             if waiting[succ] == 0:
-                ready.append(succ)
+                heapq.heappush(ready, index[succ])
     return order if len(order) == len(after) else None
 
 
