@@ -38,7 +38,7 @@ from core.engine.job_types import FieldError, get_job_type, open_payload, valida
 from core.engine.jobs import JobStatus, NewJob, insert_jobs, publication, time_ordered_ids, utcnow
 from core.engine.lanes import DEFAULT_PRIORITY
 from core.engine.templates import MAX_PATH_DEPTH, MissingPath, Reference, references, render
-from core.errors import UnknownJobType, WorkflowNotFound
+from core.errors import JobyardError, UnknownJobType, WorkflowNotFound
 from core.platform.tables import job_history, jobs, workflow_steps, workflows
 from core.platform.tenants import DEFAULT_TENANT, reached
 
@@ -203,7 +203,7 @@ def create(conn: Connection, wf: NewWorkflow) -> Created:
     roots = [s for s in wf.steps if not s.after]
     enqueued = insert_jobs(
         conn,
-        [_new_job(s, s.payload, wf.business_key, wf.tenant, wf.created_by, wf.request_id) for s in roots],
+        [_new_job(s, s.payload, wf) for s in roots],
     )
     job_ids = {s.name: e.job.id for s, e in zip(roots, enqueued, strict=True)}
     _link(conn, workflow_id, list(job_ids.values()))
@@ -231,22 +231,16 @@ def create(conn: Connection, wf: NewWorkflow) -> Created:
     return Created(workflow_id, created=True, publications=pubs)
 
 
-def _new_job(
-    s: StepSpec,
-    payload: dict[str, Any],
-    business_key: str | None,
-    tenant: str,
-    created_by: uuid.UUID | None,
-    request_id: str | None,
-) -> NewJob:
+def _new_job(s: StepSpec, payload: dict[str, Any], wf: NewWorkflow | sa.Row[Any]) -> NewJob:
+    """Step ``s``'s job with ``payload``, of the workflow ``wf`` (as asked for, or its row)."""
     return NewJob(
         type=s.type,
         payload=payload,
-        business_key=business_key,
+        business_key=wf.business_key,
         max_retries=s.max_retries,
-        request_id=request_id,
-        tenant=tenant,
-        created_by=created_by,
+        request_id=wf.request_id,
+        tenant=wf.tenant,
+        created_by=wf.created_by,
         priority=s.priority,
     )
 
@@ -297,6 +291,25 @@ def advance(conn: Connection, workflow_ids: Iterable[uuid.UUID]) -> list[Publica
     return pubs
 
 
+def _rendered(step: sa.Row[Any], results: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """A waiting step's payload rendered from its ancestors' results and checked against its type,
+    or the code and message of why it cannot run: a missing path, a payload that does not fit, a
+    sealed field that does not open (a data key retired since). Never raises: the success of the
+    step before it must not fail for this one."""
+    job_type = get_job_type(step.type)
+    try:
+        rendered = render(open_payload(job_type, step.payload), results)
+    except MissingPath as missing:
+        return {}, (PATH_MISSING, str(missing))
+    except JobyardError as exc:
+        return {}, (exc.code, str(exc))
+    payload, errors = validate_payload(job_type, rendered)
+    if errors:
+        found = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        return {}, (RENDERED_INVALID, f"the rendered payload does not fit {step.type!r}: {found}")
+    return payload, None
+
+
 def _advance_one(conn: Connection, workflow_id: uuid.UUID) -> list[Publication]:
     wf = conn.execute(sa.select(workflows).where(workflows.c.id == workflow_id).with_for_update()).first()
     if wf is None or wf.state != "running":
@@ -317,47 +330,26 @@ def _advance_one(conn: Connection, workflow_id: uuid.UUID) -> list[Publication]:
     bad: list[tuple[str, NewJob, dict[str, Any]]] = []
     for r in ready:
         spec = StepSpec(r.name, r.type, {}, tuple(r.after), **r.options)
-        job_type = get_job_type(r.type)
-        stored = r.payload
-        try:
-            rendered = render(open_payload(job_type, stored), results)
-        except MissingPath as missing:
-            error = {"code": PATH_MISSING, "message": f"step {r.name!r}: {missing}", "retryable": False}
-            bad.append(
-                (
-                    r.name,
-                    _new_job(spec, stored, wf.business_key, wf.tenant, wf.created_by, wf.request_id),
-                    error,
-                )
-            )
+        payload, why = _rendered(r, results)
+        if why is None:
+            good.append((r.name, _new_job(spec, payload, wf)))
             continue
-        payload, errors = validate_payload(job_type, rendered)
-        if errors:
-            message = f"step {r.name!r}: the rendered payload does not fit {r.type!r}: " + "; ".join(
-                f"{e.field}: {e.message}" for e in errors
-            )
-            error = {"code": RENDERED_INVALID, "message": message[:2000], "retryable": False}
-            bad.append(
-                (
-                    r.name,
-                    _new_job(spec, stored, wf.business_key, wf.tenant, wf.created_by, wf.request_id),
-                    error,
-                )
-            )
-            continue
-        good.append(
-            (r.name, _new_job(spec, payload, wf.business_key, wf.tenant, wf.created_by, wf.request_id))
-        )
+        # Its job is inserted dead, holding the payload as stored: a redrive's patch can mend it.
+        code, message = why
+        error = {"code": code, "message": f"step {r.name!r}: {message}"[:2000], "retryable": False}
+        bad.append((r.name, _new_job(spec, r.payload, wf), error))
     enqueued = insert_jobs(conn, [nj for _, nj in good] + [nj for _, nj, _ in bad])
     names = [name for name, _ in good] + [name for name, _, _ in bad]
     job_ids = [e.job.id for e in enqueued]
     _link(conn, workflow_id, job_ids)
     now = utcnow()
-    for (_, _, error), e in zip(bad, enqueued[len(good) :], strict=True):
+    for (_, _, dead_error), e in zip(bad, enqueued[len(good) :], strict=True):
         conn.execute(
             sa.update(jobs)
             .where(jobs.c.id == e.job.id)
-            .values(status=JobStatus.DEAD, error=error, finished_at=now, message_id=None, published_at=None)
+            .values(
+                status=JobStatus.DEAD, error=dead_error, finished_at=now, message_id=None, published_at=None
+            )
         )
     for name, job_id in zip(names, job_ids, strict=True):
         conn.execute(
@@ -458,10 +450,18 @@ def _step_states(steps: Sequence[sa.Row[Any]]) -> dict[str, str]:
     return states
 
 
+#: Step states that mean the workflow may still go on by itself.
+_ACTIVE = {"waiting", "scheduled", "queued", "running", "retrying"}
+
+
 def _shown_state(stored: str, states: Iterable[str]) -> str:
     if stored != "running":
         return stored
-    return "dead" if {"dead", "blocked"} & set(states) else "running"
+    seen = set(states)
+    if {"dead", "blocked"} & seen:
+        return "dead"
+    # A step's job cancelled by id: once nothing else can run, the workflow is cancelled.
+    return "cancelled" if "cancelled" in seen and not _ACTIVE & seen else "running"
 
 
 def get_workflow(conn: Connection, workflow_id: uuid.UUID, tenant: str | None = None) -> Workflow:

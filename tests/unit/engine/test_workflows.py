@@ -3,12 +3,14 @@ after lists, cycles, templates naming only ancestors, the cap on steps, payloads
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from core.catalog import load_job_types
-from core.engine.workflows import MAX_STEPS, StepSpec, ancestors, check_steps
+from core.engine.workflows import MAX_STEPS, StepSpec, _shown_state, _step_states, ancestors, check_steps
 from core.platform.settings import Settings
 from tests.properties import PROPERTY
 
@@ -99,3 +101,33 @@ def test_any_graph_is_accepted_exactly_when_it_has_no_cycle(edges: list[list[int
     steps = [step(name, *deps) for name, deps in after.items()]
     cyclic = any(name in ancestors(after, name) for name in after)
     assert (check_steps(steps) == []) == (not cyclic)
+
+
+def _row(name: str, *after: str, job: str | None = None, state: str = "waiting") -> SimpleNamespace:
+    return SimpleNamespace(
+        name=name, after=list(after), job_id="j" if job else None, job_status=job, state=state
+    )
+
+
+def test_blocked_and_cancelled_are_read_from_the_ancestors_jobs() -> None:
+    rows = [
+        _row("a", job="dead"),
+        _row("b", job="succeeded"),
+        _row("c", "a", "b"),
+        _row("d", "c"),
+        _row("e", "b"),
+    ]
+    states = _step_states(rows)  # type: ignore[arg-type]
+    assert states == {"a": "dead", "b": "succeeded", "c": "blocked", "d": "blocked", "e": "waiting"}
+    assert _shown_state("running", states.values()) == "dead"
+    # A redrive puts the dead job back: its descendants wait again.
+    rows[0] = _row("a", job="queued")
+    assert _step_states(rows)["d"] == "waiting"  # type: ignore[arg-type]
+    # A step's job cancelled by id: its descendants are cancelled, and so is the workflow once
+    # nothing else can run.
+    rows = [_row("a", job="cancelled"), _row("b", "a"), _row("c", "b")]
+    states = _step_states(rows)  # type: ignore[arg-type]
+    assert states == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
+    assert _shown_state("running", states.values()) == "cancelled"
+    assert _shown_state("running", ["succeeded", "cancelled", "running"]) == "running"
+    assert _shown_state("succeeded", ["pruned"]) == "succeeded"
