@@ -54,11 +54,18 @@ def step_job(wf: dict[str, Any], name: str) -> str:
     return job_id
 
 
-def test_steps_run_after_their_predecessors_with_their_results(
-    api: TestClient[Any], farm: Farm, wait_job: JobWaiter
-) -> None:
+@pytest.fixture
+def running(farm: Farm) -> Farm:
+    """A worker and a scheduler (whose sweeper publishes a successor whose publish was lost)."""
     farm.worker()
     farm.scheduler()
+    return farm
+
+
+@pytest.mark.usefixtures("running")
+def test_steps_run_after_their_predecessors_with_their_results(
+    api: TestClient[Any], wait_job: JobWaiter
+) -> None:
     # A diamond. b's result is made to hold a template (no payload may hold one naming a step that
     # is not its ancestor): it must come out literally in d, never rendered again.
     wf = create(
@@ -99,11 +106,10 @@ def test_steps_run_after_their_predecessors_with_their_results(
     ] == [wf["id"]]
 
 
+@pytest.mark.usefixtures("running")
 def test_a_dead_step_blocks_its_descendants_until_a_redrive_succeeds(
-    api: TestClient[Any], farm: Farm, wait_job: JobWaiter
+    api: TestClient[Any], wait_job: JobWaiter
 ) -> None:
-    farm.worker()
-    farm.scheduler()
     wf = create(
         api,
         {
