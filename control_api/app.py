@@ -35,6 +35,7 @@ from control_api.stackdump import install as install_stack_dumps
 from control_api.tenant_limits import TenantsController
 from control_api.tenants import TenantLlmController, TenantWhatsAppController
 from control_api.webhooks import WhatsAppWebhookController
+from control_api.workflows import WorkflowsController
 from core.access.keys import KeyCache, UsageClock
 from core.catalog import load_job_types
 from core.engine.broker import async_redis_client, build_broker, redis_client
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app = Litestar(
         route_handlers=[
             JobsController,
+            WorkflowsController,
             KeysController,
             TenantsController,
             ChatsController,

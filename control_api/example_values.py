@@ -178,3 +178,18 @@ TENANT_LIMITS: dict[str, Any] = {
     "updated_at": AT,
     "updated_by": KEY_ID,
 }
+
+WORKFLOW_ID = "01938a5c-7e21-7b3a-9c4d-5e6f7a8b9c0d"
+WORKFLOW = {
+    "id": WORKFLOW_ID,
+    "tenant": "default",
+    "business_key": "sku-42",
+    "idempotency_key": None,
+    "state": "running",
+    "created_at": AT,
+    "created_by": KEY_ID,
+    "steps": [
+        {"name": "page", "type": "scrape", "after": [], "state": "queued", "job_id": JOB_ID, "depth": 0},
+        {"name": "index", "type": "embed", "after": ["page"], "state": "waiting", "job_id": None, "depth": 1},
+    ],
+}

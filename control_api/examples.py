@@ -34,6 +34,8 @@ from control_api.example_values import (
     TENANT_LLM,
     TENANT_WHATSAPP,
     UNREAD_PAYLOAD,
+    WORKFLOW,
+    WORKFLOW_ID,
 )
 
 
@@ -121,6 +123,29 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         request={"run_at": "2026-12-08T09:00:00Z"},
         response=SCHEDULED_JOB | {"run_at": "2026-12-08T09:00:00Z"},
     ),
+    # -- workflows ------------------------------------------------------------------------------------
+    ("POST", "/v1/workflows"): OperationDoc(
+        "createWorkflow",
+        request={
+            "business_key": "sku-42",
+            "steps": {
+                "page": {"type": "scrape", "payload": {"url": "https://shop.example.com/p/42"}},
+                "index": {
+                    "type": "embed",
+                    "after": ["page"],
+                    "payload": {
+                        "collection": "products",
+                        "documents": [{"id": "sku-42", "text": "{{ page.result.text }}"}],
+                    },
+                },
+            },
+        },
+        response=WORKFLOW,
+    ),
+    ("GET", "/v1/workflows/{workflow_id}"): OperationDoc(
+        "getWorkflow", params={"workflow_id": WORKFLOW_ID}, response=WORKFLOW
+    ),
+    ("GET", "/v1/workflows"): OperationDoc("listWorkflows", response={"items": [WORKFLOW]}),
     # -- tenants --------------------------------------------------------------------------------------
     ("GET", "/v1/tenants/{tenant}/limits"): OperationDoc(
         "getTenantLimits",

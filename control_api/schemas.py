@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -12,7 +13,9 @@ from core.engine.job_types import FieldError, get_job_type, validate_payload
 from core.engine.jobs import Job, NewJob, utcnow
 from core.engine.lanes import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from core.engine.queries import Attempt
+from core.engine.templates import has_templates
 from core.engine.timebounds import HORIZON_S, bounded_utc
+from core.engine.workflows import MAX_STEPS, NewWorkflow, StepSpec, Workflow, check_steps
 from core.errors import UnknownJobType
 from core.platform.tenants import DEFAULT_TENANT
 
@@ -170,3 +173,60 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorOut(msgspec.Struct):
     error: ErrorBody
+
+
+class WorkflowStepIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    payload: dict[str, Any]
+    after: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=MAX_STEPS)
+    ] = msgspec.field(default_factory=list)
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=50)] | None = None
+    priority: Priority = DEFAULT_PRIORITY
+
+
+class WorkflowIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    steps: dict[Annotated[str, msgspec.Meta(max_length=200)], WorkflowStepIn]
+    business_key: Key | None = None
+    idempotency_key: Key | None = None
+
+    def to_new_workflow(
+        self, request_id: str | None, *, tenant: str, created_by: uuid.UUID | None
+    ) -> tuple[NewWorkflow | None, list[FieldError]]:
+        """The workflow of ``tenant``, or every reason it cannot be one (core.engine.workflows)."""
+        specs = [
+            StepSpec(
+                name=name,
+                type=step.type,
+                payload=step.payload,
+                after=tuple(step.after),
+                priority=step.priority,
+                max_retries=step.max_retries,
+            )
+            for name, step in self.steps.items()
+        ]
+        errors = check_steps(specs)
+        if errors:
+            return None, errors
+        # Validated payloads are normalised (defaults filled in), as a job's are.
+        specs = [
+            s
+            if has_templates(s.payload)
+            else replace(s, payload=validate_payload(get_job_type(s.type), s.payload)[0])
+            for s in specs
+        ]
+        return (
+            NewWorkflow(
+                steps=specs,
+                business_key=self.business_key,
+                idempotency_key=self.idempotency_key,
+                tenant=tenant,
+                created_by=created_by,
+                request_id=request_id,
+            ),
+            [],
+        )
+
+
+class WorkflowList(msgspec.Struct):
+    items: list[Workflow]

@@ -195,3 +195,13 @@ def sealed_batch(ctx: BatchContext, payloads: list[SealedBatchPayload]) -> list[
 )
 def sealed_single(ctx: JobContext, payload: SealedBatchPayload) -> dict[str, Any]:
     return {"batch_size": 1, "opened": payload.to.startswith("+")}
+
+
+class EchoPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: Any JSON value: the job's result is ``{"value": value}`` (workflow steps read it).
+    value: Any = None
+
+
+@job_type("test_echo", payload=EchoPayload, max_retries=0)
+def echo(ctx: JobContext, payload: EchoPayload) -> dict[str, Any]:
+    return {"value": payload.value}

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
+import dramatiq
 import msgspec
 import structlog
+from dramatiq.brokers.redis import RedisBroker
 
 from core.engine.batch_lifecycle import claim_many, mark_many_succeeded
+from core.engine.broker import Publication
 from core.engine.declare import BatchContext, JobContext
 from core.engine.job_types import JobType, get_job_type
-from core.engine.jobs import utcnow
+from core.engine.jobs import publish_after_commit, utcnow
 from core.engine.lifecycle import Claim, mark_succeeded, open_claim
 from core.errors import ClaimLost
 from core.platform.db import autocommit, transaction
@@ -46,11 +49,19 @@ def run_claimed(claim: Claim, settings: Settings) -> None:
     if not job_type.transactional:
         result = handler(JobContext(claim=claim, settings=settings, job_conn=None), payload)
         with transaction(settings) as conn:
-            mark_succeeded(conn, claim, result)
+            successors = mark_succeeded(conn, claim, result)
+        _publish(successors)
         return
     with transaction(settings) as conn:
         result = handler(JobContext(claim=claim, settings=settings, job_conn=conn), payload)
-        mark_succeeded(conn, claim, result)
+        successors = mark_succeeded(conn, claim, result)
+    _publish(successors)
+
+
+def _publish(successors: list[Publication]) -> None:
+    """Publish the workflow steps a success made ready, after its commit (the sweeper if this fails)."""
+    if successors:
+        publish_after_commit(cast(RedisBroker, dramatiq.get_broker()), successors)
 
 
 def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -> None:
@@ -80,7 +91,7 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
     try:
         with transaction(settings) as conn:
             results = batch(BatchContext(claims, settings, conn), payloads)
-            mark_many_succeeded(conn, claims, results)
+            successors = mark_many_succeeded(conn, claims, results)
     except Exception as exc:
         # Run each job alone: its own transaction, fenced on its own (a claim taken over by recovery
         # or another worker is dropped there), and its own failure record if it fails again.
@@ -88,6 +99,7 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
         for claim in claims:
             _run_single(lifecycle, claim, settings)
         return
+    _publish(successors)
     for c in claims:
         _log_job("job_succeeded", c)
 

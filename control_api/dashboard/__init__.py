@@ -70,6 +70,7 @@ def dashboard_routers() -> list[Router]:
             pages.overview_fragment,
             pages.job_page,
             pages.job_fragment,
+            pages.workflow_page,
             pages.schedules,
             pages.set_enabled,
             pages.audit,

@@ -1,5 +1,6 @@
-"""Dashboard pages: the overview, a job, schedules and the audit log. Each reads through the same core
-functions as the API (core.engine.queues, core.engine.stats, core.engine.queries, core.engine.schedules, core.engine.audit)."""
+"""Dashboard pages: the overview, a job, a workflow, schedules and the audit log. Each reads through the
+same core functions as the API (core.engine.queues, core.engine.stats, core.engine.queries,
+core.engine.workflows, core.engine.schedules, core.engine.audit)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from core.engine.jobs import FINAL, utcnow
 from core.engine.queries import get_job, list_attempts
 from core.engine.queues import QueueRow, queue_overview
 from core.engine.schedules import list_schedules, update_schedule
+from core.engine.workflows import WorkflowStep, get_workflow, workflow_of_job
 from core.platform.db import snapshot, transaction
 from core.platform.settings import Settings
 
@@ -80,7 +82,8 @@ def _job(settings: Settings, job_id: uuid.UUID, reach: str | None) -> dict[str, 
     with snapshot(settings) as conn:
         job = get_job(conn, job_id, reach)
         attempts = list_attempts(conn, job_id, reach)
-    return {"job": job, "attempts": attempts, "final": job.status in FINAL}
+        workflow_id = workflow_of_job(conn, job_id)
+    return {"job": job, "attempts": attempts, "final": job.status in FINAL, "workflow_id": workflow_id}
 
 
 @get("/jobs/{job_id:uuid}", name="dashboard_job")
@@ -93,6 +96,24 @@ async def job_fragment(
     request: Request[Any, Any, Any], state: State, job_id: FromPath[uuid.UUID]
 ) -> Template:
     return page(request, "_job.html", **await run(_job, state.settings, job_id, session_reach(request)))
+
+
+def _workflow(settings: Settings, workflow_id: uuid.UUID, reach: str | None) -> dict[str, Any]:
+    """The workflow, its steps in columns by depth (a step to the right of every step it runs after)."""
+    with snapshot(settings) as conn:
+        workflow = get_workflow(conn, workflow_id, reach)
+    columns: list[list[WorkflowStep]] = [[] for _ in range(1 + max(s.depth for s in workflow.steps))]
+    for step in workflow.steps:
+        columns[step.depth].append(step)
+    return {"workflow": workflow, "columns": columns, "final": workflow.state in ("succeeded", "cancelled")}
+
+
+@get("/workflows/{workflow_id:uuid}", name="dashboard_workflow")
+async def workflow_page(
+    request: Request[Any, Any, Any], state: State, workflow_id: FromPath[uuid.UUID]
+) -> Template:
+    data = await run(_workflow, state.settings, workflow_id, session_reach(request))
+    return page(request, "workflow.html", **data)
 
 
 Lister = Callable[[Connection, int, str | None, str | None], tuple[list[Any], str | None]]

@@ -17,6 +17,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.engine import workflows
+from core.engine.broker import Publication
 from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.lifecycle import Claim
 from core.errors import BatchClaimLost
@@ -28,7 +30,8 @@ _CLAIM = sa.text(
         UPDATE jobs SET status = :running, attempts = attempts + 1, started_at = :now,
                         updated_at = :now, worker = :worker, worker_id = :worker_id, deadline_at = :deadline
         WHERE id = ANY(CAST(:ids AS uuid[])) AND status = ANY(CAST(:claimable AS text[]))
-        RETURNING id, type, payload, attempts, max_retries, retry_base, request_id, business_key, tenant
+        RETURNING id, type, payload, attempts, max_retries, retry_base, request_id, business_key, tenant,
+                  workflow_id
     ), recorded AS (
         INSERT INTO job_attempts (job_id, number, type, worker, started_at)
         SELECT id, attempts, type, :worker, :now FROM claimed
@@ -83,11 +86,16 @@ def _keys(claims: Sequence[Claim]) -> dict[str, Any]:
     return {"ids": [c.job_id for c in claims], "numbers": [c.attempt for c in claims]}
 
 
-def mark_many_succeeded(conn: Connection, claims: Sequence[Claim], results: Sequence[Any]) -> None:
+def mark_many_succeeded(
+    conn: Connection, claims: Sequence[Claim], results: Sequence[Any]
+) -> list[Publication]:
     """Record the success of every claim in the caller's transaction, fenced by attempt number;
-    raises BatchClaimLost (and the caller must roll back) if any claim is no longer held."""
+    raises BatchClaimLost (and the caller must roll back) if any claim is no longer held.
+
+    Returns the messages of the workflow steps those successes made ready (lifecycle.mark_succeeded),
+    to publish after the commit."""
     if not claims:
-        return
+        return []
     now = utcnow()
     encoded = [None if r is None else msgspec.json.encode(r).decode() for r in results]
     done: int = conn.execute(
@@ -102,3 +110,5 @@ def mark_many_succeeded(conn: Connection, claims: Sequence[Claim], results: Sequ
     ).scalar_one()
     if done != len(claims):
         raise BatchClaimLost(f"{len(claims) - done} of {len(claims)} claims were taken over")
+    steps = [c.workflow_id for c in claims if c.workflow_id is not None]
+    return workflows.advance(conn, steps) if steps else []

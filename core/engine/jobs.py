@@ -160,7 +160,7 @@ def enqueue(
     with transaction(settings) if keyed else autocommit(settings) as conn:
         results = insert_jobs(conn, new_jobs)
     to_publish = [publication(e) for e in results if e.message_id is not None]
-    _publish_after_commit(broker, to_publish)
+    publish_after_commit(broker, to_publish)
     return results
 
 
@@ -374,7 +374,10 @@ def publication(e: Enqueued) -> Publication:
     return Publication(j.id, j.type, j.queue, e.message_id, j.request_id, j.tenant, j.priority)
 
 
-def _publish_after_commit(broker: RedisBroker, pubs: list[Publication]) -> None:
+def publish_after_commit(broker: RedisBroker, pubs: list[Publication]) -> None:
+    """Publish committed jobs' messages; a failure is logged and left to the sweeper."""
+    if not pubs:
+        return
     try:
         publish(broker, pubs)
     except (redis.RedisError, OSError) as exc:

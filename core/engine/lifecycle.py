@@ -15,6 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from core.engine import workflows
+from core.engine.broker import Publication
 from core.engine.job_types import get_job_type, open_payload
 from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.retry import decide
@@ -40,11 +42,13 @@ class Claim:
     business_key: str | None
     #: Whose job it is: its handler reads and writes that tenant's rows (core/platform/tenants.py).
     tenant: str = DEFAULT_TENANT
+    #: The workflow the job is a step of (core/engine/workflows.py); None for every other job.
+    workflow_id: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Claim:
         """From a claimed row: id, type, payload, attempts, max_retries, retry_base, request_id,
-        business_key, tenant."""
+        business_key, tenant, workflow_id."""
         return cls(
             job_id=row.id,
             type=row.type,
@@ -55,6 +59,7 @@ class Claim:
             request_id=row.request_id,
             business_key=row.business_key,
             tenant=row.tenant,
+            workflow_id=row.workflow_id,
         )
 
 
@@ -95,6 +100,7 @@ def claim(
             jobs.c.request_id,
             jobs.c.business_key,
             jobs.c.tenant,
+            jobs.c.workflow_id,
         )
     ).first()
     if row is None:
@@ -121,8 +127,12 @@ def _finish_attempt(
     )
 
 
-def mark_succeeded(conn: Connection, c: Claim, result: Any) -> None:
-    """Record success in the caller's transaction; raises ClaimLost if the claim is no longer ours."""
+def mark_succeeded(conn: Connection, c: Claim, result: Any) -> list[Publication]:
+    """Record success in the caller's transaction; raises ClaimLost if the claim is no longer ours.
+
+    A step of a workflow inserts the steps it made ready in the same transaction; their messages are
+    returned, for the caller to publish after the commit (empty for every other job).
+    """
     now = utcnow()
     done = conn.execute(
         sa.update(jobs)
@@ -140,6 +150,7 @@ def mark_succeeded(conn: Connection, c: Claim, result: Any) -> None:
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
     _finish_attempt(conn, c, "succeeded", None, now, JobStatus.SUCCEEDED)
+    return [] if c.workflow_id is None else workflows.advance(conn, [c.workflow_id])
 
 
 def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:

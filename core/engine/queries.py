@@ -19,7 +19,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.engine import finished
+from core.engine import finished, workflows
 from core.engine.jobs import CANCELLABLE, Job, JobStatus, utcnow
 from core.errors import JobNotFound, NotCancellable, NotReschedulable
 from core.platform.pagination import page, split_page
@@ -139,11 +139,15 @@ def cancel_job(
 def cancel_by_business_key(
     conn: Connection, business_key: str, tenant: str | None = None, by: uuid.UUID | None = None
 ) -> int:
+    """Cancel the key's jobs not claimed yet, and the steps of its workflows that have no job yet
+    (the workflows first locked, so a step succeeding meanwhile enqueues none). Returns the jobs."""
+    running_workflows = workflows.lock_by_business_key(conn, business_key, tenant)
     result = conn.execute(
         sa.update(jobs)
         .where(jobs.c.business_key == business_key, jobs.c.status.in_(CANCELLABLE), reached(jobs, tenant))
         .values(**_cancel_values(by))
     )
+    workflows.cancel_waiting(conn, running_workflows)
     return int(result.rowcount)
 
 

@@ -25,6 +25,7 @@ What goes, and when (docs/operations/retention.md):
   ``jobs`` (until then a delivery or read status may still arrive for it, core/messaging/webhook.py;
   a dead job's rows stay with it, so a redrive never sends twice).
 * An audit entry older than JOBYARD_RETAIN_AUDIT.
+* A workflow (and its steps), once none of its steps' jobs is left in ``jobs`` or the history.
 * The record of a schedule's firing (which slot made which job), once its slot is older than the
   longest of JOBYARD_RETAIN_SUCCEEDED, _CANCELLED and _DEAD (kept forever if any of them is 0): the
   job it names is gone by then, and the slot, long past, is never due again.
@@ -54,7 +55,7 @@ import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.engine import finished, stats
+from core.engine import finished, stats, workflows
 from core.engine.job_types import job_types
 from core.engine.jobs import utcnow
 from core.engine.schedules import delete_old_firings
@@ -67,6 +68,7 @@ from core.platform.tables import (
     outbound_messages,
     prune_counts,
 )
+from core.platform.tables import workflows as workflow_rows
 
 log = structlog.get_logger(__name__)
 
@@ -374,6 +376,10 @@ def _row_batches(settings: Settings, now: datetime) -> Iterator[Callable[[], int
     firings_before = _before(now, _longest_job_retention_s(settings))
     if firings_before is not None:
         yield functools.partial(_prune_firings_batch, settings, firings_before)
+    # A workflow goes with the last of its steps' jobs (its steps with it, by the foreign key).
+    yield functools.partial(
+        _prune_rows_batch, settings, workflow_rows, workflow_rows.c.created_at, workflows.jobs_gone()
+    )
 
 
 def _longest_job_retention_s(settings: Settings) -> float:

@@ -85,6 +85,7 @@ from core.errors.requests import (
     UnknownScope,
     WhatsAppNumberNotFound,
     WhatsAppNumberTaken,
+    WorkflowNotFound,
 )
 from core.errors.services import (
     DatabaseNotConfigured,
@@ -169,4 +170,5 @@ __all__ = [
     "WebhookNotConfigured",
     "WhatsAppNumberNotFound",
     "WhatsAppNumberTaken",
+    "WorkflowNotFound",
 ]

@@ -48,6 +48,12 @@ class CollectionNotFound(NotFound):
     code = "collection_not_found"
 
 
+class WorkflowNotFound(NotFound):
+    """No such workflow."""
+
+    code = "workflow_not_found"
+
+
 class ScrapeNotFound(NotFound):
     """No such scrape."""
 

@@ -1,6 +1,6 @@
-"""A small website for the scrape tests: a page rendered by JavaScript, a redirect chain, a page that
+"""A small website for the scrape tests: a shop's product page (/p/42), a page rendered by JavaScript, a redirect chain, a page that
 never finishes loading, a page whose script never stops, redirects and subresources that lead to
-127.0.0.1, error statuses and a slow page. It records every request it gets."""
+127.0.0.1, error statuses and a slow page; ``down`` makes every page 503. It records every request it gets."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ def _pages(port: int) -> dict[str, str]:
         "/loop": "<html><head><title>Loop</title></head><body>x<script>while (true) {}</script></body></html>",
         "/plain": "<html><head><title>Plain</title></head><body><p>Nothing special.</p></body></html>",
         "/slow": "<html><head><title>Slow</title></head><body><p>Slowly served.</p></body></html>",
+        "/p/42": """<html><head><title>Blue teapot</title></head><body><h1>Blue teapot</h1>
+<p class="description">A stoneware teapot in cobalt blue that holds six cups of tea.</p>
+<span class="price">34.00</span></body></html>""",
         "/subresources": f"""<html><head><title>Public page</title>
 <script src="{internal}/internal.js"></script></head>
 <body><p>Public content</p><iframe src="{internal}/internal"></iframe>
@@ -58,6 +61,8 @@ class FakeSite(FakeHTTPServer):
         self._in_flight = 0
         #: Most /slow requests served at the same time.
         self.max_slow_in_flight = 0
+        #: While set, every page answers 503: the site is down.
+        self.down = False
         super().__init__()
         self.pages = _pages(self.port)
 
@@ -70,6 +75,9 @@ class FakeSite(FakeHTTPServer):
         self._serve(request, path)
 
     def _serve(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        if self.down:
+            reply(h, 503, b"down for maintenance", "text/plain")
+            return
         redirects = {
             "/redirect/3": (302, "/redirect/2"),
             "/redirect/2": (301, "/redirect/1"),

@@ -7,6 +7,7 @@ the comments that explain them:
 - ``engine``: jobs, job_attempts, job_history (a partition a day) and its partition helpers, workers,
   schedules, schedule_firings, the job_stats_* rollups, prune_counts; the job status tuples.
 - ``access``: api_keys, dashboard_sessions, audit_log, tenant_limits.
+- ``workflows``: workflows and their steps (core/engine/workflows.py).
 - ``chats``, ``messaging``, ``embeddings``, ``scrape``: the features' tables (``chats`` holds
   ``tenant_llm``, the LLM provider chain of a tenant's ``ai_reply`` jobs).
 
@@ -42,6 +43,7 @@ from core.platform.tables.engine import (
 )
 from core.platform.tables.messaging import opt_outs, outbound_messages, tenant_whatsapp
 from core.platform.tables.scrape import scrapes
+from core.platform.tables.workflows import STEP_STATES, WORKFLOW_STATES, workflow_steps, workflows
 
 __all__ = [
     "HISTORY_PARTITION",
@@ -50,6 +52,8 @@ __all__ = [
     "JOB_STATUSES",
     "OPEN_STATUSES",
     "PRUNED_STATUSES",
+    "STEP_STATES",
+    "WORKFLOW_STATES",
     "Json",
     "api_keys",
     "audit_log",
@@ -79,4 +83,6 @@ __all__ = [
     "timestamp_column",
     "unread_counters",
     "workers",
+    "workflow_steps",
+    "workflows",
 ]

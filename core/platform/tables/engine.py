@@ -54,6 +54,9 @@ jobs = sa.Table(
     sa.Column("redriven_by", UUID(as_uuid=True)),
     # 0-9, 9 the most urgent: orders the work of one tenant within its share (core/engine/lanes.py).
     sa.Column("priority", sa.SmallInteger, nullable=False, server_default="5"),
+    # The workflow the job is a step of (core/engine/workflows.py); NULL for every other job, which
+    # is all a success needs to know to skip the workflow's work: the claim returns it.
+    sa.Column("workflow_id", UUID(as_uuid=True)),
     sa.CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status"),
     sa.CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
     sa.CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),

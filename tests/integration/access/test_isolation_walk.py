@@ -1,12 +1,13 @@
 """Every operation of the API, walked by one tenant against another's objects.
 
 Tenant A (shop-a) fills a farm with one of everything a tenant owns: jobs scheduled, succeeded and
-dead, a schedule, a sequence, a chat with messages and an unread count, a collection, a scrape with
-its screenshot, an outbound WhatsApp message, an opt-out, its own WhatsApp number, its limits, its
-keys and the audit entries all that wrote. Tenant B (shop-b) holds every scope a tenant's key can hold
-(``jobs:write``, ``jobs:read``, ``ops``), owns objects of its own, and then calls every operation of
-the OpenAPI document, naming A's ids, names, business keys and idempotency keys wherever the
-operation takes one. The walk checks what a careful attacker would:
+dead, a schedule, a sequence, a workflow (a dead step, a blocked one), a chat with messages and an
+unread count, a collection, a scrape with its screenshot, an outbound WhatsApp message, an opt-out,
+its own WhatsApp number, its limits, its keys and the audit entries all that wrote. Tenant B
+(shop-b) holds every scope a tenant's key can hold (``jobs:write``, ``jobs:read``, ``ops``), owns
+objects of its own, and then calls every operation of the OpenAPI document, naming A's ids, names,
+business keys and idempotency keys wherever the operation takes one. The walk checks what a careful
+attacker would:
 
 - **Nothing is read.** No answer B gets holds anything of A's that B did not send itself: ids,
   payload markers, chat text, document text, numbers, key prefixes.
@@ -148,6 +149,7 @@ class World:
     business_key: str = ""
     idempotency_key: str = ""
     key_id: str = ""
+    workflow: str = ""
 
     def secrets(self) -> set[str]:
         """Strings that are this tenant's alone: any of them in another tenant's answer is a leak."""
@@ -162,6 +164,7 @@ class World:
             self.business_key,
             self.idempotency_key,
             self.key_id,
+            self.workflow,
             A_MARKER,
             *NUMBERS[self.tenant][:3],
             LLM_KEYS[self.tenant],
@@ -214,6 +217,22 @@ def _build(tenant: Tenant, wait_job: JobWaiter, fakes: dict[str, Any], marker: s
         wait_job(world.jobs[role], timeout=90)
     wait_job(world.jobs["dead"], "dead", timeout=30)
     world.scrape = tenant.ok("GET", f"/v1/jobs/{world.jobs['scrape']}")["result"]["scrape_id"]
+    # A workflow whose first step is dead and whose second waits, blocked, holding the marker.
+    workflow = tenant.ok(
+        "POST",
+        "/v1/workflows",
+        json={
+            "business_key": world.business_key,
+            "idempotency_key": world.idempotency_key,
+            "steps": {
+                "first": {"type": "test_flaky", "payload": DIES_AT_ONCE},
+                "then": {"type": "test_effect", "payload": {"marker": marker}, "after": ["first"]},
+            },
+        },
+    )
+    world.workflow = workflow["id"]
+    world.jobs["workflow_first"] = workflow["steps"][0]["job_id"]
+    wait_job(world.jobs["workflow_first"], "dead", timeout=30)
     (message,) = tenant.ok("GET", "/v1/outbound-messages")["items"]
     world.outbound = message["id"]
     world.schedule = tenant.ok(
@@ -329,6 +348,7 @@ def _reads(a: World) -> list[Attack]:
         Attack("GET /v1/dead-letters", "/v1/dead-letters", params={"type": "test_flaky", "q": A_MARKER}),
         Attack("GET /v1/audit", "/v1/audit"),
         Attack("GET /v1/schedules", "/v1/schedules"),
+        Attack("GET /v1/workflows", "/v1/workflows", params={"business_key": a.business_key}),
         Attack("GET /v1/queues", "/v1/queues"),
         Attack("GET /v1/keys", "/v1/keys"),
         Attack("GET /v1/opt-outs", "/v1/opt-outs"),
@@ -379,6 +399,7 @@ def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
     return [
         on("GET /v1/jobs/{job_id}", f"/v1/jobs/{job}", job),
         on("GET /v1/jobs/{job_id}/attempts", f"/v1/jobs/{dead}/attempts", dead),
+        on("GET /v1/workflows/{workflow_id}", f"/v1/workflows/{a.workflow}", a.workflow),
         on("POST /v1/jobs/{job_id}/reschedule", f"/v1/jobs/{job}/reschedule", job, json={"run_at": later}),
         on("POST /v1/jobs/{job_id}/cancel", f"/v1/jobs/{job}/cancel", job),
         on(
@@ -492,6 +513,15 @@ def _creates(a: World) -> list[Attack]:
             json={"business_key": f"{A}-seq", "anchor_at": anchor, "steps": [step]},
         ),
         Attack("POST /v1/schedules", "/v1/schedules", json=schedule),
+        Attack(
+            "POST /v1/workflows",
+            "/v1/workflows",
+            json={
+                "business_key": a.business_key,
+                "idempotency_key": a.idempotency_key,
+                "steps": {"first": {"type": "test_effect", "payload": {"marker": "b"}}},
+            },
+        ),
         Attack("POST /v1/opt-outs", "/v1/opt-outs", json={"to": "+14155550310"}),
         Attack("POST /v1/keys", "/v1/keys", json={"name": f"{A} spare", "scopes": ["jobs:read"]}),
         Attack(
@@ -517,6 +547,8 @@ def _a_view(a_tenant: Tenant, a: World) -> dict[str, Any]:
         "/v1/audit",
         "/v1/schedules",
         f"/v1/schedules/{a.schedule}",
+        f"/v1/workflows/{a.workflow}",
+        f"/v1/workflows?business_key={a.business_key}",
         f"/v1/chats/{a.chat}/messages",
         f"/v1/unread?user_id={a.user}",
         f"/v1/collections/{a.collection}",
@@ -601,7 +633,9 @@ def test_no_operation_lets_one_tenant_read_change_or_learn_of_anothers_objects(
     redriven = b_tenant.ok(
         "POST", "/v1/dead-letters/redrive", json={"filter": {}, "reason": "b counts", "dry_run": True}
     )
-    assert [j["id"] for j in redriven["preview"]] == [b_world.jobs["dead"]]
+    assert sorted(j["id"] for j in redriven["preview"]) == sorted(
+        [b_world.jobs["dead"], b_world.jobs["workflow_first"]]
+    )
 
     # A's world is as A left it.
     assert _a_view(a_tenant, a) == a_before

@@ -12,12 +12,10 @@ import shutil
 import socket
 import struct
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import psutil
-import pytest
 from litestar.testing import TestClient
 
 from core.scrape.pages import SCRAPE_QUEUE
@@ -27,13 +25,6 @@ from tests.services import Process, wait_for
 
 SITE_HOST = "shop.example.com"
 USER_AGENT = "JobyardTest/1.0 (+https://jobyard.invalid)"
-
-
-@pytest.fixture
-def site() -> Iterator[FakeSite]:
-    s = FakeSite()
-    yield s
-    s.close()
 
 
 def scrape_worker(farm: Farm, processes: int = 1, threads: int = 2, **changes: Any) -> Process:
