@@ -30,6 +30,7 @@ from core.platform.db import dispose_engines, transaction
 from core.platform.migrate import upgrade
 from core.platform.settings import Settings
 from core.platform.tables import workers
+from tests.fakes.site import FakeSite
 from tests.fakes.whatsapp import FakeWhatsApp
 from tests.services import (
     JOBYARD,
@@ -245,6 +246,14 @@ def farm(settings: Settings, tmp_path: Path) -> Iterator[Farm]:
     f = Farm(settings, tmp_path)
     yield f
     f.stop()
+
+
+@pytest.fixture
+def site() -> Iterator[FakeSite]:
+    """The local website scrape tests read (tests/fakes/site.py)."""
+    s = FakeSite()
+    yield s
+    s.close()
 
 
 @pytest.fixture
