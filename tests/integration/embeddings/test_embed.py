@@ -78,7 +78,13 @@ def test_embed_skip_unchanged_and_search(
 ) -> None:
     embeddings_worker(farm)
     job = embed(api, wait_job, {"collection": "kb", "documents": documents()})
-    assert job["result"] == {"embedded": 24, "skipped_unchanged": 0, "dim": 384, "model": MODEL_DIR}
+    assert job["result"] == {
+        "embedded": 24,
+        "skipped_unchanged": 0,
+        "chunks": 24,
+        "dim": 384,
+        "model": MODEL_DIR,
+    }
 
     found = api.get("/v1/collections/kb/search", params={"q": "kitten", "k": 24})
     assert found.status_code == 200, found.text
@@ -99,12 +105,24 @@ def test_embed_skip_unchanged_and_search(
 
     # The same documents again: nothing is embedded.
     again = embed(api, wait_job, {"collection": "kb", "documents": documents()})
-    assert again["result"] == {"embedded": 0, "skipped_unchanged": 24, "dim": 384, "model": MODEL_DIR}
+    assert again["result"] == {
+        "embedded": 0,
+        "skipped_unchanged": 24,
+        "chunks": 0,
+        "dim": 384,
+        "model": MODEL_DIR,
+    }
     # One changed text: only that one. New metadata on unchanged texts is stored without re-embedding.
     changed = documents(**{"car-1": "A kitten fell asleep in the warm car."})
     changed[0]["metadata"] = {"kind": "cat", "indoor": True}
     once = embed(api, wait_job, {"collection": "kb", "documents": changed, "model": MODEL_DIR})
-    assert once["result"] == {"embedded": 1, "skipped_unchanged": 23, "dim": 384, "model": MODEL_DIR}
+    assert once["result"] == {
+        "embedded": 1,
+        "skipped_unchanged": 23,
+        "chunks": 1,
+        "dim": 384,
+        "model": MODEL_DIR,
+    }
     top = api.get("/v1/collections/kb/search?q=kitten&k=24").json()["items"]
     assert "car-1" in [hit["id"] for hit in top[:5]]
     assert next(h for h in top if h["id"] == "cat-1")["metadata"] == {"kind": "cat", "indoor": True}
