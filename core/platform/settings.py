@@ -236,6 +236,12 @@ class Settings:
         "Characters each chunk repeats of the one before (at most half a chunk): a sentence cut at a "
         "chunk's end is whole in the next one; a payload's `chunk_overlap` overrides it.",
     )
+    knowledge_max_chars: int = _setting(
+        "JOBYARD_KNOWLEDGE_MAX_CHARS",
+        12000,
+        "Characters of retrieved documents an `ai_reply` with `knowledge` gives the model, at most (about "
+        "3,000 tokens): room is left for the history and the reply in an 8k-token context.",
+    )
     republish_after_s: float = _setting(
         "JOBYARD_REPUBLISH_AFTER",
         15.0,

@@ -1,6 +1,6 @@
 """Migration 0022 makes every stored document its chunk 0: collections embedded before it are counted,
 searched and skipped when unchanged as before, and a document re-embedded longer gets more chunks.
-Its downgrade keeps each document's chunk 0."""
+Chat messages of before have no `knowledge`. Its downgrade keeps each document's chunk 0."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ class ThreeDimensions:
 
 
 BEFORE = [
+    "INSERT INTO chats (id) VALUES ('c1')",
+    "INSERT INTO chat_messages (id, chat_id, role, content) VALUES (gen_random_uuid(), 'c1', 'user', 'hi')",
     "INSERT INTO embedding_collections (name, model, dim) VALUES ('kb', 'm', 3)",
     "INSERT INTO embedding_documents (collection, id, text, text_sha256, model, dim, embedding) "
     f"VALUES ('kb', 'd1', '{TEXT}', '{text_sha256(TEXT)}', 'm', 3, '[1,0,0]'), "
@@ -87,11 +89,14 @@ def test_documents_of_before_are_chunk_0_and_keep_working(at_0020: Settings) -> 
         collection = get_collection(conn, "default", "kb")
         assert collection is not None
         hits = search(conn, collection, [1.0, 0.0, 0.0], 5)
+        assert conn.execute(sa.text("SELECT knowledge FROM chat_messages")).scalars().all() == [None]
     assert [(h.id, h.chunk, h.text) for h in hits] == [("d1", 0, TEXT), ("d2", 0, "another")]
     reader = make_key(at_0020, "jobs:read", name="shop backend")
     with TestClient(create_app(at_0020, configure_logs=False)) as api:
         api.headers["Authorization"] = f"Bearer {reader}"
         assert api.get("/v1/collections/kb").json()["documents"] == 2
+        (message,) = api.get("/v1/chats/c1/messages").json()["items"]
+        assert (message["content"], message["knowledge"]) == ("hi", None)
 
     # Its stored hash still skips the unchanged text; a longer one is chunked.
     backend = ThreeDimensions()
