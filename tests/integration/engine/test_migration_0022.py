@@ -9,17 +9,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from litestar.testing import TestClient
 
 from control_api.app import create_app
 from core.embeddings.chunks import Chunking
 from core.embeddings.embed import Document, EmbedPayload, embed_documents, get_collection, search, text_sha256
-from core.platform.db import get_engine, transaction
-from core.platform.migrate import alembic_config, upgrade
+from core.platform.db import transaction
+from core.platform.migrate import upgrade
 from core.platform.settings import Settings
 from tests import services as test_services
-from tests.integration.conftest import database_at, make_key
+from tests.integration.conftest import database_at, downgrade, make_key
 
 TEXT = "a document embedded before chunks"
 
@@ -57,13 +56,6 @@ BEFORE = [
 def at_0020(services: test_services.TestServices, settings: Settings) -> Iterator[Settings]:
     with database_at(services, settings, "0020") as migrated:
         yield migrated
-
-
-def _downgrade(settings: Settings, revision: str) -> None:
-    config = alembic_config()
-    with get_engine(settings).begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
 
 
 def _chunks(settings: Settings) -> list[tuple[str, int]]:
@@ -107,7 +99,7 @@ def test_documents_of_before_are_chunk_0_and_keep_working(at_0020: Settings) -> 
     assert _chunks(at_0020) == [("d1", 0), ("d1", 1), ("d1", 2), ("d1", 3), ("d2", 0)]
 
     # Down: one row per document again, its chunk 0; and up again.
-    _downgrade(at_0020, "0020")
+    downgrade(at_0020, "0020")
     with transaction(at_0020) as conn:
         rows = conn.execute(sa.text("SELECT id FROM embedding_documents ORDER BY id")).scalars().all()
         columns = {c["name"] for c in sa.inspect(conn).get_columns("embedding_documents")}
