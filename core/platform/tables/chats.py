@@ -35,6 +35,9 @@ chat_messages = sa.Table(
     sa.Column("job_id", UUID(as_uuid=True)),
     timestamp_column("created_at", nullable=False, default_now=True),
     sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
+    # An assistant reply given documents of a collection (`ai_reply`'s `knowledge`): the collection and
+    # each document's id, chunk and distance to the question. NULL: none were asked for.
+    sa.Column("knowledge", Json),
     sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
     sa.ForeignKeyConstraint(["chat_id", "tenant"], ["chats.id", "chats.tenant"], ondelete="CASCADE"),
 )
