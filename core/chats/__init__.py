@@ -1,2 +1,3 @@
 """Chats: unread counters (`unread_count`), AI replies (`ai_reply`) with each tenant's own LLM provider
-chain (`tenant_llm`), and the chat history the API shows."""
+chain (`tenant_llm`), the chat history the API shows, and the inbox (`inbox`: messages from outside
+the farm stored once, chats flagged for a human)."""

@@ -28,6 +28,8 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     created_at: datetime
     #: Whose chat it is (an admin key's list may hold several tenants' chats of this id).
     tenant: str
+    #: The message's id outside the farm: a customer's WhatsApp message id (null otherwise).
+    external_id: str | None = None
 
 
 def list_messages(

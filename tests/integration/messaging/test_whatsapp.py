@@ -17,7 +17,16 @@ from litestar.testing import TestClient
 from control_api.app import create_app
 from core.messaging.webhook import signature
 from core.platform.settings import Settings
-from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp, GraphFail, Stall
+from tests.fakes.whatsapp import (
+    PHONE_NUMBER_ID,
+    TOKEN,
+    VERSION,
+    FakeWhatsApp,
+    GraphFail,
+    Stall,
+    customer_message,
+    notification,
+)
 from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.services import wait_for
 
@@ -78,32 +87,11 @@ def _webhook(client: TestClient[Any], body: dict[str, Any], sig: str | None = "s
 
 
 def _change(value: dict[str, Any]) -> dict[str, Any]:
-    meta = {"display_phone_number": "15550000000", "phone_number_id": PHONE_NUMBER_ID}
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "WABA1",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {"messaging_product": "whatsapp", "metadata": meta, **value},
-                    }
-                ],
-            }
-        ],
-    }
+    return notification(value)
 
 
 def _incoming(wa_id: str, text: str) -> dict[str, Any]:
-    message = {
-        "from": wa_id,
-        "id": "wamid.in" + wa_id,
-        "timestamp": "1767225600",
-        "type": "text",
-        "text": {"body": text},
-    }
-    return _change({"contacts": [{"profile": {"name": "Ann"}, "wa_id": wa_id}], "messages": [message]})
+    return customer_message(wa_id, text, timestamp=1767225600)
 
 
 def _statuses(*items: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +310,14 @@ def test_delivery_statuses_move_the_message_forward_only(
         _status(wamid, "failed", t + timedelta(minutes=10)),  # cannot undo a read
         _status("wamid.someone-else", "read", t),
     )
-    assert _webhook(public, body).json() == {"statuses": 4, "unknown_statuses": 1, "opt_outs": 0}
+    assert _webhook(public, body).json() == {
+        "statuses": 4,
+        "unknown_statuses": 1,
+        "opt_outs": 0,
+        "messages": 0,
+        "auto_replies": 0,
+        "handoffs": 0,
+    }
     (message,) = _outbound(api, job_id)
     assert message["status"] == "read"
     assert datetime.fromisoformat(message["delivered_at"]) == t
