@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from control_api.app import create_app
 from core.messaging.webhook import signature
 from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
-from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp, customer_message
-from tests.integration.conftest import Farm, JobWaiter, make_key
+from tests.fakes.whatsapp import PHONE_NUMBER_ID, FakeWhatsApp, customer_message
+from tests.integration.conftest import Farm, JobWaiter, make_key, sending_to
 from tests.services import wait_for
 
 APP_SECRET = "assistant-test-app-secret"
@@ -43,24 +42,14 @@ def llm() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def settings(settings: Settings, whatsapp: FakeWhatsApp, llm: FakeOpenAI) -> Settings:
-    return settings.replace(
-        whatsapp_api_base_url=whatsapp.url,
-        whatsapp_api_version=VERSION,
-        whatsapp_token=TOKEN,
-        whatsapp_phone_number_id=PHONE_NUMBER_ID,
-        whatsapp_app_secret=APP_SECRET,
+    return sending_to(
+        settings,
+        whatsapp,
+        APP_SECRET,
         openai_base_url=llm.base_url,
         openai_api_key="sk-assistant-test",
         llm_model="m",
-        quiet_hours="off",
     )
-
-
-@pytest.fixture
-def public(settings: Settings) -> Iterator[TestClient[Any]]:
-    """The API as Meta calls it: no API key."""
-    with TestClient(create_app(settings, configure_logs=False)) as client:
-        yield client
 
 
 def _deliver(public: TestClient[Any], body: dict[str, Any], secret: str = APP_SECRET) -> dict[str, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,7 +26,7 @@ from tests.fakes.whatsapp import (
     customer_message,
     notification,
 )
-from tests.integration.conftest import Farm, JobWaiter, make_key
+from tests.integration.conftest import Farm, JobWaiter, make_key, sending_to
 from tests.services import wait_for
 
 APP_SECRET = "test-app-secret"
@@ -39,22 +38,7 @@ KOLKATA = ZoneInfo("Asia/Kolkata")
 def settings(settings: Settings, whatsapp: FakeWhatsApp) -> Settings:
     """The test's farm, sending to the fake Cloud API. Quiet hours are off unless a test turns them
     on: the tests run at any hour of the day."""
-    return settings.replace(
-        whatsapp_api_base_url=whatsapp.url,
-        whatsapp_api_version=VERSION,
-        whatsapp_token=TOKEN,
-        whatsapp_phone_number_id=PHONE_NUMBER_ID,
-        whatsapp_app_secret=APP_SECRET,
-        whatsapp_verify_token=VERIFY_TOKEN,
-        quiet_hours="off",
-    )
-
-
-@pytest.fixture
-def public(settings: Settings) -> Iterator[TestClient[Any]]:
-    """The API as Meta calls it: no API key."""
-    with TestClient(create_app(settings, configure_logs=False)) as client:
-        yield client
+    return sending_to(settings, whatsapp, APP_SECRET, whatsapp_verify_token=VERIFY_TOKEN)
 
 
 def _send(api: TestClient[Any], to: str, *, run_at: datetime | None = None, **payload: Any) -> str:
