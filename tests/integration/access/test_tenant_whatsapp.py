@@ -50,7 +50,14 @@ def settings(settings: Settings, whatsapp: FakeWhatsApp) -> Settings:
 
 
 #: The webhook's answer for a body that applied nothing.
-NOTHING = {"statuses": 0, "unknown_statuses": 0, "opt_outs": 0, "messages": 0, "auto_replies": 0, "handoffs": 0}
+NOTHING = {
+    "statuses": 0,
+    "unknown_statuses": 0,
+    "opt_outs": 0,
+    "messages": 0,
+    "auto_replies": 0,
+    "handoffs": 0,
+}
 
 
 def _key(settings: Settings, tenant: str) -> dict[str, str]:
