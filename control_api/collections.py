@@ -51,7 +51,8 @@ class CollectionOut(msgspec.Struct):
 class SearchOut(msgspec.Struct):
     collection: str
     model: str
-    #: Nearest first; ``score`` is the cosine similarity to the query.
+    #: Documents, nearest first, each once, by its nearest chunk (``chunk``, its text ``text``);
+    #: ``score`` is the cosine similarity to the query.
     items: list[Hit]
     #: Whose collection was searched.
     tenant: str = DEFAULT_TENANT
@@ -78,7 +79,9 @@ class CollectionsController(Controller):
     ) -> CollectionOut:
         c, d = embedding_collections.c, embedding_documents.c
         count = (
-            sa.select(sa.func.count()).where(d.collection == c.name, d.tenant == c.tenant).scalar_subquery()
+            sa.select(sa.func.count())
+            .where(d.collection == c.name, d.tenant == c.tenant, d.chunk == 0)  # documents, not chunks
+            .scalar_subquery()
         )
         with transaction(state.settings) as conn:
             found = _find(conn, request.user, name, tenant)
@@ -99,7 +102,8 @@ class CollectionsController(Controller):
         k: Annotated[int, QueryParameter(ge=1, le=MAX_K, description="Documents to return.")] = 5,
         tenant: Tenant = None,
     ) -> SearchOut:
-        """The ``k`` documents nearest to ``q``, embedded with the collection's own model."""
+        """The ``k`` documents nearest to ``q``, embedded with the collection's own model, each by its
+        nearest chunk."""
         with transaction(state.settings) as conn:
             collection = _find(conn, request.user, name, tenant)
         # QueryNotEmbedded: 503, or 409 for another model than this farm's, 429 for a rate limit.

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.embeddings.embed import CollectionName
+from core.embeddings.knowledge import Knowledge
 from core.engine.jobs import utcnow
 from core.engine.timebounds import zone_named
 from core.platform.tables import assistants
@@ -41,13 +41,6 @@ _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]|24):([0-5]\d)$"
 Window = Annotated[str, msgspec.Meta(pattern=_WINDOW.pattern, description="HH:MM-HH:MM, e.g. 09:00-17:30")]
 Word = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Phrase = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-
-
-class Knowledge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The collection (core/embeddings) replies are grounded in, and how many of its documents."""
-
-    collection: CollectionName
-    k: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
 
 
 class BusinessHours(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -75,7 +68,8 @@ class AssistantIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
     #: Given to the model before the conversation (the assistant's instructions).
     system_prompt: Annotated[str, msgspec.Meta(max_length=32_000)] | None = None
-    #: Documents to answer from; null: none.
+    #: The collection replies are grounded in (`ai_reply`'s RAG: the k nearest documents to the
+    #: customer's message); null: none.
     knowledge: Knowledge | None = None
     #: Null: always open.
     business_hours: BusinessHours | None = None

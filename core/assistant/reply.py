@@ -1,9 +1,9 @@
 """The `whatsapp_reply` job type: the assistant's answer to a customer's WhatsApp message.
 
 One job per customer message (its idempotency key names the message): it asks the tenant's LLM
-chain for a reply to the conversation so far, with the assistant's system prompt (unless the customer wrote
-again since: that message's job answers both, ``superseded``), checks the reply
-against the guardrails, stores it in the conversation's chat and enqueues the `whatsapp_message`
+chain for a reply to the conversation so far, with the assistant's system prompt and the nearest
+documents of its knowledge collection (`ai_reply`'s RAG; unless the customer wrote again since: that
+message's job answers both, ``superseded``), checks the reply against the guardrails, stores it in the conversation's chat and enqueues the `whatsapp_message`
 that sends it, all in one transaction that holds the job's claim; the send is published after the
 commit. A reply the guardrails withhold is neither stored nor sent: the chat is flagged instead.
 
@@ -117,14 +117,16 @@ def _superseded(conn: Connection, tenant: str, payload: WhatsAppReplyPayload) ->
     return conn.execute(newer.limit(1)).first() is not None
 
 
-def _ask(conn: Any, ctx: JobContext, payload: WhatsAppReplyPayload, assistant: Assistant) -> dict[str, Any]:
+def _ask(
+    conn: Connection, ctx: JobContext, payload: WhatsAppReplyPayload, assistant: Assistant
+) -> dict[str, Any]:
     asked = AiReplyPayload(
         chat_id=payload.chat_id,
         user_id=CUSTOMER,
         system_prompt=assistant.system_prompt,
         history_limit=HISTORY,
+        knowledge=assistant.knowledge,
     )
     chain = chain_of(conn, ctx.settings, ctx.tenant)
-    return reply(
-        conn, ctx.tenant, asked, chain, ctx.claim.job_id, withhold=functools.partial(breach, assistant)
-    )
+    withhold = functools.partial(breach, assistant)
+    return reply(conn, ctx.tenant, asked, chain, ctx.claim.job_id, ctx.settings, withhold=withhold)

@@ -7,6 +7,12 @@ beyond its cost, so repeating it after a crash is safe. The chat is the job's te
 and its reply are that tenant's chat ``chat_id``, never another tenant's of the same id. The
 providers asked are the tenant's own chain when it has one (core/chats/tenant_llm.py), else the
 farm's; the stored reply records which provider answered.
+
+With ``knowledge``, the message being answered (the job's ``message``, else the chat's latest user
+message) is the question: the nearest documents of the tenant's collection
+(core/embeddings/knowledge.py) are given to the model in a system message after the job's system
+prompt, up to JOBYARD_KNOWLEDGE_MAX_CHARS characters, and the reply records which ones (their ids,
+chunks and distances).
 """
 
 from __future__ import annotations
@@ -21,10 +27,16 @@ from sqlalchemy.engine import Connection
 
 from core.chats.tenant_llm import chain_of
 from core.chats.unread import Id, UnreadCountPayload, apply_unread, ensure_chat
+from core.embeddings.embed import Hit
+from core.embeddings.knowledge import Knowledge, retrieve
 from core.engine.declare import JobContext, job_type
 from core.engine.jobs import utcnow
+from core.platform.settings import Settings
 from core.platform.tables import chat_messages
 from core.providers.llm import LlmChain
+
+#: What the model reads before the documents it is given.
+KNOWLEDGE_HEADER = "Answer from these documents:"
 
 
 class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -36,6 +48,8 @@ class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32_000)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     history_limit: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
+    #: Answer from the nearest documents of one of the tenant's collections.
+    knowledge: Knowledge | None = None
 
     def __post_init__(self) -> None:
         if self.message is None and self.history_limit == 0:
@@ -55,7 +69,7 @@ class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 )
 def ai_reply(ctx: JobContext, payload: AiReplyPayload) -> dict[str, Any]:
     chain = chain_of(ctx.conn, ctx.settings, ctx.tenant)
-    return reply(ctx.conn, ctx.tenant, payload, chain, ctx.claim.job_id)
+    return reply(ctx.conn, ctx.tenant, payload, chain, ctx.claim.job_id, ctx.settings)
 
 
 def history(conn: Connection, tenant: str, chat_id: str, limit: int) -> list[dict[str, str]]:
@@ -81,12 +95,54 @@ def _store(conn: Connection, tenant: str, chat_id: str, **values: Any) -> uuid.U
     return message_id
 
 
+def knowledge_message(hits: list[Hit], max_chars: int) -> tuple[str, list[Hit]]:
+    """The system message giving the model ``hits``, nearest first, and the hits it holds: each
+    document's id and chunk, then its text, while their characters fit in ``max_chars``; the first
+    that does not fit is cut to the room left, and the rest are left out."""
+    blocks: list[str] = []
+    given: list[Hit] = []
+    room = max_chars
+    for hit in hits:
+        if room <= 0:
+            break
+        block = f"[document {hit.id}, chunk {hit.chunk}]\n{hit.text}"
+        blocks.append(block[:room])
+        given.append(hit)
+        room -= len(block)
+    return "\n\n".join([KNOWLEDGE_HEADER, *blocks]), given
+
+
+def _question(payload: AiReplyPayload, messages: list[dict[str, str]]) -> str | None:
+    """The message being answered: the job's, else the chat's latest user message."""
+    if payload.message is not None:
+        return payload.message
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), None)
+
+
+def _with_knowledge(
+    conn: Connection, settings: Settings, tenant: str, payload: AiReplyPayload, messages: list[dict[str, str]]
+) -> dict[str, Any] | None:
+    """Give the model the nearest documents, after the system prompt; what was given, to record."""
+    if payload.knowledge is None:
+        return None
+    question = _question(payload, messages)
+    hits = retrieve(conn, settings, tenant, payload.knowledge, question) if question else []
+    content, given = knowledge_message(hits, settings.knowledge_max_chars)
+    if given:
+        messages.insert(1 if payload.system_prompt else 0, {"role": "system", "content": content})
+    return {
+        "collection": payload.knowledge.collection,
+        "documents": [{"id": h.id, "chunk": h.chunk, "distance": round(1.0 - h.score, 6)} for h in given],
+    }
+
+
 def reply(
     conn: Connection,
     tenant: str,
     payload: AiReplyPayload,
     chain: LlmChain,
     job_id: uuid.UUID,
+    settings: Settings,
     withhold: Callable[[str], str | None] | None = None,
 ) -> dict[str, Any]:
     """Write the user's message (if any) and the assistant's reply in ``tenant``'s chat, and bump the
@@ -94,10 +150,11 @@ def reply(
     not be given: it is then not stored, and the result names the reason (``withheld``)."""
     ensure_chat(conn, tenant, payload.chat_id)
     messages = history(conn, tenant, payload.chat_id, payload.history_limit)
-    if payload.system_prompt:
-        messages.insert(0, {"role": "system", "content": payload.system_prompt})
     if payload.message is not None:
         messages.append({"role": "user", "content": payload.message})
+    if payload.system_prompt:
+        messages.insert(0, {"role": "system", "content": payload.system_prompt})
+    knowledge = _with_knowledge(conn, settings, tenant, payload, messages)
     options: dict[str, Any] = {}
     if payload.max_tokens is not None:
         options["max_tokens"] = payload.max_tokens
@@ -129,6 +186,7 @@ def reply(
         provider=completion.provider,
         usage=usage,
         job_id=job_id,
+        knowledge=knowledge,
     )
     apply_unread(
         conn,
@@ -141,4 +199,4 @@ def reply(
         "model": completion.model,
         "provider": completion.provider,
         "usage": usage,
-    }
+    } | ({"knowledge": knowledge} if knowledge is not None else {})

@@ -28,6 +28,9 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     created_at: datetime
     #: Whose chat it is (an admin key's list may hold several tenants' chats of this id).
     tenant: str
+    #: The documents an assistant reply was given (`ai_reply`'s `knowledge`): ``{"collection",
+    #: "documents": [{"id", "chunk", "distance"}]}``, nearest first; null when none were asked for.
+    knowledge: dict[str, Any] | None = None
     #: The message's id outside the farm: a customer's WhatsApp message id (null otherwise).
     external_id: str | None = None
 

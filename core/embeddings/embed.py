@@ -7,6 +7,9 @@ instead of mixing them. To change a collection's model, embed into a new collect
 A collection is its tenant's: an `embed` job writes into its own tenant's collection of that name,
 and two tenants' `products` are two collections that never share a document or a search.
 
+A long document is cut into chunks (core/embeddings/chunks.py), each a row with the document's id
+and its chunk number; a search answers each document once, by its nearest chunk.
+
 Nothing here imports torch: the model itself is behind ``core.providers.embeddings``.
 """
 
@@ -25,11 +28,13 @@ from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from core.embeddings.chunks import Chunking, split
 from core.embeddings.model import MODEL
 from core.engine.declare import JobContext, job_type
 from core.engine.job_types import get_job_type
 from core.engine.jobs import utcnow
 from core.errors import PermanentError
+from core.platform.settings import Settings
 from core.platform.tables import embedding_collections, embedding_documents
 from core.platform.tenants import reached
 from core.providers.embeddings import EmbeddingBackend
@@ -45,11 +50,13 @@ MAX_K = 100
 #: Collection names appear in URLs: letters, digits, `_`, `-`, `.`.
 CollectionName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 DocumentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+#: Characters of a document's text, at most.
+MAX_TEXT_CHARS = 100_000
 
 
 class Document(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: DocumentId
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT_CHARS)]
     metadata: dict[str, Any] | None = None
 
 
@@ -58,6 +65,32 @@ class EmbedPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     documents: Annotated[list[Document], msgspec.Meta(min_length=1, max_length=MAX_DOCUMENTS)]
     #: Defaults to the farm's model (JOBYARD_EMBEDDING_MODEL); naming it pins what the caller expects.
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | None = None
+    #: Longest chunk, in characters; default JOBYARD_EMBED_CHUNK_CHARS.
+    chunk_chars: Annotated[int, msgspec.Meta(ge=100, le=MAX_TEXT_CHARS)] | None = None
+    #: Characters a chunk repeats of the one before, at most half a chunk; default JOBYARD_EMBED_CHUNK_OVERLAP.
+    chunk_overlap: Annotated[int, msgspec.Meta(ge=0, le=MAX_TEXT_CHARS // 2)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_chars is not None and self.chunk_overlap is not None:
+            problem = Chunking(self.chunk_chars, self.chunk_overlap).problem()
+            if problem:
+                raise ValueError(f"chunk_overlap: {problem}")
+
+    def chunking(self, settings: Settings) -> Chunking:
+        """How this job cuts its documents: its own numbers, else the farm's; PermanentError if the
+        two together cannot cut a text."""
+        chunking = Chunking(
+            self.chunk_chars if self.chunk_chars is not None else settings.embed_chunk_chars,
+            self.chunk_overlap if self.chunk_overlap is not None else settings.embed_chunk_overlap,
+        )
+        problem = chunking.problem()
+        if problem:
+            raise PermanentError(
+                f"{problem} (chunk_chars and chunk_overlap, or JOBYARD_EMBED_CHUNK_CHARS and "
+                "JOBYARD_EMBED_CHUNK_OVERLAP)",
+                code="invalid_chunking",
+            )
+        return chunking
 
 
 @job_type(
@@ -76,7 +109,10 @@ class EmbedPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_payload_bytes=8 * 1024 * 1024,
 )
 def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
-    return embed_documents(ctx.conn, ctx.tenant, payload, MODEL.ready(ctx.settings), ctx.claim.job_id)
+    chunking = payload.chunking(ctx.settings)
+    return embed_documents(
+        ctx.conn, ctx.tenant, payload, MODEL.ready(ctx.settings), chunking, ctx.claim.job_id
+    )
 
 
 EMBED = get_job_type("embed")
@@ -167,10 +203,12 @@ def embed_documents(
     tenant: str,
     payload: EmbedPayload,
     backend: EmbeddingBackend,
+    chunking: Chunking,
     job_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """Embed the payload's new and changed documents and upsert them into ``tenant``'s collection, in
-    the caller's transaction."""
+    """Embed the payload's new and changed documents, cut by ``chunking``, and upsert their chunks
+    into ``tenant``'s collection, in the caller's transaction. A changed document's chunks past its
+    new last one are deleted."""
     name = payload.collection
     model = payload.model or backend.model
     seen: set[str] = set()
@@ -193,14 +231,15 @@ def embed_documents(
         row.id: (row.text_sha256, row.model)
         for row in conn.execute(
             sa.select(d.id, d.text_sha256, d.model).where(
-                d.collection == name, d.tenant == tenant, d.id.in_(list(hashes))
+                d.collection == name, d.tenant == tenant, d.id.in_(list(hashes)), d.chunk == 0
             )
         )
     }
     changed = [doc for doc in payload.documents if stored.get(doc.id) != (hashes[doc.id], model)]
     unchanged = [doc for doc in payload.documents if stored.get(doc.id) == (hashes[doc.id], model)]
 
-    vectors = backend.embed([doc.text for doc in changed]) if changed else []
+    chunks = [_Chunk(doc, n, text) for doc in changed for n, text in enumerate(split(doc.text, chunking))]
+    vectors = backend.embed([chunk.text for chunk in chunks]) if chunks else []
     if vectors:
         dim = len(vectors[0])
     elif existing_collection is not None:
@@ -208,37 +247,52 @@ def embed_documents(
     else:  # unreachable: documents are stored only in an existing collection
         raise PermanentError(f"collection {name!r} has no dimension yet", code="embedding_dimension_unknown")
     collection = _ensure_collection(conn, tenant, name, model, dim)
-    _upsert(conn, collection, changed, vectors, hashes, job_id)
+    _upsert(conn, collection, chunks, vectors, hashes, job_id)
+    _delete_stale_chunks(conn, collection, chunks, stored)
     _update_metadata(conn, collection, unchanged)
-    return {"embedded": len(changed), "skipped_unchanged": len(unchanged), "dim": dim, "model": model}
+    return {
+        "embedded": len(changed),
+        "skipped_unchanged": len(unchanged),
+        "chunks": len(chunks),
+        "dim": dim,
+        "model": model,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    doc: Document
+    number: int
+    text: str
 
 
 def _upsert(
     conn: Connection,
     collection: Collection,
-    docs: Sequence[Document],
+    chunks: Sequence[_Chunk],
     vectors: Sequence[Sequence[float]],
     hashes: dict[str, str],
     job_id: uuid.UUID | None,
 ) -> None:
-    if not docs:
+    if not chunks:
         return
     now = utcnow()
     rows = [
         {
             "collection": collection.name,
             "tenant": collection.tenant,
-            "id": doc.id,
-            "text": doc.text,
-            "text_sha256": hashes[doc.id],
+            "id": chunk.doc.id,
+            "chunk": chunk.number,
+            "text": chunk.text,
+            "text_sha256": hashes[chunk.doc.id],
             "model": collection.model,
             "dim": collection.dim,
             "embedding_text": vector_text(vector),
-            "metadata": doc.metadata,
+            "metadata": chunk.doc.metadata,
             "job_id": job_id,
             "updated_at": now,
         }
-        for doc, vector in zip(docs, vectors, strict=True)
+        for chunk, vector in zip(chunks, vectors, strict=True)
     ]
     # The vector goes as pgvector's text form, cast in SQL: formatted here in one C call per row, it
     # costs a third of pgvector's own formatter (seen at 0.4 s per 2,000 MiniLM vectors).
@@ -250,6 +304,7 @@ def _upsert(
                 embedding_documents.c.collection,
                 embedding_documents.c.id,
                 embedding_documents.c.tenant,
+                embedding_documents.c.chunk,
             ],
             set_={
                 col: stmt.excluded[col]
@@ -261,8 +316,28 @@ def _upsert(
     )
 
 
+def _delete_stale_chunks(
+    conn: Connection, collection: Collection, chunks: Sequence[_Chunk], stored: dict[str, Any]
+) -> None:
+    """A re-embedded document that was stored before keeps no chunk past its new last one (a shorter
+    text has fewer chunks). A new document has none to delete, so a first embed costs nothing here."""
+    last = {chunk.doc.id: chunk.number for chunk in chunks if chunk.doc.id in stored}
+    if not last:
+        return
+    d = embedding_documents.c
+    conn.execute(
+        sa.delete(embedding_documents).where(
+            d.collection == collection.name,
+            d.tenant == collection.tenant,
+            d.id == sa.bindparam("doc_id"),
+            d.chunk > sa.bindparam("last_chunk"),
+        ),
+        [{"doc_id": doc_id, "last_chunk": n} for doc_id, n in last.items()],
+    )
+
+
 def _update_metadata(conn: Connection, collection: Collection, docs: Sequence[Document]) -> None:
-    """Unchanged texts keep their vectors, but take the metadata the job gives them."""
+    """Unchanged texts keep their vectors, but take the metadata the job gives them (on every chunk)."""
     if not docs:
         return
     d = embedding_documents.c
@@ -284,40 +359,66 @@ def _update_metadata(conn: Connection, collection: Collection, docs: Sequence[Do
 
 
 class Hit(msgspec.Struct):
+    #: The document's id.
     id: str
+    #: The text of the document's nearest chunk (the whole text of a document of one chunk).
     text: str
     metadata: dict[str, Any] | None
     #: Cosine similarity to the query, 1 for the same direction.
     score: float
+    #: The nearest chunk's number within its document, from 0.
+    chunk: int = 0
 
 
 def search(conn: Connection, collection: Collection, vector: Sequence[float], k: int) -> list[Hit]:
-    """The ``k`` documents nearest to ``vector`` by cosine distance, nearest first.
+    """The ``k`` documents nearest to ``vector`` by cosine distance, each by its nearest chunk,
+    nearest first.
 
     The cast to ``vector(dim)`` and the ``dim`` filter match the partial HNSW index of that dimension
     (see core.platform.tables.embeddings), so the planner can use it. The index is shared by every
-    collection of that dimension; pgvector's iterative scan keeps reading it until ``k`` rows of this
+    collection of that dimension; pgvector's iterative scan keeps reading it until enough rows of this
     collection are found (relaxed order, re-sorted below). Only the collection's own tenant's
-    documents are candidates.
+    documents are candidates. The ``k`` nearest chunks may hold fewer than ``k`` documents (several
+    chunks of one): then four times as many are read, until ``k`` documents are found or the
+    collection has no more chunks.
     """
     if len(vector) != collection.dim:
         raise PermanentError(
             f"the query vector has {len(vector)} dimensions, collection {collection.name!r} {collection.dim}",
             code="embedding_dimension_mismatch",
         )
+    conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    limit = k
+    while True:
+        rows = _nearest_chunks(conn, collection, vector, limit)
+        best: dict[str, Any] = {}
+        for row in rows:  # nearest first: a document's first row is its nearest chunk
+            best.setdefault(row.id, row)
+        if len(best) >= k or len(rows) < limit:
+            break
+        limit *= 4
+    return [
+        Hit(r.id, r.text, r.metadata, round(1.0 - float(r.distance), 6), r.chunk)
+        for r in list(best.values())[:k]
+    ]
+
+
+def _nearest_chunks(
+    conn: Connection, collection: Collection, vector: Sequence[float], limit: int
+) -> list[Any]:
     d = embedding_documents.c
     typ = VECTOR(collection.dim)
     distance = sa.cast(d.embedding, typ).op("<=>", return_type=sa.Float)(
         sa.cast(sa.literal(list(vector), typ), typ)
     )
-    conn.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
     nearest = (
-        sa.select(d.id, d.text, d.metadata, distance.label("distance"))
+        sa.select(d.id, d.chunk, d.text, d.metadata, distance.label("distance"))
         .where(d.collection == collection.name, d.tenant == collection.tenant, d.dim == collection.dim)
         .order_by(distance)
-        .limit(k)
+        .limit(limit)
         .cte("nearest")
         .prefix_with("MATERIALIZED")
     )
-    rows = conn.execute(sa.select(nearest).order_by(nearest.c.distance)).all()
-    return [Hit(r.id, r.text, r.metadata, round(1.0 - float(r.distance), 6)) for r in rows]
+    return list(
+        conn.execute(sa.select(nearest).order_by(nearest.c.distance, nearest.c.id, nearest.c.chunk)).all()
+    )

@@ -223,6 +223,25 @@ class Settings:
         "Threads of `jobyard up`'s embeddings worker: a local model runs one batch at a time, so a second "
         "thread overlaps database writes with encoding; more help only the `inference` backend.",
     )
+    embed_chunk_chars: int = _setting(
+        "JOBYARD_EMBED_CHUNK_CHARS",
+        1000,
+        "Longest chunk, in characters, an `embed` job cuts a document into: all-MiniLM-L6-v2 reads 256 word "
+        "pieces (about 1,000 characters of English) and ignores the rest, so a longer chunk's tail would "
+        "never be searchable; a payload's `chunk_chars` overrides it.",
+    )
+    embed_chunk_overlap: int = _setting(
+        "JOBYARD_EMBED_CHUNK_OVERLAP",
+        200,
+        "Characters each chunk repeats of the one before (at most half a chunk): a sentence cut at a "
+        "chunk's end is whole in the next one; a payload's `chunk_overlap` overrides it.",
+    )
+    knowledge_max_chars: int = _setting(
+        "JOBYARD_KNOWLEDGE_MAX_CHARS",
+        12000,
+        "Characters of retrieved documents an `ai_reply` with `knowledge` gives the model, at most (about "
+        "3,000 tokens): room is left for the history and the reply in an 8k-token context.",
+    )
     republish_after_s: float = _setting(
         "JOBYARD_REPUBLISH_AFTER",
         15.0,

@@ -1,7 +1,7 @@
 """assistants: the WhatsApp assistant's configuration, customers' conversations, chats flagged for a human
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0022
 Create Date: 2026-12-04 16:30:00.000000
 
 Two new, empty tables (``assistants``, ``whatsapp_conversations``); ``chats`` gains the two nullable
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0023"
-down_revision = "0021"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -54,6 +54,7 @@ def test_up_embeds_in_its_own_worker_and_searches(tmp_path: Path) -> None:
             assert job["result"] == {
                 "embedded": 3,
                 "skipped_unchanged": 0,
+                "chunks": 3,
                 "dim": 384,
                 "model": "sentence-transformers/all-MiniLM-L6-v2",
             }

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
+from alembic import command
 from litestar.testing import TestClient
 from psycopg import sql
 
@@ -26,10 +27,11 @@ from core.engine.broker import build_broker, redis_client
 from core.engine.lanes import waiting_counts
 from core.launch.roles import queues_except
 from core.platform.crypto import use_data_key
-from core.platform.db import dispose_engines, transaction
-from core.platform.migrate import upgrade
+from core.platform.db import dispose_engines, get_engine, transaction
+from core.platform.migrate import alembic_config, upgrade
 from core.platform.settings import Settings
 from core.platform.tables import workers
+from tests.fakes.site import FakeSite
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.services import (
     JOBYARD,
@@ -61,6 +63,20 @@ def database_at(services: TestServices, settings: Settings, revision: str | None
         dispose_engines()
         with psycopg.connect(services.admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def downgrade(settings: Settings, revision: str) -> None:
+    """Migrate ``settings``' database down to ``revision`` (for a test of a migration's downgrade)."""
+    config = alembic_config()
+    with get_engine(settings).begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+@pytest.fixture
+def hf_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing may come from the Hugging Face Hub: the farm processes a test starts inherit this."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture
@@ -268,6 +284,14 @@ def farm(settings: Settings, tmp_path: Path) -> Iterator[Farm]:
     f = Farm(settings, tmp_path)
     yield f
     f.stop()
+
+
+@pytest.fixture
+def site() -> Iterator[FakeSite]:
+    """The local website scrape tests read (tests/fakes/site.py)."""
+    s = FakeSite()
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -38,6 +38,9 @@ chat_messages = sa.Table(
     sa.Column("job_id", UUID(as_uuid=True)),
     timestamp_column("created_at", nullable=False, default_now=True),
     sa.Column("tenant", sa.Text, nullable=False, server_default="default"),
+    # An assistant reply given documents of a collection (`ai_reply`'s `knowledge`): the collection and
+    # each document's id, chunk and distance to the question. NULL: none were asked for.
+    sa.Column("knowledge", Json),
     # The id the message has outside the farm (a WhatsApp message id): a webhook delivered twice
     # stores it once.
     sa.Column("external_id", sa.Text),

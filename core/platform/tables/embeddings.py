@@ -37,8 +37,10 @@ embedding_documents = sa.Table(
     metadata,
     sa.Column("collection", sa.Text, primary_key=True),
     sa.Column("id", sa.Text, primary_key=True),
+    # The chunk's text.
     sa.Column("text", sa.Text, nullable=False),
-    # sha256 of the text, with `model`: a document whose text and model are unchanged is not re-embedded.
+    # sha256 of the document's whole text (on each of its chunks), with `model`: a document whose text
+    # and model are unchanged is not re-embedded.
     sa.Column("text_sha256", sa.Text, nullable=False),
     sa.Column("model", sa.Text, nullable=False),
     sa.Column("dim", sa.Integer, nullable=False),
@@ -49,6 +51,9 @@ embedding_documents = sa.Table(
     timestamp_column("created_at", nullable=False, default_now=True),
     timestamp_column("updated_at", nullable=False, default_now=True),
     sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
+    # The chunk's number within its document, from 0 (core/embeddings/chunks.py): a long document is
+    # a row per chunk, each with its chunk's text and vector; a short one is chunk 0 alone.
+    sa.Column("chunk", sa.Integer, primary_key=True, server_default="0"),
     sa.CheckConstraint("vector_dims(embedding) = dim", name="dim_matches"),
     sa.ForeignKeyConstraint(
         ["collection", "tenant"],

@@ -5,10 +5,8 @@ scrape ever had), while an admin key reads every tenant's."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 
 from core.platform.settings import Settings
@@ -18,13 +16,6 @@ from tests.integration.conftest import Farm, JobWaiter
 from tests.integration.scrape.test_scrape import SITE_HOST, scrape_worker
 
 GHOST = "00000000-0000-4000-8000-000000000000"
-
-
-@pytest.fixture
-def site() -> Iterator[FakeSite]:
-    s = FakeSite()
-    yield s
-    s.close()
 
 
 def _scrape(caller: Caller, wait_job: JobWaiter, url: str, **payload: Any) -> str:

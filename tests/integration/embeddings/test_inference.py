@@ -59,7 +59,7 @@ def test_hosted_backend_embeds_retries_and_serves_searches(
     tei.fail(503)  # the first batch fails once: the attempt is retried
     tei.fail(429, retry_after="1")  # then the provider asks for a pause, which costs no retry
     job = _embed(api, wait_job)
-    assert job["result"] == {"embedded": 3, "skipped_unchanged": 0, "dim": DIM, "model": MODEL}
+    assert job["result"] == {"embedded": 3, "skipped_unchanged": 0, "chunks": 3, "dim": DIM, "model": MODEL}
     assert [len(batch) for batch in tei.inputs] == [2, 1]  # JOBYARD_EMBEDDING_BATCH texts per request
     outcomes = [
         (a["outcome"], (a["error"] or {}).get("code"))

@@ -10,15 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from litestar.testing import TestClient
 
 from control_api.app import create_app
 from core.platform.db import get_engine, transaction
-from core.platform.migrate import alembic_config, upgrade
+from core.platform.migrate import upgrade
 from core.platform.settings import Settings
 from tests import services as test_services
-from tests.integration.conftest import database_at, make_key
+from tests.integration.conftest import database_at, downgrade, make_key
 
 SCRAPE_ID = uuid.uuid4()
 BEFORE = [
@@ -37,13 +36,6 @@ BEFORE = [
 def at_0014(services: test_services.TestServices, settings: Settings) -> Iterator[Settings]:
     with database_at(services, settings, "0014") as migrated:
         yield migrated
-
-
-def _downgrade(settings: Settings, revision: str) -> None:
-    config = alembic_config()
-    with get_engine(settings).begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
 
 
 def _columns(settings: Settings, table: str) -> list[str]:
@@ -83,13 +75,13 @@ def test_existing_domain_rows_go_to_default_and_the_downgrade_waits_for_no_clash
         )
     # ...which the global keys of before cannot hold: the downgrade says so and changes nothing.
     with pytest.raises(RuntimeError, match=r"two tenants share chats \(id\) = \('c1',\)"):
-        _downgrade(at_0014, "0014")
+        downgrade(at_0014, "0014")
     assert "tenant" in _columns(at_0014, "chats")
 
     with transaction(at_0014) as conn:
         conn.execute(sa.text("DELETE FROM chats WHERE tenant = 'shop-a'"))
         conn.execute(sa.text("DELETE FROM embedding_collections WHERE tenant = 'shop-a'"))
-    _downgrade(at_0014, "0014")
+    downgrade(at_0014, "0014")
     for table in (*tables, "scrapes"):
         assert "tenant" not in _columns(at_0014, table), table
     with transaction(at_0014) as conn:

@@ -7,28 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from core.chats.tenant_llm import get_chain, set_chain
 from core.platform.db import get_engine, transaction
-from core.platform.migrate import alembic_config, upgrade
+from core.platform.migrate import upgrade
 from core.platform.settings import Settings
 from core.providers.llm import ProviderConfig
 from tests import services as test_services
-from tests.integration.conftest import database_at
+from tests.integration.conftest import database_at, downgrade
 
 
 @pytest.fixture
 def at_0019(services: test_services.TestServices, settings: Settings) -> Iterator[Settings]:
     with database_at(services, settings, "0019") as migrated:
         yield migrated
-
-
-def _downgrade(settings: Settings, revision: str) -> None:
-    config = alembic_config()
-    with get_engine(settings).begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
 
 
 def _tables(settings: Settings) -> list[str]:
@@ -42,7 +34,7 @@ def test_the_tenant_llm_table_comes_and_goes(at_0019: Settings) -> None:
     with transaction(at_0019) as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tenant_llm")).scalar_one() == 0
         set_chain(conn, "shop-a", [ProviderConfig(name="p", api_key="sk-migration-key-123456")], by=None)
-    _downgrade(at_0019, "0019")
+    downgrade(at_0019, "0019")
     assert "tenant_llm" not in _tables(at_0019)
     upgrade(at_0019)
     with transaction(at_0019) as conn:

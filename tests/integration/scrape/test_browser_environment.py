@@ -17,10 +17,8 @@ from core.platform.settings import Settings
 from core.providers.browser import PASSED_ENV
 from tests.fakes.site import FakeSite
 from tests.integration.conftest import Farm, JobWaiter
-from tests.integration.scrape.test_scrape import SITE_HOST, chromium_processes, enqueue, scrape_worker, site
+from tests.integration.scrape.test_scrape import SITE_HOST, chromium_processes, enqueue, scrape_worker
 from tests.services import settings_env, wait_for
-
-__all__ = ["site"]  # the fixture, used by name below
 
 #: The farm's secrets, as the worker gets them from its environment.
 SECRET_NAMES = (

@@ -17,6 +17,8 @@ def test_embed_payloads_are_checked_field_by_field() -> None:
         "collection": "kb",
         "documents": [{"id": "1", "text": "hi", "metadata": None}],
         "model": None,
+        "chunk_chars": None,
+        "chunk_overlap": None,
     }
     _, errors = validate_payload(
         EMBED, {"collection": "no spaces/", "documents": [], "model": "", "colour": "red"}
@@ -29,6 +31,21 @@ def test_embed_payloads_are_checked_field_by_field() -> None:
     }
     _, errors = validate_payload(EMBED, {"collection": "kb", "documents": [{"id": "", "text": "x", "k": 1}]})
     assert [e.field for e in errors] == ["payload.documents"]
+
+
+def test_chunk_sizes_are_checked_alone_and_together() -> None:
+    doc = [{"id": "1", "text": "hi"}]
+    for bad in ({"chunk_chars": 99}, {"chunk_overlap": -1}, {"chunk_chars": 1000, "chunk_overlap": 501}):
+        _, errors = validate_payload(EMBED, {"collection": "kb", "documents": doc, **bad})
+        assert errors, bad
+    _, errors = validate_payload(
+        EMBED, {"collection": "kb", "documents": doc, "chunk_chars": 1000, "chunk_overlap": 501}
+    )
+    assert "half the chunk size" in errors[0].message
+    ok, errors = validate_payload(
+        EMBED, {"collection": "kb", "documents": doc, "chunk_chars": 400, "chunk_overlap": 0}
+    )
+    assert errors == [] and (ok["chunk_chars"], ok["chunk_overlap"]) == (400, 0)
 
 
 def test_vector_text_reads_back_exactly_as_float32() -> None:
