@@ -53,8 +53,8 @@ BEFORE = [
 
 
 @pytest.fixture
-def at_0020(services: test_services.TestServices, settings: Settings) -> Iterator[Settings]:
-    with database_at(services, settings, "0020") as migrated:
+def at_0021(services: test_services.TestServices, settings: Settings) -> Iterator[Settings]:
+    with database_at(services, settings, "0021") as migrated:
         yield migrated
 
 
@@ -70,21 +70,21 @@ def _embed(settings: Settings, backend: ThreeDimensions, **texts: str) -> dict[s
         return embed_documents(conn, "default", payload, backend, Chunking(100, 20))
 
 
-def test_documents_of_before_are_chunk_0_and_keep_working(at_0020: Settings) -> None:
-    with transaction(at_0020) as conn:
+def test_documents_of_before_are_chunk_0_and_keep_working(at_0021: Settings) -> None:
+    with transaction(at_0021) as conn:
         for statement in BEFORE:
             conn.execute(sa.text(statement))
-    upgrade(at_0020)
+    upgrade(at_0021)
 
-    assert _chunks(at_0020) == [("d1", 0), ("d2", 0)]
-    with transaction(at_0020) as conn:
+    assert _chunks(at_0021) == [("d1", 0), ("d2", 0)]
+    with transaction(at_0021) as conn:
         collection = get_collection(conn, "default", "kb")
         assert collection is not None
         hits = search(conn, collection, [1.0, 0.0, 0.0], 5)
         assert conn.execute(sa.text("SELECT knowledge FROM chat_messages")).scalars().all() == [None]
     assert [(h.id, h.chunk, h.text) for h in hits] == [("d1", 0, TEXT), ("d2", 0, "another")]
-    reader = make_key(at_0020, "jobs:read", name="shop backend")
-    with TestClient(create_app(at_0020, configure_logs=False)) as api:
+    reader = make_key(at_0021, "jobs:read", name="shop backend")
+    with TestClient(create_app(at_0021, configure_logs=False)) as api:
         api.headers["Authorization"] = f"Bearer {reader}"
         assert api.get("/v1/collections/kb").json()["documents"] == 2
         (message,) = api.get("/v1/chats/c1/messages").json()["items"]
@@ -92,17 +92,17 @@ def test_documents_of_before_are_chunk_0_and_keep_working(at_0020: Settings) -> 
 
     # Its stored hash still skips the unchanged text; a longer one is chunked.
     backend = ThreeDimensions()
-    assert _embed(at_0020, backend, d1=TEXT)["skipped_unchanged"] == 1
+    assert _embed(at_0021, backend, d1=TEXT)["skipped_unchanged"] == 1
     assert backend.embedded == []
     longer = " ".join([TEXT] * 8)  # 271 characters: 4 chunks of at most 100
-    assert _embed(at_0020, backend, d1=longer)["chunks"] == 4
-    assert _chunks(at_0020) == [("d1", 0), ("d1", 1), ("d1", 2), ("d1", 3), ("d2", 0)]
+    assert _embed(at_0021, backend, d1=longer)["chunks"] == 4
+    assert _chunks(at_0021) == [("d1", 0), ("d1", 1), ("d1", 2), ("d1", 3), ("d2", 0)]
 
     # Down: one row per document again, its chunk 0; and up again.
-    downgrade(at_0020, "0020")
-    with transaction(at_0020) as conn:
+    downgrade(at_0021, "0021")
+    with transaction(at_0021) as conn:
         rows = conn.execute(sa.text("SELECT id FROM embedding_documents ORDER BY id")).scalars().all()
         columns = {c["name"] for c in sa.inspect(conn).get_columns("embedding_documents")}
     assert rows == ["d1", "d2"] and "chunk" not in columns
-    upgrade(at_0020)
-    assert _chunks(at_0020) == [("d1", 0), ("d2", 0)]
+    upgrade(at_0021)
+    assert _chunks(at_0021) == [("d1", 0), ("d2", 0)]
