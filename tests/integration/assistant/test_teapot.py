@@ -6,8 +6,6 @@ free-form text 25 hours after the customer's last message (the farm's clock move
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,12 +13,12 @@ from litestar.testing import TestClient
 
 from core.embeddings.embed import EMBEDDINGS_QUEUE
 from core.launch.roles import queues_except
-from core.messaging.webhook import signature
 from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.site import FakeSite
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, FakeWhatsApp, customer_message
-from tests.integration.conftest import Farm, JobWaiter, sending_to
+from tests.integration.assistant.conftest import deliver
+from tests.integration.conftest import Farm, JobWaiter
 from tests.integration.embeddings.test_embed import MODEL_DIR
 from tests.integration.engine.test_workflows import step_job, wait_workflow
 from tests.integration.scrape.test_scrape import SITE_HOST
@@ -28,7 +26,6 @@ from tests.integration.scrape.test_scrape import SITE_HOST
 # Nothing may come from the Hugging Face Hub: the farm processes inherit HF_HUB_OFFLINE=1.
 pytestmark = pytest.mark.usefixtures("hf_offline")
 
-APP_SECRET = "teapot-shop-app-secret"
 CUSTOMER = "+447700900456"
 QUESTION = "Do you have the teapot in blue?"
 #: The shop's product pages on the local site, by SKU.
@@ -36,24 +33,8 @@ PAGES = {"sku-42": "/p/42", "sku-7": "/plain"}
 
 
 @pytest.fixture
-def llm() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI("shop")
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def settings(settings: Settings, whatsapp: FakeWhatsApp, llm: FakeOpenAI) -> Settings:
-    return sending_to(
-        settings,
-        whatsapp,
-        APP_SECRET,
-        openai_base_url=llm.base_url,
-        openai_api_key="sk-teapot-test",
-        llm_model="m",
-        scrape_allow_hosts=(f"{SITE_HOST}=127.0.0.1",),
-        embedding_model=MODEL_DIR,
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.replace(scrape_allow_hosts=(f"{SITE_HOST}=127.0.0.1",), embedding_model=MODEL_DIR)
 
 
 def _index(site: FakeSite, sku: str) -> dict[str, Any]:
@@ -104,10 +85,7 @@ def test_a_customer_asks_for_the_blue_teapot_and_is_answered_once_from_its_page(
     }
     assert api.put("/v1/assistants/whatsapp", json=assistant).status_code == 201
     body = customer_message(CUSTOMER.lstrip("+"), QUESTION, message_id="wamid.teapot-question")
-    raw = json.dumps(body).encode()
-    headers = {"content-type": "application/json", "X-Hub-Signature-256": signature(APP_SECRET, raw)}
-    answered = public.post("/webhooks/whatsapp", content=raw, headers=headers)
-    assert answered.status_code == 200 and answered.json()["auto_replies"] == 1, answered.text
+    assert deliver(public, body)["auto_replies"] == 1
 
     (reply_job,) = api.get("/v1/jobs", params={"type": "whatsapp_reply"}).json()["items"]
     replied = wait_job(reply_job["id"], timeout=90)
@@ -122,7 +100,7 @@ def test_a_customer_asks_for_the_blue_teapot_and_is_answered_once_from_its_page(
     assert question == {"role": "user", "content": QUESTION}
     # The fake WhatsApp API received exactly one text reply, to that customer, quoting the question.
     (sent,) = whatsapp.requests()
-    answer = f"shop says: re {QUESTION}"
+    answer = f"llm says: re {QUESTION}"
     assert (sent.body["to"], sent.body["type"], sent.body["text"]) == (CUSTOMER, "text", {"body": answer})
     assert sent.body["context"] == {"message_id": "wamid.teapot-question"} and sent.number == PHONE_NUMBER_ID
     # The conversation holds both messages; the reply records the page it was given.

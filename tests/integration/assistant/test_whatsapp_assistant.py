@@ -6,20 +6,18 @@ a replayed message, enormous texts, texts that look like the farm's own syntax).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 
 from core.messaging.webhook import signature
 from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, FakeWhatsApp, customer_message
-from tests.integration.conftest import Farm, JobWaiter, make_key, sending_to
+from tests.integration.assistant.conftest import APP_SECRET, deliver
+from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.services import wait_for
 
-APP_SECRET = "assistant-test-app-secret"
 CUSTOMER = "+447700900123"
 SHOP_A_NUMBER, SHOP_A_TOKEN, SHOP_A_SECRET = (
     "300000000000777",
@@ -33,35 +31,8 @@ ASSISTANT = {
 }
 
 
-@pytest.fixture
-def llm() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI("llm")
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def settings(settings: Settings, whatsapp: FakeWhatsApp, llm: FakeOpenAI) -> Settings:
-    return sending_to(
-        settings,
-        whatsapp,
-        APP_SECRET,
-        openai_base_url=llm.base_url,
-        openai_api_key="sk-assistant-test",
-        llm_model="m",
-    )
-
-
-def _deliver(public: TestClient[Any], body: dict[str, Any], secret: str = APP_SECRET) -> dict[str, int]:
-    raw = json.dumps(body).encode()
-    headers = {"content-type": "application/json", "X-Hub-Signature-256": signature(secret, raw)}
-    r = public.post("/webhooks/whatsapp", content=raw, headers=headers)
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
 def _write(public: TestClient[Any], text: str, message_id: str, customer: str = CUSTOMER) -> dict[str, int]:
-    return _deliver(public, customer_message(customer.lstrip("+"), text, message_id=message_id))
+    return deliver(public, customer_message(customer.lstrip("+"), text, message_id=message_id))
 
 
 def _set_assistant(api: TestClient[Any], **fields: Any) -> dict[str, Any]:
@@ -309,7 +280,7 @@ def test_another_tenants_number_and_customer_stay_that_tenants(
         headers={"content-type": "application/json", "X-Hub-Signature-256": signature(APP_SECRET, raw)},
     )
     assert forged.status_code == 401
-    assert _deliver(public, body, SHOP_A_SECRET)["auto_replies"] == 1
+    assert deliver(public, body, SHOP_A_SECRET)["auto_replies"] == 1
     wait_for(lambda: whatsapp.requests(CUSTOMER), timeout=60, what="shop-a's reply")
     (sent,) = whatsapp.requests(CUSTOMER)
     assert sent.number == SHOP_A_NUMBER
