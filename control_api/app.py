@@ -10,6 +10,7 @@ from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
 
 from control_api.addresslimit import AddressGate, AddressLimiter
+from control_api.assistants import AssistantsController
 from control_api.auth import PUBLIC_PATHS, ApiKeyAuthentication, KeyLookups
 from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             OutboundMessagesController,
             TenantWhatsAppController,
             TenantLlmController,
+            AssistantsController,
             WhatsAppWebhookController,
             QueuesController,
             healthz,

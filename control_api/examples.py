@@ -53,6 +53,40 @@ class OperationDoc:
     response: Any = None
 
 
+CHAT_ID = "wa:3f9c2a7d51e0b846"
+CHAT: dict[str, Any] = {
+    "id": CHAT_ID,
+    "tenant": "shop-a",
+    "created_at": AT,
+    "needs_human": {"reason": "the customer asked for a person ('human')", "since": AT},
+    "whatsapp": {
+        "phone_number_id": "106540352242922",
+        "customer": "+44*******123",
+        "last_inbound_at": AT,
+        "window_closes_at": "2026-11-24T10:00:00Z",
+    },
+}
+ASSISTANT_IN = {
+    "enabled": True,
+    "system_prompt": "You are the Teapot Shop's assistant. Answer briefly, from the product pages.",
+    "knowledge": {"collection": "products", "k": 4},
+    "business_hours": {
+        "timezone": "Europe/London",
+        "weekly": {d: ["09:00-17:30"] for d in ("mon", "tue", "wed", "thu", "fri")},
+        "away_message": "We are closed; we answer from 9:00 tomorrow.",
+    },
+    "handoff_words": ["human", "agent", "person"],
+    "max_reply_chars": 1000,
+    "forbidden_phrases": ["free shipping", "guarantee"],
+}
+ASSISTANT = ASSISTANT_IN | {
+    "tenant": "shop-a",
+    "channel": "whatsapp",
+    "created_at": AT,
+    "updated_at": AT,
+    "updated_by": KEY_ID,
+}
+
 OPERATIONS: dict[tuple[str, str], OperationDoc] = {
     # -- jobs -----------------------------------------------------------------------------------------
     ("POST", "/v1/jobs"): OperationDoc(
@@ -218,6 +252,22 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         params={"chat_id": "c1"},
         request={"user_id": "u1"},
         response={"chat_id": "c1", "unread": 0, "tenant": "shop-a"},
+    ),
+    ("GET", "/v1/chats"): OperationDoc(
+        "listChatsNeedingHuman",
+        summary="Chats flagged for a human, longest waiting first",
+        response={"items": [{k: v for k, v in CHAT.items() if k != "whatsapp"}]},
+    ),
+    ("GET", "/v1/chats/{chat_id}"): OperationDoc(
+        "getChat",
+        summary="A chat: its flag for a human and its WhatsApp conversation",
+        params={"chat_id": CHAT_ID},
+        response=CHAT,
+    ),
+    ("DELETE", "/v1/chats/{chat_id}/needs-human"): OperationDoc(
+        "clearChatNeedsHuman",
+        summary="Clear a chat's flag for a human (audited)",
+        params={"chat_id": CHAT_ID},
     ),
     ("GET", "/v1/unread"): OperationDoc(
         "getUnreadCounts",
@@ -418,9 +468,22 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         "getTenantLlm", params={"tenant": "shop-a"}, response=TENANT_LLM
     ),
     ("DELETE", "/v1/tenants/{tenant}/llm"): OperationDoc("deleteTenantLlm", params={"tenant": "shop-a"}),
+    ("PUT", "/v1/assistants/whatsapp"): OperationDoc(
+        "setWhatsAppAssistant", request=ASSISTANT_IN, response=ASSISTANT
+    ),
+    ("GET", "/v1/assistants/whatsapp"): OperationDoc("getWhatsAppAssistant", response=ASSISTANT),
+    ("DELETE", "/v1/assistants/whatsapp"): OperationDoc("deleteWhatsAppAssistant", response=ASSISTANT),
     ("GET", "/webhooks/whatsapp"): OperationDoc("verifyWhatsAppWebhook", response="1158201444"),
     ("POST", "/webhooks/whatsapp"): OperationDoc(
-        "receiveWhatsAppWebhook", response={"statuses": 2, "unknown_statuses": 0, "opt_outs": 1}
+        "receiveWhatsAppWebhook",
+        response={
+            "statuses": 2,
+            "unknown_statuses": 0,
+            "opt_outs": 1,
+            "messages": 3,
+            "auto_replies": 1,
+            "handoffs": 1,
+        },
     ),
     # -- ops, health ----------------------------------------------------------------------------------
     ("GET", "/v1/queues"): OperationDoc(

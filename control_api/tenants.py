@@ -63,7 +63,7 @@ class WhatsAppNumberIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     verify_token: Secret | None = None
 
 
-def _reached(key: ApiKey, tenant: str, missing: type[NotFound], what: str) -> str:
+def reached_tenant(key: ApiKey, tenant: str, missing: type[NotFound], what: str) -> str:
     """``tenant`` if ``key`` reaches it; ``missing`` otherwise, as if the tenant had no ``what`` of
     its own (the same answer for a tenant the key does not reach and for one without it)."""
     if not reaches(key.reach, tenant) or not TENANT_SHAPE.fullmatch(tenant):
@@ -72,7 +72,7 @@ def _reached(key: ApiKey, tenant: str, missing: type[NotFound], what: str) -> st
 
 
 def _number_reached(key: ApiKey, tenant: str) -> str:
-    return _reached(key, tenant, WhatsAppNumberNotFound, "WhatsApp number")
+    return reached_tenant(key, tenant, WhatsAppNumberNotFound, "WhatsApp number")
 
 
 class TenantWhatsAppController(Controller):
@@ -173,7 +173,7 @@ class TenantLlmIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def _chain_reached(key: ApiKey, tenant: str) -> str:
-    return _reached(key, tenant, TenantLlmNotFound, "LLM provider chain")
+    return reached_tenant(key, tenant, TenantLlmNotFound, "LLM provider chain")
 
 
 def _checked(state: State, data: TenantLlmIn) -> list[ProviderConfig]:

@@ -22,12 +22,15 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from control_api.auth import PUBLIC
 from control_api.schemas import ErrorOut
+from core.assistant.inbound import Received, receive
+from core.engine.jobs import publish_after_commit
 from core.errors import BadSignature, Forbidden, MalformedJson, SealedValueError, WebhookNotConfigured
 from core.messaging.numbers import farm_number, verify_tokens
 from core.messaging.webhook import (
     SIGNATURE_HEADER,
     Routed,
     WebhookSummary,
+    inbound,
     process,
     route,
     signers,
@@ -77,7 +80,7 @@ class WhatsAppWebhookController(Controller):
     @post(
         "/",
         status_code=200,
-        summary="WhatsApp notifications: delivery statuses and incoming messages",
+        summary="WhatsApp notifications: delivery statuses and customers' messages",
         responses={401: ResponseSpec(ErrorOut, description="Missing or invalid X-Hub-Signature-256")},
         **PUBLIC,
     )
@@ -102,8 +105,15 @@ class WhatsAppWebhookController(Controller):
                 raise BadSignature(f"missing or invalid {SIGNATURE_HEADER}")
         if bad_json is not None:
             raise MalformedJson(f"the body is not valid JSON: {bad_json}")
-        summary = await anyio.to_thread.run_sync(_apply, settings, routed)
-        counts = dataclasses.asdict(summary)
+        summary, received = await anyio.to_thread.run_sync(_apply, settings, routed)
+        if received.publications:
+            await anyio.to_thread.run_sync(publish_after_commit, state.broker, received.publications)
+        counts = {
+            **dataclasses.asdict(summary),
+            "messages": received.messages,
+            "auto_replies": received.replies,
+            "handoffs": received.handoffs,
+        }
         log.info("whatsapp_webhook", **counts)
         return Response(counts)
 
@@ -119,6 +129,8 @@ def _route(settings: Settings, data: Any) -> Routed:
         ) from None
 
 
-def _apply(settings: Settings, routed: Routed) -> WebhookSummary:
+def _apply(settings: Settings, routed: Routed) -> tuple[WebhookSummary, Received]:
+    """Statuses and STOPs, then the customers' messages stored and answered (core/assistant/inbound.py),
+    in one transaction: a webhook Meta delivers again finds every message stored, and does nothing twice."""
     with transaction(settings) as conn:
-        return process(conn, routed)
+        return process(conn, routed), receive(conn, inbound(routed))

@@ -15,6 +15,7 @@ from core.platform.settings import Settings, get_settings
 def load_job_types(settings: Settings | None = None) -> dict[str, JobType]:
     """Import the modules that declare job types, the built-ins first, and return every type."""
     # The built-in types, each declared in its feature package (ordinary imports).
+    from core.assistant import reply  # noqa: F401
     from core.chats import ai_reply, unread  # noqa: F401
     from core.embeddings import embed  # noqa: F401
     from core.messaging import send  # noqa: F401

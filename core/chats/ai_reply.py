@@ -18,6 +18,7 @@ chunks and distances).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -142,9 +143,11 @@ def reply(
     chain: LlmChain,
     job_id: uuid.UUID,
     settings: Settings,
+    withhold: Callable[[str], str | None] | None = None,
 ) -> dict[str, Any]:
     """Write the user's message (if any) and the assistant's reply in ``tenant``'s chat, and bump the
-    user's unread count there."""
+    user's unread count there. ``withhold`` (the assistant's guardrails) may say why a reply must
+    not be given: it is then not stored, and the result names the reason (``withheld``)."""
     ensure_chat(conn, tenant, payload.chat_id)
     messages = history(conn, tenant, payload.chat_id, payload.history_limit)
     if payload.message is not None:
@@ -170,6 +173,9 @@ def reply(
             job_id=job_id,
         )
     usage = {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens}
+    reason = withhold(completion.content) if withhold is not None else None
+    if reason is not None:
+        return {"message_id": None, "content": completion.content, "withheld": reason, "usage": usage}
     message_id = _store(
         conn,
         tenant,

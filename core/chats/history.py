@@ -31,6 +31,8 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     #: The documents an assistant reply was given (`ai_reply`'s `knowledge`): ``{"collection",
     #: "documents": [{"id", "chunk", "distance"}]}``, nearest first; null when none were asked for.
     knowledge: dict[str, Any] | None = None
+    #: The message's id outside the farm: a customer's WhatsApp message id (null otherwise).
+    external_id: str | None = None
 
 
 def list_messages(

@@ -20,6 +20,7 @@ from core.chats import tenant_llm as llm
 from core.engine.job_types import job_types, payload_context
 from core.errors import SealedValueError
 from core.messaging import numbers
+from core.messaging.conversations import CUSTOMER_CONTEXT
 from core.messaging.optouts import OPT_OUT_CONTEXT
 from core.messaging.outbound import BODY_TO_CONTEXT, TO_CONTEXT
 from core.platform.crypto import LEGACY_PREFIX, SEALED_PREFIX, KeyRing, key_id_of, key_label, looks_sealed
@@ -31,6 +32,7 @@ from core.platform.tables import (
     schedules,
     tenant_llm,
     tenant_whatsapp,
+    whatsapp_conversations,
 )
 
 log = structlog.get_logger(__name__)
@@ -378,6 +380,53 @@ def _outbound_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tal
     return (rows[-1].id if rows else None), len(rows)
 
 
+# -- customers' WhatsApp conversations ---------------------------------------------------------
+
+
+def _conversation_pending(key_id: str) -> sa.ColumnElement[bool]:
+    wc = whatsapp_conversations.c
+    return sa.or_(wc.customer_key_id != key_id, _not_current(wc.customer_sealed, key_id))
+
+
+def _conversation_batch(
+    conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally
+) -> tuple[Any, int]:
+    """Re-hash and re-seal conversations' customer numbers. A conversation is found under any key of
+    the ring, so a customer has one row whatever key it was made under: no two rows meet."""
+    wc = whatsapp_conversations.c
+    position = (wc.tenant, wc.phone_number_id, wc.customer_hash)
+    query = sa.select(*position, wc.customer_sealed).where(_conversation_pending(ring.key_id))
+    if after is not None:
+        query = query.where(sa.tuple_(*position) > sa.tuple_(*after))
+    rows = conn.execute(query.order_by(*position).limit(limit).with_for_update(skip_locked=True)).all()
+    moved = unopenable = 0
+    for row in rows:
+        try:
+            clear = ring.open(row.customer_sealed, CUSTOMER_CONTEXT)
+        except SealedValueError as exc:
+            _unopenable(exc, tally, "whatsapp_conversations", (row.tenant, row.customer_hash))
+            unopenable += 1
+            continue
+        tally.from_key_ids.add(_origin(row.customer_sealed))
+        conn.execute(
+            sa.update(whatsapp_conversations)
+            .where(
+                wc.tenant == row.tenant,
+                wc.phone_number_id == row.phone_number_id,
+                wc.customer_hash == row.customer_hash,
+            )
+            .values(
+                customer_hash=ring.lookup_hash(clear),
+                customer_sealed=ring.seal(clear, CUSTOMER_CONTEXT),
+                customer_key_id=ring.key_id,
+            )
+        )
+        moved += 1
+    tally.add("whatsapp_conversations", moved, unopenable)
+    last = rows[-1] if rows else None
+    return ((last.tenant, last.phone_number_id, last.customer_hash) if last is not None else None), len(rows)
+
+
 # -- every table ------------------------------------------------------------------------------
 
 #: Moves one batch of a table's rows after a keyset position (None: from the start); returns the
@@ -400,6 +449,7 @@ def tables() -> list[tuple[str, Batch]]:
         ("outbound_messages", _outbound_batch),
         ("tenant_whatsapp", _number_batch),
         ("tenant_llm", _llm_batch),
+        ("whatsapp_conversations", _conversation_batch),
     ]
 
 
@@ -422,5 +472,8 @@ def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:
         .select_from(tenant_whatsapp)
         .where(_number_pending(key_id)),
         "tenant_llm": sa.select(sa.func.count()).select_from(tenant_llm).where(_llm_pending(key_id)),
+        "whatsapp_conversations": sa.select(sa.func.count())
+        .select_from(whatsapp_conversations)
+        .where(_conversation_pending(key_id)),
     }
     return {name: int(conn.execute(query).scalar_one()) for name, query in counts.items()}

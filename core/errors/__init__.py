@@ -47,11 +47,13 @@ from core.errors.jobs import (
 )
 from core.errors.requests import (
     AddressRefused,
+    AssistantNotFound,
     AuditEntryNotFound,
     BadCursor,
     BadRequest,
     BadSignature,
     BatchClaimLost,
+    ChatNotFound,
     ClaimLost,
     CollectionNotFound,
     Conflict,
@@ -106,11 +108,13 @@ from core.errors.services import (
 
 __all__ = [
     "AddressRefused",
+    "AssistantNotFound",
     "AuditEntryNotFound",
     "BadCursor",
     "BadRequest",
     "BadSignature",
     "BatchClaimLost",
+    "ChatNotFound",
     "ClaimLost",
     "CollectionNotFound",
     "Conflict",

@@ -90,6 +90,18 @@ class TenantLlmNotFound(NotFound):
     code = "tenant_llm_not_found"
 
 
+class AssistantNotFound(NotFound):
+    """The tenant has no assistant configured (nothing is answered automatically)."""
+
+    code = "assistant_not_found"
+
+
+class ChatNotFound(NotFound):
+    """No such chat, or none flagged for a human."""
+
+    code = "chat_not_found"
+
+
 class NotResolved(NotFound):
     """A host name has no address (NXDOMAIN, no answer in time)."""
 

@@ -43,14 +43,17 @@ from core.errors import (
     UnknownOutcomeError,
 )
 from core.messaging import outbound
+from core.messaging.conversations import window_closed
 from core.messaging.numbers import WhatsAppNumber, tenant_number, unopenable_message
 from core.messaging.optouts import E164_PATTERN, binding, is_opted_out
 from core.messaging.quiet_hours import next_allowed, parse_quiet_hours, zone
+from core.messaging.webhook import WHATSAPP_MESSAGE_ID_PATTERN
 from core.platform.crypto import mask_phone
 from core.platform.db import transaction
 from core.platform.ratelimit import RateLimiter
 from core.platform.settings import Settings
 from core.platform.tables import jobs
+from core.platform.tenants import DEFAULT_TENANT
 from core.providers.whatsapp import WhatsAppClient
 
 log = structlog.get_logger(__name__)
@@ -80,6 +83,10 @@ class WhatsAppMessagePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only
     #: The recipient's IANA time zone for quiet hours; JOBYARD_DEFAULT_TIMEZONE when absent.
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     respect_quiet_hours: bool = True
+    #: The customer's WhatsApp message this answers (its id, ``wamid....``): WhatsApp shows the
+    #: reply quoting it, and a text send then needs the customer's 24-hour service window open even
+    #: when the farm has no conversation with them.
+    in_reply_to: Annotated[str, msgspec.Meta(pattern=WHATSAPP_MESSAGE_ID_PATTERN)] | None = None
 
     def __post_init__(self) -> None:
         if (self.template is None) == (self.text is None):
@@ -121,6 +128,8 @@ def request_body(payload: WhatsAppMessagePayload, outbound_id: uuid.UUID) -> dic
         "to": payload.to,
         "biz_opaque_callback_data": str(outbound_id),
     }
+    if payload.in_reply_to is not None:
+        body["context"] = {"message_id": payload.in_reply_to}
     if payload.template is not None:
         t = payload.template
         language = t.language.code if isinstance(t.language, Language) else t.language
@@ -202,6 +211,8 @@ def send_message(claim: Claim, payload: WhatsAppMessagePayload, settings: Settin
         number = _number_of(conn, claim.tenant)
         if is_opted_out(conn, payload.to, tenants=binding(claim.tenant, through_farm_number=number is None)):
             raise PermanentError(f"{mask_phone(payload.to)} opted out of WhatsApp messages", code="opted_out")
+        if payload.text is not None:
+            _check_service_window(conn, payload, number, settings)
     sender = sender_for(settings, number)
     if payload.respect_quiet_hours:
         _check_quiet_hours(payload, settings)
@@ -212,7 +223,7 @@ def send_message(claim: Claim, payload: WhatsAppMessagePayload, settings: Settin
         sender.limiter.acquire()
 
     with transaction(settings) as conn:
-        _still_ours(conn, claim)
+        still_ours(conn, claim)
         outbound_id = uuid.uuid4()
         body = request_body(payload, outbound_id)
         outbound.insert(
@@ -273,6 +284,21 @@ def _earlier_attempts(conn: Connection, claim: Claim) -> dict[str, Any] | None:
     return None
 
 
+def _check_service_window(
+    conn: Connection, payload: WhatsAppMessagePayload, number: WhatsAppNumber | None, settings: Settings
+) -> None:
+    """PermanentError ``outside_service_window`` for free-form text WhatsApp would not deliver: the
+    window is the business number's (a tenant's own, or the farm's, whose conversations are
+    ``default``'s) with the recipient (core/messaging/conversations.py)."""
+    if number is None:
+        tenant, phone_number_id = DEFAULT_TENANT, settings.whatsapp_phone_number_id or ""
+    else:
+        tenant, phone_number_id = number.owner, number.phone_number_id or ""
+    why = window_closed(conn, tenant, phone_number_id, payload.to, required=payload.in_reply_to is not None)
+    if why is not None:
+        raise PermanentError(f"{mask_phone(payload.to)}: {why}", code="outside_service_window")
+
+
 def _check_quiet_hours(payload: WhatsAppMessagePayload, settings: Settings) -> None:
     tz = zone(payload.timezone or settings.default_timezone)
     window = parse_quiet_hours(settings.quiet_hours)
@@ -290,7 +316,7 @@ def _dry_run(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, 
     outbound_id = uuid.uuid4()
     body = request_body(payload, outbound_id)
     with transaction(settings) as conn:
-        _still_ours(conn, claim)
+        still_ours(conn, claim)
         outbound.insert(
             conn,
             outbound_id=outbound_id,
@@ -311,7 +337,7 @@ def _dry_run(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, 
     return {"outbound_id": str(outbound_id), "status": "dry_run", "provider_message_id": None}
 
 
-def _still_ours(conn: Connection, claim: Claim) -> None:
+def still_ours(conn: Connection, claim: Claim) -> None:
     """Lock the job row and check this worker still holds the claim, so a run that recovery already
     gave to another worker cannot start a send."""
     held = conn.execute(

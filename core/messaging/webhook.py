@@ -1,4 +1,6 @@
-"""What WhatsApp tells us by webhook: delivery statuses of our messages, and users writing STOP.
+"""What WhatsApp tells us by webhook: delivery statuses of our messages, users writing STOP, and
+customers' messages (``inbound``: the assistant stores them in the customer's conversation and may
+answer them, core/assistant/inbound.py).
 
 Meta signs each POST with the app secret: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw
 body>`. Nothing is acted on in a body whose signature does not match.
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -53,6 +56,71 @@ class WebhookSummary:
     statuses: int = 0  # delivery statuses applied to our outbound messages
     unknown_statuses: int = 0  # statuses for messages we have no row for (sent by another system)
     opt_outs: int = 0  # STOP messages recorded as opt-outs
+
+
+#: How late Meta may deliver a message (it retries a webhook for up to 7 days): an older timestamp,
+#: or one in the future, is not believed, and the farm's clock at receipt stands for it.
+BELIEVED_DELAY = timedelta(days=7)
+#: A WhatsApp message id (``wamid.`` and base64); a message whose id is not one is not stored.
+WHATSAPP_MESSAGE_ID_PATTERN = r"^[A-Za-z0-9._=:+/-]{1,180}$"
+MESSAGE_ID = re.compile(WHATSAPP_MESSAGE_ID_PATTERN[1:-1])
+#: WhatsApp's own limit on a text message; a longer body (forged or not) is cut here.
+MAX_TEXT_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A customer's message to a business number, from a verified webhook body."""
+
+    number: WhatsAppNumber
+    #: WhatsApp's id of the message: a webhook retried by Meta carries the same one.
+    message_id: str
+    #: The customer, E.164.
+    customer: str
+    #: The message's type as WhatsApp names it (text, button, image...).
+    kind: str
+    #: Its words (text and quick-reply buttons, at most MAX_TEXT_CHARS); None for other types.
+    text: str | None
+    #: When the customer wrote it (Meta's timestamp, unless implausible: the farm's clock then).
+    at: datetime
+    #: A STOP: recorded as an opt-out, never answered.
+    stop: bool
+
+
+def inbound(routed: Routed) -> list[Inbound]:
+    """The customers' messages of a verified body, in order; a message without a WhatsApp id or a
+    sender that is a phone number is left out."""
+    now = utcnow()
+    found = []
+    for number, value in routed:
+        for message in _dicts(value.get("messages")):
+            message_id, kind = message.get("id"), message.get("type")
+            try:
+                customer = e164(str(message.get("from", "")))
+            except ValueError:
+                continue
+            if (
+                not isinstance(message_id, str)
+                or not MESSAGE_ID.fullmatch(message_id)
+                or not isinstance(kind, str)
+            ):
+                continue
+            text = _text(message)
+            at = _when(message.get("timestamp"))
+            if not now - BELIEVED_DELAY <= at <= now:
+                at = now
+            found.append(
+                Inbound(
+                    number=number,
+                    message_id=message_id,
+                    customer=customer,
+                    kind=kind[:32],
+                    text=text[:MAX_TEXT_CHARS] if text is not None else None,
+                    at=at,
+                    stop=_is_stop(message),
+                )
+            )
+    return found
 
 
 def _when(value: Any) -> datetime:

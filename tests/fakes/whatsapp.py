@@ -147,3 +147,45 @@ def _graph_error(code: int, message: str, subcode: int | None = None) -> dict[st
     if subcode is not None:
         error["error_subcode"] = subcode
     return {"error": error}
+
+
+# -- what Meta POSTs to the farm's webhook ---------------------------------------------------------
+
+
+def notification(value: dict[str, Any], phone_number_id: str = PHONE_NUMBER_ID) -> dict[str, Any]:
+    """A webhook body with one change to the business number ``phone_number_id``."""
+    meta = {"display_phone_number": "15550000000", "phone_number_id": phone_number_id}
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "WABA1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {"messaging_product": "whatsapp", "metadata": meta, **value},
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def customer_message(
+    wa_id: str,
+    text: str,
+    *,
+    message_id: str | None = None,
+    phone_number_id: str = PHONE_NUMBER_ID,
+    timestamp: float | None = None,
+) -> dict[str, Any]:
+    """A webhook body: the customer ``wa_id`` (digits) wrote ``text`` to the business number."""
+    message = {
+        "from": wa_id,
+        "id": message_id or "wamid.in" + wa_id,
+        "timestamp": str(int(time.time() if timestamp is None else timestamp)),
+        "type": "text",
+        "text": {"body": text},
+    }
+    value = {"contacts": [{"profile": {"name": "Ann"}, "wa_id": wa_id}], "messages": [message]}
+    return notification(value, phone_number_id)

@@ -32,7 +32,7 @@ from core.platform.migrate import alembic_config, upgrade
 from core.platform.settings import Settings
 from core.platform.tables import workers
 from tests.fakes.site import FakeSite
-from tests.fakes.whatsapp import FakeWhatsApp
+from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.services import (
     JOBYARD,
     TEST_DATA_KEY,
@@ -146,6 +146,29 @@ def api(settings: Settings, admin_key: str) -> Iterator[TestClient[Any]]:
     with TestClient(create_app(settings, configure_logs=False)) as client:
         client.headers["Authorization"] = f"Bearer {admin_key}"
         yield client
+
+
+@pytest.fixture
+def public(settings: Settings) -> Iterator[TestClient[Any]]:
+    """The API as Meta calls it: no API key."""
+    from control_api.app import create_app
+
+    with TestClient(create_app(settings, configure_logs=False)) as client:
+        yield client
+
+
+def sending_to(settings: Settings, whatsapp: FakeWhatsApp, app_secret: str, **more: Any) -> Settings:
+    """``settings`` sending through the farm's number on the fake Cloud API, its webhooks signed with
+    ``app_secret``; quiet hours off (the tests run at any hour of the day)."""
+    values: dict[str, Any] = {
+        "whatsapp_api_base_url": whatsapp.url,
+        "whatsapp_api_version": VERSION,
+        "whatsapp_token": TOKEN,
+        "whatsapp_phone_number_id": PHONE_NUMBER_ID,
+        "whatsapp_app_secret": app_secret,
+        "quiet_hours": "off",
+    }
+    return settings.replace(**(values | more))
 
 
 class Farm:

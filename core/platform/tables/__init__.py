@@ -8,6 +8,7 @@ the comments that explain them:
   schedules, schedule_firings, the job_stats_* rollups, prune_counts; the job status tuples.
 - ``access``: api_keys, dashboard_sessions, audit_log, tenant_limits.
 - ``workflows``: workflows and their steps (core/engine/workflows.py).
+- ``assistant``: assistants (a tenant's auto-reply configuration per channel).
 - ``chats``, ``messaging``, ``embeddings``, ``scrape``: the features' tables (``chats`` holds
   ``tenant_llm``, the LLM provider chain of a tenant's ``ai_reply`` jobs).
 
@@ -19,6 +20,7 @@ core.platform.tables import jobs``), not from the modules.
 from __future__ import annotations
 
 from core.platform.tables.access import api_keys, audit_log, dashboard_sessions, tenant_limits
+from core.platform.tables.assistant import assistants
 from core.platform.tables.base import Json, metadata, timestamp_column
 from core.platform.tables.chats import chat_messages, chats, tenant_llm, unread_counters
 from core.platform.tables.embeddings import INDEXED_DIMS, embedding_collections, embedding_documents
@@ -41,7 +43,12 @@ from core.platform.tables.engine import (
     schedules,
     workers,
 )
-from core.platform.tables.messaging import opt_outs, outbound_messages, tenant_whatsapp
+from core.platform.tables.messaging import (
+    opt_outs,
+    outbound_messages,
+    tenant_whatsapp,
+    whatsapp_conversations,
+)
 from core.platform.tables.scrape import scrapes
 from core.platform.tables.workflows import STEP_STATES, WORKFLOW_STATES, workflow_steps, workflows
 
@@ -56,6 +63,7 @@ __all__ = [
     "WORKFLOW_STATES",
     "Json",
     "api_keys",
+    "assistants",
     "audit_log",
     "chat_messages",
     "chats",
@@ -82,6 +90,7 @@ __all__ = [
     "tenant_whatsapp",
     "timestamp_column",
     "unread_counters",
+    "whatsapp_conversations",
     "workers",
     "workflow_steps",
     "workflows",

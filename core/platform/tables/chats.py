@@ -18,6 +18,9 @@ chats = sa.Table(
     sa.Column("id", sa.Text, primary_key=True),
     timestamp_column("created_at", nullable=False, default_now=True),
     sa.Column("tenant", sa.Text, primary_key=True, server_default="default"),
+    # Flagged for a human (core/chats/flags.py): why and since when; NULL while nobody needs to look.
+    sa.Column("needs_human_reason", sa.Text),
+    timestamp_column("needs_human_at"),
 )
 
 chat_messages = sa.Table(
@@ -38,6 +41,9 @@ chat_messages = sa.Table(
     # An assistant reply given documents of a collection (`ai_reply`'s `knowledge`): the collection and
     # each document's id, chunk and distance to the question. NULL: none were asked for.
     sa.Column("knowledge", Json),
+    # The id the message has outside the farm (a WhatsApp message id): a webhook delivered twice
+    # stores it once.
+    sa.Column("external_id", sa.Text),
     sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
     sa.ForeignKeyConstraint(["chat_id", "tenant"], ["chats.id", "chats.tenant"], ondelete="CASCADE"),
 )
@@ -46,6 +52,21 @@ sa.Index(
     chat_messages.c.chat_id,
     chat_messages.c.tenant,
     chat_messages.c.created_at.desc(),
+)
+sa.Index(
+    "uq_chat_messages_external_id",
+    chat_messages.c.tenant,
+    chat_messages.c.chat_id,
+    chat_messages.c.external_id,
+    unique=True,
+    postgresql_where=chat_messages.c.external_id.isnot(None),
+)
+# Chats flagged for a human, oldest first (GET /v1/chats?needs_human=true).
+sa.Index(
+    "ix_chats_needs_human",
+    chats.c.tenant,
+    chats.c.needs_human_at,
+    postgresql_where=chats.c.needs_human_at.isnot(None),
 )
 
 unread_counters = sa.Table(

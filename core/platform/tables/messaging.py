@@ -96,3 +96,25 @@ tenant_whatsapp = sa.Table(
     sa.Column("updated_by", UUID(as_uuid=True)),
     sa.UniqueConstraint("phone_number_id", name="uq_tenant_whatsapp_phone_number_id"),
 )
+
+# A customer's WhatsApp conversation with a business number (core/messaging/conversations.py): the
+# chat its messages are stored in, and when the customer last wrote (WhatsApp's 24-hour service
+# window). The customer's number is found by its keyed hash and kept sealed, as an opt-out's is.
+whatsapp_conversations = sa.Table(
+    "whatsapp_conversations",
+    metadata,
+    sa.Column("tenant", sa.Text, primary_key=True),
+    # Meta's id of the business number written to ("" for the farm's number without one set).
+    sa.Column("phone_number_id", sa.Text, primary_key=True),
+    sa.Column("customer_hash", sa.Text, primary_key=True),
+    sa.Column("customer_sealed", sa.Text, nullable=False),
+    # The data key customer_hash (and customer_sealed) is under: a rotation finds what it has to move.
+    sa.Column("customer_key_id", sa.Text, nullable=False),
+    # The tenant's chat holding the messages (core/platform/tables/chats.py).
+    sa.Column("chat_id", sa.Text, nullable=False),
+    timestamp_column("last_inbound_at", nullable=False),
+    # The last away message sent outside the assistant's business hours (one a day at most).
+    timestamp_column("away_sent_at"),
+    timestamp_column("created_at", nullable=False, default_now=True),
+    sa.UniqueConstraint("tenant", "chat_id", name="uq_whatsapp_conversations_tenant_chat_id"),
+)

@@ -3,11 +3,11 @@
 Tenant A (shop-a) fills a farm with one of everything a tenant owns: jobs scheduled, succeeded and
 dead, a schedule, a sequence, a workflow (a dead step, a blocked one), a chat with messages and an
 unread count, a collection, a scrape with its screenshot, an outbound WhatsApp message, an opt-out,
-its own WhatsApp number, its limits, its keys and the audit entries all that wrote. Tenant B
-(shop-b) holds every scope a tenant's key can hold (``jobs:write``, ``jobs:read``, ``ops``), owns
-objects of its own, and then calls every operation of the OpenAPI document, naming A's ids, names,
-business keys and idempotency keys wherever the operation takes one. The walk checks what a careful
-attacker would:
+its own WhatsApp number and assistant, a customer's conversation flagged for a human, its limits,
+its keys and the audit entries all that wrote. Tenant B (shop-b) holds every scope a tenant's key
+can hold (``jobs:write``, ``jobs:read``, ``ops``), owns objects of its own, and then calls every
+operation of the OpenAPI document, naming A's ids, names, business keys and idempotency keys
+wherever the operation takes one. The walk checks what a careful attacker would:
 
 - **Nothing is read.** No answer B gets holds anything of A's that B did not send itself: ids,
   payload markers, chat text, document text, numbers, key prefixes.
@@ -40,7 +40,7 @@ from core.platform.settings import Settings
 from tests.fakes.embeddings import FakeEmbeddingServer
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.site import FakeSite
-from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
+from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp, customer_message
 from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.integration.engine.test_dead_letters import DIES_AT_ONCE
 from tests.integration.scrape.test_scrape import SITE_HOST
@@ -150,6 +150,8 @@ class World:
     idempotency_key: str = ""
     key_id: str = ""
     workflow: str = ""
+    #: The chat of a customer's WhatsApp conversation with the tenant's number, flagged for a human.
+    conversation: str = ""
 
     def secrets(self) -> set[str]:
         """Strings that are this tenant's alone: any of them in another tenant's answer is a leak."""
@@ -165,6 +167,7 @@ class World:
             self.idempotency_key,
             self.key_id,
             self.workflow,
+            self.conversation,
             A_MARKER,
             *NUMBERS[self.tenant][:3],
             LLM_KEYS[self.tenant],
@@ -196,6 +199,20 @@ def _build(tenant: Tenant, wait_job: JobWaiter, fakes: dict[str, Any], marker: s
         },
     )
     tenant.ok("PUT", f"/v1/tenants/{t}/llm", json=_chain(t, fakes["llm"]))
+    tenant.ok("PUT", "/v1/assistants/whatsapp", json=_assistant(marker))
+    # A customer of the tenant's number asks for a person: their conversation is flagged.
+    asks = customer_message(
+        world.recipient.lstrip("+"),
+        "human please",
+        message_id=f"wamid.{t}-human",
+        phone_number_id=phone_number_id,
+    )
+    raw = json.dumps(asks).encode()
+    headers = {"content-type": "application/json", "X-Hub-Signature-256": signature(app_secret, raw)}
+    delivered = tenant.api.post("/webhooks/whatsapp", content=raw, headers=headers)
+    assert delivered.status_code == 200 and delivered.json()["handoffs"] == 1, delivered.text
+    (flagged,) = tenant.ok("GET", "/v1/chats")["items"]
+    world.conversation = flagged["id"]
     world.jobs["scheduled"] = tenant.job(
         "test_effect",
         {"marker": marker},
@@ -366,6 +383,8 @@ def _reads(a: World) -> list[Attack]:
         Attack("GET /v1/tenants/{tenant}/whatsapp", f"/v1/tenants/{A}/whatsapp"),
         Attack("GET /v1/tenants/{tenant}/limits", f"/v1/tenants/{A}/limits"),
         Attack("GET /v1/tenants/{tenant}/llm", f"/v1/tenants/{A}/llm"),
+        Attack("GET /v1/chats", "/v1/chats"),
+        Attack("GET /v1/assistants/whatsapp", "/v1/assistants/whatsapp"),
         Attack("GET /metrics", "/metrics"),
         Attack("GET /healthz", "/healthz"),
         Attack("GET /readyz", "/readyz"),
@@ -381,17 +400,13 @@ def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
     def on(operation: str, path: str, target: str, ghost: str | None = None, **kw: Any) -> Attack:
         return Attack(operation, path, target=target, ghost=ghost or str(uuid.uuid4()), **kw)
 
-    stop = {"from": a.recipient.lstrip("+"), "id": "wamid.walk", "timestamp": "1767225600", "type": "text"}
-    meta = {"display_phone_number": "15550000000", "phone_number_id": NUMBERS[A][0]}
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": meta,
-        "messages": [{**stop, "text": {"body": "STOP"}}],
-    }
-    notification = {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": value}]}],
-    }
+    notification = customer_message(
+        a.recipient.lstrip("+"),
+        "STOP",
+        message_id="wamid.walk",
+        phone_number_id=NUMBERS[A][0],
+        timestamp=1767225600,
+    )
     raw = json.dumps(notification).encode()
     # Signed with B's own app secret: B knows its secret, never A's.
     signed = {"content-type": "application/json", "X-Hub-Signature-256": signature(NUMBERS[B][2], raw)}
@@ -445,6 +460,25 @@ def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
         on("DELETE /v1/tenants/{tenant}/whatsapp", f"/v1/tenants/{A}/whatsapp", A, GHOST_TENANT),
         on("PUT /v1/tenants/{tenant}/llm", f"/v1/tenants/{A}/llm", A, GHOST_TENANT, json=_chain(B, llm)),
         on("DELETE /v1/tenants/{tenant}/llm", f"/v1/tenants/{A}/llm", A, GHOST_TENANT),
+        on("GET /v1/chats/{chat_id}", f"/v1/chats/{a.conversation}", a.conversation),
+        on("GET /v1/chats/{chat_id}", f"/v1/chats/{a.conversation}", A, GHOST_TENANT, params={"tenant": A}),
+        on(
+            "DELETE /v1/chats/{chat_id}/needs-human",
+            f"/v1/chats/{a.conversation}/needs-human",
+            a.conversation,
+        ),
+        on("GET /v1/assistants/whatsapp", "/v1/assistants/whatsapp", A, GHOST_TENANT, params={"tenant": A}),
+        on(
+            "PUT /v1/assistants/whatsapp",
+            "/v1/assistants/whatsapp",
+            A,
+            GHOST_TENANT,
+            params={"tenant": A},
+            json=_assistant("b-marker"),
+        ),
+        on(
+            "DELETE /v1/assistants/whatsapp", "/v1/assistants/whatsapp", A, GHOST_TENANT, params={"tenant": A}
+        ),
         on(
             "PUT /v1/tenants/{tenant}/limits",
             f"/v1/tenants/{A}/limits",
@@ -475,6 +509,10 @@ def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
 def _chain(tenant: str, llm: FakeOpenAI) -> dict[str, Any]:
     provider = {"name": f"{tenant}-llm", "base_url": llm.base_url, "api_key": LLM_KEYS[tenant], "model": "m"}
     return {"providers": [provider]}
+
+
+def _assistant(marker: str) -> dict[str, Any]:
+    return {"system_prompt": f"{marker}: answer about shoes", "forbidden_phrases": [f"{marker} discount"]}
 
 
 def _number(tenant: str) -> dict[str, str]:
@@ -563,6 +601,9 @@ def _a_view(a_tenant: Tenant, a: World) -> dict[str, Any]:
         f"/v1/tenants/{A}/limits",
         f"/v1/tenants/{A}/llm",
         "/v1/queues",
+        "/v1/chats",
+        f"/v1/chats/{a.conversation}",
+        "/v1/assistants/whatsapp",
     ]
     return {path: _body(a_tenant.call("GET", path)) for path in paths}
 

@@ -22,8 +22,8 @@ from core.platform.crypto import data_cipher
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
-from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
-from tests.integration.conftest import Farm
+from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, FakeWhatsApp
+from tests.integration.conftest import Farm, sending_to
 from tests.services import wait_for
 
 APP_SECRET = "app-secret-for-the-redaction-test"
@@ -50,16 +50,13 @@ def openai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def settings(settings: Settings, whatsapp: FakeWhatsApp, openai: FakeOpenAI) -> Settings:
-    return settings.replace(
-        whatsapp_api_base_url=whatsapp.url,
-        whatsapp_api_version=VERSION,
-        whatsapp_token=TOKEN,
-        whatsapp_phone_number_id=PHONE_NUMBER_ID,
-        whatsapp_app_secret=APP_SECRET,
+    return sending_to(
+        settings,
+        whatsapp,
+        APP_SECRET,
         whatsapp_verify_token=VERIFY_TOKEN,
         openai_base_url=openai.base_url,
         openai_api_key=OPENAI_KEY,
-        quiet_hours="off",
         worker_queues=("whatsapp_message", "ai_reply", "test_leaky"),
     )
 

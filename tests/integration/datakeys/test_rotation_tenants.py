@@ -1,8 +1,11 @@
 """A data key rotation and tenants: opt-outs of one number by several tenants stay one row per tenant
 (only a tenant's own twice-recorded row is merged), and the sealed secrets of tenants' own WhatsApp
-numbers and own LLM providers are re-sealed, each still bound to its field and tenant."""
+numbers and own LLM providers are re-sealed, each still bound to its field and tenant; customers'
+WhatsApp conversations are re-hashed and re-sealed."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -12,12 +15,13 @@ from core.chats.tenant_llm import sealing_context as llm_context
 from core.datakeys.reseal import pending_counts
 from core.datakeys.rotation import rotate
 from core.errors import SealedValueError
+from core.messaging import conversations
 from core.messaging.numbers import SEALED, sealing_context, set_number, tenant_number
 from core.messaging.optouts import OPT_OUT_CONTEXT, is_opted_out
 from core.platform.crypto import DataCipher, data_cipher, generate_data_key, use_data_key
 from core.platform.db import transaction
 from core.platform.settings import Settings
-from core.platform.tables import opt_outs, tenant_llm, tenant_whatsapp
+from core.platform.tables import opt_outs, tenant_llm, tenant_whatsapp, whatsapp_conversations
 from core.providers.llm import ProviderConfig
 from tests.services import TEST_DATA_KEY
 
@@ -127,3 +131,27 @@ def test_a_rotation_reseals_tenants_llm_api_keys_and_keeps_their_chains(settings
     for context in (llm_context("shop-b", "main"), llm_context("shop-a", "local")):
         with pytest.raises(SealedValueError, match="does not open"):
             data_cipher().open(main["api_key_sealed"], context)
+
+
+def test_a_rotation_moves_customers_conversations(settings: Settings) -> None:
+    """A conversation made under the old key is re-hashed and re-sealed: after the old key is gone,
+    the customer's next message finds the same conversation (and chat), not a new one."""
+    at = datetime.now(UTC)
+    with transaction(settings) as conn:
+        made = conversations.touch(conn, "shop-a", "300000000000001", NUMBER, at)
+    new_key = generate_data_key()
+    rotated = settings.replace(data_key=new_key, data_keys_old=(TEST_DATA_KEY,))
+    ring = use_data_key(rotated)
+    with transaction(rotated) as conn:
+        assert pending_counts(conn, ring)["whatsapp_conversations"] == 1
+    report = rotate(rotated, ring, actor="cli:test", reason="yearly")
+    assert report.remaining == 0 and report.moved["whatsapp_conversations"] == 1
+
+    use_data_key(rotated.replace(data_keys_old=()))  # the old key is gone
+    with transaction(rotated) as conn:
+        again = conversations.touch(conn, "shop-a", "300000000000001", NUMBER, at + timedelta(minutes=1))
+        found = conversations.by_chat(conn, "shop-a", made.chat_id)
+        rows = conn.execute(sa.select(whatsapp_conversations)).all()
+    assert made.created and not again.created and again.chat_id == made.chat_id
+    assert found is not None and found[1] == NUMBER and len(rows) == 1
+    assert rows[0].customer_sealed.startswith(f"jy2:{data_cipher().key_id}:")

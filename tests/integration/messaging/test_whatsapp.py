@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,8 +16,17 @@ from litestar.testing import TestClient
 from control_api.app import create_app
 from core.messaging.webhook import signature
 from core.platform.settings import Settings
-from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp, GraphFail, Stall
-from tests.integration.conftest import Farm, JobWaiter, make_key
+from tests.fakes.whatsapp import (
+    PHONE_NUMBER_ID,
+    TOKEN,
+    VERSION,
+    FakeWhatsApp,
+    GraphFail,
+    Stall,
+    customer_message,
+    notification,
+)
+from tests.integration.conftest import Farm, JobWaiter, make_key, sending_to
 from tests.services import wait_for
 
 APP_SECRET = "test-app-secret"
@@ -30,22 +38,7 @@ KOLKATA = ZoneInfo("Asia/Kolkata")
 def settings(settings: Settings, whatsapp: FakeWhatsApp) -> Settings:
     """The test's farm, sending to the fake Cloud API. Quiet hours are off unless a test turns them
     on: the tests run at any hour of the day."""
-    return settings.replace(
-        whatsapp_api_base_url=whatsapp.url,
-        whatsapp_api_version=VERSION,
-        whatsapp_token=TOKEN,
-        whatsapp_phone_number_id=PHONE_NUMBER_ID,
-        whatsapp_app_secret=APP_SECRET,
-        whatsapp_verify_token=VERIFY_TOKEN,
-        quiet_hours="off",
-    )
-
-
-@pytest.fixture
-def public(settings: Settings) -> Iterator[TestClient[Any]]:
-    """The API as Meta calls it: no API key."""
-    with TestClient(create_app(settings, configure_logs=False)) as client:
-        yield client
+    return sending_to(settings, whatsapp, APP_SECRET, whatsapp_verify_token=VERIFY_TOKEN)
 
 
 def _send(api: TestClient[Any], to: str, *, run_at: datetime | None = None, **payload: Any) -> str:
@@ -78,32 +71,11 @@ def _webhook(client: TestClient[Any], body: dict[str, Any], sig: str | None = "s
 
 
 def _change(value: dict[str, Any]) -> dict[str, Any]:
-    meta = {"display_phone_number": "15550000000", "phone_number_id": PHONE_NUMBER_ID}
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "WABA1",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {"messaging_product": "whatsapp", "metadata": meta, **value},
-                    }
-                ],
-            }
-        ],
-    }
+    return notification(value)
 
 
 def _incoming(wa_id: str, text: str) -> dict[str, Any]:
-    message = {
-        "from": wa_id,
-        "id": "wamid.in" + wa_id,
-        "timestamp": "1767225600",
-        "type": "text",
-        "text": {"body": text},
-    }
-    return _change({"contacts": [{"profile": {"name": "Ann"}, "wa_id": wa_id}], "messages": [message]})
+    return customer_message(wa_id, text, timestamp=1767225600)
 
 
 def _statuses(*items: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +294,14 @@ def test_delivery_statuses_move_the_message_forward_only(
         _status(wamid, "failed", t + timedelta(minutes=10)),  # cannot undo a read
         _status("wamid.someone-else", "read", t),
     )
-    assert _webhook(public, body).json() == {"statuses": 4, "unknown_statuses": 1, "opt_outs": 0}
+    assert _webhook(public, body).json() == {
+        "statuses": 4,
+        "unknown_statuses": 1,
+        "opt_outs": 0,
+        "messages": 0,
+        "auto_replies": 0,
+        "handoffs": 0,
+    }
     (message,) = _outbound(api, job_id)
     assert message["status"] == "read"
     assert datetime.fromisoformat(message["delivered_at"]) == t
