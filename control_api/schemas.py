@@ -15,7 +15,8 @@ from core.engine.lanes import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from core.engine.queries import Attempt
 from core.engine.templates import has_templates
 from core.engine.timebounds import HORIZON_S, bounded_utc
-from core.engine.workflows import MAX_STEPS, NewWorkflow, StepSpec, Workflow, check_steps
+from core.engine.workflow_spec import MAX_STEPS, NewWorkflow, StepSpec, check_steps
+from core.engine.workflows import Workflow
 from core.errors import UnknownJobType
 from core.platform.tenants import DEFAULT_TENANT
 

@@ -18,7 +18,8 @@ from control_api.request_id import request_id_of
 from control_api.schemas import WorkflowIn, WorkflowList
 from core.access.keys import ApiKey
 from core.engine.jobs import NewJob, publish_after_commit
-from core.engine.workflows import NewWorkflow, Workflow, create, get_workflow, list_workflows
+from core.engine.workflow_spec import NewWorkflow
+from core.engine.workflows import Workflow, create, get_workflow, list_workflows
 from core.errors import InvalidInput
 from core.platform.db import transaction
 from core.platform.settings import Settings

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.catalog import load_job_types
-from core.engine.workflows import MAX_STEPS, StepSpec, _shown_state, _step_states, ancestors, check_steps
+from core.engine.workflow_spec import MAX_STEPS, StepSpec, ancestors, check_steps
+from core.engine.workflows import _shown_state, _step_states
 from core.platform.settings import Settings
 from tests.properties import PROPERTY
 
