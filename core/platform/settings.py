@@ -464,6 +464,62 @@ class Settings:
         2,
         "Pages of one host loaded at once across all workers (shared through Redis); politeness, 0 = no limit.",
     )
+    events_window_s: float = _setting(
+        "JOBYARD_EVENTS_WINDOW_S",
+        3600.0,
+        "How long events are kept for a stream to resume from (Last-Event-ID), and recorded for a tenant "
+        "after its last stream closed: a client back within it misses nothing.",
+    )
+    events_keepalive_s: float = _setting(
+        "JOBYARD_EVENTS_KEEPALIVE_S",
+        15.0,
+        "An events stream with nothing to say sends a comment this often, so proxies keep it open.",
+    )
+    job_wait_max_s: float = _setting(
+        "JOBYARD_JOB_WAIT_MAX_S",
+        60.0,
+        "The longest `GET /v1/jobs/{id}?wait=` a request may ask for.",
+    )
+    webhook_allow_hosts: tuple[str, ...] = _setting(
+        "JOBYARD_WEBHOOK_ALLOW_HOSTS",
+        (),
+        "Comma-separated hosts a webhook endpoint may name although they resolve to private, loopback or "
+        "other non-public addresses: `host`, `*.domain`, or `host=address` to also pin it to that address.",
+    )
+    webhook_timeout_s: float = _setting(
+        "JOBYARD_WEBHOOK_TIMEOUT_S",
+        10.0,
+        "The whole time one delivery may take (connect, send, answer); past it the try failed.",
+    )
+    webhook_retry_delays_s: tuple[str, ...] = _setting(
+        "JOBYARD_WEBHOOK_RETRY_DELAYS_S",
+        ("5", "60", "300", "1800", "7200", "18000", "36000"),
+        "Comma-separated seconds between a failed delivery and its next try; when they run out the "
+        "delivery is dead (the default: 8 tries over about 17 hours).",
+    )
+    webhook_concurrency: int = _setting(
+        "JOBYARD_WEBHOOK_CONCURRENCY",
+        16,
+        "Deliveries one scheduler process sends at once (threads of its own, never a job worker's).",
+    )
+    webhook_endpoint_concurrency: int = _setting(
+        "JOBYARD_WEBHOOK_ENDPOINT_CONCURRENCY",
+        4,
+        "Deliveries to one endpoint in flight at once across the farm's schedulers: a slow receiver "
+        "holds no more senders than this.",
+    )
+    webhook_disable_after_s: float = _setting(
+        "JOBYARD_WEBHOOK_DISABLE_AFTER_S",
+        259200.0,
+        "An endpoint whose every try failed for this long is disabled (ops are told in the audit log "
+        "and the metrics); its deliveries wait until it is enabled again.",
+    )
+    webhook_secret_grace_s: float = _setting(
+        "JOBYARD_WEBHOOK_SECRET_GRACE_S",
+        86400.0,
+        "After a secret rotation, deliveries are signed with the old secret too for this long (unless "
+        "the rotation asks for another grace).",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -9,6 +9,7 @@ the comments that explain them:
 - ``access``: api_keys, dashboard_sessions, audit_log, tenant_limits.
 - ``workflows``: workflows and their steps (core/engine/workflows.py).
 - ``assistant``: assistants (a tenant's auto-reply configuration per channel).
+- ``events``: events, event_consumers, webhook_endpoints, webhook_deliveries (what callers are told).
 - ``chats``, ``messaging``, ``embeddings``, ``scrape``: the features' tables (``chats`` holds
   ``tenant_llm``, the LLM provider chain of a tenant's ``ai_reply`` jobs).
 
@@ -43,6 +44,14 @@ from core.platform.tables.engine import (
     schedules,
     workers,
 )
+from core.platform.tables.events import (
+    DELIVERY_STATUSES,
+    EVENT_TYPES,
+    event_consumers,
+    events,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 from core.platform.tables.messaging import (
     opt_outs,
     outbound_messages,
@@ -53,6 +62,8 @@ from core.platform.tables.scrape import scrapes
 from core.platform.tables.workflows import STEP_STATES, WORKFLOW_STATES, workflow_steps, workflows
 
 __all__ = [
+    "DELIVERY_STATUSES",
+    "EVENT_TYPES",
     "HISTORY_PARTITION",
     "INDEXED_DIMS",
     "IN_FLIGHT_STATUSES",
@@ -71,6 +82,8 @@ __all__ = [
     "dead_letter_counts",
     "embedding_collections",
     "embedding_documents",
+    "event_consumers",
+    "events",
     "is_history_partition",
     "job_attempts",
     "job_history",
@@ -90,6 +103,8 @@ __all__ = [
     "tenant_whatsapp",
     "timestamp_column",
     "unread_counters",
+    "webhook_deliveries",
+    "webhook_endpoints",
     "whatsapp_conversations",
     "workers",
     "workflow_steps",
