@@ -35,6 +35,7 @@ from control_api.scrapes import ScrapesController
 from control_api.stackdump import install as install_stack_dumps
 from control_api.tenant_limits import TenantsController
 from control_api.tenants import TenantLlmController, TenantWhatsAppController
+from control_api.webhook_endpoints import WebhookDeliveriesController, WebhookEndpointsController
 from control_api.webhooks import WhatsAppWebhookController
 from control_api.workflows import WorkflowsController
 from core.access.keys import KeyCache, UsageClock
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         route_handlers=[
             JobsController,
             WorkflowsController,
+            WebhookEndpointsController,
+            WebhookDeliveriesController,
             KeysController,
             TenantsController,
             ChatsController,

@@ -193,3 +193,41 @@ WORKFLOW = {
         {"name": "index", "type": "embed", "after": ["page"], "state": "waiting", "job_id": None, "depth": 1},
     ],
 }
+
+ENDPOINT_ID = "2c4e6a8b-0d1f-4a3c-8e5b-7d9f1a3c5e7b"
+WEBHOOK_ENDPOINT: dict[str, Any] = {
+    "id": ENDPOINT_ID,
+    "tenant": "shop-a",
+    "url": "https://shop.example.com/hooks/jobyard",
+    "events": ["job.dead", "job.succeeded"],
+    "types": None,
+    "description": None,
+    "enabled": True,
+    "disabled_reason": None,
+    "disabled_at": None,
+    "failing_since": None,
+    "previous_secret_until": None,
+    "created_by": KEY_ID,
+    "created_at": AT,
+    "updated_at": AT,
+}
+WEBHOOK_DELIVERY: dict[str, Any] = {
+    "id": 4711,
+    "endpoint_id": ENDPOINT_ID,
+    "webhook_id": "msg_90210",
+    "event_id": 90210,
+    "type": "job.succeeded",
+    "subject": JOB_ID,
+    "status": "delivered",
+    "attempts": 1,
+    "next_attempt_at": None,
+    "last_attempt_at": AT,
+    "last_status_code": 204,
+    "last_error": None,
+    "last_duration_ms": 38,
+    "created_at": AT,
+    "delivered_at": AT,
+    "redriven_at": None,
+    "redriven_by": None,
+    "tenant": "shop-a",
+}

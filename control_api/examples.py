@@ -18,6 +18,7 @@ from control_api.example_values import (
     AUDIT_ID,
     DEAD_FILTER,
     DEAD_JOB,
+    ENDPOINT_ID,
     EXAMPLE_SECRET,
     JOB,
     JOB_ID,
@@ -34,6 +35,8 @@ from control_api.example_values import (
     TENANT_LLM,
     TENANT_WHATSAPP,
     UNREAD_PAYLOAD,
+    WEBHOOK_DELIVERY,
+    WEBHOOK_ENDPOINT,
     WORKFLOW,
     WORKFLOW_ID,
 )
@@ -539,5 +542,49 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
             "# TYPE jobyard_jobs_finished_total counter\n"
             'jobyard_jobs_finished_total{outcome="succeeded",type="unread_count"} 1042.0\n'
         ),
+    ),
+    # -- webhooks -------------------------------------------------------------------------------------
+    ("POST", "/v1/webhook-endpoints"): OperationDoc(
+        "createWebhookEndpoint",
+        request={"url": "https://shop.example.com/hooks/jobyard", "events": ["job.succeeded", "job.dead"]},
+        response={"endpoint": WEBHOOK_ENDPOINT, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+    ),
+    ("GET", "/v1/webhook-endpoints"): OperationDoc(
+        "listWebhookEndpoints", response={"items": [WEBHOOK_ENDPOINT], "next_cursor": None}
+    ),
+    ("GET", "/v1/webhook-endpoints/{endpoint_id}"): OperationDoc(
+        "getWebhookEndpoint", params={"endpoint_id": ENDPOINT_ID}, response=WEBHOOK_ENDPOINT
+    ),
+    ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): OperationDoc(
+        "updateWebhookEndpoint",
+        params={"endpoint_id": ENDPOINT_ID},
+        request={"enabled": True},
+        response=WEBHOOK_ENDPOINT,
+    ),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): OperationDoc(
+        "rotateWebhookSecret",
+        params={"endpoint_id": ENDPOINT_ID},
+        request={"grace_s": 86400},
+        response={
+            "endpoint": WEBHOOK_ENDPOINT | {"previous_secret_until": "2026-11-24T10:00:00Z"},
+            "secret": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        },
+    ),
+    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): OperationDoc(
+        "deleteWebhookEndpoint", params={"endpoint_id": ENDPOINT_ID}
+    ),
+    ("GET", "/v1/webhook-deliveries"): OperationDoc(
+        "listWebhookDeliveries", response={"items": [WEBHOOK_DELIVERY], "next_cursor": None}
+    ),
+    ("POST", "/v1/webhook-deliveries/redrive"): OperationDoc(
+        "redriveWebhookDeliveries",
+        request={"filter": {"endpoint": ENDPOINT_ID}, "reason": "receiver fixed", "dry_run": False},
+        response={
+            "matched": 1,
+            "redriven": 1,
+            "waiting_on_disabled": 0,
+            "audit_id": AUDIT_ID,
+            "preview": [WEBHOOK_DELIVERY],
+        },
     ),
 }

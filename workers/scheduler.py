@@ -1,7 +1,8 @@
 """The scheduler process: publishes due jobs, fires recurring schedules, re-publishes jobs whose
 message Redis lost, recovers jobs from dead or hung workers, fails rows holding times Python
 cannot read, and, in a thread of its own, removes history past its retention (core/engine/retention.py),
-so that a long pruning never makes a due job late.
+so that a long pruning never makes a due job late; and sends webhook deliveries from threads of its
+own (core/events/delivery.py), so a slow receiver never holds a job worker nor a due job.
 
 Any number of schedulers may run; row locks keep them from publishing the same job twice, or
 pruning the same rows.
@@ -33,6 +34,7 @@ from core.engine.out_of_range import fail_out_of_range
 from core.engine.recovery import recover_lost_jobs
 from core.engine.retention import prune
 from core.engine.schedules import fire_due_schedules
+from core.events.delivery import Senders
 from core.platform.crypto import use_data_key
 from core.platform.logs import configure_logging
 from core.platform.settings import Settings, get_settings
@@ -116,6 +118,7 @@ class Scheduler:
         # Its own loop, in a thread: it runs until nothing past its retention is left, batch by batch.
         self.pruning = Step("prune_history", lambda: prune(s, self.stopping.is_set), s.prune_interval_s)
         self._pruner = threading.Thread(target=self._prune_loop, name="prune_history", daemon=True)
+        self.senders = Senders(s, self.stopping)
 
     def tick(self) -> int:
         """One pass over the steps that are due. Returns jobs published."""
@@ -128,6 +131,7 @@ class Scheduler:
     def run(self) -> None:
         log.info("scheduler_started", interval_s=self.settings.scheduler_interval_s)
         self._pruner.start()
+        self.senders.start()
         while not self.stopping.is_set():
             try:
                 self._pass()
@@ -139,6 +143,7 @@ class Scheduler:
                 self.stopping.wait(pause)
         # A batch in flight is one short transaction: let it commit rather than be cut off.
         self._pruner.join(timeout=self.settings.db_statement_timeout_s or None)
+        self.senders.stop()
         log.info("scheduler_stopped")
 
     def _prune_loop(self) -> None:

@@ -29,6 +29,9 @@ What goes, and when (docs/operations/retention.md):
 * The record of a schedule's firing (which slot made which job), once its slot is older than the
   longest of JOBYARD_RETAIN_SUCCEEDED, _CANCELLED and _DEAD (kept forever if any of them is 0): the
   job it names is gone by then, and the slot, long past, is never due again.
+* A webhook delivery: a delivered one after JOBYARD_RETAIN_WEBHOOK_DELIVERIES, a dead one after
+  JOBYARD_RETAIN_DEAD (both from its creation); an event, once no delivery refers to it and it is
+  older than JOBYARD_EVENTS_WINDOW_S, the window a stream resumes in.
 
 Never anything else: chats, chat messages, unread counters, embeddings, opt-outs and schedules
 themselves are the farm's data, not its history.
@@ -64,9 +67,12 @@ from core.platform.settings import Settings
 from core.platform.tables import (
     PRUNED_STATUSES,
     audit_log,
+    event_consumers,
+    events,
     jobs,
     outbound_messages,
     prune_counts,
+    webhook_deliveries,
 )
 from core.platform.tables import workflows as workflow_rows
 
@@ -376,10 +382,31 @@ def _row_batches(settings: Settings, now: datetime) -> Iterator[Callable[[], int
     firings_before = _before(now, _longest_job_retention_s(settings))
     if firings_before is not None:
         yield functools.partial(_prune_firings_batch, settings, firings_before)
+    # Webhook deliveries: delivered ones after their retention, dead ones after the dead jobs'; then
+    # the events no delivery refers to, once out of the streams' window (core/events/log.py).
+    d = webhook_deliveries.c
+    for status, seconds in (
+        ("delivered", settings.retain_webhook_deliveries_s),
+        ("dead", settings.retain_dead_s),
+    ):
+        deliveries_before = _before(now, seconds)
+        if deliveries_before is not None:
+            old = sa.and_(d.status == status, d.created_at < deliveries_before)
+            yield functools.partial(_prune_rows_batch, settings, webhook_deliveries, d.created_at, old)
+    events_before = now - timedelta(seconds=settings.events_window_s)
+    unused = sa.and_(events.c.created_at < events_before, ~sa.exists().where(d.event_id == events.c.id))
+    yield functools.partial(_prune_rows_batch, settings, events, events.c.created_at, unused)
+    yield functools.partial(_drop_expired_consumers, settings, now)
     # A workflow goes with the last of its steps' jobs (its steps with it, by the foreign key).
     yield functools.partial(
         _prune_rows_batch, settings, workflow_rows, workflow_rows.c.created_at, workflows.jobs_gone()
     )
+
+
+def _drop_expired_consumers(settings: Settings, now: datetime) -> int:
+    """Forget the tenants whose streams' window ran out (a few rows: one per tenant)."""
+    with transaction(settings) as conn:
+        return int(conn.execute(sa.delete(event_consumers).where(event_consumers.c.until < now)).rowcount)
 
 
 def _longest_job_retention_s(settings: Settings) -> float:

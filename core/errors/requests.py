@@ -54,6 +54,12 @@ class WorkflowNotFound(NotFound):
     code = "workflow_not_found"
 
 
+class WebhookEndpointNotFound(NotFound):
+    """No such webhook endpoint."""
+
+    code = "webhook_endpoint_not_found"
+
+
 class ScrapeNotFound(NotFound):
     """No such scrape."""
 

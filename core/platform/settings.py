@@ -159,6 +159,12 @@ class Settings:
         "Seconds an audit log entry (who redrove or discarded what, and why) is kept: a year of "
         "accountability. 0: kept forever.",
     )
+    retain_webhook_deliveries_s: float = _setting(
+        "JOBYARD_RETAIN_WEBHOOK_DELIVERIES",
+        7 * 86400.0,
+        "Seconds a delivered webhook delivery stays in the delivery log, from its creation (a dead one "
+        "stays JOBYARD_RETAIN_DEAD, to be redriven). 0: kept forever.",
+    )
     retain_outbound_s: float = _setting(
         "JOBYARD_RETAIN_OUTBOUND",
         30 * 86400.0,

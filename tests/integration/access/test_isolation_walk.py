@@ -152,6 +152,9 @@ class World:
     workflow: str = ""
     #: The chat of a customer's WhatsApp conversation with the tenant's number, flagged for a human.
     conversation: str = ""
+    #: A webhook endpoint (never delivered to here: no scheduler runs), its deliveries pending.
+    endpoint: str = ""
+    hook_url: str = ""
 
     def secrets(self) -> set[str]:
         """Strings that are this tenant's alone: any of them in another tenant's answer is a leak."""
@@ -168,6 +171,8 @@ class World:
             self.key_id,
             self.workflow,
             self.conversation,
+            self.endpoint,
+            self.hook_url,
             A_MARKER,
             *NUMBERS[self.tenant][:3],
             LLM_KEYS[self.tenant],
@@ -188,6 +193,10 @@ def _build(tenant: Tenant, wait_job: JobWaiter, fakes: dict[str, Any], marker: s
         idempotency_key=f"{t}-order-7-checkin",
     )
     phone_number_id, token, app_secret, verify_token = NUMBERS[t]
+    # A public address literal: it passes the address guard with no DNS, and is never called.
+    world.hook_url = f"https://93.184.215.14/{t}-hooks"
+    hook = {"url": world.hook_url, "events": ["job.succeeded", "job.dead"]}
+    world.endpoint = tenant.ok("POST", "/v1/webhook-endpoints", json=hook)["endpoint"]["id"]
     tenant.ok(
         "PUT",
         f"/v1/tenants/{t}/whatsapp",
@@ -385,6 +394,9 @@ def _reads(a: World) -> list[Attack]:
         Attack("GET /v1/tenants/{tenant}/llm", f"/v1/tenants/{A}/llm"),
         Attack("GET /v1/chats", "/v1/chats"),
         Attack("GET /v1/assistants/whatsapp", "/v1/assistants/whatsapp"),
+        Attack("GET /v1/webhook-endpoints", "/v1/webhook-endpoints"),
+        Attack("GET /v1/webhook-deliveries", "/v1/webhook-deliveries"),
+        Attack("GET /v1/webhook-deliveries", "/v1/webhook-deliveries", params={"status": "pending"}),
         Attack("GET /metrics", "/metrics"),
         Attack("GET /healthz", "/healthz"),
         Attack("GET /readyz", "/readyz"),
@@ -494,6 +506,32 @@ def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
             json={"name": "b for a", "scopes": ["ops"], "tenant": A},
         ),
         on("POST /v1/opt-outs", "/v1/opt-outs", A, GHOST_TENANT, json={"to": GHOST_RECIPIENT, "tenant": A}),
+        on("GET /v1/webhook-endpoints/{endpoint_id}", f"/v1/webhook-endpoints/{a.endpoint}", a.endpoint),
+        on(
+            "PATCH /v1/webhook-endpoints/{endpoint_id}",
+            f"/v1/webhook-endpoints/{a.endpoint}",
+            a.endpoint,
+            json={"enabled": False},
+        ),
+        on(
+            "POST /v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+            f"/v1/webhook-endpoints/{a.endpoint}/rotate-secret",
+            a.endpoint,
+            json={},
+        ),
+        on("DELETE /v1/webhook-endpoints/{endpoint_id}", f"/v1/webhook-endpoints/{a.endpoint}", a.endpoint),
+        on(
+            "GET /v1/webhook-deliveries",
+            "/v1/webhook-deliveries",
+            a.endpoint,
+            params={"endpoint": a.endpoint},
+        ),
+        on(
+            "POST /v1/webhook-deliveries/redrive",
+            "/v1/webhook-deliveries/redrive",
+            a.endpoint,
+            json={"filter": {"endpoint": a.endpoint}, "reason": "b tries", "dry_run": False},
+        ),
         # Meta's notifications: a STOP for A's recipient addressed to A's number, signed by B.
         on(
             "POST /webhooks/whatsapp",
@@ -563,6 +601,11 @@ def _creates(a: World) -> list[Attack]:
         Attack("POST /v1/opt-outs", "/v1/opt-outs", json={"to": "+14155550310"}),
         Attack("POST /v1/keys", "/v1/keys", json={"name": f"{A} spare", "scopes": ["jobs:read"]}),
         Attack(
+            "POST /v1/webhook-endpoints",
+            "/v1/webhook-endpoints",
+            json={"url": a.hook_url, "events": ["job.succeeded"]},
+        ),
+        Attack(
             "POST /v1/dead-letters/redrive",
             "/v1/dead-letters/redrive",
             json={"filter": {"type": "test_flaky"}, "reason": "b redrives its own", "dry_run": True},
@@ -604,6 +647,8 @@ def _a_view(a_tenant: Tenant, a: World) -> dict[str, Any]:
         "/v1/chats",
         f"/v1/chats/{a.conversation}",
         "/v1/assistants/whatsapp",
+        f"/v1/webhook-endpoints/{a.endpoint}",
+        f"/v1/webhook-deliveries?endpoint={a.endpoint}",
     ]
     return {path: _body(a_tenant.call("GET", path)) for path in paths}
 
