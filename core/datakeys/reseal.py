@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from core.chats import tenant_llm as llm
 from core.engine.job_types import job_types, payload_context
 from core.errors import SealedValueError
+from core.events.endpoints import secret_context
 from core.messaging import numbers
 from core.messaging.conversations import CUSTOMER_CONTEXT
 from core.messaging.optouts import OPT_OUT_CONTEXT
@@ -32,6 +33,7 @@ from core.platform.tables import (
     schedules,
     tenant_llm,
     tenant_whatsapp,
+    webhook_endpoints,
     whatsapp_conversations,
 )
 
@@ -427,6 +429,46 @@ def _conversation_batch(
     return ((last.tenant, last.phone_number_id, last.customer_hash) if last is not None else None), len(rows)
 
 
+# -- webhook endpoints' secrets ------------------------------------------------------------------
+
+_WEBHOOK_SEALED = ("secret_sealed", "previous_secret_sealed")
+
+
+def _webhook_pending(key_id: str) -> sa.ColumnElement[bool]:
+    we = webhook_endpoints.c
+    return sa.or_(
+        we.key_id != key_id,
+        *(sa.and_(we[column].isnot(None), _not_current(we[column], key_id)) for column in _WEBHOOK_SEALED),
+    )
+
+
+def _webhook_batch(conn: Connection, ring: KeyRing, after: Any, limit: int, tally: Tally) -> tuple[Any, int]:
+    """Re-seal webhook endpoints' signing secrets (the current one, and the previous one in a grace)."""
+    we = webhook_endpoints.c
+    query = sa.select(webhook_endpoints).where(_webhook_pending(ring.key_id))
+    if after is not None:
+        query = query.where(we.id > after)
+    rows = conn.execute(query.order_by(we.id).limit(limit).with_for_update(skip_locked=True)).all()
+    moved = unopenable = 0
+    for row in rows:
+        values: dict[str, Any] = {}
+        context = secret_context(row.id)
+        try:
+            for column in _WEBHOOK_SEALED:
+                sealed = row._mapping[column]
+                if sealed is not None:
+                    values[column] = ring.seal(ring.open(sealed, context), context)
+                    tally.from_key_ids.add(_origin(sealed))
+        except SealedValueError as exc:
+            _unopenable(exc, tally, "webhook_endpoints", row.id)
+            unopenable += 1
+            continue
+        conn.execute(sa.update(webhook_endpoints).where(we.id == row.id).values(key_id=ring.key_id, **values))
+        moved += 1
+    tally.add("webhook_endpoints", moved, unopenable)
+    return (rows[-1].id if rows else None), len(rows)
+
+
 # -- every table ------------------------------------------------------------------------------
 
 #: Moves one batch of a table's rows after a keyset position (None: from the start); returns the
@@ -450,6 +492,7 @@ def tables() -> list[tuple[str, Batch]]:
         ("tenant_whatsapp", _number_batch),
         ("tenant_llm", _llm_batch),
         ("whatsapp_conversations", _conversation_batch),
+        ("webhook_endpoints", _webhook_batch),
     ]
 
 
@@ -475,5 +518,8 @@ def pending_counts(conn: Connection, ring: KeyRing) -> dict[str, int]:
         "whatsapp_conversations": sa.select(sa.func.count())
         .select_from(whatsapp_conversations)
         .where(_conversation_pending(key_id)),
+        "webhook_endpoints": sa.select(sa.func.count())
+        .select_from(webhook_endpoints)
+        .where(_webhook_pending(key_id)),
     }
     return {name: int(conn.execute(query).scalar_one()) for name, query in counts.items()}

@@ -244,12 +244,18 @@ def delete_endpoint(conn: Connection, endpoint_id: uuid.UUID, tenant: str | None
     conn.execute(sa.delete(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id))
 
 
-def secrets_in_force(row: Any, now: datetime) -> list[str]:
-    """The clear secrets that sign a delivery of the endpoint ``row`` now: the current one, and the
-    previous one during a rotation's grace."""
+def secrets_in_force(
+    endpoint_id: uuid.UUID,
+    sealed: str,
+    previous_sealed: str | None,
+    previous_until: datetime | None,
+    now: datetime,
+) -> list[str]:
+    """The clear secrets that sign a delivery of the endpoint now: the current one, and the previous
+    one during a rotation's grace."""
     ring = data_cipher()
-    context = secret_context(row.id)
-    found = [ring.open(row.secret_sealed, context)]
-    if row.previous_secret_sealed is not None and row.previous_until is not None and row.previous_until > now:
-        found.append(ring.open(row.previous_secret_sealed, context))
+    context = secret_context(endpoint_id)
+    found = [ring.open(sealed, context)]
+    if previous_sealed is not None and previous_until is not None and previous_until > now:
+        found.append(ring.open(previous_sealed, context))
     return found

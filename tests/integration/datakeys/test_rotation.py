@@ -283,6 +283,7 @@ def test_rotation_under_load_loses_nothing_and_opt_outs_still_hold(
         "tenant_whatsapp": 0,
         "tenant_llm": 0,
         "whatsapp_conversations": 0,
+        "webhook_endpoints": 0,
     }
     with transaction(settings) as conn:
         entry = conn.execute(sa.select(audit_log).where(audit_log.c.action == "data_key_rotate")).one()

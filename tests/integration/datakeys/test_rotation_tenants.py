@@ -15,13 +15,20 @@ from core.chats.tenant_llm import sealing_context as llm_context
 from core.datakeys.reseal import pending_counts
 from core.datakeys.rotation import rotate
 from core.errors import SealedValueError
+from core.events.endpoints import create_endpoint, rotate_secret, secrets_in_force
 from core.messaging import conversations
 from core.messaging.numbers import SEALED, sealing_context, set_number, tenant_number
 from core.messaging.optouts import OPT_OUT_CONTEXT, is_opted_out
 from core.platform.crypto import DataCipher, data_cipher, generate_data_key, use_data_key
 from core.platform.db import transaction
 from core.platform.settings import Settings
-from core.platform.tables import opt_outs, tenant_llm, tenant_whatsapp, whatsapp_conversations
+from core.platform.tables import (
+    opt_outs,
+    tenant_llm,
+    tenant_whatsapp,
+    webhook_endpoints,
+    whatsapp_conversations,
+)
 from core.providers.llm import ProviderConfig
 from tests.services import TEST_DATA_KEY
 
@@ -155,3 +162,35 @@ def test_a_rotation_moves_customers_conversations(settings: Settings) -> None:
     assert made.created and not again.created and again.chat_id == made.chat_id
     assert found is not None and found[1] == NUMBER and len(rows) == 1
     assert rows[0].customer_sealed.startswith(f"jy2:{data_cipher().key_id}:")
+
+
+def test_a_rotation_moves_webhook_secrets_which_still_sign_as_before(settings: Settings) -> None:
+    """An endpoint's secret (and, in a rotation's grace, its previous one) sealed under the old key is
+    re-sealed: after the old key is gone, deliveries are signed with the same secrets."""
+    with transaction(settings) as conn:
+        endpoint, first = create_endpoint(
+            conn,
+            settings,
+            tenant="shop-a",
+            url="https://93.184.215.14/hooks",
+            events=["job.succeeded"],
+            types=None,
+            description=None,
+            created_by=None,
+        )
+        _, second = rotate_secret(conn, endpoint.id, "shop-a", grace_s=3600)
+    rotated = settings.replace(data_key=generate_data_key(), data_keys_old=(TEST_DATA_KEY,))
+    ring = use_data_key(rotated)
+    with transaction(rotated) as conn:
+        assert pending_counts(conn, ring)["webhook_endpoints"] == 1
+    report = rotate(rotated, ring, actor="cli:test", reason="yearly")
+    assert report.remaining == 0 and report.moved["webhook_endpoints"] == 1
+
+    use_data_key(rotated.replace(data_keys_old=()))  # the old key is gone
+    with transaction(rotated) as conn:
+        row = conn.execute(sa.select(webhook_endpoints)).one()
+    assert row.key_id == data_cipher().key_id
+    in_force = secrets_in_force(
+        row.id, row.secret_sealed, row.previous_secret_sealed, row.previous_until, datetime.now(UTC)
+    )
+    assert in_force == [second, first]
