@@ -47,6 +47,7 @@ from core.errors import SettingsError
 from core.platform.crypto import use_data_key
 from core.platform.logs import configure_logging
 from core.platform.redact import Redactor, provider_secrets
+from core.platform.sentry import configure_sentry
 from core.platform.settings import Settings, get_settings
 from core.platform.tracing import configure_tracing
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     tracing = configure_tracing("api")
     if configure_logs:
         configure_logging(settings, process="api")
+    configure_sentry(settings, process="api")
     load_job_types(settings)
     try:
         trusted_proxies = TrustedProxies.parse(settings.trusted_proxies)

@@ -17,6 +17,7 @@ from core.engine.broker import build_broker
 from core.platform.crypto import use_data_key
 from core.platform.db import use_session_timeouts
 from core.platform.logs import configure_logging
+from core.platform.sentry import configure_sentry
 from core.platform.settings import get_settings
 from core.platform.tracing import configure_tracing
 from workers.middleware import JobLifecycle
@@ -58,6 +59,7 @@ def boot() -> dramatiq.Broker:
     # Tracing first: its instrumentation wraps the clients made below, and log lines carry its ids.
     tracing = configure_tracing("worker")
     configure_logging(settings, process="worker")
+    configure_sentry(settings, process="worker")
     # Refuse to boot without the data key: a message's recipient could not be read.
     use_data_key(settings)
     # Handlers may run heavy SQL of their own: a longer statement timeout than the API's (core/platform/db.py).
