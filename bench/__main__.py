@@ -11,6 +11,9 @@
     python -m bench --only fairness --out /tmp/fair
         (not in the default run: tenant B's latency and tenant A's drain of 50,000 jobs, alone and
         together, in rounds; see docs/performance.md#fair-share)
+    python -m bench --only tracing [--tracing-baseline CHECKOUT] --out /tmp/tracing
+        (not in the default run: single-job HTTP enqueue with tracing off and on, in rounds, and
+        optionally the code of CHECKOUT; see docs/operations/tracing.md#cost)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
@@ -32,7 +35,7 @@ from bench.harness import Bench
 #: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "tracing")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -77,6 +80,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="once more, B's jobs in A's tenant: the farm without turns between tenants",
+    )
+    parser.add_argument("--tracing-rounds", type=int, default=3, help="rounds of each side, in turns")
+    parser.add_argument(
+        "--tracing-baseline", type=Path, default=None, help="a checkout measured as a third side"
     )
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
