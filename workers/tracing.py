@@ -3,7 +3,8 @@
 The message's ``traceparent`` option (core/engine/broker.py) names the parent. The span is made
 current on the worker thread before JobLifecycle claims the job, so the claim, the handler's
 queries and provider calls, the outcome's commit and every log line of the run belong to it. The
-entry point adds this middleware only when core/platform/tracing.py installed the SDK.
+entry point adds this middleware only when core/platform/tracing.py installed the SDK. At the
+worker's shutdown it exports the spans still batched: a forked worker process ends without atexit.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from core.engine.consumer import BATCH_OPTION
-from core.platform.tracing import TRACEPARENT, context_from, tracer
+from core.platform.tracing import TRACEPARENT, context_from, flush_tracing, tracer
 
 _local = threading.local()
 
@@ -43,6 +44,10 @@ class JobTracing(Middleware):
         )
         _local.span = span
         _local.token = context.attach(trace.set_span_in_context(span))
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # The spans of the last jobs run may still wait for their batch.
+        flush_tracing()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._end(skipped=True)

@@ -78,6 +78,14 @@ def configure_tracing(process: str) -> bool:
     return True
 
 
+def flush_tracing() -> None:
+    """Export the spans still batched, now: for a process that ends without running atexit
+    handlers (a worker process forked by Dramatiq ends with os._exit)."""
+    if _enabled:
+        provider: Any = trace.get_tracer_provider()
+        provider.force_flush()
+
+
 def _without_orphan_clients(sampler: Sampler) -> Sampler:
     from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
     from opentelemetry.trace import SpanKind

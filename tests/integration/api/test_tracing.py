@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 
 from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.otlp import FakeOtlpReceiver, ReceivedSpan
-from tests.integration.conftest import Farm, make_key
+from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.services import wait_for
 
 
@@ -97,3 +98,24 @@ def test_one_post_yields_one_trace_from_the_api_through_the_worker_to_the_llm(
         line for line in lines(api.log()) if line.get("event") == "request" and line["path"] == "/v1/jobs"
     )
     assert access["trace_id"] == trace_id
+
+
+def test_a_stopping_worker_exports_the_spans_still_batched(
+    api: TestClient[Any], farm: Farm, receiver: FakeOtlpReceiver, wait_job: JobWaiter
+) -> None:
+    # Batches every ten minutes: only the flush at shutdown can bring the job's span in time.
+    farm.env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    worker = farm.worker()
+    r = api.post("/v1/jobs", json={"type": "test_echo", "payload": {"value": 1}})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    assert wait_job(job_id)["status"] == "succeeded"
+    assert worker.stop() == 0
+    # No traceparent (this API does not trace): the job's span starts a trace of its own.
+    spans = wait_for(
+        lambda: [s for s in receiver.spans if s.attributes.get("jobyard.job.id") == job_id],
+        timeout=10,
+        what="the job's span",
+    )
+    assert [s.name for s in spans] == ["job test_echo"]
+    assert spans[0].parent_span_id == ""
