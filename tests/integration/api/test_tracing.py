@@ -1,6 +1,7 @@
 """One trace from the caller's traceparent to the LLM call: the API's request span, the worker's job
 span under it (the context carried in the job's message), and the provider call under that, exported
-by both processes over OTLP/HTTP to a local receiver. Their log lines carry the same trace id."""
+by both processes over OTLP/HTTP to a local receiver. Their log lines carry the same trace id. A
+WhatsApp send's Cloud API call is in its own request's trace the same way."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from litestar.testing import TestClient
 from core.platform.settings import Settings
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.otlp import FakeOtlpReceiver, ReceivedSpan
-from tests.integration.conftest import Farm, JobWaiter, make_key
+from tests.fakes.whatsapp import FakeWhatsApp
+from tests.integration.conftest import Farm, JobWaiter, make_key, sending_to
 from tests.services import wait_for
 
 
@@ -44,15 +46,20 @@ def _ancestors(span: ReceivedSpan, spans: list[ReceivedSpan]) -> list[ReceivedSp
 
 
 def test_one_post_yields_one_trace_from_the_api_through_the_worker_to_the_llm(
-    farm: Farm, settings: Settings, receiver: FakeOtlpReceiver, llm: FakeOpenAI
+    farm: Farm, settings: Settings, receiver: FakeOtlpReceiver, llm: FakeOpenAI, whatsapp: FakeWhatsApp
 ) -> None:
-    farm.settings = settings.replace(openai_base_url=llm.base_url, openai_api_key="sk-test", llm_model="m-1")
+    farm.settings = sending_to(
+        settings.replace(openai_base_url=llm.base_url, openai_api_key="sk-test", llm_model="m-1"),
+        whatsapp,
+        "app-secret",
+    )
     # Short batches: spans reach the receiver a tenth of a second after they end.
     farm.env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
     worker = farm.worker()
     api, base = farm.api()
     key = make_key(settings, "jobs:write", "jobs:read")
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    send_trace = secrets.token_hex(16)
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
         r = client.post(
             "/v1/jobs",
@@ -61,6 +68,12 @@ def test_one_post_yields_one_trace_from_the_api_through_the_worker_to_the_llm(
         )
         assert r.status_code == 201, r.text
         job_id = r.json()["id"]
+        sent = client.post(
+            "/v1/jobs",
+            json={"type": "whatsapp_message", "payload": {"to": "+447700900123", "text": "hi"}},
+            headers={"traceparent": f"00-{send_trace}-{caller_span}-01"},
+        )
+        assert sent.status_code == 201, sent.text
 
     def whole_chain() -> tuple[ReceivedSpan, list[ReceivedSpan]] | None:
         # Spans arrive as each ends, a parent after its children: wait until the chain is whole.
@@ -84,6 +97,22 @@ def test_one_post_yields_one_trace_from_the_api_through_the_worker_to_the_llm(
     # Postgres and Redis calls of both processes are in the trace too.
     assert any(s.attributes.get("db.system") == "redis" for s in spans if s.service == "jobyard-api")
     assert any(s.attributes.get("db.system") == "postgresql" for s in spans if s.service == "jobyard-worker")
+
+    # The WhatsApp send, in its own trace: the Cloud API call (httpx) under the worker's job span.
+    def send_chain() -> list[ReceivedSpan] | None:
+        spans = receiver.trace(send_trace)
+        post = next(
+            (s for s in spans if str(s.attributes.get("http.url", "")).startswith(whatsapp.url)), None
+        )
+        chain = _ancestors(post, spans) if post else []
+        return chain if chain and chain[-1].service == "jobyard-api" else None
+
+    chain = wait_for(send_chain, timeout=20, what="the WhatsApp send's trace")
+    assert ("jobyard-worker", "job whatsapp_message") in [(s.service, s.name) for s in chain]
+    # No span holds the number or the text: statements go without their values, URLs carry ids.
+    everything = str([(s.name, s.attributes) for s in receiver.spans])
+    assert "447700900123" not in everything
+    assert "hello" not in everything
 
     def lines(text: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
