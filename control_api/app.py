@@ -163,7 +163,12 @@ def _tracing_plugin() -> InitPluginProtocol:
     from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
     # No spans of their own for the ASGI send and receive events: two more per request, and noise.
-    return OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["receive", "send"]))
+    # No traces of the probes and scrapes, which come every few seconds.
+    return OpenTelemetryPlugin(
+        OpenTelemetryConfig(
+            exclude_spans=["receive", "send"], exclude=["^/healthz$", "^/readyz$", "^/metrics$"]
+        )
+    )
 
 
 def _no_debug(config: AppConfig) -> AppConfig:

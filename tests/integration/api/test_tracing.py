@@ -94,6 +94,8 @@ def test_one_post_yields_one_trace_from_the_api_through_the_worker_to_the_llm(
     assert chat.service == "jobyard-worker"
     assert chat.attributes["gen_ai.usage.input_tokens"] == 11
     assert {s.service for s in spans} == {"jobyard-api", "jobyard-worker"}
+    # The fixture's /healthz polls started no trace.
+    assert not [s.name for s in receiver.spans if "healthz" in s.name]
     # Postgres and Redis calls of both processes are in the trace too.
     assert any(s.attributes.get("db.system") == "redis" for s in spans if s.service == "jobyard-api")
     assert any(s.attributes.get("db.system") == "postgresql" for s in spans if s.service == "jobyard-worker")
