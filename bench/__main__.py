@@ -14,6 +14,9 @@
     python -m bench --only webhooks --out /tmp/hooks
         (not in the default run: a job's finish -> its webhook delivered, p50 / p99, and a drain
         without and with an endpoint, in rounds; see docs/performance.md#webhooks)
+    python -m bench --only tracing [--tracing-baseline CHECKOUT] --out /tmp/tracing
+        (not in the default run: single-job HTTP enqueue with tracing off and on, in rounds, and
+        optionally the code of CHECKOUT; see docs/operations/tracing.md#cost)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
@@ -35,7 +38,7 @@ from bench.harness import Bench
 #: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -83,6 +86,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--webhooks-rounds", type=int, default=3, help="drains a side in the webhooks scenario"
+    )
+    parser.add_argument("--tracing-rounds", type=int, default=3, help="rounds of each side, in turns")
+    parser.add_argument(
+        "--tracing-baseline", type=Path, default=None, help="a checkout measured as a third side"
     )
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")

@@ -179,6 +179,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         from bench.scenarios import webhooks
 
         lines += ["", *webhooks.markdown(results["webhooks"])]
+    if "tracing" in results:
+        from bench.scenarios import tracing
+
+        lines += ["", *tracing.markdown(results["tracing"])]
     lines += ["", "| goal | met |", "| --- | --- |"]
     for label, check, scenario in GOALS:
         met = "not run" if scenario not in results else ("yes" if check(results) else "**no**")

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
+from litestar.plugins import InitPluginProtocol
 
 from control_api.addresslimit import AddressGate, AddressLimiter
 from control_api.assistants import AssistantsController
@@ -47,13 +48,18 @@ from core.errors import SettingsError
 from core.platform.crypto import use_data_key
 from core.platform.logs import configure_logging
 from core.platform.redact import Redactor, provider_secrets
+from core.platform.sentry import configure_sentry
 from core.platform.settings import Settings, get_settings
+from core.platform.tracing import configure_tracing
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
     settings = settings or get_settings()
+    # Tracing first: its instrumentation wraps the clients made at startup, and log lines carry its ids.
+    tracing = configure_tracing("api")
     if configure_logs:
         configure_logging(settings, process="api")
+    configure_sentry(settings, process="api")
     load_job_types(settings)
     try:
         trusted_proxies = TrustedProxies.parse(settings.trusted_proxies)
@@ -148,9 +154,24 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         # Logging is set up by configure_logging (structlog); Litestar must not install its own.
         logging_config=None,
         on_app_init=[_no_debug],
+        plugins=[_tracing_plugin()] if tracing else [],
     )
     declare_common_responses(app)
     return app
+
+
+def _tracing_plugin() -> InitPluginProtocol:
+    """A server span per request, continuing the caller's traceparent (Litestar's OpenTelemetry
+    middleware, outside every other one: the access line and the request id are inside the span)."""
+    from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+    # No spans of their own for the ASGI send and receive events: two more per request, and noise.
+    # No traces of the probes and scrapes, which come every few seconds.
+    return OpenTelemetryPlugin(
+        OpenTelemetryConfig(
+            exclude_spans=["receive", "send"], exclude=["^/healthz$", "^/readyz$", "^/metrics$"]
+        )
+    )
 
 
 def _no_debug(config: AppConfig) -> AppConfig:

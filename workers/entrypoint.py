@@ -11,13 +11,15 @@ import time
 from types import FrameType
 
 import dramatiq
-from dramatiq.middleware import ShutdownNotifications, TimeLimit
+from dramatiq.middleware import Middleware, ShutdownNotifications, TimeLimit
 
 from core.engine.broker import build_broker
 from core.platform.crypto import use_data_key
 from core.platform.db import use_session_timeouts
 from core.platform.logs import configure_logging
+from core.platform.sentry import configure_sentry
 from core.platform.settings import get_settings
+from core.platform.tracing import configure_tracing
 from workers.middleware import JobLifecycle
 
 #: A stop signal repeated within this window is the same stop arriving twice (see below).
@@ -54,7 +56,10 @@ def boot() -> dramatiq.Broker:
 
     ignore_repeated_sigterm()
     settings = get_settings()
+    # Tracing first: its instrumentation wraps the clients made below, and log lines carry its ids.
+    tracing = configure_tracing("worker")
     configure_logging(settings, process="worker")
+    configure_sentry(settings, process="worker")
     # Refuse to boot without the data key: a message's recipient could not be read.
     use_data_key(settings)
     # Handlers may run heavy SQL of their own: a longer statement timeout than the API's (core/platform/db.py).
@@ -63,7 +68,13 @@ def boot() -> dramatiq.Broker:
     # Retries are decided by JobLifecycle and wait in Postgres, so Dramatiq's Retries is left out.
     # Resources starts the job types' resources at boot (the embedding model, Chromium), each only in
     # processes that consume the queue of a type that needs it.
-    middleware = [TimeLimit(), ShutdownNotifications(), JobLifecycle(settings), Resources(settings)]
+    middleware: list[Middleware] = [TimeLimit(), ShutdownNotifications()]
+    if tracing:
+        from workers.tracing import JobTracing
+
+        # Before JobLifecycle: the claim and the outcome's commit are inside the job's span.
+        middleware.append(JobTracing())
+    middleware += [JobLifecycle(settings), Resources(settings)]
     broker = build_broker(settings, middleware=middleware, consumer=True)
     declare_actors(broker, settings)
     dramatiq.set_broker(broker)

@@ -22,6 +22,7 @@ from core.engine.lanes import DEFAULT_PRIORITY, TENANT_OPTION
 from core.errors import RedisNotConfigured
 from core.platform.settings import Settings, get_settings
 from core.platform.tenants import DEFAULT_TENANT
+from core.platform.tracing import TRACEPARENT
 
 #: Longest wait for a Redis reply, for every client but the consumers' (whose reads block on
 #: purpose): a Redis that hangs fails the call in seconds instead of holding a thread or a request.
@@ -187,6 +188,8 @@ class Publication:
     #: Whose job it is and how urgent: the lane its message waits in (core/engine/lanes.py).
     tenant: str = DEFAULT_TENANT
     priority: int = DEFAULT_PRIORITY
+    #: The W3C trace context the worker's span of the job continues (core/platform/tracing.py).
+    traceparent: str | None = None
 
 
 def new_message_id() -> str:
@@ -201,6 +204,8 @@ def _options(pub: Publication) -> dict[str, Any]:
     }
     if pub.request_id:
         options["request_id"] = pub.request_id
+    if pub.traceparent:
+        options[TRACEPARENT] = pub.traceparent
     return options
 
 

@@ -76,7 +76,10 @@ class AsyncEnqueuer:
             inserted = len(await cursor.fetchall())
         if inserted != len(rows):  # only an idempotency key can skip a row, and none was given
             raise RuntimeError(f"{len(rows) - inserted} of {len(rows)} new jobs were not inserted")
-        results = [Enqueued(new_job(r, now), created=True, message_id=r.message_id) for r in rows]
+        results = [
+            Enqueued(new_job(r, now), True, r.message_id, j.traceparent)
+            for r, j in zip(rows, jobs, strict=True)
+        ]
         pubs = [publication(e) for e in results if e.message_id is not None]
         if pubs:
             try:

@@ -25,6 +25,7 @@ from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings, get_settings
 from core.platform.tables import job_history, jobs
 from core.platform.tenants import DEFAULT_TENANT
+from core.platform.tracing import current_traceparent
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,8 @@ class NewJob(msgspec.Struct, kw_only=True):
     created_by: uuid.UUID | None = None
     #: 0-9, 9 the most urgent: orders the tenant's jobs within its share (core/engine/lanes.py).
     priority: int = DEFAULT_PRIORITY
+    #: The trace of whoever asked (core/platform/tracing.py), for its message; None with tracing off.
+    traceparent: str | None = msgspec.field(default_factory=current_traceparent)
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -133,6 +136,8 @@ class Enqueued:
     created: bool
     #: The Redis id committed on a new job that is due now; None when nothing is to be published.
     message_id: str | None = None
+    #: The trace its message continues (NewJob.traceparent).
+    traceparent: str | None = None
 
 
 def utcnow() -> datetime:
@@ -258,7 +263,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[Enqueued]:
     results = []
     for index, (r, new) in enumerate(zip(rows, created, strict=True)):
         if new:
-            results.append(Enqueued(new_job(r, now), created=True, message_id=r.message_id))
+            results.append(Enqueued(new_job(r, now), True, r.message_id, new_jobs[index].traceparent))
             continue
         assert r.idempotency_key is not None  # only a repeated key makes the insert skip a row
         first = existing[(r.tenant, r.idempotency_key)]
@@ -371,7 +376,7 @@ def publication(e: Enqueued) -> Publication:
     """The message of a new job that is due now (``e.message_id`` is set)."""
     assert e.message_id is not None
     j = e.job
-    return Publication(j.id, j.type, j.queue, e.message_id, j.request_id, j.tenant, j.priority)
+    return Publication(j.id, j.type, j.queue, e.message_id, j.request_id, j.tenant, j.priority, e.traceparent)
 
 
 def publish_after_commit(broker: RedisBroker, pubs: list[Publication]) -> None:

@@ -3,6 +3,8 @@
 Context bound with ``structlog.contextvars`` (request_id, job_id, attempt, type) lands on every line,
 including lines from the standard library's loggers (Dramatiq, uvicorn), which are routed here too.
 Every line passes core/platform/redact.py on its way out: no key, token, message body or phone number.
+With tracing on (core/platform/tracing.py, configured first), each line also carries the current
+span's trace_id and span_id; off, the chain has no such step.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import structlog
 
 from core.platform.redact import Redactor, provider_secrets
 from core.platform.settings import Settings, get_settings
+from core.platform.tracing import add_trace_ids, tracing_enabled
 
 
 def _renderer(settings: Settings) -> Any:
@@ -35,6 +38,8 @@ def configure_logging(settings: Settings | None = None, *, process: str = "jobya
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
     ]
+    if tracing_enabled():
+        shared.insert(1, add_trace_ids)
     structlog.configure(
         # Level first: a line below the level costs nothing but this check (per-job lines on hot paths).
         processors=[

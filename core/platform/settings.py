@@ -51,6 +51,13 @@ class Settings:
     log_format: str = _setting(
         "JOBYARD_LOG_FORMAT", "auto", "`json`, `console`, or `auto` (console on a terminal, else JSON)."
     )
+    sentry_dsn: str | None = _setting(
+        "SENTRY_DSN",
+        None,
+        "Sentry DSN: the API's and workers' errors are reported there, scrubbed as log lines are. "
+        "Unset: no Sentry.",
+        secret=True,
+    )
     db_pool_size: int = _setting(
         "JOBYARD_DB_POOL_SIZE", 10, "Postgres connections kept per process (workers need one per thread)."
     )

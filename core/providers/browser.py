@@ -33,12 +33,15 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import structlog
+from opentelemetry.trace import SpanKind
 
 from core.errors import JobFailure, PermanentError, RetryableError, SettingsError
 from core.platform.netguard import AllowList
 from core.platform.settings import Settings
+from core.platform.tracing import tracer
 from core.providers.guard_proxy import GuardProxy
 from core.providers.page import PageRequest, PageResult, Visit, first_line
 
@@ -191,6 +194,18 @@ class BrowserPool:
     def load(self, request: PageRequest) -> PageResult:
         """Load one page in a fresh context; raises an error from core.errors."""
         self._ensure_thread()
+        # A span of the job's trace (core/platform/tracing.py); no-op with tracing off.
+        with tracer.start_as_current_span(
+            "browser page load",
+            kind=SpanKind.CLIENT,
+            attributes={"server.address": urlsplit(request.url).hostname or ""},
+        ) as span:
+            result = self._load_page(request)
+            if result.status_code is not None:
+                span.set_attribute("http.response.status_code", result.status_code)
+            return result
+
+    def _load_page(self, request: PageRequest) -> PageResult:
         try:
             # The job's log fields (job id, attempt) go along: the page runs in the browser thread.
             job_log = structlog.contextvars.get_contextvars()

@@ -26,7 +26,8 @@ from typing import Annotated, Any, cast
 import msgspec
 import openai
 import structlog
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from opentelemetry.trace import SpanKind
 
 from core.errors import (
     AddressRefused,
@@ -38,6 +39,7 @@ from core.errors import (
 )
 from core.platform.netguard import AllowList
 from core.platform.settings import Settings
+from core.platform.tracing import tracer
 from core.providers.guarded_http import guarded_client
 from core.providers.http import parse_retry_after
 
@@ -172,6 +174,29 @@ class LlmChain:
                 )
         return self._clients[p.name]
 
+    def _create(
+        self, p: ProviderConfig, model: str, messages: list[dict[str, str]], options: dict[str, Any]
+    ) -> ChatCompletion:
+        """One provider's answer, in a span of the job's trace (OpenTelemetry's GenAI attribute
+        names; no prompt or answer text). A no-op span with tracing off."""
+        with tracer.start_as_current_span(
+            f"chat {model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": p.name,
+                "gen_ai.request.model": model,
+            },
+        ) as span:
+            response: ChatCompletion = self._client(p).chat.completions.create(
+                model=model, messages=cast(list[ChatCompletionMessageParam], messages), **options
+            )
+            span.set_attribute("gen_ai.response.model", response.model)
+            if response.usage:
+                span.set_attribute("gen_ai.usage.input_tokens", response.usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", response.usage.completion_tokens)
+            return response
+
     def _failed(self, p: ProviderConfig, breaker: Breaker) -> None:
         if breaker.failed():
             log.warning(
@@ -190,11 +215,7 @@ class LlmChain:
             if not breaker.allow():
                 continue
             try:
-                response = self._client(p).chat.completions.create(
-                    model=model or p.model or self.settings.llm_model,
-                    messages=cast(list[ChatCompletionMessageParam], messages),
-                    **options,
-                )
+                response = self._create(p, model or p.model or self.settings.llm_model, messages, options)
             except AddressRefused as exc:
                 # A tenant's base URL that resolves (now) to a loopback, private or metadata address:
                 # nothing was sent. The provider is failing, as one that does not answer.
