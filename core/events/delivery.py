@@ -61,34 +61,32 @@ POLL_S = 1.0
 LEASE_MARGIN_S = 30.0
 #: At most this much of a receiver's answer is kept, to show in the delivery log.
 KEPT_ANSWER = 500
-#: Due deliveries looked at per claim: enough for any number of senders, bounded for a backlog.
-CANDIDATES = 5000
 #: Claims of every sender of the farm take turns under this lock (one short statement each), so two
 #: never count an endpoint's deliveries in flight at the same moment.
 CLAIM_LOCK = 0x6A6F6279_77686B31  # "jobywhk1"
 
 _CLAIM = sa.text(
     """
-    WITH candidates AS (
-        SELECT d.id, d.endpoint_id, d.subject FROM webhook_deliveries d
-        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-          AND (d.leased_until IS NULL OR d.leased_until <= now())
-        ORDER BY d.next_attempt_at LIMIT :candidates
-    ), heads AS (
-        SELECT c.id, c.endpoint_id,
-               row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.id) AS rn
-        FROM candidates c JOIN webhook_endpoints e ON e.id = c.endpoint_id AND e.enabled
-        WHERE NOT EXISTS (
-            SELECT 1 FROM webhook_deliveries p
-            WHERE p.endpoint_id = c.endpoint_id AND p.subject = c.subject AND p.status = 'pending'
-              AND p.id < c.id)
-    ), busy AS (
+    WITH busy AS (
         SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
-        WHERE status = 'pending' AND leased_until > now() GROUP BY endpoint_id
+        WHERE status = 'pending' AND leased_until IS NOT NULL AND leased_until > now()
+        GROUP BY endpoint_id
+    ), room AS (
+        SELECT e.id, :per_endpoint - coalesce(b.n, 0) AS free
+        FROM webhook_endpoints e LEFT JOIN busy b ON b.endpoint_id = e.id
+        WHERE e.enabled AND :per_endpoint - coalesce(b.n, 0) > 0
     ), picked AS (
-        SELECT h.id FROM heads h LEFT JOIN busy b USING (endpoint_id)
-        WHERE h.rn + coalesce(b.n, 0) <= :per_endpoint
-        ORDER BY h.id LIMIT :n
+        SELECT c.id FROM room r CROSS JOIN LATERAL (
+            SELECT d.id FROM webhook_deliveries d
+            WHERE d.endpoint_id = r.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+              AND (d.leased_until IS NULL OR d.leased_until <= now())
+              AND NOT EXISTS (
+                  SELECT 1 FROM webhook_deliveries p
+                  WHERE p.endpoint_id = d.endpoint_id AND p.subject = d.subject
+                    AND p.status = 'pending' AND p.id < d.id)
+            ORDER BY d.next_attempt_at LIMIT r.free
+        ) c
+        ORDER BY c.id LIMIT :n
     )
     UPDATE webhook_deliveries w
     SET leased_until = now() + make_interval(secs => :lease_s), attempts = w.attempts + 1,
@@ -159,7 +157,6 @@ def take(conn: Connection, settings: Settings, n: int) -> list[Taken]:
     rows = conn.execute(
         _CLAIM,
         {
-            "candidates": CANDIDATES,
             "per_endpoint": settings.webhook_endpoint_concurrency,
             "n": n,
             "lease_s": settings.webhook_timeout_s + LEASE_MARGIN_S,

@@ -137,7 +137,6 @@ def upgrade() -> None:
         _timestamp("created_at", nullable=False, now=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
     )
-    op.create_index("ix_events_xid_id", "events", ["xid", "id"])
     op.create_index("ix_events_tenant_xid_id", "events", ["tenant", "xid", "id"])
     op.create_index("ix_events_created_at", "events", ["created_at"], postgresql_using="brin")
     op.create_table(
@@ -202,11 +201,14 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint(
-            "endpoint_id", "event_id", name=op.f("uq_webhook_deliveries_endpoint_id_event_id")
+            "event_id", "endpoint_id", name=op.f("uq_webhook_deliveries_event_id_endpoint_id")
         ),
     )
     op.create_index(
-        "ix_webhook_deliveries_due", "webhook_deliveries", ["next_attempt_at"], postgresql_where=_pending()
+        "ix_webhook_deliveries_due",
+        "webhook_deliveries",
+        ["endpoint_id", "next_attempt_at"],
+        postgresql_where=_pending(),
     )
     op.create_index(
         "ix_webhook_deliveries_line",
@@ -215,10 +217,12 @@ def upgrade() -> None:
         postgresql_where=_pending(),
     )
     op.create_index(
-        "ix_webhook_deliveries_endpoint_status_id", "webhook_deliveries", ["endpoint_id", "status", "id"]
+        "ix_webhook_deliveries_leased",
+        "webhook_deliveries",
+        ["endpoint_id"],
+        postgresql_where=sa.text("status = 'pending' AND leased_until IS NOT NULL"),
     )
-    op.create_index("ix_webhook_deliveries_tenant_id", "webhook_deliveries", ["tenant", "id"])
-    op.create_index("ix_webhook_deliveries_event_id", "webhook_deliveries", ["event_id"])
+    op.create_index("ix_webhook_deliveries_endpoint_id_id", "webhook_deliveries", ["endpoint_id", "id"])
     for function in (_LISTENED, _RECORD, _JOB_EVENT, _MESSAGE_EVENT, _UNREAD_EVENT):
         op.execute(function)
     for trigger in TRIGGERS:

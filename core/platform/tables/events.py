@@ -45,7 +45,6 @@ events = sa.Table(
     sa.Column("data", Json, nullable=False),
     timestamp_column("created_at", nullable=False, default_now=True),
 )
-sa.Index("ix_events_xid_id", events.c.xid, events.c.id)
 sa.Index("ix_events_tenant_xid_id", events.c.tenant, events.c.xid, events.c.id)
 sa.Index("ix_events_created_at", events.c.created_at, postgresql_using="brin")
 
@@ -114,11 +113,14 @@ webhook_deliveries = sa.Table(
     timestamp_column("redriven_at"),
     sa.Column("redriven_by", UUID(as_uuid=True)),
     sa.CheckConstraint(f"status IN {DELIVERY_STATUSES!r}", name="status"),
-    sa.UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_id_event_id"),
+    # One delivery of an event per endpoint; also how the pruner finds an event's deliveries.
+    sa.UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_id_endpoint_id"),
 )
-# What a sender takes next: the due pending deliveries.
+# What a sender takes next: an endpoint's due pending deliveries, looked at endpoint by endpoint so
+# one endpoint's backlog never hides another's.
 sa.Index(
     "ix_webhook_deliveries_due",
+    webhook_deliveries.c.endpoint_id,
     webhook_deliveries.c.next_attempt_at,
     postgresql_where=webhook_deliveries.c.status == "pending",
 )
@@ -130,12 +132,13 @@ sa.Index(
     webhook_deliveries.c.id,
     postgresql_where=webhook_deliveries.c.status == "pending",
 )
-# The delivery log: an endpoint's deliveries, newest first, by status.
+# The tries in flight per endpoint (a few rows: held by a sender).
 sa.Index(
-    "ix_webhook_deliveries_endpoint_status_id",
+    "ix_webhook_deliveries_leased",
     webhook_deliveries.c.endpoint_id,
-    webhook_deliveries.c.status,
-    webhook_deliveries.c.id,
+    postgresql_where=sa.and_(
+        webhook_deliveries.c.status == "pending", webhook_deliveries.c.leased_until.isnot(None)
+    ),
 )
-sa.Index("ix_webhook_deliveries_tenant_id", webhook_deliveries.c.tenant, webhook_deliveries.c.id)
-sa.Index("ix_webhook_deliveries_event_id", webhook_deliveries.c.event_id)
+# The delivery log: an endpoint's deliveries, newest first.
+sa.Index("ix_webhook_deliveries_endpoint_id_id", webhook_deliveries.c.endpoint_id, webhook_deliveries.c.id)
