@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.plugins.prometheus import PrometheusConfig
@@ -25,6 +26,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from sqlalchemy.engine import Connection
 
 from control_api.auth import reaches_every_tenant, requires
 from control_api.history_metrics import history_families
@@ -34,6 +36,7 @@ from core.engine.job_types import job_types
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.queues import Overview, queue_overview
 from core.platform.db import snapshot
+from core.platform.tables import webhook_deliveries, webhook_endpoints
 
 #: HTTP metrics: paths grouped by route template (/v1/jobs/{job_id}), so ids do not make series.
 #: The middleware is Litestar's, lightened (control_api/http_metrics.py).
@@ -135,10 +138,30 @@ def _job_metrics(state: State) -> bytes:
         overview = queue_overview(
             conn, state.health_redis, settings.redis_namespace, now, settings.worker_dead_after_s
         )
-        families = [*_job_families(counters, overview), *history_families(conn, settings, overview, now)]
+        families = [
+            *_job_families(counters, overview),
+            *history_families(conn, settings, overview, now),
+            *_webhook_families(conn),
+        ]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(families))
     return generate_latest(registry)
+
+
+def _webhook_families(conn: Connection) -> Iterator[Metric]:
+    """The webhook endpoints the farm disabled or a caller did, and the deliveries waiting (read from
+    the partial indexes of endpoints' pending deliveries)."""
+    e, d = webhook_endpoints.c, webhook_deliveries.c
+    disabled = conn.execute(sa.select(sa.func.count()).where(~e.enabled)).scalar_one()
+    yield GaugeMetricFamily(
+        "jobyard_webhook_endpoints_disabled", "Webhook endpoints that are disabled.", value=disabled
+    )
+    pending = conn.execute(sa.select(sa.func.count()).where(d.status == "pending")).scalar_one()
+    yield GaugeMetricFamily(
+        "jobyard_webhook_deliveries_pending",
+        "Webhook deliveries waiting to be sent or tried again.",
+        value=pending,
+    )
 
 
 def _http_metrics() -> bytes:

@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 
+from core.access.keys import SCOPES
+from core.platform.settings import Settings
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.integration.conftest import make_key
 from tests.integration.events.conftest import HookedFarm, deliveries, enqueue, register
 from tests.services import wait_for
 
@@ -72,7 +75,7 @@ def test_a_receiver_down_for_30_s_gets_every_event_in_order_once_back(
 
 
 def test_a_receiver_that_never_answers_ends_in_dead_deliveries_that_a_redrive_delivers(
-    hooked_farm: HookedFarm, receiver: WebhookReceiver
+    hooked_farm: HookedFarm, receiver: WebhookReceiver, settings: Settings
 ) -> None:
     # Two tries, the second at least 1.2 s after the first failed (0.2 s of delay, 1 s of waiting for
     # an answer): past the 1 s an endpoint may keep failing, so it dies and disables the endpoint.
@@ -94,6 +97,10 @@ def test_a_receiver_that_never_answers_ends_in_dead_deliveries_that_a_redrive_de
     audit = client.get("/v1/audit").json()["items"]
     assert [e["action"] for e in audit] == ["webhook_endpoint.disable"]
     assert audit[0]["actor"] == "farm"
+    admin = {"Authorization": f"Bearer {make_key(settings, *SCOPES, name='admin')}"}
+    scraped = client.get("/metrics", headers=admin).text
+    assert "jobyard_webhook_endpoints_disabled 1.0" in scraped
+    assert "jobyard_webhook_deliveries_pending 0.0" in scraped  # dead, not waiting
 
     receiver.mode = "ok"
     receiver.release()
