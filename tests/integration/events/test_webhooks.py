@@ -3,7 +3,9 @@ verifies every delivery with the Standard Webhooks reference library (issue 21, 
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import fields
 from typing import Any
 
 import httpx
@@ -11,7 +13,8 @@ import httpx
 from core.access.keys import SCOPES
 from core.platform.settings import Settings
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.integration.conftest import make_key
+from tests.fakes.whatsapp import FakeWhatsApp
+from tests.integration.conftest import make_key, sending_to
 from tests.integration.events.conftest import HookedFarm, deliveries, enqueue, register
 from tests.services import wait_for
 
@@ -124,3 +127,34 @@ def test_a_receiver_that_never_answers_ends_in_dead_deliveries_that_a_redrive_de
     wait_for(lambda: len(receiver.received) >= 3, timeout=30, what="the redriven deliveries")
     assert sorted(b["data"]["id"] for b in receiver.received.values()) == sorted(ids)
     wait_for(lambda: _all_delivered(client), what="the log to show every delivery delivered")
+
+
+def test_unread_counters_and_message_statuses_are_delivered_without_the_number(
+    hooked_farm: HookedFarm, receiver: WebhookReceiver, settings: Settings, whatsapp: FakeWhatsApp
+) -> None:
+    sending = sending_to(settings, whatsapp, "app-secret-hooks")
+    changes = {
+        f.name: getattr(sending, f.name) for f in fields(sending) if f.name.startswith(("whatsapp", "quiet"))
+    }
+    client = hooked_farm(**changes)
+    register(client, receiver, ["unread.changed", "message.status"])
+    number = "+14155550199"
+    enqueue(
+        client,
+        [
+            {
+                "type": "unread_count",
+                "payload": {"chat_id": "c1", "user_id": "u1", "op": "increment", "by": 3},
+            },
+            {"type": "whatsapp_message", "payload": {"to": number, "text": "your order shipped"}},
+        ],
+    )
+
+    wait_for(lambda: receiver.of_type("unread.changed") and receiver.of_type("message.status"), timeout=30)
+    (unread,) = receiver.of_type("unread.changed")
+    assert (unread["data"]["chat_id"], unread["data"]["user_id"], unread["data"]["unread"]) == ("c1", "u1", 3)
+    statuses = receiver.of_type("message.status")
+    assert statuses[0]["data"]["status"] == "sent" and statuses[0]["data"]["provider_message_id"]
+    every_body = json.dumps(list(receiver.received.values()))
+    assert number not in every_body and number.lstrip("+") not in every_body
+    assert "your order shipped" not in every_body  # a status, not the message
