@@ -11,6 +11,9 @@ tenant only while somebody listens, so after that the client may have missed som
 so with ``event: reset`` (and the stream goes on from now): the client reads what it must again
 (GET /v1/jobs) instead of trusting a gap. A ``ready`` id carries the time it was issued in its id
 part (above every event's id), so it ages the same way.
+
+A stream ends after JOBYARD_EVENTS_STREAM_MAX_S, and the client resumes on whichever process it
+reaches: streams spread again over the processes after a restart or a scale-out.
 """
 
 from __future__ import annotations
