@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
+import msgspec
 import sqlalchemy as sa
 from litestar import Controller, Request, get
 from litestar.background_tasks import BackgroundTask
@@ -125,6 +126,17 @@ def _start(settings: Settings, asked: Cursor | None) -> tuple[Cursor, bool]:
     return ready_cursor(xid), asked is not None
 
 
+class StreamedEvent(msgspec.Struct, kw_only=True):
+    """One message of the stream as an SSE client reads it: the OpenAPI schema of each message, not
+    of the body as a whole. ``data`` is JSON: ``{}`` for ``ready``, ``{"reason"}`` for ``reset``, and
+    ``{"type", "timestamp", "data"}`` for an event."""
+
+    event: str
+    data: str
+    id: str | None = None
+    retry: int | None = None
+
+
 #: Sent when a stream has nothing to say: a comment line without the blank line that would end a
 #: message, so no client takes it for an (empty) event.
 KEEP_ALIVE = b": keep-alive\n"
@@ -203,7 +215,9 @@ class EventsController(Controller):
             "the client resumes."
         ),
         responses={
-            200: ResponseSpec(str, description="The stream", media_type="text/event-stream"),
+            200: ResponseSpec(
+                StreamedEvent, description="The stream, one message at a time", media_type="text/event-stream"
+            ),
         },
     )
     async def stream(

@@ -113,11 +113,11 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
     ("GET", "/v1/jobs/{job_id}"): OperationDoc("getJob", params={"job_id": JOB_ID}, response=JOB),
     ("GET", "/v1/events"): OperationDoc(
         "streamEvents",
-        response=(
-            "retry: 2000\nid: 7713-9223372035090000000\nevent: ready\ndata: {}\n\n"
-            f'id: 7731-5120\nevent: job.succeeded\ndata: {{"type":"job.succeeded","timestamp":"{AT}","data":{{"id":"{JOB_ID}","status":"succeeded"}}}}\n\n'
-            ": keep-alive\n"
-        ),
+        response={
+            "id": "7731-5120",
+            "event": "job.succeeded",
+            "data": f'{{"type":"job.succeeded","timestamp":"{AT}","data":{{"id":"{JOB_ID}","status":"succeeded"}}}}',
+        },
     ),
     ("GET", "/v1/jobs/{job_id}/attempts"): OperationDoc(
         "listJobAttempts",
