@@ -243,5 +243,5 @@ class EventsController(Controller):
             stream_events(settings, fanout, sub, asked),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-            background=BackgroundTask(fanout.unsubscribe, sub),
+            background=BackgroundTask(fanout.release, sub),
         )

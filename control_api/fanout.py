@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -150,6 +150,11 @@ class Fanout:
         if not self.subscribers:
             self.cursor = None
 
+    async def release(self, sub: Subscriber) -> None:
+        """``unsubscribe`` for a response's background task, on the event loop: Litestar runs a
+        plain function there in a thread."""
+        self.unsubscribe(sub)
+
     def _forget_key(self, sub: Subscriber) -> None:
         if sub.key_id is not None:
             self.streams_of_key[sub.key_id] -= 1
@@ -234,8 +239,11 @@ class Fanout:
             events = await anyio.to_thread.run_sync(run)
             if self.cursor != cursor:  # everybody left meanwhile (and maybe came back): read again
                 continue
+            of_tenant: dict[str, list[Subscriber]] = defaultdict(list)
+            for sub in self.subscribers:
+                of_tenant[sub.tenant].append(sub)
             for event in events:
-                for sub in list(self.subscribers):
+                for sub in of_tenant[event.tenant]:
                     if sub.wants(event):
                         sub.offer(event)
             if events:
