@@ -17,6 +17,9 @@
     python -m bench --only tracing [--tracing-baseline CHECKOUT] --out /tmp/tracing
         (not in the default run: single-job HTTP enqueue with tracing off and on, in rounds, and
         optionally the code of CHECKOUT; see docs/operations/tracing.md#cost)
+    python -m bench --only events --out /tmp/events
+        (not in the default run: 1,000 open events streams on one API process, its RSS and CPU with
+        and without them, and an event's latency to every stream; bench/results/events.md)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
@@ -38,7 +41,7 @@ from bench.harness import Bench
 #: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -91,6 +94,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tracing-baseline", type=Path, default=None, help="a checkout measured as a third side"
     )
+    parser.add_argument("--events-streams", type=int, default=1000, help="open events streams")
+    parser.add_argument("--events-tenants", type=int, default=10, help="tenants the streams belong to")
+    parser.add_argument("--events-jobs", type=int, default=50, help="jobs whose events are timed")
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)

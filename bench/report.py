@@ -183,6 +183,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         from bench.scenarios import tracing
 
         lines += ["", *tracing.markdown(results["tracing"])]
+    if "events" in results:
+        from bench.scenarios import events
+
+        lines += ["", *events.markdown(results["events"])]
     lines += ["", "| goal | met |", "| --- | --- |"]
     for label, check, scenario in GOALS:
         met = "not run" if scenario not in results else ("yes" if check(results) else "**no**")

@@ -18,6 +18,8 @@ from control_api.collections import CollectionsController
 from control_api.dashboard import dashboard_routers, template_config
 from control_api.deadletters import AuditController, DeadLettersController
 from control_api.errors import EXCEPTION_HANDLERS
+from control_api.events import EventsController
+from control_api.fanout import Fanout
 from control_api.forwarded import ForwardedMiddleware, TrustedProxies
 from control_api.headers import add_security_headers
 from control_api.health import healthz, readyz
@@ -93,9 +95,13 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.tenant_rate_limiter = TenantRateLimiter(limiter_redis, settings)
         app.state.queue_cap = QueueCap(limiter_redis, settings)
         app.state.address_limiter = AddressLimiter(limiter_redis, settings)
+        # Events streams and waiting job reads: one LISTEN connection and one reader per process.
+        app.state.fanout = Fanout(settings)
+        await app.state.fanout.start()
         try:
             yield
         finally:
+            await app.state.fanout.stop()
             await fast.close()
             app.state.broker.client.close()
             app.state.health_redis.close()
@@ -107,6 +113,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app = Litestar(
         route_handlers=[
             JobsController,
+            EventsController,
             WorkflowsController,
             WebhookEndpointsController,
             WebhookDeliveriesController,

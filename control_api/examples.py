@@ -114,6 +114,14 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
     ),
     ("GET", "/v1/jobs"): OperationDoc("listJobs", response={"items": [JOB], "next_cursor": None}),
     ("GET", "/v1/jobs/{job_id}"): OperationDoc("getJob", params={"job_id": JOB_ID}, response=JOB),
+    ("GET", "/v1/events"): OperationDoc(
+        "streamEvents",
+        response={
+            "id": "7731-5120",
+            "event": "job.succeeded",
+            "data": f'{{"type":"job.succeeded","timestamp":"{AT}","data":{{"id":"{JOB_ID}","status":"succeeded"}}}}',
+        },
+    ),
     ("GET", "/v1/jobs/{job_id}/attempts"): OperationDoc(
         "listJobAttempts",
         summary="A job's attempts, first to last",

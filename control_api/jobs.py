@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
 import structlog
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from control_api.auth import requires
+from control_api.fanout import Fanout
 from control_api.quotas import QueueCap
 from control_api.readerview import all_shown, redactor_for, shown
 from control_api.request_id import request_id_of
@@ -29,7 +36,7 @@ from control_api.schemas import (
 )
 from core.access.keys import ApiKey
 from core.engine.groupcommit import GroupCommit
-from core.engine.jobs import Enqueued, Job, JobStatus, NewJob
+from core.engine.jobs import FINAL, Enqueued, Job, JobStatus, NewJob
 from core.engine.queries import (
     JobFilter,
     cancel_by_business_key,
@@ -39,12 +46,15 @@ from core.engine.queries import (
     list_jobs,
     reschedule_job,
 )
-from core.errors import InvalidInput
+from core.errors import BadRequest, InvalidInput
 from core.platform.db import transaction
 from core.platform.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+#: The events that wake a waiting request.
+FINAL_EVENTS = frozenset(f"job.{status}" for status in FINAL)
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
 
 
@@ -72,6 +82,53 @@ async def enqueue_checked(
     if errors:
         raise InvalidInput(details=errors)
     return await _enqueue(state, new_jobs)
+
+
+Wait = Annotated[
+    str | None,
+    QueryParameter(
+        description="Seconds (a number from 0 to JOBYARD_JOB_WAIT_MAX_S) to wait for the job to be final.",
+        examples=[Example(value="30")],
+    ),
+]
+#: A waiting request reads its job again this often, in case a wake-up was missed.
+RECHECK_S = 2.0
+
+
+def checked_wait(wait: str | None, most: float) -> float:
+    """The seconds a request may wait; BadRequest for anything but a number from 0 to ``most``."""
+    if wait is None:
+        return 0.0
+    try:
+        seconds = float(wait)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= most:  # NaN too
+        raise BadRequest(f"wait must be a number of seconds from 0 to {most:g}", code="bad_wait")
+    return seconds
+
+
+def _read_job(settings: Settings, job_id: uuid.UUID, reach: str | None) -> Job:
+    with transaction(settings) as conn:
+        return get_job(conn, job_id, reach)
+
+
+async def wait_final(fanout: Fanout, settings: Settings, job: Job, reach: str | None, seconds: float) -> Job:
+    """``job`` once it is final or ``seconds`` passed: woken by its final event, read again every
+    RECHECK_S in case a wake-up was missed."""
+    deadline = time.monotonic() + seconds
+    sub = await fanout.subscribe(job.tenant, FINAL_EVENTS, subject=str(job.id), record_s=seconds + RECHECK_S)
+    try:
+        while True:
+            # Read after subscribing: a job that became final before its event was recorded is seen here.
+            job = await anyio.to_thread.run_sync(_read_job, settings, job.id, reach)
+            left = deadline - time.monotonic()
+            if job.status in FINAL or left <= 0:
+                return job
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.queue.get(), min(left, RECHECK_S))
+    finally:
+        fanout.unsubscribe(sub)
 
 
 class JobsController(Controller):
@@ -145,10 +202,24 @@ class JobsController(Controller):
             items, next_cursor = list_jobs(conn, f, limit, cursor)
         return JobList(all_shown(items, redactor_for(request)), next_cursor)
 
-    @get("/{job_id:uuid}", guards=[requires("jobs:read")], sync_to_thread=True, summary="Get a job")
-    def read(self, request: Request[ApiKey, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
-        with transaction(state.settings) as conn:
-            return shown(get_job(conn, job_id, request.user.reach), redactor_for(request))
+    # Async: a wait holds no thread and no connection (control_api/fanout.py wakes it).
+    @get(
+        "/{job_id:uuid}",
+        guards=[requires("jobs:read")],
+        summary="Get a job",
+        description="With `wait`, answers once the job is final (succeeded, dead or cancelled) or "
+        "after that many seconds (at most JOBYARD_JOB_WAIT_MAX_S), whichever comes first.",
+    )
+    async def read(
+        self, request: Request[ApiKey, Any, Any], state: State, job_id: FromPath[uuid.UUID], wait: Wait = None
+    ) -> Job:
+        settings: Settings = state.settings
+        reach = request.user.reach
+        seconds = checked_wait(wait, settings.job_wait_max_s)
+        job = await anyio.to_thread.run_sync(_read_job, settings, job_id, reach)
+        if seconds and job.status not in FINAL:
+            job = await wait_final(state.fanout, settings, job, reach, seconds)
+        return shown(job, redactor_for(request))
 
     @get("/{job_id:uuid}/attempts", guards=[requires("jobs:read")], sync_to_thread=True, summary="Attempts")
     def attempts(

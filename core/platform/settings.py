@@ -493,6 +493,17 @@ class Settings:
         60.0,
         "The longest `GET /v1/jobs/{id}?wait=` a request may ask for.",
     )
+    events_streams_per_key: int = _setting(
+        "JOBYARD_EVENTS_STREAMS_PER_KEY",
+        100,
+        "Events streams one API key may hold open on one API process; past it, 429.",
+    )
+    events_stream_max_s: float = _setting(
+        "JOBYARD_EVENTS_STREAM_MAX_S",
+        1800.0,
+        "An events stream ends after this long and the client resumes (Last-Event-ID) on whichever API "
+        "process it reaches: streams spread again over processes after a restart or a scale-out.",
+    )
     webhook_allow_hosts: tuple[str, ...] = _setting(
         "JOBYARD_WEBHOOK_ALLOW_HOSTS",
         (),

@@ -376,6 +376,8 @@ def _reads(a: World) -> list[Attack]:
         Attack("GET /v1/schedules", "/v1/schedules"),
         Attack("GET /v1/workflows", "/v1/workflows", params={"business_key": a.business_key}),
         Attack("GET /v1/queues", "/v1/queues"),
+        # Another tenant's events are an admin key's only (B's own stream: tests/integration/live/).
+        Attack("GET /v1/events", "/v1/events", params={"tenant": A, "types": "job.succeeded"}),
         Attack("GET /v1/keys", "/v1/keys"),
         Attack("GET /v1/opt-outs", "/v1/opt-outs"),
         Attack("GET /v1/opt-outs/{number}", "/v1/opt-outs/+14155550310"),
@@ -425,6 +427,7 @@ def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
     redrive = {"ids": [dead], "reason": "b tries", "dry_run": False}
     return [
         on("GET /v1/jobs/{job_id}", f"/v1/jobs/{job}", job),
+        on("GET /v1/jobs/{job_id}", f"/v1/jobs/{job}", job, params={"wait": "1"}),
         on("GET /v1/jobs/{job_id}/attempts", f"/v1/jobs/{dead}/attempts", dead),
         on("GET /v1/workflows/{workflow_id}", f"/v1/workflows/{a.workflow}", a.workflow),
         on("POST /v1/jobs/{job_id}/reschedule", f"/v1/jobs/{job}/reschedule", job, json={"run_at": later}),

@@ -87,7 +87,8 @@ def test_every_route_needs_a_scope_or_is_on_the_public_list(settings: Settings) 
 def test_scope_guarded_routes_refuse_no_key_and_a_key_without_the_scope(settings: Settings) -> None:
     # Two failed authentications a route: past the limit on an address's failures (its burst of 100)
     # once the API has 50 routes; the limit has tests of its own (api/test_hostile_edge.py).
-    app = create_app(settings.replace(auth_failures_per_s=0), configure_logs=False)
+    # An events stream ends at once, so the client reads each answer to its end.
+    app = create_app(settings.replace(auth_failures_per_s=0, events_stream_max_s=0.05), configure_logs=False)
     keys = {scope: make_key(settings, scope, name=f"only-{scope}") for scope in SCOPES}
     # For routes showing every tenant's figures together: each scope with admin's reach.
     reaching = {scope: make_key(settings, scope, "admin", name=f"{scope}-admin") for scope in SCOPES}

@@ -45,8 +45,14 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """A configured webhook: unconfigured, it rightly answers every call with 503."""
-    return settings.replace(whatsapp_app_secret="fuzz-app-secret", whatsapp_verify_token="fuzz-verify-token")
+    """A configured webhook: unconfigured, it rightly answers every call with 503. Waits and events
+    streams end at once: the client reads each answer to its end."""
+    return settings.replace(
+        whatsapp_app_secret="fuzz-app-secret",
+        whatsapp_verify_token="fuzz-verify-token",
+        job_wait_max_s=0.1,
+        events_stream_max_s=0.05,
+    )
 
 
 def _request_kwargs(case: schemathesis.Case) -> dict[str, Any]:
