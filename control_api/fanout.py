@@ -29,13 +29,12 @@ import psycopg
 import structlog
 
 from core.errors import TooManyRequests
-from core.events.log import Cursor, Event, keep_recording, now_cursor, read_after
+from core.events.log import CHANNEL, Cursor, Event, keep_recording, now_cursor, read_after
 from core.platform.db import session_options, transaction
 from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CHANNEL = "jobyard_events"
 #: How often the reader reads while anybody subscribes, notified or not.
 TICK_S = 0.5
 #: Events waiting for one subscriber before it is closed as too slow.

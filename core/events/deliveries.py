@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from core.engine import audit
 from core.engine.jobs import utcnow
 from core.errors import BadCursor
+from core.events.log import CHANNEL
 from core.platform.tables import webhook_deliveries, webhook_endpoints
 from core.platform.tenants import reached
 
@@ -167,5 +168,5 @@ def redrive(
         reason=reason,
         counts={"matched": matched, "redriven": redriven, "waiting_on_disabled": on_disabled},
     )
-    conn.execute(sa.select(sa.func.pg_notify("jobyard_events", "")))
+    conn.execute(sa.select(sa.func.pg_notify(CHANNEL, "")))
     return RedriveResult(matched, redriven, on_disabled, audit_id, [Delivery.from_row(r) for r in preview])

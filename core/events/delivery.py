@@ -53,8 +53,6 @@ from core.providers.guarded_http import guarded_client
 
 log = structlog.get_logger(__name__)
 
-#: The channel the event trigger notifies (migration 0024).
-CHANNEL = "jobyard_events"
 #: Senders look for due retries at least this often, notified or not.
 POLL_S = 1.0
 #: A lease outlives the try's timeout by this much, so a slow try is never taken twice.
@@ -406,7 +404,7 @@ class Senders:
             try:
                 assert self.settings.database_url
                 with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {event_log.CHANNEL}")
                     failures = 0
                     while not self.stopping.is_set():
                         for _ in conn.notifies(timeout=POLL_S, stop_after=1):

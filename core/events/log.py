@@ -27,6 +27,8 @@ from core.engine.jobs import Job, utcnow
 from core.errors import InvalidInput
 from core.platform.tables import event_consumers, events
 
+#: The channel the event triggers notify (migration 0024), once per tenant per transaction.
+CHANNEL = "jobyard_events"
 #: The largest id: a cursor ``(xid, LAST)`` is after every event of transaction ``xid``.
 LAST = 2**63 - 1
 
