@@ -119,11 +119,16 @@ def test_one_post_yields_one_trace_from_the_api_through_the_worker_to_the_llm(
     def lines(text: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
-    wait_for(
-        lambda: any(line.get("event") == "job_succeeded" for line in lines(worker.log())),
-        what="job_succeeded",
-    )
-    succeeded = next(line for line in lines(worker.log()) if line.get("event") == "job_succeeded")
+    def ai_reply_succeeded() -> dict[str, Any] | None:
+        # The ai_reply job's own line: the WhatsApp send's job may finish first, in its own trace.
+        found = (
+            line
+            for line in lines(worker.log())
+            if line.get("event") == "job_succeeded" and line.get("job_id") == job_id
+        )
+        return next(found, None)
+
+    succeeded = wait_for(ai_reply_succeeded, what="the ai_reply job's job_succeeded line")
     assert succeeded["trace_id"] == trace_id
     access = next(
         line for line in lines(api.log()) if line.get("event") == "request" and line["path"] == "/v1/jobs"
