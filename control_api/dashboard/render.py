@@ -86,6 +86,8 @@ def page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **c
         context={
             "session": session,
             "csrf_token": session.csrf_token if session else "",
+            # False for a view-only (`ops:read`) login: templates show no action (the POST is refused too).
+            "can_act": bool(session and session.can_act),
             "refresh_s": request.app.state.settings.dashboard_refresh_s,
             "path": request.url.path,
             "reach": getattr(request.state, "dashboard_reach", None),

@@ -29,7 +29,14 @@ from control_api.auth import authenticate, client_address
 from control_api.dashboard.render import page
 from control_api.errors import ApiError
 from core.access.keys import ApiKey, known_tenants
-from core.access.sessions import DASHBOARD_SCOPE, Session, close_session, find_session, open_session
+from core.access.sessions import (
+    DASHBOARD_SCOPE,
+    DASHBOARD_SCOPES,
+    Session,
+    close_session,
+    find_session,
+    open_session,
+)
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tenants import TENANT_SHAPE
@@ -46,6 +53,9 @@ LOGIN_PATH = "/dashboard/login"
 PUBLIC = "dashboard_public"
 #: Route opt of the fragments the pages poll: no header, so no list of tenants to read.
 FRAGMENT = "dashboard_fragment"
+#: Route opt of the few POSTs that change no job and that a view-only (`ops:read`) session may send:
+#: logging out and choosing the tenant its pages show.
+VIEW_ONLY_OK = "dashboard_view_only_ok"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -156,6 +166,13 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
                 "This form could not be verified (its CSRF token is missing or stale). "
                 "Reload the page and try again.",
             )
+        if not session.can_act and not request.route_handler.opt.get(VIEW_ONLY_OK):
+            raise PageRefused(
+                403,
+                "View only",
+                f"This login's API key holds {DASHBOARD_SCOPES[1]!r}: it sees every page and changes "
+                f"nothing. Actions need a key with {DASHBOARD_SCOPE!r}.",
+            )
     return None
 
 
@@ -198,8 +215,11 @@ async def _login_key(request: Request[Any, Any, Any], secret: str) -> ApiKey | t
         return exc.status_code, f"{exc.detail[:1].upper()}{exc.detail[1:]}."
     except NotAuthorizedException:
         return 401, "That API key is unknown, revoked or expired."
-    if DASHBOARD_SCOPE not in key.scopes:
-        return 401, f"That API key lacks the {DASHBOARD_SCOPE!r} scope the dashboard needs."
+    if not set(DASHBOARD_SCOPES) & set(key.scopes):
+        return 401, (
+            f"That API key lacks the {DASHBOARD_SCOPE!r} scope (or {DASHBOARD_SCOPES[1]!r}, to look without "
+            "acting) the dashboard needs."
+        )
     return key
 
 
@@ -237,7 +257,7 @@ def _close(settings: Settings, token: str) -> None:
         close_session(conn, token)
 
 
-@post("/logout", name="dashboard_logout")
+@post("/logout", name="dashboard_logout", opt={VIEW_ONLY_OK: True})
 async def logout(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
@@ -252,7 +272,7 @@ async def logout(request: Request[Any, Any, Any], state: State) -> Response[Any]
     )
 
 
-@post("/tenant", name="dashboard_tenant")
+@post("/tenant", name="dashboard_tenant", opt={VIEW_ONLY_OK: True})
 async def choose_tenant(request: Request[Any, Any, Any], state: State) -> Response[Any]:
     """The header's selector: narrow the session's pages to one tenant, or ('') show every tenant.
     Only a session reaching every tenant chooses; for another, any tenant but its own is not found."""

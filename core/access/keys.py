@@ -25,7 +25,8 @@ from core.platform.tables import api_keys, dead_letter_counts, tenant_limits
 from core.platform.tenants import ADMIN_SCOPE, DEFAULT_TENANT, checked_tenant, reach_of, reached
 
 #: What a key may do; ``admin`` is not a task but a reach: every tenant's data, not only its own.
-SCOPES = ("jobs:write", "jobs:read", "ops", ADMIN_SCOPE)
+#: ``ops:read`` sees everything ``ops`` sees (the dashboard, the farm's reads) and changes nothing.
+SCOPES = ("jobs:write", "jobs:read", "ops", "ops:read", ADMIN_SCOPE)
 #: Random bytes of a key: 192 bits, written as 32 URL-safe base64 characters.
 SECRET_BYTES = 24
 #: Every key `create_key` ever made has exactly this shape; anything else is refused unread.

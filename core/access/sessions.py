@@ -21,8 +21,12 @@ from core.engine.jobs import utcnow
 from core.platform.tables import api_keys, dashboard_sessions
 from core.platform.tenants import DEFAULT_TENANT, reach_of
 
-#: The scope a key needs to open the dashboard.
+#: The scope a key needs to open the dashboard and act in it.
 DASHBOARD_SCOPE = "ops"
+#: The scope that opens the dashboard view-only: every page, no action.
+DASHBOARD_READ_SCOPE = "ops:read"
+#: Either opens the dashboard.
+DASHBOARD_SCOPES = (DASHBOARD_SCOPE, DASHBOARD_READ_SCOPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,8 @@ class Session:
     #: read from the key at each request, so a change of the key's scopes applies at once.
     tenant: str = DEFAULT_TENANT
     reach: str | None = DEFAULT_TENANT
+    #: The key holds `ops`: the session may act (a key with only `ops:read` sees, and changes nothing).
+    can_act: bool = True
 
 
 def open_session(conn: Connection, key: ApiKey, ttl_s: float) -> tuple[str, Session]:
@@ -52,6 +58,7 @@ def open_session(conn: Connection, key: ApiKey, ttl_s: float) -> tuple[str, Sess
         expires_at=now + timedelta(seconds=ttl_s),
         tenant=key.tenant,
         reach=key.reach,
+        can_act=DASHBOARD_SCOPE in key.scopes,
     )
     conn.execute(
         sa.insert(dashboard_sessions).values(
@@ -67,7 +74,7 @@ def open_session(conn: Connection, key: ApiKey, ttl_s: float) -> tuple[str, Sess
 
 def find_session(conn: Connection, token: str) -> Session | None:
     """The live session of a cookie's token: not expired, its key neither revoked, expired nor
-    stripped of `ops`. None otherwise."""
+    stripped of both `ops` and `ops:read`. None otherwise."""
     now = utcnow()
     row = conn.execute(
         sa.select(
@@ -84,7 +91,7 @@ def find_session(conn: Connection, token: str) -> Session | None:
             dashboard_sessions.c.expires_at > now,
             api_keys.c.revoked_at.is_(None),
             sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
-            sa.literal(DASHBOARD_SCOPE) == sa.any_(api_keys.c.scopes),
+            api_keys.c.scopes.overlap(list(DASHBOARD_SCOPES)),
         )
     ).first()
     if row is None:
@@ -96,6 +103,7 @@ def find_session(conn: Connection, token: str) -> Session | None:
         expires_at=row.expires_at,
         tenant=row.tenant,
         reach=reach_of(row.tenant, row.scopes),
+        can_act=DASHBOARD_SCOPE in row.scopes,
     )
 
 

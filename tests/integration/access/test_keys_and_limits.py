@@ -163,7 +163,7 @@ def test_keys_api_validates_and_keeps_scopes_to_the_known_ones(
     assert api.post("/v1/keys", json={"name": "x", "scopes": ["ops"], "admin": True}).status_code == 422
     expiring = _new_key(api, expires_in_seconds=3600)
     assert expiring["key"]["expires_at"] is not None
-    assert sorted(SCOPES) == sorted(["jobs:read", "jobs:write", "ops", "admin"])
+    assert sorted(SCOPES) == sorted(["jobs:read", "jobs:write", "ops", "ops:read", "admin"])
     assert api.get(f"/v1/keys/{expiring['key']['id']}").json()["name"] == "caller"
     assert api.post("/v1/keys/00000000-0000-0000-0000-000000000000/rotate").status_code == 404
 
