@@ -2,7 +2,9 @@
 message Redis lost, recovers jobs from dead or hung workers, fails rows holding times Python
 cannot read, and, in a thread of its own, removes history past its retention (core/engine/retention.py),
 so that a long pruning never makes a due job late; and sends webhook deliveries from threads of its
-own (core/events/delivery.py), so a slow receiver never holds a job worker nor a due job.
+own (core/events/delivery.py), so a slow receiver never holds a job worker nor a due job. It beats
+in Redis every few seconds (core/engine/scheduler_beats.py), so /metrics and the JobyardSchedulerDown
+alert know whether any scheduler runs.
 
 Any number of schedulers may run; row locks keep them from publishing the same job twice, or
 pruning the same rows.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -64,6 +65,7 @@ class SchedulerBeats:
 
 def read_beats(client: redis.Redis, namespace: str) -> SchedulerBeats:
     now = _redis_now(client)
-    scores = [score for _, score in client.zrange(beats_key(namespace), 0, -1, withscores=True)]
+    members = cast(list[tuple[bytes, float]], client.zrange(beats_key(namespace), 0, -1, withscores=True))
+    scores = [float(score) for _, score in members]
     alive = sum(1 for score in scores if score >= now - DEAD_AFTER_S)
     return SchedulerBeats(alive=alive, last_beat_age_s=max(now - max(scores), 0.0) if scores else None)

@@ -16,7 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.platform.settings import Settings
-from tests.deployfiles import PROMETHEUS_CONFIG, RULES, alert_rules, metric_names
+from tests.deployfiles import PROMETHEUS_CONFIG, RULES, alert_rules, dashboard_exprs, metric_names
 from tests.integration.conftest import Farm, make_key
 from tests.services import Process, wait_for
 
@@ -111,10 +111,16 @@ def test_prometheus_scrapes_with_a_bearer_token_and_the_dead_letter_alert_fires_
         assert _query(prom, dead)[0]["value"][1] == "0"
         assert _alerts(prom, DEAD_LETTERS_ALERT) == []
 
-        # Every metric the alert rules read is one Prometheus scraped from the farm.
+        # Every metric the alert rules read is one Prometheus scraped from the farm, and Prometheus
+        # runs every query of the Grafana dashboard (its variables given values, as Grafana does).
         scraped = set(prom.get("/api/v1/label/__name__/values").json()["data"])
         for rule in alert_rules():
             assert metric_names(rule["expr"]) <= scraped, rule["alert"]
+        for expr in dashboard_exprs():
+            promql = expr.replace("$queue", ".*").replace("$__rate_interval", "1m")
+            if not promql.startswith("label_values("):  # a variable's query, Grafana's own syntax
+                answer = prom.get("/api/v1/query", params={"query": promql}).json()
+                assert answer["status"] == "success", (expr, answer)
 
         # 20 jobs that fail for good: each goes to the dead letters at its first attempt.
         jobs = [{"type": "test_flaky", "payload": {"fail_times": 1, "error": "permanent"}}] * 20
