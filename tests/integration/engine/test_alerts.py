@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import yaml
+from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.engine.scheduler_beats import beats_key
 from core.platform.settings import Settings
 from tests.deployfiles import PROMETHEUS_CONFIG, RULES, alert_rules, dashboard_exprs, metric_names
 from tests.integration.conftest import Farm, make_key
@@ -183,3 +186,19 @@ def test_metrics_show_the_workers_of_each_queue_and_the_schedulers_alive(
     assert after[("jobyard_queue_workers_alive", (("queue", "test_flaky"),))] == 1
     assert after[("jobyard_queue_workers_alive", (("queue", "scrape"),))] == 0
     assert after[("jobyard_workers_alive", ())] == 1
+
+
+def test_a_scheduler_silent_for_a_minute_counts_as_gone(
+    api: TestClient[Any], redis_conn: redis.Redis, settings: Settings
+) -> None:
+    # The beat a scheduler that stopped a minute ago left, on Redis's clock as every beat.
+    seconds, _ = redis_conn.time()
+    redis_conn.zadd(beats_key(settings.redis_namespace), {"gone-host-4242": seconds - 60})
+    gauges = {
+        s.name: s.value
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for s in family.samples
+        if s.name.startswith("jobyard_scheduler")
+    }
+    assert gauges["jobyard_schedulers_alive"] == 0
+    assert 60 <= gauges["jobyard_scheduler_last_beat_age_seconds"] < 70
