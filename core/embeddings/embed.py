@@ -117,7 +117,7 @@ def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
 
 EMBED = get_job_type("embed")
 #: Chunks embedded between two progress reports (and cancel checks) of an embed job.
-PROGRESS_SLICE = 64
+PROGRESS_SLICE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +266,7 @@ def embed_documents(
 def _embed_chunks(backend: EmbeddingBackend, chunks: list[_Chunk], ctx: JobContext | None) -> list[Vector]:
     """The chunks' vectors; with ``ctx``, a slice at a time, with the progress reported after each."""
     texts = [chunk.text for chunk in chunks]
-    if ctx is None or len(texts) <= PROGRESS_SLICE:
+    if ctx is None or not texts:
         return backend.embed(texts) if texts else []
     vectors: list[Vector] = []
     for start in range(0, len(texts), PROGRESS_SLICE):

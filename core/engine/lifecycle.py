@@ -20,7 +20,7 @@ from core.engine.broker import Publication
 from core.engine.job_types import get_job_type, open_payload
 from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.retry import decide
-from core.errors import ClaimLost
+from core.errors import ClaimLost, UnknownOutcomeError
 from core.platform.tables import job_attempts, jobs
 from core.platform.tenants import DEFAULT_TENANT
 
@@ -160,15 +160,16 @@ def mark_succeeded(conn: Connection, c: Claim, result: Any) -> list[Publication]
 def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
     """Record a failed attempt: back to Postgres to wait for a retry, or to the dead letters.
 
-    A job whose cancel was asked while it ran ends ``cancelled`` instead, whatever the error: its
-    handler stopped because of the cancel (an aborted call, ``ctx.stop_if_cancelled()``) or failed
-    meanwhile, and a cancelled job is not retried.
+    A job whose cancel was asked while it ran ends ``cancelled`` instead, whatever the error but
+    ``unknown_outcome``: its handler stopped because of the cancel (an aborted call,
+    ``ctx.stop_if_cancelled()``) or failed meanwhile, and a cancelled job is not retried.
 
     Returns the job's new status; raises ClaimLost if the claim is no longer ours.
     """
     now = utcnow()
     requested = conn.execute(sa.select(jobs.c.cancel_requested_at).where(_fenced(c))).scalar_one_or_none()
-    if requested is not None:
+    # Except an outside effect of unknown outcome: it stays dead, for a human to decide.
+    if requested is not None and error.get("code") != UnknownOutcomeError.code:
         return mark_cancelled(conn, c, error)
     rate_limit_waits = conn.execute(
         sa.select(sa.func.count())

@@ -1,7 +1,7 @@
 """Cancelling a running job through real worker processes: the handler sees ``ctx.cancelled`` and the
 job ends cancelled within a second or so, a job that finishes first stays succeeded, another
-tenant's running job is not found; and ``ctx.progress``: shown on the job while it runs, kept after,
-refused out of range."""
+tenant's running job is not found; and ``ctx.progress``: shown on the job (API and dashboard) while
+it runs, kept after, refused out of range."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from litestar.testing import TestClient
 
 from control_api.app import create_app
 from core.platform.settings import Settings
+from tests.integration.access.test_sessions import tenant_login
 from tests.integration.conftest import Farm, JobWaiter, make_key
 from tests.services import wait_for
 
@@ -36,7 +37,7 @@ def _running(api: TestClient[Any], job_id: str, past: float = -1.0) -> dict[str,
 
 
 def test_a_handler_checking_ctx_cancelled_stops_and_keeps_its_progress(
-    api: TestClient[Any], farm: Farm, wait_job: JobWaiter
+    api: TestClient[Any], farm: Farm, settings: Settings, wait_job: JobWaiter
 ) -> None:
     farm.worker(threads=2)
     job_id = _start(api, "test_steps", steps=200, step_s=0.05)
@@ -46,6 +47,11 @@ def test_a_handler_checking_ctx_cancelled_stops_and_keeps_its_progress(
     assert running["cancel_requested_at"] is None
     listed = api.get("/v1/jobs", params={"type": "test_steps"}).json()["items"]
     assert [j["progress"]["fraction"] for j in listed if j["id"] == job_id] != [None]
+    with TestClient(create_app(settings, configure_logs=False)) as browser:
+        browser.follow_redirects = False
+        tenant_login(browser, settings, "default")
+        page = browser.get(f"/dashboard/jobs/{job_id}").text
+    assert '<progress max="1"' in page and "step " in page
 
     asked = api.post(f"/v1/jobs/{job_id}/cancel")
     assert asked.status_code == 202, asked.text
