@@ -216,19 +216,20 @@ def mark_cancelled(conn: Connection, c: Claim, error: dict[str, Any] | None = No
     """End a running job ``cancelled`` (its cancel was asked while it ran), fenced as mark_failed;
     the attempt records ``cancelled`` and, in ``raised``, the error its handler stopped with."""
     now = utcnow()
-    done = conn.execute(
-        sa.update(jobs)
-        .where(_fenced(c))
-        .values(
-            status=JobStatus.CANCELLED,
-            finished_at=now,
-            updated_at=now,
-            worker_id=None,
-            deadline_at=None,
-            message_id=None,
-        )
-    )
+    done = conn.execute(sa.update(jobs).where(_fenced(c)).values(**cancelled_values(now)))
     if done.rowcount != 1:
         raise ClaimLost(str(c.job_id))
     _finish_attempt(conn, c, "cancelled", cancel_record(error), now, JobStatus.CANCELLED)
     return JobStatus.CANCELLED
+
+
+def cancelled_values(now: datetime) -> dict[str, Any]:
+    """The job row's values once a run is cancelled: final, held by no worker, no message."""
+    return {
+        "status": JobStatus.CANCELLED,
+        "finished_at": now,
+        "updated_at": now,
+        "worker_id": None,
+        "deadline_at": None,
+        "message_id": None,
+    }

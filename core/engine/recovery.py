@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from core.engine.broker import Publication, publish
 from core.engine.isolation import dead_letter, describe, isolated, publish_isolated
 from core.engine.jobs import JobStatus, utcnow
-from core.engine.lifecycle import cancel_record
+from core.engine.lifecycle import cancel_record, cancelled_values
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import job_attempts, jobs, workers
@@ -131,18 +131,7 @@ def _cancel_lost(conn: Connection, row: Any, error: dict[str, Any], now: datetim
             finished_at=now, outcome="cancelled", error=cancel_record(error), job_status=JobStatus.CANCELLED
         )
     )
-    conn.execute(
-        sa.update(jobs)
-        .where(jobs.c.id == row.id)
-        .values(
-            status=JobStatus.CANCELLED,
-            finished_at=now,
-            updated_at=now,
-            worker_id=None,
-            deadline_at=None,
-            message_id=None,
-        )
-    )
+    conn.execute(sa.update(jobs).where(jobs.c.id == row.id).values(**cancelled_values(now)))
 
 
 _RUNNING = (

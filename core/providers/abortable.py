@@ -37,94 +37,53 @@ def _shutdown(stream: Any) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class AbortableStream2(httpcore2.NetworkStream):
-    def __init__(self, inner: httpcore2.NetworkStream) -> None:
+class _Abortable:
+    """read and write of a stream of either stack, aborted by the job's cancel; ``close`` and the
+    rest pass through."""
+
+    _read_error: type[Exception]
+    _write_error: type[Exception]
+
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         if cancellation.is_cancelled():
-            raise httpcore2.ReadError("the job was cancelled")
+            raise self._read_error("the job was cancelled")
         with cancellation.aborting(lambda: _shutdown(self._inner)):
-            return self._inner.read(max_bytes, timeout)
+            data: bytes = self._inner.read(max_bytes, timeout)
+            return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if cancellation.is_cancelled():
-            raise httpcore2.WriteError("the job was cancelled")
+            raise self._write_error("the job was cancelled")
         with cancellation.aborting(lambda: _shutdown(self._inner)):
             self._inner.write(buffer, timeout)
 
     def close(self) -> None:
         self._inner.close()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class AbortableStream2(_Abortable, httpcore2.NetworkStream):
+    _read_error = httpcore2.ReadError
+    _write_error = httpcore2.WriteError
 
     def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore2.NetworkStream:
         return AbortableStream2(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
 
+class _AbortableConnects:
+    """connect_tcp of a backend of either stack: refused once the job is cancelled, and its stream
+    wrapped (``_stream``)."""
 
-class AbortableBackend2(httpcore2.NetworkBackend):
-    """httpcore2's backend (``inner``, the plain one by default) whose streams a cancel aborts."""
-
-    def __init__(self, inner: httpcore2.NetworkBackend | None = None) -> None:
-        self.inner = inner or httpcore2.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
-    ) -> httpcore2.NetworkStream:
-        if cancellation.is_cancelled():
-            raise httpcore2.ConnectError("the job was cancelled")
-        return AbortableStream2(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore2.NetworkStream:
-        return AbortableStream2(self.inner.connect_unix_socket(path, timeout, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self.inner.sleep(seconds)
-
-
-class AbortableStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if cancellation.is_cancelled():
-            raise httpcore.ReadError("the job was cancelled")
-        with cancellation.aborting(lambda: _shutdown(self._inner)):
-            return self._inner.read(max_bytes, timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if cancellation.is_cancelled():
-            raise httpcore.WriteError("the job was cancelled")
-        with cancellation.aborting(lambda: _shutdown(self._inner)):
-            self._inner.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        return AbortableStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class AbortableBackend(httpcore.NetworkBackend):
-    """httpcore's backend whose streams a cancel aborts (for httpx clients)."""
-
-    def __init__(self) -> None:
-        self.inner = httpcore.SyncBackend()
+    inner: Any
+    _connect_error: type[Exception]
+    _stream: type[_Abortable]
 
     def connect_tcp(
         self,
@@ -133,13 +92,48 @@ class AbortableBackend(httpcore.NetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
+    ) -> Any:
         if cancellation.is_cancelled():
-            raise httpcore.ConnectError("the job was cancelled")
-        return AbortableStream(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
+            raise self._connect_error("the job was cancelled")
+        return self._stream(self.inner.connect_tcp(host, port, timeout, local_address, socket_options))
 
     def sleep(self, seconds: float) -> None:
         self.inner.sleep(seconds)
+
+
+class AbortableBackend2(_AbortableConnects, httpcore2.NetworkBackend):
+    """httpcore2's backend (``inner``, the plain one by default) whose streams a cancel aborts."""
+
+    _connect_error = httpcore2.ConnectError
+    _stream = AbortableStream2
+
+    def __init__(self, inner: httpcore2.NetworkBackend | None = None) -> None:
+        self.inner = inner or httpcore2.SyncBackend()
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        return AbortableStream2(self.inner.connect_unix_socket(path, timeout, socket_options))
+
+
+class AbortableStream(_Abortable, httpcore.NetworkStream):
+    _read_error = httpcore.ReadError
+    _write_error = httpcore.WriteError
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return AbortableStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+
+class AbortableBackend(_AbortableConnects, httpcore.NetworkBackend):
+    """httpcore's backend whose streams a cancel aborts (for httpx clients)."""
+
+    _connect_error = httpcore.ConnectError
+    _stream = AbortableStream
+
+    def __init__(self) -> None:
+        self.inner = httpcore.SyncBackend()
 
 
 def abortable_transport2(**pool: Any) -> httpx2.HTTPTransport:
