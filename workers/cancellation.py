@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
@@ -79,10 +81,20 @@ class Running:
 running = Running()
 
 
-def scope_for(job_id: uuid.UUID) -> CancelScope:
-    """The scope of a job this thread is about to run: the one opened before its claim, or a new one
-    (a job of a batch run alone after its batch failed)."""
-    return running.get(job_id) or running.open(job_id)
+@contextmanager
+def scope_for(job_id: uuid.UUID) -> Iterator[CancelScope]:
+    """The scope of a job this thread is about to run: the one opened before its claim (closed by
+    the middleware after the message), or one for the run alone (a job of a batch run by itself
+    after its batch failed), closed after it."""
+    scope = running.get(job_id)
+    if scope is not None:
+        yield scope
+        return
+    scope = running.open(job_id)
+    try:
+        yield scope
+    finally:
+        running.close(job_id)
 
 
 def cancel_requested(settings: Settings, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:

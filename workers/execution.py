@@ -50,9 +50,8 @@ def run_claimed(claim: Claim, settings: Settings) -> None:
     payload = msgspec.convert(open_claim(claim), job_type.payload)
     # The run's cancel scope (workers/cancellation.py) is this thread's while the handler runs: the
     # providers' calls find it there. Its last progress report is written however the run ends.
-    scope = cancellation.scope_for(claim.job_id)
     reporter = ProgressReporter(claim, settings)
-    with running(scope):
+    with cancellation.scope_for(claim.job_id) as scope, running(scope):
         try:
             if not job_type.transactional:
                 ctx = JobContext(claim, settings, None, cancel_scope=scope, reporter=reporter)
