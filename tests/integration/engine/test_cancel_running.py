@@ -5,6 +5,8 @@ it runs, kept after, refused out of range."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -112,3 +114,23 @@ def test_progress_out_of_range_fails_the_job_with_a_clear_error(
     assert done["status"] == "dead", done
     assert done["error"]["code"] == "invalid_progress"
     assert "from 0 to 1" in done["error"]["message"]
+
+
+def test_a_job_whose_worker_dies_after_the_cancel_ends_cancelled(
+    api: TestClient[Any], farm: Farm, wait_job: JobWaiter
+) -> None:
+    farm.settings = farm.settings.replace(worker_dead_after_s=3.0, worker_heartbeat_s=0.5)
+    first = farm.worker(threads=1)
+    farm.scheduler()
+    # One C-level sleep: the job notices nothing, and its worker is killed before it ends.
+    job_id = _start(api, "test_sleep", seconds=60, blocking=True)
+    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json()["status"] == "running", timeout=10, what="running")
+    assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    (attempt,) = api.get(f"/v1/jobs/{job_id}/attempts").json()["items"]
+    os.kill(int(attempt["worker"].split(":")[1]), signal.SIGKILL)
+    wait_for(lambda: not first.alive(), timeout=30, what="the dramatiq master to exit")
+
+    done = wait_job(job_id, "cancelled", "dead", "succeeded", timeout=15)
+    assert done["status"] == "cancelled", done  # recovered as cancelled, never queued again
+    (attempt,) = api.get(f"/v1/jobs/{job_id}/attempts").json()["items"]
+    assert attempt["outcome"] == "cancelled" and attempt["error"]["raised"]["code"] == "worker_lost"
