@@ -35,7 +35,7 @@ class JobContext:
     """What a handler gets besides its payload: the claim and the transaction its effects go in.
 
     A long handler also reads ``cancelled`` between its steps (or calls ``stop_if_cancelled()``),
-    and reports ``progress``. See docs/guide/job-types.md, "Cancel and progress".
+    and reports ``progress``. See docs/guide/job-types/index.md, "Cancel and progress".
     """
 
     claim: Claim
