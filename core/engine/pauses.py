@@ -230,7 +230,12 @@ def sync_pauses(settings: Settings, client: redis.Redis) -> int:
 class PausedQueues:
     """The paused queues as a worker process sees them: the Redis mirror, read at most every
     ``every_s`` (one SMEMBERS a second per process, not a query per job). If Redis does not answer,
-    the last answer stands."""
+    the last answer stands.
+
+    A queue the last read found paused is asked about again at once (one SISMEMBER): right after a
+    resume the fetch already hands out its messages, and a stale "paused" would give each one back,
+    to be fetched again, until the next read.
+    """
 
     def __init__(self, client: redis.Redis, namespace: str, every_s: float = WORKER_READ_EVERY_S) -> None:
         self.client = client
@@ -247,7 +252,12 @@ class PausedQueues:
                 if now >= self._next_read:
                     self._read()
                     self._next_read = now + self.every_s
-        return queue in self._queues
+        if queue not in self._queues:
+            return False
+        try:
+            return bool(self.client.sismember(self.key, str(queue)))
+        except (redis.RedisError, OSError):
+            return True
 
     def _read(self) -> None:
         try:
