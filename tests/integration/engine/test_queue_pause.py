@@ -92,7 +92,9 @@ def test_a_paused_queue_accepts_jobs_starts_none_and_runs_each_once_in_order_on_
     assert _runs(settings, ids) == [(job_id, 1) for job_id in ids]  # each once, in order
     assert not _queue(api, PAUSED)["paused"]
     with transaction(settings) as conn:
-        actions = conn.execute(sa.select(audit_log.c.action, audit_log.c.actor).order_by(audit_log.c.at)).all()
+        actions = conn.execute(
+            sa.select(audit_log.c.action, audit_log.c.actor).order_by(audit_log.c.at)
+        ).all()
     assert [tuple(a) for a in actions] == [("pause_queue", "admin"), ("resume_queue", "admin")]
 
 
@@ -108,7 +110,10 @@ def test_a_due_job_of_a_paused_queue_is_not_published_until_resume(
     _worker_ran_something_else(api, wait_job, delay_seconds=1)
     assert _statuses(api, [delayed]) == ["scheduled"]
     with transaction(settings) as conn:
-        assert conn.execute(sa.select(jobs.c.published_at).where(jobs.c.id == uuid.UUID(delayed))).scalar() is None
+        assert (
+            conn.execute(sa.select(jobs.c.published_at).where(jobs.c.id == uuid.UUID(delayed))).scalar()
+            is None
+        )
     assert waiting(farm.redis, settings, PAUSED) == 0
     [row] = [r for r in api.get("/v1/queues").json()["items"] if r["type"] == "test_echo"]
     assert (row["delayed"], row["paused"]) == (1, True)
