@@ -4,6 +4,7 @@ reaching every tenant: a queue is the whole farm's), core/engine/pauses.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -34,6 +35,24 @@ class ResumeIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dry_run: bool = False
 
 
+def _act(
+    change: Callable[..., QueueChange],
+    request: Request[ApiKey, Any, Any],
+    state: State,
+    queue: str,
+    data: PauseIn | ResumeIn,
+) -> QueueChange:
+    """A pause or resume by the request's key (its name is the audit entry's actor)."""
+    return change(
+        state.settings,
+        state.broker.client,
+        queue,
+        actor=request.user.name,
+        reason=data.reason,
+        dry_run=data.dry_run,
+    )
+
+
 class QueuesController(Controller):
     path = "/v1/queues"
     tags = ["queues and health"]
@@ -62,14 +81,7 @@ class QueuesController(Controller):
         none of its due jobs until it is resumed. Jobs already running finish. Pausing a paused
         queue answers its state unchanged (`changed: false`, no audit entry). 404 `queue_not_found`
         for a queue no job type uses; 403 for a key of one tenant."""
-        return pause(
-            state.settings,
-            state.broker.client,
-            queue,
-            actor=request.user.name,
-            reason=data.reason,
-            dry_run=data.dry_run,
-        )
+        return _act(pause, request, state, queue, data)
 
     @post(
         "/{queue:str}/resume", guards=FARM_OPS, sync_to_thread=True, status_code=200, summary="Resume a queue"
@@ -84,11 +96,4 @@ class QueuesController(Controller):
         """Workers start the queue's waiting jobs at once, in their order; its due jobs are
         published at the scheduler's next pass. Resuming a queue that is not paused answers
         `changed: false` and writes no audit entry."""
-        return resume(
-            state.settings,
-            state.broker.client,
-            queue,
-            actor=request.user.name,
-            reason=data.reason,
-            dry_run=data.dry_run,
-        )
+        return _act(resume, request, state, queue, data)

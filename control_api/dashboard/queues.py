@@ -8,6 +8,7 @@ refused a view-only session's POST and checked the form's CSRF token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, post
@@ -52,25 +53,26 @@ def _landing(change: QueueChange) -> Redirect:
     return Redirect(f"/dashboard/actions/{change.audit_id}", status_code=303)
 
 
-def _pause(settings: Settings, broker: Any, queue: str, actor: str, reason: str) -> QueueChange:
-    return pause(settings, broker.client, queue, actor=actor, reason=reason)
+def _change(
+    settings: Settings, broker: Any, change: Callable[..., QueueChange], queue: str, actor: str, reason: str
+) -> QueueChange:
+    return change(settings, broker.client, queue, actor=actor, reason=reason)
 
 
-def _resume(settings: Settings, broker: Any, queue: str, actor: str, reason: str) -> QueueChange:
-    return resume(settings, broker.client, queue, actor=actor, reason=reason)
+async def _act(
+    request: Request[Any, Any, Any], state: State, queue: str, change: Callable[..., QueueChange]
+) -> Redirect:
+    session = _farm_session(request)
+    reason = _reason(await request.form(), required=change is pause)
+    done = await run(_change, state.settings, state.broker, change, queue, session.key_name, reason)
+    return _landing(done)
 
 
 @post("/queues/{queue:str}/pause", name="dashboard_queue_pause")
 async def pause_queue(request: Request[Any, Any, Any], state: State, queue: FromPath[str]) -> Redirect:
-    session = _farm_session(request)
-    reason = _reason(await request.form(), required=True)
-    change = await run(_pause, state.settings, state.broker, queue, session.key_name, reason)
-    return _landing(change)
+    return await _act(request, state, queue, pause)
 
 
 @post("/queues/{queue:str}/resume", name="dashboard_queue_resume")
 async def resume_queue(request: Request[Any, Any, Any], state: State, queue: FromPath[str]) -> Redirect:
-    session = _farm_session(request)
-    reason = _reason(await request.form(), required=False)
-    change = await run(_resume, state.settings, state.broker, queue, session.key_name, reason)
-    return _landing(change)
+    return await _act(request, state, queue, resume)

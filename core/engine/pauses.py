@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -129,25 +129,7 @@ def pause(
     settings: Settings, client: redis.Redis, queue: str, *, actor: str, reason: str, dry_run: bool = False
 ) -> QueueChange:
     """Pause ``queue`` for the whole farm. Pausing a paused queue changes nothing (no audit entry)."""
-    known_queue(queue)
-    with transaction(settings) as conn:
-        counts = _counts(conn, queue)
-        if dry_run:
-            return _answer(_state(conn, queue), counts, changed=False, dry_run=True)
-        inserted = conn.execute(
-            pg_insert(queue_pauses)
-            .values(queue=queue, paused_at=utcnow(), paused_by=actor, reason=reason)
-            .on_conflict_do_nothing()
-            .returning(queue_pauses.c.queue)
-        ).first()
-        audit_id = None
-        if inserted is not None:
-            audit_id = _record(conn, PAUSE, queue, actor, reason, counts)
-        state = _state(conn, queue)
-    _mirror(client, settings.redis_namespace, queue, paused=True)
-    if inserted is not None:
-        log.info("queue_paused", queue=queue, actor=actor, reason=reason)
-    return _answer(state, counts, changed=inserted is not None, audit_id=audit_id)
+    return _change(settings, client, queue, PAUSE, actor, reason, dry_run)
 
 
 def resume(
@@ -161,23 +143,37 @@ def resume(
 ) -> QueueChange:
     """Resume ``queue``: its waiting jobs start, its due jobs are published at the scheduler's next
     pass. Resuming a queue that is not paused changes nothing (no audit entry)."""
+    return _change(settings, client, queue, RESUME, actor, reason, dry_run)
+
+
+def _change(
+    settings: Settings, client: redis.Redis, queue: str, action: str, actor: str, reason: str, dry_run: bool
+) -> QueueChange:
     known_queue(queue)
     with transaction(settings) as conn:
         counts = _counts(conn, queue)
         if dry_run:
             return _answer(_state(conn, queue), counts, changed=False, dry_run=True)
-        deleted = conn.execute(
-            sa.delete(queue_pauses).where(queue_pauses.c.queue == queue).returning(queue_pauses.c.queue)
-        ).first()
-        audit_id = None
-        if deleted is not None:
-            audit_id = _record(conn, RESUME, queue, actor, reason, counts)
-    _mirror(client, settings.redis_namespace, queue, paused=False)
-    if deleted is not None:
-        log.info("queue_resumed", queue=queue, actor=actor, reason=reason)
-    return _answer(
-        QueueState(queue=queue, paused=False), counts, changed=deleted is not None, audit_id=audit_id
-    )
+        changed = _write(conn, action, queue, actor, reason)
+        audit_id = _record(conn, action, queue, actor, reason, counts) if changed else None
+        state = _state(conn, queue)
+    _mirror(client, settings.redis_namespace, queue, paused=action == PAUSE)
+    if changed:
+        log.info(action, queue=queue, actor=actor, reason=reason)
+    return _answer(state, counts, changed=changed, audit_id=audit_id)
+
+
+def _write(conn: Connection, action: str, queue: str, actor: str, reason: str) -> bool:
+    """The row of the pause, inserted or deleted; whether that changed anything."""
+    if action == PAUSE:
+        statement: Any = (
+            pg_insert(queue_pauses)
+            .values(queue=queue, paused_at=utcnow(), paused_by=actor, reason=reason)
+            .on_conflict_do_nothing()
+        )
+    else:
+        statement = sa.delete(queue_pauses).where(queue_pauses.c.queue == queue)
+    return conn.execute(statement.returning(queue_pauses.c.queue)).first() is not None
 
 
 def _record(

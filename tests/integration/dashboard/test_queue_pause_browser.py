@@ -5,31 +5,23 @@ see them run; the audit log shows both. A view-only login sees the paused state 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
-from tests.integration.dashboard.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+
+# The module's Chromium, launched once by test_dashboard.py's fixture.
+from tests.integration.dashboard.test_dashboard import browser  # noqa: F401
 from tests.services import wait_for
 
 QUEUE = "test_echo"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
-
-
-def _login(browser: Browser, base: str, key: str) -> Page:
-    page = browser.new_context(viewport={"width": 1500, "height": 900}).new_page()
+def _login(chromium: Browser, base: str, key: str) -> Page:
+    page = chromium.new_context(viewport={"width": 1500, "height": 900}).new_page()
     page.goto(f"{base}/dashboard")
     page.fill("#api_key", key)
     page.click("button[type=submit]")
@@ -48,7 +40,10 @@ def _status(base: str, auth: dict[str, str], job_id: str) -> str:
 
 
 def test_pause_a_queue_from_the_dashboard_see_jobs_wait_then_resume_and_see_them_run(
-    browser: Browser, farm: Farm, settings: Settings, tmp_path: Path
+    browser: Browser,  # noqa: F811 - the fixture imported above
+    farm: Farm,
+    settings: Settings,
+    tmp_path: Path,
 ) -> None:
     farm.settings = settings.replace(worker_queues=(QUEUE, "unread_count"), dashboard_refresh_s=1.0)
     farm.worker(threads=2)
