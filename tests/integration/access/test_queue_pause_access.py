@@ -154,7 +154,7 @@ def test_the_cli_pauses_lists_and_resumes(api: TestClient[Any], settings: Settin
     [row] = [q for q in listed if q["name"] == QUEUE]
     assert (row["paused"], row["reason"], row["paused_by"]) == (True, "LLM outage", row["paused_by"])
     assert row["paused_by"].startswith("cli:")
-    assert api.get("/v1/queues").json()["queues"][[q["name"] for q in listed].index(QUEUE)]["paused"] is True
+    assert next(q for q in api.get("/v1/queues").json()["queues"] if q["name"] == QUEUE)["paused"] is True
 
     resumed = _cli(settings, "resume", QUEUE)
     assert resumed.returncode == 0 and f"{QUEUE} resumed" in resumed.stdout, resumed.stderr
