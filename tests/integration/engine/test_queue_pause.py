@@ -15,7 +15,7 @@ from core.engine.pauses import paused_key
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, job_attempts, jobs
-from tests.integration.conftest import Farm, JobWaiter, count_rows, waiting
+from tests.integration.conftest import Farm, JobWaiter, count_rows, make_key, waiting
 from tests.services import wait_for
 
 PAUSED = "test_echo"
@@ -143,3 +143,31 @@ def test_a_redis_that_lost_its_data_keeps_the_queue_paused(
         wait_job(job_id, timeout=15)
     assert sorted(_runs(settings, ids)) == sorted((job_id, 1) for job_id in ids)
     assert count_rows(settings, jobs, jobs.c.status == "succeeded", jobs.c.type == "test_echo") == 3
+
+
+def test_a_message_fetched_before_the_pause_is_handed_back_unstarted_and_runs_once_on_resume(
+    api: TestClient[Any], farm: Farm, settings: Settings, wait_job: JobWaiter
+) -> None:
+    # One thread, so a second tenant's message is fetched ahead while the first tenant's job runs.
+    farm.worker(threads=1)
+    first = api.post("/v1/jobs", json={"type": "test_sleep", "payload": {"seconds": 2}}).json()["id"]
+    wait_job(first, "running")
+    other_tenant = {
+        "Authorization": f"Bearer {make_key(settings, 'jobs:write', 'jobs:read', tenant='shop-b')}"
+    }
+    ahead = api.post("/v1/jobs", json={"type": "test_sleep", "payload": {"seconds": 0}}, headers=other_tenant)
+    ahead_id = ahead.json()["id"]
+    wait_for(
+        lambda: waiting(farm.redis, settings, "test_sleep") == 0, timeout=5, what="the second job fetched"
+    )
+    assert api.post("/v1/queues/test_sleep/pause", json={"reason": "mid-run"}).status_code == 200
+
+    wait_job(first, timeout=15)  # running at pause time: it finishes
+    # The thread came free and took the fetched message: not started, back in Redis, still queued.
+    wait_for(lambda: waiting(farm.redis, settings, "test_sleep") == 1, timeout=10, what="the message back")
+    assert api.get(f"/v1/jobs/{ahead_id}").json()["status"] == "queued"
+    assert _runs(settings, [ahead_id]) == []
+
+    assert api.post("/v1/queues/test_sleep/resume", json={}).status_code == 200
+    wait_job(ahead_id, timeout=15)
+    assert _runs(settings, [first, ahead_id]) == [(first, 1), (ahead_id, 1)]
