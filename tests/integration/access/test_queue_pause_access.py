@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, queue_pauses
+from tests.integration.access.test_sessions import SESSION_TOKEN, dashboard_login
 from tests.integration.conftest import count_rows, make_key
 from tests.services import JOBYARD, settings_env
 
@@ -161,3 +162,25 @@ def test_the_cli_pauses_lists_and_resumes(api: TestClient[Any], settings: Settin
     with transaction(settings) as conn:
         actions = list(conn.execute(sa.select(audit_log.c.action).order_by(audit_log.c.at)).scalars())
     assert actions == ["pause_queue", "resume_queue"]
+
+
+def test_the_dashboards_buttons_need_a_login_whose_key_may_pause(settings: Settings) -> None:
+    from control_api.app import create_app
+
+    def post_as(*scopes: str, tenant: str = "default", queue: str = QUEUE) -> Any:
+        with TestClient(create_app(settings, configure_logs=False)) as client:
+            client.follow_redirects = False
+            dashboard_login(client, make_key(settings, *scopes, name="shift", tenant=tenant))
+            token = SESSION_TOKEN.search(client.get("/dashboard/").text)
+            csrf = token.group(1) if token else ""
+            return client.post(
+                f"/dashboard/queues/{queue}/pause", data={"csrf_token": csrf, "reason": "outage"}
+            )
+
+    assert post_as("ops", tenant="shop-a").status_code == 403  # a tenant's login
+    assert post_as("ops:read", "admin").status_code == 403  # view only
+    assert _nothing_paused(settings)
+    assert post_as("ops", "admin", queue="default.DQ").status_code == 404
+    done = post_as("ops", "admin")
+    assert done.status_code == 303 and done.headers["location"].startswith("/dashboard/actions/")
+    assert count_rows(settings, queue_pauses) == 1
