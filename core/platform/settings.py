@@ -166,6 +166,12 @@ class Settings:
         "Seconds an audit log entry (who redrove or discarded what, and why) is kept: a year of "
         "accountability. 0: kept forever.",
     )
+    retain_hourly_rollups_s: float = _setting(
+        "JOBYARD_RETAIN_HOURLY_ROLLUPS",
+        30 * 86400.0,
+        "Seconds (30 days) the hourly job counters behind the dashboard's 24-hour and 30-day charts are "
+        "kept. 0: kept forever.",
+    )
     retain_webhook_deliveries_s: float = _setting(
         "JOBYARD_RETAIN_WEBHOOK_DELIVERIES",
         7 * 86400.0,
