@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
 from control_api.auth import reaches_every_tenant, requires, requires_any
 from core.access.keys import ApiKey
@@ -62,7 +62,7 @@ class WorkersController(Controller):
         request: Request[ApiKey, Any, Any],
         state: State,
         worker_id: FromPath[str],
-        data: QuietIn,
+        data: JSONBody[QuietIn],
     ) -> QuietOutcome:
         """The worker finishes the jobs it holds and takes nothing new (within a heartbeat; its state
         turns `quieting`, then `quiet`); it keeps beating. Stop it once its `jobs` list is empty.
