@@ -231,7 +231,7 @@ class Fanout:
     async def _renew(self) -> None:
         """Keep recording every tenant with an open stream for the window from now."""
         for tenant in {s.tenant for s in self.subscribers if s.key_id is not None}:
-            self.recording.pop(tenant, None)
+            self.recording.pop(tenant or EVERY_TENANT, None)
             await self._record(tenant, self.settings.events_window_s)
 
     async def _read(self) -> None:

@@ -36,9 +36,7 @@ from core.access.sessions import Session
 from core.platform.settings import Settings
 
 
-async def _messages(
-    settings: Settings, fanout: Fanout, sub: Subscriber, token: str
-) -> AsyncIterator[bytes]:
+async def _messages(settings: Settings, fanout: Fanout, sub: Subscriber, token: str) -> AsyncIterator[bytes]:
     try:
         yield f"retry: {RETRY_MS}\n".encode() + frame("ready", {})
         ends = time.monotonic() + settings.events_stream_max_s
@@ -52,7 +50,9 @@ async def _messages(
                 continue
             if event is None:
                 return  # too slow, or shutting down: the browser reconnects
-            yield frame(event.type, {"type": event.type, "subject": event.subject, "job_type": event.job_type})
+            yield frame(
+                event.type, {"type": event.type, "subject": event.subject, "job_type": event.job_type}
+            )
     finally:
         fanout.unsubscribe(sub)
 

@@ -15,6 +15,9 @@ tenants are at their cap blocks on its own wake list too, which an ack pushes to
 as soon as one of its messages is done. The hash and the per-consumer ack set are Dramatiq's, so
 recovery and the sweeper see messages where they always were.
 
+A worker that ops quieted (workers/quiet.py) sets its broker's ``quiet`` flag: its consumers then
+fetch nothing more, give back the messages they fetched and did not hand out, and keep beating.
+
 For job types with a batch handler, the consumer hands the worker one message standing for up to
 ``batch_max`` queued jobs, acknowledged together in one round trip once their results are committed.
 """

@@ -409,7 +409,10 @@ class Settings:
         "Off: only the document itself (/schema/openapi.json, .yaml).",
     )
     dashboard_refresh_s: float = _setting(
-        "JOBYARD_DASHBOARD_REFRESH", 5.0, "How often the dashboard's overview and open job pages refresh."
+        "JOBYARD_DASHBOARD_REFRESH",
+        5.0,
+        "How often the dashboard's overview, job and workers pages poll for changes while their events "
+        "stream is down (four times less often while it is up).",
     )
     whatsapp_api_base_url: str = _setting(
         "WHATSAPP_API_BASE_URL",
