@@ -112,15 +112,19 @@ class JobyardConsumer(_RedisConsumer):
                 self.tenants[options["redis_message_id"]] = tenant
                 self.by_tenant[tenant] += 1
 
+    def _untrack(self, redis_ids: list[str]) -> None:
+        """Stop counting these messages under their tenants (the caller holds ``freed``)."""
+        for redis_id in redis_ids:
+            tenant = self.tenants.pop(redis_id, None)
+            if tenant is not None:
+                self.by_tenant[tenant] -= 1
+                if self.by_tenant[tenant] <= 0:
+                    del self.by_tenant[tenant]
+
     def _release(self, redis_ids: list[str]) -> None:
         with self.freed:
             self.held -= len(redis_ids)
-            for redis_id in redis_ids:
-                tenant = self.tenants.pop(redis_id, None)
-                if tenant is not None:
-                    self.by_tenant[tenant] -= 1
-                    if self.by_tenant[tenant] <= 0:
-                        del self.by_tenant[tenant]
+            self._untrack(redis_ids)
             wake = self.blocked
             self.freed.notify()
         if wake:
@@ -195,12 +199,7 @@ class JobyardConsumer(_RedisConsumer):
             self.broker.do_requeue(self.queue_name, *ids)
             self.broker.release(self.queue_name, self._with_tenants(ids))
             with self.freed:
-                for redis_id in ids:
-                    tenant = self.tenants.pop(redis_id, None)
-                    if tenant is not None:
-                        self.by_tenant[tenant] -= 1
-                        if self.by_tenant[tenant] <= 0:
-                            del self.by_tenant[tenant]
+                self._untrack(ids)
         self.broker.quiet_seen.add(self.queue_name)
         self.broker.beat()
         with self.freed:

@@ -17,8 +17,9 @@ until its ``jobs`` list is empty. Quiet lasts until the process stops; a new pro
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import sqlalchemy as sa
@@ -82,14 +83,18 @@ def _alive(now: datetime, dead_after_s: float) -> sa.ColumnElement[bool]:
     return workers.c.last_seen_at >= now - timedelta(seconds=dead_after_s)
 
 
+def alive_rows(conn: Connection, now: datetime, dead_after_s: float) -> Sequence[sa.Row[Any]]:
+    """The rows of the workers that beat within ``dead_after_s`` of ``now``, oldest first."""
+    query = sa.select(workers).where(_alive(now, dead_after_s)).order_by(workers.c.started_at, workers.c.id)
+    return conn.execute(query).all()
+
+
 def list_workers(
     conn: Connection, now: datetime, dead_after_s: float, tenant: str | None = None
 ) -> WorkerList:
     """The workers alive, oldest first, each with the running jobs of ``tenant`` (None: every
     tenant's) it holds."""
-    rows = conn.execute(
-        sa.select(workers).where(_alive(now, dead_after_s)).order_by(workers.c.started_at, workers.c.id)
-    ).all()
+    rows = alive_rows(conn, now, dead_after_s)
     held = _running_jobs(conn, [r.id for r in rows], now, tenant)
     items = [
         WorkerView(

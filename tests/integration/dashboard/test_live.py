@@ -5,30 +5,19 @@ its running job, and quieting it from the page."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, workers
 from tests.integration.conftest import Farm, make_key
-from tests.integration.dashboard.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 #: Polling so slow that nothing in this test can come from it.
 SLOW_POLL_S = 600.0
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 def _enqueue(base: str, writer: str, seconds: float) -> str:
