@@ -25,7 +25,7 @@ from core.engine.job_types import get_job_type, job_types
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.lanes import waiting_counts
 from core.engine.stats import FAILED_OUTCOMES, attempt_type
-from core.engine.workers import alive_rows
+from core.engine.workers import alive_rows, identity
 from core.errors import UnknownJobType
 from core.platform.db import snapshot
 from core.platform.settings import Settings
@@ -261,15 +261,5 @@ def _recent(conn: Connection, rows: _Rows, now: datetime, tenant: str | None) ->
 
 
 def alive_workers(conn: Connection, now: datetime, dead_after_s: float) -> Workers:
-    items = [
-        WorkerInfo(
-            id=r.id,
-            hostname=r.hostname,
-            pid=r.pid,
-            queues=list(r.queues),
-            started_at=r.started_at,
-            last_seen_at=r.last_seen_at,
-        )
-        for r in alive_rows(conn, now, dead_after_s)
-    ]
+    items = [WorkerInfo(**identity(r)) for r in alive_rows(conn, now, dead_after_s)]
     return Workers(alive=len(items), items=items)

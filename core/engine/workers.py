@@ -83,6 +83,18 @@ def _alive(now: datetime, dead_after_s: float) -> sa.ColumnElement[bool]:
     return workers.c.last_seen_at >= now - timedelta(seconds=dead_after_s)
 
 
+def identity(row: sa.Row[Any]) -> dict[str, Any]:
+    """What every view of a worker shows of its row: who it is, what it consumes, since and until when."""
+    return {
+        "id": row.id,
+        "hostname": row.hostname,
+        "pid": row.pid,
+        "queues": list(row.queues),
+        "started_at": row.started_at,
+        "last_seen_at": row.last_seen_at,
+    }
+
+
 def alive_rows(conn: Connection, now: datetime, dead_after_s: float) -> Sequence[sa.Row[Any]]:
     """The rows of the workers that beat within ``dead_after_s`` of ``now``, oldest first."""
     query = sa.select(workers).where(_alive(now, dead_after_s)).order_by(workers.c.started_at, workers.c.id)
@@ -98,14 +110,9 @@ def list_workers(
     held = _running_jobs(conn, [r.id for r in rows], now, tenant)
     items = [
         WorkerView(
-            id=r.id,
-            hostname=r.hostname,
-            pid=r.pid,
-            queues=list(r.queues),
+            **identity(r),
             threads=r.threads,
-            started_at=r.started_at,
             age_s=round(max((now - r.started_at).total_seconds(), 0.0), 3),
-            last_seen_at=r.last_seen_at,
             state=_state(r),
             quiet_requested_at=r.quiet_requested_at,
             quiet_at=r.quiet_at,
