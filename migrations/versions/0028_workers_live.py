@@ -1,7 +1,7 @@
 """workers live: each worker's thread count and its quiet state; hourly job counters kept 30 days
 
 Revision ID: 0028
-Revises: 0024
+Revises: 0026
 Create Date: 2026-12-05 00:00:00.000000
 
 ``workers`` gains ``threads`` (how many jobs it runs at once), ``quiet_requested_at`` (set by
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0028"
-down_revision = "0024"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 

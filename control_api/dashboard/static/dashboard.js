@@ -100,11 +100,13 @@ function startLive() {
     refreshers.forEach((r) => r.repace());
   }
   source.addEventListener("ready", () => setLive(true));
+  // A job's progress concerns its own page only: the overview and the workers page count no progress.
   const changed = (event) => {
     let subject = null;
     try { subject = JSON.parse(event.data).subject; } catch (error) { subject = null; }
     for (const r of refreshers) {
-      if (!r.stopped && (r.subject === null || r.subject === subject)) r.changed();
+      if (r.stopped) continue;
+      if (r.subject === null ? event.type !== "job.progress" : r.subject === subject) r.changed();
     }
   };
   LIVE_EVENTS.forEach((type) => source.addEventListener(type, changed));
