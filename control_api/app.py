@@ -40,6 +40,7 @@ from control_api.tenant_limits import TenantsController
 from control_api.tenants import TenantLlmController, TenantWhatsAppController
 from control_api.webhook_endpoints import WebhookDeliveriesController, WebhookEndpointsController
 from control_api.webhooks import WhatsAppWebhookController
+from control_api.workers import WorkersController
 from control_api.workflows import WorkflowsController
 from core.access.keys import KeyCache, UsageClock
 from core.catalog import load_job_types
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             AssistantsController,
             WhatsAppWebhookController,
             QueuesController,
+            WorkersController,
             healthz,
             readyz,
             metrics,

@@ -153,10 +153,13 @@ def _message(event: Event) -> bytes:
     return frame(event.type, body(event), event.sse_id)
 
 
-def _replay(settings: Settings, cursor: Cursor, tenant: str, types: frozenset[str] | None) -> list[Event]:
+def _replay(
+    settings: Settings, cursor: Cursor, tenant: str | None, types: frozenset[str] | None
+) -> list[Event]:
     wanted = sorted(types) if types is not None else None
+    tenants = [tenant] if tenant is not None else None
     with transaction(settings) as conn:
-        return read_after(conn, cursor, tenants=[tenant], types=wanted, limit=REPLAY_PAGE)
+        return read_after(conn, cursor, tenants=tenants, types=wanted, limit=REPLAY_PAGE)
 
 
 async def stream_events(

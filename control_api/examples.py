@@ -56,6 +56,31 @@ class OperationDoc:
     response: Any = None
 
 
+WORKER_ID = "host-a-4242-1f2e3d4c"
+WORKER: dict[str, Any] = {
+    "id": WORKER_ID,
+    "hostname": "host-a",
+    "pid": 4242,
+    "queues": ["ai_reply", "unread_count", "whatsapp_message"],
+    "threads": 8,
+    "started_at": AT,
+    "age_s": 2810.4,
+    "last_seen_at": "2026-11-23T10:46:50Z",
+    "state": "running",
+    "quiet_requested_at": None,
+    "quiet_at": None,
+    "jobs": [
+        {
+            "id": JOB_ID,
+            "type": "ai_reply",
+            "queue": "ai_reply",
+            "tenant": "shop-a",
+            "attempt": 1,
+            "started_at": "2026-11-23T10:46:48Z",
+            "running_s": 2.6,
+        }
+    ],
+}
 CHAT_ID = "wa:3f9c2a7d51e0b846"
 CHAT: dict[str, Any] = {
     "id": CHAT_ID,
@@ -582,6 +607,16 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
             "running": 0,
             "scheduled": 2150,
             "retrying": 3,
+        },
+    ),
+    ("GET", "/v1/workers"): OperationDoc("listWorkers", response={"at": AT, "alive": 1, "items": [WORKER]}),
+    ("POST", "/v1/workers/{worker_id}/quiet"): OperationDoc(
+        "quietWorker",
+        params={"worker_id": WORKER_ID},
+        request={"reason": "draining host-a before its reboot"},
+        response={
+            "worker": WORKER | {"state": "quieting", "quiet_requested_at": "2026-11-23T10:47:00Z"},
+            "audit_id": AUDIT_ID,
         },
     ),
     ("GET", "/healthz"): OperationDoc("checkHealth", summary="The process is up", response={"status": "ok"}),

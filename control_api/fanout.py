@@ -12,7 +12,9 @@ client.
 A subscriber's queue is bounded: one that is full (a client that does not read) is closed, and its
 stream ends; the client resumes with Last-Event-ID and catches up from Postgres, so nothing is lost
 and a slow client costs no memory. While a tenant has an open stream, its events are recorded
-(``keep_recording``) for the window from now, renewed every quarter window.
+(``keep_recording``) for the window from now, renewed every quarter window. A subscriber of every
+tenant (the dashboard of a session reaching every tenant, control_api/dashboard/live.py) keeps every
+tenant the farm knows by name recorded, renewed alike (a tenant named since is taken in then).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import anyio
 import psycopg
 import structlog
 
+from core.access.keys import known_tenants
 from core.errors import TooManyRequests
 from core.events.log import CHANNEL, Cursor, Event, keep_recording, now_cursor, read_after
 from core.platform.db import session_options, transaction
@@ -45,14 +48,17 @@ PAGE = 1000
 STOP_S = 5.0
 #: The LISTEN connection's reconnection delays grow to this.
 MAX_BACKOFF_S = 10.0
+#: The key of ``recording`` for a subscriber of every tenant (no tenant's name has a star).
+EVERY_TENANT = "*"
 
 
 @dataclass(eq=False)
 class Subscriber:
-    """What one stream or waiter gets: ``tenant``'s events of ``types`` (None: all), of ``subject``
-    (None: any). ``None`` on the queue means the subscription ended (too slow, or shutting down)."""
+    """What one stream or waiter gets: ``tenant``'s events (None: every tenant's, the dashboard of a
+    session reaching every tenant) of ``types`` (None: all), of ``subject`` (None: any). ``None`` on
+    the queue means the subscription ended (too slow, or shutting down)."""
 
-    tenant: str
+    tenant: str | None
     types: frozenset[str] | None
     subject: str | None = None
     key_id: str | None = None
@@ -61,7 +67,7 @@ class Subscriber:
 
     def wants(self, event: Event) -> bool:
         return (
-            event.tenant == self.tenant
+            (self.tenant is None or event.tenant == self.tenant)
             and (self.types is None or event.type in self.types)
             and (self.subject is None or event.subject == self.subject)
         )
@@ -108,7 +114,7 @@ class Fanout:
 
     async def subscribe(
         self,
-        tenant: str,
+        tenant: str | None,
         types: Collection[str] | None,
         *,
         subject: str | None = None,
@@ -160,19 +166,21 @@ class Fanout:
             if self.streams_of_key[sub.key_id] <= 0:
                 del self.streams_of_key[sub.key_id]
 
-    async def _record(self, tenant: str, seconds: float) -> None:
-        """Make sure ``tenant``'s events are recorded ``seconds`` from now (a write only when this
-        process has not already made sure of longer)."""
+    async def _record(self, tenant: str | None, seconds: float) -> None:
+        """Make sure ``tenant``'s events (None: every tenant the farm knows by name) are recorded
+        ``seconds`` from now (a write only when this process has not already made sure of longer)."""
         needed = time.monotonic() + seconds
-        if self.recording.get(tenant, 0.0) >= needed:
+        mark = tenant or EVERY_TENANT
+        if self.recording.get(mark, 0.0) >= needed:
             return
 
         def run() -> None:
             with transaction(self.settings) as conn:
-                keep_recording(conn, tenant, seconds)
+                for name in [tenant] if tenant is not None else known_tenants(conn):
+                    keep_recording(conn, name, seconds)
 
         await anyio.to_thread.run_sync(run)
-        self.recording[tenant] = max(needed, self.recording.get(tenant, 0.0))
+        self.recording[mark] = max(needed, self.recording.get(mark, 0.0))
 
     def _now(self) -> Cursor:
         with transaction(self.settings) as conn:
@@ -223,26 +231,27 @@ class Fanout:
     async def _renew(self) -> None:
         """Keep recording every tenant with an open stream for the window from now."""
         for tenant in {s.tenant for s in self.subscribers if s.key_id is not None}:
-            self.recording.pop(tenant, None)
+            self.recording.pop(tenant or EVERY_TENANT, None)
             await self._record(tenant, self.settings.events_window_s)
 
     async def _read(self) -> None:
         """Read what the subscribers' tenants committed since the reader's position, and hand it out."""
         while self.cursor is not None and self.subscribers:
-            cursor, tenants = self.cursor, sorted({s.tenant for s in self.subscribers})
+            named = {s.tenant for s in self.subscribers}
+            cursor, tenants = self.cursor, None if None in named else sorted(t for t in named if t)
 
-            def run(cursor: Cursor = cursor, tenants: list[str] = tenants) -> list[Event]:
+            def run(cursor: Cursor = cursor, tenants: list[str] | None = tenants) -> list[Event]:
                 with transaction(self.settings) as conn:
                     return read_after(conn, cursor, tenants=tenants, limit=PAGE)
 
             events = await anyio.to_thread.run_sync(run)
             if self.cursor != cursor:  # everybody left meanwhile (and maybe came back): read again
                 continue
-            of_tenant: dict[str, list[Subscriber]] = defaultdict(list)
+            of_tenant: dict[str | None, list[Subscriber]] = defaultdict(list)
             for sub in self.subscribers:
                 of_tenant[sub.tenant].append(sub)
             for event in events:
-                for sub in of_tenant[event.tenant]:
+                for sub in of_tenant[event.tenant] + of_tenant[None]:
                     if sub.wants(event):
                         sub.offer(event)
             if events:

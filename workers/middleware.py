@@ -31,6 +31,7 @@ from core.engine.retry import error_record
 from core.errors import ClaimLost
 from core.platform.db import transaction
 from core.platform.settings import Settings
+from workers.quiet import Quiet
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +72,14 @@ class JobLifecycle(Middleware):
         # know yet would look lost and be run a second time. The queues it consumes (its
         # --queues), not every queue declared: ops read this.
         consumed = worker.consumer_whitelist or broker.get_declared_queues()
-        register_worker(self.settings, self.worker_id, sorted(consumed), cast(RedisBroker, broker).broker_id)
+        register_worker(
+            self.settings,
+            self.worker_id,
+            sorted(consumed),
+            cast(RedisBroker, broker).broker_id,
+            worker.worker_threads,
+        )
+        self._quiet = Quiet(self.settings, self.worker_id, worker)
         self.paused = PausedQueues(cast(RedisBroker, broker).client, self.settings.redis_namespace)
         threading.Thread(target=self._beat, name="jobyard-heartbeat", daemon=True).start()
         log.info("worker_registered", worker_id=self.worker_id)
@@ -79,7 +87,7 @@ class JobLifecycle(Middleware):
     def _beat(self) -> None:
         while not self._stop_beating.wait(self.settings.worker_heartbeat_s):
             try:
-                beat(self.settings, self.worker_id)
+                self._quiet.follow(beat(self.settings, self.worker_id))  # workers/quiet.py
             except sqlalchemy.exc.SQLAlchemyError as exc:
                 log.error("heartbeat_failed", worker_id=self.worker_id, error=str(exc))
 

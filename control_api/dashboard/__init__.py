@@ -15,7 +15,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
 
-from control_api.dashboard import deadletters, pages, queues, session
+from control_api.dashboard import deadletters, live, pages, queues, session, workers
 from control_api.dashboard.render import STATIC, STATIC_PATH, page, template_config
 from control_api.dashboard.session import PageRefused
 from control_api.errors import status_of, unexpected
@@ -80,6 +80,10 @@ def dashboard_routers() -> list[Router]:
             deadletters.apply,
             queues.pause_queue,
             queues.resume_queue,
+            workers.workers_page,
+            workers.workers_fragment,
+            workers.quiet_worker,
+            live.dashboard_events,
         ],
         before_request=session.require_session,
         exception_handlers={

@@ -1,9 +1,11 @@
-"""The throughput chart: one stacked bar per minute (succeeded below, failed above), drawn as SVG on
-the server, so it needs no script and no charting library."""
+"""The throughput chart: one stacked bar per minute, hour or day (succeeded below, failed above),
+drawn as SVG on the server, so it needs no script and no charting library."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 from core.engine.stats import MinutePoint
 
@@ -12,6 +14,19 @@ WIDTH, HEIGHT = 720, 160
 LEFT, BOTTOM = 40, 18
 #: A time label every this many minutes.
 LABEL_EVERY = 15
+
+Unit = Literal["minute", "hour", "day"]
+#: Per unit: how a bar's time is written in its tooltip and under the axis, and which bars get a label.
+_STAMPS = {"minute": "%H:%M", "hour": "%d %b %H:00", "day": "%d %b"}
+_LABELS = {"minute": "%H:%M", "hour": "%H:00", "day": "%d %b"}
+
+
+def _labelled(unit: Unit, moment: datetime) -> bool:
+    if unit == "minute":
+        return moment.minute % LABEL_EVERY == 0
+    if unit == "hour":
+        return moment.hour % 6 == 0
+    return moment.day % 5 == 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +66,7 @@ def _nice_ceiling(value: int) -> int:
         step *= 10
 
 
-def chart(points: list[MinutePoint]) -> Chart:
+def chart(points: list[MinutePoint], unit: Unit = "minute") -> Chart:
     plot_h = HEIGHT - BOTTOM
     top = _nice_ceiling(max([p.succeeded + p.failed for p in points] + [1]))
     slot = (WIDTH - LEFT) / max(len(points), 1)
@@ -60,7 +75,7 @@ def chart(points: list[MinutePoint]) -> Chart:
         x = LEFT + i * slot
         ok_h = plot_h * p.succeeded / top
         failed_h = plot_h * p.failed / top
-        stamp = p.minute.strftime("%H:%M")
+        stamp = p.minute.strftime(_STAMPS[unit])
         bars.append(
             Bar(
                 x=round(x + 1, 1),
@@ -72,8 +87,8 @@ def chart(points: list[MinutePoint]) -> Chart:
                 title=f"{stamp} UTC: {p.succeeded} succeeded, {p.failed} failed, {p.dead} dead",
             )
         )
-        if p.minute.minute % LABEL_EVERY == 0:
-            labels.append((round(x, 1), stamp))
+        if _labelled(unit, p.minute):
+            labels.append((round(x, 1), p.minute.strftime(_LABELS[unit])))
     scale = [(0.0, str(top)), (plot_h / 2, str(top // 2) if top > 1 else ""), (float(plot_h), "0")]
     return Chart(
         width=WIDTH,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, Literal, TypeVar
 
 import anyio
 from litestar import Request, get, post
@@ -15,7 +16,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from sqlalchemy.engine import Connection
 
-from control_api.dashboard.chart import chart
+from control_api.dashboard.chart import Unit, chart
 from control_api.dashboard.render import page
 from control_api.dashboard.session import FRAGMENT, PageRefused, session_reach
 from core.engine import stats as job_stats
@@ -40,23 +41,33 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(fn, *args)
 
 
-def _overview(state: State, reach: str | None) -> dict[str, Any]:
+#: The overview chart's ranges: its points, and what a bar is.
+RANGES: dict[str, tuple[Callable[[Connection, datetime], list[job_stats.MinutePoint]], Unit]] = {
+    "1h": (job_stats.per_minute, "minute"),
+    "24h": (job_stats.per_hour, "hour"),
+    "30d": (job_stats.per_day, "day"),
+}
+Range = Literal["1h", "24h", "30d"]
+
+
+def _overview(state: State, reach: str | None, span: Range = "1h") -> dict[str, Any]:
     """The queues as ``reach`` sees them (a tenant's, or every tenant's for None), and the chart of
-    the farm's throughput, which counts every tenant's jobs together: shown to admin sessions only,
-    and only while they show every tenant."""
+    the farm's throughput over ``span``, which counts every tenant's jobs together: shown to admin
+    sessions only, and only while they show every tenant."""
     settings: Settings = state.settings
     now = utcnow()
     job_stats.refresh(settings, now)
+    points_of, unit = RANGES[span]
     with snapshot(settings) as conn:
         overview = queue_overview(
             conn, state.health_redis, settings.redis_namespace, now, settings.worker_dead_after_s, reach
         )
-        points = job_stats.per_minute(conn, now) if reach is None else []
+        points = points_of(conn, now) if reach is None else []
     totals = {name: sum(getattr(row, name) for row in overview.items) for name in SUMMED}
     # Ready is per queue: summing it per type would count a shared queue twice.
     ready = [q.ready for q in overview.queues]
     totals["ready"] = None if None in ready else sum(r or 0 for r in ready)
-    return {"overview": overview, "chart": chart(points), "totals": totals}
+    return {"overview": overview, "chart": chart(points, unit), "totals": totals, "range": span}
 
 
 def _queue_is_shared(rows: list[QueueRow]) -> set[str]:
@@ -67,14 +78,16 @@ def _queue_is_shared(rows: list[QueueRow]) -> set[str]:
 
 
 @get("/", name="dashboard_overview")
-async def overview(request: Request[Any, Any, Any], state: State) -> Template:
-    data = await run(_overview, state, session_reach(request))
+async def overview(request: Request[Any, Any, Any], state: State, range: FromQuery[Range] = "1h") -> Template:
+    data = await run(_overview, state, session_reach(request), range)
     return page(request, "overview.html", shared=_queue_is_shared(data["overview"].items), **data)
 
 
 @get("/overview/fragment", name="dashboard_overview_fragment", opt={FRAGMENT: True})
-async def overview_fragment(request: Request[Any, Any, Any], state: State) -> Template:
-    data = await run(_overview, state, session_reach(request))
+async def overview_fragment(
+    request: Request[Any, Any, Any], state: State, range: FromQuery[Range] = "1h"
+) -> Template:
+    data = await run(_overview, state, session_reach(request), range)
     return page(request, "_overview.html", shared=_queue_is_shared(data["overview"].items), **data)
 
 

@@ -101,9 +101,13 @@ def _check_origin(request: Request[Any, Any, Any]) -> None:
         raise PageRefused(403, "Refused", "This form was sent from another site.")
 
 
-def _lookup(settings: Settings, token: str) -> Session | None:
+def find_live_session(settings: Settings, token: str) -> Session | None:
+    """The session of a cookie's token, if still live (a transaction of its own)."""
     with transaction(settings) as conn:
         return find_session(conn, token)
+
+
+_lookup = find_live_session
 
 
 def _lookup_with_tenants(settings: Settings, token: str) -> tuple[Session | None, list[str] | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -97,6 +98,10 @@ class JobyardRedisBroker(RedisBroker):
         self.max_running = max_running
         self.fetch_script = self.client.register_script(lanes.FETCH_SCRIPT)
         self.ack_script = self.client.register_script(lanes.ACK_SCRIPT)
+        #: Set when ops quiet this worker process (workers/quiet.py): its consumers fetch nothing more,
+        #: give back what they fetched, and add their queue to ``quiet_seen`` once they have.
+        self.quiet = threading.Event()
+        self.quiet_seen: set[str] = set()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         # Only a queue whose actors have batch handlers is batched (never a delay queue, `<q>.DQ`,

@@ -15,6 +15,9 @@ tenants are at their cap blocks on its own wake list too, which an ack pushes to
 as soon as one of its messages is done. The hash and the per-consumer ack set are Dramatiq's, so
 recovery and the sweeper see messages where they always were.
 
+A worker that ops quieted (workers/quiet.py) sets its broker's ``quiet`` flag: its consumers then
+fetch nothing more, give back the messages they fetched and did not hand out, and keep beating.
+
 For job types with a batch handler, the consumer hands the worker one message standing for up to
 ``batch_max`` queued jobs, acknowledged together in one round trip once their results are committed.
 """
@@ -112,15 +115,19 @@ class JobyardConsumer(_RedisConsumer):
                 self.tenants[options["redis_message_id"]] = tenant
                 self.by_tenant[tenant] += 1
 
+    def _untrack(self, redis_ids: list[str]) -> None:
+        """Stop counting these messages under their tenants (the caller holds ``freed``)."""
+        for redis_id in redis_ids:
+            tenant = self.tenants.pop(redis_id, None)
+            if tenant is not None:
+                self.by_tenant[tenant] -= 1
+                if self.by_tenant[tenant] <= 0:
+                    del self.by_tenant[tenant]
+
     def _release(self, redis_ids: list[str]) -> None:
         with self.freed:
             self.held -= len(redis_ids)
-            for redis_id in redis_ids:
-                tenant = self.tenants.pop(redis_id, None)
-                if tenant is not None:
-                    self.by_tenant[tenant] -= 1
-                    if self.by_tenant[tenant] <= 0:
-                        del self.by_tenant[tenant]
+            self._untrack(redis_ids)
             wake = self.blocked
             self.freed.notify()
         if wake:
@@ -173,7 +180,8 @@ class JobyardConsumer(_RedisConsumer):
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         ids: list[str] = []
-        for message in messages:
+        given = list(messages)
+        for message in given:
             pairs = message.options.get(BATCH_OPTION)
             ids.extend(r for _, r in pairs) if pairs else ids.append(message.options["redis_message_id"])
         if ids:
@@ -181,6 +189,8 @@ class JobyardConsumer(_RedisConsumer):
             self.broker.do_requeue(self.queue_name, *ids)
             self.broker.release(self.queue_name, self._with_tenants(ids))
             self._release(ids)
+            for message in given:
+                self.queued_message_ids.discard(message.message_id)
 
     def _fetch(self, room: int) -> list[bytes]:
         if random.randint(1, MAINTENANCE_SCALE) <= self.broker.maintenance_chance:  # noqa: S311 - a chance, not a secret
@@ -192,8 +202,26 @@ class JobyardConsumer(_RedisConsumer):
         self._track(fetched)
         return fetched
 
+    def _stay_quiet(self) -> None:
+        """Quiet (workers/quiet.py): give back the fetched messages not handed out yet, keep the
+        consumer's heartbeat (its running messages stay its own), and wait for the next look."""
+        if self.message_cache:
+            ids = [_decode_options(data).options["redis_message_id"] for data in self.message_cache]
+            self.message_cache = []
+            self.broker.do_requeue(self.queue_name, *ids)
+            self.broker.release(self.queue_name, self._with_tenants(ids))
+            with self.freed:
+                self._untrack(ids)
+        self.broker.quiet_seen.add(self.queue_name)
+        self.broker.beat()
+        with self.freed:
+            self.freed.wait(self.timeout / 1000)
+
     def __next__(self) -> MessageProxy | None:
         try:
+            if getattr(self.broker, "quiet", None) is not None and self.broker.quiet.is_set():
+                self._stay_quiet()
+                return None
             if not self.message_cache:
                 room = self.prefetch - self.outstanding_message_count
                 if room <= 0:

@@ -26,10 +26,11 @@ from core.engine.jobs import JobStatus, utcnow
 from core.engine.lanes import waiting_counts
 from core.engine.pauses import QueueState, paused_queues
 from core.engine.stats import FAILED_OUTCOMES, attempt_type
+from core.engine.workers import alive_rows, identity
 from core.errors import UnknownJobType
 from core.platform.db import snapshot
 from core.platform.settings import Settings
-from core.platform.tables import IN_FLIGHT_STATUSES, dead_letter_counts, job_attempts, jobs, workers
+from core.platform.tables import IN_FLIGHT_STATUSES, dead_letter_counts, job_attempts, jobs
 from core.platform.tenants import reached
 
 #: The window of the throughput and latency figures (`succeeded_1m`, `latency_p50_ms`, ...).
@@ -281,20 +282,5 @@ def _recent(conn: Connection, rows: _Rows, now: datetime, tenant: str | None) ->
 
 
 def alive_workers(conn: Connection, now: datetime, dead_after_s: float) -> Workers:
-    query = (
-        sa.select(workers)
-        .where(workers.c.last_seen_at >= now - timedelta(seconds=dead_after_s))
-        .order_by(workers.c.started_at)
-    )
-    items = [
-        WorkerInfo(
-            id=r.id,
-            hostname=r.hostname,
-            pid=r.pid,
-            queues=list(r.queues),
-            started_at=r.started_at,
-            last_seen_at=r.last_seen_at,
-        )
-        for r in conn.execute(query)
-    ]
+    items = [WorkerInfo(**identity(r)) for r in alive_rows(conn, now, dead_after_s)]
     return Workers(alive=len(items), items=items)

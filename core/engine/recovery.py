@@ -40,7 +40,9 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def register_worker(settings: Settings, worker_id: str, queues: Sequence[str], broker_id: str) -> None:
+def register_worker(
+    settings: Settings, worker_id: str, queues: Sequence[str], broker_id: str, threads: int | None = None
+) -> None:
     with transaction(settings) as conn:
         conn.execute(
             sa.insert(workers).values(
@@ -49,6 +51,7 @@ def register_worker(settings: Settings, worker_id: str, queues: Sequence[str], b
                 pid=os.getpid(),
                 queues=list(queues),
                 broker_id=broker_id,
+                threads=threads,
                 started_at=utcnow(),
                 last_seen_at=utcnow(),
             )
@@ -67,9 +70,27 @@ def live_broker_ids(conn: Connection, settings: Settings) -> set[str]:
     )
 
 
-def beat(settings: Settings, worker_id: str) -> None:
+def beat(settings: Settings, worker_id: str) -> bool:
+    """Record that the worker is alive; returns whether ops asked it to go quiet (core/engine/workers.py),
+    read in the same statement."""
     with transaction(settings) as conn:
-        conn.execute(sa.update(workers).where(workers.c.id == worker_id).values(last_seen_at=utcnow()))
+        asked = conn.execute(
+            sa.update(workers)
+            .where(workers.c.id == worker_id)
+            .values(last_seen_at=utcnow())
+            .returning(workers.c.quiet_requested_at)
+        ).scalar()
+    return asked is not None
+
+
+def mark_quiet(settings: Settings, worker_id: str) -> None:
+    """The worker fetches nothing more: say so (the state ops see turns from quieting to quiet)."""
+    with transaction(settings) as conn:
+        conn.execute(
+            sa.update(workers)
+            .where(workers.c.id == worker_id, workers.c.quiet_at.is_(None))
+            .values(quiet_at=utcnow())
+        )
 
 
 def unregister_worker(settings: Settings, worker_id: str) -> None:

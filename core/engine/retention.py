@@ -25,6 +25,8 @@ What goes, and when (docs/operations/retention.md):
   ``jobs`` (until then a delivery or read status may still arrive for it, core/messaging/webhook.py;
   a dead job's rows stay with it, so a redrive never sends twice).
 * An audit entry older than JOBYARD_RETAIN_AUDIT.
+* An hour of the hourly job counters (the dashboard's longer charts) older than
+  JOBYARD_RETAIN_HOURLY_ROLLUPS.
 * A workflow (and its steps), once none of its steps' jobs is left in ``jobs`` or the history.
 * The record of a schedule's firing (which slot made which job), once its slot is older than the
   longest of JOBYARD_RETAIN_SUCCEEDED, _CANCELLED and _DEAD (kept forever if any of them is 0): the
@@ -58,7 +60,7 @@ import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from core.engine import finished, stats, workflows
+from core.engine import finished, hourly, stats, workflows
 from core.engine.job_types import job_types
 from core.engine.jobs import utcnow
 from core.engine.schedules import delete_old_firings
@@ -397,6 +399,9 @@ def _row_batches(settings: Settings, now: datetime) -> Iterator[Callable[[], int
     unused = sa.and_(events.c.created_at < events_before, ~sa.exists().where(d.event_id == events.c.id))
     yield functools.partial(_prune_rows_batch, settings, events, events.c.created_at, unused)
     yield functools.partial(_drop_expired_consumers, settings, now)
+    hours_before = _before(now, settings.retain_hourly_rollups_s)
+    if hours_before is not None:
+        yield functools.partial(_prune_hours_batch, settings, hours_before)
     # A workflow goes with the last of its steps' jobs (its steps with it, by the foreign key).
     yield functools.partial(
         _prune_rows_batch, settings, workflow_rows, workflow_rows.c.created_at, workflows.jobs_gone()
@@ -407,6 +412,14 @@ def _drop_expired_consumers(settings: Settings, now: datetime) -> int:
     """Forget the tenants whose streams' window ran out (a few rows: one per tenant)."""
     with transaction(settings) as conn:
         return int(conn.execute(sa.delete(event_consumers).where(event_consumers.c.until < now)).rowcount)
+
+
+def _prune_hours_batch(settings: Settings, before: datetime) -> int:
+    """The hourly job counters (core/engine/hourly.py) of hours before ``before``."""
+    with transaction(settings) as conn:
+        count = hourly.prune_hours_batch(conn, before, settings.prune_batch)
+        _add_counts(conn, Counter({("job_stats_hours", ""): count}))
+        return count
 
 
 def _longest_job_retention_s(settings: Settings) -> float:

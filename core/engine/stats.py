@@ -14,6 +14,7 @@ SKIP LOCKED, so concurrent readers never fold the same minute twice.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,10 +23,18 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from core.engine.hourly import hour_of, hours_rolled_until, roll_hours
 from core.engine.jobs import JobStatus
 from core.platform.db import transaction
 from core.platform.settings import Settings
-from core.platform.tables import job_attempts, job_stats_minutes, job_stats_rollup, job_stats_totals, jobs
+from core.platform.tables import (
+    job_attempts,
+    job_stats_hours,
+    job_stats_minutes,
+    job_stats_rollup,
+    job_stats_totals,
+    jobs,
+)
 
 #: Upper bounds (seconds) of the attempt duration histogram. Totals store one count per bucket, so
 #: changing these needs a migration that resets job_stats_totals.
@@ -135,8 +144,10 @@ def roll_up(conn: Connection, now: datetime) -> bool:
     if minute_rows:
         conn.execute(sa.insert(job_stats_minutes), minute_rows)
     _add_to_totals(conn, per_minute)
-    conn.execute(sa.delete(job_stats_minutes).where(job_stats_minutes.c.minute < keep_from))
     conn.execute(sa.update(job_stats_rollup).where(job_stats_rollup.c.id == 1).values(rolled_until=target))
+    # The hours these minutes complete, before any minute row goes (core/engine/hourly.py).
+    roll_hours(conn, now)
+    conn.execute(sa.delete(job_stats_minutes).where(job_stats_minutes.c.minute < keep_from))
     return True
 
 
@@ -206,6 +217,7 @@ def totals(conn: Connection) -> dict[Key, Tally]:
 
 @dataclass(frozen=True, slots=True)
 class MinutePoint:
+    #: The start of the point's minute (of its hour, or day, for the longer charts).
     minute: datetime
     succeeded: int
     #: Attempts that failed (FAILED_OUTCOMES), retried or not.
@@ -214,38 +226,94 @@ class MinutePoint:
     dead: int
 
 
+Slot = Callable[[datetime], datetime]
+
+
+class _Counts:
+    """Succeeded, failed and dead per slot (a minute, an hour or a day)."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        self.by_slot: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
+
+    def add(self, moment: datetime, outcome: str, job_status: str, attempts: int) -> None:
+        counts = self.by_slot[self.slot(moment)]
+        if outcome == "succeeded":
+            counts[0] += attempts
+        elif outcome in FAILED_OUTCOMES:
+            counts[1] += attempts
+        if job_status == JobStatus.DEAD:
+            counts[2] += attempts
+
+    def add_since(self, conn: Connection, since: datetime) -> None:
+        """The attempts not folded yet (since the rollup's ``rolled_until``, or ``since`` if later)."""
+        for (m, _, o, s), tally in _aggregate(conn, max(rolled_until(conn), since), None).items():
+            self.add(m, o, s, tally.attempts)
+
+    def points(self, first: datetime, step: timedelta, count: int) -> list[MinutePoint]:
+        out = []
+        for i in range(count):
+            start = first + i * step
+            succeeded, failed, dead = self.by_slot.get(start, [0, 0, 0])
+            out.append(MinutePoint(start, succeeded, failed, dead))
+        return out
+
+
+def _minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
 def per_minute(conn: Connection, now: datetime, minutes: int = 60) -> list[MinutePoint]:
     """Succeeded and failed attempts per minute over the last ``minutes``, oldest first, every minute
     present (zeros included); the last point is the current, unfinished minute."""
-    current = now.replace(second=0, microsecond=0)
-    since = current - timedelta(minutes=minutes - 1)
-    folded = rolled_until(conn)
-    counts: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
-
-    def count(minute: datetime, outcome: str, job_status: str, attempts: int) -> None:
-        slot = counts[minute]
-        if outcome == "succeeded":
-            slot[0] += attempts
-        elif outcome in FAILED_OUTCOMES:
-            slot[1] += attempts
-        if job_status == JobStatus.DEAD:
-            slot[2] += attempts
-
+    since = _minute_of(now) - timedelta(minutes=minutes - 1)
+    counts = _Counts(_minute_of)
     rows = conn.execute(
         sa.select(job_stats_minutes).where(
-            job_stats_minutes.c.minute >= since, job_stats_minutes.c.minute < folded
+            job_stats_minutes.c.minute >= since, job_stats_minutes.c.minute < rolled_until(conn)
         )
     )
     for row in rows:
-        count(row.minute, row.outcome, row.job_status, row.attempts)
-    for (m, _, o, s), tally in _aggregate(conn, max(folded, since), None).items():
-        count(m, o, s, tally.attempts)
-    points = []
-    for i in range(minutes):
-        minute = since + timedelta(minutes=i)
-        succeeded, failed, dead = counts.get(minute, [0, 0, 0])
-        points.append(MinutePoint(minute, succeeded, failed, dead))
-    return points
+        counts.add(row.minute, row.outcome, row.job_status, row.attempts)
+    counts.add_since(conn, since)
+    return counts.points(since, timedelta(minutes=1), minutes)
+
+
+def _hourly(conn: Connection, since: datetime, counts: _Counts) -> None:
+    """Every attempt that ended since ``since`` (an hour's start) into ``counts``: the hourly rows,
+    then the minute rows of the hours not summed yet, then the attempts not folded yet."""
+    hours_until = hours_rolled_until(conn)
+    h, m = job_stats_hours.c, job_stats_minutes.c
+    for row in conn.execute(sa.select(job_stats_hours).where(h.hour >= since, h.hour < hours_until)):
+        counts.add(row.hour, row.outcome, row.job_status, row.attempts)
+    minutes = sa.select(job_stats_minutes).where(
+        m.minute >= max(since, hours_until), m.minute < rolled_until(conn)
+    )
+    for row in conn.execute(minutes):
+        counts.add(row.minute, row.outcome, row.job_status, row.attempts)
+    counts.add_since(conn, since)
+
+
+def per_hour(conn: Connection, now: datetime, hours: int = 24) -> list[MinutePoint]:
+    """Succeeded and failed attempts per hour over the last ``hours`` (the last one unfinished),
+    oldest first, every hour present: from the hourly rollups, kept JOBYARD_RETAIN_HOURLY_ROLLUPS."""
+    since = hour_of(now) - timedelta(hours=hours - 1)
+    counts = _Counts(hour_of)
+    _hourly(conn, since, counts)
+    return counts.points(since, timedelta(hours=1), hours)
+
+
+def _day_of(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def per_day(conn: Connection, now: datetime, days: int = 30) -> list[MinutePoint]:
+    """Succeeded and failed attempts per UTC day over the last ``days`` (today unfinished), oldest
+    first, from the hourly rollups."""
+    since = _day_of(now) - timedelta(days=days - 1)
+    counts = _Counts(_day_of)
+    _hourly(conn, since, counts)
+    return counts.points(since, timedelta(days=1), days)
 
 
 @dataclass(slots=True)

@@ -171,6 +171,12 @@ class Settings:
         "Seconds an audit log entry (who redrove or discarded what, and why) is kept: a year of "
         "accountability. 0: kept forever.",
     )
+    retain_hourly_rollups_s: float = _setting(
+        "JOBYARD_RETAIN_HOURLY_ROLLUPS",
+        30 * 86400.0,
+        "Seconds (30 days) the hourly job counters behind the dashboard's 24-hour and 30-day charts are "
+        "kept. 0: kept forever.",
+    )
     retain_webhook_deliveries_s: float = _setting(
         "JOBYARD_RETAIN_WEBHOOK_DELIVERIES",
         7 * 86400.0,
@@ -408,7 +414,10 @@ class Settings:
         "Off: only the document itself (/schema/openapi.json, .yaml).",
     )
     dashboard_refresh_s: float = _setting(
-        "JOBYARD_DASHBOARD_REFRESH", 5.0, "How often the dashboard's overview and open job pages refresh."
+        "JOBYARD_DASHBOARD_REFRESH",
+        5.0,
+        "How often the dashboard's overview, job and workers pages poll for changes while their events "
+        "stream is down (four times less often while it is up).",
     )
     whatsapp_api_base_url: str = _setting(
         "WHATSAPP_API_BASE_URL",

@@ -155,6 +155,11 @@ workers = sa.Table(
     sa.Column("broker_id", sa.Text),
     timestamp_column("started_at", nullable=False, default_now=True),
     timestamp_column("last_seen_at", nullable=False, default_now=True),
+    # Jobs it runs at once (its --threads); NULL for a worker of an older release.
+    sa.Column("threads", sa.Integer),
+    # Quiet (core/engine/workers.py): asked by ops, and done once the worker fetches nothing more.
+    timestamp_column("quiet_requested_at"),
+    timestamp_column("quiet_at"),
 )
 
 # Paused queues (core/engine/pauses.py): a row while the queue is paused. Workers read a mirror in
@@ -351,7 +356,20 @@ job_stats_rollup = sa.Table(
     metadata,
     sa.Column("id", sa.SmallInteger, primary_key=True),
     timestamp_column("rolled_until", nullable=False),
+    # Hours before this are summed into job_stats_hours (from the minute rows).
+    timestamp_column("hours_rolled_until"),
     sa.CheckConstraint("id = 1", name="one_row"),
+)
+
+# job_stats_minutes summed per hour, kept JOBYARD_RETAIN_HOURLY_ROLLUPS (30 days): the longer charts.
+job_stats_hours = sa.Table(
+    "job_stats_hours",
+    metadata,
+    sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("type", sa.Text, primary_key=True),
+    sa.Column("outcome", sa.Text, primary_key=True),
+    sa.Column("job_status", sa.Text, primary_key=True),
+    sa.Column("attempts", sa.BigInteger, nullable=False),
 )
 
 # Rows pruned since the farm began, per table and job status ("" for tables without one): added to

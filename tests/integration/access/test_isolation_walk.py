@@ -74,6 +74,7 @@ VOLATILE = {
     "latency_p50_ms",
     "latency_p95_ms",
     "oldest_ready_age_s",
+    "age_s",
 }
 
 
@@ -379,6 +380,12 @@ def _reads(a: World) -> list[Attack]:
         # A queue is every tenant's: B's key may not pause or resume it, before A exists or after.
         Attack("POST /v1/queues/{queue}/pause", "/v1/queues/test_effect/pause", json={"reason": "b pauses"}),
         Attack("POST /v1/queues/{queue}/resume", "/v1/queues/test_effect/resume", json={}),
+        # Every worker, with B's own running jobs only (none while B reads).
+        Attack("GET /v1/workers", "/v1/workers"),
+        # Workers run every tenant's jobs: a tenant's key quiets none (403, whichever id it names).
+        Attack(
+            "POST /v1/workers/{worker_id}/quiet", "/v1/workers/any-worker/quiet", json={"reason": "b tries"}
+        ),
         # Another tenant's events are an admin key's only (B's own stream: tests/integration/live/).
         Attack("GET /v1/events", "/v1/events", params={"tenant": A, "types": "job.succeeded"}),
         Attack("GET /v1/keys", "/v1/keys"),
@@ -650,6 +657,7 @@ def _a_view(a_tenant: Tenant, a: World) -> dict[str, Any]:
         f"/v1/tenants/{A}/limits",
         f"/v1/tenants/{A}/llm",
         "/v1/queues",
+        "/v1/workers",
         "/v1/chats",
         f"/v1/chats/{a.conversation}",
         "/v1/assistants/whatsapp",

@@ -6,39 +6,24 @@ dead letters go to the test's directory and tests/artifacts/."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, jobs, schedules
 from tests.integration.conftest import Farm, make_key, waiting
+
+# Re-exported: the other browser tests import them from here (the browser fixture is the conftest's).
+from tests.integration.dashboard.conftest import CHROMIUM as CHROMIUM
+from tests.integration.dashboard.conftest import CHROMIUM_ARGS as CHROMIUM_ARGS
 from tests.services import ROOT, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 def _count(settings: Settings, type_: str, status: str) -> int:
