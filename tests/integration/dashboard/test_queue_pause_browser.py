@@ -14,7 +14,6 @@ from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
 
 # The module's Chromium, launched once by test_dashboard.py's fixture.
-from tests.integration.dashboard.test_dashboard import browser  # noqa: F401
 from tests.services import wait_for
 
 QUEUE = "test_echo"
@@ -40,7 +39,7 @@ def _status(base: str, auth: dict[str, str], job_id: str) -> str:
 
 
 def test_pause_a_queue_from_the_dashboard_see_jobs_wait_then_resume_and_see_them_run(
-    browser: Browser,  # noqa: F811 - the fixture imported above
+    browser: Browser,
     farm: Farm,
     settings: Settings,
     tmp_path: Path,
