@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 
-from control_api.auth import requires
+from control_api.auth import OPS_READ
 from core.access.keys import ApiKey
 from core.engine.queues import Overview, read_overview
 
@@ -17,9 +17,7 @@ class QueuesController(Controller):
     path = "/v1/queues"
     tags = ["queues and health"]
 
-    @get(
-        "/", guards=[requires("ops")], sync_to_thread=True, summary="Queues, per job type, and workers alive"
-    )
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="Queues, per job type, and workers alive")
     def overview(self, request: Request[ApiKey, Any, Any], state: State) -> Overview:
         """Ready (Redis), delayed, scheduled, running, retrying and dead jobs per job type and queue,
         the oldest ready job's age, the last minute's throughput and latency, and the workers alive.

@@ -58,8 +58,8 @@ class FilterForm(msgspec.Struct, kw_only=True):
             type=self.type or None,
             error_code=self.error_code or None,
             q=self.q or None,
-            since=_time("since", self.since),
-            until=_time("until", self.until),
+            since=form_time("since", self.since),
+            until=form_time("until", self.until),
         )
 
 
@@ -75,16 +75,7 @@ class ActionForm(FilterForm, kw_only=True):
     tenant: str | None = None
 
     def check_tenant(self, reach: str | None) -> None:
-        """Refuse a form made while the header showed another tenant than it does now (the choice
-        changed in another tab): it would act on other jobs than the page showed."""
-        if self.tenant is not None and self.tenant != (reach or ""):
-            shown = self.tenant or "every tenant"
-            raise PageRefused(
-                409,
-                "Tenant changed",
-                f"This form was made for {shown}, and the dashboard now shows "
-                f"{reach or 'every tenant'}. Nothing changed; go back to the dead letters and try again.",
-            )
+        check_form_tenant(self.tenant, reach, "the dead letters")
 
     def selection(self, reach: str | None) -> Selection:
         """The jobs the form names, among those of the tenant the session reaches (None: all)."""
@@ -95,11 +86,7 @@ class ActionForm(FilterForm, kw_only=True):
         return Selection(ids=tuple(self.ids), tenant=reach)
 
     def checked_reason(self) -> str:
-        if not self.reason.strip():
-            raise FormError("A reason is required; it goes in the audit log.")
-        if len(self.reason) > 2000:
-            raise FormError("The reason is too long (2,000 characters at most).")
-        return self.reason.strip()
+        return form_reason(self.reason)
 
     def patch(self) -> dict[str, Any] | None:
         if self.action != "redrive" or not self.payload_patch.strip():
@@ -113,7 +100,29 @@ class ActionForm(FilterForm, kw_only=True):
         return value
 
 
-def _time(name: str, text: str) -> datetime | None:
+def check_form_tenant(sent: str | None, reach: str | None, back: str) -> None:
+    """Refuse a form made while the header showed another tenant than it does now (the choice
+    changed in another tab): it would act on other jobs than the page showed. ``sent``: the tenant
+    the form names ('' for every tenant; None: a form that does not say)."""
+    if sent is not None and sent != (reach or ""):
+        raise PageRefused(
+            409,
+            "Tenant changed",
+            f"This form was made for {sent or 'every tenant'}, and the dashboard now shows "
+            f"{reach or 'every tenant'}. Nothing changed; go back to {back} and try again.",
+        )
+
+
+def form_reason(text: str) -> str:
+    """The reason an action's form gives, which the audit log keeps; FormError if there is none."""
+    if not text.strip():
+        raise FormError("A reason is required; it goes in the audit log.")
+    if len(text) > 2000:
+        raise FormError("The reason is too long (2,000 characters at most).")
+    return text.strip()
+
+
+def form_time(name: str, text: str) -> datetime | None:
     if not text.strip():
         return None
     try:
@@ -124,7 +133,7 @@ def _time(name: str, text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _form_dict(form: Any) -> dict[str, Any]:
+def form_dict(form: Any) -> dict[str, Any]:
     data: dict[str, Any] = {k: form.get(k) for k in form if k != "ids"}
     data["ids"] = [i for i in form.getall("ids") if i] if "ids" in form else []
     return data
@@ -192,7 +201,7 @@ def _preview(settings: Settings, form: ActionForm, reach: str | None) -> dict[st
 
 async def _action_form(request: Request[Any, Any, Any]) -> ActionForm:
     try:
-        return msgspec.convert(_form_dict(await request.form()), ActionForm, strict=False)
+        return msgspec.convert(form_dict(await request.form()), ActionForm, strict=False)
     except msgspec.ValidationError as exc:
         raise PageRefused(422, "Bad form", f"The form is not valid: {exc}") from None
 
