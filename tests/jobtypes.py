@@ -205,3 +205,8 @@ class EchoPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 @job_type("test_echo", payload=EchoPayload, max_retries=0)
 def echo(ctx: JobContext, payload: EchoPayload) -> dict[str, Any]:
     return {"value": payload.value}
+
+
+# Fails as test_flaky does, then waits an hour before its next attempt: a job that sits in `retrying`
+# until someone runs it now (the ops console's bulk retry).
+job_type("test_backoff", payload=FlakyPayload, max_retries=3, min_backoff_s=3600, max_backoff_s=3600)(flaky)
