@@ -7,7 +7,6 @@ keeps answering other requests meanwhile.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ from control_api.auth import requires
 from control_api.deadletters import Ids, Reason
 from core.access.keys import ApiKey
 from core.engine import bulk
-from core.engine.jobs import Job, JobStatus, utcnow
+from core.engine.jobs import JobStatus, utcnow
 from core.engine.queries import JobFilter
 from core.engine.timebounds import bounded_utc
 from core.errors import InvalidInput
@@ -81,18 +80,6 @@ class BulkIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return run_at
 
 
-class BulkOut(msgspec.Struct):
-    action: str
-    #: Selected jobs in a state the action changes.
-    matched: int
-    #: Jobs changed (0 on a dry run).
-    changed: int
-    #: Selected jobs in a state the action leaves alone, by state (on a dry run).
-    not_eligible: dict[str, int]
-    audit_id: uuid.UUID | None
-    preview: list[Job]
-
-
 class JobsBulkController(Controller):
     path = "/v1/jobs/bulk"
     tags = ["jobs"]
@@ -104,15 +91,15 @@ class JobsBulkController(Controller):
         status_code=200,
         summary="Cancel, run now or reschedule many jobs",
     )
-    def act(self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[BulkIn]) -> BulkOut:
+    def act(
+        self, request: Request[ApiKey, Any, Any], state: State, data: JSONBody[BulkIn]
+    ) -> bulk.BulkOutcome:
         key = request.user
         selection = data.selection(key.reach)
         run_at = data.checked_run_at()
         if data.dry_run:
             with transaction(state.settings) as conn:
-                out = bulk.dry_run(conn, data.action, selection)
-        else:
-            out = bulk.apply(
-                state.settings, data.action, selection, data.reason, key.name, run_at=run_at, by=key.id
-            )
-        return BulkOut(out.action, out.matched, out.changed, out.not_eligible, out.audit_id, out.preview)
+                return bulk.dry_run(conn, data.action, selection)
+        return bulk.apply(
+            state.settings, data.action, selection, data.reason, key.name, run_at=run_at, by=key.id
+        )

@@ -83,8 +83,9 @@ class JobSelection:
         return {"filter": {k: v for k, v in shown.items() if v is not None and k != "tenant"}}
 
 
-@dataclass(frozen=True, slots=True)
-class BulkOutcome:
+class BulkOutcome(msgspec.Struct, frozen=True):
+    """What an action matched and did; POST /v1/jobs/bulk answers it as it is."""
+
     action: str
     #: Jobs in a state the action changes.
     matched: int
