@@ -123,20 +123,26 @@ def _filtered(table: sa.Table, f: JobFilter) -> sa.Select[Any]:
     return sa.select(*(table.c[name] for name in finished.COLUMNS)).where(*filter_where(table, f))
 
 
+def newest_page(f: JobFilter, limit: int, cursor: str | None) -> sa.Select[Any]:
+    """The ``limit`` + 1 newest jobs past ``cursor`` that ``f`` matches (the text search aside), from
+    both tables. Each table's half is ordered and limited on its own, so each reads its page from an
+    index ordered as the list is, (column, created_at, id): Postgres does not merge the indexes of a
+    union whose halves have conditions, and would sort every matching row of both tables instead."""
+    halves = [page(_filtered(t, f), t.c.created_at, t.c.id, limit, cursor) for t in (jobs, job_history)]
+    both = sa.union_all(*halves).subquery("j")
+    return sa.select(both).order_by(both.c.created_at.desc(), both.c.id.desc()).limit(limit + 1)
+
+
 def list_jobs(conn: Connection, f: JobFilter, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
-    """Newest first, from both tables: Postgres merges their (and each day's) newest-first indexes,
-    so a page costs the page, not the history.
+    """Newest first, from both tables: a page costs the page, not the history (``newest_page``).
 
     With a text search, a page reads the newest TEXT_SCAN jobs past the cursor that the other fields
     match and keeps those holding the text: a page may then hold fewer jobs than ``limit`` and still
     have a next cursor, the window's end, where the search goes on."""
-    both = sa.union_all(_filtered(jobs, f), _filtered(job_history, f)).subquery("j")
     if not f.q:
-        rows, next_cursor = split_page(
-            conn.execute(page(sa.select(both), both.c.created_at, both.c.id, limit, cursor)).all(), limit
-        )
+        rows, next_cursor = split_page(conn.execute(newest_page(f, limit, cursor)).all(), limit)
         return [Job.from_row(r) for r in rows], next_cursor
-    window = page(sa.select(both), both.c.created_at, both.c.id, TEXT_SCAN - 1, cursor).subquery("w")
+    window = newest_page(f, TEXT_SCAN - 1, cursor).subquery("w")
     found = sa.select(window).where(text_matches(window.c.error, window.c.payload, f.q))
     rows, next_cursor = split_page(
         conn.execute(found.order_by(window.c.created_at.desc(), window.c.id.desc()).limit(limit + 1)).all(),
