@@ -171,8 +171,8 @@ async def jobs_page(
     try:
         data = await run(_list, state.settings, form, cursor, session_reach(request))
     except FormError as exc:
-        data = {"items": [], "next_cursor": None, "matched": 0, "types": [], "queues": [], "error": str(exc)}
-        data["statuses"] = JOB_STATUSES
+        data = {"items": [], "next_cursor": None, "matched": 0, "count_cap": COUNT_CAP, "error": str(exc)}
+        data |= {"types": [], "queues": [], "statuses": JOB_STATUSES}
     return page(request, "jobs.html", filter=form, **data)
 
 
