@@ -11,7 +11,7 @@ import difflib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -41,17 +41,25 @@ class FormError(ValueError):
     """Something in the form to correct; shown on the page, nothing changed."""
 
 
-class FilterForm(msgspec.Struct, kw_only=True):
+class QueryForm(msgspec.Struct, kw_only=True):
+    """A page's filter as typed into it, every field text; FIELDS names them in the page's links."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def query(self) -> str:
+        """The filter as a link's query string (the empty fields left out)."""
+        return urlencode({k: v for k in self.FIELDS if (v := getattr(self, k))})
+
+
+class FilterForm(QueryForm, kw_only=True):
     """The filter as typed into the page: times are `datetime-local` values (UTC) or RFC 3339."""
 
+    FIELDS = _FILTER_FIELDS
     type: str = ""
     error_code: str = ""
     q: str = ""
     since: str = ""
     until: str = ""
-
-    def query(self) -> str:
-        return urlencode({k: v for k in _FILTER_FIELDS if (v := getattr(self, k))})
 
     def to_filter(self) -> DeadFilter:
         return DeadFilter(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, get, post
@@ -23,6 +22,7 @@ from litestar.response import Redirect, Template
 
 from control_api.dashboard.deadletters import (
     FormError,
+    QueryForm,
     check_form_tenant,
     form_dict,
     form_reason,
@@ -49,9 +49,10 @@ _FILTER_FIELDS = ("status", "type", "queue", "business_key", "id", "created_afte
 _SHORT = 200
 
 
-class JobsForm(msgspec.Struct, kw_only=True):
+class JobsForm(QueryForm, kw_only=True):
     """The filter as typed into the page: times are `datetime-local` values (UTC) or RFC 3339."""
 
+    FIELDS = _FILTER_FIELDS
     status: str = ""
     type: str = ""
     queue: str = ""
@@ -60,9 +61,6 @@ class JobsForm(msgspec.Struct, kw_only=True):
     created_after: str = ""
     created_before: str = ""
     q: str = ""
-
-    def query(self) -> str:
-        return urlencode({k: v for k in _FILTER_FIELDS if (v := getattr(self, k))})
 
     def to_filter(self, reach: str | None) -> JobFilter:
         if self.status and self.status not in JOB_STATUSES:

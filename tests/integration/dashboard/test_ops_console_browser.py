@@ -6,32 +6,24 @@ whose POSTs are refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, jobs
 from tests.integration.conftest import Farm, make_key
-from tests.integration.dashboard.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+from tests.integration.dashboard import test_dashboard
 from tests.services import wait_for
 
 BUSINESS_KEY = "order-console-77"
 REASON = "provider back up, run them now"
 RETRYING = 4
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
+#: The dashboard tests' Chromium, launched once per module.
+browser = test_dashboard.browser
 
 
 def _statuses(settings: Settings, type_: str) -> list[str]:
@@ -58,8 +50,8 @@ def _set_up(base: str, settings: Settings) -> str:
     return str(r.json()["items"][0]["id"])
 
 
-def _log_in(browser: Browser, base: str, key: str) -> Page:
-    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+def _log_in(chromium: Browser, base: str, key: str) -> Page:
+    page = chromium.new_context(viewport={"width": 1360, "height": 900}).new_page()
     page.goto(f"{base}/dashboard/jobs")
     page.fill("#api_key", key)
     page.click("button[type=submit]")
