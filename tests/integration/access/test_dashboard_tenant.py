@@ -230,6 +230,14 @@ def test_a_tenants_session_lists_and_acts_on_its_own_jobs_only(
     for action in ("cancel", "retry", "reschedule"):
         form = {"csrf_token": csrf, "action": action, "run_at": "2030-01-01T00:00"}
         assert browser.post(f"/dashboard/jobs/{theirs[0]}/act", data=form).status_code == 404
+    # Its own job: a time out of range is refused, saying the limit; a dead job is not rescheduled.
+    for when, status, said in (
+        ("0001-01-01T00:00", 422, "ten years"),
+        ("2030-01-01T00:00", 409, "scheduled"),
+    ):
+        form = {"csrf_token": csrf, "action": "reschedule", "run_at": when}
+        answer = browser.post(f"/dashboard/jobs/{mine[0]}/act", data=form)
+        assert (answer.status_code, said in answer.text) == (status, True), answer.text[-600:]
     # By ids and by a filter: a dry run and an apply see none of shop-a's jobs.
     body = {"csrf_token": csrf, "action": "cancel", "target": "selected", "ids": theirs, "reason": "x"}
     body["tenant"] = "shop-b"
