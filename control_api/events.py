@@ -43,18 +43,20 @@ from core.events.log import LAST, Cursor, Event, body, format_cursor, now_cursor
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import events
-from core.platform.tables.events import EVENT_TYPES
+from core.platform.tables.events import EVENT_TYPES, STREAM_ONLY_EVENT_TYPES
 
 #: Replayed events are read from Postgres this many at a time.
 REPLAY_PAGE = 500
 #: Milliseconds a client waits before reconnecting (the SSE ``retry`` field).
 RETRY_MS = 2000
+#: What a stream may ask for; without ``types`` it gets EVENT_TYPES (job.progress only when asked).
+STREAM_TYPES = EVENT_TYPES + STREAM_ONLY_EVENT_TYPES
 
 
 Types = Annotated[
     str | None,
     QueryParameter(
-        description=f"Comma-separated event types (all when absent): {', '.join(EVENT_TYPES)}.",
+        description=f"Comma-separated event types (all but job.progress when absent): {', '.join(STREAM_TYPES)}.",
         examples=[Example(value="job.succeeded,job.dead")],
     ),
 ]
@@ -73,19 +75,18 @@ ResumeHeader = Annotated[
 ]
 
 
-def parse_types(types: str | None) -> frozenset[str] | None:
-    """The event types asked for (None: all); InvalidInput naming the unknown ones."""
-    if not types:
-        return None
-    asked = frozenset(t.strip() for t in types.split(",") if t.strip())
-    unknown = sorted(asked - set(EVENT_TYPES))
+def parse_types(types: str | None) -> frozenset[str]:
+    """The event types asked for (absent: every type but the stream-only ones); InvalidInput naming
+    the unknown ones."""
+    asked = frozenset(t.strip() for t in (types or "").split(",") if t.strip())
+    unknown = sorted(asked - set(STREAM_TYPES))
     if unknown:
         raise InvalidInput(
             details=[
-                {"field": "types", "message": f"unknown event types {unknown}; known: {list(EVENT_TYPES)}"}
+                {"field": "types", "message": f"unknown event types {unknown}; known: {list(STREAM_TYPES)}"}
             ]
         )
-    return asked or None
+    return asked or frozenset(EVENT_TYPES)
 
 
 def resume_cursor(header: str | None, query: str | None) -> Cursor | None:

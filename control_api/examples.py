@@ -151,7 +151,7 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
     ),
     ("POST", "/v1/jobs/{job_id}/cancel"): OperationDoc(
         "cancelJob",
-        summary="Cancel a job a worker has not claimed",
+        summary="Cancel a job (a running one is asked to stop: 202)",
         params={"job_id": JOB_ID},
         response=SCHEDULED_JOB | {"status": "cancelled", "finished_at": AT},
     ),

@@ -1,6 +1,6 @@
 """The history's metrics on /metrics: rows per status, rows pruned, prune lag, table and index sizes,
 dead tuples and the oldest open transaction (docs/operations/retention.md; alert rules in
-deploy/prometheus/). Each is read by a bounded query (core/engine/history.py, core/engine/retention.py)."""
+deploy/observability/). Each is read by a bounded query (core/engine/history.py, core/engine/retention.py)."""
 
 from __future__ import annotations
 

@@ -231,11 +231,23 @@ class JobsController(Controller):
             attempts = list_attempts(conn, job_id, request.user.reach)
         return AttemptList(all_shown(attempts, redactor_for(request)))
 
-    @post("/{job_id:uuid}/cancel", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
-    def cancel(self, request: Request[ApiKey, Any, Any], state: State, job_id: FromPath[uuid.UUID]) -> Job:
+    @post(
+        "/{job_id:uuid}/cancel",
+        guards=[requires("jobs:write")],
+        sync_to_thread=True,
+        status_code=200,
+        description="A job not yet running is cancelled at once (200). A running job is asked to stop "
+        "(202, `cancel_requested_at` set): its worker aborts it within about a second and it ends "
+        "`cancelled`, unless it finishes first. A finished job is 409 `not_cancellable`.",
+        responses={202: ResponseSpec(Job, description="Running: the worker was asked to stop it")},
+    )
+    def cancel(
+        self, request: Request[ApiKey, Any, Any], state: State, job_id: FromPath[uuid.UUID]
+    ) -> Response[Job]:
         key = request.user
         with transaction(state.settings) as conn:
-            return shown(cancel_job(conn, job_id, key.reach, by=key.id), redactor_for(request))
+            job = shown(cancel_job(conn, job_id, key.reach, by=key.id), redactor_for(request))
+        return Response(job, status_code=202 if job.status == JobStatus.RUNNING else 200)
 
     @post("/{job_id:uuid}/reschedule", guards=[requires("jobs:write")], sync_to_thread=True, status_code=200)
     def reschedule(

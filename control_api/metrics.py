@@ -5,7 +5,9 @@ each API process (with ``--workers N`` set PROMETHEUS_MULTIPROC_DIR, as promethe
 Job metrics (`jobyard_job*`, queue and worker gauges) are computed at scrape time from Postgres and
 Redis, never counted in memory: every API process answers the same, whichever workers ran the jobs,
 and a restart of anything loses nothing. The workers write nothing extra for them. The history's
-metrics (rows, pruning, table sizes, the xmin horizon) are control_api/history_metrics.py's.
+metrics (rows, pruning, table sizes, the xmin horizon) are control_api/history_metrics.py's; the
+workers per queue and the schedulers' heartbeats control_api/farm_metrics.py's. The alert rules and
+the Grafana dashboard built on all of them are in deploy/observability/.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection
 
 from control_api.auth import OPS_READ, reaches_every_tenant
+from control_api.farm_metrics import farm_families
 from control_api.history_metrics import history_families
 from control_api.http_metrics import HttpMetricsMiddleware
 from core.engine import stats as job_stats
@@ -142,6 +145,7 @@ def _job_metrics(state: State) -> bytes:
             *_job_families(counters, overview),
             *history_families(conn, settings, overview, now),
             *_webhook_families(conn),
+            *farm_families(overview, state.health_redis, settings.redis_namespace),
         ]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed(families))

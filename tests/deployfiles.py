@@ -1,8 +1,10 @@
-"""Reading the deployment files (Procfile, compose, Kubernetes, systemd) the way their tools do, for
-the tests that check them offline: the commands they run, the settings they set, their numbers."""
+"""Reading the deployment files (Procfile, compose, Kubernetes, systemd, Prometheus and Grafana) the
+way their tools do, for the tests that check them: the commands they run, the settings they set,
+their numbers, the metrics they read."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Iterator
@@ -24,6 +26,10 @@ COMPOSE = DEPLOY / "docker" / "compose.yaml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 SYSTEMD = DEPLOY / "systemd"
 PROCFILE = ROOT / "Procfile"
+OBSERVABILITY = DEPLOY / "observability"
+RULES = OBSERVABILITY / "jobyard-rules.yaml"
+PROMETHEUS_CONFIG = OBSERVABILITY / "prometheus.yml"
+DASHBOARD = OBSERVABILITY / "grafana-dashboard.json"
 
 #: Every variable Jobyard reads.
 SETTINGS = {env for env, _, _ in documented_settings()}
@@ -173,3 +179,51 @@ def assert_three_worker_groups(groups: dict[str, set[str]]) -> None:
     assert sorted(map(sorted, groups.values())) == sorted(
         [[EMBEDDINGS], [SCRAPE], sorted(queues() - {SCRAPE, EMBEDDINGS})]
     ), groups
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of the rule file, across its groups."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def dashboard_exprs() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard: its panels' targets and its variables' queries."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        exprs.append(query["query"] if isinstance(query, dict) else query)
+    return exprs
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\bjobyard_[a-z_]+", expr))
+
+
+#: The samples each kind of metric family exposes.
+_SAMPLES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def exposed_metrics() -> set[str]:
+    """The sample names GET /metrics exposes, read from the code that makes them: the families the
+    control_api/*metrics.py modules compute at scrape time (a counter's name gains `_total`, a
+    histogram's `_bucket`, `_sum` and `_count`), and the HTTP and authentication metrics those modules
+    register in prometheus-client (Litestar's middleware with Jobyard's prefix)."""
+    from prometheus_client import REGISTRY
+
+    import control_api.auth_metrics  # noqa: F401  (registers its counters)
+    from control_api.metrics import PROMETHEUS, HttpMetricsMiddleware
+
+    names: set[str] = set()
+    for path in (ROOT / "control_api").glob("*metrics.py"):
+        text = path.read_text()
+        for name in re.findall(r'"(jobyard_[a-z_]+)"', text):
+            kind = re.search(rf'(Counter|Histogram|Gauge)(?:MetricFamily)?\(\s*"{name}"', text)
+            names |= {name + suffix for suffix in _SAMPLES[kind.group(1).lower() if kind else "gauge"]}
+    names.discard(PROMETHEUS.prefix)  # the HTTP metrics' prefix, not a metric
+    HttpMetricsMiddleware(app=lambda *_: None, config=PROMETHEUS)  # type: ignore[arg-type]
+    for family in REGISTRY.collect():
+        if family.name.startswith("jobyard_"):
+            names |= {family.name + suffix for suffix in _SAMPLES[family.type]}
+    return names

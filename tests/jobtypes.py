@@ -207,6 +207,26 @@ def echo(ctx: JobContext, payload: EchoPayload) -> dict[str, Any]:
     return {"value": payload.value}
 
 
+class StepsPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    steps: int
+    step_s: float = 0.1
+    #: A fraction reported before the first step (a handler's bug when out of 0..1).
+    first_report: float | None = None
+
+
+@job_type("test_steps", payload=StepsPayload, max_retries=2, min_backoff_s=0.1, timeout_s=60)
+def steps(ctx: JobContext, payload: StepsPayload) -> dict[str, Any]:
+    """Works in steps, reporting its progress and stopping between steps once cancelled."""
+    if payload.first_report is not None:
+        ctx.progress(payload.first_report)
+    for i in range(payload.steps):
+        ctx.stop_if_cancelled()
+        ctx.progress(i / payload.steps, f"step {i + 1} of {payload.steps}")
+        time.sleep(payload.step_s)
+    ctx.progress(1.0, "done")
+    return {"steps": payload.steps}
+
+
 # Fails as test_flaky does, then waits an hour before its next attempt: a job that sits in `retrying`
 # until someone runs it now (the ops console's bulk retry).
 job_type("test_backoff", payload=FlakyPayload, max_retries=3, min_backoff_s=3600, max_backoff_s=3600)(flaky)

@@ -20,6 +20,7 @@ from core.platform.logs import configure_logging
 from core.platform.sentry import configure_sentry
 from core.platform.settings import get_settings
 from core.platform.tracing import configure_tracing
+from workers.cancellation import CancelListener
 from workers.middleware import JobLifecycle
 
 #: A stop signal repeated within this window is the same stop arriving twice (see below).
@@ -74,7 +75,8 @@ def boot() -> dramatiq.Broker:
 
         # Before JobLifecycle: the claim and the outcome's commit are inside the job's span.
         middleware.append(JobTracing())
-    middleware += [JobLifecycle(settings), Resources(settings)]
+    # CancelListener before JobLifecycle: a job's cancel scope exists before its claim commits.
+    middleware += [CancelListener(settings), JobLifecycle(settings), Resources(settings)]
     broker = build_broker(settings, middleware=middleware, consumer=True)
     declare_actors(broker, settings)
     dramatiq.set_broker(broker)

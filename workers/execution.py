@@ -25,10 +25,12 @@ from core.engine.declare import BatchContext, JobContext
 from core.engine.job_types import JobType, get_job_type
 from core.engine.jobs import publish_after_commit, utcnow
 from core.engine.lifecycle import Claim, mark_succeeded, open_claim
+from core.engine.progress import ProgressReporter
 from core.errors import ClaimLost
+from core.platform.cancellation import running
 from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings
-from workers import middleware
+from workers import cancellation, middleware
 
 log = structlog.get_logger(__name__)
 
@@ -46,15 +48,26 @@ def run_claimed(claim: Claim, settings: Settings) -> None:
         raise RuntimeError(f"job type {claim.type!r} has no handler")
     # Opened here, after the claim committed: a value that does not open fails this job alone.
     payload = msgspec.convert(open_claim(claim), job_type.payload)
-    if not job_type.transactional:
-        result = handler(JobContext(claim=claim, settings=settings, job_conn=None), payload)
-        with transaction(settings) as conn:
-            successors = mark_succeeded(conn, claim, result)
-        _publish(successors)
-        return
-    with transaction(settings) as conn:
-        result = handler(JobContext(claim=claim, settings=settings, job_conn=conn), payload)
-        successors = mark_succeeded(conn, claim, result)
+    # The run's cancel scope (workers/cancellation.py) is this thread's while the handler runs: the
+    # providers' calls find it there. Its last progress report is written however the run ends.
+    reporter = ProgressReporter(claim, settings)
+    with cancellation.scope_for(claim.job_id) as scope, running(scope):
+        try:
+            if not job_type.transactional:
+                ctx = JobContext(claim, settings, None, cancel_scope=scope, reporter=reporter)
+                result = handler(ctx, payload)
+                reporter.flush()
+                with transaction(settings) as conn:
+                    successors = mark_succeeded(conn, claim, result)
+            else:
+                with transaction(settings) as conn:
+                    ctx = JobContext(claim, settings, conn, cancel_scope=scope, reporter=reporter)
+                    result = handler(ctx, payload)
+                    reporter.flush()
+                    successors = mark_succeeded(conn, claim, result)
+        except BaseException:
+            reporter.flush()
+            raise
     _publish(successors)
 
 

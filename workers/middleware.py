@@ -21,7 +21,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from core.engine.consumer import BATCH_OPTION
 from core.engine.job_types import get_job_type
-from core.engine.jobs import utcnow
+from core.engine.jobs import JobStatus, utcnow
 from core.engine.lifecycle import Claim, claim, mark_failed
 from core.engine.recovery import beat, hand_back, new_worker_id, register_worker, unregister_worker
 from core.engine.retry import error_record
@@ -159,6 +159,9 @@ class JobLifecycle(Middleware):
                 status = mark_failed(conn, claimed, error)
         except ClaimLost:
             log.warning("claim_lost", detail="failure not recorded; another worker owns this job now")
+            return
+        if status == JobStatus.CANCELLED:  # its cancel was asked while it ran
+            log.info("job_cancelled", job_id=str(claimed.job_id), type=claimed.type, error_code=error["code"])
             return
         log.warning(
             "job_failed",

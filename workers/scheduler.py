@@ -2,7 +2,9 @@
 message Redis lost, recovers jobs from dead or hung workers, fails rows holding times Python
 cannot read, and, in a thread of its own, removes history past its retention (core/engine/retention.py),
 so that a long pruning never makes a due job late; and sends webhook deliveries from threads of its
-own (core/events/delivery.py), so a slow receiver never holds a job worker nor a due job.
+own (core/events/delivery.py), so a slow receiver never holds a job worker nor a due job. It beats
+in Redis every few seconds (core/engine/scheduler_beats.py), so /metrics and the JobyardSchedulerDown
+alert know whether any scheduler runs.
 
 Any number of schedulers may run; row locks keep them from publishing the same job twice, or
 pruning the same rows.
@@ -33,6 +35,7 @@ from core.engine.isolation import describe, is_transient
 from core.engine.out_of_range import fail_out_of_range
 from core.engine.recovery import recover_lost_jobs
 from core.engine.retention import prune
+from core.engine.scheduler_beats import BEAT_S, beat, this_process
 from core.engine.schedules import fire_due_schedules
 from core.events.delivery import Senders
 from core.platform.crypto import use_data_key
@@ -99,6 +102,7 @@ class Scheduler:
         self.broker = build_broker(settings)
         self.stopping = threading.Event()
         s, b = settings, self.broker
+        member = this_process()
         self.steps = [
             Step("publish_due", lambda: publish_due(s, b)),
             Step("fire_schedules", lambda: fire_due_schedules(s, b)),
@@ -113,6 +117,8 @@ class Scheduler:
             Step("fail_out_of_range", lambda: fail_out_of_range(s), OUT_OF_RANGE_EVERY_S),
             # The tenants' own limits into Redis, where the API and the workers read them.
             Step("sync_tenant_limits", lambda: sync_limits(s, b.client), SYNC_EVERY_S),
+            # That this scheduler is alive, for /metrics (core/engine/scheduler_beats.py).
+            Step("heartbeat", lambda: beat(b.client, s.redis_namespace, member), BEAT_S),
         ]
         self._loop_failures = 0
         # Its own loop, in a thread: it runs until nothing past its retention is left, batch by batch.

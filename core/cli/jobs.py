@@ -185,8 +185,8 @@ def _when(moment: datetime) -> str:
     help="The tenant whose business key it is (a business key names jobs within one tenant).",
 )
 def jobs_cancel(job_id: str | None, business_key: str | None, tenant: str) -> None:
-    """Cancel a job a worker has not claimed yet (scheduled, queued or retrying), or every such job of
-    a business key."""
+    """Cancel a job (a running one is asked to stop: its worker aborts it), or every job of a business
+    key a worker has not claimed yet."""
     from core.engine.queries import cancel_by_business_key, cancel_job
     from core.errors import JobNotFound, NotCancellable
     from core.platform.db import transaction
@@ -207,4 +207,6 @@ def jobs_cancel(job_id: str | None, business_key: str | None, tenant: str) -> No
         raise click.ClickException(f"no job {job_id}") from None
     except NotCancellable as exc:
         raise click.ClickException(f"job {job_id} cannot be cancelled: {exc}") from None
+    if job.status == "running":
+        click.echo(f"job {job_id} is running: its worker was asked to stop it", err=True)
     click.echo(msgspec.json.encode(job).decode())

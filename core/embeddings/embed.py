@@ -37,7 +37,7 @@ from core.errors import PermanentError
 from core.platform.settings import Settings
 from core.platform.tables import embedding_collections, embedding_documents
 from core.platform.tenants import reached
-from core.providers.embeddings import EmbeddingBackend
+from core.providers.embeddings import EmbeddingBackend, Vector
 
 #: Embedding jobs have a queue of their own, consumed only by the worker processes that load the
 #: model, so torch and the model's memory stay out of every other process.
@@ -111,11 +111,13 @@ class EmbedPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
     chunking = payload.chunking(ctx.settings)
     return embed_documents(
-        ctx.conn, ctx.tenant, payload, MODEL.ready(ctx.settings), chunking, ctx.claim.job_id
+        ctx.conn, ctx.tenant, payload, MODEL.ready(ctx.settings), chunking, ctx.claim.job_id, ctx
     )
 
 
 EMBED = get_job_type("embed")
+#: Chunks embedded between two progress reports (and cancel checks) of an embed job.
+PROGRESS_SLICE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +207,12 @@ def embed_documents(
     backend: EmbeddingBackend,
     chunking: Chunking,
     job_id: uuid.UUID | None = None,
+    ctx: JobContext | None = None,
 ) -> dict[str, Any]:
     """Embed the payload's new and changed documents, cut by ``chunking``, and upsert their chunks
     into ``tenant``'s collection, in the caller's transaction. A changed document's chunks past its
-    new last one are deleted."""
+    new last one are deleted. With the job's ``ctx``, the chunks are embedded PROGRESS_SLICE at a
+    time, reporting the progress after each slice and stopping there if the job was cancelled."""
     name = payload.collection
     model = payload.model or backend.model
     seen: set[str] = set()
@@ -239,7 +243,7 @@ def embed_documents(
     unchanged = [doc for doc in payload.documents if stored.get(doc.id) == (hashes[doc.id], model)]
 
     chunks = [_Chunk(doc, n, text) for doc in changed for n, text in enumerate(split(doc.text, chunking))]
-    vectors = backend.embed([chunk.text for chunk in chunks]) if chunks else []
+    vectors = _embed_chunks(backend, chunks, ctx)
     if vectors:
         dim = len(vectors[0])
     elif existing_collection is not None:
@@ -257,6 +261,19 @@ def embed_documents(
         "dim": dim,
         "model": model,
     }
+
+
+def _embed_chunks(backend: EmbeddingBackend, chunks: list[_Chunk], ctx: JobContext | None) -> list[Vector]:
+    """The chunks' vectors; with ``ctx``, a slice at a time, with the progress reported after each."""
+    texts = [chunk.text for chunk in chunks]
+    if ctx is None or not texts:
+        return backend.embed(texts) if texts else []
+    vectors: list[Vector] = []
+    for start in range(0, len(texts), PROGRESS_SLICE):
+        ctx.stop_if_cancelled()
+        vectors += backend.embed(texts[start : start + PROGRESS_SLICE])
+        ctx.progress(len(vectors) / len(texts), f"{len(vectors)} of {len(texts)} chunks embedded")
+    return vectors
 
 
 @dataclass(frozen=True, slots=True)

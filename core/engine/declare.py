@@ -24,17 +24,49 @@ from sqlalchemy.engine import Connection
 
 from core.engine.job_types import JobType, Resource, Retention, register_job_type
 from core.engine.lifecycle import Claim
+from core.engine.progress import ProgressReporter, checked
+from core.errors import JobCancelled
+from core.platform.cancellation import CancelScope
 from core.platform.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    """What a handler gets besides its payload: the claim and the transaction its effects go in."""
+    """What a handler gets besides its payload: the claim and the transaction its effects go in.
+
+    A long handler also reads ``cancelled`` between its steps (or calls ``stop_if_cancelled()``),
+    and reports ``progress``. See docs/guide/job-types/index.md, "Cancel and progress".
+    """
 
     claim: Claim
     settings: Settings
     #: The job's transaction; None for a type declared with transactional=False.
     job_conn: Connection | None
+    #: The run's cancel scope (set by the worker); None in a handler called directly, as in tests.
+    cancel_scope: CancelScope | None = None
+    #: Where ``progress`` goes (set by the worker); None: reports are checked and dropped.
+    reporter: ProgressReporter | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the worker noticed a cancel of this job (asked while it runs): stop at the next
+        step, by raising (``stop_if_cancelled``). Its LLM, HTTP and browser calls are aborted too."""
+        return self.cancel_scope is not None and self.cancel_scope.cancelled
+
+    def stop_if_cancelled(self) -> None:
+        """Raise JobCancelled if the job was cancelled: the job then ends ``cancelled`` (a
+        transactional handler's effects roll back; effects already committed stay)."""
+        if self.cancelled:
+            raise JobCancelled("the job was cancelled while it ran")
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job is: ``fraction`` from 0 to 1, and a short message (at most 500
+        characters). Cheap to call often: written at most once a second, the last report kept.
+        PermanentError ``invalid_progress`` (the job fails) for a fraction out of 0..1 or NaN."""
+        if self.reporter is None:
+            checked(fraction, message)
+            return
+        self.reporter.report(fraction, message)
 
     @property
     def conn(self) -> Connection:
@@ -60,6 +92,12 @@ class BatchContext:
     claims: Sequence[Claim]
     settings: Settings
     conn: Connection
+
+    @property
+    def cancelled(self) -> bool:
+        """Always False: a batch runs in one short transaction and is not stopped midway; a cancel
+        asked of one of its jobs while it runs comes too late (the job finishes)."""
+        return False
 
 
 #: Runs one job and returns its result (stored as JSON on the job).

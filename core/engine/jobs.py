@@ -70,6 +70,23 @@ class NewJob(msgspec.Struct, kw_only=True):
     traceparent: str | None = msgspec.field(default_factory=current_traceparent)
 
 
+class Progress(msgspec.Struct, kw_only=True):
+    """What a running job's handler last reported (``ctx.progress``)."""
+
+    #: 0 to 1.
+    fraction: float
+    message: str | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, m: Any) -> Progress | None:
+        """From a row's mapping (``jobs`` or ``job_history``); None when none was reported."""
+        at = m.get("progress_at")
+        if at is None:
+            return None
+        return cls(fraction=m["progress_fraction"], message=m["progress_message"], updated_at=at)
+
+
 class Job(msgspec.Struct, kw_only=True):
     """A job as the API shows it."""
 
@@ -97,6 +114,10 @@ class Job(msgspec.Struct, kw_only=True):
     redriven_by: uuid.UUID | None = None
     #: 0-9, 9 the most urgent: which of its tenant's jobs a worker takes first.
     priority: int = DEFAULT_PRIORITY
+    #: When a cancel was asked while the job ran (it ends cancelled unless it finishes first).
+    cancel_requested_at: datetime | None = None
+    #: What its handler last reported (``ctx.progress``); null when it never did.
+    progress: Progress | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:
@@ -127,6 +148,8 @@ class Job(msgspec.Struct, kw_only=True):
             cancelled_by=m["cancelled_by"],
             redriven_by=m["redriven_by"],
             priority=m["priority"],
+            cancel_requested_at=m.get("cancel_requested_at"),
+            progress=Progress.of(m),
         )
 
 

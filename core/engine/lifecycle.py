@@ -20,7 +20,7 @@ from core.engine.broker import Publication
 from core.engine.job_types import get_job_type, open_payload
 from core.engine.jobs import CLAIMABLE, JobStatus, utcnow
 from core.engine.retry import decide
-from core.errors import ClaimLost
+from core.errors import ClaimLost, UnknownOutcomeError
 from core.platform.tables import job_attempts, jobs
 from core.platform.tenants import DEFAULT_TENANT
 
@@ -89,6 +89,10 @@ def claim(
             worker=worker,
             worker_id=worker_id,
             deadline_at=deadline_at,
+            # A new attempt starts from nothing: the last one's progress is not its.
+            progress_fraction=None,
+            progress_message=None,
+            progress_at=None,
         )
         .returning(
             jobs.c.id,
@@ -156,9 +160,17 @@ def mark_succeeded(conn: Connection, c: Claim, result: Any) -> list[Publication]
 def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
     """Record a failed attempt: back to Postgres to wait for a retry, or to the dead letters.
 
+    A job whose cancel was asked while it ran ends ``cancelled`` instead, whatever the error but
+    ``unknown_outcome``: its handler stopped because of the cancel (an aborted call,
+    ``ctx.stop_if_cancelled()``) or failed meanwhile, and a cancelled job is not retried.
+
     Returns the job's new status; raises ClaimLost if the claim is no longer ours.
     """
     now = utcnow()
+    requested = conn.execute(sa.select(jobs.c.cancel_requested_at).where(_fenced(c))).scalar_one_or_none()
+    # Except an outside effect of unknown outcome: it stays dead, for a human to decide.
+    if requested is not None and error.get("code") != UnknownOutcomeError.code:
+        return mark_cancelled(conn, c, error)
     rate_limit_waits = conn.execute(
         sa.select(sa.func.count())
         .select_from(job_attempts)
@@ -186,3 +198,38 @@ def mark_failed(conn: Connection, c: Claim, error: dict[str, Any]) -> JobStatus:
         raise ClaimLost(str(c.job_id))
     _finish_attempt(conn, c, decision.outcome, error, now, decision.status)
     return decision.status
+
+
+#: What the attempt of a job cancelled while it ran records.
+CANCELLED_WHILE_RUNNING = "cancelled while running: the cancel was asked and the worker stopped the job"
+
+
+def cancel_record(error: dict[str, Any] | None) -> dict[str, Any]:
+    """The attempt's error of a job cancelled while running: the cancel, and what the handler raised."""
+    record: dict[str, Any] = {"code": "cancelled", "message": CANCELLED_WHILE_RUNNING, "retryable": False}
+    if error is not None and error.get("code") != "cancelled":
+        record["raised"] = {k: v for k, v in error.items() if k != "traceback"}
+    return record
+
+
+def mark_cancelled(conn: Connection, c: Claim, error: dict[str, Any] | None = None) -> JobStatus:
+    """End a running job ``cancelled`` (its cancel was asked while it ran), fenced as mark_failed;
+    the attempt records ``cancelled`` and, in ``raised``, the error its handler stopped with."""
+    now = utcnow()
+    done = conn.execute(sa.update(jobs).where(_fenced(c)).values(**cancelled_values(now)))
+    if done.rowcount != 1:
+        raise ClaimLost(str(c.job_id))
+    _finish_attempt(conn, c, "cancelled", cancel_record(error), now, JobStatus.CANCELLED)
+    return JobStatus.CANCELLED
+
+
+def cancelled_values(now: datetime) -> dict[str, Any]:
+    """The job row's values once a run is cancelled: final, held by no worker, no message."""
+    return {
+        "status": JobStatus.CANCELLED,
+        "finished_at": now,
+        "updated_at": now,
+        "worker_id": None,
+        "deadline_at": None,
+        "message_id": None,
+    }

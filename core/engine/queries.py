@@ -182,11 +182,18 @@ def cancel_values(by: uuid.UUID | None) -> dict[str, Any]:
     }
 
 
+#: The channel a cancel of a running job notifies (its id as payload), in the transaction that asks
+#: it: the worker holding the job stops it (workers/cancellation.py).
+CANCEL_CHANNEL = "jobyard_cancel"
+
+
 def cancel_job(
     conn: Connection, job_id: uuid.UUID, tenant: str | None = None, by: uuid.UUID | None = None
 ) -> Job:
-    """Cancel a job that no worker has claimed; a worker that receives it later skips it. ``by``:
-    the API key that asked, recorded on the job."""
+    """Cancel a job: at once if no worker has claimed it (a worker that receives it later skips it);
+    a running one is asked to stop (``cancel_requested_at``; its worker is notified, and the job
+    ends ``cancelled`` unless it finishes first). ``by``: the API key that asked, recorded on the job.
+    NotCancellable for a finished job."""
     row = conn.execute(
         sa.update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status.in_(CANCELLABLE), reached(jobs, tenant))
@@ -195,7 +202,35 @@ def cancel_job(
     ).first()
     if row is not None:
         return Job.from_row(row)
+    running = request_cancel(conn, job_id, tenant, by)
+    if running is not None:
+        return running
     raise NotCancellable(get_job(conn, job_id, tenant).status)
+
+
+def request_cancel(
+    conn: Connection, job_id: uuid.UUID, tenant: str | None = None, by: uuid.UUID | None = None
+) -> Job | None:
+    """Ask the worker running the job to stop it; None if it is not running. A second request
+    changes nothing (the first one's time and key stay)."""
+    now = utcnow()
+    row = conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING, reached(jobs, tenant))
+        .values(
+            cancel_requested_at=sa.func.coalesce(jobs.c.cancel_requested_at, now),
+            cancelled_by=sa.case(
+                (jobs.c.cancel_requested_at.is_(None), sa.literal(by, jobs.c.cancelled_by.type)),
+                else_=jobs.c.cancelled_by,
+            ),
+            updated_at=now,
+        )
+        .returning(*jobs.c)
+    ).first()
+    if row is None:
+        return None
+    conn.execute(sa.select(sa.func.pg_notify(CANCEL_CHANNEL, str(job_id))))
+    return Job.from_row(row)
 
 
 def cancel_by_business_key(

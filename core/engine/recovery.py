@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from core.engine.broker import Publication, publish
 from core.engine.isolation import dead_letter, describe, isolated, publish_isolated
 from core.engine.jobs import JobStatus, utcnow
+from core.engine.lifecycle import cancel_record, cancelled_values
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import job_attempts, jobs, workers
@@ -81,6 +82,9 @@ def _return_job(
 ) -> Publication | None:
     """End the row's current attempt with ``outcome`` and queue the job again, or dead-letter it."""
     now = utcnow()
+    if row.cancel_requested_at is not None:
+        _cancel_lost(conn, row, error, now)
+        return None
     retry_base = row.retry_base + 1 if free else row.retry_base
     dead = row.attempts - retry_base > row.max_retries
     conn.execute(
@@ -117,6 +121,19 @@ def _return_job(
     return Publication(row.id, row.type, row.queue, message_id, row.request_id, row.tenant, row.priority)
 
 
+def _cancel_lost(conn: Connection, row: Any, error: dict[str, Any], now: datetime) -> None:
+    """A job whose cancel was asked while it ran, and whose run is lost or handed back: it ends
+    ``cancelled``, never queued again."""
+    conn.execute(
+        sa.update(job_attempts)
+        .where(job_attempts.c.job_id == row.id, job_attempts.c.number == row.attempts)
+        .values(
+            finished_at=now, outcome="cancelled", error=cancel_record(error), job_status=JobStatus.CANCELLED
+        )
+    )
+    conn.execute(sa.update(jobs).where(jobs.c.id == row.id).values(**cancelled_values(now)))
+
+
 _RUNNING = (
     jobs.c.id,
     jobs.c.type,
@@ -129,6 +146,7 @@ _RUNNING = (
     jobs.c.deadline_at,
     jobs.c.tenant,
     jobs.c.priority,
+    jobs.c.cancel_requested_at,
 )
 
 

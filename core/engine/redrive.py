@@ -75,7 +75,7 @@ def _in_batches(
     _require_reason(reason)
     with transaction(settings) as conn:
         ids = resolve(conn, selection, payload_patch, check=check)
-    changed = 0
+    changed = handled = 0
     shown: list[Job] = []
     try:
         for batch in _batches(ids):
@@ -85,8 +85,11 @@ def _in_batches(
                 committed()
             changed += count
             shown += preview
+            handled += len(batch)
             if progress is not None:
                 progress(len(batch))
+            # A long run's progress in the logs too, whoever started it (the API, the dashboard).
+            log.info("dead_letters_progress", action=action, handled=handled, matched=len(ids), actor=actor)
     finally:
         # Written even when stopped part-way, so that what was done is on record.
         with transaction(settings) as conn:

@@ -9,6 +9,7 @@ The classes live in four modules (base, jobs, requests, services); import them f
     │   ├── PermanentError             retrying cannot help: the job goes to the dead letters
     │   │   └── DataKeyMismatch, LlmNotConfigured, ScheduleCannotFire
     │   ├── UnknownOutcomeError        an outside effect may or may not have happened
+│   ├── JobCancelled               a cancel asked while the job ran: it ends cancelled
     │   └── Postponed                  not a failure: the job waits (quiet hours)
     ├── NotFound                       no such job, schedule, key, collection, ...
     ├── Conflict                       the request conflicts with the current state
@@ -36,6 +37,7 @@ from core.errors.base import (
 from core.errors.jobs import (
     DataKeyMismatch,
     DataKeyUnknown,
+    JobCancelled,
     JobFailure,
     LlmNotConfigured,
     PermanentError,
@@ -133,6 +135,7 @@ __all__ = [
     "InvalidSchedule",
     "InvalidSelection",
     "InvalidTenant",
+    "JobCancelled",
     "JobFailure",
     "JobNotFound",
     "JobyardError",

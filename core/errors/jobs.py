@@ -86,3 +86,11 @@ class Postponed(JobFailure):
     def __init__(self, until: datetime, message: str | None = None, *, code: str | None = None) -> None:
         super().__init__(message or f"postponed until {until.isoformat()}", code=code)
         self.until = until
+
+
+class JobCancelled(JobFailure):
+    """The job's cancel was asked while it ran (``ctx.stop_if_cancelled()``, or an outbound call the
+    cancel aborted): the job ends ``cancelled``, never retried."""
+
+    code = "cancelled"
+    retryable = False

@@ -116,6 +116,12 @@ def job_of(event: Event) -> Job:
     """The job of a job event as ``GET /v1/jobs/{id}`` showed it when the event happened."""
     row = event.data
     fields = {name: row.get(name) for name in Job.__struct_fields__ if name in row}
+    if row.get("progress_at") is not None:
+        fields["progress"] = {
+            "fraction": row.get("progress_fraction"),
+            "message": row.get("progress_message"),
+            "updated_at": row["progress_at"],
+        }
     fields["payload"] = shown_payload(row["type"], row["payload"])
     if isinstance(row.get("error"), dict):
         fields["error"] = {k: v for k, v in row["error"].items() if k != "traceback"}

@@ -8,6 +8,11 @@ already have happened (the worker died mid-call) and stops with `unknown_outcome
 decide: at most once, then ask. A row already `sent` means only the job's success was lost; that
 attempt succeeds without sending again.
 
+A cancel asked while the job runs (``POST /v1/jobs/{id}/cancel``) stops it before its outbound row is
+written (``still_ours``), with nothing sent. Once the row is written the send is handed to WhatsApp
+and is not aborted (the client is not one a cancel aborts: a send cut off midway could not be known
+sent or unsent); the job then ends as the send does.
+
 A job sends in its tenant's name: through the tenant's own number and token when it has one
 (core/messaging/numbers.py, read on every send, so a changed token is used from the next send on),
 through the farm's otherwise; its outbound row is its tenant's, and the opt-outs that bind it are
@@ -36,6 +41,7 @@ from core.engine.retry import error_record
 from core.errors import (
     ClaimLost,
     DataKeyUnknown,
+    JobCancelled,
     JobFailure,
     PermanentError,
     Postponed,
@@ -339,9 +345,11 @@ def _dry_run(claim: Claim, payload: WhatsAppMessagePayload, settings: Settings, 
 
 def still_ours(conn: Connection, claim: Claim) -> None:
     """Lock the job row and check this worker still holds the claim, so a run that recovery already
-    gave to another worker cannot start a send."""
+    gave to another worker cannot start a send, and that nobody asked to cancel the job: a cancel
+    committed before this lock stops the job with nothing sent (JobCancelled); one that comes after
+    waits for the outbound row, and the send it then finds handed over is not aborted."""
     held = conn.execute(
-        sa.select(jobs.c.id)
+        sa.select(jobs.c.id, jobs.c.cancel_requested_at)
         .where(
             jobs.c.id == claim.job_id, jobs.c.status == JobStatus.RUNNING, jobs.c.attempts == claim.attempt
         )
@@ -349,6 +357,8 @@ def still_ours(conn: Connection, claim: Claim) -> None:
     ).first()
     if held is None:
         raise ClaimLost(str(claim.job_id))
+    if held.cancel_requested_at is not None:
+        raise JobCancelled("the job was cancelled before its message was handed to WhatsApp")
 
 
 def _record_unsent(settings: Settings, outbound_id: uuid.UUID, status: str, exc: BaseException) -> None:

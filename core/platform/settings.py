@@ -91,6 +91,11 @@ class Settings:
     worker_heartbeat_s: float = _setting(
         "JOBYARD_WORKER_HEARTBEAT", 5.0, "How often each worker process records in Postgres that it is alive."
     )
+    progress_interval_s: float = _setting(
+        "JOBYARD_PROGRESS_INTERVAL",
+        1.0,
+        "A job's progress (ctx.progress) is written to Postgres at most this often; the last report is kept.",
+    )
     worker_dead_after_s: float = _setting(
         "JOBYARD_WORKER_DEAD_AFTER",
         30.0,

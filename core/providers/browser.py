@@ -3,7 +3,8 @@
 Dramatiq runs jobs in threads, and Playwright's sync API belongs to the thread that started it. So
 the browser lives in a thread of its own that runs an asyncio loop with Playwright's async API; a job
 thread submits its page to that loop (``run_coroutine_threadsafe``) and waits at most the page's
-timeout plus the time to close its context. A context costs a fraction of a browser launch, and
+timeout plus the time to close its context (or until the job is cancelled: its page's task is then
+cancelled in the browser thread, which closes the context). A context costs a fraction of a browser launch, and
 contexts share nothing: cookies, storage and cache die with the job.
 
 Every context goes through its own SSRF guard (core/providers/guard_proxy.py); the page itself is
@@ -39,6 +40,7 @@ import structlog
 from opentelemetry.trace import SpanKind
 
 from core.errors import JobFailure, PermanentError, RetryableError, SettingsError
+from core.platform import cancellation
 from core.platform.netguard import AllowList
 from core.platform.settings import Settings
 from core.platform.tracing import tracer
@@ -240,11 +242,17 @@ class BrowserPool:
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise
+        # The job's cancel cancels the page's task in the browser thread (the only thread that
+        # touches Playwright): its context is closed there, as after a timeout.
+        with cancellation.aborting(future.cancel):
+            try:
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise
+            except concurrent.futures.CancelledError:
+                cancellation.stop_if_cancelled()
+                raise
 
     # -- in the browser thread ---------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import httpx2
 
 from core.errors import NotResolved
 from core.platform.netguard import AllowList, SyncResolver, checked_addresses_sync, system_resolve_sync
+from core.providers.abortable import AbortableBackend2, abortable_transport2
 
 #: Connections kept per client: as the openai SDK's own default client.
 MAX_CONNECTIONS = 1000
@@ -60,8 +61,9 @@ class GuardedBackend(httpcore2.SyncBackend):
 
 
 class GuardedTransport(httpx2.HTTPTransport):
-    """httpx2's transport over a connection pool whose network backend is a GuardedBackend. Never
-    through a proxy: the connection must go to the address that was checked."""
+    """httpx2's transport over a connection pool whose network backend is a GuardedBackend (its
+    streams abortable by the job's cancel, core/providers/abortable.py). Never through a proxy: the
+    connection must go to the address that was checked."""
 
     def __init__(self, allow: AllowList, resolve: SyncResolver = system_resolve_sync) -> None:
         super().__init__(trust_env=False)
@@ -70,7 +72,7 @@ class GuardedTransport(httpx2.HTTPTransport):
             max_connections=MAX_CONNECTIONS,
             max_keepalive_connections=MAX_KEEPALIVE,
             keepalive_expiry=5.0,
-            network_backend=GuardedBackend(allow, resolve),
+            network_backend=AbortableBackend2(GuardedBackend(allow, resolve)),
         )
 
 
@@ -80,3 +82,12 @@ def guarded_client(allow: AllowList, *, timeout: float) -> httpx2.Client:
     return httpx2.Client(
         transport=GuardedTransport(allow), timeout=timeout, trust_env=False, follow_redirects=False
     )
+
+
+def abortable_client(*, timeout: float) -> httpx2.Client:
+    """A client for the farm's own (trusted) providers: any address, redirects followed as the SDK's
+    default client does, and its calls aborted by the job's cancel."""
+    transport = abortable_transport2(
+        max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE, keepalive_expiry=5.0
+    )
+    return httpx2.Client(transport=transport, timeout=timeout, follow_redirects=True)

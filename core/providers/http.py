@@ -3,6 +3,10 @@
 Two layers, each with one job: tenacity retries a connection reset or a lone 502/503/504 within a
 second or so; anything that outlives that becomes a RetryableError, RateLimitedError or
 PermanentError, and the job's retry policy takes over across attempts.
+
+A client from ``abortable_client`` (core/providers/abortable.py) has its call aborted when the job is
+cancelled while it waits: ``request`` then raises JobCancelled (never retried, not the provider's
+failure).
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import httpx
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random
 
 from core.errors import PermanentError, ProviderBusy, RateLimitedError, RetryableError
+from core.platform import cancellation
+from core.providers.abortable import abortable_client
+
+__all__ = ["abortable_client", "parse_retry_after", "raise_for_status", "request"]
 
 #: In-call retries of a blip: total tries, and the pause between them.
 BLIP_TRIES = 3
@@ -23,7 +31,10 @@ _BLIP_STATUSES = {502, 503, 504}
 
 
 def _is_blip(exc: BaseException) -> bool:
-    # Timeouts are not blips: retrying them inside the call would multiply the job's wait.
+    # Timeouts are not blips: retrying them inside the call would multiply the job's wait; nor is a
+    # call the job's cancel aborted.
+    if cancellation.is_cancelled():
+        return False
     return isinstance(exc, ProviderBusy) or (
         isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
     )
@@ -59,16 +70,22 @@ def request(client: httpx.Client, method: str, url: str, *, provider: str, **kwa
             raise ProviderBusy(response)
         return response
 
+    cancellation.stop_if_cancelled()
     try:
         response = send()
     except ProviderBusy as blip:
         response = blip.response
-    except httpx.TimeoutException as exc:
-        raise RetryableError(f"{provider} did not answer in time: {exc}", code="provider_timeout") from exc
     except httpx.TransportError as exc:
-        raise RetryableError(f"{provider} is unreachable: {exc}", code="provider_unreachable") from exc
+        cancellation.stop_if_cancelled()
+        raise _transport_error(exc, provider) from exc
     raise_for_status(response, provider)
     return response
+
+
+def _transport_error(exc: httpx.TransportError, provider: str) -> RetryableError:
+    if isinstance(exc, httpx.TimeoutException):
+        return RetryableError(f"{provider} did not answer in time: {exc}", code="provider_timeout")
+    return RetryableError(f"{provider} is unreachable: {exc}", code="provider_unreachable")
 
 
 def raise_for_status(response: httpx.Response, provider: str) -> None:

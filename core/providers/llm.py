@@ -37,10 +37,11 @@ from core.errors import (
     RateLimitedError,
     RetryableError,
 )
+from core.platform import cancellation
 from core.platform.netguard import AllowList
 from core.platform.settings import Settings
 from core.platform.tracing import tracer
-from core.providers.guarded_http import guarded_client
+from core.providers.guarded_http import abortable_client, guarded_client
 from core.providers.http import parse_retry_after
 
 log = structlog.get_logger(__name__)
@@ -160,6 +161,8 @@ class LlmChain:
                     base_url=p.base_url,
                     timeout=self.settings.llm_timeout_s,
                     max_retries=0,  # retries are the job's business, across attempts
+                    # A cancelled job's call is aborted (its socket shut down), not waited out.
+                    http_client=abortable_client(timeout=self.settings.llm_timeout_s),
                 )
             else:
                 self._clients[p.name] = openai.OpenAI(
@@ -211,6 +214,7 @@ class LlmChain:
             raise LlmNotConfigured()
         last_error: JobFailure | None = None
         for p in self.providers:
+            cancellation.stop_if_cancelled()
             breaker = self.breakers[p.name]
             if not breaker.allow():
                 continue
@@ -231,6 +235,9 @@ class LlmChain:
                 last_error = RetryableError(f"{p.name}: {exc}", code="address_refused")
                 continue
             except openai.APIError as exc:
+                # The job's cancel aborted the call: not the provider's failure, and no other
+                # provider is asked.
+                cancellation.stop_if_cancelled()
                 error = map_error(exc, p.name)
                 if not error.retryable:
                     raise error from exc  # the request itself is wrong: another provider will not help

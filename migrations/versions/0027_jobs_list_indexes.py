@@ -1,7 +1,7 @@
 """jobs listed by any filter: (column, created_at, id) indexes for tenant, queue, type and status
 
 Revision ID: 0027
-Revises: 0024
+Revises: 0026
 Create Date: 2026-12-05 00:15:00.000000
 
 The jobs list (GET /v1/jobs, the dashboard's jobs page) is newest first by (created_at, id), both
@@ -24,7 +24,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0027"
-down_revision = "0024"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 

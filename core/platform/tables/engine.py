@@ -57,6 +57,12 @@ jobs = sa.Table(
     # The workflow the job is a step of (core/engine/workflows.py); NULL for every other job, which
     # is all a success needs to know to skip the workflow's work: the claim returns it.
     sa.Column("workflow_id", UUID(as_uuid=True)),
+    # A cancel asked of the job while it ran (migration 0026): the worker holding it stops it.
+    timestamp_column("cancel_requested_at"),
+    # The last progress its handler reported (ctx.progress): a fraction 0..1, a message, when.
+    sa.Column("progress_fraction", sa.Float),
+    sa.Column("progress_message", sa.Text),
+    timestamp_column("progress_at"),
     sa.CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status"),
     sa.CheckConstraint("attempts >= 0 AND max_retries >= 0", name="counts"),
     sa.CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
@@ -214,6 +220,10 @@ job_history = sa.Table(
     sa.Column("cancelled_by", UUID(as_uuid=True)),
     sa.Column("redriven_by", UUID(as_uuid=True)),
     sa.Column("priority", sa.SmallInteger, nullable=False, server_default="5"),
+    timestamp_column("cancel_requested_at"),
+    sa.Column("progress_fraction", sa.Float),
+    sa.Column("progress_message", sa.Text),
+    timestamp_column("progress_at"),
     # The job's attempts, oldest first, as GET /v1/jobs/{id}/attempts shows them.
     sa.Column("attempt_log", Json, nullable=False),
     postgresql_partition_by="RANGE (finished_at)",

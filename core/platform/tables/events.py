@@ -23,6 +23,9 @@ EVENT_TYPES = (
     "message.status",
     "unread.changed",
 )
+#: Kinds only an events stream gets, and only when its ``types`` names them: a running job's progress
+#: (``job.progress``, up to one a second per job) would flood a webhook (migration 0026).
+STREAM_ONLY_EVENT_TYPES = ("job.progress",)
 #: A delivery is pending (to be sent, or sent and waiting for its next try), delivered, or dead
 #: (out of tries: redriven like a dead job).
 DELIVERY_STATUSES = ("pending", "delivered", "dead")

@@ -82,6 +82,9 @@ def test_embed_skip_unchanged_and_search(
         "dim": 384,
         "model": MODEL_DIR,
     }
+    # Its progress, reported after each slice of chunks: the last report is kept on the finished job.
+    assert job["progress"]["fraction"] == 1.0
+    assert job["progress"]["message"] == "24 of 24 chunks embedded"
 
     found = api.get("/v1/collections/kb/search", params={"q": "kitten", "k": 24})
     assert found.status_code == 200, found.text

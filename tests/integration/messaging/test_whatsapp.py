@@ -389,3 +389,21 @@ def test_a_send_due_at_23_00_recipient_time_goes_out_at_09_00(
     assert done["result"]["status"] == "sent"
     assert [a["outcome"] for a in _attempts(api, job_id)] == ["postponed", "succeeded"]
     assert done["attempts"] == 2
+
+
+def test_a_cancel_during_a_send_lets_the_send_finish_once(
+    api: TestClient[Any], farm: Farm, whatsapp: FakeWhatsApp, wait_job: JobWaiter
+) -> None:
+    farm.worker()
+    # WhatsApp records the message, then takes 2 s to answer: the cancel comes while it waits.
+    to = "+14155550141"
+    whatsapp.script(to, Stall(2))
+    job_id = _send(api, to, text="on its way")
+    wait_for(lambda: whatsapp.requests(to), timeout=30, what="the send to reach WhatsApp")
+    asked = api.post(f"/v1/jobs/{job_id}/cancel")
+    assert asked.status_code == 202, asked.text
+    # Handed to WhatsApp: not aborted (it could not be known sent or unsent), so it finishes.
+    done = wait_job(job_id, "succeeded", "cancelled", "dead", timeout=30)
+    assert done["status"] == "succeeded" and done["result"]["status"] == "sent", done
+    assert [m["status"] for m in _outbound(api, job_id)] == ["sent"]
+    assert len(whatsapp.requests(to)) == 1
