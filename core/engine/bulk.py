@@ -1,8 +1,8 @@
 """Cancel, run now or reschedule many jobs at once, in any state: by ids, or every job a filter matches.
 
 The dead letters' pattern (core/engine/redrive.py) for the rest of the jobs: a dry run says how many
-jobs the action would change and how many it would leave (each by state, e.g. 40 `running` a cancel
-does not stop); the action needs a reason and writes one audit entry (`jobs.cancel`, `jobs.retry`,
+jobs the action would change and how many it would leave (each by state, e.g. 40 `succeeded` a retry
+does not run); the action needs a reason and writes one audit entry (`jobs.cancel`, `jobs.retry`,
 `jobs.reschedule`) with the selection, the counts and who asked.
 
 The action walks the matching jobs newest first in batches, each its own transaction, by keyset on
@@ -11,7 +11,8 @@ not one that holds a million row locks against the workers. Only jobs created be
 are taken, and the walk only moves forward, so a job that changes state meanwhile (a retry that fails
 again) is not taken twice. Only the live table is walked: a job moved to the history is final, and no
 action applies to it. A job another transaction holds at that moment (a worker claiming it) is left
-alone (SKIP LOCKED) and not counted as changed.
+alone (SKIP LOCKED) and not counted as changed. A cancel asks each running job's worker to stop it,
+as POST /v1/jobs/{id}/cancel does (counted as "stopping": it ends `cancelled` unless it finishes first).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy.engine import Connection
 from core.engine import audit
 from core.engine.deadletters import PREVIEW_SIZE, any_id, newest_first
 from core.engine.jobs import CANCELLABLE, Job, JobStatus, utcnow
-from core.engine.queries import WAITING, JobFilter, cancel_values, filter_where
+from core.engine.queries import WAITING, JobFilter, cancel_values, filter_where, request_cancel
 from core.errors import InvalidSelection
 from core.platform.db import transaction
 from core.platform.settings import Settings
@@ -39,9 +40,10 @@ from core.platform.tables import jobs
 log = structlog.get_logger(__name__)
 
 Action = Literal["cancel", "retry", "reschedule"]
-#: The states each action changes; a job in any other state is counted as not eligible.
+#: The states each action changes; a job in any other state is counted as not eligible. A running
+#: job is asked to stop (core.engine.queries.request_cancel) and counted as "stopping".
 ELIGIBLE: dict[str, tuple[JobStatus, ...]] = {
-    "cancel": CANCELLABLE,
+    "cancel": (*CANCELLABLE, JobStatus.RUNNING),
     "retry": WAITING,
     "reschedule": WAITING,
 }
@@ -147,19 +149,24 @@ def apply(
     eligible = ELIGIBLE[action]
     began = utcnow()
     last: tuple[datetime, uuid.UUID] | None = None
-    matched = changed = 0
+    matched = changed = stopping = 0
     shown: list[Job] = []
     try:
         while True:
             with transaction(settings) as conn:
-                ids, last = _next_batch(conn, selection, eligible, began, last)
+                ids, running, last = _next_batch(conn, selection, eligible, began, last)
                 if not ids:
                     break
-                rows = _change(conn, ids, eligible, _values(action, run_at, by))
+                changed_jobs = _change(conn, ids, _values(action, run_at, by), action)
+                if action == "cancel":
+                    asked = [request_cancel(conn, i, selection.tenant, by) for i in running]
+                    stopped = [j for j in asked if j is not None]
+                    stopping += len(stopped)
+                    changed_jobs += stopped
             matched += len(ids)
-            changed += len(rows)
+            changed += len(changed_jobs)
             room = PREVIEW_SIZE - len(shown)
-            shown += [Job.from_row(r) for r in rows[:room]] if room > 0 else []
+            shown += changed_jobs[:room] if room > 0 else []
             if progress is not None:
                 progress(changed)
             if len(ids) < BATCH_SIZE:
@@ -176,7 +183,8 @@ def apply(
                 action=f"jobs.{action}",
                 selection=selected,
                 reason=reason,
-                counts={"matched": matched, DONE[action]: changed},
+                counts={"matched": matched, DONE[action]: changed - stopping}
+                | ({"stopping": stopping} if stopping else {}),
             )
     log.info(f"jobs_{DONE[action]}", matched=matched, changed=changed, actor=actor, audit_id=str(audit_id))
     return BulkOutcome(action, matched, changed, {}, audit_id, shown)
@@ -188,28 +196,29 @@ def _next_batch(
     eligible: Sequence[str],
     began: datetime,
     after: tuple[datetime, uuid.UUID] | None,
-) -> tuple[list[uuid.UUID], tuple[datetime, uuid.UUID] | None]:
-    """The next BATCH_SIZE eligible jobs past ``after``, newest first, and the new position."""
-    query = sa.select(jobs.c.id, jobs.c.created_at).where(
+) -> tuple[list[uuid.UUID], list[uuid.UUID], tuple[datetime, uuid.UUID] | None]:
+    """The next BATCH_SIZE eligible jobs past ``after``, newest first, those of them running, and the
+    new position."""
+    query = sa.select(jobs.c.id, jobs.c.created_at, jobs.c.status).where(
         *selection.where(), jobs.c.status.in_(eligible), jobs.c.created_at <= began
     )
     if after is not None:
         query = query.where(sa.tuple_(jobs.c.created_at, jobs.c.id) < sa.tuple_(*after))
     rows = conn.execute(newest_first(query).limit(BATCH_SIZE)).all()
     if not rows:
-        return [], after
-    return [r.id for r in rows], (rows[-1].created_at, rows[-1].id)
+        return [], [], after
+    running = [r.id for r in rows if r.status == JobStatus.RUNNING]
+    return [r.id for r in rows], running, (rows[-1].created_at, rows[-1].id)
 
 
-def _change(
-    conn: Connection, ids: list[uuid.UUID], eligible: Sequence[str], values: dict[str, Any]
-) -> list[Any]:
-    """Change those of ``ids`` still eligible and not held by another transaction; their new rows,
-    newest first."""
+def _change(conn: Connection, ids: list[uuid.UUID], values: dict[str, Any], action: Action) -> list[Job]:
+    """Change those of ``ids`` still in a state ``action`` changes at once (a running job, which a
+    cancel asks to stop, aside) and not held by another transaction; the jobs, newest first."""
+    states = CANCELLABLE if action == "cancel" else ELIGIBLE[action]
     free = (
-        sa.select(jobs.c.id).where(any_id(ids), jobs.c.status.in_(eligible)).with_for_update(skip_locked=True)
+        sa.select(jobs.c.id).where(any_id(ids), jobs.c.status.in_(states)).with_for_update(skip_locked=True)
     )
     rows = conn.execute(
         sa.update(jobs).where(jobs.c.id.in_(free.scalar_subquery())).values(**values).returning(*jobs.c)
     ).all()
-    return sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)
+    return [Job.from_row(r) for r in sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)]

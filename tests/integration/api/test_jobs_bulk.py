@@ -7,10 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from core.engine.jobs import utcnow
+from core.platform.db import transaction
 from core.platform.settings import Settings
+from core.platform.tables import jobs
 from tests.integration.conftest import make_key
 
 
@@ -74,6 +77,23 @@ def test_bulk_cancel_retry_and_reschedule(api: TestClient[Any], settings: Settin
     assert cancel["counts"] == {"matched": 4, "cancelled": 4}
     assert cancel["selection"] == {"filter": {"business_key": "bulk-1"}}
     assert [e["action"] for e in entries].count("jobs.reschedule") == 1
+
+
+def test_a_bulk_cancel_asks_running_jobs_to_stop(api: TestClient[Any], settings: Settings) -> None:
+    """A job a worker holds (made running here as a claim would, no worker in this test) is asked to
+    stop, as POST /v1/jobs/{id}/cancel asks it, and counted apart."""
+    waiting, held = _enqueue(api, [{"type": "test_crash", "payload": {}, "business_key": "bulk-run"}] * 2)
+    with transaction(settings) as conn:
+        conn.execute(sa.update(jobs).where(jobs.c.id == held).values(status="running", attempts=1))
+    body = {"action": "cancel", "filter": {"business_key": "bulk-run"}, "reason": "stop all"}
+    dry = api.post("/v1/jobs/bulk", json=body | {"dry_run": True}).json()
+    assert (dry["matched"], dry["not_eligible"]) == (2, {})
+    done = api.post("/v1/jobs/bulk", json=body).json()
+    assert (done["matched"], done["changed"]) == (2, 2)
+    assert _statuses(api, [waiting, held]) == ["cancelled", "running"]
+    assert api.get(f"/v1/jobs/{held}").json()["cancel_requested_at"] is not None
+    (entry,) = api.get("/v1/audit").json()["items"]
+    assert entry["counts"] == {"matched": 2, "cancelled": 1, "stopping": 1}
 
 
 def test_bad_bulk_requests_are_refused_and_change_nothing(api: TestClient[Any], settings: Settings) -> None:
