@@ -257,8 +257,21 @@ async def reaches_every_tenant(connection: ASGIConnection[Any, Any, Any, Any], _
 reaches_every_tenant.every_tenant = True  # type: ignore[attr-defined]
 
 
+async def acts_on_every_tenant(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard, after a scope guard, for an action whose effect reaches every tenant's jobs (pausing
+    a queue): it lets through keys holding ``admin`` only."""
+    key: ApiKey = connection.user
+    if key.reach is not None:
+        raise PermissionDeniedException(
+            "this acts on every tenant's jobs: it needs a key holding admin, which reaches every tenant"
+        )
+
+
+acts_on_every_tenant.every_tenant = True  # type: ignore[attr-defined]
+
+
 def needs_every_tenant(handler: BaseRouteHandler) -> bool:
-    """Whether the handler is guarded by ``reaches_every_tenant``."""
+    """Whether the handler is guarded by ``reaches_every_tenant`` or ``acts_on_every_tenant``."""
     return any(getattr(getattr(g, "func", g), "every_tenant", False) for g in handler.resolve_guards())
 
 

@@ -132,6 +132,17 @@ def _gauges(overview: Overview) -> Iterator[Metric]:
     )
 
 
+def _paused_family(overview: Overview) -> Metric:
+    """1 for each paused queue, 0 for the others: alerts on a queue's age or depth can leave out
+    the queues someone paused on purpose (core/engine/pauses.py)."""
+    paused = GaugeMetricFamily(
+        "jobyard_queue_paused", "Whether the queue is paused (its jobs wait, none starts).", labels=["queue"]
+    )
+    for queue in overview.queues:
+        paused.add_metric([queue.name], 1 if queue.paused else 0)
+    return paused
+
+
 def _job_metrics(state: State) -> bytes:
     settings = state.settings
     now = utcnow()
@@ -145,6 +156,7 @@ def _job_metrics(state: State) -> bytes:
             *_job_families(counters, overview),
             *history_families(conn, settings, overview, now),
             *_webhook_families(conn),
+            _paused_family(overview),
             *farm_families(overview, state.health_redis, settings.redis_namespace),
         ]
     registry = CollectorRegistry(auto_describe=False)

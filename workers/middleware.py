@@ -1,7 +1,9 @@
 """The job lifecycle around every message: claim in Postgres, bind log context, record the outcome.
 
 Delivery from Redis is at-least-once; the claim makes execution once-per-attempt. A message whose
-job is finished, cancelled or running elsewhere is skipped and acknowledged.
+job is finished, cancelled or running elsewhere is skipped and acknowledged. A message of a queue
+paused since it was fetched is skipped and handed back to the front of its queue, unclaimed
+(core/engine/pauses.py).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
-from core.engine.consumer import BATCH_OPTION
+from core.engine.consumer import BATCH_OPTION, HAND_BACK_OPTION
 from core.engine.job_types import get_job_type
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.lifecycle import Claim, claim, mark_failed
+from core.engine.pauses import PausedQueues
 from core.engine.recovery import beat, hand_back, new_worker_id, register_worker, unregister_worker
 from core.engine.retry import error_record
 from core.errors import ClaimLost
@@ -59,6 +62,7 @@ class JobLifecycle(Middleware):
         self.settings = settings
         self.worker_id = new_worker_id()
         self._stop_beating = threading.Event()
+        self.paused: PausedQueues | None = None
         global _lifecycle
         _lifecycle = self
 
@@ -68,6 +72,7 @@ class JobLifecycle(Middleware):
         # --queues), not every queue declared: ops read this.
         consumed = worker.consumer_whitelist or broker.get_declared_queues()
         register_worker(self.settings, self.worker_id, sorted(consumed), cast(RedisBroker, broker).broker_id)
+        self.paused = PausedQueues(cast(RedisBroker, broker).client, self.settings.redis_namespace)
         threading.Thread(target=self._beat, name="jobyard-heartbeat", daemon=True).start()
         log.info("worker_registered", worker_id=self.worker_id)
 
@@ -86,6 +91,12 @@ class JobLifecycle(Middleware):
         log.info("worker_unregistered", worker_id=self.worker_id, handed_back=handed_back)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if self.paused is not None and message.queue_name in self.paused:
+            # Fetched before its queue was paused: not started, and given back (the consumer's ack
+            # requeues a message carrying this option); the job stays queued in Postgres.
+            message.options[HAND_BACK_OPTION] = True
+            _local.skip_reason = "queue_paused"
+            raise SkipMessage(f"queue {message.queue_name} is paused")
         if BATCH_OPTION in message.options:
             # A batch claims its jobs itself, all in one statement (workers/execution.py).
             structlog.contextvars.clear_contextvars()
@@ -120,6 +131,8 @@ class JobLifecycle(Middleware):
         _local.skip_reason = None
         if reason == "not claimable":
             log.info("job_skipped", reason=reason)
+        elif reason == "queue_paused":
+            log.info("job_handed_back", reason=reason, queue=message.queue_name)
         self._reset()
 
     def after_process_message(

@@ -33,6 +33,8 @@ from core.engine.broker import build_broker
 from core.engine.dispatch import publish_due, republish_lost, seconds_until_due
 from core.engine.isolation import describe, is_transient
 from core.engine.out_of_range import fail_out_of_range
+from core.engine.pauses import SYNC_EVERY_S as PAUSES_SYNC_EVERY_S
+from core.engine.pauses import sync_pauses
 from core.engine.recovery import recover_lost_jobs
 from core.engine.retention import prune
 from core.engine.scheduler_beats import BEAT_S, beat, this_process
@@ -117,6 +119,9 @@ class Scheduler:
             Step("fail_out_of_range", lambda: fail_out_of_range(s), OUT_OF_RANGE_EVERY_S),
             # The tenants' own limits into Redis, where the API and the workers read them.
             Step("sync_tenant_limits", lambda: sync_limits(s, b.client), SYNC_EVERY_S),
+            # The paused queues into Redis, where the workers read them: a flushed Redis must not
+            # resume a queue.
+            Step("sync_queue_pauses", lambda: sync_pauses(s, b.client), PAUSES_SYNC_EVERY_S),
             # That this scheduler is alive, for /metrics (core/engine/scheduler_beats.py).
             Step("heartbeat", lambda: beat(b.client, s.redis_namespace, member), BEAT_S),
         ]

@@ -15,7 +15,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
 
-from control_api.dashboard import deadletters, jobs, pages, session
+from control_api.dashboard import deadletters, jobs, pages, queues, session
 from control_api.dashboard.render import STATIC, STATIC_PATH, page, template_config
 from control_api.dashboard.session import PageRefused
 from control_api.errors import status_of, unexpected
@@ -82,6 +82,8 @@ def dashboard_routers() -> list[Router]:
             jobs.preview,
             jobs.apply,
             jobs.act,
+            queues.pause_queue,
+            queues.resume_queue,
         ],
         before_request=session.require_session,
         exception_handlers={

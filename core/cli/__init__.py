@@ -18,6 +18,7 @@ from core.cli.dlq import dlq
 from core.cli.doctor import doctor
 from core.cli.jobs import jobs
 from core.cli.keys import data_key, keys
+from core.cli.queues import queues
 from core.launch.roles import known_queues, queues_except, service_env, worker_argv
 from core.platform.settings import Settings, get_settings
 
@@ -206,5 +207,6 @@ def release(hold: bool | None) -> None:
 main.add_command(jobs)
 main.add_command(doctor)
 main.add_command(dlq)
+main.add_command(queues)
 main.add_command(keys)
 main.add_command(data_key)

@@ -44,6 +44,9 @@ WAKE_TOKENS = 64
 #: Option of a batch message: the (job id, redis message id) pairs it stands for.
 BATCH_OPTION = "jobyard_batch"
 BATCH_SUFFIX = "__batch"
+#: Option a worker sets on a fetched message it must not start (its queue was paused meanwhile): the
+#: consumer then gives the message back to the front of its queue instead of acknowledging it.
+HAND_BACK_OPTION = "jobyard_hand_back"
 #: Most messages one fetch takes (the script unpacks no list of this size).
 MAX_FETCH = 1000
 
@@ -129,6 +132,10 @@ class JobyardConsumer(_RedisConsumer):
             pipe.execute()
 
     def ack(self, message: MessageProxy) -> None:
+        if message.options.pop(HAND_BACK_OPTION, False):
+            # Not run (its queue is paused): back to the front of the queue, not acknowledged.
+            self._settle(message, self._give_back)
+            return
         self._settle(message, self._ack)
 
     def nack(self, message: MessageProxy) -> None:
@@ -157,6 +164,11 @@ class JobyardConsumer(_RedisConsumer):
     def _nack(self, pairs: list[tuple[str, str]]) -> None:
         for redis_id, _ in pairs:
             self.broker.do_nack(self.queue_name, redis_id)  # to Dramatiq's dead-letter set, as before
+        self.broker.release(self.queue_name, pairs)
+
+    def _give_back(self, pairs: list[tuple[str, str]]) -> None:
+        # Dramatiq's requeue: from the ack set to the queue's list, which the next fetch takes first.
+        self.broker.do_requeue(self.queue_name, *(redis_id for redis_id, _ in pairs))
         self.broker.release(self.queue_name, pairs)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:

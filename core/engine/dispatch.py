@@ -22,6 +22,7 @@ from core.engine.deadletters import any_id
 from core.engine.isolation import publish_isolated
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.locate import MISSING, WAITING, locate_messages
+from core.engine.pauses import not_paused
 from core.engine.recovery import live_broker_ids
 from core.platform.db import transaction
 from core.platform.settings import Settings
@@ -47,11 +48,16 @@ def _publications(rows: Sequence[Any]) -> list[Publication]:
 
 
 def publish_due(settings: Settings, broker: RedisBroker) -> int:
-    """Publish scheduled jobs and retries whose run_at has come; returns how many."""
+    """Publish scheduled jobs and retries whose run_at has come, but not those of a paused queue
+    (core/engine/pauses.py): they wait in Postgres until it is resumed. Returns how many."""
     now = utcnow()
     due = (
         sa.select(jobs.c.id)
-        .where(jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)), jobs.c.run_at <= now)
+        .where(
+            jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)),
+            jobs.c.run_at <= now,
+            not_paused(jobs.c.queue),
+        )
         .order_by(jobs.c.run_at)
         .limit(settings.scheduler_batch)
         .with_for_update(skip_locked=True)
@@ -140,7 +146,8 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
 
 
 def seconds_until_due(settings: Settings) -> float | None:
-    """How long until the next scheduled job or retry comes due (None when nothing waits).
+    """How long until the next scheduled job or retry comes due (None when nothing waits). Those of
+    a paused queue are not waited for: they would keep the loop awake while publish_due skips them.
 
     Read as epoch seconds, never as a datetime: a run_at Python cannot hold (year 10000, stored
     before client times were bounded) must not stop the loop that waits for it.
@@ -148,7 +155,7 @@ def seconds_until_due(settings: Settings) -> float | None:
     with transaction(settings) as conn:
         next_due = conn.execute(
             sa.select(sa.func.extract("epoch", sa.func.min(jobs.c.run_at))).where(
-                jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING))
+                jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)), not_paused(jobs.c.queue)
             )
         ).scalar_one()
     if next_due is None:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from core.engine.job_types import get_job_type, job_types
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.lanes import waiting_counts
+from core.engine.pauses import QueueState, paused_queues
 from core.engine.stats import FAILED_OUTCOMES, attempt_type
 from core.errors import UnknownJobType
 from core.platform.db import snapshot
@@ -62,11 +63,19 @@ class QueueRow(msgspec.Struct, kw_only=True):
     #: Due to done, over the jobs that succeeded in the last minute (the latest 500); null when none did.
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    #: Whether the queue is paused (core/engine/pauses.py): its jobs wait, none starts.
+    paused: bool = False
 
 
 class QueueDepth(msgspec.Struct, kw_only=True):
     name: str
     ready: int | None
+    #: Paused: workers start none of its jobs, the scheduler publishes none (core/engine/pauses.py).
+    paused: bool = False
+    paused_at: datetime | None = None
+    #: Who paused it (an API key's name, "cli:<os user>"); null for a key of one tenant.
+    paused_by: str | None = None
+    reason: str | None = None
 
 
 class WorkerInfo(msgspec.Struct, kw_only=True):
@@ -151,14 +160,26 @@ def queue_overview(
             depths.update(queue_depths(client, namespace, queues))
         except (redis.RedisError, OSError) as exc:
             redis_error = f"Redis did not answer: {exc}"
+    pauses = paused_queues(conn)
     for row in rows.by_key.values():
         row.ready = depths[row.queue]
+        row.paused = row.queue in pauses
     return Overview(
         at=now,
         items=sorted(rows.by_key.values(), key=lambda r: (r.type, r.queue)),
-        queues=[QueueDepth(name=q, ready=depths[q]) for q in sorted(queues)],
+        queues=[_depth(q, depths[q], pauses.get(q), tenant) for q in sorted(queues)],
         workers=alive_workers(conn, now, dead_after_s),
         redis_error=redis_error,
+    )
+
+
+def _depth(queue: str, ready: int | None, pause: QueueState | None, tenant: str | None) -> QueueDepth:
+    if pause is None:
+        return QueueDepth(name=queue, ready=ready)
+    # A key of one tenant sees that the farm paused the queue, and why, not which key did.
+    by = pause.paused_by if tenant is None else None
+    return QueueDepth(
+        name=queue, ready=ready, paused=True, paused_at=pause.paused_at, paused_by=by, reason=pause.reason
     )
 
 

@@ -42,6 +42,12 @@ class AuditEntryNotFound(NotFound):
     code = "audit_entry_not_found"
 
 
+class QueueNotFound(NotFound):
+    """No job type uses a queue of that name (core/engine/pauses.py)."""
+
+    code = "queue_not_found"
+
+
 class CollectionNotFound(NotFound):
     """No such embeddings collection."""
 

@@ -11,6 +11,9 @@ function startRefresh(el) {
   let timer = null;
   async function tick() {
     if (document.hidden) return;
+    // Someone is typing in a form of the fragment (a reason to pause a queue): keep what they typed.
+    const typing = Array.from(el.querySelectorAll("[data-hold-refresh]"));
+    if (typing.some((input) => input.value || input === document.activeElement)) return;
     try {
       const response = await fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}});
       if (response.redirected || response.status === 401 || response.status === 403) {

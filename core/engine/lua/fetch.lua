@@ -7,7 +7,8 @@
 -- heartbeat timeout (ms), then (tenant, held) pairs: how many messages of each tenant the consumer
 -- holds already. A tenant holding `cap` gets nothing more from this call, nor one whose messages
 -- held by live consumers reach its running cap.
--- Returns the messages (Dramatiq's encoding), each id put in the consumer's ack set.
+-- Returns the messages (Dramatiq's encoding), each id put in the consumer's ack set; none while the
+-- queue is in the set of paused queues.
 local ns = KEYS[1]
 local queue, broker, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local room, cap = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -20,6 +21,11 @@ local clock_key = base .. ".clock"
 
 -- A fetch is the consumer's heartbeat, as Dramatiq's own is (core/engine/locate.py reads it).
 redis.call("zadd", ns .. ":__heartbeats__", now, broker)
+
+-- A paused queue gives nothing (core/engine/pauses.py): its messages stay where they are, in order.
+if redis.call("sismember", ns .. ":paused-queues", queue) == 1 then
+    return {}
+end
 
 local out = {}
 -- Puts the messages of ``ids`` in ``out`` and their ids in the ack set; returns the ids taken.

@@ -158,6 +158,17 @@ workers = sa.Table(
     timestamp_column("last_seen_at", nullable=False, default_now=True),
 )
 
+# Paused queues (core/engine/pauses.py): a row while the queue is paused. Workers read a mirror in
+# Redis, never this table.
+queue_pauses = sa.Table(
+    "queue_pauses",
+    metadata,
+    sa.Column("queue", sa.Text, primary_key=True),
+    timestamp_column("paused_at", nullable=False, default_now=True),
+    sa.Column("paused_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
 job_attempts = sa.Table(
     "job_attempts",
     metadata,

@@ -385,6 +385,9 @@ def _reads(a: World) -> list[Attack]:
         Attack("GET /v1/schedules", "/v1/schedules"),
         Attack("GET /v1/workflows", "/v1/workflows", params={"business_key": a.business_key}),
         Attack("GET /v1/queues", "/v1/queues"),
+        # A queue is every tenant's: B's key may not pause or resume it, before A exists or after.
+        Attack("POST /v1/queues/{queue}/pause", "/v1/queues/test_effect/pause", json={"reason": "b pauses"}),
+        Attack("POST /v1/queues/{queue}/resume", "/v1/queues/test_effect/resume", json={}),
         # Another tenant's events are an admin key's only (B's own stream: tests/integration/live/).
         Attack("GET /v1/events", "/v1/events", params={"tenant": A, "types": "job.succeeded"}),
         Attack("GET /v1/keys", "/v1/keys"),

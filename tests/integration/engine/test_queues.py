@@ -79,7 +79,8 @@ def test_queues_show_what_postgres_and_redis_hold(
     assert crash["oldest_ready_age_s"] > 0
     # Registered types with no jobs are listed too, at zero.
     assert rows["unread_count"]["ready"] == 0 and rows["unread_count"]["dead"] == 0
-    assert {"name": "test_crash", "ready": 3} in body["queues"]
+    not_paused = {"paused": False, "paused_at": None, "paused_by": None, "reason": None}
+    assert {"name": "test_crash", "ready": 3, **not_paused} in body["queues"]
     assert body["workers"]["alive"] == 1
     assert body["workers"]["items"][0]["queues"] == ["test_flaky", "test_sleep"]  # what it consumes
     assert body["redis_error"] is None

@@ -98,6 +98,10 @@ def test_the_job_alerts_fire_when_they_should(tmp_path: Path) -> None:
         # Embeddings wait longer and longer from the 5th minute: over 10 minutes at the 16th.
         'jobyard_queue_oldest_ready_age_seconds{type="embed",queue="embeddings"}': "0x5 60+60x30",
         'jobyard_queue_oldest_ready_age_seconds{type="scrape",queue="scrape"}': "30x35",
+        # Paused on purpose all along: its jobs wait an hour and nobody is paged.
+        'jobyard_queue_oldest_ready_age_seconds{type="whatsapp_message",queue="whatsapp_message"}': "3600x35",
+        'jobyard_queue_paused{queue="whatsapp_message"}': "1x35",
+        'jobyard_queue_paused{queue="embeddings"}': "0x35",
     }
     _run_rule_tests(
         tmp_path,
