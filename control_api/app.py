@@ -24,6 +24,7 @@ from control_api.forwarded import ForwardedMiddleware, TrustedProxies
 from control_api.headers import add_security_headers
 from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
+from control_api.jobs_bulk import JobsBulkController
 from control_api.keys import KeysController
 from control_api.limits import JsonDepthMiddleware
 from control_api.messaging import OptOutsController, OutboundMessagesController
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app = Litestar(
         route_handlers=[
             JobsController,
+            JobsBulkController,
             EventsController,
             WorkflowsController,
             WebhookEndpointsController,

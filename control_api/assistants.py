@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery, JSONBody
 
-from control_api.auth import requires
+from control_api.auth import OPS_READ, requires
 from control_api.tenants import reached_tenant
 from core.access.keys import ApiKey
 from core.assistant.config import Assistant, AssistantIn, delete_assistant, get_assistant, set_assistant
@@ -73,7 +73,7 @@ class AssistantsController(Controller):
             )
         return Response(assistant, status_code=201 if created else 200)
 
-    @get("/", guards=OPS, sync_to_thread=True, summary="The WhatsApp assistant's configuration")
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="The WhatsApp assistant's configuration")
     def read(
         self, request: Request[ApiKey, None, State], state: State, tenant: FromQuery[str | None] = None
     ) -> Assistant:

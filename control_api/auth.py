@@ -239,6 +239,11 @@ def requires_any(*scopes: str) -> Guard:
     return guard
 
 
+#: The guard of every read an ``ops`` key may make: ``ops:read``, the view-only role, reads the same
+#: and changes nothing (no POST, PUT, PATCH or DELETE takes it; the route-scope test checks both).
+OPS_READ = requires_any("ops", "ops:read")
+
+
 async def reaches_every_tenant(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """A guard, after a scope guard, for what shows every tenant's figures together (the farm's
     metrics): it lets through keys holding ``admin`` only."""

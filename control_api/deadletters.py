@@ -15,7 +15,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromQuery, JSONBody, QueryParameter
 
-from control_api.auth import requires
+from control_api.auth import OPS_READ, requires
 from core.access.keys import ApiKey
 from core.engine.audit import AuditEntry, list_audit
 from core.engine.deadletters import (
@@ -92,7 +92,7 @@ class DeadLettersController(Controller):
     path = "/v1/dead-letters"
     tags = ["dead letters"]
 
-    @get("/", guards=OPS, sync_to_thread=True, summary="List dead letters, newest first")
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="List dead letters, newest first")
     def list(
         self,
         request: Request[ApiKey, Any, Any],
@@ -153,7 +153,7 @@ class AuditController(Controller):
     path = "/v1/audit"
     tags = ["dead letters"]
 
-    @get("/", guards=OPS, sync_to_thread=True, summary="Redrives and discards, newest first")
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="Redrives and discards, newest first")
     def list(
         self,
         request: Request[ApiKey, Any, Any],

@@ -186,6 +186,24 @@ OPERATIONS: dict[tuple[str, str], OperationDoc] = {
         request={"business_key": "order-123"},
         response={"cancelled": 2},
     ),
+    ("POST", "/v1/jobs/bulk"): OperationDoc(
+        "actOnJobs",
+        summary="Cancel, run now or reschedule every job of ids or a filter",
+        request={
+            "action": "retry",
+            "filter": {"type": "ai_reply", "status": "retrying"},
+            "reason": "provider back up",
+            "dry_run": True,
+        },
+        response={
+            "action": "retry",
+            "matched": 212,
+            "changed": 0,
+            "not_eligible": {},
+            "audit_id": None,
+            "preview": [JOB | {"status": "retrying"}],
+        },
+    ),
     ("POST", "/v1/jobs/{job_id}/reschedule"): OperationDoc(
         "rescheduleJob",
         summary="Move a scheduled job to another time",

@@ -15,7 +15,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from control_api.auth import requires
+from control_api.auth import OPS_READ, requires
 from core.access.keys import ApiKey, create_key, get_key, page_keys, revoke_key, rotate_key
 from core.engine.jobs import utcnow
 from core.errors import Forbidden
@@ -86,7 +86,7 @@ class KeysController(Controller):
             )
         return Response(NewKeyOut(key=key, secret=secret), status_code=201)
 
-    @get("/", guards=OPS, sync_to_thread=True, summary="List API keys, newest first (prefixes only)")
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="List API keys, newest first (prefixes only)")
     def list(
         self,
         request: Request[ApiKey, None, State],
@@ -97,7 +97,7 @@ class KeysController(Controller):
         with transaction(state.settings) as conn:
             return KeyList(*page_keys(conn, limit, cursor, request.user.reach))
 
-    @get("/{key_id:uuid}", guards=OPS, sync_to_thread=True, summary="An API key")
+    @get("/{key_id:uuid}", guards=[OPS_READ], sync_to_thread=True, summary="An API key")
     def read(
         self, request: Request[ApiKey, None, State], state: State, key_id: FromPath[uuid.UUID]
     ) -> ApiKey:

@@ -16,7 +16,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from control_api.auth import requires
+from control_api.auth import OPS_READ, requires
 from control_api.readerview import all_shown, redactor_for, shown
 from core.access.keys import ApiKey
 from core.errors import Forbidden, InvalidInput, OptOutNotFound, OutboundMessageNotFound
@@ -108,7 +108,7 @@ class OptOutsController(Controller):
             opt_out, created = add_opt_out(conn, data.to, "api", data.reason, tenant=tenant)
         return Response(opt_out, status_code=201 if created else 200)
 
-    @get("/", guards=[requires("ops")], sync_to_thread=True, summary="List opt-outs, newest first")
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="List opt-outs, newest first")
     def list(
         self,
         request: Request[ApiKey, Any, Any],
@@ -126,7 +126,7 @@ class OptOutsController(Controller):
 
     @get(
         "/{number:str}",
-        guards=[requires("ops")],
+        guards=[OPS_READ],
         sync_to_thread=True,
         summary="Whether a number opted out (found by its keyed hash)",
     )

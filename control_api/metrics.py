@@ -30,7 +30,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection
 
-from control_api.auth import reaches_every_tenant, requires
+from control_api.auth import OPS_READ, reaches_every_tenant
 from control_api.farm_metrics import farm_families
 from control_api.history_metrics import history_families
 from control_api.http_metrics import HttpMetricsMiddleware
@@ -190,7 +190,7 @@ def _http_metrics() -> bytes:
 
 @get(
     "/metrics",
-    guards=[requires("ops"), reaches_every_tenant],
+    guards=[OPS_READ, reaches_every_tenant],
     sync_to_thread=True,
     tags=["queues and health"],
     media_type=CONTENT_TYPE_LATEST,

@@ -12,7 +12,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
-from control_api.auth import acts_on_every_tenant, requires
+from control_api.auth import OPS_READ, acts_on_every_tenant, requires
 from control_api.deadletters import Reason
 from core.access.keys import ApiKey
 from core.engine.pauses import QueueChange, pause, resume
@@ -57,9 +57,7 @@ class QueuesController(Controller):
     path = "/v1/queues"
     tags = ["queues and health"]
 
-    @get(
-        "/", guards=[requires("ops")], sync_to_thread=True, summary="Queues, per job type, and workers alive"
-    )
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="Queues, per job type, and workers alive")
     def overview(self, request: Request[ApiKey, Any, Any], state: State) -> Overview:
         """Ready (Redis), delayed, scheduled, running, retrying and dead jobs per job type and queue,
         the oldest ready job's age, the last minute's throughput and latency, and the workers alive.

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from control_api.auth import requires, requires_any
+from control_api.auth import OPS_READ, requires, requires_any
 from control_api.jobs import enqueue_checked
 from control_api.request_id import request_id_of
 from control_api.schemas import Priority, SequenceIn, SequenceOut
@@ -77,7 +77,7 @@ class SchedulesController(Controller):
             created = create_schedule(conn, msgspec.structs.asdict(data), key.tenant, key.id)
         return Response(created, status_code=201)
 
-    @get("/", guards=[requires("ops")], sync_to_thread=True, summary="List schedules")
+    @get("/", guards=[OPS_READ], sync_to_thread=True, summary="List schedules")
     def list(
         self,
         request: Request[ApiKey, Any, Any],
@@ -88,7 +88,7 @@ class SchedulesController(Controller):
         with transaction(state.settings) as conn:
             return ScheduleList(*list_schedules(conn, limit, cursor, request.user.reach))
 
-    @get("/{schedule_id:uuid}", guards=[requires("ops")], sync_to_thread=True)
+    @get("/{schedule_id:uuid}", guards=[OPS_READ], sync_to_thread=True)
     def read(
         self, request: Request[ApiKey, Any, Any], state: State, schedule_id: FromPath[uuid.UUID]
     ) -> Schedule:

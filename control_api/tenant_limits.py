@@ -15,7 +15,7 @@ from litestar import Controller, Request, get, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
-from control_api.auth import requires
+from control_api.auth import OPS_READ, requires
 from core.access.keys import ApiKey
 from core.access.quotas import LimitOverrides, TenantLimits, get_limits, mirror, set_limits
 from core.errors import NotFound
@@ -48,7 +48,7 @@ class TenantsController(Controller):
     path = "/v1/tenants"
     tags = ["tenants"]
 
-    @get("/{tenant:str}/limits", guards=[requires("ops")], sync_to_thread=True)
+    @get("/{tenant:str}/limits", guards=[OPS_READ], sync_to_thread=True)
     def read_limits(
         self, request: Request[ApiKey, Any, Any], state: State, tenant: FromPath[str]
     ) -> TenantLimits:

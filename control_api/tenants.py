@@ -19,7 +19,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
-from control_api.auth import requires
+from control_api.auth import OPS_READ, requires
 from core.access.keys import ApiKey
 from core.chats.tenant_llm import (
     MAX_PROVIDERS,
@@ -119,7 +119,12 @@ class TenantWhatsAppController(Controller):
             )
         return Response(number, status_code=201 if created else 200)
 
-    @get("/", guards=OPS, sync_to_thread=True, summary="A tenant's own WhatsApp number (secrets not shown)")
+    @get(
+        "/",
+        guards=[OPS_READ],
+        sync_to_thread=True,
+        summary="A tenant's own WhatsApp number (secrets not shown)",
+    )
     def read(
         self, request: Request[ApiKey, None, State], state: State, tenant: FromPath[str]
     ) -> TenantWhatsApp:
@@ -238,7 +243,10 @@ class TenantLlmController(Controller):
         return Response(chain, status_code=201 if created else 200)
 
     @get(
-        "/", guards=OPS, sync_to_thread=True, summary="A tenant's own LLM provider chain (api keys not shown)"
+        "/",
+        guards=[OPS_READ],
+        sync_to_thread=True,
+        summary="A tenant's own LLM provider chain (api keys not shown)",
     )
     def read(self, request: Request[ApiKey, None, State], state: State, tenant: FromPath[str]) -> TenantLlm:
         target = _chain_reached(request.user, tenant)

@@ -57,6 +57,8 @@ Grace = Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)]
 
 WRITE = [requires("jobs:write")]
 READ = [requires_any("jobs:write", "ops")]
+#: What an `ops:read` key may read too.
+LOOK = [requires_any("jobs:write", "ops", "ops:read")]
 
 
 class EndpointIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -130,7 +132,7 @@ class WebhookEndpointsController(Controller):
             )
         return Response(EndpointWithSecret(endpoint, secret), status_code=201)
 
-    @get("/", guards=READ, sync_to_thread=True, summary="List webhook endpoints, newest first")
+    @get("/", guards=LOOK, sync_to_thread=True, summary="List webhook endpoints, newest first")
     def list(
         self,
         request: Request[ApiKey, Any, Any],
@@ -141,7 +143,7 @@ class WebhookEndpointsController(Controller):
         with transaction(state.settings) as conn:
             return EndpointList(*list_endpoints(conn, request.user.reach, limit, cursor))
 
-    @get("/{endpoint_id:uuid}", guards=READ, sync_to_thread=True, summary="Get a webhook endpoint")
+    @get("/{endpoint_id:uuid}", guards=LOOK, sync_to_thread=True, summary="Get a webhook endpoint")
     def read(
         self, request: Request[ApiKey, Any, Any], state: State, endpoint_id: FromPath[uuid.UUID]
     ) -> Endpoint:
@@ -193,7 +195,7 @@ class WebhookDeliveriesController(Controller):
     path = "/v1/webhook-deliveries"
     tags = ["webhooks"]
 
-    @get("/", guards=READ, sync_to_thread=True, summary="The delivery log, newest first")
+    @get("/", guards=LOOK, sync_to_thread=True, summary="The delivery log, newest first")
     def list(
         self,
         request: Request[ApiKey, Any, Any],

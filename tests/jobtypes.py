@@ -225,3 +225,8 @@ def steps(ctx: JobContext, payload: StepsPayload) -> dict[str, Any]:
         time.sleep(payload.step_s)
     ctx.progress(1.0, "done")
     return {"steps": payload.steps}
+
+
+# Fails as test_flaky does, then waits an hour before its next attempt: a job that sits in `retrying`
+# until someone runs it now (the ops console's bulk retry).
+job_type("test_backoff", payload=FlakyPayload, max_retries=3, min_backoff_s=3600, max_backoff_s=3600)(flaky)

@@ -15,7 +15,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException
 from litestar.static_files import create_static_files_router
 
-from control_api.dashboard import deadletters, live, pages, queues, session, workers
+from control_api.dashboard import deadletters, jobs, live, pages, queues, session, workers
 from control_api.dashboard.render import STATIC, STATIC_PATH, page, template_config
 from control_api.dashboard.session import PageRefused
 from control_api.errors import status_of, unexpected
@@ -78,6 +78,10 @@ def dashboard_routers() -> list[Router]:
             deadletters.dead_letters,
             deadletters.preview,
             deadletters.apply,
+            jobs.jobs_page,
+            jobs.preview,
+            jobs.apply,
+            jobs.act,
             queues.pause_queue,
             queues.resume_queue,
             workers.workers_page,

@@ -11,7 +11,7 @@ import difflib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -41,25 +41,33 @@ class FormError(ValueError):
     """Something in the form to correct; shown on the page, nothing changed."""
 
 
-class FilterForm(msgspec.Struct, kw_only=True):
+class QueryForm(msgspec.Struct, kw_only=True):
+    """A page's filter as typed into it, every field text; FIELDS names them in the page's links."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def query(self) -> str:
+        """The filter as a link's query string (the empty fields left out)."""
+        return urlencode({k: v for k in self.FIELDS if (v := getattr(self, k))})
+
+
+class FilterForm(QueryForm, kw_only=True):
     """The filter as typed into the page: times are `datetime-local` values (UTC) or RFC 3339."""
 
+    FIELDS = _FILTER_FIELDS
     type: str = ""
     error_code: str = ""
     q: str = ""
     since: str = ""
     until: str = ""
 
-    def query(self) -> str:
-        return urlencode({k: v for k in _FILTER_FIELDS if (v := getattr(self, k))})
-
     def to_filter(self) -> DeadFilter:
         return DeadFilter(
             type=self.type or None,
             error_code=self.error_code or None,
             q=self.q or None,
-            since=_time("since", self.since),
-            until=_time("until", self.until),
+            since=form_time("since", self.since),
+            until=form_time("until", self.until),
         )
 
 
@@ -75,16 +83,7 @@ class ActionForm(FilterForm, kw_only=True):
     tenant: str | None = None
 
     def check_tenant(self, reach: str | None) -> None:
-        """Refuse a form made while the header showed another tenant than it does now (the choice
-        changed in another tab): it would act on other jobs than the page showed."""
-        if self.tenant is not None and self.tenant != (reach or ""):
-            shown = self.tenant or "every tenant"
-            raise PageRefused(
-                409,
-                "Tenant changed",
-                f"This form was made for {shown}, and the dashboard now shows "
-                f"{reach or 'every tenant'}. Nothing changed; go back to the dead letters and try again.",
-            )
+        check_form_tenant(self.tenant, reach, "the dead letters")
 
     def selection(self, reach: str | None) -> Selection:
         """The jobs the form names, among those of the tenant the session reaches (None: all)."""
@@ -95,11 +94,7 @@ class ActionForm(FilterForm, kw_only=True):
         return Selection(ids=tuple(self.ids), tenant=reach)
 
     def checked_reason(self) -> str:
-        if not self.reason.strip():
-            raise FormError("A reason is required; it goes in the audit log.")
-        if len(self.reason) > 2000:
-            raise FormError("The reason is too long (2,000 characters at most).")
-        return self.reason.strip()
+        return form_reason(self.reason)
 
     def patch(self) -> dict[str, Any] | None:
         if self.action != "redrive" or not self.payload_patch.strip():
@@ -113,7 +108,29 @@ class ActionForm(FilterForm, kw_only=True):
         return value
 
 
-def _time(name: str, text: str) -> datetime | None:
+def check_form_tenant(sent: str | None, reach: str | None, back: str) -> None:
+    """Refuse a form made while the header showed another tenant than it does now (the choice
+    changed in another tab): it would act on other jobs than the page showed. ``sent``: the tenant
+    the form names ('' for every tenant; None: a form that does not say)."""
+    if sent is not None and sent != (reach or ""):
+        raise PageRefused(
+            409,
+            "Tenant changed",
+            f"This form was made for {sent or 'every tenant'}, and the dashboard now shows "
+            f"{reach or 'every tenant'}. Nothing changed; go back to {back} and try again.",
+        )
+
+
+def form_reason(text: str) -> str:
+    """The reason an action's form gives, which the audit log keeps; FormError if there is none."""
+    if not text.strip():
+        raise FormError("A reason is required; it goes in the audit log.")
+    if len(text) > 2000:
+        raise FormError("The reason is too long (2,000 characters at most).")
+    return text.strip()
+
+
+def form_time(name: str, text: str) -> datetime | None:
     if not text.strip():
         return None
     try:
@@ -124,7 +141,7 @@ def _time(name: str, text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _form_dict(form: Any) -> dict[str, Any]:
+def form_dict(form: Any) -> dict[str, Any]:
     data: dict[str, Any] = {k: form.get(k) for k in form if k != "ids"}
     data["ids"] = [i for i in form.getall("ids") if i] if "ids" in form else []
     return data
@@ -192,7 +209,7 @@ def _preview(settings: Settings, form: ActionForm, reach: str | None) -> dict[st
 
 async def _action_form(request: Request[Any, Any, Any]) -> ActionForm:
     try:
-        return msgspec.convert(_form_dict(await request.form()), ActionForm, strict=False)
+        return msgspec.convert(form_dict(await request.form()), ActionForm, strict=False)
     except msgspec.ValidationError as exc:
         raise PageRefused(422, "Bad form", f"The form is not valid: {exc}") from None
 

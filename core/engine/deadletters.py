@@ -97,6 +97,15 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def text_matches(error: Any, payload: Any, q: str) -> sa.ColumnElement[bool]:
+    """``q``, case-insensitive, in the error's message or anywhere in the payload's JSON text."""
+    pattern = f"%{_escape_like(q)}%"
+    return sa.or_(
+        error["message"].astext.ilike(pattern, escape="\\"),
+        sa.cast(payload, sa.Text).ilike(pattern, escape="\\"),
+    )
+
+
 def any_id(ids: Sequence[uuid.UUID]) -> sa.ColumnElement[bool]:
     # One array parameter rather than one parameter per id (Postgres allows 65,535 per statement).
     return jobs.c.id == sa.any_(sa.literal(list(ids), ARRAY(UUID(as_uuid=True))))
@@ -109,13 +118,7 @@ def _filter_where(f: DeadFilter) -> list[sa.ColumnElement[bool]]:
     if f.error_code:
         where.append(jobs.c.error["code"].astext == f.error_code)
     if f.q:
-        pattern = f"%{_escape_like(f.q)}%"
-        where.append(
-            sa.or_(
-                jobs.c.error["message"].astext.ilike(pattern, escape="\\"),
-                sa.cast(jobs.c.payload, sa.Text).ilike(pattern, escape="\\"),
-            )
-        )
+        where.append(text_matches(jobs.c.error, jobs.c.payload, f.q))
     if f.since:
         where.append(jobs.c.finished_at >= f.since)
     if f.until:

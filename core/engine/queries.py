@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from core.engine import finished, workflows
+from core.engine.deadletters import text_matches
 from core.engine.jobs import CANCELLABLE, Job, JobStatus, utcnow
-from core.errors import JobNotFound, NotCancellable, NotReschedulable
-from core.platform.pagination import page, split_page
+from core.errors import JobNotFound, NotCancellable, NotReschedulable, NotRetryable
+from core.platform.pagination import encode_cursor, page, split_page
 from core.platform.tables import job_attempts, job_history, jobs
 from core.platform.tenants import reached
 
@@ -81,35 +82,96 @@ class JobFilter(msgspec.Struct, kw_only=True):
     created_before: datetime | None = None
     #: The caller's reach (None: every tenant).
     tenant: str | None = None
+    queue: str | None = None
+    #: One job, by its id.
+    id: uuid.UUID | None = None
+    #: Text searched, case-insensitive, in the payload and the error's message: within the newest
+    #: TEXT_SCAN jobs the other fields match past the cursor (see ``list_jobs``).
+    q: str | None = None
+
+
+#: Jobs a text search reads per page at most: a search is a scan of JSON text, which no index
+#: serves, so it is bounded to a window of the newest jobs the other filters match (an index range).
+TEXT_SCAN = 5_000
+
+
+def filter_where(table: sa.Table, f: JobFilter) -> list[sa.ColumnElement[bool]]:
+    """The conditions of ``f`` on ``table`` (jobs or job_history), the text search aside. Each one is
+    served by an index of both tables (type, status, business key, id, created_at) or narrows one."""
+    c = table.c
+    # No condition at all for every tenant: a constant `WHERE true` in each half of the union keeps
+    # Postgres from merging the halves' newest-first indexes (a sort of both tables instead).
+    where = [] if f.tenant is None else [reached(table, f.tenant)]
+    if f.type:
+        where.append(c.type == f.type)
+    if f.status:
+        where.append(c.status == f.status)
+    if f.queue:
+        where.append(c.queue == f.queue)
+    if f.business_key:
+        where.append(c.business_key == f.business_key)
+    if f.id:
+        where.append(c.id == f.id)
+    if f.created_after:
+        where.append(c.created_at > f.created_after)
+    if f.created_before:
+        where.append(c.created_at < f.created_before)
+    return where
 
 
 def _filtered(table: sa.Table, f: JobFilter) -> sa.Select[Any]:
-    c = table.c
-    query = sa.select(*(c[name] for name in finished.COLUMNS)).where(reached(table, f.tenant))
-    if f.type:
-        query = query.where(c.type == f.type)
-    if f.status:
-        query = query.where(c.status == f.status)
-    if f.business_key:
-        query = query.where(c.business_key == f.business_key)
-    if f.created_after:
-        query = query.where(c.created_at > f.created_after)
-    if f.created_before:
-        query = query.where(c.created_at < f.created_before)
-    return query
+    return sa.select(*(table.c[name] for name in finished.COLUMNS)).where(*filter_where(table, f))
+
+
+def newest_page(f: JobFilter, limit: int, cursor: str | None) -> sa.Select[Any]:
+    """The ``limit`` + 1 newest jobs past ``cursor`` that ``f`` matches (the text search aside), from
+    both tables. Each table's half is ordered and limited on its own, so each reads its page from an
+    index ordered as the list is, (column, created_at, id): Postgres does not merge the indexes of a
+    union whose halves have conditions, and would sort every matching row of both tables instead."""
+    halves = [page(_filtered(t, f), t.c.created_at, t.c.id, limit, cursor) for t in (jobs, job_history)]
+    both = sa.union_all(*halves).subquery("j")
+    return sa.select(both).order_by(both.c.created_at.desc(), both.c.id.desc()).limit(limit + 1)
 
 
 def list_jobs(conn: Connection, f: JobFilter, limit: int, cursor: str | None) -> tuple[list[Job], str | None]:
-    """Newest first, from both tables: Postgres merges their (and each day's) newest-first indexes,
-    so a page costs the page, not the history."""
-    both = sa.union_all(_filtered(jobs, f), _filtered(job_history, f)).subquery("j")
+    """Newest first, from both tables: a page costs the page, not the history (``newest_page``).
+
+    With a text search, a page reads the newest TEXT_SCAN jobs past the cursor that the other fields
+    match and keeps those holding the text: a page may then hold fewer jobs than ``limit`` and still
+    have a next cursor, the window's end, where the search goes on."""
+    if not f.q:
+        rows, next_cursor = split_page(conn.execute(newest_page(f, limit, cursor)).all(), limit)
+        return [Job.from_row(r) for r in rows], next_cursor
+    window = newest_page(f, TEXT_SCAN - 1, cursor).subquery("w")
+    found = sa.select(window).where(text_matches(window.c.error, window.c.payload, f.q))
     rows, next_cursor = split_page(
-        conn.execute(page(sa.select(both), both.c.created_at, both.c.id, limit, cursor)).all(), limit
+        conn.execute(found.order_by(window.c.created_at.desc(), window.c.id.desc()).limit(limit + 1)).all(),
+        limit,
     )
+    if next_cursor is None:
+        edge = conn.execute(
+            sa.select(window.c.created_at, window.c.id, sa.func.count().over().label("n"))
+            .order_by(window.c.created_at, window.c.id)
+            .limit(1)
+        ).first()
+        if edge is not None and edge.n >= TEXT_SCAN:  # the window was full: older jobs remain
+            next_cursor = encode_cursor(edge.created_at, edge.id)
     return [Job.from_row(r) for r in rows], next_cursor
 
 
-def _cancel_values(by: uuid.UUID | None) -> dict[str, Any]:
+def count_jobs(conn: Connection, f: JobFilter, most: int) -> int:
+    """How many jobs ``f`` matches (the text search aside), counting no further than ``most``: an
+    exact count of ten million rows is a scan, and a page only needs to say "more than".
+    """
+    both = sa.union_all(
+        sa.select(jobs.c.id).where(*filter_where(jobs, f)),
+        sa.select(job_history.c.id).where(*filter_where(job_history, f)),
+    ).subquery("j")
+    capped = sa.select(both.c.id).limit(most).subquery("c")
+    return int(conn.execute(sa.select(sa.func.count()).select_from(capped)).scalar_one())
+
+
+def cancel_values(by: uuid.UUID | None) -> dict[str, Any]:
     now = utcnow()
     return {
         "status": JobStatus.CANCELLED,
@@ -135,7 +197,7 @@ def cancel_job(
     row = conn.execute(
         sa.update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status.in_(CANCELLABLE), reached(jobs, tenant))
-        .values(**_cancel_values(by))
+        .values(**cancel_values(by))
         .returning(*jobs.c)
     ).first()
     if row is not None:
@@ -180,7 +242,7 @@ def cancel_by_business_key(
     result = conn.execute(
         sa.update(jobs)
         .where(jobs.c.business_key == business_key, jobs.c.status.in_(CANCELLABLE), reached(jobs, tenant))
-        .values(**_cancel_values(by))
+        .values(**cancel_values(by))
     )
     workflows.cancel_waiting(conn, running_workflows)
     return int(result.rowcount)
@@ -197,3 +259,23 @@ def reschedule_job(conn: Connection, job_id: uuid.UUID, run_at: datetime, tenant
     if row is not None:
         return Job.from_row(row)
     raise NotReschedulable(get_job(conn, job_id, tenant).status)
+
+
+#: A job that waits for its time: what "run now" and a reschedule of many jobs may move.
+WAITING = (JobStatus.SCHEDULED, JobStatus.RETRYING)
+
+
+def retry_now(conn: Connection, job_id: uuid.UUID, tenant: str | None = None) -> Job:
+    """Make a scheduled or retrying job due now: the scheduler publishes it on its next look (at most
+    JOBYARD_SCHEDULER_INTERVAL later). Its retry budget is unchanged. A dead job goes back through the
+    dead-letter redrive instead (core/engine/redrive.py), which grants a fresh budget."""
+    now = utcnow()
+    row = conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status.in_(WAITING), reached(jobs, tenant))
+        .values(run_at=now, updated_at=now)
+        .returning(*jobs.c)
+    ).first()
+    if row is not None:
+        return Job.from_row(row)
+    raise NotRetryable(get_job(conn, job_id, tenant).status)

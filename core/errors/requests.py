@@ -159,6 +159,15 @@ class NotCancellable(_StatusConflict):
         super().__init__(f"a {status} job cannot be cancelled", status)
 
 
+class NotRetryable(_StatusConflict):
+    """Only a job waiting for its time (scheduled, or retrying after a failure) can be run now."""
+
+    code = "not_retryable"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"only a scheduled or retrying job can be run now; this one is {status}", status)
+
+
 class NotReschedulable(_StatusConflict):
     """Only a scheduled job can be rescheduled."""
 

@@ -69,8 +69,9 @@ jobs = sa.Table(
 )
 # The list endpoint: newest first, with and without filters.
 sa.Index("ix_jobs_created", jobs.c.created_at.desc(), jobs.c.id.desc())
-sa.Index("ix_jobs_type_created", jobs.c.type, jobs.c.created_at.desc())
-sa.Index("ix_jobs_status_created", jobs.c.status, jobs.c.created_at.desc())
+# Each filter's rows in the list's order, (created_at, id), so a page reads the page (migration 0027).
+for _column in ("type", "status", "tenant", "queue"):
+    sa.Index(f"ix_jobs_{_column}_created", jobs.c[_column], jobs.c.created_at.desc(), jobs.c.id.desc())
 sa.Index(
     "ix_jobs_business_key",
     jobs.c.business_key,
@@ -254,7 +255,13 @@ def is_history_partition(name: str | None) -> bool:
 
 # The same reads as jobs': the list endpoint (newest first, by type), business and idempotency keys.
 sa.Index("ix_job_history_created", job_history.c.created_at.desc(), job_history.c.id.desc())
-sa.Index("ix_job_history_type_created", job_history.c.type, job_history.c.created_at.desc())
+for _column in ("type", "status", "tenant", "queue"):
+    sa.Index(
+        f"ix_job_history_{_column}_created",
+        job_history.c[_column],
+        job_history.c.created_at.desc(),
+        job_history.c.id.desc(),
+    )
 sa.Index(
     "ix_job_history_business_key",
     job_history.c.business_key,

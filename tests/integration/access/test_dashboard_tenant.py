@@ -208,3 +208,43 @@ def test_a_cookie_that_is_not_a_tenant_is_ignored(
     assert page.status_code == 200
     assert sorted(_listed(page.text)) == sorted(a_dead + b_dead)  # every tenant, as with no choice
     assert '<option value="" selected>all tenants</option>' in page.text
+
+
+def test_a_tenants_session_lists_and_acts_on_its_own_jobs_only(
+    browser: TestClient[Any], settings: Settings
+) -> None:
+    """The jobs page and its actions, for a session of shop-b, naming shop-a's jobs every way they can."""
+    theirs, mine = insert_dead(settings, 2, tenant="shop-a"), insert_dead(settings, 1, tenant="shop-b")
+    csrf = tenant_login(browser, settings, "shop-b")
+    assert _listed(browser.get("/dashboard/jobs").text) == mine
+    assert _listed(browser.get("/dashboard/jobs", params={"id": theirs[0]}).text) == []
+    for bad, said in (
+        ({"status": "nope"}, "is not one of"),
+        ({"id": "not-an-id"}, "is not a job id"),
+        ({"created_after": "yesterday"}, "not a time"),
+        ({"cursor": "garbage"}, "not valid any more"),
+        ({"q": "x" * 5000}, "Too long"),
+    ):
+        page = browser.get("/dashboard/jobs", params=bad)
+        assert page.status_code == 200 and said in page.text, (bad, page.status_code)  # said, never a 500
+    for action in ("cancel", "retry", "reschedule"):
+        form = {"csrf_token": csrf, "action": action, "run_at": "2030-01-01T00:00"}
+        assert browser.post(f"/dashboard/jobs/{theirs[0]}/act", data=form).status_code == 404
+    # Its own job: a time out of range is refused, saying the limit; a dead job is not rescheduled.
+    for when, status, said in (
+        ("0001-01-01T00:00", 422, "ten years"),
+        ("2030-01-01T00:00", 409, "scheduled"),
+    ):
+        form = {"csrf_token": csrf, "action": "reschedule", "run_at": when}
+        answer = browser.post(f"/dashboard/jobs/{mine[0]}/act", data=form)
+        assert (answer.status_code, said in answer.text) == (status, True), answer.text[-600:]
+    # By ids and by a filter: a dry run and an apply see none of shop-a's jobs.
+    body = {"csrf_token": csrf, "action": "cancel", "target": "selected", "ids": theirs, "reason": "x"}
+    body["tenant"] = "shop-b"
+    assert 'data-field="matched">0<' in browser.post("/dashboard/jobs/preview", data=body).text
+    assert browser.post("/dashboard/jobs/apply", data=body).status_code == 303
+    body |= {"target": "matching", "status": "dead", "ids": []}
+    assert 'data-field="matched">0<' in browser.post("/dashboard/jobs/preview", data=body).text
+    body["tenant"] = "shop-a"  # a form claiming another tenant is refused before anything
+    assert browser.post("/dashboard/jobs/preview", data=body).status_code == 409
+    assert _statuses(settings) == {("shop-a", "dead"): 2, ("shop-b", "dead"): 1}

@@ -362,6 +362,7 @@ def _reads(a: World) -> list[Attack]:
     """B's reads of the farm as a whole: lists, counts, overviews, and A's client-chosen names (which
     before A's objects exist name nothing, like a ghost)."""
     job_filter = {"type": "test_effect", "business_key": a.business_key}
+    looks = {"reason": "b looks", "dry_run": True}
     whatsapp_handshake = {
         "hub.mode": "subscribe",
         "hub.verify_token": "not-a-verify-token",
@@ -371,6 +372,14 @@ def _reads(a: World) -> list[Attack]:
         Attack("GET /v1/jobs", "/v1/jobs"),
         Attack("GET /v1/jobs", "/v1/jobs", params=job_filter),
         Attack("GET /v1/jobs", "/v1/jobs", params={"status": "dead"}),
+        Attack("GET /v1/jobs", "/v1/jobs", params={"queue": "test_effect"}),
+        # A dry run over every job B reaches, and over A's business key: B's own jobs, or none.
+        Attack("POST /v1/jobs/bulk", "/v1/jobs/bulk", json={"action": "cancel", "filter": {}, **looks}),
+        Attack(
+            "POST /v1/jobs/bulk",
+            "/v1/jobs/bulk",
+            json={"action": "retry", "filter": {"business_key": a.business_key}, **looks},
+        ),
         Attack("GET /v1/dead-letters", "/v1/dead-letters"),
         Attack("GET /v1/dead-letters", "/v1/dead-letters", params={"type": "test_flaky", "q": A_MARKER}),
         Attack("GET /v1/audit", "/v1/audit"),
@@ -442,6 +451,21 @@ def _by_id(a: World, llm: FakeOpenAI) -> list[Attack]:
         on("GET /v1/workflows/{workflow_id}", f"/v1/workflows/{a.workflow}", a.workflow),
         on("POST /v1/jobs/{job_id}/reschedule", f"/v1/jobs/{job}/reschedule", job, json={"run_at": later}),
         on("POST /v1/jobs/{job_id}/cancel", f"/v1/jobs/{job}/cancel", job),
+        on(
+            "POST /v1/jobs/bulk", "/v1/jobs/bulk", job, json={"action": "cancel", "ids": [job], "reason": "b"}
+        ),
+        on(
+            "POST /v1/jobs/bulk",
+            "/v1/jobs/bulk",
+            job,
+            json={"action": "reschedule", "ids": [job], "run_at": later, "reason": "b"},
+        ),
+        on(
+            "POST /v1/jobs/bulk",
+            "/v1/jobs/bulk",
+            job,
+            json={"action": "retry", "ids": [job], "reason": "b", "dry_run": True},
+        ),
         on(
             "POST /v1/jobs/cancel",
             "/v1/jobs/cancel",

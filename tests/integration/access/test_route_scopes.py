@@ -129,3 +129,71 @@ def test_scope_guarded_routes_refuse_no_key_and_a_key_without_the_scope(settings
                     assert r.json()["error"]["code"] == "forbidden"
             checked += 1
     assert checked >= 30  # every API route of v1 today; the walk must not quietly find nothing
+
+
+def test_ops_read_reads_whatever_ops_reads_and_nothing_it_changes(settings: Settings) -> None:
+    """The view-only role, over every route mounted: each GET an `ops` key may call takes `ops:read`
+    too, and no other method does. The walk above then calls each of them with an `ops:read` key."""
+    app = create_app(settings, configure_logs=False)
+    unreadable, writable = [], []
+    for method, path, handler in _handlers(app):
+        needed = set(guard_scopes(handler))
+        if method == "GET" and "ops" in needed and "ops:read" not in needed:
+            unreadable.append(path)
+        if method != "GET" and "ops:read" in needed:
+            writable.append((method, path))
+    assert unreadable == [], f"GET routes ops reads that ops:read may not: {unreadable}"
+    assert writable == [], f"routes that change something yet take ops:read: {writable}"
+    # And for real: a view-only key reads the queues and is refused every change.
+    reader = make_key(settings, "ops:read", name="viewer")
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {reader}"}
+        assert client.get("/v1/queues", headers=headers).status_code == 200
+        for method, path, handler in _handlers(app):
+            if method == "GET" or not guard_scopes(handler):
+                continue
+            r = client.request(method, _concrete(path), headers=headers, json={})
+            assert r.status_code == 403, (method, path, r.text)
+
+
+#: Dashboard POSTs a view-only session may send: they change no job (session.VIEW_ONLY_OK).
+_FORM = re.compile(r'<form[^>]*method="post"[^>]*action="([^"]+)"')
+
+
+def test_an_ops_read_login_sees_every_page_and_no_action(
+    browser: TestClient[Any], settings: Settings
+) -> None:
+    from control_api.dashboard.session import PUBLIC as DASHBOARD_PUBLIC
+    from control_api.dashboard.session import VIEW_ONLY_OK
+    from tests.integration.access.test_sessions import SESSION_TOKEN, dashboard_login
+
+    app = browser.app
+    assert isinstance(app, Litestar)
+    key = make_key(settings, "ops:read", name="viewer")
+    assert dashboard_login(browser, key).status_code == 303
+    pages = [
+        path
+        for method, path, handler in _handlers(app)
+        if method == "GET"
+        and path.startswith("/dashboard")
+        and "{" not in path
+        and not handler.opt.get(DASHBOARD_PUBLIC)
+    ]
+    assert "/dashboard/jobs" in pages
+    for path in pages:
+        r = browser.get(path)
+        assert r.status_code == 200, (path, r.text[:300])
+        actions = set(_FORM.findall(r.text)) - {"/dashboard/logout", "/dashboard/tenant"}
+        assert actions == set(), (path, actions)
+    token = SESSION_TOKEN.search(browser.get("/dashboard").text)
+    assert token
+    refused = []
+    for method, path, handler in _handlers(app):
+        if method != "POST" or not path.startswith("/dashboard") or handler.opt.get(VIEW_ONLY_OK):
+            continue
+        if handler.opt.get(DASHBOARD_PUBLIC):
+            continue
+        r = browser.post(_concrete(path), data={"csrf_token": token.group(1), "reason": "look"})
+        assert r.status_code == 403 and "View only" in r.text, (path, r.status_code, r.text[:300])
+        refused.append(path)
+    assert {"/dashboard/jobs/apply", "/dashboard/jobs/{job_id:uuid}/act"} <= set(refused)
