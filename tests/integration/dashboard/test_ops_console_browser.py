@@ -16,14 +16,11 @@ from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, jobs
 from tests.integration.conftest import Farm, make_key
-from tests.integration.dashboard import test_dashboard
 from tests.services import wait_for
 
 BUSINESS_KEY = "order-console-77"
 REASON = "provider back up, run them now"
 RETRYING = 4
-#: The dashboard tests' Chromium, launched once per module.
-browser = test_dashboard.browser
 
 
 def _statuses(settings: Settings, type_: str) -> list[str]:

@@ -13,7 +13,6 @@ from playwright.sync_api import Browser, Page, expect
 from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
 
-# The module's Chromium, launched once by test_dashboard.py's fixture.
 from tests.services import wait_for
 
 QUEUE = "test_echo"
