@@ -12,7 +12,6 @@ from playwright.sync_api import Browser, Page, expect
 
 from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
-
 from tests.services import wait_for
 
 QUEUE = "test_echo"
