@@ -32,6 +32,11 @@ JOBYARD = [str(Path(sys.executable).parent / "jobyard")]
 TEMPLATE_DB = "jobyard_test_template"
 #: The tests' data key (phone numbers at rest); a real farm's comes from its secret store.
 TEST_DATA_KEY = "dGhlIGpvYnlhcmQgdGVzdHMnIGRhdGEga2V5ISEhISE="
+#: PostgreSQL's own "non-durable settings" for the embedded server, which lives only as long as the
+#: test session: no flush to disk at every commit and every CREATE DATABASE (a test's database cost
+#: ~0.3 s to clone and drop with them, 0.05 s without). Only a crash of the machine would lose data, and
+#: the session's data is never needed again; what a test reads and writes is unchanged.
+NON_DURABLE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 def wait_for(
@@ -83,6 +88,7 @@ class TestServices:
             pg.start()
             db_url = pg.admin_url()
             stops.append(pg.stop)
+            _non_durable(db_url)
         redis_url = os.environ.get("JOBYARD_TEST_REDIS_URL")
         if not redis_url:
             rd = EmbeddedRedis(home / "redis")
@@ -133,6 +139,23 @@ class TestServices:
     def stop(self) -> None:
         for stop in reversed(self._stops):
             stop()
+
+
+def _non_durable(admin_url: str) -> None:
+    """Apply NON_DURABLE to the embedded server (a server given by URL is left as it is)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for name, value in NON_DURABLE.items():
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
+
+    def applied() -> bool:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            return all(
+                conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone() == (value,)
+                for name, value in NON_DURABLE.items()
+            )
+
+    wait_for(applied, what="Postgres to reload its settings")
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -51,9 +51,6 @@ log = structlog.get_logger(__name__)
 #: of an outage (due jobs are late by at most the maximum).
 ERROR_BACKOFF_S = 0.5
 MAX_ERROR_BACKOFF_S = 8.0
-#: How often rows holding times Python cannot read are looked for; only an older release's API can
-#: still write them, so rarely is enough.
-OUT_OF_RANGE_EVERY_S = 30.0
 
 
 def backoff(failures: int) -> float:
@@ -116,7 +113,8 @@ class Scheduler:
                 lambda: recover_lost_jobs(s, b),
                 max(min(s.worker_dead_after_s / 5, 5.0), 0.2),
             ),
-            Step("fail_out_of_range", lambda: fail_out_of_range(s), OUT_OF_RANGE_EVERY_S),
+            # Rows holding times Python cannot read: only an older release's API can still write them.
+            Step("fail_out_of_range", lambda: fail_out_of_range(s), s.out_of_range_interval_s),
             # The tenants' own limits into Redis, where the API and the workers read them.
             Step("sync_tenant_limits", lambda: sync_limits(s, b.client), SYNC_EVERY_S),
             # The paused queues into Redis, where the workers read them: a flushed Redis must not

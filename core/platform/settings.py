@@ -148,6 +148,12 @@ class Settings:
     scheduler_batch: int = _setting(
         "JOBYARD_SCHEDULER_BATCH", 500, "Due jobs published per scheduler transaction."
     )
+    out_of_range_interval_s: float = _setting(
+        "JOBYARD_OUT_OF_RANGE_INTERVAL",
+        30.0,
+        "How often a scheduler looks for jobs and schedules holding a time Python cannot read (only an "
+        "older release's API could store one) and fails each with a code; rarely is enough.",
+    )
     retain_succeeded_s: float = _setting(
         "JOBYARD_RETAIN_SUCCEEDED",
         7 * 86400.0,

@@ -193,4 +193,4 @@ def test_postgres_restarted_while_clients_enqueue_and_jobs_run(
             assert proc.alive(), proc.log()[-3000:]
             assert _descendants(proc.proc.pid) == pids[proc.proc.pid], proc.log()[-3000:]
     finally:
-        farm.stop()
+        farm.discard()

@@ -121,6 +121,9 @@ def farm(services: TestServices, tmp_path_factory: pytest.TempPathFactory) -> It
             redis_namespace=f"jyh{uuid.uuid4().hex[:8]}",
             job_modules=("tests.jobtypes",),
             scheduler_interval_s=0.05,
+            # Rows an older release stored (rows_stored_before_the_bounds) are failed within a second,
+            # not within the default half minute.
+            out_of_range_interval_s=1.0,
             data_key=TEST_DATA_KEY,
             worker_queues=queues_except(base, ("scrape", "embeddings")),
             home=home,

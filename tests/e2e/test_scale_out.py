@@ -115,7 +115,7 @@ def farm(services: TestServices, fakes: tuple[FakeWhatsApp, FakeOpenAI], tmp_pat
         use_data_key(settings)  # this process reads the sealed recipients back
         f = Farm(settings, tmp_path)
         yield f
-        f.stop()
+        f.discard()
 
 
 def _counts(settings: Settings) -> Counter[tuple[str, str]]:

@@ -318,7 +318,7 @@ def test_rotation_under_load_loses_nothing_and_opt_outs_still_hold(
         assert {(s, e["code"]) for s, e in _statuses(settings, ids).values()} == {("dead", "opted_out")}
         client.client.close()
     finally:
-        new_only.stop()
+        new_only.discard()
         load.client.close()
 
 
@@ -401,4 +401,4 @@ def test_a_farm_with_another_key_refuses_to_send_and_says_which_key_it_lacks(
         assert missing in line and '"level": "error"' in line
         client.client.close()
     finally:
-        farm.stop()
+        farm.discard()

@@ -67,7 +67,7 @@ def test_a_failing_batch_runs_its_jobs_one_by_one(
         farm.worker(processes=1, threads=1)
         wait_for(lambda: _all_done(settings, 50), timeout=60, what="50 jobs")
     finally:
-        farm.stop()
+        farm.discard()
 
     rows = _jobs(settings)
     poisoned = [r for r in rows if r.payload["poison"]]
@@ -99,7 +99,7 @@ def test_an_idle_worker_is_woken_by_a_publish_not_its_poll(
 
                 wait_for(done, timeout=10, what="the job to start without waiting for the poll")
     finally:
-        farm.stop()
+        farm.discard()
 
 
 def test_concurrent_enqueues_share_commits_and_keep_their_own_outcomes(
