@@ -15,6 +15,7 @@ from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, workers
 from tests.integration.conftest import Farm, make_key
+from tests.integration.dashboard.login import log_in
 
 #: Polling so slow that nothing in this test can come from it.
 SLOW_POLL_S = 600.0
@@ -41,13 +42,6 @@ def _not_navigated(page: Page) -> bool:
     return marker == "still here"
 
 
-def _log_in(page: Page, base: str, key: str) -> None:
-    page.goto(f"{base}/dashboard/login")
-    page.fill("#api_key", key)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/dashboard")
-
-
 def test_pages_update_from_the_events_stream_without_reloading(
     browser: Browser, farm: Farm, settings: Settings
 ) -> None:
@@ -58,7 +52,7 @@ def test_pages_update_from_the_events_stream_without_reloading(
     key = make_key(settings, "ops", "admin", name="night-shift")
     context = browser.new_context()
     page = context.new_page()
-    _log_in(page, base, key)
+    log_in(page, base, key)
 
     # The overview: a job finishes, and its row counts it, on the page as it was loaded.
     expect(page.locator("html")).to_have_attribute("data-live", "on")
@@ -94,7 +88,7 @@ def test_the_workers_page_shows_each_worker_and_quiets_one(
     key = make_key(settings, "ops", "admin", name="night-shift")
     context = browser.new_context()
     page = context.new_page()
-    _log_in(page, base, key)
+    log_in(page, base, key)
     page.click("nav >> text=Workers")
     card = page.locator("section.worker")
     expect(card).to_have_count(1)
@@ -122,7 +116,7 @@ def test_the_workers_page_shows_each_worker_and_quiets_one(
     viewer = make_key(settings, "ops:read", "admin", name="viewer")
     other = browser.new_context()
     view = other.new_page()
-    _log_in(view, base, viewer)
+    log_in(view, base, viewer)
     view.goto(f"{base}/dashboard/workers")
     expect(view.locator("section.worker")).to_have_count(1)
     expect(view.locator("form.quiet")).to_have_count(0)

@@ -10,12 +10,13 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from core.platform.db import transaction
 from core.platform.settings import Settings
 from core.platform.tables import audit_log, jobs
 from tests.integration.conftest import Farm, make_key
+from tests.integration.dashboard.login import new_logged_in_page
 from tests.services import wait_for
 
 BUSINESS_KEY = "order-console-77"
@@ -47,15 +48,6 @@ def _set_up(base: str, settings: Settings) -> str:
     return str(r.json()["items"][0]["id"])
 
 
-def _log_in(chromium: Browser, base: str, key: str) -> Page:
-    page = chromium.new_context(viewport={"width": 1360, "height": 900}).new_page()
-    page.goto(f"{base}/dashboard/jobs")
-    page.fill("#api_key", key)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/dashboard/jobs")
-    return page
-
-
 def test_find_cancel_and_bulk_retry_jobs_and_a_view_only_login(
     browser: Browser, farm: Farm, settings: Settings
 ) -> None:
@@ -64,7 +56,7 @@ def test_find_cancel_and_bulk_retry_jobs_and_a_view_only_login(
     farm.scheduler()
     _, base = farm.api()
     job_id = _set_up(base, settings)
-    page = _log_in(browser, base, make_key(settings, "ops", name="night-shift"))
+    page = new_logged_in_page(browser, base, make_key(settings, "ops", name="night-shift"), "/dashboard/jobs")
 
     # Find the job by its business key, open it, cancel it.
     page.fill('input[name="business_key"]', BUSINESS_KEY)
@@ -109,7 +101,9 @@ def test_find_cancel_and_bulk_retry_jobs_and_a_view_only_login(
     assert row.selection == {"filter": {"type": "test_backoff", "status": "retrying"}}
 
     # A view-only login: the same pages, no action, and its POSTs refused.
-    viewer = _log_in(browser, base, make_key(settings, "ops:read", name="viewer"))
+    viewer = new_logged_in_page(
+        browser, base, make_key(settings, "ops:read", name="viewer"), "/dashboard/jobs"
+    )
     expect(viewer.locator("tr[data-job]")).to_have_count(2 + RETRYING)
     expect(viewer.locator('[data-field="view-only"]')).to_have_text("view only")
     assert viewer.locator("#jobs button, #jobs input[type=checkbox]").count() == 0

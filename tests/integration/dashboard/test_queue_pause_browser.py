@@ -8,22 +8,14 @@ import uuid
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from core.platform.settings import Settings
 from tests.integration.conftest import Farm, make_key
+from tests.integration.dashboard.login import new_logged_in_page
 from tests.services import wait_for
 
 QUEUE = "test_echo"
-
-
-def _login(chromium: Browser, base: str, key: str) -> Page:
-    page = chromium.new_context(viewport={"width": 1500, "height": 900}).new_page()
-    page.goto(f"{base}/dashboard")
-    page.fill("#api_key", key)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/dashboard")
-    return page
 
 
 def _enqueue(base: str, auth: dict[str, str], job: dict[str, object]) -> str:
@@ -46,7 +38,7 @@ def test_pause_a_queue_from_the_dashboard_see_jobs_wait_then_resume_and_see_them
     farm.worker(threads=2)
     _, base = farm.api()
     auth = {"Authorization": f"Bearer {make_key(settings, 'jobs:write', 'jobs:read')}"}
-    page = _login(browser, base, make_key(settings, "ops", "admin", name="night-shift"))
+    page = new_logged_in_page(browser, base, make_key(settings, "ops", "admin", name="night-shift"))
 
     row = page.locator(f'tr[data-type="{QUEUE}"]')
     expect(row.locator('[data-field="paused"] .status.paused')).to_have_count(0)
@@ -95,7 +87,7 @@ def test_pause_a_queue_from_the_dashboard_see_jobs_wait_then_resume_and_see_them
         headers={"Authorization": f"Bearer {make_key(settings, 'ops', 'admin')}"},
         timeout=10,
     ).raise_for_status()
-    viewer = _login(browser, base, make_key(settings, "ops:read", "admin", name="viewer"))
+    viewer = new_logged_in_page(browser, base, make_key(settings, "ops:read", "admin", name="viewer"))
     seen = viewer.locator(f'tr[data-type="{QUEUE}"]')
     expect(seen.locator('[data-field="paused"] .status.paused')).to_have_text("paused")
     expect(viewer.locator("button[name=pause], button[name=resume]")).to_have_count(0)
