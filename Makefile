@@ -8,7 +8,7 @@
 #
 # Knobs: PYTHON (the interpreter the venv is made from), TORCH_SPEC (e.g. TORCH_SPEC='torch==2.13.0'
 # for the CPU build, the default; TORCH_SPEC=torch for PyPI's CUDA build on a GPU machine),
-# PY312 (the second interpreter; found with pyenv when not on PATH), PYTEST_ARGS.
+# PY312 (the second interpreter; found with pyenv when not on PATH), PYTEST_ARGS, PYTEST_WORKERS.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,6 +20,8 @@ PY312 ?= $(shell command -v python3.12 >/dev/null 2>&1 && python3.12 -c 1 2>/dev
 	|| ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)
 VENV312 ?= .venv-3.12
 PYTEST_ARGS ?=
+# Test processes side by side (pytest-xdist, a test file's tests in one process); 1 runs them in one.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup setup-system up test lint typecheck docs docs-serve pytest test-py312 bench constraints
 
@@ -64,7 +66,7 @@ RUN_PYTEST = tmp=$$(mktemp -d /tmp/jobyard-pytest.XXXXXX); \
 
 # The 20 slowest tests are listed at the end: the suite's time is watched (well under 25 minutes).
 pytest: setup
-	@$(call RUN_PYTEST,$(BIN)/python,--durations=20 $(PYTEST_ARGS))
+	@$(call RUN_PYTEST,$(BIN)/python,-n $(PYTEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS))
 
 ## Python 3.12 in a venv of its own, without torch (PyPI has only CUDA builds of it for 3.12): the
 ## unit suite and `jobyard up` end to end. The 3.11 run above covers the rest.
