@@ -1,6 +1,8 @@
 """Jobyard side by side with bare Dramatiq and Celery, every figure measured in one run.
 
-    python -m bench [--only latency,drain,enqueue,dispatch,memory]
+    python -m bench [--only latency,drain,enqueue,dispatch,memory,scrape,embed]
+        (scrape: the farm's scrape jobs beside a bare Playwright loop; embed: its embed jobs beside
+        the model called directly; see docs/performance.md#scraping and #embedding)
     python -m bench --only sweeper        (not in the default run: it fills a million queued jobs)
     python -m bench --only bad_keys --out /tmp/bench     # a valid client under a flood of bad keys
     python -m bench --only growth [--growth-history 10000000] --out /tmp/growth
