@@ -74,9 +74,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scrape-chromium", default=None, help="the browser, both sides (default: as workers find it)"
     )
-    parser.add_argument("--embed-documents", type=int, default=1000, help="texts a round, each side")
+    parser.add_argument("--embed-documents", type=int, default=600, help="texts a round, each side")
     parser.add_argument(
-        "--embed-rounds", type=int, default=2, help="rounds of the farm and the model, in turns"
+        "--embed-rounds", type=int, default=3, help="rounds of the farm and the model, in turns"
     )
     parser.add_argument("--embed-per-job", type=int, default=200, help="documents per embed job")
     parser.add_argument("--embed-batch", type=int, default=64, help="texts per model call, both sides")

@@ -243,7 +243,8 @@ def peers_markdown(results: dict[str, Any]) -> list[str]:
             f"{r['torch_threads']} torch threads"
         )
         lines += [
-            f"| embed ({where}), docs/s: embed jobs into pgvector vs the model's `encode` | "
+            f"| embed ({where}), docs/s: embed jobs into pgvector vs the model's `encode` (ratio: median "
+            f"of the rounds', {', '.join(f'{x:.2f}' for x in r.get('rounds_ratio', []))}) | "
             f"{_f(j['docs_per_s'])} | {_f(d['docs_per_s'])} | {r['ratio']:.2f} |",
             f"| embed, CPU ms per document (worker vs model process) | {_f(j['cpu_ms_per_doc'], 2)} | "
             f"{_f(d['cpu_ms_per_doc'], 2)} | {r['cpu_ratio']:.2f} |",

@@ -42,7 +42,9 @@ class SteppedPeer:
         assert self.popen.stdout is not None
         line = self.popen.stdout.readline()
         if not line.startswith(word + " "):
-            raise RuntimeError(f"the peer said {line!r}, not {word!r}; see {self.log_path}")
+            self._log.flush()
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the peer said {line!r}, not {word!r}; {self.log_path} ends:\n{tail}")
         return dict(json.loads(line[len(word) + 1 :]))
 
     def step(self, count: int) -> Step:

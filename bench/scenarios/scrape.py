@@ -23,12 +23,15 @@ import sys
 import time
 from typing import Any
 
+import sqlalchemy as sa
+
 from bench.cputree import tree_cpu, tree_cpu_by_kind
 from bench.harness import JOBYARD, Bench, Proc, wait_until
 from bench.peers.stepped import SteppedPeer
 from bench.testpages import host, page_urls, serve_pages
 from core.engine.broker import build_broker
 from core.engine.jobs import NewJob, enqueue
+from core.platform.db import transaction
 from core.scrape.pages import SCRAPE_QUEUE
 
 HOSTS = 20
@@ -141,6 +144,8 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             peer.stop()
         bench.stop_all()
         server.shutdown()
+        with transaction(bench.settings) as conn:  # the scrapes of the test pages, this run's and older
+            conn.execute(sa.text("DELETE FROM scrapes WHERE url LIKE 'http://site%.localhost:%/page/%'"))
     out: dict[str, Any] = {
         "pages": args.scrape_pages,
         "rounds": args.scrape_rounds,

@@ -60,6 +60,7 @@ def _embed(ratio: float) -> dict[str, Any]:
         "jobyard": {**side, "docs_per_s": 100.0 * ratio, "server_cpu_ms_per_doc": 1.0},
         "direct": side,
         "ratio": ratio,
+        "rounds_ratio": [ratio, ratio],
         "cpu_ratio": 1.0,
     }
 
