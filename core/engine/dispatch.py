@@ -42,9 +42,12 @@ _PUBLISHED = (
 )
 
 
-def _publications(rows: Sequence[Any]) -> list[Publication]:
+def _publications(rows: Sequence[Any], redelivered: bool = False) -> list[Publication]:
     return [
-        Publication(r.id, r.type, r.queue, r.message_id, r.request_id, r.tenant, r.priority) for r in rows
+        Publication(
+            r.id, r.type, r.queue, r.message_id, r.request_id, r.tenant, r.priority, redelivered=redelivered
+        )
+        for r in rows
     ]
 
 
@@ -156,7 +159,7 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
             ).all()
     if republished:
         log.warning("republishing_lost_messages", jobs=len(republished))
-    return publish(broker, _publications(republished))
+    return publish(broker, _publications(republished, redelivered=True))
 
 
 def seconds_until_due(settings: Settings) -> float | None:
