@@ -83,6 +83,7 @@ async def _latency(client: Client, rate: float, count: int) -> dict[str, Any]:
 
 async def _enqueue(client: Client, seconds: float, tasks: int, batch: int) -> dict[str, Any]:
     sent = [0]
+    cpu0 = _cpu()
     t0 = time.perf_counter()
     deadline = t0 + seconds
 
@@ -96,7 +97,13 @@ async def _enqueue(client: Client, seconds: float, tasks: int, batch: int) -> di
                 sent[0] += 1
 
     await asyncio.gather(*(one() for _ in range(tasks)))
-    return {"sent": sent[0], "seconds": round(time.perf_counter() - t0, 3)}
+    seconds = time.perf_counter() - t0
+    return {"sent": sent[0], "seconds": round(seconds, 3), "timed_cpu_s": round(_cpu() - cpu0, 3)}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _run(client: Client, argv: list[str]) -> dict[str, Any]:
@@ -119,6 +126,5 @@ async def _run(client: Client, argv: list[str]) -> dict[str, Any]:
 
 def main(client: Client) -> None:
     result = asyncio.run(_run(client, sys.argv[1:]))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result["client_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
+    result["client_cpu_s"] = round(_cpu(), 3)
     print(json.dumps(result), flush=True)

@@ -15,11 +15,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import psycopg
 import redis
 import sqlalchemy as sa
@@ -48,6 +50,8 @@ class QueuePeer:
     tables: tuple[str, ...] = ()
     #: Jobs that ran to success, checked after a drain (Postgres peers that keep them).
     succeeded_sql: str = ""
+    #: Whether its client has an API that sends many jobs in one call.
+    batch: bool = True
 
     @property
     def module(self) -> str:
@@ -76,7 +80,7 @@ QUEUE_PEERS = (
     ),
     QueuePeer(
         "oban",
-        "Oban (Python)",
+        "Oban",
         "oban",
         "postgres",
         True,
@@ -84,7 +88,7 @@ QUEUE_PEERS = (
         tables=("oban_jobs",),
         succeeded_sql="SELECT count(*) FROM oban_jobs WHERE state = 'completed'",
     ),
-    QueuePeer("arq", "arq", "arq", "redis", True),
+    QueuePeer("arq", "arq", "arq", "redis", True, batch=False),
 )
 POSTGRES_PEERS = tuple(p.name for p in QUEUE_PEERS if p.store == "postgres")
 #: The rows of the report, in order: Jobyard's first peers, then these.
@@ -151,7 +155,14 @@ class Side:
         if self.peer.store == "postgres":
             self._prepare()
             self._db = psycopg.connect(self.dsn, autocommit=True)
+        self.clear()
+
+    def clear(self) -> None:
+        """No job of the peer's left (its tables emptied; arq's database by Bench.reset, or here)."""
+        if self._db is not None:
             self._db.execute(f"TRUNCATE {', '.join(self.peer.tables)} CASCADE")
+        else:
+            self.redis.flushdb()
 
     def _bin(self, name: str) -> str:
         return str(Path(_python(self.peer)).parent / name)
@@ -165,16 +176,30 @@ class Side:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
             conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
         install = {
-            "procrastinate": [self._bin("procrastinate"), f"--app={self.peer.module}.app", "schema", "--apply"],
+            "procrastinate": [
+                self._bin("procrastinate"),
+                f"--app={self.peer.module}.app",
+                "schema",
+                "--apply",
+            ],
             "pgqueuer": [self._bin("pgq"), "install"],
             "oban": [self._bin("oban"), "install", "--dsn", self.dsn],
         }[self.peer.name]
         out = subprocess.run(
-            install, env={**self.env, "PGDSN": self.dsn}, cwd=ROOT, capture_output=True, text=True, check=False
+            install,
+            env={**self.env, "PGDSN": self.dsn},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if out.returncode:
             raise RuntimeError(f"installing {self.peer.label}'s schema failed:\n{out.stdout}{out.stderr}")
         self.bench.peer_databases.add(self.peer.name)
+
+    def analyze(self) -> None:
+        if self._db is not None:
+            self._db.execute("ANALYZE")
 
     def pending(self) -> int:
         if self._db is None:
@@ -249,6 +274,42 @@ class Side:
             self._db.close()
         self.stamps.close()
         self.redis.close()
+
+
+def server_cpu(bench: Bench) -> float:
+    """CPU seconds Postgres and Redis have used so far, including the backends that have exited: a
+    peer's client process is gone (and its backends with it) before its cost is read. The servers'
+    root processes count their reaped children; their live children count themselves."""
+    procs = bench.server_processes()
+    pids = {p.pid for p in procs}
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+            if p.ppid() not in pids:
+                total += t.children_user + t.children_system
+        except psutil.Error:
+            continue
+    return total
+
+
+def attempt(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A peer's figures, or why it has none: a peer that cannot run is named in the report."""
+    try:
+        return measure()
+    except Unavailable as e:
+        print(f"      {name}: not run: {e}", flush=True)
+        return {"error": str(e), "unavailable": True}
+    except Exception as e:
+        print(f"      {name}: failed: {e}", flush=True)
+        return {"error": f"{type(e).__name__}: {str(e)[-1500:]}"}
+
+
+def fastest(results: dict[str, Any], key: str) -> str | None:
+    """The Postgres peer with the highest ``key`` among those that ran."""
+    ran = [n for n in POSTGRES_PEERS if isinstance(results.get(n), dict) and results[n].get(key)]
+    return max(ran, key=lambda n: results[n][key]) if ran else None
 
 
 def stamps(side: Side) -> list[float]:
