@@ -86,6 +86,21 @@ def markdown(results: dict[str, Any]) -> list[str]:
             _cell(results, "memory", name, lambda r: _f(r["worker_mib"])),
         ]
         lines.append(f"| {label} | {' | '.join(cells)} |")
+    enqueued = results.get("enqueue", {})
+    singles = {
+        n: enqueued[n]["single"]
+        for n in queues.NAMES
+        if isinstance(enqueued.get(n), dict) and "single" in enqueued[n]
+    }
+    if singles:
+        tasks = next(iter(singles.values())).get("tasks", "-")
+        shares = ", ".join(f"{queues.LABELS[n]} {r['client_cpu_share']:.0%}" for n, r in singles.items())
+        lines += [
+            "",
+            f"Enqueue: Jobyard's over HTTP (wrk); each peer's with its own client API from one process, {tasks} "
+            "concurrent tasks of single jobs, then batches of 1,000 where it has a batch API. The client's "
+            f"share of one core, single jobs: {shares}.",
+        ]
     notes = [
         f"- {queues.LABELS[name]}, {scenario}: {results[scenario][name]['error'].splitlines()[0][:300]}"
         for scenario in ("latency", "drain", "enqueue", "memory")

@@ -149,14 +149,19 @@ def queue_peer_enqueue(bench: Bench, name: str, args: argparse.Namespace) -> dic
         side.close()
 
 
-def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+def jobyard(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """Jobyard's HTTP enqueue alone, single jobs and batches (the growth scenario's too)."""
     if not shutil.which("wrk"):
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
     single = _measure(bench, args, "/v1/jobs", _job(0), args.enqueue_connections)
     batch = _measure(
         bench, args, "/v1/jobs/batch", {"jobs": [_job(i) for i in range(1000)]}, args.batch_connections
     )
-    out: dict[str, Any] = {"api_workers": args.api_workers, "single": single, "batch": batch}
+    return {"api_workers": args.api_workers, "single": single, "batch": batch}
+
+
+def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    out = jobyard(bench, args)
     for name in queues.NAMES:
         out[name] = queues.attempt(name, lambda name=name: queue_peer_enqueue(bench, name, args))
     for kind in ("single", "batch"):

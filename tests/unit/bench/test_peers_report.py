@@ -33,7 +33,7 @@ def _drain(rate: float, **extra: Any) -> dict[str, Any]:
 
 
 def _enqueue(rate: float) -> dict[str, Any]:
-    return {"jobs_per_s": rate}
+    return {"jobs_per_s": rate, "tasks": 16, "client_cpu_share": 0.25}
 
 
 OBAN_MISSING = {"error": "Oban needs Python >= 3.12: no peers' venv at /x", "unavailable": True}
@@ -109,6 +109,10 @@ def test_every_peer_has_a_row_and_the_ones_that_could_not_run_say_why() -> None:
         in doc
     )
     assert "- Oban, drain: Oban needs Python >= 3.12: no peers' venv at /x" in doc
+    assert (
+        "from one process, 16 concurrent tasks" in doc
+        and "single jobs: procrastinate 25%, PgQueuer 25%, arq 25%." in doc
+    )
     assert "- arq, latency: RuntimeError: boom" in doc and "more" not in doc.split("- arq, latency:")[1][:30]
 
 
