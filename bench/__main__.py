@@ -1,4 +1,5 @@
-"""Jobyard side by side with bare Dramatiq and Celery, every figure measured in one run.
+"""Jobyard side by side with bare Dramatiq, Celery and the queue peers (procrastinate, PgQueuer, Oban,
+arq; bench/peers/queues.py), every figure measured in one run.
 
     python -m bench [--only latency,drain,enqueue,dispatch,memory]
     python -m bench --only sweeper        (not in the default run: it fills a million queued jobs)
@@ -23,7 +24,8 @@
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
-the peers on the same Redis, and writes bench/results/latest.{md,json,png}.
+the peers on the same Redis (and, for the Postgres peers, a database each on the same Postgres), and
+writes bench/results/latest.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--database-url", default=None, help="a Postgres database for the harness alone")
-    parser.add_argument("--redis-url", default=None, help="a Redis the harness may flush (dbs 0-2)")
+    parser.add_argument("--redis-url", default=None, help="a Redis the harness may flush (dbs 0-4)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.{md,json,png} go")
     parser.add_argument("--latency-rate", type=float, default=100.0, help="jobs/s in the latency scenario")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
