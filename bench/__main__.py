@@ -18,6 +18,9 @@ arq; bench/peers/queues.py), every figure measured in one run.
     python -m bench --only tracing [--tracing-baseline CHECKOUT] --out /tmp/tracing
         (not in the default run: single-job HTTP enqueue with tracing off and on, in rounds, and
         optionally the code of CHECKOUT; see docs/operations/tracing.md#cost)
+    python -m bench --only profiles --out /tmp/profiles
+        (not in the default run: py-spy profiles of the API under the single-job enqueue load and
+        of a worker draining a backlog, and a worker's imports; bench/results/profiles.md)
     python -m bench --only events --out /tmp/events
         (not in the default run: 1,000 open events streams on one API process, its RSS and CPU with
         and without them, and an event's latency to every stream; bench/results/events.md)
@@ -43,7 +46,7 @@ from bench.harness import Bench
 #: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events", "profiles")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -99,6 +102,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events-streams", type=int, default=1000, help="open events streams")
     parser.add_argument("--events-tenants", type=int, default=10, help="tenants the streams belong to")
     parser.add_argument("--events-jobs", type=int, default=50, help="jobs whose events are timed")
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy's sampling, a profile")
+    parser.add_argument(
+        "--profile-jobs", type=int, default=150_000, help="the backlog a worker drains while profiled"
+    )
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)

@@ -227,6 +227,10 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         from bench.scenarios import tracing
 
         lines += ["", *tracing.markdown(results["tracing"])]
+    if "profiles" in results:
+        from bench.scenarios import profiles
+
+        lines += ["", *profiles.markdown(results["profiles"])]
     if "events" in results:
         from bench.scenarios import events
 
