@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 #: Optional packages of structlog and redis-py the farm does not use (see above).
-UNUSED_OPTIONAL = ("rich", "colorama", "opentelemetry.sdk.metrics")
+UNUSED_OPTIONAL = ("rich", "colorama", "greenlet", "opentelemetry.sdk.metrics")
 
 
 @contextmanager
