@@ -71,7 +71,7 @@ CLIENTS = [
     "cryptography.hazmat",
 ]
 #: What structlog and redis-py would load for features the farm does not use.
-OPTIONAL = ["rich", "pygments", "colorama", "opentelemetry.sdk.metrics", "psutil"]
+OPTIONAL = ["rich", "pygments", "colorama", "greenlet", "opentelemetry.metrics", "opentelemetry.sdk", "psutil"]
 
 
 def probe(code: str, names: list[str]) -> Any:
