@@ -71,7 +71,15 @@ CLIENTS = [
     "cryptography.hazmat",
 ]
 #: What structlog and redis-py would load for features the farm does not use.
-OPTIONAL = ["rich", "pygments", "colorama", "greenlet", "opentelemetry.metrics", "opentelemetry.sdk", "psutil"]
+OPTIONAL = [
+    "rich",
+    "pygments",
+    "colorama",
+    "greenlet",
+    "opentelemetry.metrics",
+    "opentelemetry.sdk",
+    "psutil",
+]
 
 
 def probe(code: str, names: list[str]) -> Any:
