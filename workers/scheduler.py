@@ -18,6 +18,12 @@ loop does the same for anything else: the process never exits on an error.
 
 from __future__ import annotations
 
+# First, before any module imports structlog or redis-py: they load without optional packages the
+# farm does not use (core/platform/lean_imports.py).
+import core.platform.lean_imports  # noqa: F401
+
+# isort: split
+
 import signal
 import threading
 import time
