@@ -1,4 +1,5 @@
-"""Jobyard side by side with bare Dramatiq and Celery, every figure measured in one run.
+"""Jobyard side by side with bare Dramatiq, Celery and the queue peers (procrastinate, PgQueuer, Oban,
+arq; bench/peers/queues.py), every figure measured in one run.
 
     python -m bench [--only latency,drain,enqueue,dispatch,memory,scrape,embed]
         (scrape: the farm's scrape jobs beside a bare Playwright loop; embed: its embed jobs beside
@@ -19,13 +20,17 @@
     python -m bench --only tracing [--tracing-baseline CHECKOUT] --out /tmp/tracing
         (not in the default run: single-job HTTP enqueue with tracing off and on, in rounds, and
         optionally the code of CHECKOUT; see docs/operations/tracing.md#cost)
+    python -m bench --only profiles --out /tmp/profiles
+        (not in the default run: py-spy profiles of the API under the single-job enqueue load and
+        of a worker draining a backlog, and a worker's imports; bench/results/profiles.md)
     python -m bench --only events --out /tmp/events
         (not in the default run: 1,000 open events streams on one API process, its RSS and CPU with
         and without them, and an event's latency to every stream; bench/results/events.md)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
-the peers on the same Redis, and writes bench/results/latest.{md,json,png}.
+the peers on the same Redis (and, for the Postgres peers, a database each on the same Postgres), and
+writes bench/results/latest.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from core.platform.settings import Settings
 #: Run by default, in this order; results/latest.* hold the last such run.
 SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory", "scrape", "embed")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events", "profiles")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -54,7 +59,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--database-url", default=None, help="a Postgres database for the harness alone")
-    parser.add_argument("--redis-url", default=None, help="a Redis the harness may flush (dbs 0-2)")
+    parser.add_argument("--redis-url", default=None, help="a Redis the harness may flush (dbs 0-4)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.{md,json,png} go")
     parser.add_argument("--latency-rate", type=float, default=100.0, help="jobs/s in the latency scenario")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
@@ -125,6 +130,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events-streams", type=int, default=1000, help="open events streams")
     parser.add_argument("--events-tenants", type=int, default=10, help="tenants the streams belong to")
     parser.add_argument("--events-jobs", type=int, default=50, help="jobs whose events are timed")
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy's sampling, a profile")
+    parser.add_argument(
+        "--profile-jobs", type=int, default=150_000, help="the backlog a worker drains while profiled"
+    )
     parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)

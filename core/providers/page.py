@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from core.errors import JobFailure, PermanentError, RateLimitedError, RetryableError
 from core.providers import guard_proxy
 from core.providers.guard_proxy import GuardProxy
-from core.providers.http import parse_retry_after
+from core.providers.retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page, Request, Response
