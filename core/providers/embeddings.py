@@ -40,6 +40,8 @@ Vector = list[float]
 class EmbeddingBackend(Protocol):
     #: The model's name as collections record it: the configured id or directory.
     model: str
+    #: Texts a model call (or request) takes at most (JOBYARD_EMBEDDING_BATCH).
+    batch: int
 
     def load(self) -> None:
         """Get the model ready (at worker boot); raises an error of core.errors."""
