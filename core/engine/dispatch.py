@@ -84,16 +84,16 @@ def publish_due(settings: Settings, broker: RedisBroker) -> int:
 
 
 def publish_due_backlog(settings: Settings, broker: RedisBroker, executor: Executor | None) -> int:
-    """``publish_due``, and while it finds a full batch, ``scheduler_publishers`` more batches side
-    by side (one transaction each, on ``executor``'s threads): when thousands come due at once, the
-    Postgres update of one batch overlaps another's and the Redis publish of a third. SKIP LOCKED
-    keeps their rows apart. Returns how many were published; a full round tells the caller to come
-    back at once, so the scheduler's other steps still run between rounds."""
-    published = publish_due(settings, broker)
-    if published < settings.scheduler_batch or executor is None or settings.scheduler_publishers < 2:
-        return published
+    """``publish_due`` ``scheduler_publishers`` times side by side (one transaction each, on
+    ``executor``'s threads): when thousands come due at once, the Postgres update of one batch
+    overlaps another's and the Redis publish of a third; SKIP LOCKED keeps their rows apart. With
+    nothing due, each is one cheap look at an index. Returns how many were published; a full batch's
+    worth tells the caller to come back at once, so the scheduler's other steps still run between
+    rounds."""
+    if executor is None or settings.scheduler_publishers < 2:
+        return publish_due(settings, broker)
     rounds = [executor.submit(publish_due, settings, broker) for _ in range(settings.scheduler_publishers)]
-    return published + sum(r.result() for r in rounds)
+    return sum(r.result() for r in rounds)
 
 
 def republish_lost(settings: Settings, broker: RedisBroker) -> int:
