@@ -97,7 +97,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events-streams", type=int, default=1000, help="open events streams")
     parser.add_argument("--events-tenants", type=int, default=10, help="tenants the streams belong to")
     parser.add_argument("--events-jobs", type=int, default=50, help="jobs whose events are timed")
-    parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="JOBYARD_LOG_LEVEL of the farm's processes (INFO: the farm's default, as `jobyard up` runs it)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
