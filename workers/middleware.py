@@ -31,6 +31,7 @@ from core.engine.recovery import beat, hand_back, new_worker_id, register_worker
 from core.engine.retry import error_record
 from core.errors import ClaimLost
 from core.platform.db import transaction
+from core.platform.logs import flush_logs
 from core.platform.settings import Settings
 from workers.quiet import Quiet
 
@@ -98,6 +99,8 @@ class JobLifecycle(Middleware):
         self._stop_beating.set()
         unregister_worker(self.settings, self.worker_id)
         log.info("worker_unregistered", worker_id=self.worker_id, handed_back=handed_back)
+        # Through Dramatiq's pipe to its main process while it is open (core/platform/logs.py).
+        flush_logs()
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if self.paused is not None and message.queue_name in self.paused:

@@ -211,10 +211,7 @@ def test_no_number_in_clear_at_rest_found_by_keyed_hash_and_no_secret_in_logs(
         for number in NUMBERS:
             assert number.lstrip("+") not in text, f"{name} log holds {number}"
     worker_log = logs["worker"]
-    lines = [json.loads(line) for line in worker_log.splitlines() if line.startswith("{")]
-    events = {line["event"]: line for line in lines if "event" in line}
-    assert "whatsapp_sent" in events and "leaky_payload" in events
+    assert '"event": "whatsapp_sent"' in worker_log and "leaky_payload" in worker_log
     assert "+44*******666" in worker_log and reader[:10] + "...[redacted]" in worker_log
-    assert events["leaky_payload"]["headers"] == {"Authorization": "[redacted]"}
-    assert "could not reach +44*******666" in worker_log
+    assert '"Authorization": "[redacted]"' in worker_log and "could not reach +44*******666" in worker_log
     assert "whatsapp_opt_out" in logs["api"] and "+44*******222" in logs["api"]

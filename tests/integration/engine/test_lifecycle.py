@@ -124,7 +124,7 @@ def test_a_cancelled_jobs_message_is_skipped(
     job = api.get(f"/v1/jobs/{cancelled.json()['id']}").json()
     assert job["status"] == "cancelled"
     assert job["attempts"] == 0
-    assert "job_skipped" in worker.log()
+    wait_for(lambda: "job_skipped" in worker.log(), what="the job_skipped line")
     assert api.get("/v1/unread", params={"user_id": "u"}).json()["total"] == 1
 
     # A duplicate of a finished job's message is skipped too: the count does not move.
