@@ -180,11 +180,11 @@ class _LineLogger:
         self.name = name
         self._writer = writer
 
-    def _kept(self, line: bytes | str) -> None:
-        self._writer.write((line.encode() if isinstance(line, str) else line) + b"\n")
+    def _kept(self, line: str) -> None:
+        self._writer.write(line.encode("utf-8", "backslashreplace") + b"\n")
 
-    def _urgent(self, line: bytes | str) -> None:
-        self._writer.write((line.encode() if isinstance(line, str) else line) + b"\n", urgent=True)
+    def _urgent(self, line: str) -> None:
+        self._writer.write(line.encode("utf-8", "backslashreplace") + b"\n", urgent=True)
 
     debug = info = msg = _kept
     warning = warn = error = err = critical = fatal = exception = _urgent
@@ -211,7 +211,7 @@ class _StdlibHandler(logging.Handler):
         except Exception:  # logging's own policy for a record that fails to format
             self.handleError(record)
             return
-        self.writer.write(line.encode("utf-8", errors="replace") + b"\n", record.levelno >= logging.WARNING)
+        self.writer.write(line.encode("utf-8", "backslashreplace") + b"\n", record.levelno >= logging.WARNING)
 
 
 #: The standard library's encoder, made once: lines exactly as structlog's JSONRenderer wrote them
