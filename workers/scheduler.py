@@ -18,10 +18,17 @@ loop does the same for anything else: the process never exits on an error.
 
 from __future__ import annotations
 
+# First, before any module imports structlog or redis-py: they load without optional packages the
+# farm does not use (core/platform/lean_imports.py).
+import core.platform.lean_imports  # noqa: F401
+
+# isort: split
+
 import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 
@@ -30,7 +37,7 @@ import structlog
 from core.access.quotas import SYNC_EVERY_S, sync_limits
 from core.catalog import load_job_types
 from core.engine.broker import build_broker
-from core.engine.dispatch import publish_due, republish_lost, seconds_until_due
+from core.engine.dispatch import publish_due_backlog, republish_lost, seconds_until_due
 from core.engine.isolation import describe, is_transient
 from core.engine.out_of_range import fail_out_of_range
 from core.engine.pauses import SYNC_EVERY_S as PAUSES_SYNC_EVERY_S
@@ -102,8 +109,14 @@ class Scheduler:
         self.stopping = threading.Event()
         s, b = settings, self.broker
         member = this_process()
+        # Threads for a backlog of due jobs (core/engine/dispatch.py publish_due_backlog).
+        self.publishers = (
+            ThreadPoolExecutor(s.scheduler_publishers, thread_name_prefix="publish_due")
+            if s.scheduler_publishers > 1
+            else None
+        )
         self.steps = [
-            Step("publish_due", lambda: publish_due(s, b)),
+            Step("publish_due", lambda: publish_due_backlog(s, b, self.publishers)),
             Step("fire_schedules", lambda: fire_due_schedules(s, b)),
             # Every republish_after_s / 3 bounds the time a lost job waits to ~1.3x that.
             Step("republish_lost", lambda: republish_lost(s, b), max(s.republish_after_s / 3, 0.2)),
@@ -153,6 +166,8 @@ class Scheduler:
         # A batch in flight is one short transaction: let it commit rather than be cut off.
         self._pruner.join(timeout=self.settings.db_statement_timeout_s or None)
         self.senders.stop()
+        if self.publishers is not None:
+            self.publishers.shutdown()
         log.info("scheduler_stopped")
 
     def _prune_loop(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from bench.harness import Bench, Proc, cpu_seconds
+from bench.peers import queues
 from bench.peers.run import PEERS, peer, sender, start_worker
 from core.engine.broker import build_broker
 from core.engine.jobs import NewJob, enqueue
@@ -26,6 +27,8 @@ from core.engine.lanes import waiting_counts
 from core.platform.db import transaction
 
 POLL_S = 0.01
+#: The Postgres peers are watched by a count on their job table, a little less often.
+PG_POLL_S = 0.05
 
 
 class _Cpu:
@@ -52,7 +55,9 @@ def _cpu(p: psutil.Process) -> float:
         return 0.0
 
 
-def _watch(n: int, pending: Callable[[], int], cpu: _Cpu, proc: Proc) -> dict[str, Any]:
+def _watch(
+    n: int, pending: Callable[[], int], cpu: _Cpu, proc: Proc, poll_s: float = POLL_S
+) -> dict[str, Any]:
     samples: list[tuple[float, int, float]] = []
     deadline = time.monotonic() + 600
     while True:
@@ -62,7 +67,7 @@ def _watch(n: int, pending: Callable[[], int], cpu: _Cpu, proc: Proc) -> dict[st
             break
         if not proc.alive() or time.monotonic() > deadline:
             raise RuntimeError(f"{proc.name} did not drain:\n{proc.log()[-3000:]}")
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
 
     def at(fraction: float) -> tuple[float, int, float]:
         return next(s for s in samples if s[1] >= fraction * n)
@@ -124,6 +129,29 @@ def peer_drain(bench: Bench, name: str, n: int) -> dict[str, Any]:
     return result
 
 
+def queue_peer_drain(bench: Bench, name: str, n: int) -> dict[str, Any]:
+    """N no-ops sent by the peer's own client (batches of 1,000 where it has a batch API) before its
+    workers start; the Postgres peers' tables analyzed after the fill, as autovacuum would have."""
+    bench.reset()
+    side = queues.Side(bench, name)
+    try:
+        side.client("fill", str(n))
+        if side.pending() != n:
+            raise RuntimeError(f"{name}: {side.pending()} jobs queued after the fill, not {n}")
+        side.analyze()
+        proc = side.start_worker()
+        poll = PG_POLL_S if side.peer.store == "postgres" else POLL_S
+        result = _watch(n, side.pending, _Cpu(bench, proc), proc, poll)
+        bench.stop_all()
+        succeeded = side.succeeded()
+        if succeeded is not None and succeeded != n:
+            raise RuntimeError(f"{name}: {succeeded} jobs succeeded, not {n}")
+        return {"version": side.version, **result}
+    finally:
+        bench.stop_all()
+        side.close()
+
+
 def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     n = args.drain_jobs
     out: dict[str, Any] = {"jobs": n, "jobyard": jobyard(bench, n)}
@@ -133,4 +161,12 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         out[f"cpu_ratio_vs_{name}"] = round(
             out[name]["cpu_ms_per_1000_jobs"] / out["jobyard"]["cpu_ms_per_1000_jobs"], 2
         )
+    for name in queues.NAMES:
+        out[name] = queues.attempt(name, lambda name=name: queue_peer_drain(bench, name, n))
+        if "steady_per_s" in out[name]:
+            out[f"ratio_vs_{name}"] = round(out["jobyard"]["steady_per_s"] / out[name]["steady_per_s"], 2)
+    fastest = queues.fastest(out, "steady_per_s")
+    if fastest:
+        out["fastest_postgres_peer"] = fastest
+        out["ratio_vs_fastest_postgres_peer"] = out[f"ratio_vs_{fastest}"]
     return out

@@ -4,6 +4,13 @@ with 1,000 jobs a request, each job committed in Postgres before its response.
 The load comes from wrk (C, one thread, a Lua script for the bodies), so the client takes little of
 the machine; its CPU time is measured and reported. The rate counted is the jobs Postgres holds at
 the end divided by wrk's duration, not the responses wrk saw.
+
+The queue peers (procrastinate, PgQueuer, Oban, arq) are measured beside it with their own client
+API, from one client subprocess (bench/peers/client.py) running PEER_TASKS concurrent asyncio tasks
+for single jobs, each with a pooled connection of its own, and --batch-connections tasks sending
+batches of 1,000 where the library has a batch API; no worker runs. The rate counted is the jobs the
+peer's table (arq: its queue) holds at the end divided by the client's timed duration. Each side has
+a one-second warm-up first, whose jobs are then removed.
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ import time
 from typing import Any
 
 from bench.harness import ROOT, Bench, cpu_seconds
+from bench.peers import queues
 
 LUA = ROOT / "bench" / "wrk" / "post.lua"
+#: Concurrent single-job senders in a queue peer's client process (one pooled connection each).
+PEER_TASKS = 16
 
 
 def _job(i: int) -> dict[str, Any]:
@@ -105,7 +115,42 @@ def _measure(
     return result
 
 
-def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+def _peer_measure(bench: Bench, side: queues.Side, seconds: float, tasks: int, batch: int) -> dict[str, Any]:
+    side.clear()
+    side.client("enqueue", "1", str(tasks), str(batch))  # the warm-up
+    side.clear()
+    servers = queues.server_cpu(bench)
+    out = side.client("enqueue", str(seconds), str(tasks), str(batch))
+    server_cpu = queues.server_cpu(bench) - servers
+    jobs = side.pending()
+    return {
+        "tasks": tasks,
+        "batch": batch,
+        "jobs_sent": out["sent"],
+        "jobs_committed": jobs,
+        "duration_s": out["seconds"],
+        "jobs_per_s": round(jobs / max(out["seconds"], 1e-9), 1),
+        "client_cpu_share": round(out["timed_cpu_s"] / max(out["seconds"], 1e-9), 3),
+        "client_cpu_ms_per_1000_jobs": round(out["timed_cpu_s"] / max(jobs, 1) * 1e6, 1),
+        "server_cpu_ms_per_1000_jobs": round(server_cpu / max(jobs, 1) * 1e6, 1),
+    }
+
+
+def queue_peer_enqueue(bench: Bench, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    bench.reset()
+    side = queues.Side(bench, name)
+    try:
+        out: dict[str, Any] = {"version": side.version}
+        out["single"] = _peer_measure(bench, side, args.enqueue_seconds, PEER_TASKS, 0)
+        if side.peer.batch:
+            out["batch"] = _peer_measure(bench, side, args.enqueue_seconds, args.batch_connections, 1000)
+        return out
+    finally:
+        side.close()
+
+
+def jobyard(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """Jobyard's HTTP enqueue alone, single jobs and batches (the growth scenario's too)."""
     if not shutil.which("wrk"):
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
     single = _measure(bench, args, "/v1/jobs", _job(0), args.enqueue_connections)
@@ -113,3 +158,18 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         bench, args, "/v1/jobs/batch", {"jobs": [_job(i) for i in range(1000)]}, args.batch_connections
     )
     return {"api_workers": args.api_workers, "single": single, "batch": batch}
+
+
+def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    out = jobyard(bench, args)
+    for name in queues.NAMES:
+        out[name] = queues.attempt(name, lambda name=name: queue_peer_enqueue(bench, name, args))
+    for kind in ("single", "batch"):
+        ran = {n: out[n][kind] for n in queues.POSTGRES_PEERS if kind in out[n]}
+        if ran:
+            fastest = max(ran, key=lambda n: ran[n]["jobs_per_s"])
+            out[f"fastest_postgres_peer_{kind}"] = fastest
+            out[f"ratio_vs_fastest_postgres_peer_{kind}"] = round(
+                out[kind]["jobs_per_s"] / max(ran[fastest]["jobs_per_s"], 1e-9), 2
+            )
+    return out

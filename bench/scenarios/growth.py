@@ -203,7 +203,7 @@ def measure(bench: Bench, args: argparse.Namespace, sides: dict[str, Side]) -> d
             lambda: latency.jobyard(bench, args.latency_rate, int(args.latency_rate * args.latency_seconds)),
         ),
         ("drain", lambda: drain.jobyard(bench, args.drain_jobs)),
-        ("enqueue", lambda: enqueue.run(bench, args)),
+        ("enqueue", lambda: enqueue.jobyard(bench, args)),
         ("dispatch", lambda: dispatch.run(bench, args)),
     )
     for step_name, step in steps:

@@ -3,7 +3,9 @@
 Jobyard: from just before `POST /v1/jobs` (over a kept-alive connection) to the job's started_at,
 which the worker takes when it begins the claim (the handler runs once the claim commits, about a
 millisecond later); the time to finished_at (claim, effect and result committed) is reported too.
-Peers: from just before `send()` / `delay()` to the first line of the no-op task.
+Peers: from just before `send()` / `delay()` to the first line of the no-op task. The queue peers
+(procrastinate, PgQueuer, Oban, arq) likewise, from just before their client's send (in a client
+subprocess, bench/peers/client.py, one job at a time at the same rate) to the no-op's first line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.harness import Bench, percentile, wait_until
-from bench.peers import LATENCY_KEY
+from bench.peers import LATENCY_KEY, queues
 from bench.peers.run import PEERS, peer, sender, start_worker, wait_ready
 
 WARMUP = 20
@@ -127,6 +129,27 @@ def peer_latency(bench: Bench, name: str, rate: float, count: int) -> dict[str, 
     return _summary(values)
 
 
+def queue_peer_latency(bench: Bench, name: str, rate: float, count: int) -> dict[str, Any]:
+    bench.reset()
+    side = queues.Side(bench, name)
+    try:
+        proc = side.start_worker()
+        side.wait_ready(proc)
+        side.stamps.delete(LATENCY_KEY)
+        side.client("latency", str(rate), str(count + WARMUP))
+        wait_until(
+            lambda: side.stamps.llen(LATENCY_KEY) >= count + WARMUP,
+            60,
+            f"{name}'s latency jobs",
+            interval=0.05,
+        )
+        values = [v * 1000 for v in queues.stamps(side)[WARMUP:]]
+        return {"version": side.version, **_summary(values)}
+    finally:
+        bench.stop_all()
+        side.close()
+
+
 def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     count = int(args.latency_rate * args.latency_seconds)
     out: dict[str, Any] = {
@@ -135,4 +158,8 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     }
     for name in PEERS:
         out[name] = peer_latency(bench, name, args.latency_rate, count)
+    for name in queues.NAMES:
+        out[name] = queues.attempt(
+            name, lambda name=name: queue_peer_latency(bench, name, args.latency_rate, count)
+        )
     return out

@@ -2,7 +2,9 @@
 
 Jobyard: the API process (`jobyard api`, one uvicorn process) and each worker process (the
 `dramatiq` CLI's children, which run the jobs; their parent only supervises). Peers: their worker
-processes (Dramatiq's children; Celery's main process and its prefork children).
+processes (Dramatiq's children; Celery's main process and its prefork children); the queue peers'
+(procrastinate, PgQueuer, Oban, arq: one process each of the WORKER_PROCESSES their shell started),
+the largest of them, after the same 50 no-ops.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from bench.harness import Bench, Proc, wait_until
+from bench.peers import queues
 from bench.peers.run import PEERS, peer, sender, start_worker, wait_ready
 
 SETTLE_S = 2.0
@@ -66,4 +69,21 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         children = members[1:] if name == "dramatiq" else members
         out[name] = {"worker_mib": max(_mib(c) for c in children)}
         bench.stop_all()
+    for name in queues.NAMES:
+        out[name] = queues.attempt(name, lambda name=name: _queue_peer(bench, name))
     return out
+
+
+def _queue_peer(bench: Bench, name: str) -> dict[str, Any]:
+    bench.reset()
+    side = queues.Side(bench, name)
+    try:
+        proc = side.start_worker()
+        side.wait_ready(proc)
+        side.client("fill", "50")
+        wait_until(lambda: side.pending() == 0, 60, f"{name}'s 50 jobs")
+        time.sleep(SETTLE_S)
+        return {"version": side.version, "worker_mib": max(_mib(c) for c in proc.tree()[1:])}
+    finally:
+        bench.stop_all()
+        side.close()

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from core.assistant.config import Assistant, breach, get_assistant
 from core.chats.ai_reply import AiReplyPayload, reply
 from core.chats.inbox import CUSTOMER, flag
-from core.chats.tenant_llm import chain_of
+from core.chats.tenant_llm import LLM_CLIENTS, chain_of
 from core.chats.unread import Id
 from core.engine.declare import JobContext, job_type
 from core.engine.jobs import NewJob, insert_jobs, publication, publish_after_commit
@@ -66,6 +66,7 @@ def send_job(tenant: str, to: str, text: str, in_reply_to: str, key: str) -> New
     timeout_s=120.0,
     description="Answer a customer's WhatsApp message with the assistant's AI reply, within its guardrails.",
     sealed_fields=("to",),
+    resources=(LLM_CLIENTS,),
 )
 def whatsapp_reply(ctx: JobContext, payload: WhatsAppReplyPayload) -> dict[str, Any]:
     claim, tenant = ctx.claim, ctx.tenant

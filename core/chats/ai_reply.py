@@ -25,7 +25,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from core.chats.tenant_llm import chain_of
+from core.chats.tenant_llm import LLM_CLIENTS, chain_of
 from core.chats.unread import Id, UnreadCountPayload, apply_unread, ensure_chat
 from core.embeddings.embed import Hit
 from core.embeddings.knowledge import Knowledge, retrieve
@@ -66,6 +66,7 @@ class AiReplyPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     description="Ask an OpenAI-compatible chat API for a reply and post it in the chat.",
     # A message and a system prompt of up to 32,000 characters each, in up to 4-byte UTF-8.
     max_payload_bytes=320 * 1024,
+    resources=(LLM_CLIENTS,),
 )
 def ai_reply(ctx: JobContext, payload: AiReplyPayload) -> dict[str, Any]:
     chain = chain_of(ctx.conn, ctx.settings, ctx.tenant)

@@ -35,6 +35,7 @@ import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from core.engine.job_types import Preload
 from core.engine.jobs import utcnow
 from core.errors import AddressRefused, DataKeyUnknown, NotResolved, SealedValueError, SettingsError
 from core.platform.crypto import data_cipher, key_label
@@ -45,6 +46,10 @@ from core.platform.tables import tenant_llm as tl
 from core.providers.llm import LlmChain, ProviderConfig, chain_for
 
 log = structlog.get_logger(__name__)
+
+#: The LLM client libraries (the openai SDK, some 35 MiB), which core/providers/llm.py imports at its
+#: first call: loaded at boot instead by the worker processes of the job types that ask a chain.
+LLM_CLIENTS = Preload("openai", "core.providers.guarded_http")
 
 #: Providers in one tenant's chain, at most.
 MAX_PROVIDERS = 8

@@ -116,7 +116,9 @@ def embed(ctx: JobContext, payload: EmbedPayload) -> dict[str, Any]:
 
 
 EMBED = get_job_type("embed")
-#: Chunks embedded between two progress reports (and cancel checks) of an embed job.
+#: Chunks embedded between two progress reports (and cancel checks) of an embed job, at least: a
+#: slice is a whole number of the backend's batches (JOBYARD_EMBEDDING_BATCH), so every model call
+#: is a full batch.
 PROGRESS_SLICE = 32
 
 
@@ -264,15 +266,26 @@ def embed_documents(
 
 
 def _embed_chunks(backend: EmbeddingBackend, chunks: list[_Chunk], ctx: JobContext | None) -> list[Vector]:
-    """The chunks' vectors; with ``ctx``, a slice at a time, with the progress reported after each."""
+    """The chunks' vectors; with ``ctx``, a slice at a time, with the progress reported after each.
+
+    The slices take the job's texts longest first, as one `encode` call of sentence-transformers
+    orders its texts: batches of similar lengths pad less. Sliced in their own order (32 texts a
+    slice, half a batch), the texts of a job cost about 40 % more CPU than in one call (python -m
+    bench --only embed)."""
     texts = [chunk.text for chunk in chunks]
     if ctx is None or not texts:
         return backend.embed(texts) if texts else []
-    vectors: list[Vector] = []
-    for start in range(0, len(texts), PROGRESS_SLICE):
+    batch = max(backend.batch, 1)
+    step = batch * max(1, -(-PROGRESS_SLICE // batch))
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    vectors: list[Vector] = [[] for _ in texts]
+    for start in range(0, len(order), step):
         ctx.stop_if_cancelled()
-        vectors += backend.embed(texts[start : start + PROGRESS_SLICE])
-        ctx.progress(len(vectors) / len(texts), f"{len(vectors)} of {len(texts)} chunks embedded")
+        positions = order[start : start + step]
+        for position, vector in zip(positions, backend.embed([texts[i] for i in positions]), strict=True):
+            vectors[position] = vector
+        done = min(start + step, len(order))
+        ctx.progress(done / len(texts), f"{done} of {len(texts)} chunks embedded")
     return vectors
 
 

@@ -18,7 +18,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from core.engine import lanes
-from core.engine.consumer import BATCH_SUFFIX, WAKE_TOKENS, JobyardConsumer, wake_key
+from core.engine.consumer import BATCH_SUFFIX, REDELIVERED_OPTION, WAKE_TOKENS, JobyardConsumer, wake_key
 from core.engine.lanes import DEFAULT_PRIORITY, TENANT_OPTION
 from core.errors import RedisNotConfigured
 from core.platform.settings import Settings, get_settings
@@ -195,6 +195,9 @@ class Publication:
     priority: int = DEFAULT_PRIORITY
     #: The W3C trace context the worker's span of the job continues (core/platform/tracing.py).
     traceparent: str | None = None
+    #: Published again by the sweeper or by recovery: an earlier message of the job was held by a
+    #: worker that died. Such a message runs alone, never in a batch (core/engine/consumer.py).
+    redelivered: bool = False
 
 
 def new_message_id() -> str:
@@ -211,6 +214,8 @@ def _options(pub: Publication) -> dict[str, Any]:
         options["request_id"] = pub.request_id
     if pub.traceparent:
         options[TRACEPARENT] = pub.traceparent
+    if pub.redelivered:
+        options[REDELIVERED_OPTION] = True
     return options
 
 

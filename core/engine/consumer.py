@@ -47,6 +47,8 @@ WAKE_TOKENS = 64
 #: Option of a batch message: the (job id, redis message id) pairs it stands for.
 BATCH_OPTION = "jobyard_batch"
 BATCH_SUFFIX = "__batch"
+#: Option of a message published again after the worker holding its job died (Publication.redelivered).
+REDELIVERED_OPTION = "jobyard_redelivered"
 #: Option a worker sets on a fetched message it must not start (its queue was paused meanwhile): the
 #: consumer then gives the message back to the front of its queue instead of acknowledging it.
 HAND_BACK_OPTION = "jobyard_hand_back"
@@ -243,7 +245,7 @@ class JobyardConsumer(_RedisConsumer):
                     with self.freed:
                         self.blocked = False
             first = _decode_envelope(self.message_cache[0])
-            if self.batch_max > 1 and batch_actor_name(first.actor_name) in self.broker.actors:
+            if self._batchable(first) and batch_actor_name(first.actor_name) in self.broker.actors:
                 return self._next_batch(first.actor_name)
             message = dramatiq.Message.decode(self.message_cache.pop(0))
             self._hold(1)
@@ -252,12 +254,19 @@ class JobyardConsumer(_RedisConsumer):
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
+    def _batchable(self, env: _Envelope) -> bool:
+        """Whether a message may join a batch. Not one published again after a worker holding its
+        job died: it runs alone, where a run that kills its worker counts as an attempt, so a job
+        that does so every time ends dead instead of looping (a batch may commit nothing of a run
+        that dies, core/engine/batch_lifecycle.py)."""
+        return self.batch_max > 1 and not env.options.get(REDELIVERED_OPTION)
+
     def _next_batch(self, actor: str) -> MessageProxy:
         """One message standing for the next fetched jobs of ``actor`` (up to batch_max, no waiting)."""
         pairs: list[tuple[str, str]] = []
         while self.message_cache and len(pairs) < self.batch_max:
             env = _decode_envelope(self.message_cache[0])
-            if env.actor_name != actor:
+            if env.actor_name != actor or not self._batchable(env):
                 break
             self.message_cache.pop(0)
             pairs.append((env.args[0], env.options["redis_message_id"]))

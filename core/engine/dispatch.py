@@ -9,6 +9,7 @@ Redis call. Either way several schedulers can run at once without publishing a j
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from datetime import timedelta
 from typing import Any
 
@@ -41,9 +42,12 @@ _PUBLISHED = (
 )
 
 
-def _publications(rows: Sequence[Any]) -> list[Publication]:
+def _publications(rows: Sequence[Any], redelivered: bool = False) -> list[Publication]:
     return [
-        Publication(r.id, r.type, r.queue, r.message_id, r.request_id, r.tenant, r.priority) for r in rows
+        Publication(
+            r.id, r.type, r.queue, r.message_id, r.request_id, r.tenant, r.priority, redelivered=redelivered
+        )
+        for r in rows
     ]
 
 
@@ -77,6 +81,19 @@ def publish_due(settings: Settings, broker: RedisBroker) -> int:
     # Committed first: if Redis fails now, the sweeper sees the message missing and retries; a job
     # whose message cannot be published at all goes to the dead letters alone.
     return publish_isolated(settings, broker, _publications(rows))
+
+
+def publish_due_backlog(settings: Settings, broker: RedisBroker, executor: Executor | None) -> int:
+    """``publish_due``, and while it finds a full batch, ``scheduler_publishers`` more batches side
+    by side (one transaction each, on ``executor``'s threads): when thousands come due at once, the
+    Postgres update of one batch overlaps another's and the Redis publish of a third. SKIP LOCKED
+    keeps their rows apart. Returns how many were published; a full round tells the caller to come
+    back at once, so the scheduler's other steps still run between rounds."""
+    published = publish_due(settings, broker)
+    if published < settings.scheduler_batch or executor is None or settings.scheduler_publishers < 2:
+        return published
+    rounds = [executor.submit(publish_due, settings, broker) for _ in range(settings.scheduler_publishers)]
+    return published + sum(r.result() for r in rounds)
 
 
 def republish_lost(settings: Settings, broker: RedisBroker) -> int:
@@ -142,7 +159,7 @@ def republish_lost(settings: Settings, broker: RedisBroker) -> int:
             ).all()
     if republished:
         log.warning("republishing_lost_messages", jobs=len(republished))
-    return publish(broker, _publications(republished))
+    return publish(broker, _publications(republished, redelivered=True))
 
 
 def seconds_until_due(settings: Settings) -> float | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -30,6 +31,22 @@ class Resource(Protocol):
     def start(self, settings: Settings) -> None: ...
 
     def stop(self) -> None: ...
+
+
+class Preload:
+    """A resource that imports modules: libraries a handler imports at its first call, so that the
+    processes that never run the type (the API, the workers of other queues) do not load them, are
+    loaded at boot in the processes that do, and their first job does not wait for the import."""
+
+    def __init__(self, *modules: str) -> None:
+        self.modules = modules
+
+    def start(self, settings: Settings) -> None:
+        for name in self.modules:
+            importlib.import_module(name)
+
+    def stop(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,7 +139,9 @@ def _return_job(
             **common,
         )
     )
-    return Publication(row.id, row.type, row.queue, message_id, row.request_id, row.tenant, row.priority)
+    return Publication(
+        row.id, row.type, row.queue, message_id, row.request_id, row.tenant, row.priority, redelivered=True
+    )
 
 
 def _cancel_lost(conn: Connection, row: Any, error: dict[str, Any], now: datetime) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from core.engine.broker import redis_client
 from core.engine.declare import JobContext, job_type
-from core.engine.job_types import get_job_type
+from core.engine.job_types import Preload, get_job_type
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.lifecycle import Claim
 from core.engine.retry import error_record
@@ -60,7 +60,11 @@ from core.platform.ratelimit import RateLimiter
 from core.platform.settings import Settings
 from core.platform.tables import jobs
 from core.platform.tenants import DEFAULT_TENANT
-from core.providers.whatsapp import WhatsAppClient
+
+if TYPE_CHECKING:
+    # Imported where a client is built (with httpx and tenacity): the API and the workers of the other
+    # queues load this job type too, and never send.
+    from core.providers.whatsapp import WhatsAppClient
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +121,8 @@ class WhatsAppMessagePayload(msgspec.Struct, forbid_unknown_fields=True, kw_only
     max_rate_limit_waits=50,
     description="Send a WhatsApp template or text message once, honouring opt-outs and quiet hours.",
     sealed_fields=("to",),
+    # The client (httpx, tenacity), imported by the first send: at boot in the processes that send.
+    resources=(Preload("core.providers.whatsapp"),),
 )
 def whatsapp_message(ctx: JobContext, payload: WhatsAppMessagePayload) -> dict[str, Any]:
     return send_message(ctx.claim, payload, ctx.settings)
@@ -170,6 +176,8 @@ def _with_limiter(settings: Settings, client: WhatsAppClient | None) -> Sender:
 def sender(settings: Settings) -> Sender:
     """The farm's number: one client and one rate limiter per worker process, built on the first
     send (never at import)."""
+    from core.providers.whatsapp import WhatsAppClient
+
     return _with_limiter(settings, WhatsAppClient.from_settings(settings))
 
 
@@ -181,6 +189,8 @@ TENANT_SENDERS = 256
 def _tenant_sender(settings: Settings, phone_number_id: str, token: str) -> Sender:
     """A tenant number's sender, keyed by its token too: a changed token makes a new client on the
     next send, and the old one is dropped."""
+    from core.providers.whatsapp import WhatsAppClient
+
     client = WhatsAppClient(
         token=token,
         phone_number_id=phone_number_id,

@@ -26,16 +26,15 @@ import os
 import re
 import threading
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING, Any
 
 from core.errors import DataKeyError, SealedValueError
 from core.platform.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 #: What ``seal`` writes: key id and context bound by the associated data.
 SEALED_PREFIX = "jy2:"
@@ -58,7 +57,16 @@ def generate_data_key() -> str:
 
 
 def _derive(key: bytes, purpose: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"jobyard " + purpose).derive(key)
+    """HKDF-SHA256 (RFC 5869) of ``key``, no salt, 32 bytes: one block of the expand step.
+
+    The same bytes as cryptography's ``HKDF(SHA256(), 32, None, info).derive(key)`` (a unit test
+    compares them), from the standard library: every process derives its keys at start, and
+    cryptography's OpenSSL bindings cost some 8 MiB of RSS in a process that never seals or opens a
+    value (docs/performance.md#memory). AES-GCM itself is loaded on the first seal or open.
+    """
+    info = b"jobyard " + purpose
+    prk = hmac.new(bytes(hashlib.sha256().digest_size), key, hashlib.sha256).digest()  # extract
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()  # expand: T(1), 32 bytes
 
 
 def _decode_key(encoded: str, name: str) -> bytes:
@@ -97,10 +105,18 @@ class DataCipher:
 
     def __init__(self, encoded_key: str, name: str = "JOBYARD_DATA_KEY") -> None:
         key = _decode_key(encoded_key, name)
-        self._aead = AESGCM(_derive(key, b"seal"))
+        self._seal_key = _derive(key, b"seal")
         self._hash_key = _derive(key, b"lookup")
         #: Public fingerprint of the key, stored in every sealed value and beside every hash.
         self.key_id = hashlib.sha256(_derive(key, b"id")).hexdigest()[:8]
+
+    @cached_property
+    def _aead(self) -> AESGCM:
+        # Here, not at the top: cryptography's OpenSSL bindings load with the first value sealed or
+        # opened, in the processes that handle personal data (see _derive).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        return AESGCM(self._seal_key)
 
     def seal(self, clear: str, context: str) -> str:
         """``clear`` sealed fresh (a new nonce) and bound to ``context``, e.g. ``payload:whatsapp_message:to``."""
@@ -110,6 +126,8 @@ class DataCipher:
 
     def open(self, sealed: str, context: str) -> str:
         """The clear value; SealedValueError if it is not this key's, damaged, or bound elsewhere."""
+        from cryptography.exceptions import InvalidTag  # with AES-GCM (see _aead)
+
         version, key_id, raw = _parse(sealed)
         if key_id != self.key_id:
             raise SealedValueError(

@@ -148,6 +148,12 @@ class Settings:
     scheduler_batch: int = _setting(
         "JOBYARD_SCHEDULER_BATCH", 500, "Due jobs published per scheduler transaction."
     )
+    scheduler_publishers: int = _setting(
+        "JOBYARD_SCHEDULER_PUBLISHERS",
+        2,
+        "Transactions a scheduler runs side by side while a backlog of due jobs lasts (a batch each, "
+        "rows taken with SKIP LOCKED); 1 publishes one batch at a time.",
+    )
     out_of_range_interval_s: float = _setting(
         "JOBYARD_OUT_OF_RANGE_INTERVAL",
         30.0,

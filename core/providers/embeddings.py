@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import structlog
 
 from core.errors import PermanentError, RetryableError
 from core.platform.settings import Settings
-from core.providers.http import raise_for_status
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +40,8 @@ Vector = list[float]
 class EmbeddingBackend(Protocol):
     #: The model's name as collections record it: the configured id or directory.
     model: str
+    #: Texts a model call (or request) takes at most (JOBYARD_EMBEDDING_BATCH).
+    batch: int
 
     def load(self) -> None:
         """Get the model ready (at worker boot); raises an error of core.errors."""
@@ -282,7 +282,12 @@ class InferenceBackend:
         return vectors
 
     def _call(self, texts: list[str]) -> Any:
+        # httpx here, not at the top: the API and every worker import this module; only this backend
+        # makes HTTP calls.
+        import httpx
         from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
+
+        from core.providers.http import raise_for_status
 
         provider = f"embedding inference ({self.base_url or self.model})"
         try:

@@ -11,8 +11,6 @@ failure).
 
 from __future__ import annotations
 
-import email.utils
-import time
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random
 from core.errors import PermanentError, ProviderBusy, RateLimitedError, RetryableError
 from core.platform import cancellation
 from core.providers.abortable import abortable_client
+from core.providers.retry_after import parse_retry_after
 
 __all__ = ["abortable_client", "parse_retry_after", "raise_for_status", "request"]
 
@@ -38,21 +37,6 @@ def _is_blip(exc: BaseException) -> bool:
     return isinstance(exc, ProviderBusy) or (
         isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
     )
-
-
-def parse_retry_after(value: str | None, default: float = 1.0) -> float:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return default
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    return max(when.timestamp() - time.time(), 0.0)
 
 
 def request(client: httpx.Client, method: str, url: str, *, provider: str, **kwargs: Any) -> httpx.Response:

@@ -21,12 +21,10 @@ import functools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import msgspec
-import openai
 import structlog
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from opentelemetry.trace import SpanKind
 
 from core.errors import (
@@ -41,8 +39,15 @@ from core.platform import cancellation
 from core.platform.netguard import AllowList
 from core.platform.settings import Settings
 from core.platform.tracing import tracer
-from core.providers.guarded_http import abortable_client, guarded_client
-from core.providers.http import parse_retry_after
+from core.providers.retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+# The openai SDK (some 700 modules and 35 MiB with pydantic and its HTTP stacks) and the HTTP clients
+# are imported when a chain first builds a client, not with this module: every process loads the
+# job types, and only the workers that run an LLM job make a call (docs/performance.md#memory).
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +57,11 @@ log = structlog.get_logger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-#: Headers a tenant's provider never gets from the farm's environment (Omit drops them).
-TENANT_HEADERS: dict[str, Any] = {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
+def tenant_headers() -> dict[str, Any]:
+    """Headers a tenant's provider never gets from the farm's environment (Omit drops them)."""
+    import openai
+
+    return {"OpenAI-Organization": openai.Omit(), "OpenAI-Project": openai.Omit()}
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -155,6 +163,10 @@ class LlmChain:
 
     def _client(self, p: ProviderConfig) -> openai.OpenAI:
         if p.name not in self._clients:
+            import openai
+
+            from core.providers.guarded_http import abortable_client, guarded_client
+
             if self.allow is None:
                 self._clients[p.name] = openai.OpenAI(
                     api_key=p.api_key or "not-needed",  # local servers (Ollama, llama.cpp) take any key
@@ -173,7 +185,7 @@ class LlmChain:
                     http_client=guarded_client(self.allow, timeout=self.settings.llm_timeout_s),
                     # The SDK would fill these from the farm's OPENAI_ORG_ID / OPENAI_PROJECT_ID:
                     # the farm's account is none of a tenant's provider's business.
-                    default_headers=TENANT_HEADERS,
+                    default_headers=tenant_headers(),
                 )
         return self._clients[p.name]
 
@@ -192,7 +204,7 @@ class LlmChain:
             },
         ) as span:
             response: ChatCompletion = self._client(p).chat.completions.create(
-                model=model, messages=cast(list[ChatCompletionMessageParam], messages), **options
+                model=model, messages=cast("list[ChatCompletionMessageParam]", messages), **options
             )
             span.set_attribute("gen_ai.response.model", response.model)
             if response.usage:
@@ -212,6 +224,8 @@ class LlmChain:
         """Ask the first provider whose breaker is closed; fall through the chain on provider failures."""
         if not self.providers:
             raise LlmNotConfigured()
+        import openai
+
         last_error: JobFailure | None = None
         for p in self.providers:
             cancellation.stop_if_cancelled()
@@ -262,6 +276,8 @@ class LlmChain:
 
 def map_error(exc: openai.APIError, provider: str) -> JobFailure:
     """An SDK error as a Jobyard error: timeouts and 5xx retry, 429 waits, other 4xx are permanent."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return RetryableError(f"{provider} timed out", code="provider_timeout")
     if isinstance(exc, openai.APIConnectionError):

@@ -102,6 +102,29 @@ def test_several_schedulers_publish_each_due_job_once(farm: Farm, settings: Sett
     assert farm.redis.hlen(f"{queue}.msgs") == 300
 
 
+def test_a_backlog_of_due_jobs_is_published_once_by_batches_side_by_side(
+    farm: Farm, settings: Settings, api: Any
+) -> None:
+    """Two schedulers, each publishing batches of 50 three at a time: 1,000 jobs come due at once,
+    and each gets exactly one message."""
+    batch = [
+        {"type": "unread_count", "payload": {"chat_id": "c", "user_id": "u"}, "delay_seconds": 1}
+        for _ in range(1000)
+    ]
+    assert api.post("/v1/jobs/batch", json={"jobs": batch}).status_code == 201
+    farm.env.update(JOBYARD_SCHEDULER_BATCH="50", JOBYARD_SCHEDULER_PUBLISHERS="3")
+    for _ in range(2):
+        farm.scheduler()
+    wait_for(lambda: _status_counts(settings) == {"queued": 1000}, timeout=30, what="all due jobs published")
+    queue = f"{settings.redis_namespace}:unread_count"
+    assert waiting(farm.redis, settings, "unread_count") == 1000
+    assert farm.redis.hlen(f"{queue}.msgs") == 1000
+    with transaction(settings) as conn:
+        message_ids = conn.execute(sa.select(sa.func.count(sa.distinct(jobs.c.message_id)))).scalar_one()
+    assert message_ids == 1000
+    assert all(p.alive() for p in farm.processes)
+
+
 def _max_published(settings: Settings) -> Any:
     with transaction(settings) as conn:
         return conn.execute(sa.select(sa.func.max(jobs.c.published_at))).scalar_one()

@@ -34,7 +34,7 @@ def test_unread_job_succeeds_and_records_its_attempt(
     assert [(a["number"], a["outcome"]) for a in attempts] == [(1, "succeeded")]
 
     # The job's success is on the worker's log with its request id: unread_count runs in batches,
-    # whose one line names each job of the batch (docs/operations/logs.md).
+    # whose one line names each job of the batch (docs/operations/metrics.md).
     def entries() -> list[tuple[str, dict[str, Any]]]:
         lines = [json.loads(line) for line in worker.log().splitlines() if job["id"] in line]
         return [

@@ -27,6 +27,7 @@ class ThreeDimensions:
     """An embedding backend of three dimensions, counting what it embeds."""
 
     model = "m"
+    batch = 64
 
     def __init__(self) -> None:
         self.embedded: list[str] = []

@@ -34,16 +34,17 @@ def _pid_of_attempt(attempt: dict[str, Any]) -> int:
 
 
 @contextmanager
-def restarting_workers(farm: Farm, count: int = 1) -> Iterator[list[Process]]:
-    """Play the process manager: keep ``count`` worker processes running, restarting any that exit."""
-    running = [farm.worker() for _ in range(count)]
+def restarting_workers(farm: Farm, count: int = 1, **worker: Any) -> Iterator[list[Process]]:
+    """Play the process manager: keep ``count`` worker processes running (``farm.worker(**worker)``),
+    restarting any that exit."""
+    running = [farm.worker(**worker) for _ in range(count)]
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.wait(0.1):
             for i, proc in enumerate(running):
                 if not proc.alive():
-                    running[i] = farm.worker()
+                    running[i] = farm.worker(**worker)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -99,6 +100,34 @@ def test_a_poison_job_ends_dead_while_the_others_succeed(
     assert [a["outcome"] for a in _attempts(api, poison)] == ["lost"] * 3
     listed = api.get("/v1/jobs", params={"type": "unread_count", "status": "succeeded", "limit": 500})
     assert len(listed.json()["items"]) == 200
+
+
+def test_a_batch_job_that_kills_its_worker_ends_dead_and_its_batch_runs_once(
+    api: TestClient[Any], farm: Farm, wait_job: JobWaiter
+) -> None:
+    """A batch runs in one transaction (claims, effects, results): a worker killed in it commits
+    nothing, so no attempt of that run is on record. The jobs' messages come back marked, and
+    each then runs alone, where the killer's lost run counts: it ends dead, the others succeed
+    once, and no worker dies in a loop."""
+    farm.settings = farm.settings.replace(worker_dead_after_s=3.0, worker_heartbeat_s=0.5)
+    body = [{"type": "test_batch_probe", "payload": {"crash": i == 10}} for i in range(30)]
+    ids = [j["id"] for j in api.post("/v1/jobs/batch", json={"jobs": body}).json()["items"]]
+    farm.scheduler()
+    # One thread: a job running beside the killer when it runs alone would be lost with it.
+    with restarting_workers(farm, threads=1) as running:
+        killer = wait_job(ids[10], "dead", timeout=90)
+        for job_id in ids[:10] + ids[11:]:
+            wait_job(job_id, "succeeded", timeout=60)
+        restarts = len(farm.processes)
+        assert all(p.alive() for p in running)
+    assert killer["error"]["code"] == "worker_lost"
+    assert [a["outcome"] for a in _attempts(api, ids[10])] == ["lost"]  # max_retries=0: one try
+    for job_id in ids[:3]:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert (job["attempts"], job["result"]["attempt"]) == (1, 1)
+        assert [a["outcome"] for a in _attempts(api, job_id)] == ["succeeded"]
+    # The worker died in the batch and once more running the killer alone: a few restarts, no loop.
+    assert restarts <= 2 + 3, restarts
 
 
 def test_sigterm_finishes_running_jobs_and_hands_back_the_rest(

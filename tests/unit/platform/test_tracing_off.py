@@ -4,7 +4,8 @@ instrumentation nor sentry_sdk, and a new job carries no trace context.
 
 Two libraries import parts of OpenTelemetry by themselves when it is installed, once at start and
 never per request or command: redis-py the SDK's metrics (an observability feature of its own, off)
-and Litestar the ASGI instrumentation (its plugin's module, unused).
+and Litestar the ASGI instrumentation (its plugin's module, unused). The farm's processes leave both
+out (core/platform/lean_imports.py, control_api.app.App; tests/unit/test_lean_imports.py).
 """
 
 from __future__ import annotations
