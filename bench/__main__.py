@@ -134,7 +134,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-jobs", type=int, default=150_000, help="the backlog a worker drains while profiled"
     )
-    parser.add_argument("--log-level", default="WARNING", help="JOBYARD_LOG_LEVEL of the farm's processes")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="JOBYARD_LOG_LEVEL of the farm's processes (INFO: the farm's default, as `jobyard up` runs it)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]

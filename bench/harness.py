@@ -101,7 +101,7 @@ class Bench:
     workdir: Path
     settings: Settings
     api_key: str = ""
-    log_level: str = "WARNING"
+    log_level: str = "INFO"
     procs: list[Proc] = field(default_factory=list)
     #: Set by the growth scenario: jobs created before it are history the other scenarios keep (their
     #: counts and reset touch only the jobs created since).
@@ -278,7 +278,7 @@ class Bench:
 
     def scheduler(self) -> Proc:
         proc = self.spawn("scheduler", [JOBYARD, "scheduler"])
-        time.sleep(1.0)  # its start-up line is below the harness's log level; it only has to be alive
+        time.sleep(1.0)  # not waited for by a line (the log level may hide it); it only has to be alive
         if not proc.alive():
             raise RuntimeError(f"the scheduler exited:\n{proc.log()}")
         return proc

@@ -6,10 +6,15 @@ once: one claim statement, one transaction for all effects and successes, one ac
 trip (core/engine/consumer.py hands out the batches). Each job keeps its own attempt, fencing and
 result. If the batch transaction fails, each job is run alone through the type's ordinary handler,
 so one bad job fails only itself.
+
+A batch writes one line for all its jobs, not one per job: ``jobs_succeeded`` with each job's id,
+request id and attempt in ``jobs`` (docs/operations/metrics.md); a job that fails has its own line.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from datetime import timedelta
 from typing import Any, cast
@@ -92,8 +97,8 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
     with autocommit(settings) as conn:
         claims = claim_many(conn, job_ids, middleware.worker_name(), lifecycle.worker_id, deadline)
     _log_unclaimed(job_type, job_ids, claims)
-    for c in claims:
-        _log_job("job_started", c)
+    started = time.monotonic()
+    _log_started(job_type, claims)
     claims, payloads = _open_payloads(lifecycle, job_type, claims)
     if not claims:
         return
@@ -105,12 +110,12 @@ def run_batch(job_type: JobType, job_ids: list[uuid.UUID], settings: Settings) -
         # Run each job alone: its own transaction, fenced on its own (a claim taken over by recovery
         # or another worker is dropped there), and its own failure record if it fails again.
         log.warning("batch_failed_running_singly", type=job_type.name, jobs=len(claims), error=str(exc))
-        for claim in claims:
-            _run_single(lifecycle, claim, settings)
+        succeeded = [claim for claim in claims if _run_single(lifecycle, claim, settings)]
+        if succeeded:
+            _log_succeeded(job_type, succeeded, started, singly=True)
         return
     _publish(successors)
-    for c in claims:
-        _log_job("job_succeeded", c)
+    _log_succeeded(job_type, claims, started)
 
 
 def _run_batch_at_once(
@@ -121,6 +126,7 @@ def _run_batch_at_once(
     rolled back (a payload that does not open, the handler failed): nothing of it is committed, and
     the caller runs the batch in steps, where each job's failure is recorded as its own."""
     started = utcnow()
+    began = time.monotonic()
     try:
         with transaction(settings) as conn:
             claims = lock_many(conn, job_ids)
@@ -131,11 +137,10 @@ def _run_batch_at_once(
         log.info("batch_running_in_steps", type=job_type.name, jobs=len(job_ids), error=str(exc))
         return False
     _log_unclaimed(job_type, job_ids, claims)
-    for c in claims:
-        _log_job("job_started", c)
+    _log_started(job_type, claims)
     _publish(successors)
-    for c in claims:
-        _log_job("job_succeeded", c)
+    if claims:
+        _log_succeeded(job_type, claims, began)
     return True
 
 
@@ -169,15 +174,41 @@ def _open_payloads(
     return ready, payloads
 
 
-def _log_job(event: str, c: Claim) -> None:
-    # The fields JobLifecycle binds for a single job, so a job's log lines read the same either way.
-    log.info(event, job_id=str(c.job_id), type=c.type, attempt=c.attempt, request_id=c.request_id)
+def _jobs(claims: list[Claim]) -> list[dict[str, Any]]:
+    # Per job, the fields JobLifecycle binds for a single job's lines.
+    return [{"job_id": str(c.job_id), "request_id": c.request_id, "attempt": c.attempt} for c in claims]
 
 
-def _run_single(lifecycle: middleware.JobLifecycle, claim: Claim, settings: Settings) -> None:
+def _log_started(job_type: JobType, claims: list[Claim]) -> None:
+    if claims and log.is_enabled_for(logging.DEBUG):
+        log.debug("jobs_started", type=job_type.name, count=len(claims), jobs=_jobs(claims))
+
+
+def _log_succeeded(job_type: JobType, claims: list[Claim], started: float, singly: bool = False) -> None:
+    """One line for the batch's successes (a single job's is ``job_succeeded``)."""
+    log.info(
+        "jobs_succeeded",
+        type=job_type.name,
+        count=len(claims),
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+        **({"singly": True} if singly else {}),
+        jobs=_jobs(claims),
+    )
+
+
+def _run_single(lifecycle: middleware.JobLifecycle, claim: Claim, settings: Settings) -> bool:
+    """Whether the job succeeded (a failure has its line and its record)."""
     try:
         run_claimed(claim, settings)
     except ClaimLost:
-        log.warning("claim_lost", job_id=str(claim.job_id), detail="another worker owns this job now")
+        log.warning(
+            "claim_lost",
+            job_id=str(claim.job_id),
+            request_id=claim.request_id,
+            detail="another worker owns this job now",
+        )
     except Exception as exc:
         lifecycle.record_failure(claim, exc)
+    else:
+        return True
+    return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any, cast
@@ -30,6 +31,7 @@ from core.engine.recovery import beat, hand_back, new_worker_id, register_worker
 from core.engine.retry import error_record
 from core.errors import ClaimLost
 from core.platform.db import transaction
+from core.platform.logs import flush_logs
 from core.platform.settings import Settings
 from workers.quiet import Quiet
 
@@ -97,6 +99,8 @@ class JobLifecycle(Middleware):
         self._stop_beating.set()
         unregister_worker(self.settings, self.worker_id)
         log.info("worker_unregistered", worker_id=self.worker_id, handed_back=handed_back)
+        # Through Dramatiq's pipe to its main process while it is open (core/platform/logs.py).
+        flush_logs()
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if self.paused is not None and message.queue_name in self.paused:
@@ -131,8 +135,11 @@ class JobLifecycle(Middleware):
             # Finished, cancelled or running elsewhere: a duplicate delivery or a stale message.
             raise SkipMessage(f"job {job_id} is not claimable")
         _local.claim = claimed
+        _local.started = time.monotonic()
         structlog.contextvars.bind_contextvars(attempt=claimed.attempt, request_id=claimed.request_id)
-        log.info("job_started")
+        # DEBUG: a job's INFO line is its outcome's (job_succeeded, job_failed, ...), which carries
+        # the same fields; one line per job instead of two (docs/operations/metrics.md).
+        log.debug("job_started")
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         reason = getattr(_local, "skip_reason", None) or "not claimable"
@@ -164,7 +171,7 @@ class JobLifecycle(Middleware):
                     log.error("claim_failed", error=str(exception))
                 return
             if exception is None:
-                log.info("job_succeeded")
+                log.info("job_succeeded", duration_ms=_elapsed_ms(getattr(_local, "started", None)))
                 return
             if isinstance(exception, ClaimLost):
                 log.warning("claim_lost", detail="another worker or a recovery owns this job now")
@@ -181,13 +188,23 @@ class JobLifecycle(Middleware):
         except ClaimLost:
             log.warning("claim_lost", detail="failure not recorded; another worker owns this job now")
             return
+        # The job's fields named here too: a job of a batch has none bound (workers/execution.py).
         if status == JobStatus.CANCELLED:  # its cancel was asked while it ran
-            log.info("job_cancelled", job_id=str(claimed.job_id), type=claimed.type, error_code=error["code"])
+            log.info(
+                "job_cancelled",
+                job_id=str(claimed.job_id),
+                type=claimed.type,
+                attempt=claimed.attempt,
+                request_id=claimed.request_id,
+                error_code=error["code"],
+            )
             return
         log.warning(
             "job_failed",
             job_id=str(claimed.job_id),
             type=claimed.type,
+            attempt=claimed.attempt,
+            request_id=claimed.request_id,
             status=status,
             error_code=error["code"],
             error_message=error["message"],
@@ -195,4 +212,9 @@ class JobLifecycle(Middleware):
 
     def _reset(self) -> None:
         _local.claim = None
+        _local.started = None
         structlog.contextvars.clear_contextvars()
+
+
+def _elapsed_ms(started: float | None) -> float | None:
+    return None if started is None else round((time.monotonic() - started) * 1000, 1)

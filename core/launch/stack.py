@@ -13,7 +13,7 @@ import structlog
 from core.launch.local import LocalServices, admin_key_line, ensure_admin_key, ensure_local_data_key
 from core.launch.roles import queues_except, service_env, wait_for_http, worker_argv
 from core.launch.supervisor import Child, Supervisor
-from core.platform.logs import configure_logging
+from core.platform.logs import configure_logging, flush_logs
 from core.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -140,4 +140,5 @@ def _banner(base: str, admin_key: str | None, home: Path, model_line: str | None
     if model_line:
         lines.append(f"  Embeddings: {model_line}")
     lines += [f"  Docs:       {docs}", "  Check a farm with `jobyard doctor`; stop with Ctrl-C.", ""]
+    flush_logs()  # the lines logged so far come before the banner
     click.echo("\n".join(lines), err=True)

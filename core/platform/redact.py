@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from core.platform.crypto import mask_phones_in
+from core.platform.crypto import PHONE_IN_TEXT, mask_phones_in
 from core.platform.settings import Settings
 
 REDACTED = "[redacted]"
@@ -65,6 +65,17 @@ _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
 #: Secrets shorter than this are not searched for in text: a one-letter token would blank out
 #: every line (they are still dropped by field name).
 _MIN_SECRET_LEN = 6
+#: Every match of the patterns above holds one of a few marks: an API key its prefix, a bearer token
+#: the word, an OpenAI key "sk-", a URL password "://", besides a secret itself or a phone number.
+#: Most text of a log line (ids, names, event names) holds none, and passes with these few quick
+#: looks (Redactor._could_change) instead of every substitution.
+#: Where a phone number could start: its first digit and six more. A number starts a run of digits
+#: (PHONE_IN_TEXT: no word character before it), the first place this finds in the run.
+_DIGIT_RUN = re.compile(r"[1-9]\d{6}")
+#: Texts up to this long that needed no change are remembered (an event's name, a job type, a
+#: logger's), up to _CLEAN_MAX of them, until the secrets change.
+_CLEAN_LEN = 64
+_CLEAN_MAX = 4096
 
 
 def provider_secrets(settings: Settings) -> list[str]:
@@ -134,17 +145,43 @@ class Redactor:
         self._given = list(secrets)
         self._version = -1
         self._secrets: re.Pattern[str] | None = None
+        self._clean: set[str] = set()
         self._refresh()
 
     def _refresh(self) -> None:
         with _learned_lock:
             version, learned = _learned_version, list(_learned)
         self._secrets = _pattern([*self._given, *learned])
+        self._clean = set()
         self._version = version
+
+    def _suspect(self, value: str) -> bool:
+        """Whether a pattern could change this text (False: it certainly cannot)."""
+        if value in self._clean:
+            return False
+        if self._could_change(value):
+            return True
+        if len(value) <= _CLEAN_LEN:
+            if len(self._clean) >= _CLEAN_MAX:
+                self._clean = set()
+            self._clean.add(value)
+        return False
+
+    def _could_change(self, value: str) -> bool:
+        return (
+            KEY_PREFIX in value
+            or "sk-" in value
+            or "://" in value
+            or "bearer" in value.lower()
+            or _has_phone(value)
+            or (self._secrets is not None and self._secrets.search(value) is not None)
+        )
 
     def text(self, value: str) -> str:
         if self._version != _learned_version:
             self._refresh()
+        if not self._suspect(value):
+            return value
         if self._secrets is not None:
             value = self._secrets.sub(REDACTED, value)
         value = _API_KEY.sub(lambda m: m.group(0)[:VISIBLE_CHARS] + "..." + REDACTED, value)
@@ -170,7 +207,63 @@ class Redactor:
         return self.text(str(value))
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        if self._version != _learned_version:
+            self._refresh()
+        # The usual line: names, ids and numbers, perhaps a list of them (a batch's jobs), none of
+        # which a pattern could change. Looked at once, all texts together ("\0" cannot be part of
+        # a match, so the texts cannot make one together), and passed on as it is.
+        texts: list[str] = []
+        if _plain(event, texts, 0) and not self._could_change("\0".join(texts)):
+            return event
         return self.value(dict(event))  # type: ignore[no-any-return]
+
+
+def _has_phone(text: str) -> bool:
+    """Whether PHONE_IN_TEXT finds a number here (the same answer as its search, sooner: it tries
+    only where seven digits are, instead of at every character)."""
+    for run in _DIGIT_RUN.finditer(text):
+        start = run.start()
+        if start and text[start - 1] == "+":
+            start -= 1
+        if PHONE_IN_TEXT.match(text, start) is not None:
+            return True
+    return False
+
+
+#: The nesting _plain follows; deeper, the redactor walks the line (Redactor.value).
+_PLAIN_DEPTH = 3
+#: Field names seen not to be sensitive (a bounded few: names are the code's, not the data's).
+_plain_keys: set[str] = set()
+
+
+def _plain(fields: Mapping[Any, Any], texts: list[str], depth: int) -> bool:
+    """Whether these fields hold only JSON's plain values (in dicts and lists), none under a sensitive
+    name; their texts are collected into ``texts``."""
+    for key, value in fields.items():
+        if key not in _plain_keys:
+            if type(key) is not str or key.lower() in SENSITIVE_FIELDS:
+                return False
+            if len(_plain_keys) < 4096:
+                _plain_keys.add(key)
+        kind = type(value)
+        if kind is str:
+            texts.append(value)
+        elif kind is dict:
+            if depth >= _PLAIN_DEPTH or not _plain(value, texts, depth + 1):
+                return False
+        elif kind is list:
+            for item in value:
+                kind = type(item)
+                if kind is str:
+                    texts.append(item)
+                elif kind is dict:
+                    if depth >= _PLAIN_DEPTH or not _plain(item, texts, depth + 1):
+                        return False
+                elif not (item is None or kind is int or kind is float or kind is bool):
+                    return False
+        elif not (value is None or kind is int or kind is float or kind is bool):
+            return False
+    return True
 
 
 #: What a database error says about the values of a statement: SQLAlchemy's "[parameters: ...]" line,

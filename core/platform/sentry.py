@@ -8,13 +8,16 @@ field name to be recognised by). Errors only: traces are OpenTelemetry's (core/p
 An error log line becomes an event, and earlier lines its breadcrumbs, through the SDK's logging
 integration. Such a record holds structlog's event dict, which the SDK would send as one string
 (``repr``), where a field's name no longer tells a message body apart: the event's name becomes the
-message, and its fields go as data, each by its name through the redactor.
+message, and its fields go as data, each by its name through the redactor. Our own lines do not go
+through the standard library's logging (core/platform/logs.py): with Sentry on, each is handed to it
+as such a record too, for the SDK to see.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from core.platform.logs import mirror_to_stdlib
 from core.platform.redact import Redactor, provider_secrets
 from core.platform.settings import Settings
 
@@ -34,6 +37,8 @@ def configure_sentry(settings: Settings, *, process: str) -> bool:
         include_local_variables=False,
     )
     sentry_sdk.set_tag("process", process)
+    # Our lines skip the standard library's logging (core/platform/logs.py), where the SDK listens.
+    mirror_to_stdlib()
     return True
 
 

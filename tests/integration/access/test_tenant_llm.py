@@ -24,6 +24,7 @@ from core.platform.settings import Settings
 from core.platform.tables import tenant_llm
 from tests.fakes.openai import FakeOpenAI
 from tests.integration.conftest import Farm, JobWaiter, make_key
+from tests.services import wait_for
 
 FARM_KEY = "sk-farm-key-0000000000000000"
 #: Each tenant's own provider: its name, api key and model.
@@ -312,7 +313,8 @@ def test_the_worker_checks_the_address_again_when_it_connects(
     assert servers["shop-a"].calls() == 0  # refused before any connection
     assert servers["shop-b"].authorizations == ["Bearer sk-pinned-key-87654321"]
     (worker,) = farm.processes
-    log = worker.log()
+    # Every line of the job is in (an INFO line may wait a tenth of a second to be written).
+    log = wait_for(lambda: '"job_succeeded"' in worker.log() and worker.log(), what="the job's last line")
     assert '"llm_address_refused"' in log and '"provider": "inside"' in log
     assert "sk-inside-key-12345678" not in log and "sk-pinned-key-87654321" not in log
 
@@ -339,6 +341,8 @@ def test_no_tenant_api_key_reaches_the_api_log(
         )
         assert bad.status_code == 422 and api_key not in bad.text
     (api,) = farm.processes
-    log = api.log()
+    log = wait_for(
+        lambda: api.log().count('"status": 422') >= 2 and api.log(), what="the last request's line"
+    )
     assert '"path": "/v1/tenants/shop-a/llm"' in log
     assert api_key not in log

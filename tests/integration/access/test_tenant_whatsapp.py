@@ -23,6 +23,7 @@ from core.platform.settings import Settings
 from core.platform.tables import tenant_whatsapp
 from tests.fakes.whatsapp import PHONE_NUMBER_ID, TOKEN, VERSION, FakeWhatsApp
 from tests.integration.conftest import Farm, JobWaiter, make_key
+from tests.services import wait_for
 
 FARM_SECRET = "farm-app-secret-0"
 #: Each tenant's own number on the fake Cloud API: phone number id, token, app secret, verify token.
@@ -340,6 +341,7 @@ def test_no_tenant_secret_reaches_the_api_log(farm: Farm, settings: Settings) ->
             sig = {"content-type": "application/json", "X-Hub-Signature-256": signature(secret, raw)}
             assert client.post("/webhooks/whatsapp", content=raw, headers=sig).status_code == status
     (api,) = farm.processes
-    log = api.log()
+    # Every request's line is in (an INFO line may wait a tenth of a second to be written).
+    log = wait_for(lambda: '"status": 401' in api.log() and api.log(), what="the last request's line")
     assert '"whatsapp_webhook_bad_signature"' in log and '"path": "/v1/tenants/shop-a/whatsapp"' in log
     assert [s for s in (token, app_secret, verify_token) if s in log] == []

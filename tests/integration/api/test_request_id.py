@@ -61,7 +61,7 @@ def test_the_request_id_follows_the_job_from_http_to_every_worker_line(
     wait_for(lambda: any(line["event"] == "job_succeeded" for line in worker_lines()), what="job_succeeded")
     lines = worker_lines()
     events = [line["event"] for line in lines]
-    assert events.count("job_started") == 2
-    assert "job_failed" in events
+    # Each attempt's outcome (a job's start is at DEBUG, its outcome's line carries the same fields).
+    assert "job_failed" in events and events.count("job_succeeded") == 1
     assert [line.get("request_id") for line in lines] == [request_id] * len(lines)
     assert sorted({line["attempt"] for line in lines if "attempt" in line}) == [1, 2]

@@ -191,4 +191,7 @@ def test_a_step_failing_for_the_farms_own_reason_backs_off_alone_and_blames_no_i
         conn.execute(sa.text("ALTER TABLE schedule_firings_away RENAME TO schedule_firings"))
     wait_for(lambda: _jobs(api, "systemic"), timeout=20, what="the schedule to fire once the table is back")
     assert scheduler.alive()
-    assert any(e.get("event") == "scheduler_step_recovered" for e in _log_events(scheduler))
+    wait_for(
+        lambda: any(e.get("event") == "scheduler_step_recovered" for e in _log_events(scheduler)),
+        what="the scheduler_step_recovered line",
+    )

@@ -96,3 +96,44 @@ def test_secrets_learnt_after_start_are_redacted_by_every_redactor() -> None:
         "verify_token": REDACTED,
         "phone_number_id": "1065",
     }
+
+
+def test_a_plain_line_passes_as_it_is_and_any_other_is_redacted_in_full() -> None:
+    """The processor's quick look (all texts of a flat or batch line at once) lets nothing through
+    that the full walk would change: numbers next to the separator it joins texts with, numbers in
+    other digits, keys deep in a batch's list, sensitive names at any depth."""
+    redactor = Redactor(["EAAG-whatsapp-token"])
+    job = str(uuid.uuid4())
+    plain = {
+        "event": "jobs_succeeded",
+        "count": 2,
+        "jobs": [{"job_id": job, "request_id": None, "attempt": 1}],
+    }
+    assert redactor(None, "info", plain) is plain
+    tricky = [
+        "+447700900123",
+        "call 447700900123.",
+        "x\x00447700900123",
+        "447700900123\x00",
+        "1" + "".join(chr(0x660 + int(d)) for d in "44770090012"),  # Arabic-Indic digits after the 1
+        "jy_abcdefghijk",
+        "BeArEr abc.def",
+        "sk-abcdefghijklmnopqrstuv",
+        "redis://:pw@host",
+        "with EAAG-whatsapp-token in it",
+    ]
+    for text in tricky:
+        for event in (
+            {"event": "e", "job_id": job, "detail": text},
+            {"event": "e", "jobs": [{"job_id": job}, {"job_id": job, "request_id": text}]},
+            {"event": "e", "jobs": [{"job_id": job, "payload": {"note": text}}]},
+        ):
+            out = redactor(None, "info", event)
+            assert out == redactor.value(event) and out != event, (text, out)
+    for name in ("text", "Token", "api_key"):
+        event = {"event": "e", "jobs": [{"job_id": job, name: "x"}]}
+        assert redactor(None, "info", event) == {"event": "e", "jobs": [{"job_id": job, name: REDACTED}]}
+    # Digits that make no phone number stay, however many.
+    assert redactor.text(f"{job} 2026-12-05T03:17:55.443535Z v1.2345678 id-44770090012") == (
+        f"{job} 2026-12-05T03:17:55.443535Z v1.2345678 id-44770090012"
+    )
