@@ -80,7 +80,7 @@ class Settings:
     )
     worker_batch_max: int = _setting(
         "JOBYARD_WORKER_BATCH_MAX",
-        100,
+        500,
         "Most queued jobs of a type with a batch handler that one worker thread claims and commits together.",
     )
     worker_shutdown_timeout_s: float = _setting(
