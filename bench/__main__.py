@@ -79,7 +79,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--scrape-chromium", default=None, help="the browser, both sides (default: as workers find it)"
     )
-    parser.add_argument("--embed-documents", type=int, default=600, help="texts a round, each side")
+    parser.add_argument("--embed-documents", type=int, default=2000, help="texts a round, each side")
     parser.add_argument(
         "--embed-rounds", type=int, default=3, help="rounds of the farm and the model, in turns"
     )

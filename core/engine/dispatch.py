@@ -31,6 +31,9 @@ from core.platform.tables import jobs
 
 log = structlog.get_logger(__name__)
 
+#: Batches one publisher thread takes in a row before the scheduler's other steps get their turn.
+BACKLOG_BATCHES = 10
+
 _PUBLISHED = (
     jobs.c.id,
     jobs.c.type,
@@ -84,16 +87,26 @@ def publish_due(settings: Settings, broker: RedisBroker) -> int:
 
 
 def publish_due_backlog(settings: Settings, broker: RedisBroker, executor: Executor | None) -> int:
-    """``publish_due`` ``scheduler_publishers`` times side by side (one transaction each, on
-    ``executor``'s threads): when thousands come due at once, the Postgres update of one batch
-    overlaps another's and the Redis publish of a third; SKIP LOCKED keeps their rows apart. With
-    nothing due, each is one cheap look at an index. Returns how many were published; a full batch's
-    worth tells the caller to come back at once, so the scheduler's other steps still run between
-    rounds."""
+    """``publish_due`` on ``scheduler_publishers`` threads of ``executor`` side by side, each going
+    on batch after batch (a transaction each) while it finds full ones, up to BACKLOG_BATCHES: when
+    thousands come due at once, the Postgres update of one batch overlaps another's and the Redis
+    publish of a third; SKIP LOCKED keeps their rows apart. With nothing due, each is one cheap look
+    at an index. Returns how many were published; a full batch's worth tells the caller to come back
+    at once, so the scheduler's other steps still run between such passes."""
     if executor is None or settings.scheduler_publishers < 2:
         return publish_due(settings, broker)
-    rounds = [executor.submit(publish_due, settings, broker) for _ in range(settings.scheduler_publishers)]
-    return sum(r.result() for r in rounds)
+
+    def publisher() -> int:
+        published = 0
+        for _ in range(BACKLOG_BATCHES):
+            batch = publish_due(settings, broker)
+            published += batch
+            if batch < settings.scheduler_batch:
+                break
+        return published
+
+    threads = [executor.submit(publisher) for _ in range(settings.scheduler_publishers)]
+    return sum(t.result() for t in threads)
 
 
 def republish_lost(settings: Settings, broker: RedisBroker) -> int:
