@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import ROOT, Bench, wait_until
-from core.engine.broker import build_broker
-from core.engine.jobs import NewJob, enqueue
+from bench.scenarios.drain import queue_backlog
 
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 #: Areas of a stack, by the file of any of its frames as py-spy names it (``func (pkg/file.py:12)``);
@@ -154,18 +153,8 @@ def _api(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 def _worker(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     bench.reset()
-    broker = build_broker(bench.settings)
     n = args.profile_jobs
-    for start in range(0, n, 1000):
-        batch = [
-            NewJob(
-                type="unread_count",
-                payload={"chat_id": f"c{(start + i) % 100}", "user_id": "u", "op": "increment", "by": 1},
-            )
-            for i in range(min(1000, n - start))
-        ]
-        enqueue(batch, broker, bench.settings)
-    broker.client.close()
+    queue_backlog(bench, n)
     worker = bench.worker()
     child = worker.tree()[-1].pid
     result = _record(child, args.profile_seconds, bench.workdir / "worker.txt")
