@@ -189,25 +189,17 @@ class JobLifecycle(Middleware):
             log.warning("claim_lost", detail="failure not recorded; another worker owns this job now")
             return
         # The job's fields named here too: a job of a batch has none bound (workers/execution.py).
+        job = {
+            "job_id": str(claimed.job_id),
+            "type": claimed.type,
+            "attempt": claimed.attempt,
+            "request_id": claimed.request_id,
+        }
         if status == JobStatus.CANCELLED:  # its cancel was asked while it ran
-            log.info(
-                "job_cancelled",
-                job_id=str(claimed.job_id),
-                type=claimed.type,
-                attempt=claimed.attempt,
-                request_id=claimed.request_id,
-                error_code=error["code"],
-            )
+            log.info("job_cancelled", **job, error_code=error["code"])
             return
         log.warning(
-            "job_failed",
-            job_id=str(claimed.job_id),
-            type=claimed.type,
-            attempt=claimed.attempt,
-            request_id=claimed.request_id,
-            status=status,
-            error_code=error["code"],
-            error_message=error["message"],
+            "job_failed", **job, status=status, error_code=error["code"], error_message=error["message"]
         )
 
     def _reset(self) -> None:
