@@ -444,6 +444,9 @@ def _sizes_markdown(r: dict[str, Any]) -> list[str]:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
+    keys = [k for k in ("latency", "drain", "enqueue", "memory") if k in results]
+    if not keys:
+        return  # nothing it draws was run (and matplotlib, of the bench extra, is not needed)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,9 +454,6 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     from bench.peers.queues import LABELS, NAMES
 
-    keys = [k for k in ("latency", "drain", "enqueue", "memory") if k in results]
-    if not keys:
-        return
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.5), squeeze=False)
     every = (("jobyard", "Jobyard"), ("dramatiq", "bare Dramatiq"), ("celery", "Celery"))
     every += tuple((n, LABELS[n]) for n in NAMES)
