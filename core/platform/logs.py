@@ -84,6 +84,10 @@ class LineWriter:
             elif len(self._lines) == 1:
                 self._wake_locked()
 
+    def write_line(self, line: str, urgent: bool = False) -> None:
+        """A rendered line (without its newline); a character that does not encode is escaped."""
+        self.write(line.encode("utf-8", "backslashreplace") + b"\n", urgent)
+
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()
@@ -181,10 +185,10 @@ class _LineLogger:
         self._writer = writer
 
     def _kept(self, line: str) -> None:
-        self._writer.write(line.encode("utf-8", "backslashreplace") + b"\n")
+        self._writer.write_line(line)
 
     def _urgent(self, line: str) -> None:
-        self._writer.write(line.encode("utf-8", "backslashreplace") + b"\n", urgent=True)
+        self._writer.write_line(line, urgent=True)
 
     debug = info = msg = _kept
     warning = warn = error = err = critical = fatal = exception = _urgent
@@ -211,7 +215,7 @@ class _StdlibHandler(logging.Handler):
         except Exception:  # logging's own policy for a record that fails to format
             self.handleError(record)
             return
-        self.writer.write(line.encode("utf-8", "backslashreplace") + b"\n", record.levelno >= logging.WARNING)
+        self.writer.write_line(line, urgent=record.levelno >= logging.WARNING)
 
 
 #: The standard library's encoder, made once: lines exactly as structlog's JSONRenderer wrote them

@@ -245,25 +245,23 @@ def _plain(fields: Mapping[Any, Any], texts: list[str], depth: int) -> bool:
                 return False
             if len(_plain_keys) < 4096:
                 _plain_keys.add(key)
-        kind = type(value)
-        if kind is str:
-            texts.append(value)
-        elif kind is dict:
-            if depth >= _PLAIN_DEPTH or not _plain(value, texts, depth + 1):
-                return False
-        elif kind is list:
-            for item in value:
-                kind = type(item)
-                if kind is str:
-                    texts.append(item)
-                elif kind is dict:
-                    if depth >= _PLAIN_DEPTH or not _plain(item, texts, depth + 1):
-                        return False
-                elif not (item is None or kind is int or kind is float or kind is bool):
-                    return False
-        elif not (value is None or kind is int or kind is float or kind is bool):
+        if not _plain_value(value, texts, depth):
             return False
     return True
+
+
+def _plain_value(value: Any, texts: list[str], depth: int) -> bool:
+    """One value of ``_plain``: a text (collected), a number, a bool or None; or a dict or list of
+    them, followed down to _PLAIN_DEPTH levels."""
+    kind = type(value)
+    if kind is str:
+        texts.append(value)
+        return True
+    if kind is dict:
+        return depth < _PLAIN_DEPTH and _plain(value, texts, depth + 1)
+    if kind is list:
+        return depth < _PLAIN_DEPTH and all(_plain_value(item, texts, depth + 1) for item in value)
+    return value is None or kind is int or kind is float or kind is bool
 
 
 #: What a database error says about the values of a statement: SQLAlchemy's "[parameters: ...]" line,
