@@ -87,14 +87,16 @@ def publish_due(settings: Settings, broker: RedisBroker) -> int:
 
 
 def publish_due_backlog(settings: Settings, broker: RedisBroker, executor: Executor | None) -> int:
-    """``publish_due`` on ``scheduler_publishers`` threads of ``executor`` side by side, each going
-    on batch after batch (a transaction each) while it finds full ones, up to BACKLOG_BATCHES: when
-    thousands come due at once, the Postgres update of one batch overlaps another's and the Redis
-    publish of a third; SKIP LOCKED keeps their rows apart. With nothing due, each is one cheap look
-    at an index. Returns how many were published; a full batch's worth tells the caller to come back
-    at once, so the scheduler's other steps still run between such passes."""
-    if executor is None or settings.scheduler_publishers < 2:
-        return publish_due(settings, broker)
+    """``publish_due``; when that finds a full batch, ``scheduler_publishers`` threads of ``executor``
+    side by side, each going on batch after batch (a transaction each) while it finds full ones, up
+    to BACKLOG_BATCHES: when thousands come due at once, the Postgres update of one batch overlaps
+    another's and the Redis publish of a third; SKIP LOCKED keeps their rows apart. A pass with
+    nothing due (most of them) stays one look at an index. Returns how many were published; a full
+    batch's worth tells the caller to come back at once, so the scheduler's other steps still run
+    between such passes."""
+    published = publish_due(settings, broker)
+    if executor is None or published < settings.scheduler_batch:
+        return published
 
     def publisher() -> int:
         published = 0
@@ -106,7 +108,7 @@ def publish_due_backlog(settings: Settings, broker: RedisBroker, executor: Execu
         return published
 
     threads = [executor.submit(publisher) for _ in range(settings.scheduler_publishers)]
-    return sum(t.result() for t in threads)
+    return published + sum(t.result() for t in threads)
 
 
 def republish_lost(settings: Settings, broker: RedisBroker) -> int:

@@ -151,8 +151,8 @@ class Settings:
     scheduler_publishers: int = _setting(
         "JOBYARD_SCHEDULER_PUBLISHERS",
         3,
-        "Transactions a scheduler runs side by side to publish due jobs (a batch each, rows taken with "
-        "SKIP LOCKED); 1 publishes one batch at a time.",
+        "Transactions a scheduler runs side by side while a backlog of due jobs lasts (a batch each, "
+        "rows taken with SKIP LOCKED); 1 publishes one batch at a time.",
     )
     out_of_range_interval_s: float = _setting(
         "JOBYARD_OUT_OF_RANGE_INTERVAL",
