@@ -50,6 +50,7 @@ from core.engine.fastenqueue import AsyncEnqueuer
 from core.engine.groupcommit import MAX_FLUSHES_IN_FLIGHT, GroupCommit
 from core.errors import SettingsError
 from core.platform.crypto import use_data_key
+from core.platform.heap import settle as settle_heap
 from core.platform.logs import configure_logging
 from core.platform.redact import Redactor, provider_secrets
 from core.platform.sentry import configure_sentry
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         # Events streams and waiting job reads: one LISTEN connection and one reader per process.
         app.state.fanout = Fanout(settings)
         await app.state.fanout.start()
+        settle_heap()  # start-up's objects out of every later collection (core/platform/heap.py)
         try:
             yield
         finally:

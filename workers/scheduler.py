@@ -48,6 +48,7 @@ from core.engine.scheduler_beats import BEAT_S, beat, this_process
 from core.engine.schedules import fire_due_schedules
 from core.events.delivery import Senders
 from core.platform.crypto import use_data_key
+from core.platform.heap import settle as settle_heap
 from core.platform.logs import configure_logging
 from core.platform.settings import Settings, get_settings
 
@@ -154,6 +155,7 @@ class Scheduler:
         log.info("scheduler_started", interval_s=self.settings.scheduler_interval_s)
         self._pruner.start()
         self.senders.start()
+        settle_heap()  # start-up's objects out of every later collection (core/platform/heap.py)
         while not self.stopping.is_set():
             try:
                 self._pass()
