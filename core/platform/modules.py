@@ -1,6 +1,6 @@
-"""Two ways for a process to leave code out of its memory: a package hidden while a library is
-imported, and a module deferred until it is used. Used by core/platform/lean_imports.py and
-workers/master.py; measured in docs/performance.md#memory.
+"""Three ways for a process to leave code out of its memory: a package hidden while a library is
+imported, a module deferred until it is used, and functions loaded without their docstrings. Used
+by core/platform/lean_imports.py and workers/master.py; measured in docs/performance.md#memory.
 
 Imports nothing but the standard library's import machinery, so a process can use it before
 anything else.
@@ -8,13 +8,15 @@ anything else.
 
 from __future__ import annotations
 
+import dis
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 
@@ -116,3 +118,87 @@ class _DeferredModule:
         if own is not None and own is not self:
             return own(attribute)
         raise AttributeError(f"module {module.__name__!r} has no attribute {attribute!r}")
+
+
+#: The instructions that load one of a code object's constants (LOAD_CONST, and RETURN_CONST or
+#: KW_NAMES where the running Python has them), and the prefix that widens an instruction's argument.
+_LOADS_CONST = tuple(dis.hasconst)
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+
+
+def without_docstrings(*packages: str, stdlib: bool = True) -> None:
+    """From now on, the functions of the modules of ``packages`` (top-level names) and, with
+    ``stdlib``, of the standard library are loaded without their docstrings, which no code of the
+    farm's processes reads (``help()`` does): the strings are dropped from each code object as the
+    module is loaded, before the module runs. Modules imported earlier keep theirs, and so do classes
+    and modules (their ``__doc__`` is set by the code, and kept: an error's message may be its
+    class's docstring, core/errors/base.py).
+
+    A function's docstring is the first of its code object's constants, and nothing in its code
+    loads it; a first constant that some instruction loads is left alone, whatever it is. That is
+    what ``python -OO`` leaves out (with the asserts, which stay), without -OO's separate bytecode
+    files. Only modules loaded from source or bytecode files by the standard path finder are
+    affected; extension modules have no such code.
+    """
+    names = frozenset(packages) | (sys.stdlib_module_names if stdlib else frozenset())
+    if not any(isinstance(finder, _DoclessFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _DoclessFinder(names))
+
+
+def _loads_first_const(code: CodeType) -> bool:
+    raw = code.co_code
+    for op in _LOADS_CONST:
+        pattern = bytes((op, 0))
+        at = raw.find(pattern)
+        while at != -1:
+            if at % 2 == 0 and (at == 0 or raw[at - 2] != _EXTENDED_ARG):
+                return True
+            at = raw.find(pattern, at + 1)
+    return False
+
+
+def _strip_docstrings(code: CodeType) -> CodeType:
+    consts = code.co_consts
+    changed: list[object] | None = None
+    for index, const in enumerate(consts):
+        if type(const) is CodeType:
+            stripped = _strip_docstrings(const)
+            if stripped is not const:
+                changed = changed or list(consts)
+                changed[index] = stripped
+    if consts and type(consts[0]) is str and not _loads_first_const(code):
+        changed = changed or list(consts)
+        changed[0] = None
+    return code if changed is None else code.replace(co_consts=tuple(changed))
+
+
+class _DoclessLoader(importlib.machinery.SourceFileLoader):
+    """The standard loader of a module's source or bytecode file, less its functions' docstrings."""
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        code = super().get_code(fullname)
+        return None if code is None else _strip_docstrings(code)
+
+
+class _DoclessFinder(importlib.abc.MetaPathFinder):
+    """Finds a module as the other finders would, and loads it with _DoclessLoader when the standard
+    path finder found it from a file and its top-level package is one of ``names``."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] not in self.names:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec: importlib.machinery.ModuleSpec | None = finder.find_spec(fullname, path, target)
+            if spec is None:
+                continue
+            if type(spec.loader) is importlib.machinery.SourceFileLoader and spec.origin:
+                spec.loader = _DoclessLoader(fullname, spec.origin)
+            return spec
+        return None

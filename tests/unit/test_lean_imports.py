@@ -43,11 +43,19 @@ from core.platform.lean_imports import DEFERRED
 from core.platform.modules import is_deferred
 ran = sorted(name for name in DEFERRED if not is_deferred(name))
 unused = sorted(m for m in sys.modules if m.startswith(tuple(UNUSED_MODULES)))
+import dramatiq, redis, sqlalchemy, uuid
+from core.errors import RedisNotConfigured
+from workers.execution import __doc__ as module_doc
+docstrings = {
+    "functions": [f.__doc__ for f in (sqlalchemy.select, redis.Redis.get, dramatiq.actor, uuid.uuid4)],
+    "error_message": RedisNotConfigured().message,
+    "module": bool(module_doc),
+}
 for name in ("ai_reply", "whatsapp_message"):
     for resource in job_types()[name].resources:
         resource.start(settings)
 preloaded = sorted({m.split(".")[0] for m in sys.modules if m.startswith(tuple(heavy))})
-print(json.dumps({"at_boot": at_boot, "preloaded": preloaded, "ran": ran, "unused": unused}))
+print(json.dumps({"at_boot": at_boot, "preloaded": preloaded, "ran": ran, "unused": unused, "docstrings": docstrings}))
 """
 
 #: What an API process imports (control_api/__main__.py, then uvicorn's import of the app).
@@ -123,6 +131,12 @@ def test_a_light_worker_loads_no_client_library_until_a_type_that_calls_one_prel
     assert found["at_boot"] == []
     assert found["ran"] == []  # every deferred module is still waiting for a first use
     assert found["unused"] == []
+    # Functions without their docstrings (workers/master.py); a class's and a module's are kept.
+    assert found["docstrings"] == {
+        "functions": [None, None, None, None],
+        "error_message": "REDIS_URL is not set and no embedded Redis was started.",
+        "module": True,
+    }
     # The LLM and WhatsApp job types' workers load their clients at boot, not on their first job.
     assert {"openai", "httpx", "httpx2", "tenacity"} <= set(found["preloaded"])
 
@@ -209,4 +223,50 @@ print(json.dumps({{
         "broken_gone": True,
         "missing_skipped": True,
         "counted_ran": True,
+    }
+
+
+def test_functions_load_without_docstrings_and_run_as_they_did(tmp_path: Path) -> None:
+    (tmp_path / "docless_probe.py").write_text(
+        '''"""The module's docstring."""
+
+
+def documented(x):
+    """A docstring."""
+    assert x > 0, "x must be positive"
+    return [f"{n}" for n in range(x)]
+
+
+def first_constant_is_used():
+    return "used"
+
+
+class Documented:
+    """The class's docstring."""
+
+    def method(self):
+        """The method's docstring."""
+        return "method"
+'''
+    )
+    code = f"""
+sys.path.insert(0, {str(tmp_path)!r})
+from core.platform.modules import without_docstrings
+without_docstrings("docless_probe", stdlib=False)
+import docless_probe as m
+try:
+    m.documented(0)
+    asserted = None
+except AssertionError as error:
+    asserted = str(error)
+print(json.dumps({{
+    "docs": [m.documented.__doc__, m.Documented.method.__doc__, m.Documented.__doc__, m.__doc__],
+    "results": [m.documented(2), m.first_constant_is_used(), m.Documented().method()],
+    "asserted": asserted,
+}}))
+"""
+    assert probe(code, []) == {
+        "docs": [None, None, "The class's docstring.", "The module's docstring."],
+        "results": [["0", "1"], "used", "method"],
+        "asserted": "x must be positive",
     }
