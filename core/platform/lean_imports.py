@@ -22,9 +22,9 @@ and anything imported later finds them as usual.
 
 Some modules are deferred instead (core/platform/modules.py): imported as usual, run at their first
 use. ``import redis`` imports its asyncio client (``redis.asyncio``, with its cluster and sentinel
-clients), which only the API uses; SQLAlchemy's PostgreSQL package imports the dialects of asyncpg, pg8000,
-psycopg2 and psycopg2cffi, and the farm connects with psycopg. Together some 3 MiB of every worker process. The
-API uses ``redis.asyncio`` from its start, and loads it then. Measured in
+clients), which only the API uses; SQLAlchemy's PostgreSQL package imports the dialects of asyncpg,
+pg8000, psycopg2 and psycopg2cffi, and the farm connects with psycopg. Together about 1.5 MiB of
+every worker process. The API uses ``redis.asyncio`` from its start, and loads it then. Measured in
 docs/performance.md#memory.
 """
 
