@@ -151,7 +151,9 @@ def _loads_first_const(code: CodeType) -> bool:
         pattern = bytes((op, 0))
         at = raw.find(pattern)
         while at != -1:
-            if at % 2 == 0 and (at == 0 or raw[at - 2] != _EXTENDED_ARG):
+            # Index 0, unless a non-zero EXTENDED_ARG widens the argument (a zero one is taken as
+            # index 0: when in doubt, the constant is kept).
+            if at % 2 == 0 and (at == 0 or raw[at - 2] != _EXTENDED_ARG or raw[at - 1] == 0):
                 return True
             at = raw.find(pattern, at + 1)
     return False
