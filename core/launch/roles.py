@@ -27,7 +27,8 @@ def service_env(settings: Settings) -> dict[str, str]:
 def worker_argv(
     processes: int, threads: int, queues: tuple[str, ...], shutdown_timeout_s: float
 ) -> list[str]:
-    argv = [sys.executable, "-m", "dramatiq", "workers.entrypoint", "--processes", str(processes)]
+    # Dramatiq's CLI, without the file watcher it would import (workers/master.py).
+    argv = [sys.executable, "-m", "workers.master", "workers.entrypoint", "--processes", str(processes)]
     argv += ["--threads", str(threads), "--skip-logging"]
     # Dramatiq takes milliseconds; past this, running jobs are handed back (see core/engine/recovery.py).
     argv += ["--worker-shutdown-timeout", str(int(shutdown_timeout_s * 1000))]
