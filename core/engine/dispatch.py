@@ -8,6 +8,7 @@ Redis call. Either way several schedulers can run at once without publishing a j
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -100,11 +101,13 @@ class Prepared:
     job_id: str
 
 
-def read_ahead(settings: Settings, until: float, limit: int) -> list[Prepared]:
+def read_ahead(settings: Settings, until: float, limit: int, stop_at: float | None = None) -> list[Prepared]:
     """Scheduled jobs and retries due by ``until`` (epoch seconds, Jobyard's clock), oldest due
     first, at most ``limit``, but not those of a paused queue; read without locks, each with a fresh
     message id and its message encoded (its run_at as the message's timestamp). Nothing is decided
-    here: ``publish_prepared`` takes a job only if it is still due and untaken when its time comes."""
+    here: ``publish_prepared`` takes a job only if it is still due and untaken when its time comes.
+    Preparing stops at ``stop_at`` (``time.monotonic()``), with the jobs prepared so far: the
+    others go the ordinary way, rather than their due time find the scheduler still reading."""
     with transaction(settings) as conn:
         rows = conn.execute(
             sa.select(
@@ -125,7 +128,9 @@ def read_ahead(settings: Settings, until: float, limit: int) -> list[Prepared]:
             .limit(limit)
         ).all()
     prepared = []
-    for job_id, type_, queue, request_id, tenant, priority, due in rows:
+    for n, (job_id, type_, queue, request_id, tenant, priority, due) in enumerate(rows):
+        if stop_at is not None and n % 256 == 0 and time.monotonic() >= stop_at:
+            break
         pub = Publication(job_id, type_, queue, new_message_id(), request_id, tenant, priority)
         fields = (type_, queue, pub.message_id, request_id, tenant, priority)
         prepared.append(Prepared(pub, encode_message(pub, int(due * 1000)), due, fields, str(job_id)))

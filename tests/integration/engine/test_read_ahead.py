@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -187,3 +188,17 @@ def test_two_schedulers_reading_the_same_jobs_ahead_publish_each_once(farm: Farm
     assert waiting(farm.redis, settings, QUEUE) == 1000
     assert farm.redis.hlen(f"{settings.redis_namespace}:{QUEUE}.msgs") == 1000
     assert all(p.alive() for p in farm.processes)
+
+
+def test_a_read_ahead_short_of_time_prepares_what_it_could_and_the_rest_goes_the_ordinary_way(
+    settings: Settings, broker: Any, redis_conn: redis.Redis
+) -> None:
+    ids, due = _scheduled(settings, 40, 1.0)
+    assert read_ahead(settings, due.timestamp(), 1000, stop_at=time.monotonic()) == []
+    ahead = read_ahead(settings, due.timestamp(), 1000, stop_at=time.monotonic() + 60)
+    assert len(ahead) == 40
+    _until(due)
+    assert publish_due_backlog(settings, broker, None, ahead[:10]) == 40
+    assert sorted(_rows(settings)) == sorted(ids)
+    assert {status for status, _ in _rows(settings).values()} == {"queued"}
+    assert waiting(redis_conn, settings, QUEUE) == 40
