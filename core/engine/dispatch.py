@@ -159,18 +159,21 @@ def publish_prepared(settings: Settings, broker: RedisBroker, batch: Sequence[Pr
         .table_valued("id", "message_id")
         .render_derived(name="given")
     )
+    # Each row looked up by its key (a LATERAL subquery per id), whatever the planner thinks of the
+    # due index: a join may read every due row for each batch.
     row = jobs.alias("due_job")
-    taken = (
-        sa.select(row.c.id, ids.c.message_id)
-        .join_from(ids, row, row.c.id == ids.c.id)
+    locked = (
+        sa.select(row.c.id)
         .where(
+            row.c.id == ids.c.id,
             row.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)),
             row.c.run_at <= now,
             not_paused(row.c.queue),
         )
-        .with_for_update(of=row, skip_locked=True)
-        .subquery("taken")
+        .with_for_update(skip_locked=True)
+        .lateral("locked")
     )
+    taken = sa.select(locked.c.id, ids.c.message_id).join_from(ids, locked, sa.true()).subquery("taken")
     # One statement, committed on its own: no BEGIN and COMMIT round trips.
     with autocommit(settings) as conn:
         rows = conn.execute(
