@@ -104,7 +104,8 @@ class Prepared:
 def read_ahead(settings: Settings, until: float, limit: int, stop_at: float | None = None) -> list[Prepared]:
     """Scheduled jobs and retries due by ``until`` (epoch seconds, Jobyard's clock), oldest due
     first, at most ``limit``, but not those of a paused queue; read without locks, each with a fresh
-    message id and its message encoded (its run_at as the message's timestamp). Nothing is decided
+    message id and its message encoded (stamped with the time it is expected to be published: its
+    run_at, or now for one overdue, on the wall clock publish uses). Nothing is decided
     here: ``publish_prepared`` takes a job only if it is still due and untaken when its time comes.
     Preparing stops at ``stop_at`` (``time.monotonic()``), with the jobs prepared so far: the
     others go the ordinary way, rather than their due time find the scheduler still reading."""
@@ -128,12 +129,14 @@ def read_ahead(settings: Settings, until: float, limit: int, stop_at: float | No
             .limit(limit)
         ).all()
     prepared = []
+    now, wall = utcnow().timestamp(), time.time()
     for n, (job_id, type_, queue, request_id, tenant, priority, due) in enumerate(rows):
         if stop_at is not None and n % 256 == 0 and time.monotonic() >= stop_at:
             break
         pub = Publication(job_id, type_, queue, new_message_id(), request_id, tenant, priority)
         fields = (type_, queue, pub.message_id, request_id, tenant, priority)
-        prepared.append(Prepared(pub, encode_message(pub, int(due * 1000)), due, fields, str(job_id)))
+        stamp = int((wall + max(due - now, 0.0)) * 1000)
+        prepared.append(Prepared(pub, encode_message(pub, stamp), due, fields, str(job_id)))
     return prepared
 
 
@@ -197,7 +200,7 @@ def publish_prepared(settings: Settings, broker: RedisBroker, batch: Sequence[Pr
         else:  # changed since it was read: Postgres's row is the truth
             pub = _publications([r])[0]
             pubs.append(pub)
-            encoded.append(encode_message(pub, int(ahead.run_at * 1000)))
+            encoded.append(encode_message(pub, int(time.time() * 1000)))
     return publish_isolated(settings, broker, pubs, None if broker.middleware else encoded)
 
 

@@ -77,6 +77,7 @@ def test_jobs_read_ahead_are_published_once_under_the_message_ids_chosen_ahead(
     body = json.loads(messages[ahead[0].pub.message_id])
     assert body["args"] == [str(ahead[0].pub.job_id)]
     assert body["options"]["redis_message_id"] == ahead[0].pub.message_id
+    assert abs(body["message_timestamp"] / 1000 - due.timestamp()) < 1  # its due time, not the read's
     assert waiting(redis_conn, settings, QUEUE) == 120
     # Read again, nothing is due any more.
     assert read_ahead(settings, utcnow().timestamp(), 1000) == []
