@@ -37,8 +37,9 @@ import structlog
 from core.access.quotas import SYNC_EVERY_S, sync_limits
 from core.catalog import load_job_types
 from core.engine.broker import build_broker
-from core.engine.dispatch import publish_due_backlog, republish_lost, seconds_until_due
+from core.engine.dispatch import Prepared, publish_due_backlog, read_ahead, republish_lost, seconds_until_due
 from core.engine.isolation import describe, is_transient
+from core.engine.jobs import utcnow
 from core.engine.out_of_range import fail_out_of_range
 from core.engine.pauses import SYNC_EVERY_S as PAUSES_SYNC_EVERY_S
 from core.engine.pauses import sync_pauses
@@ -59,6 +60,15 @@ log = structlog.get_logger(__name__)
 #: of an outage (due jobs are late by at most the maximum).
 ERROR_BACKOFF_S = 0.5
 MAX_ERROR_BACKOFF_S = 8.0
+
+#: The scheduler reads the jobs due at its next wake-up ahead (JOBYARD_SCHEDULER_READ_AHEAD) once that
+#: is at most two sleeps away (JOBYARD_SCHEDULER_INTERVAL each), so usually a whole sleep early, but
+#: not when it is closer than this; it stops preparing them half this before their time (on a loaded
+#: machine 10,000 took up to 0.8 s), and those it did not prepare go the ordinary way.
+READ_AHEAD_MIN_S = 0.2
+#: Jobs due up to this long after the next one are read with it (the two clocks' rounding, and jobs
+#: due a moment apart).
+READ_AHEAD_SLACK_S = 0.05
 
 
 def backoff(failures: int) -> float:
@@ -116,8 +126,11 @@ class Scheduler:
             if s.scheduler_publishers > 1
             else None
         )
+        # Jobs read while waiting for their time (core/engine/dispatch.py read_ahead).
+        self.ahead: list[Prepared] = []
+        self.ahead_until = 0.0
         self.steps = [
-            Step("publish_due", lambda: publish_due_backlog(s, b, self.publishers)),
+            Step("publish_due", self._publish_due),
             Step("fire_schedules", lambda: fire_due_schedules(s, b)),
             # Every republish_after_s / 3 bounds the time a lost job waits to ~1.3x that.
             Step("republish_lost", lambda: republish_lost(s, b), max(s.republish_after_s / 3, 0.2)),
@@ -142,6 +155,13 @@ class Scheduler:
         self.pruning = Step("prune_history", lambda: prune(s, self.stopping.is_set), s.prune_interval_s)
         self._pruner = threading.Thread(target=self._prune_loop, name="prune_history", daemon=True)
         self.senders = Senders(s, self.stopping)
+
+    def _publish_due(self) -> int:
+        now = utcnow().timestamp()
+        due = [p for p in self.ahead if p.run_at <= now]
+        if due:
+            self.ahead = [p for p in self.ahead if p.run_at > now]
+        return publish_due_backlog(self.settings, self.broker, self.publishers, due)
 
     def tick(self) -> int:
         """One pass over the steps that are due. Returns jobs published."""
@@ -193,6 +213,8 @@ class Scheduler:
             self.stopping.wait(self._pause())
 
     def _pause(self) -> float:
+        """How long to sleep: until the next job comes due, at most JOBYARD_SCHEDULER_INTERVAL,
+        reading the jobs due then ahead meanwhile."""
         interval = self.settings.scheduler_interval_s
         try:
             until_due = seconds_until_due(self.settings)
@@ -202,7 +224,33 @@ class Scheduler:
             return interval
         if until_due is None:
             return interval
-        return min(until_due, interval)
+        wake = time.monotonic() + min(until_due, interval)
+        limit = self.settings.scheduler_read_ahead
+        if limit > 0 and READ_AHEAD_MIN_S <= until_due <= 2 * interval:
+            # Done preparing a little before the due time, whichever wake-up that is.
+            self._read_ahead(until_due, limit, time.monotonic() + until_due - READ_AHEAD_MIN_S / 2)
+        return max(wake - time.monotonic(), 0.0)
+
+    def _read_ahead(self, until_due: float, limit: int, stop_at: float) -> None:
+        """Read the jobs due by the next wake-up now, so that at their time only the update of their
+        rows and the publish remain (core/engine/dispatch.py read_ahead). A read replaces the last,
+        so a job is never held twice; one that covers the same time already is not repeated (jobs
+        added since go the ordinary way)."""
+        horizon = utcnow().timestamp() + until_due + READ_AHEAD_SLACK_S
+        if self.ahead and self.ahead_until >= horizon - READ_AHEAD_SLACK_S:
+            return
+        started = time.monotonic()
+        try:
+            self.ahead = read_ahead(self.settings, horizon, limit, stop_at)
+            self.ahead_until = horizon
+            if self.ahead:
+                log.debug(
+                    "read_ahead", jobs=len(self.ahead), due_in_s=until_due, took_s=time.monotonic() - started
+                )
+        except Exception as exc:
+            self.ahead = []
+            if not is_transient(exc):
+                log.exception("scheduler_read_ahead_failed", error=describe(exc))
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self.stopping.set()

@@ -279,13 +279,23 @@ def publish_commands(
     return commands
 
 
-def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
+def encode_message(pub: Publication, timestamp_ms: int) -> bytes:
+    """``pub``'s message as ``publish`` writes it to Redis when the broker has no middleware, with
+    ``timestamp_ms`` as its message_timestamp: to encode messages ahead of their publish."""
+    return _encoded(pub, timestamp_ms)
+
+
+def publish(
+    broker: RedisBroker, publications: Iterable[Publication], encoded: Sequence[bytes] | None = None
+) -> int:
     """Put each job's message on its queue under the Redis id already committed on the job row.
 
     ``RedisBroker.enqueue`` would pick a fresh Redis id and make one round trip per message; this
     writes the queue's layout directly (the message in Dramatiq's ``<ns>:<queue>.msgs``, its id in
     its tenant's lane for its priority, core/engine/lanes.py) in one pipeline, under ids the sweeper
-    can look up, and pushes wake tokens for the queue's idle consumers.
+    can look up, and pushes wake tokens for the queue's idle consumers. ``encoded`` holds the
+    messages already encoded (``encode_message``), one per publication; a broker with middleware
+    encodes its own.
     """
     pubs = list(publications)
     if not pubs:
@@ -299,7 +309,8 @@ def publish(broker: RedisBroker, publications: Iterable[Publication]) -> int:
     # without its tenant in the ring (the sweeper counts on both), even when the connection breaks
     # mid-pipeline.
     pipe = broker.client.pipeline(transaction=True)
-    encoded = [m.encode() for m in messages] if messages else None
+    if messages:
+        encoded = [m.encode() for m in messages]
     for command in publish_commands(broker.namespace, pubs, encoded):
         pipe.execute_command(*command)
     pipe.execute()

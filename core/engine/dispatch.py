@@ -8,24 +8,26 @@ Redis call. Either way several schedulers can run at once without publishing a j
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
-from core.engine.broker import Publication, publish
+from core.engine.broker import Publication, encode_message, new_message_id, publish
 from core.engine.deadletters import any_id
 from core.engine.isolation import publish_isolated
 from core.engine.jobs import JobStatus, utcnow
 from core.engine.locate import MISSING, WAITING, locate_messages
 from core.engine.pauses import not_paused
 from core.engine.recovery import live_broker_ids
-from core.platform.db import transaction
+from core.platform.db import autocommit, transaction
 from core.platform.settings import Settings
 from core.platform.tables import jobs
 
@@ -86,14 +88,146 @@ def publish_due(settings: Settings, broker: RedisBroker) -> int:
     return publish_isolated(settings, broker, _publications(rows))
 
 
-def publish_due_backlog(settings: Settings, broker: RedisBroker, executor: Executor | None) -> int:
-    """``publish_due``; when that finds a full batch, ``scheduler_publishers`` threads of ``executor``
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A job read ahead of its due time (``read_ahead``): its publication under a message id chosen
+    then, that message encoded, its run_at (epoch seconds), the fields of ``_PUBLISHED`` after the
+    id as that read found them, and the job's id as text."""
+
+    pub: Publication
+    message: bytes
+    run_at: float
+    fields: tuple[Any, ...]
+    job_id: str
+
+
+def read_ahead(settings: Settings, until: float, limit: int, stop_at: float | None = None) -> list[Prepared]:
+    """Scheduled jobs and retries due by ``until`` (epoch seconds, Jobyard's clock), oldest due
+    first, at most ``limit``, but not those of a paused queue; read without locks, each with a fresh
+    message id and its message encoded (stamped with the time it is expected to be published: its
+    run_at, or now for one overdue, on the wall clock publish uses). Nothing is decided
+    here: ``publish_prepared`` takes a job only if it is still due and untaken when its time comes.
+    Preparing stops at ``stop_at`` (``time.monotonic()``), with the jobs prepared so far: the
+    others go the ordinary way, rather than their due time find the scheduler still reading."""
+    with transaction(settings) as conn:
+        rows = conn.execute(
+            sa.select(
+                jobs.c.id,
+                jobs.c.type,
+                jobs.c.queue,
+                jobs.c.request_id,
+                jobs.c.tenant,
+                jobs.c.priority,
+                sa.cast(sa.func.extract("epoch", jobs.c.run_at), sa.Float).label("due"),
+            )
+            .where(
+                jobs.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)),
+                jobs.c.run_at <= datetime.fromtimestamp(until, UTC),
+                not_paused(jobs.c.queue),
+            )
+            .order_by(jobs.c.run_at)
+            .limit(limit)
+        ).all()
+    prepared = []
+    now, wall = utcnow().timestamp(), time.time()
+    for n, (job_id, type_, queue, request_id, tenant, priority, due) in enumerate(rows):
+        if stop_at is not None and n % 256 == 0 and time.monotonic() >= stop_at:
+            break
+        pub = Publication(job_id, type_, queue, new_message_id(), request_id, tenant, priority)
+        fields = (type_, queue, pub.message_id, request_id, tenant, priority)
+        stamp = int((wall + max(due - now, 0.0)) * 1000)
+        prepared.append(Prepared(pub, encode_message(pub, stamp), due, fields, str(job_id)))
+    return prepared
+
+
+def publish_prepared(settings: Settings, broker: RedisBroker, batch: Sequence[Prepared]) -> int:
+    """Publish the jobs of ``batch`` (read ahead) that are still due and not taken, as
+    ``publish_due`` does, in one statement: it locks those rows (SKIP LOCKED, the status, run_at and
+    pause checked again on the locked row) and changes them to queued under the message ids chosen
+    ahead. Postgres's answer is the truth: a row whose fields differ from those read ahead has its
+    message encoded again. Returns how many were published."""
+    given = {p.pub.job_id: p for p in batch}  # one message id per job, whatever the caller passed
+    if not given:
+        return 0
+    now = utcnow()
+    # Two text parameters that Postgres splits, not arrays: psycopg writes an array element by element.
+    ids = (
+        sa.func.unnest(
+            sa.cast(
+                sa.func.string_to_array(",".join(p.job_id for p in given.values()), ","),
+                ARRAY(UUID(as_uuid=True)),
+            ),
+            sa.func.string_to_array(",".join(p.pub.message_id for p in given.values()), ","),
+        )
+        .table_valued("id", "message_id")
+        .render_derived(name="given")
+    )
+    # Each row looked up by its key (a LATERAL subquery per id), whatever the planner thinks of the
+    # due index: a join may read every due row for each batch.
+    row = jobs.alias("due_job")
+    locked = (
+        sa.select(row.c.id)
+        .where(
+            row.c.id == ids.c.id,
+            row.c.status.in_((JobStatus.SCHEDULED, JobStatus.RETRYING)),
+            row.c.run_at <= now,
+            not_paused(row.c.queue),
+        )
+        .with_for_update(skip_locked=True)
+        .lateral("locked")
+    )
+    taken = sa.select(locked.c.id, ids.c.message_id).join_from(ids, locked, sa.true()).subquery("taken")
+    # One statement, committed on its own: no BEGIN and COMMIT round trips.
+    with autocommit(settings) as conn:
+        rows = conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == taken.c.id)
+            .values(
+                status=JobStatus.QUEUED,
+                message_id=taken.c.message_id,
+                published_at=now,
+                updated_at=now,
+            )
+            .returning(*_PUBLISHED)
+        ).all()
+    pubs: list[Publication] = []
+    encoded: list[bytes] = []
+    for r in rows:
+        ahead = given[r[0]]
+        if tuple(r[1:]) == ahead.fields:
+            pubs.append(ahead.pub)
+            encoded.append(ahead.message)
+        else:  # changed since it was read: Postgres's row is the truth
+            pub = _publications([r])[0]
+            pubs.append(pub)
+            encoded.append(encode_message(pub, int(time.time() * 1000)))
+    return publish_isolated(settings, broker, pubs, None if broker.middleware else encoded)
+
+
+def publish_due_backlog(
+    settings: Settings, broker: RedisBroker, executor: Executor | None, ahead: Sequence[Prepared] = ()
+) -> int:
+    """First the jobs read ahead that are due now (``ahead``): their batches of ``scheduler_batch``
+    all at once, ``scheduler_publishers`` side by side on ``executor``. Then ``publish_due`` for
+    any other due job; when that finds a full batch, ``scheduler_publishers`` threads of ``executor``
     side by side, each going on batch after batch (a transaction each) while it finds full ones, up
     to BACKLOG_BATCHES: when thousands come due at once, the Postgres update of one batch overlaps
     another's and the Redis publish of a third; SKIP LOCKED keeps their rows apart. A pass with
     nothing due (most of them) stays one look at an index. Returns how many were published; a full
     batch's worth tells the caller to come back at once, so the scheduler's other steps still run
     between such passes."""
+    size = settings.scheduler_batch
+    batches = [ahead[i : i + size] for i in range(0, len(ahead), size)]
+    if executor is None or len(batches) < 2:
+        early = sum(publish_prepared(settings, broker, b) for b in batches)
+    else:
+        early = sum(
+            f.result() for f in [executor.submit(publish_prepared, settings, broker, b) for b in batches]
+        )
+    return early + _publish_due_rest(settings, broker, executor)
+
+
+def _publish_due_rest(settings: Settings, broker: RedisBroker, executor: Executor | None) -> int:
     published = publish_due(settings, broker)
     if executor is None or published < settings.scheduler_batch:
         return published

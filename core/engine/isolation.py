@@ -127,12 +127,17 @@ def dead_letter(conn: Connection, job_id: uuid.UUID, code: str, message: str, *,
     return bool(result.rowcount)
 
 
-def publish_isolated(settings: Settings, broker: RedisBroker, pubs: Sequence[Publication]) -> int:
-    """Publish committed jobs together; if that fails for a reason of its own, one by one, and a job
-    whose message cannot be published goes to the dead letters (``unpublishable``) instead of being
-    retried by every sweep."""
+def publish_isolated(
+    settings: Settings,
+    broker: RedisBroker,
+    pubs: Sequence[Publication],
+    encoded: Sequence[bytes] | None = None,
+) -> int:
+    """Publish committed jobs together (``encoded``: their messages encoded beforehand, see
+    ``publish``); if that fails for a reason of its own, one by one, and a job whose message cannot be
+    published goes to the dead letters (``unpublishable``) instead of being retried by every sweep."""
     try:
-        return publish(broker, pubs)
+        return publish(broker, pubs, encoded)
     except Exception as exc:
         if not is_items_fault(exc):
             raise  # committed: the sweeper publishes them once Redis answers

@@ -154,6 +154,12 @@ class Settings:
         "Transactions a scheduler runs side by side while a backlog of due jobs lasts (a batch each, "
         "rows taken with SKIP LOCKED); 1 publishes one batch at a time.",
     )
+    scheduler_read_ahead: int = _setting(
+        "JOBYARD_SCHEDULER_READ_AHEAD",
+        10_000,
+        "Jobs due at a scheduler's next wake-up it reads while it waits (their messages encoded "
+        "beforehand), so that at their time it only takes them and publishes; 0 reads none ahead.",
+    )
     out_of_range_interval_s: float = _setting(
         "JOBYARD_OUT_OF_RANGE_INTERVAL",
         30.0,
