@@ -85,6 +85,11 @@ class LeanEnqueue:
     """The short path (module docstring); ``full`` is the app's own stack, for everything else."""
 
     def __init__(self, app: Litestar, full: Full) -> None:
+        # What this path does in their place; another hook would be the full stack's alone.
+        if list(app.before_send) != [add_security_headers] or any(
+            (app.before_request, app.after_request, app.after_response)
+        ):
+            raise ValueError("the short path of POST /v1/jobs knows of no hook but add_security_headers")
         self.app = app
         self.full = full
         # The same metric children the full stack's middleware counts in (prometheus-client keeps one
