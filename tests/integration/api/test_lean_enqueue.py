@@ -238,3 +238,40 @@ def test_the_access_line_and_the_metrics_are_the_same(
     assert lines[0] == lines[1]
     assert lines[0]["created"] is True and lines[0]["status"] == 201
     assert REGISTRY.get_sample_value("jobyard_http_requests_total", labels) == counted + 2
+
+
+def test_a_body_over_the_limit_is_answered_alike(settings: Settings) -> None:
+    from control_api.app import create_app
+
+    small = dataclasses.replace(settings, max_body_bytes=2048)
+    key = make_key(settings, "jobs:write")
+    with (
+        TestClient(create_app(small, configure_logs=False)) as lean,
+        TestClient(
+            create_app(dataclasses.replace(small, api_lean_enqueue=False), configure_logs=False)
+        ) as full,
+    ):
+        _warm(lean, full, key)
+        a, _ = _both(lean, full, key, key, {**JOB, "payload": {"chat_id": "c" * 4000, "user_id": "u"}})
+        assert a.status_code == 413
+
+
+def test_a_key_whose_cached_entry_expired_is_looked_up_on_the_short_path(settings: Settings) -> None:
+    from control_api.app import create_app
+    from core.access.keys import revoke_key
+
+    key = make_key(settings, "jobs:write")
+    # No caching at all: every request finds the entry expired, and the key known to be live.
+    with TestClient(
+        create_app(dataclasses.replace(settings, api_key_cache_s=0.0), configure_logs=False)
+    ) as lean:
+        auth = {"Authorization": f"Bearer {key}"}
+        assert lean.post("/v1/jobs", json=JOB, headers=auth).status_code == 201
+        before = _answered(lean)
+        assert lean.post("/v1/jobs", json=JOB, headers=auth).status_code == 201
+        assert _answered(lean) == before + 1
+        # A key revoked meanwhile is found gone and refused by the full stack.
+        with transaction(settings) as conn:
+            assert revoke_key(conn, key[:10]) == 1
+        r = lean.post("/v1/jobs", json=JOB, headers=auth)
+        assert r.status_code == 401 and _answered(lean) == before + 1
