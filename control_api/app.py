@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.app import AppConfig
@@ -26,6 +28,7 @@ from control_api.health import healthz, readyz
 from control_api.jobs import JobsController
 from control_api.jobs_bulk import JobsBulkController
 from control_api.keys import KeysController
+from control_api.lean_enqueue import LeanEnqueue, wants
 from control_api.limits import JsonDepthMiddleware
 from control_api.messaging import OptOutsController, OutboundMessagesController
 from control_api.metrics import PROMETHEUS, metrics
@@ -80,6 +83,18 @@ class App(Litestar):
     def _patch_opentelemetry_middleware(config: AppConfig) -> AppConfig:
         return config
 
+    #: The short path of ``POST /v1/jobs`` (control_api/lean_enqueue.py), when it is on.
+    lean: LeanEnqueue | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.lean is not None and wants(scope):
+            scope["app"] = scope["litestar_app"] = self
+            scope.setdefault("state", {})
+            # The full stack's before_send hooks are the short path's own (add_security_headers).
+            await self.lean(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
     settings = settings or get_settings()
@@ -87,7 +102,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     tracing = configure_tracing("api")
     if configure_logs:
         configure_logging(settings, process="api")
-    configure_sentry(settings, process="api")
+    sentry = configure_sentry(settings, process="api")
     load_job_types(settings)
     try:
         trusted_proxies = TrustedProxies.parse(settings.trusted_proxies)
@@ -193,6 +208,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         plugins=[_tracing_plugin()] if tracing else [],
     )
     declare_common_responses(app)
+    if settings.api_lean_enqueue and not tracing and not sentry:
+        app.lean = LeanEnqueue(app, functools.partial(Litestar.__call__, app))
     return app
 
 

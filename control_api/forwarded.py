@@ -105,13 +105,21 @@ class ForwardedMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         proxies: TrustedProxies | None = getattr(scope["app"].state, "trusted_proxies", None)
-        if scope["type"] == "http" and proxies is not None and proxies.networks:  # type: ignore[comparison-overlap]
-            client = scope.get("client")
-            peer = client[0] if client else ""
-            if proxies.trusts(peer):
-                real = proxies.client(peer, _header(scope, b"x-forwarded-for"))
-                scope["client"] = (real, client[1] if client and real == peer else 0)
-                scope["scheme"] = proxies.scheme(
-                    peer, scope.get("scheme", "http"), _header(scope, b"x-forwarded-proto")
-                )
+        if scope["type"] == "http" and proxies is not None:  # type: ignore[comparison-overlap]
+            apply_forwarded(scope, proxies)
         await self.app(scope, receive, send)
+
+
+def apply_forwarded(scope: Scope, proxies: TrustedProxies) -> None:
+    """Rewrite ``scope``'s client and scheme from a trusted proxy's headers (the middleware's step,
+    shared with control_api/lean_enqueue.py)."""
+    if not proxies.networks:
+        return
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    if proxies.trusts(peer):
+        real = proxies.client(peer, _header(scope, b"x-forwarded-for"))
+        scope["client"] = (real, client[1] if client and real == peer else 0)
+        scope["scheme"] = proxies.scheme(
+            peer, scope.get("scheme", "http"), _header(scope, b"x-forwarded-proto")
+        )

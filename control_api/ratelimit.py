@@ -220,6 +220,62 @@ class TenantRateLimiter(KeyRateLimiter):
         return await self.spend(tenant, rate, max(1, math.ceil(rate))), rate
 
 
+#: Where control_api/lean_enqueue.py leaves the verdicts it already spent on a request it hands to
+#: the full stack (its refusal, or a body the full stack must answer): not spent twice.
+SPENT_VERDICTS = "jobyard.spent_rate_verdicts"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """A request's verdicts: its key's (None: unlimited or Redis did not answer) and its tenant's
+    (None: not asked, unlimited or Redis did not answer), with the tenant's rate."""
+
+    key: Verdict | None
+    tenant: Verdict | None
+    tenant_rate: float
+
+    @property
+    def allowed(self) -> bool:
+        return (self.tenant is None or self.tenant.allowed) and (self.key is None or self.key.allowed)
+
+
+async def spend(limiter: KeyRateLimiter, tenants: TenantRateLimiter | None, key: ApiKey) -> Verdicts:
+    """One request of ``key`` from its own budget, then (if that allowed it) from its tenant's."""
+    verdict = await limiter.check(key)
+    shared: Verdict | None = None
+    rate = 0.0
+    if tenants is not None and (verdict is None or verdict.allowed):
+        shared, rate = await tenants.check_tenant(key.tenant)
+    return Verdicts(verdict, shared, rate)
+
+
+def refusal(limiter: KeyRateLimiter, key: ApiKey, verdicts: Verdicts) -> ApiError | None:
+    """The 429 to answer for ``verdicts``, or None when they let the request through."""
+    shared = verdicts.tenant
+    if shared is not None and not shared.allowed:
+        error = ApiError(
+            429,
+            "tenant_rate_limited",
+            f"tenant {key.tenant!r} is over its rate of {verdicts.tenant_rate:g} requests per second, all "
+            f"its keys together; retry after {shared.retry_after_s:.2f} s",
+            {"retry_after_s": round(shared.retry_after_s, 3), "tenant": key.tenant},
+        )
+        error.headers = {k.decode(): v.decode() for k, v in shared.headers()}
+        return error
+    verdict = verdicts.key
+    if verdict is not None and not verdict.allowed:
+        error = ApiError(
+            429,
+            "rate_limited",
+            f"this API key is over its rate of {limiter.limits(key)[0]:g} requests per second; "
+            f"retry after {verdict.retry_after_s:.2f} s",
+            {"retry_after_s": round(verdict.retry_after_s, 3)},
+        )
+        error.headers = {k.decode(): v.decode() for k, v in verdict.headers()}
+        return error
+    return None
+
+
 class RateLimitMiddleware:
     """Runs after authentication: limits requests that carry a key, and says so in headers."""
 
@@ -232,33 +288,16 @@ class RateLimitMiddleware:
         if not isinstance(key, ApiKey) or limiter is None:
             await self.app(scope, receive, send)
             return
-        verdict = await limiter.check(key)
-        tenants: TenantRateLimiter | None = getattr(scope["app"].state, "tenant_rate_limiter", None)
-        if tenants is not None and (verdict is None or verdict.allowed):
-            shared, rate = await tenants.check_tenant(key.tenant)
-            if shared is not None and not shared.allowed:
-                error = ApiError(
-                    429,
-                    "tenant_rate_limited",
-                    f"tenant {key.tenant!r} is over its rate of {rate:g} requests per second, all its keys "
-                    f"together; retry after {shared.retry_after_s:.2f} s",
-                    {"retry_after_s": round(shared.retry_after_s, 3), "tenant": key.tenant},
-                )
-                error.headers = {k.decode(): v.decode() for k, v in shared.headers()}
-                raise error
+        verdicts: Verdicts | None = scope["state"].pop(SPENT_VERDICTS, None)
+        if verdicts is None:
+            verdicts = await spend(limiter, getattr(scope["app"].state, "tenant_rate_limiter", None), key)
+        error = refusal(limiter, key, verdicts)
+        if error is not None:
+            raise error
+        verdict = verdicts.key
         if verdict is None:
             await self.app(scope, receive, send)
             return
-        if not verdict.allowed:
-            error = ApiError(
-                429,
-                "rate_limited",
-                f"this API key is over its rate of {limiter.limits(key)[0]:g} requests per second; "
-                f"retry after {verdict.retry_after_s:.2f} s",
-                {"retry_after_s": round(verdict.retry_after_s, 3)},
-            )
-            error.headers = {k.decode(): v.decode() for k, v in verdict.headers()}
-            raise error
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

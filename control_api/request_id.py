@@ -48,11 +48,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        given = dict(scope["headers"]).get(HEADER, b"")
-        request_id = given.decode() if _VALID.match(given) else uuid.uuid4().hex
+        request_id = start_request(dict(scope["headers"]).get(HEADER, b""))
         scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500  # if the app raises before answering, the server answers 500
 
         async def send_with_id(message: Message) -> None:
@@ -67,13 +64,27 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            path = scope["path"]
-            emit = access_log.debug if path in _QUIET_PATHS else access_log.info
-            emit(
-                "request",
-                method=scope.get("method", ""),
-                path=path,
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                **scope["state"].get(_ACCESS_FIELDS, {}),
-            )
+            write_access_line(scope, status, started)
+
+
+def start_request(given: bytes) -> str:
+    """The request's id (the caller's ``given`` one if it looks like an id, else a new one), bound
+    into every log line from here on."""
+    request_id = given.decode() if _VALID.match(given) else uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    return request_id
+
+
+def write_access_line(scope: Scope, status: int, started: float) -> None:
+    """The request's one access line (``started``: its time.perf_counter() at the start)."""
+    path = scope["path"]
+    emit = access_log.debug if path in _QUIET_PATHS else access_log.info
+    emit(
+        "request",
+        method=scope.get("method", ""),
+        path=path,
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        **scope["state"].get(_ACCESS_FIELDS, {}),
+    )

@@ -431,6 +431,13 @@ class Settings:
         "Serve the OpenAPI viewers (Redoc, Swagger UI...) under /schema; they load scripts from a CDN. "
         "Off: only the document itself (/schema/openapi.json, .yaml).",
     )
+    api_lean_enqueue: bool = _setting(
+        "JOBYARD_API_LEAN_ENQUEUE",
+        True,
+        "Answer plain single-job enqueues (POST /v1/jobs with a cached key, a valid job) on a short path "
+        "with the same contract, skipping the web framework's layers; anything else, and every request "
+        "when tracing or Sentry is on, takes the full stack. Off: every request takes the full stack.",
+    )
     dashboard_refresh_s: float = _setting(
         "JOBYARD_DASHBOARD_REFRESH",
         5.0,
