@@ -110,11 +110,9 @@ class JobyardRedisBroker(RedisBroker):
             a.queue_name == queue_name and a.actor_name.endswith(BATCH_SUFFIX) for a in self.actors.values()
         )
         if batched:
-            # One tenant may hold a batch for each of half the threads (Dramatiq's prefetch is twice
-            # its threads), two at least: a tenant alone keeps that many batches in flight, each
-            # waiting on Postgres and Redis in turn, and the other half of the threads stays free
-            # for the others, with one batch more of room kept to fetch their jobs at once.
-            cap = self.batch_max * max(2, prefetch // 4)
+            # One tenant may hold a full batch being worked on and the next one ready; one batch
+            # more is kept for the others, so their jobs never wait for this tenant's to finish.
+            cap = max(prefetch, self.batch_max * 2)
             prefetch = cap + self.batch_max
         else:
             # Dramatiq's prefetch is twice its threads: one tenant may fill the threads, and the
