@@ -49,6 +49,18 @@ END
 $$
 """
 
+#: One counter's event, if its tenant is listened to (the row as the trigger's transition table has it).
+_UNREAD_EVENT_OF = """
+CREATE FUNCTION jobyard_unread_event_of(n unread_counters) RETURNS void LANGUAGE sql AS $$
+    SELECT jobyard_record_event(
+        n.tenant, 'unread.changed', n.chat_id || '/' || n.user_id, NULL,
+        jsonb_build_object(
+            'chat_id', n.chat_id, 'user_id', n.user_id, 'unread', n.unread,
+            'last_read_at', n.last_read_at, 'updated_at', n.updated_at))
+    WHERE jobyard_event_listened(n.tenant, 'unread.changed', NULL)
+$$
+"""
+
 _UNREAD_EVENTS = """
 CREATE FUNCTION jobyard_unread_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -56,23 +68,12 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        PERFORM jobyard_record_event(
-            n.tenant, 'unread.changed', n.chat_id || '/' || n.user_id, NULL,
-            jsonb_build_object(
-                'chat_id', n.chat_id, 'user_id', n.user_id, 'unread', n.unread,
-                'last_read_at', n.last_read_at, 'updated_at', n.updated_at))
-        FROM jobyard_new_counters AS n
-        WHERE jobyard_event_listened(n.tenant, 'unread.changed', NULL);
+        PERFORM jobyard_unread_event_of(n) FROM jobyard_new_counters AS n;
     ELSE
-        PERFORM jobyard_record_event(
-            n.tenant, 'unread.changed', n.chat_id || '/' || n.user_id, NULL,
-            jsonb_build_object(
-                'chat_id', n.chat_id, 'user_id', n.user_id, 'unread', n.unread,
-                'last_read_at', n.last_read_at, 'updated_at', n.updated_at))
+        PERFORM jobyard_unread_event_of(n)
         FROM jobyard_new_counters AS n
         JOIN jobyard_old_counters AS o USING (user_id, chat_id, tenant)
-        WHERE o.unread IS DISTINCT FROM n.unread
-          AND jobyard_event_listened(n.tenant, 'unread.changed', NULL);
+        WHERE o.unread IS DISTINCT FROM n.unread;
     END IF;
     RETURN NULL;
 END
@@ -111,14 +112,19 @@ _DROPS = (
 
 
 def upgrade() -> None:
-    for statement in (*_DROPS, _ANYONE, _JOB_EVENTS, _UNREAD_EVENTS, *_TRIGGERS):
+    for statement in (*_DROPS, _ANYONE, _JOB_EVENTS, _UNREAD_EVENT_OF, _UNREAD_EVENTS, *_TRIGGERS):
         op.execute(statement)
 
 
 def downgrade() -> None:
     for statement in _DROPS:
         op.execute(statement)
-    for function in ("jobyard_unread_events()", "jobyard_job_events()", "jobyard_anyone_listening()"):
+    for function in (
+        "jobyard_unread_events()",
+        "jobyard_unread_event_of(unread_counters)",
+        "jobyard_job_events()",
+        "jobyard_anyone_listening()",
+    ):
         op.execute(f"DROP FUNCTION {function}")
     for trigger in _ROW_TRIGGERS:
         op.execute(trigger)
