@@ -246,8 +246,12 @@ class _WireMessage(msgspec.Struct):
 _encode_message = msgspec.json.Encoder().encode
 
 
-def _encoded(pub: Publication, timestamp: int) -> bytes:
-    wire = _WireMessage(pub.queue, pub.type, (str(pub.job_id),), {}, _options(pub), pub.message_id, timestamp)
+def encode_message(pub: Publication, timestamp_ms: int) -> bytes:
+    """``pub``'s message as ``publish`` writes it to Redis when the broker has no middleware, with
+    ``timestamp_ms`` as its message_timestamp (also to encode messages ahead of their publish)."""
+    wire = _WireMessage(
+        pub.queue, pub.type, (str(pub.job_id),), {}, _options(pub), pub.message_id, timestamp_ms
+    )
     return _encode_message(wire)
 
 
@@ -261,7 +265,7 @@ def publish_commands(
     timestamp = int(time.time() * 1000)
     per_queue: dict[str, tuple[list[str | bytes], dict[tuple[str, int], list[str]]]] = {}
     for i, pub in enumerate(pubs):
-        data = encoded[i] if encoded is not None else _encoded(pub, timestamp)
+        data = encoded[i] if encoded is not None else encode_message(pub, timestamp)
         fields, by_lane = per_queue.setdefault(pub.queue, ([], {}))
         fields += (pub.message_id, data)
         by_lane.setdefault((pub.tenant, pub.priority), []).append(pub.message_id)
@@ -275,12 +279,6 @@ def publish_commands(
             ("LTRIM", wake, -WAKE_TOKENS, -1),
         ]
     return commands
-
-
-def encode_message(pub: Publication, timestamp_ms: int) -> bytes:
-    """``pub``'s message as ``publish`` writes it to Redis when the broker has no middleware, with
-    ``timestamp_ms`` as its message_timestamp: to encode messages ahead of their publish."""
-    return _encoded(pub, timestamp_ms)
 
 
 def publish(
