@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="API processes (uvicorn workers)")
     args = parser.parse_args(argv)
     uvicorn.run(
-        "control_api.app:create_app",
+        "control_api.app:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,

@@ -96,6 +96,15 @@ class App(Litestar):
         await super().__call__(scope, receive, send)
 
 
+def create_served_app() -> Litestar:
+    """What `jobyard api` serves in each of its processes (control_api/__main__.py): ``create_app``,
+    then the process's heap settled (core/platform/heap.py). Not in ``create_app``, whose callers
+    (tests, an app embedding this one) keep their collector as it is."""
+    app = create_app()
+    settle_heap()
+    return app
+
+
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
     settings = settings or get_settings()
     # Tracing first: its instrumentation wraps the clients made at startup, and log lines carry its ids.
@@ -139,7 +148,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         # Events streams and waiting job reads: one LISTEN connection and one reader per process.
         app.state.fanout = Fanout(settings)
         await app.state.fanout.start()
-        settle_heap()  # start-up's objects out of every later collection (core/platform/heap.py)
         try:
             yield
         finally:

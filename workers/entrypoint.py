@@ -22,6 +22,7 @@ from dramatiq.middleware import Middleware, ShutdownNotifications, TimeLimit
 from core.engine.broker import build_broker
 from core.platform.crypto import use_data_key
 from core.platform.db import use_session_timeouts
+from core.platform.heap import settle as settle_heap
 from core.platform.logs import configure_logging
 from core.platform.sentry import configure_sentry
 from core.platform.settings import get_settings
@@ -86,6 +87,7 @@ def boot() -> dramatiq.Broker:
     broker = build_broker(settings, middleware=middleware, consumer=True)
     declare_actors(broker, settings)
     dramatiq.set_broker(broker)
+    settle_heap()  # start-up's objects out of every later collection (core/platform/heap.py)
     return broker
 
 

@@ -3,7 +3,6 @@
 A job type declares what its handler needs once per process (``@job_type(..., resources=...)``);
 this middleware starts each, once, before the process takes a message, only if the process consumes
 the queue of a type that declares it, and stops them at shutdown, after the running jobs finished.
-Once they are started, the process's heap is settled (core/platform/heap.py).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from core.engine.job_types import Resource, job_types
-from core.platform.heap import settle as settle_heap
 from core.platform.settings import Settings
 
 
@@ -36,8 +34,6 @@ class Resources(Middleware):
                     self.resources.append(resource)
         for resource in self.resources:
             resource.start(self.settings)
-        # The last step of the boot: what it made stays out of every later collection.
-        settle_heap()
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         for resource in reversed(self.resources):

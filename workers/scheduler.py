@@ -175,7 +175,6 @@ class Scheduler:
         log.info("scheduler_started", interval_s=self.settings.scheduler_interval_s)
         self._pruner.start()
         self.senders.start()
-        settle_heap()  # start-up's objects out of every later collection (core/platform/heap.py)
         while not self.stopping.is_set():
             try:
                 self._pass()
@@ -264,6 +263,7 @@ def main() -> None:
     scheduler = Scheduler(settings)
     signal.signal(signal.SIGTERM, scheduler.stop)
     signal.signal(signal.SIGINT, scheduler.stop)
+    settle_heap()  # start-up's objects out of every later collection (core/platform/heap.py)
     scheduler.run()
 
 
