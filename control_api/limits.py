@@ -14,31 +14,36 @@ payload size per job type is on its JobType, and request bodies forbid unknown f
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from control_api.errors import ApiError
 
-# A whole JSON string (escapes included) or one bracket; everything else is skipped in C. An
-# unterminated string runs to the end, so no input makes the scan worse than linear.
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.?)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
+# A whole JSON string (escapes included): runs of plain characters, each escape with the character
+# it escapes. An unterminated string runs to the end, so no input makes the scan worse than linear.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.?[^"\\]*)*(?:"|\Z)', re.DOTALL)
+#: Every byte but the four brackets (what bytes.translate deletes).
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+#: A bracket's step in depth, by its byte.
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
 
 
 def json_depth_exceeds(body: bytes, limit: int) -> bool:
     """Whether ``body`` nests arrays and objects deeper than ``limit`` (malformed JSON is left to
-    the decoder, which says what is wrong with it)."""
+    the decoder, which says what is wrong with it).
+
+    Strings go first (one substitution in C), then every byte but a bracket (``translate``), and the
+    depth is the largest running sum of the brackets' steps (``accumulate``, in C too): a batch of
+    1,000 jobs is scanned in a fraction of a millisecond, where a Python loop over its tokens took
+    milliseconds.
+    """
     if body.count(b"[") + body.count(b"{") <= limit:
         return False  # cannot be deeper than it has brackets
-    depth = 0
-    for match in _TOKENS.finditer(body):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif token in (b"]", b"}"):
-            depth -= 1
-    return False
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets), initial=0)) > limit
 
 
 class JsonDepthMiddleware:

@@ -4,6 +4,7 @@ the streaming scanner agrees with the real nesting of any JSON, takes any bytes 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from hypothesis import given
@@ -47,6 +48,30 @@ def test_the_depth_scanner_agrees_with_the_real_nesting_of_any_json(
 ) -> None:
     body = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent).encode()
     assert json_depth_exceeds(body, limit) == (depth(value) > limit)
+
+
+#: The scan as a plain loop over its tokens (a whole string, escapes included, or one bracket), one
+#: at a time: what the scanner must answer for any bytes, malformed ones too.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.?)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
+
+
+def exceeds_token_by_token(body: bytes, limit: int) -> bool:
+    depth = 0
+    for match in _TOKEN.finditer(body):
+        token = match.group()
+        depth += 1 if token in (b"[", b"{") else -1 if token in (b"]", b"}") else 0
+        if depth > limit:
+            return True
+    return False
+
+
+@PROPERTY
+@given(
+    body=st.binary(max_size=300) | st.lists(st.sampled_from(list(b'[]{}"\\ a\n')), max_size=60).map(bytes),
+    limit=st.integers(0, 8),
+)
+def test_the_depth_scanner_agrees_with_a_token_by_token_scan_of_any_bytes(body: bytes, limit: int) -> None:
+    assert json_depth_exceeds(body, limit) == exceeds_token_by_token(body, limit)
 
 
 @PROPERTY
