@@ -204,10 +204,11 @@ def new_message_id() -> str:
     return str(uuid.uuid4())
 
 
-def _options(pub: Publication) -> dict[str, Any]:
+def _options(pub: Publication, job_id: str) -> dict[str, Any]:
+    """The message's options (``job_id``: ``pub.job_id`` as text, made once by the caller)."""
     options: dict[str, Any] = {
         "redis_message_id": pub.message_id,
-        "job_id": str(pub.job_id),
+        "job_id": job_id,
         TENANT_OPTION: pub.tenant,
     }
     if pub.request_id:
@@ -220,11 +221,12 @@ def _options(pub: Publication) -> dict[str, Any]:
 
 
 def message_for(pub: Publication) -> dramatiq.Message[Any]:
-    options = _options(pub)
+    job_id = str(pub.job_id)
+    options = _options(pub, job_id)
     return dramatiq.Message(
         queue_name=pub.queue,
         actor_name=pub.type,
-        args=(str(pub.job_id),),
+        args=(job_id,),
         kwargs={},
         options=options,
         message_id=pub.message_id,
@@ -249,8 +251,9 @@ _encode_message = msgspec.json.Encoder().encode
 def encode_message(pub: Publication, timestamp_ms: int) -> bytes:
     """``pub``'s message as ``publish`` writes it to Redis when the broker has no middleware, with
     ``timestamp_ms`` as its message_timestamp (also to encode messages ahead of their publish)."""
+    job_id = str(pub.job_id)
     wire = _WireMessage(
-        pub.queue, pub.type, (str(pub.job_id),), {}, _options(pub), pub.message_id, timestamp_ms
+        pub.queue, pub.type, (job_id,), {}, _options(pub, job_id), pub.message_id, timestamp_ms
     )
     return _encode_message(wire)
 

@@ -229,6 +229,29 @@ def render_json(_: Any, __: str, event: dict[str, Any]) -> str:
     return _encode(event)
 
 
+class _UtcStamp:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)`` text (``2026-12-06T00:25:21.919134Z``, the
+    fraction left out at a whole second, as ``datetime.isoformat`` does), with the date and time of
+    the current second formatted once a second instead of once a line."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        t = time.time()
+        second = int(t)
+        if second != self._second:  # a race between threads writes the same text twice
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        micro = int((t - second) * 1_000_000)
+        return f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+
+    def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["timestamp"] = self.now()
+        return event
+
+
 def _console(settings: Settings) -> bool:
     fmt = settings.log_format
     if fmt == "auto":
@@ -295,7 +318,7 @@ def configure_logging(settings: Settings | None = None, *, process: str = "jobya
         # Every line, tracebacks included; the fields below are ours and hold no secret.
         redactor,
         _add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcStamp(),
         _add_process(process),
         renderer,
     ]
@@ -310,7 +333,7 @@ def configure_logging(settings: Settings | None = None, *, process: str = "jobya
         *traced,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcStamp(),
         structlog.processors.format_exc_info,
     ]
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 from core.platform.logs import WRITE_BYTES, LineWriter
 from tests.services import ROOT, wait_for
@@ -38,6 +40,10 @@ def test_a_pipe_gets_json_lines() -> None:
         "j1",
         "api",
     )
+    # ISO 8601 in UTC, microseconds and a Z, as structlog's TimeStamper(fmt="iso", utc=True) wrote it.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", line["timestamp"])
+    stamped = datetime.fromisoformat(line["timestamp"])
+    assert timedelta(0) <= datetime.now(UTC) - stamped < timedelta(seconds=60)
 
 
 def test_a_terminal_gets_console_lines() -> None:
