@@ -49,10 +49,13 @@ AREAS: dict[str, tuple[str, ...]] = {
     "Jobyard's own code": ("(core/", "(control_api/", "(workers/"),
 }
 #: Top frames of a thread that waits for work rather than doing it (a condition or event, the event
-#: loop's poll, Dramatiq's timer and master threads): left out of the shares, counted apart.
+#: loop's poll, Dramatiq's timer and master threads, the log writer's thread in its sleep between
+#: writes or waiting for its lock, whose writing shows as the frames above it): left out of the
+#: shares, counted apart.
 IDLE = (
     "Condition.wait (threading.py",
     "Event.wait (threading.py",
+    "LineWriter._run (core/platform/logs.py",
     "Runner.run (asyncio/runners.py",
     "_CtypesTimeoutManager.run (dramatiq/",
     "worker_process (dramatiq/cli.py",
