@@ -235,17 +235,18 @@ class _UtcStamp:
     the current second formatted once a second instead of once a line."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        # The second and its text, replaced together: threads stamping at once each read one pair.
+        self._cached: tuple[int, str] = (-1, "")
 
     def now(self) -> str:
         t = time.time()
         second = int(t)
-        if second != self._second:  # a race between threads writes the same text twice
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
+        cached, prefix = self._cached
+        if second != cached:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cached = (second, prefix)
         micro = int((t - second) * 1_000_000)
-        return f"{self._prefix}.{micro:06d}Z" if micro else f"{self._prefix}Z"
+        return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         event["timestamp"] = self.now()
