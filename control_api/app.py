@@ -19,7 +19,7 @@ from control_api.chats import ChatsController
 from control_api.collections import CollectionsController
 from control_api.dashboard import dashboard_routers, template_config
 from control_api.deadletters import AuditController, DeadLettersController
-from control_api.errors import EXCEPTION_HANDLERS
+from control_api.errors import EXCEPTION_HANDLERS, ErrorAnswers
 from control_api.events import EventsController
 from control_api.fanout import Fanout
 from control_api.forwarded import ForwardedMiddleware, TrustedProxies
@@ -200,6 +200,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             RequestIdMiddleware,
             # Outside authentication, so refused requests are counted too.
             PROMETHEUS.middleware,
+            # The errors the middlewares below raise, answered where the two above see the answer.
+            ErrorAnswers,
             # The dashboard's routes opt out (exclude_from_auth) and check their session cookie.
             DefineMiddleware(ApiKeyAuthentication, exclude=PUBLIC_PATHS),
             RateLimitMiddleware,

@@ -31,14 +31,13 @@ from typing import Any
 
 import anyio
 import msgspec
-from litestar import Litestar, Request
-from litestar.middleware._internal.exceptions.middleware import get_exception_handler
+from litestar import Litestar
 from litestar.serialization import encode_json
 from litestar.types import Message, Receive, ReceiveMessage, Scope, Send
 
 from control_api.addresslimit import AddressLimiter
 from control_api.auth import KeyLookups, _touch
-from control_api.errors import EXCEPTION_HANDLERS, unexpected
+from control_api.errors import answer_error
 from control_api.forwarded import TrustedProxies, apply_forwarded
 from control_api.headers import add_security_headers
 from control_api.http_metrics import HttpMetricsMiddleware
@@ -245,7 +244,7 @@ class LeanEnqueue:
             try:
                 (result,) = await _enqueue(self.app.state, [new_job])
             except Exception as exc:
-                await self._error(scope, receive, send_wrapped, exc)
+                await answer_error(scope, receive, send_wrapped, exc)
                 return
             job = result.job
             on_access_line(scope, job_id=str(job.id), type=job.type, created=result.created)
@@ -269,15 +268,3 @@ class LeanEnqueue:
             await add_security_headers(message, scope)
             headers = self._security[scheme] = message["headers"][1:]
         return headers
-
-    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-        """What Litestar's exception middleware does with an error the handler raised."""
-        app = self.app
-        for hook in app.after_exception:
-            await hook(exc, scope)
-        handler = get_exception_handler(EXCEPTION_HANDLERS, exc) or unexpected
-        request: Request[Any, Any, Any] = app.request_class(scope=scope, receive=receive, send=send)
-        response = handler(request, exc)
-        await response.to_asgi_response(app=None, request=request, type_encoders=app.type_encoders)(
-            scope, receive, send
-        )
